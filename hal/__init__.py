@@ -1,0 +1,21 @@
+"""Hardware abstraction: camera, detector, clock, serial port and boot control, each a small Protocol with
+its real implementation and a fake beside it. Native libraries (picamera2, LiteRT, the Edge TPU delegate)
+are imported lazily inside the implementations, so this package imports on any laptop."""
+
+from hal.clock import Clock, FakeClock, SystemClock
+from hal.detections import PERSON, Detections
+from hal.errors import (
+    BootControlError,
+    CameraError,
+    CameraStalled,
+    DelegateError,
+    DetectorError,
+    HalError,
+    SerialError,
+)
+from hal.frame import Frame, FramePool
+
+__all__ = [
+    "PERSON", "BootControlError", "CameraError", "CameraStalled", "Clock", "DelegateError", "Detections",
+    "DetectorError", "FakeClock", "Frame", "FramePool", "HalError", "SerialError", "SystemClock",
+]

@@ -1,0 +1,31 @@
+"""The hal exception family: every failure at the hardware boundary is a HalError."""
+
+from __future__ import annotations
+
+
+class HalError(Exception):
+    """Root of every error raised by hal/."""
+
+
+class CameraError(HalError):
+    """The camera could not be opened, or stopped delivering frames."""
+
+
+class CameraStalled(CameraError):
+    """No frame arrived within the camera's timeout; the caller may reopen the camera."""
+
+
+class DetectorError(HalError):
+    """The detector could not load its model or failed on a frame."""
+
+
+class DelegateError(DetectorError):
+    """The Edge TPU delegate could not be loaded or vanished while running."""
+
+
+class SerialError(HalError):
+    """A serial port could not be opened, read or written."""
+
+
+class BootControlError(HalError):
+    """The boot-slot controller could not read or change which slot boots."""
