@@ -1,0 +1,124 @@
+"""The `umbra` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from firmware.errors import FirmwareError
+
+log = logging.getLogger("umbra")
+
+# Subcommands whose parsers live with the part they drive: (command, module, help).
+DELEGATED = (
+    ("track", "firmware.mot", "run the tracker alone on a MOTChallenge detection file"),
+    ("audit", "firmware.audit", "verify the privacy audit log"),
+    ("provision", "provisioning.station_cli", "factory provisioning station"),
+    ("ota", "ota.cli", "OTA releases and rollouts (ops)"),
+)
+BENCH = {
+    "run": "bench.run",
+    "speed": "bench.loop_speed",
+    "tracking": "bench.tracking",
+    "counting": "bench.counting",
+    "privacy": "bench.privacy",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="umbra", description="Umbra people-flow sensor firmware")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the sensor loop from a config file")
+    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--max-frames", type=int, default=None)
+    run.set_defaults(func=_cmd_run)
+
+    bench = sub.add_parser("bench", help="bench runs and benchmarks (python -m bench.<name> too)")
+    bench.add_argument("name", choices=sorted(BENCH), help="which bench to run")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for that bench (see --help)")
+    bench.set_defaults(func=_cmd_bench)
+
+    cal = sub.add_parser("calibrate", help="fit the image-to-ground homography from MOT15 gt world coordinates")
+    cal.add_argument("--gt", required=True, type=Path)
+    cal.set_defaults(func=_cmd_calibrate)
+
+    for name, module, help_text in DELEGATED:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.add_parser(sub.add_parser(name, help=help_text))
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except FirmwareError as e:
+        print(f"umbra: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # errors of other packages' families (HalError, OtaError, ...)
+        if type(e).__module__.split(".")[0] in {"hal", "ota", "provisioning", "models", "bench"}:
+            print(f"umbra: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from firmware import config as cfgmod
+    from firmware.assemble import JsonlSink, build_loop
+    from hal.clock import SystemClock
+
+    cfg = cfgmod.load(args.config)
+    base = args.config.resolve().parent
+    sinks = []
+    out = None
+    if cfg.output.tracks_file:
+        path = cfgmod.resolve_path(cfg.output.tracks_file, base)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = path.open("a", encoding="utf-8")
+        sinks.append(JsonlSink(out))
+    loop = build_loop(cfg, base, SystemClock(), sinks=sinks)
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    try:
+        stats = loop.run(max_ticks=args.max_frames)
+    except KeyboardInterrupt:
+        stats = loop.stats
+    finally:
+        if out is not None:
+            out.close()
+    log.info(
+        "stopped: %d ticks, %d frames, %d overruns, %d detector errors, %d camera stalls, %d records",
+        stats.ticks, stats.frames, stats.overruns, stats.detector_errors, stats.camera_stalls, stats.records,
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    mod = importlib.import_module(BENCH[args.name])
+    return int(mod.main(args.args) or 0)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from firmware.calibrate import fit_homography_from_mot
+
+    fit = fit_homography_from_mot(args.gt)
+    print(f"# fitted on {fit.points} foot points; ground error median {fit.median_error_m:.3f} m, "
+          f"p95 {fit.p95_error_m:.3f} m")
+    print("[geometry]")
+    rows = ", ".join("[" + ", ".join(f"{v:.10g}" for v in row) + "]" for row in fit.homography)
+    print(f"homography = [{rows}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
