@@ -20,7 +20,7 @@ from hal.camera import Camera
 from hal.clock import Clock
 from hal.detections import Detections
 from hal.detector import Detector
-from hal.errors import CameraError, CameraStalled, DetectorError
+from hal.errors import CameraError, CameraStalled, DetectorError, EndOfStream
 from hal.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,13 @@ class SensorLoop:
                 return None
         try:
             return self.camera.capture()
+        except EndOfStream:
+            return _END
         except CameraStalled as e:
             self.stats.camera_stalls += 1
             self._close_camera()
             self._schedule_reopen(self.clock.monotonic_ns(), f"camera stalled: {e}")
         except CameraError as e:
-            if _is_end(e):
-                return _END
             self.stats.camera_stalls += 1
             self._close_camera()
             self._schedule_reopen(self.clock.monotonic_ns(), f"camera failed: {e}")
@@ -250,7 +250,3 @@ class SensorLoop:
         self._last_ground = {int(i): ground.xy[j].copy() for j, i in enumerate(ids)}
         return found
 
-
-def _is_end(e: CameraError) -> bool:
-    """A finite source (a video file) raises hal's EndOfStream, a CameraError, when it runs out."""
-    return type(e).__name__ == "EndOfStream"

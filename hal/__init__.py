@@ -10,6 +10,7 @@ from hal.errors import (
     CameraStalled,
     DelegateError,
     DetectorError,
+    EndOfStream,
     HalError,
     SerialError,
 )
@@ -17,5 +18,5 @@ from hal.frame import Frame, FramePool
 
 __all__ = [
     "PERSON", "BootControlError", "CameraError", "CameraStalled", "Clock", "DelegateError", "Detections",
-    "DetectorError", "FakeClock", "Frame", "FramePool", "HalError", "SerialError", "SystemClock",
+    "DetectorError", "EndOfStream", "FakeClock", "Frame", "FramePool", "HalError", "SerialError", "SystemClock",
 ]

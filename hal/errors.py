@@ -29,3 +29,7 @@ class SerialError(HalError):
 
 class BootControlError(HalError):
     """The boot-slot controller could not read or change which slot boots."""
+
+
+class EndOfStream(CameraError):
+    """A finite source (a video file, an image folder) has no more frames."""
