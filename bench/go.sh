@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One command each for Umbra's two jobs, doing all of their own set-up on a fresh machine:
+#   bash bench/go.sh run    # set up, then the bench run (mock camera on vtest.avi, real model, reference cloud)
+#   bash bench/go.sh test   # set up, then the test suite
+# Set-up: a virtual environment in .venv with the project and its dev extra installed (skipped when
+# pyproject.toml has not changed since), then the bench data checked by hash (fetched where it can be).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-run}"; shift || true
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.umbra-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/python -m bench.data
+
+case "$job" in
+  run)  exec .venv/bin/umbra bench run "$@" ;;
+  test) exec .venv/bin/python -m pytest tests "$@" ;;
+  *)    echo "usage: bash bench/go.sh run|test [args...]" >&2; exit 2 ;;
+esac
