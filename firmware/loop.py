@@ -61,7 +61,11 @@ class LoopStats:
     camera_stalls: int = 0
     camera_reopens: int = 0
     records: int = 0
-    own_ns: list[int] = field(default_factory=list)  # per-frame CPU of the loop's own work (profile only)
+    # profile only, one entry per frame: CPU of the loop's own work (not decode, not inference), wall time
+    # in the detector, and wall time from the frame's capture to its zeroed release
+    own_ns: list[int] = field(default_factory=list)
+    detect_ns: list[int] = field(default_factory=list)
+    hold_ns: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,17 +153,22 @@ class SensorLoop:
         boxes = np.zeros((0, 4))
         scores = np.zeros((0,))
         if isinstance(frame, Frame):
+            held = time.perf_counter_ns()
             with frame:  # released, and so zeroed, on the way out whatever happens
                 self.stats.frames += 1
-                d0 = time.thread_time_ns() if self.profile else 0
+                d0, w0 = (time.thread_time_ns(), time.perf_counter_ns()) if self.profile else (0, 0)
                 dets = self._detect(frame)
-                detect_ns = (time.thread_time_ns() - d0) if self.profile else 0
+                if self.profile:
+                    detect_ns = time.thread_time_ns() - d0
+                    self.stats.detect_ns.append(time.perf_counter_ns() - w0)
                 for hook in self.frame_hooks:
                     hook(frame, dets, self.clock.wall())
                 if dets is not None:
                     persons = dets.persons(self.config.min_score)
                     boxes = persons.to_pixels(*frame.source_size)
                     scores = persons.scores
+            if self.profile:
+                self.stats.hold_ns.append(time.perf_counter_ns() - held)
         tracks = self.tracker.update(boxes, scores, dt)
         self._emit(now, tracks)
         if self.profile:
