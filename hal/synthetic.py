@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from hal.clock import Clock
-from hal.errors import CameraError, EndOfStream
+from hal.errors import CameraError, CameraStalled, EndOfStream
 from hal.frame import Frame, FramePool
 
 
@@ -23,8 +23,13 @@ class SyntheticCamera:
         frames: int | None = None,
         seed: int = 0,
         pool_size: int = 2,
+        stall_frames: frozenset[int] = frozenset(),
+        stall_timeout_s: float = 2.0,
     ) -> None:
         self.clock = clock
+        self.stall_frames = stall_frames  # captures (by attempt number) that time out, as a stuck sensor does
+        self.stall_timeout_s = stall_timeout_s
+        self.attempts = 0
         self.fps = fps
         self.lores_size = lores_size
         self.main_size = main_size
@@ -56,6 +61,10 @@ class SyntheticCamera:
             raise CameraError("synthetic camera is not open")
         if self.frames is not None and self._seq >= self.frames:
             raise EndOfStream("synthetic camera reached its last frame")
+        self.attempts += 1
+        if self.attempts in self.stall_frames:
+            self.clock.sleep_until_ns(self.clock.monotonic_ns() + int(self.stall_timeout_s * 1e9))
+            raise CameraStalled(f"no frame within {self.stall_timeout_s} s")
         lores, main = self._pool.acquire()
         # fill a row band with noise, leave the rest constant: cheap and never all-zero
         lores[...] = 128
@@ -71,3 +80,52 @@ class SyntheticCamera:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SyntheticCrowd:
+    """A detector for synthetic frames: `people` walkers crossing the image in straight lines (bouncing at
+    the edges) at a steady pace, reported as person detections keyed by `frame.seq`. It reads the frame's
+    pixels as a real detector does (so the frame must be live), and can be told to fail on given frames."""
+
+    backend = "synthetic"
+
+    def __init__(
+        self,
+        people: int,
+        *,
+        seed: int = 0,
+        fail_on: frozenset[int] = frozenset(),
+        clock: Clock | None = None,
+        cost_s: float | dict[int, float] = 0.0,
+    ) -> None:
+        self.clock = clock  # with a FakeClock and a cost, each call takes that long, as inference does
+        self.cost_s = cost_s
+        rng = np.random.default_rng(seed)
+        self.people = people
+        self._start = rng.uniform(0.1, 0.9, size=(people, 2))
+        self._step = rng.uniform(-0.004, 0.004, size=(people, 2))
+        self._size = np.column_stack((rng.uniform(0.02, 0.05, people), rng.uniform(0.08, 0.16, people)))
+        self._scores = rng.uniform(0.35, 0.95, size=people).astype(np.float32)
+        self.fail_on = fail_on
+        self.calls = 0
+
+    def detect(self, frame: Frame):
+        from hal.detections import Detections
+        from hal.errors import DetectorError
+
+        self.calls += 1
+        cost = self.cost_s.get(frame.seq, 0.0) if isinstance(self.cost_s, dict) else self.cost_s
+        if self.clock is not None and cost:
+            self.clock.sleep_until_ns(self.clock.monotonic_ns() + int(cost * 1e9))
+        _ = frame.pixels[0, 0, 0]  # touching a released frame raises, as on real hardware
+        if frame.seq in self.fail_on:
+            raise DetectorError(f"synthetic failure on frame {frame.seq}")
+        pos = self._start + self._step * frame.seq
+        pos = 1 - np.abs(1 - np.mod(pos, 2))  # bounce between 0 and 1
+        half = self._size / 2
+        centre = np.clip(pos, half, 1 - half)
+        boxes = np.hstack((centre - half, centre + half)).astype(np.float32)
+        return Detections(boxes, self._scores.copy(), np.zeros(self.people, np.int32))
+
+    def close(self) -> None:
+        pass
