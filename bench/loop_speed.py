@@ -1,0 +1,138 @@
+"""Loop speed, as ratios measured in one run.
+
+1. The whole loop on vtest.avi against the mock camera's decoding plus the model's inference alone (what a
+   Pi's ISP and TPU would do): frames per second of each, interleaved in rounds; goal loop/alone >= 0.9.
+2. The loop's own CPU per frame (not decoding, not inference): median at PETS density (real detector) and
+   with 100 people in view (synthetic crowd); goals <= 1 ms and <= 3 ms.
+3. Capture to zeroed buffer, p99, against the detector's own p99: goal at most detector + 2 ms.
+4. Resident memory after 10,000 frames against after 1,000: goal within 5 MB.
+
+`umbra bench speed [--frames N] [--rounds R] [--memory-frames 10000]`"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bench import data
+from firmware.assemble import build_detector, build_loop, model_input_size
+from firmware.config import load
+from hal.clock import FakeClock
+from hal.synthetic import SyntheticCamera, SyntheticCrowd
+
+CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
+
+
+def _camera(cfg, video: Path, clock, loop_video: bool = False):
+    from hal.video import VideoCamera
+
+    kwargs = {"loop": True} if loop_video else {}
+    return VideoCamera(video, lores_size=model_input_size(cfg), main_size=cfg.camera.main_size,
+                       fps=cfg.camera.fps or None, clock=clock, **kwargs)
+
+
+def alone(cfg, video: Path, detector, frames: int) -> float:
+    """Decode + inference only, frames per second."""
+    clock = FakeClock()
+    with _camera(cfg, video, clock) as cam:
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            with cam.capture() as frame:
+                detector.detect(frame)
+        return frames / (time.perf_counter() - t0)
+
+
+def whole_loop(cfg, video: Path, detector, frames: int):
+    clock = FakeClock()
+    cam = _camera(cfg, video, clock)
+    loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=detector, sinks=[lambda r: None],
+                      profile=True)
+    t0 = time.perf_counter()
+    stats = loop.run(max_ticks=frames)
+    return stats.frames / (time.perf_counter() - t0), stats
+
+
+def crowd_own_ms(cfg, people: int, frames: int) -> float:
+    clock = FakeClock()
+    cam = SyntheticCamera(clock, frames=frames, lores_size=model_input_size(cfg))
+    loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=SyntheticCrowd(people),
+                      sinks=[lambda r: None], profile=True)
+    stats = loop.run()
+    return float(np.median(stats.own_ns[10:]) / 1e6)
+
+
+def memory(cfg, video: Path, frames: int) -> tuple[float, float]:
+    import psutil
+
+    from hal.scripted import ScriptedDetector
+
+    proc = psutil.Process()
+    clock = FakeClock()
+    cam = _camera(cfg, video, clock, loop_video=True)
+    det = ScriptedDetector.from_mot(data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt"), loop=True)
+    rss = {}
+
+    def sink(result):
+        n = loop.stats.frames
+        if n in (1000, frames):
+            gc.collect()
+            rss[n] = proc.memory_info().rss / 2**20
+
+    loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=det, sinks=[sink])
+    loop.run(max_ticks=frames)
+    return rss[1000], rss[frames]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="umbra bench speed", description=__doc__)
+    ap.add_argument("--frames", type=int, default=200, help="frames per round and side")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memory-frames", type=int, default=10_000)
+    args = ap.parse_args(argv)
+    try:
+        data.ensure(verbose=False)
+    except data.DataMissing as e:
+        print(e, file=sys.stderr)
+        return 1
+    video = data.find("video/vtest.avi")
+    os.environ.setdefault("UMBRA_DATA_DIR", str(data.data_dir()))
+    cfg = load(CONFIG)
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(video)))
+    detector = build_detector(cfg, CONFIG.parent)
+    print(f"detector backend {detector.backend}, tiles {cfg.detector.tiles}, {args.rounds} rounds of "
+          f"{args.frames} frames each side")
+    ratios, own, hold, det_ms = [], [], [], []
+    for r in range(args.rounds):
+        a = alone(cfg, video, detector, args.frames)
+        w, stats = whole_loop(cfg, video, detector, args.frames)
+        ratios.append(w / a)
+        own += stats.own_ns[5:]
+        hold += stats.hold_ns[5:]
+        det_ms += stats.detect_ns[5:]
+        print(f"  round {r + 1}: decode+inference alone {a:6.1f} fps, whole loop {w:6.1f} fps, ratio {w / a:.3f}")
+    own_ms = np.array(own) / 1e6
+    hold_p99 = np.percentile(np.array(hold) / 1e6, 99)
+    det_p99 = np.percentile(np.array(det_ms) / 1e6, 99)
+    crowd = crowd_own_ms(cfg, 100, 600)
+    print()
+    print(f"loop / (decode + inference alone), median of rounds: {np.median(ratios):.3f}   (goal >= 0.9)")
+    print(f"loop's own CPU per frame, PETS density, median:    {np.median(own_ms):.3f} ms (goal <= 1 ms)")
+    print(f"loop's own CPU per frame, 100 people, median:      {crowd:.3f} ms (goal <= 3 ms)")
+    print(f"capture to zeroed buffer p99 {hold_p99:.2f} ms vs detector p99 {det_p99:.2f} ms: "
+          f"margin {hold_p99 - det_p99:+.2f} ms (goal <= +2 ms)")
+    if args.memory_frames:
+        m1, m2 = memory(cfg, video, args.memory_frames)
+        print(f"resident memory after 1,000 frames {m1:.1f} MB, after {args.memory_frames:,} {m2:.1f} MB: "
+              f"{m2 - m1:+.1f} MB (goal within 5 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
