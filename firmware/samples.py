@@ -1,0 +1,293 @@
+"""De-identified sample images: one per hour at a uniformly random instant (more only with a customer's
+signed authorization), every person and every face blurred before encoding, 640x480 JPEG quality 50.
+
+The pixels of a sample exist only in memory: `deidentify()` returns a new blurred array, `encode_sample()`
+turns it into JPEG bytes, and the record goes to the outbox (the integrator's `put`); nothing here writes
+pixels to disk. `purge_expired()` removes samples older than the retention (30 days) from the outbox.
+
+Blur: each region (person box plus a margin, face box plus a margin) is pixelated, together with one block
+of its surroundings, into blocks of a quarter of the region's longer side (at least 8 px), then
+Gaussian-blurred with a sigma of one block, so neither the edges nor the silhouette of a face or body are
+left. `deidentify()` then runs the face detector again on the result and blurs
+anything it still finds (up to `verify_passes` times); the bench and tests show that on the shared photos
+neither faces nor persons are re-detected inside the blurred regions.
+
+Pure with respect to time and randomness: the scheduler takes the wall time and an RNG as arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from firmware.authorization import AuthorizationRefused, Authorizer, Grant
+from firmware.errors import FirmwareError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "umbra.sample/1"
+HOUR_S = 3600
+
+
+class SampleError(FirmwareError):
+    """A sample could not be made (encoding failed, bad image)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplesConfig:
+    enabled: bool = True
+    rate_per_hour: int = 1  # default rate; more only with a customer authorization
+    width: int = 640
+    height: int = 480
+    jpeg_quality: int = 50
+    person_margin: float = 0.2  # fraction of the box's width/height added on every side
+    face_margin: float = 0.35
+    min_block_px: int = 8
+    verify_passes: int = 2  # re-run the face detector on the blurred image and blur what it still finds
+    retention_days: int = 30
+
+    def validate(self) -> None:
+        if not 0 <= self.rate_per_hour <= 4:
+            raise ValueError("rate_per_hour: 0 to 4 without an authorization (the default is 1)")
+        if (self.width, self.height) != (640, 480):
+            raise ValueError("width, height: samples are 640 x 480 (the main stream)")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError("jpeg_quality: 1 to 95 (default 50)")
+        if not 0.0 <= self.person_margin <= 1.0 or not 0.0 <= self.face_margin <= 1.0:
+            raise ValueError("person_margin, face_margin: 0 to 1 (fractions of the box size)")
+        if not 2 <= self.min_block_px <= 64:
+            raise ValueError("min_block_px: 2 to 64")
+        if not 0 <= self.verify_passes <= 5:
+            raise ValueError("verify_passes: 0 to 5")
+        if not 1 <= self.retention_days <= 30:
+            raise ValueError("retention_days: 1 to 30 (samples are never kept longer than 30 days)")
+
+
+class FaceFinder(Protocol):
+    """`hal.faces.FaceDetector` fits: faces in an RGB image, boxes normalized xyxy."""
+
+    def detect(self, rgb: np.ndarray) -> Any: ...
+
+
+class SampleStore(Protocol):
+    """What the retention and erasure rules need from the outbox."""
+
+    def purge_samples(self, before: float) -> int:
+        """Deletes every stored (not yet uploaded) sample taken before `before`; returns how many."""
+        ...
+
+
+class AuditSink(Protocol):
+    def append(self, event: str, t: float, **fields: Any) -> Any: ...
+
+
+# ---------------------------------------------------------------- scheduling
+
+@dataclass(frozen=True, slots=True)
+class SampleSlot:
+    """A sampling instant that came due; `grant` is set when it exists only thanks to an authorization."""
+
+    instant: float
+    grant: Grant | None
+
+class SampleScheduler:
+    """Picks the sampling instants. For an hour starting at H with rate r, the hour is cut into r equal slots
+    and one instant is drawn uniformly in each slot (r = 1: a uniform instant in the hour). The rate of an
+    hour is fixed at its start: the configured rate, or a verified grant's rate if a grant is valid then.
+    If the grant expires within the hour, instants after the expiry that exceed the default rate are dropped.
+    A missed instant (the loop was busy) is taken late, once; missed instants never pile up."""
+
+    def __init__(self, config: SamplesConfig, rng: random.Random, authorizer: Authorizer | None = None) -> None:
+        config.validate()
+        self.config = config
+        self._rng = rng
+        self._authorizer = authorizer
+        self.grant: Grant | None = None
+        self._hour: int | None = None
+        self._pending: list[float] = []
+        self._taken_this_hour = 0
+        self._hour_grant: Grant | None = None
+
+    def authorize(self, token: str, now: float) -> Grant:
+        """Raises the rate with a customer token (verified and audited by the Authorizer). Raises
+        AuthorizationRefused; without an Authorizer every token is refused."""
+        if self._authorizer is None:
+            raise AuthorizationRefused("no-authorizer", "this device accepts no sampling authorizations")
+        self.grant = self._authorizer.verify(token, now)
+        return self.grant
+
+    def instants_for_hour(self, hour_start: float, rate: int) -> list[float]:
+        slot = HOUR_S / rate if rate else HOUR_S
+        return [hour_start + i * slot + self._rng.random() * slot for i in range(rate)]
+
+    def due(self, now: float) -> SampleSlot | None:
+        """The slot to take a sample for now (with the grant it is taken under, if above the default
+        rate), or None. Each slot returned is consumed."""
+        hour = int(now // HOUR_S)
+        if hour != self._hour:
+            self._plan(hour)
+        ready = [t for t in self._pending if t <= now]
+        if not ready:
+            return None
+        self._pending = [t for t in self._pending if t > now]
+        over_default = self._taken_this_hour >= self.config.rate_per_hour
+        if over_default and (self._hour_grant is None or not self._hour_grant.valid_at(now)):
+            self._pending = []  # the grant lapsed: the rest of this hour runs at the default rate (used up)
+            return None
+        self._taken_this_hour += 1
+        if over_default and self._hour_grant is not None:
+            if self._authorizer is not None:
+                self._authorizer.record_use(self._hour_grant, now)
+            return SampleSlot(ready[0], self._hour_grant)
+        return SampleSlot(ready[0], None)
+
+    def _plan(self, hour: int) -> None:
+        start = hour * HOUR_S
+        grant = self.grant if self.grant is not None and self.grant.valid_at(start) else None
+        rate = max(self.config.rate_per_hour, grant.rate_per_hour if grant else 0)
+        self._hour, self._hour_grant, self._taken_this_hour = hour, grant, 0
+        self._pending = self.instants_for_hour(start, rate) if self.config.enabled else []
+
+
+# ---------------------------------------------------------------- de-identification
+
+def _expand(box: np.ndarray, margin: float, w: int, h: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return (max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my))),
+            min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my))))
+
+
+def blur_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, min_block_px: int = 8) -> None:
+    """Pixelates then Gaussian-blurs img[y0:y1, x0:x1] in place. Blocks are a quarter of the region's longer
+    side (at least `min_block_px`), and the blur is computed over the region plus one block of surroundings,
+    so a small person's colours melt into the background instead of leaving a person-shaped blob."""
+    import cv2
+
+    h, w = img.shape[:2]
+    rw, rh = x1 - x0, y1 - y0
+    if rw < 2 or rh < 2:
+        return
+    block = max(min_block_px, max(rw, rh) // 4)
+    cx0, cy0 = max(0, x0 - block), max(0, y0 - block)
+    cx1, cy1 = min(w, x1 + block), min(h, y1 + block)
+    context = img[cy0:cy1, cx0:cx1]
+    cw, ch = cx1 - cx0, cy1 - cy0
+    small = cv2.resize(context, (max(1, round(cw / block)), max(1, round(ch / block))), interpolation=cv2.INTER_AREA)
+    coarse = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_NEAREST)
+    smooth = cv2.GaussianBlur(coarse, (0, 0), sigmaX=float(block), borderType=cv2.BORDER_REFLECT)
+    img[y0:y1, x0:x1] = smooth[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+
+
+def deidentify(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
+               config: SamplesConfig | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A blurred copy of `main_rgb` (HxWx3 uint8) and the pixel regions blurred. `person_boxes`: (N, 4)
+    normalized xyxy (the loop's person detections, which are normalized to the frame). Every person box
+    plus margin and every face the face detector finds plus margin is blurred; then the face detector runs
+    again on the result and anything still found is blurred too. The input is not modified."""
+    cfg = config or SamplesConfig()
+    if main_rgb.ndim != 3 or main_rgb.shape[2] != 3 or main_rgb.dtype != np.uint8:
+        raise SampleError(f"a sample is HxWx3 uint8, got {main_rgb.shape} {main_rgb.dtype}")
+    h, w = main_rgb.shape[:2]
+    scale = np.array([w, h, w, h], dtype=np.float64)
+    regions = [_expand(b, cfg.person_margin, w, h) for b in np.asarray(person_boxes, np.float64).reshape(-1, 4) * scale]
+    if face_detector is not None:
+        faces = face_detector.detect(main_rgb)
+        regions += [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
+    out = main_rgb.copy()
+    for r in regions:
+        blur_region(out, *r, min_block_px=cfg.min_block_px)
+    for _ in range(cfg.verify_passes if face_detector is not None else 0):
+        faces = face_detector.detect(out)
+        if len(faces) == 0:
+            break
+        log.info("sample: %d face(s) still found after blurring; blurring again", len(faces))
+        more = [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
+        for r in more:
+            blur_region(out, *r, min_block_px=cfg.min_block_px)
+        regions += more
+    return out, regions
+
+
+def fit_main(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """An image of another size cut to 4:3 around its centre and resized to the main stream's size."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    target = width / height
+    if w / h > target:
+        cw = int(round(h * target))
+        rgb = rgb[:, (w - cw) // 2:(w - cw) // 2 + cw]
+    else:
+        ch = int(round(w / target))
+        rgb = rgb[(h - ch) // 2:(h - ch) // 2 + ch]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def encode_sample(deidentified_rgb: np.ndarray, quality: int = 50) -> bytes:
+    """640x480 JPEG at `quality` of an already de-identified RGB image."""
+    import cv2
+
+    img = fit_main(deidentified_rgb)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise SampleError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def sample_record(jpeg: bytes, taken_at: float, grant: Grant | None = None, width: int = 640,
+                  height: int = 480) -> dict[str, Any]:
+    """The record that leaves the device. `authorization` is the token id the sample was taken under
+    (None at the default rate)."""
+    return {
+        "schema": SCHEMA, "taken_at": int(taken_at), "width": width, "height": height,
+        "jpeg_b64": base64.b64encode(jpeg).decode("ascii"),
+        "authorization": grant.token_id if grant is not None else None,
+    }
+
+
+class SampleTaker:
+    """The loop calls `maybe_take(main_rgb, person_boxes, now)` every tick it has a main image; at the
+    scheduled instants it de-identifies, encodes, audits, and hands the record to `put` (the outbox)."""
+
+    def __init__(self, config: SamplesConfig, scheduler: SampleScheduler, face_detector: FaceFinder | None,
+                 put: Callable[[Mapping[str, Any]], Any], audit: AuditSink) -> None:
+        config.validate()
+        self.config, self.scheduler, self.faces = config, scheduler, face_detector
+        self._put, self._audit = put, audit
+
+    def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float) -> dict | None:
+        if main_rgb is None:  # no main image this tick: a due slot stays pending until one comes
+            return None
+        slot = self.scheduler.due(now)
+        if slot is None:
+            return None
+        grant = slot.grant
+        blurred, regions = deidentify(main_rgb, person_boxes, self.faces, self.config)
+        jpeg = encode_sample(blurred, self.config.jpeg_quality)
+        blurred.fill(0)
+        record = sample_record(jpeg, now, grant)
+        self._put(record)
+        self._audit.append("sample_taken", now, bytes=len(jpeg), regions_blurred=len(regions),
+                           authorization=record["authorization"])
+        return record
+
+
+def purge_expired(store: SampleStore, now: float, retention_days: int = 30,
+                  audit: AuditSink | None = None) -> int:
+    """Deletes samples older than `retention_days` (at most 30) from the outbox; the integrator calls it at
+    least daily. Returns how many were deleted (audited when any)."""
+    days = min(int(retention_days), 30)
+    cutoff = now - days * 86400
+    n = store.purge_samples(cutoff)
+    if audit is not None and n:
+        audit.append("samples_purged", now, count=n, before=int(cutoff), reason="retention")
+    return n
