@@ -1,0 +1,136 @@
+"""Appearance embeddings: Coral's MobileNet v1 feature extractor (1,024 values per image crop), on the
+Edge TPU (its `_edgetpu` twin, through the `libedgetpu.so.1` delegate) or on CPU.
+
+Input: a crop resized to 224x224 uint8 RGB (the model's quantization, scale 1/128 and zero point 128, maps
+raw pixels to [-1, 1], so pixels go in as they are). Output: uint8 (1, 1, 1, 1024), dequantized here in
+int64 then float32 as `scale * (q - zero_point)`. Used only by customer-flow groups; embeddings never leave
+the device, only the group they hash to does.
+
+Raises `DetectorError` (model missing or failing) and `DelegateError` (Edge TPU asked for, not present).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hal.errors import DelegateError, DetectorError
+
+log = logging.getLogger(__name__)
+
+MODEL = "mobilenet_v1_embedding"
+FILE_CPU = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+FILE_TPU = "mobilenet_v1_1.0_224_quant_embedding_extractor_edgetpu.tflite"
+DIM = 1024
+SIZE = 224
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderConfig:
+    """`edgetpu`: "auto" (use the TPU when its delegate loads, else CPU and say so), "on", "off"."""
+
+    edgetpu: str = "auto"
+    threads: int = 2
+
+    def validate(self) -> None:
+        if self.edgetpu not in ("auto", "on", "off"):
+            raise ValueError('edgetpu: one of "auto", "on", "off"')
+        if not 1 <= self.threads <= 8:
+            raise ValueError("threads: 1 to 8")
+
+
+def _mirror() -> Path:
+    return Path(os.environ.get("UMBRA_MODEL_DIR", Path(__file__).resolve().parents[2] / "shared/data/models"))
+
+
+def _load(config: EmbedderConfig, model_path: Path | None) -> tuple[Any, str]:
+    """hal.litert when it exists; TEMPORARY FALLBACK until it lands: LiteRT directly on the bench mirror."""
+    try:
+        from hal.litert import load_interpreter  # type: ignore[import-not-found]
+        from models import resolve  # type: ignore[attr-defined]
+    except ImportError:
+        load_interpreter = None
+    want_tpu = {"auto": None, "on": True, "off": False}[config.edgetpu]
+    try:
+        if load_interpreter is not None:
+            return load_interpreter(model_path or resolve(MODEL), edgetpu=want_tpu, num_threads=config.threads)
+        # --- temporary fallback (remove when hal.litert lands) ---
+        import ctypes.util
+
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        if want_tpu is None and ctypes.util.find_library("edgetpu") is None:
+            want_tpu = False  # no runtime installed: do not even try (a failed delegate warns at exit)
+            log.info("embedder: no Edge TPU runtime; running on CPU")
+        if want_tpu is not False:
+            try:
+                delegate = load_delegate("libedgetpu.so.1")
+                it = Interpreter(model_path=str(model_path or _mirror() / "embedding" / FILE_TPU),
+                                 experimental_delegates=[delegate])
+                it.allocate_tensors()
+                return it, "edgetpu"
+            except (OSError, ValueError, RuntimeError) as e:
+                if want_tpu:
+                    raise DelegateError(f"Edge TPU asked for but not usable: {e}") from e
+                log.info("embedder: no Edge TPU (%s); running on CPU", type(e).__name__)
+        it = Interpreter(model_path=str(model_path or _mirror() / "embedding" / FILE_CPU), num_threads=config.threads)
+        it.allocate_tensors()
+        return it, "cpu"
+    except (DelegateError, DetectorError):
+        raise
+    except Exception as e:  # noqa: BLE001 - foreign runtime errors become DetectorError
+        raise DetectorError(f"cannot load the embedding model: {e}; check the model mirror") from e
+
+
+class Embedder:
+    """`embed(crop)` -> (1024,) float32; `embed_boxes(rgb, boxes)` -> (N, 1024) for normalized xyxy boxes.
+    `backend` is "edgetpu" or "cpu"."""
+
+    def __init__(self, config: EmbedderConfig | None = None, *, model_path: Path | None = None) -> None:
+        self.config = config or EmbedderConfig()
+        self.config.validate()
+        self._it, self.backend = _load(self.config, model_path)
+        inp = self._it.get_input_details()[0]
+        out = self._it.get_output_details()[0]
+        if tuple(inp["shape"]) != (1, SIZE, SIZE, 3) or int(np.prod(out["shape"])) != DIM:
+            raise DetectorError(f"embedding model has input {inp['shape']} / output {out['shape']}, "
+                                f"expected (1, {SIZE}, {SIZE}, 3) / {DIM} values")
+        self._in, self._out = inp["index"], out["index"]
+        self._scale, self._zero = (float(out["quantization"][0]) or 1.0), int(out["quantization"][1])
+
+    def embed(self, crop: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8 or min(crop.shape[:2]) < 2:
+            raise DetectorError(f"an embedding crop is HxWx3 uint8 (at least 2x2), got {crop.shape} {crop.dtype}")
+        tensor = cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)[None]
+        try:
+            self._it.set_tensor(self._in, tensor)
+            self._it.invoke()
+            q = self._it.get_tensor(self._out).reshape(DIM)
+        except Exception as e:  # noqa: BLE001
+            raise DetectorError(f"embedding model failed: {e}") from e
+        return (self._scale * (q.astype(np.int64) - self._zero)).astype(np.float32)
+
+    def embed_boxes(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        out = np.zeros((len(boxes), DIM), np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+            xa, ya = int(np.clip(x0 * w, 0, w - 2)), int(np.clip(y0 * h, 0, h - 2))
+            xb, yb = int(np.clip(np.ceil(x1 * w), xa + 2, w)), int(np.clip(np.ceil(y1 * h), ya + 2, h))
+            out[i] = self.embed(np.ascontiguousarray(rgb[ya:yb, xa:xb]))
+        return out
+
+    def close(self) -> None:
+        self._it = None
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
