@@ -8,9 +8,10 @@ pixels to disk. `purge_expired()` removes samples older than the retention (30 d
 Blur: each region (person box plus a margin, face box plus a margin) is averaged, together with one block of
 its surroundings, into blocks of a quarter of the region's longer side (at least 8 px), Gaussian-blurred at
 that scale (sigma one block) and smoothly upsampled: the region keeps about one colour per block (a 4 x 4
-grid for a whole person), so neither the edges nor the silhouette of a face or body are left. `deidentify()` then runs the face detector again on the result and blurs
-anything it still finds (up to `verify_passes` times); the bench and tests show that on the shared photos
-neither faces nor persons are re-detected inside the blurred regions.
+grid for a whole person), so neither the edges nor the silhouette of a face or body are left.
+`deidentify()` then runs the face detector again on the result and blurs anything it still finds (up to
+`verify_passes` times); the bench and tests show that on the shared photos neither faces nor persons are
+re-detected inside the blurred regions.
 
 Pure with respect to time and randomness: the scheduler takes the wall time and an RNG as arguments.
 """
