@@ -194,7 +194,9 @@ def estimate_transitions(released_a: Iterable[int], released_b: Iterable[int], e
     """Cloud side: how many people moved from (zone a, window t) to (zone b, window t+1), from the groups
     present in both releases. Chance overlap of sets of sizes |A|, |B| is about |A||B|/effective; the rest,
     divided by the scheme's same-group rate `p_same` (minus chance), estimates the people seen in both.
-    Never negative."""
+    Never negative. Raises ValueError when p_same is not above chance (1 / effective)."""
+    if p_same <= 1.0 / effective:
+        raise ValueError(f"p_same {p_same} must exceed the chance rate 1/{effective:.0f}")
     a, b = set(released_a), set(released_b)
     chance = len(a) * len(b) / effective
-    return max(0.0, (len(a & b) - chance) / max(p_same - 1.0 / effective, 1e-6))
+    return max(0.0, (len(a & b) - chance) / (p_same - 1.0 / effective))

@@ -81,6 +81,8 @@ def test_cloud_estimator_recovers_transitions_in_expectation() -> None:
         b_groups = np.concatenate([np.where(stay_same, a[:6], rng.integers(0, 1000, 6)), rng.integers(0, 1000, 14)])
         ests.append(estimate_transitions(a, b_groups, 1000, 0.5))
     assert np.mean(ests) == pytest.approx(6.0, rel=0.15)
+    with pytest.raises(ValueError, match="chance"):
+        estimate_transitions([1], [1], 100, 0.01)
     assert effective_groups([[1, 2], [1, 3]]) == pytest.approx(1 / (0.5**2 + 0.25**2 + 0.25**2))
 
 
