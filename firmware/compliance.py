@@ -211,18 +211,22 @@ def _facts(config: Any, grants: Sequence[Any]) -> dict[str, Any]:
     return f
 
 
+def _v(value: Any) -> str:
+    return "(not configured)" if value is None else str(value)
+
+
 def _leaves(f: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(what leaves, how it is protected) for the running profile."""
     rows = []
     if f["profile"] == "tracks":
         rows.append(("quantized tracks (pseudonym, grid cell, time bucket, size class, heading, zone)",
                      f"pseudonym key in memory only, rotated every {f['rotate_s']:g} s; cells of "
-                     f"{f['grid_m'] or '?'} m, time buckets of {f['bucket_s'] or '?'} s; at most 2 records per "
+                     f"{_v(f['grid_m'])} m, time buckets of {_v(f['bucket_s'])} s; at most 2 records per "
                      "track per second"))
     rows.append(("aggregates per zone and window (occupancy, line flow, dwell histogram, heatmap)",
-                 f"k-anonymity threshold k = {f['k'] if f['k'] is not None else '?'} on noised counts; "
-                 f"differential privacy epsilon = {f['epsilon'] if f['epsilon'] is not None else '?'} per release, "
-                 f"{f['epsilon_day'] if f['epsilon_day'] is not None else '?'} per day per stream; "
+                 f"k-anonymity threshold k = {_v(f['k'])} on noised counts; "
+                 f"differential privacy epsilon = {_v(f['epsilon'])} per release, "
+                 f"{_v(f['epsilon_day'])} per day per stream; "
                  f"windows of {f['window_s']} s"))
     if f["samples_on"]:
         rows.append((f"sample images, {f['sample_rate']} per hour at a random instant (640x480 JPEG "

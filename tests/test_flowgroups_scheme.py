@@ -111,3 +111,18 @@ def test_real_embedder_dequantizes_and_separates_different_people(shared_data: P
     steps = np.unique(np.round(e[e > 0] / 0.023528477, 3))
     assert np.allclose(steps, np.round(steps))  # values are multiples of the output scale
     assert not np.allclose(e[0], e[1])
+
+
+def test_released_record_validates_against_its_schema(basis) -> None:
+    import jsonschema
+
+    from firmware.flowgroups import RECORD_SCHEMA
+
+    cfg = FlowGroupConfig()
+    win = FlowGroupWindow(cfg, 900)
+    win.add(1, "door", _population(1, seed=5)[0])
+    (record,) = win.close(FlowHasher(cfg, basis, b"k", 0), np.random.default_rng(0))
+    jsonschema.validate(record.to_json(), RECORD_SCHEMA)
+    bad = record.to_json() | {"groups": [[3, 1]]}  # a group below the minimum must never validate
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, RECORD_SCHEMA)

@@ -150,3 +150,14 @@ def test_config_validation() -> None:
                        (dict(jpeg_quality=0), "jpeg_quality"), (dict(width=1280), "width")]:
         with pytest.raises(ValueError, match=field):
             SamplesConfig(**bad).validate()
+
+
+def test_sample_record_validates_against_its_schema() -> None:
+    import jsonschema
+
+    from firmware.samples import RECORD_SCHEMA, encode_sample
+
+    jpeg = encode_sample(np.zeros((480, 640, 3), np.uint8))
+    jsonschema.validate(sample_record(jpeg, T0), RECORD_SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(sample_record(jpeg, T0) | {"faces": 1}, RECORD_SCHEMA)
