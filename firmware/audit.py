@@ -255,6 +255,8 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if not Path(args.file).is_file():
+        raise AuditError(f"no audit log at {args.file}; give the path of the log (e.g. <state_dir>/audit.jsonl)")
     result = verify(args.file, args.public_key)
     if result.ok:
         print(f"{args.file}: OK, {result.entries} entries, chain and head intact")
