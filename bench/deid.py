@@ -87,11 +87,19 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
 
 def person_detector():  # noqa: ANN201 - a hal Detector
     """The project's person detector when it exists (hal.tflite), else the temporary fallback."""
+    import sys
+
+    fallback = data_dir() / "models/ssd_mobilenet_v1_coco_quant/detect.tflite"
     try:
         from hal.tflite import TfliteDetector  # type: ignore[import-not-found]
     except ImportError:
-        return _FallbackPersonDetector(data_dir() / "models/ssd_mobilenet_v1_coco_quant/detect.tflite")
-    return TfliteDetector()  # TODO(integrator): pass the tiles/threshold config once its signature is fixed
+        return _FallbackPersonDetector(fallback)
+    try:
+        return TfliteDetector()  # TODO(integrator): pass the tiles/threshold config once its signature is fixed
+    except TypeError as e:
+        print(f"bench.deid: hal.tflite.TfliteDetector() needs arguments ({e}); using the local SSD fallback",
+              file=sys.stderr)
+        return _FallbackPersonDetector(fallback)
 
 
 def detect_persons(detector, rgb: np.ndarray, threshold: float = PERSON_THRESHOLD) -> Detections:  # noqa: ANN001

@@ -249,3 +249,23 @@ class FaceDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ScriptedFaces:
+    """The fake beside FaceDetector: returns the faces it was given (normalized xyxy), for every image, or
+    the ones `script(rgb)` computes. For loop and sample tests without the model."""
+
+    backend = "scripted"
+
+    def __init__(self, boxes: np.ndarray | None = None, script: Any = None) -> None:
+        self._boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
+        self._script = script
+        self.calls = 0
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        self.calls += 1
+        boxes = self._boxes if self._script is None else np.asarray(self._script(rgb), np.float32).reshape(-1, 4)
+        return Detections(boxes, np.ones(len(boxes), np.float32), np.full(len(boxes), FACE, np.int32))
+
+    def close(self) -> None:
+        pass
