@@ -125,12 +125,12 @@ def run_photo(path: Path, persons, faces, verify_faces) -> dict:  # noqa: ANN001
     """De-identifies one photo; returns the figures and the before/after images."""
     import cv2
 
-    from firmware.samples import deidentify, encode_sample, fit_main
+    from firmware.samples import deidentify_regions, encode_sample, fit_main
 
     rgb = fit_main(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
     before_p = detect_persons(persons, rgb)
     before_f = verify_faces.detect(rgb)
-    blurred, regions = deidentify(rgb, before_p.boxes, faces)
+    blurred, regions = deidentify_regions(rgb, before_p.boxes, faces)
     jpeg = encode_sample(blurred)
     after = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     all_after = persons.detect(Frame(after, None, 0, 0, (640, 480))).persons(0.0)

@@ -206,7 +206,13 @@ def blur_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, min_block_p
 
 
 def deidentify(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
-               config: SamplesConfig | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+               config: SamplesConfig | None = None) -> np.ndarray:
+    """A blurred copy of `main_rgb`: see `deidentify_regions`."""
+    return deidentify_regions(main_rgb, person_boxes, face_detector, config)[0]
+
+
+def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
+                       config: SamplesConfig | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """A blurred copy of `main_rgb` (HxWx3 uint8) and the pixel regions blurred. `person_boxes`: (N, 4)
     normalized xyxy (the loop's person detections, which are normalized to the frame). Every person box
     plus margin and every face the face detector finds plus margin is blurred; then the face detector runs
@@ -291,7 +297,7 @@ class SampleTaker:
         if slot is None:
             return None
         grant = slot.grant
-        blurred, regions = deidentify(main_rgb, person_boxes, self.faces, self.config)
+        blurred, regions = deidentify_regions(main_rgb, person_boxes, self.faces, self.config)
         jpeg = encode_sample(blurred, self.config.jpeg_quality)
         blurred.fill(0)
         record = sample_record(jpeg, now, grant)

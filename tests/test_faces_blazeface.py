@@ -83,17 +83,18 @@ def test_bad_input_and_bad_config_are_refused(tmp_path: Path) -> None:
 
 
 def test_scripted_faces_fake_drives_deidentification() -> None:
-    from firmware.samples import deidentify
+    from firmware.samples import deidentify, deidentify_regions
     from hal.faces import ScriptedFaces
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
     fake = ScriptedFaces(np.array([[0.1, 0.1, 0.2, 0.25]]))
-    out, regions = deidentify(img, np.zeros((0, 4)), fake)
+    out, regions = deidentify_regions(img, np.zeros((0, 4)), fake)
     assert fake.calls == 3  # first pass, then the verify passes (the fake always "finds" the face)
     x0, y0, x1, y1 = regions[0]
     assert out[y0:y1, x0:x1].std() < 0.2 * img[y0:y1, x0:x1].std()
     assert np.array_equal(out[300:, 300:], img[300:, 300:])  # nothing else touched
+    assert np.array_equal(deidentify(img, np.zeros((0, 4)), ScriptedFaces(np.array([[0.1, 0.1, 0.2, 0.25]]))), out)
 
 
 def test_fake_embedder_is_deterministic_and_shaped_like_the_real_one() -> None:

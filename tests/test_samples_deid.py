@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.deid import PERSON_THRESHOLD, detect_persons, inside_regions, person_detector
-from firmware.samples import SamplesConfig, deidentify, encode_sample, fit_main
+from firmware.samples import SamplesConfig, deidentify_regions, encode_sample, fit_main
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
 
@@ -33,7 +33,7 @@ def results(shared_data: Path, detectors):
         rgb = fit_main(cv2.cvtColor(cv2.imread(str(shared_data / "images" / name)), cv2.COLOR_BGR2RGB))
         before = detect_persons(persons, rgb)
         original = rgb.copy()
-        blurred, regions = deidentify(rgb, before.boxes, faces)
+        blurred, regions = deidentify_regions(rgb, before.boxes, faces)
         assert np.array_equal(rgb, original)  # the input is not modified
         jpeg = encode_sample(blurred, 50)
         after = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -82,7 +82,7 @@ def test_face_outside_any_person_box_is_blurred(shared_data: Path, detectors) ->
     rgb = fit_main(cv2.cvtColor(cv2.imread(str(shared_data / "images" / "face.jpg")), cv2.COLOR_BGR2RGB))
     original = checker.detect(rgb).to_pixels(640, 480)
     assert len(original) >= 2
-    blurred, regions = deidentify(rgb, np.zeros((0, 4)), faces, SamplesConfig(verify_passes=0))
+    blurred, regions = deidentify_regions(rgb, np.zeros((0, 4)), faces, SamplesConfig(verify_passes=0))
     assert len(regions) >= 2
     after = checker.detect(blurred).to_pixels(640, 480)
     assert not inside_regions(original, [tuple(b) for b in after], frac=0.3).any()
