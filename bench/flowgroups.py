@@ -111,6 +111,10 @@ def consistency_table(rows: np.ndarray, embs: np.ndarray, step: int, fit_mask: n
         g = hasher.groups(embs, np.random.default_rng(5))
         tag = " (default)" if noise == cfg_default.noise else ""
         variants.append((f"basis {cfg.dims}-d, noise {noise}{tag}", g))
+    for dims in (2, 3, 6, 8):  # the basis size trades same-person agreement against chance collisions
+        cfg = FlowGroupConfig(dims=dims)
+        g = FlowHasher(cfg, fit_basis(embs[fit_mask], dims), KEY, 0).groups(embs, np.random.default_rng(5))
+        variants.append((f"basis {dims}-d, noise {cfg.noise}", g))
     for name, g in variants:
         same, other = _rates(g, pairs, rnd)
         if "(default)" in name:
