@@ -229,7 +229,9 @@ def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_dete
     out = main_rgb.copy()
     for r in regions:
         blur_region(out, *r, min_block_px=cfg.min_block_px)
-    for _ in range(cfg.verify_passes if face_detector is not None else 0):
+    for _ in range(cfg.verify_passes):
+        if face_detector is None:
+            break
         faces = face_detector.detect(out)
         if len(faces) == 0:
             break
