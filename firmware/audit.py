@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,16 +61,22 @@ def _head_message(seq: int, digest: str) -> bytes:
 class AuditLog:
     """Appends entries to `path`. `signer(message) -> signature` (e.g. the device's Ed25519 key) signs the head.
     Opening an existing log resumes its chain; a torn last line (a crash mid-write, not covered by the head)
-    is cut off. Not thread-safe: one writer, the firmware loop."""
+    is cut off. Appends are serialized by a lock (the loop, the uploader and the CLI may share one log object);
+    one process should own the file."""
 
     def __init__(self, path: str | os.PathLike[str], signer: Callable[[bytes], bytes] | None = None) -> None:
         self.path = Path(path)
         self._signer = signer
+        self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.seq, self.last_hash = self._resume()
 
     def append(self, event: str, t: float, **fields: Any) -> dict[str, Any]:
         """Writes one entry (fsynced) and the new head; returns the entry. Raises AuditError."""
+        with self._lock:
+            return self._append(event, t, fields)
+
+    def _append(self, event: str, t: float, fields: Mapping[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "seq": self.seq + 1, "t": round(float(t), 3), "event": str(event),
             "fields": json.loads(canonical(fields)), "prev_hash": self.last_hash,

@@ -143,3 +143,17 @@ def test_cli_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     _write(path, lines)
     assert args.func(args) == 1
     assert "TAMPERED" in capsys.readouterr().out
+
+
+def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
+    import threading
+
+    log = audit.AuditLog(tmp_path / "a.jsonl")
+    threads = [threading.Thread(target=lambda k=k: [log.append("budget_spent", 1.0, stream=k, i=i) for i in range(20)])
+               for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    result = audit.verify(tmp_path / "a.jsonl")
+    assert result.ok and result.entries == 80
