@@ -174,9 +174,9 @@ def track_windows(rows: np.ndarray, embs: np.ndarray, window_frames: int, hasher
     return released, truth
 
 
-def _flow_fold(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_mask: np.ndarray) -> dict:
+def _flow_fold(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_mask: np.ndarray,
+               cfg: FlowGroupConfig) -> dict:
     """Basis, p_same and effective groups from the windows inside `fit_mask`; estimates on the others."""
-    cfg = FlowGroupConfig()
     hasher = FlowHasher(cfg, fit_basis(embs[fit_mask], cfg.dims), KEY, 0)
     released, truth = track_windows(rows, embs, window_frames, hasher)
     windows = sorted(released)
@@ -213,16 +213,19 @@ def _flow_fold(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_mask:
     return r
 
 
-def flow_benchmark(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_mask: np.ndarray) -> float:
+def flow_benchmark(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_mask: np.ndarray,
+                   cfg: FlowGroupConfig | None = None) -> float:
     """Two folds (calibrate on one half of the sequence, estimate on the other, then swap); returns the
     error of the absolute estimate."""
-    folds = [_flow_fold(rows, embs, window_frames, m) for m in (fit_mask, ~fit_mask)]
+    cfg = cfg or FlowGroupConfig()
+    folds = [_flow_fold(rows, embs, window_frames, m, cfg) for m in (fit_mask, ~fit_mask)]
     est = sum(f["est"] for f in folds)
     true = sum(f["true"] for f in folds)
     est_share = sum(f["overlap"] / np.maximum(f["overlap"].sum(axis=1, keepdims=True), 1e-9) * f["present"][:, None]
                     for f in folds)
     print(f"\n3. Flow between two zones (left/right half), windows of {window_frames} frames "
-          f"({window_frames / 7:.1f} s at 7 fps), two folds (calibrate on one half, estimate on the other):")
+          f"({window_frames / 7:.1f} s at 7 fps), min_count {cfg.min_count}, decoy ratio {cfg.decoy_ratio}; "
+          "two folds (calibrate on one half, estimate on the other):")
     for i, f in enumerate(folds):
         print(f"   fold {i + 1}: p_same {f['p_same']:.3f} from {f['pairs']} track pairs, effective groups "
               f"{f['eff']:.0f}, {f['evaluated']} window pairs estimated")
@@ -246,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="umbra bench flowgroups", description=__doc__.split("\n")[0])
     ap.add_argument("--step", type=int, default=3, help="use every n-th PETS09 frame")
     ap.add_argument("--window-frames", type=int, default=35, help="flow window in PETS09 frames (7 fps)")
+    ap.add_argument("--decoy-ratio", type=float, default=FlowGroupConfig.decoy_ratio)
     ap.add_argument("--data", type=Path, default=None)
     args = ap.parse_args(argv)
     data = args.data or data_dir()
@@ -261,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   -> default: the same person lands in the same group {chosen:.0%} of the time "
               f"(the scheme claims about 50%)")
         mot17_consistency(data, embedder)
-    flow_benchmark(rows, embs, args.window_frames, fit_mask)
+    flow_benchmark(rows, embs, args.window_frames, fit_mask, FlowGroupConfig(decoy_ratio=args.decoy_ratio))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 
