@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="umbra bench flowgroups", description=__doc__.split("\n")[0])
     ap.add_argument("--step", type=int, default=3, help="use every n-th PETS09 frame")
     ap.add_argument("--window-frames", type=int, default=35, help="flow window in PETS09 frames (7 fps)")
-    ap.add_argument("--decoy-ratio", type=float, default=FlowGroupConfig.decoy_ratio)
+    ap.add_argument("--decoy-ratio", type=float, default=FlowGroupConfig().decoy_ratio)
     ap.add_argument("--data", type=Path, default=None)
     args = ap.parse_args(argv)
     data = args.data or data_dir()
