@@ -167,7 +167,7 @@ def track_windows(rows: np.ndarray, embs: np.ndarray, window_frames: int, hasher
             mine = sel[rows[sel, 1] == tid]
             zones = [ZONES[int(x >= width / 2)] for x in rows[mine, 2]]
             mean = embs[mine[: cfg.crops_per_track]]
-            ids[int(tid)] = (max(set(zones), key=zones.count), mean)
+            ids[int(tid)] = (max(dict.fromkeys(zones), key=zones.count), mean)
         records = win.close(hasher, rng, ZONES)
         released[int(w)] = {r.zone: [g for g, _ in r.counts] for r in records}
         truth[int(w)] = ids
