@@ -60,7 +60,7 @@ class SampleError(FirmwareError):
 @dataclass(frozen=True, slots=True)
 class SamplesConfig:
     enabled: bool = True
-    rate_per_hour: int = 1  # default rate; more only with a customer authorization
+    rate_per_hour: int = 1  # 1 (or 0: no samples); more only with a customer authorization token
     width: int = 640
     height: int = 480
     jpeg_quality: int = 50
@@ -71,8 +71,8 @@ class SamplesConfig:
     retention_days: int = 30
 
     def validate(self) -> None:
-        if not 0 <= self.rate_per_hour <= 4:
-            raise ValueError("rate_per_hour: 0 to 4 without an authorization (the default is 1)")
+        if self.rate_per_hour not in (0, 1):
+            raise ValueError("rate_per_hour: 0 or 1; a higher rate needs a customer-signed authorization token")
         if (self.width, self.height) != (640, 480):
             raise ValueError("width, height: samples are 640 x 480 (the main stream)")
         if not 1 <= self.jpeg_quality <= 95:

@@ -146,7 +146,7 @@ def test_retention_purges_samples_older_than_30_days(tmp_path: Path) -> None:
 
 def test_config_validation() -> None:
     SamplesConfig().validate()
-    for bad, field in [(dict(retention_days=31), "retention_days"), (dict(rate_per_hour=10), "rate_per_hour"),
+    for bad, field in [(dict(retention_days=31), "retention_days"), (dict(rate_per_hour=2), "rate_per_hour"),
                        (dict(jpeg_quality=0), "jpeg_quality"), (dict(width=1280), "width")]:
         with pytest.raises(ValueError, match=field):
             SamplesConfig(**bad).validate()
