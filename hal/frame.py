@@ -118,6 +118,13 @@ class FramePool:
     ) -> Frame:
         return Frame(lores, main, t_mono_ns, seq, source_size, on_release=self._give_back)
 
+    def give_back(self, lores: np.ndarray, main: np.ndarray | None) -> None:
+        """Return buffers taken by `acquire()` that never became a frame (a failed capture)."""
+        lores.fill(0)
+        if main is not None:
+            main.fill(0)
+        self._free.append((lores, main))
+
     def _give_back(self, frame: Frame) -> None:
         bufs = frame.buffers()
         self._free.append((bufs[0], bufs[1] if len(bufs) > 1 else None))

@@ -1,0 +1,146 @@
+"""VideoCamera: the bench's mock camera, over a video file or a folder of images, at the source's own rate or
+as fast as asked. Like the Pi camera it owns a small pool of buffers it reuses: each capture decodes into
+one reusable decode buffer, resizes into the pool's low-res (model input) and main buffers, and zeroes the
+decode buffer; the frame's `release()` zeroes the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hal.clock import Clock
+from hal.errors import CameraError, EndOfStream
+from hal.frame import Frame, FramePool
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+class VideoCamera:
+    def __init__(
+        self,
+        source: Path,
+        *,
+        clock: Clock,
+        lores_size: tuple[int, int] = (300, 300),
+        main_size: tuple[int, int] | None = (640, 480),
+        fps: float | None = None,
+        realtime: bool = False,
+        loop: bool = False,
+        pool_size: int = 2,
+        stall_timeout_s: float = 2.0,
+    ) -> None:
+        self.source = Path(source)
+        self.clock = clock
+        self.lores_size = lores_size
+        self.main_size = main_size
+        self.realtime = realtime
+        self.loop = loop
+        self.stall_timeout_s = stall_timeout_s
+        self._fps_override = fps
+        self.fps = fps or 0.0
+        self._pool = FramePool(
+            (lores_size[1], lores_size[0], 3), (main_size[1], main_size[0], 3) if main_size else None, pool_size
+        )
+        self._cap = None
+        self._images: list[Path] = []
+        self._index = 0
+        self._decode: np.ndarray | None = None
+        self.source_size = (0, 0)
+        self._seq = 0
+        self._t0_ns = 0
+
+    @property
+    def pool(self) -> FramePool:
+        return self._pool
+
+    def open(self) -> None:
+        import cv2
+
+        if self.source.is_dir():
+            self._images = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._images:
+                raise CameraError(f"{self.source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            first = cv2.imread(str(self._images[0]))
+            if first is None:
+                raise CameraError(f"cannot decode {self._images[0]}")
+            h, w = first.shape[:2]
+            self.fps = self._fps_override or 10.0
+        else:
+            if not self.source.is_file():
+                raise CameraError(f"video {self.source} not found")
+            cap = cv2.VideoCapture(str(self.source))
+            if not cap.isOpened():
+                raise CameraError(f"cannot open video {self.source}")
+            self._cap = cap
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            self.fps = self._fps_override or cap.get(cv2.CAP_PROP_FPS) or 10.0
+        self.source_size = (w, h)
+        self._decode = np.zeros((h, w, 3), np.uint8)
+        self._t0_ns = self.clock.monotonic_ns()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        if self._decode is not None:
+            self._decode.fill(0)
+        self._images = []
+
+    def capture(self) -> Frame:
+        import cv2
+
+        if self._decode is None or (self._cap is None and not self._images):
+            raise CameraError("camera is not open")
+        if self.realtime:
+            self.clock.sleep_until_ns(self._t0_ns + int(self._seq * 1e9 / self.fps))
+        if not self._read_into(self._decode):
+            raise EndOfStream(f"{self.source.name}: no more frames after {self._seq}")
+        lores, main = self._pool.acquire()
+        try:
+            cv2.resize(self._decode, self.lores_size, dst=lores, interpolation=cv2.INTER_AREA)
+            cv2.cvtColor(lores, cv2.COLOR_BGR2RGB, dst=lores)
+            if main is not None:
+                cv2.resize(self._decode, self.main_size, dst=main, interpolation=cv2.INTER_AREA)
+                cv2.cvtColor(main, cv2.COLOR_BGR2RGB, dst=main)
+        except cv2.error as e:
+            self._pool.give_back(lores, main)
+            raise CameraError(f"corrupt frame {self._seq + 1} in {self.source.name}: {e}") from e
+        finally:
+            self._decode.fill(0)
+        self._seq += 1
+        return self._pool.frame(lores, main, self.clock.monotonic_ns(), self._seq, self.source_size)
+
+    def _read_into(self, buf: np.ndarray) -> bool:
+        import cv2
+
+        if self._cap is not None:
+            ok, out = self._cap.read(buf)
+            if not ok and self.loop and self._seq:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, out = self._cap.read(buf)
+            if ok and out is not buf:  # the decoder would not reuse our buffer: copy, then wipe its own
+                buf[...] = out
+                out.fill(0)
+            return bool(ok)
+        if self._index >= len(self._images):
+            if not self.loop:
+                return False
+            self._index = 0
+        img = cv2.imread(str(self._images[self._index]))
+        self._index += 1
+        if img is None:
+            raise CameraError(f"cannot decode {self._images[self._index - 1]}")
+        if img.shape != buf.shape:
+            cv2.resize(img, (buf.shape[1], buf.shape[0]), dst=buf)
+        else:
+            buf[...] = img
+        img.fill(0)
+        return True
+
+    def __enter__(self) -> VideoCamera:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
