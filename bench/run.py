@@ -21,6 +21,7 @@ from bench import data
 from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
 from firmware.assemble import JsonlSink, build_loop
 from firmware.config import load
+from firmware.tracker import iou_matrix
 from hal.clock import FakeClock
 
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
@@ -57,11 +58,16 @@ def mot_scores(rows: Sequence[tuple], gt_path: Path) -> dict[str, float]:
     for f in np.unique(gt[:, 0]).astype(int):
         g = gt[gt[:, 0] == f]
         r = res[res[:, 0] == f]
-        dist = mm.distances.iou_matrix(g[:, 2:6], r[:, 2:6], max_iou=0.5)
+        iou = iou_matrix(_xyxy(g[:, 2:6]), _xyxy(r[:, 2:6]))  # motmetrics' own uses np.asfarray, gone in numpy 2
+        dist = np.where(iou >= 0.5, 1.0 - iou, np.nan)
         acc.update(g[:, 1].astype(int).tolist(), r[:, 1].astype(int).tolist(), dist, frameid=f)
     mh = mm.metrics.create()
     s = mh.compute(acc, metrics=["mota", "idf1", "num_switches", "recall", "precision"], name="x")
     return {k: float(s[k].iloc[0]) for k in s.columns}
+
+
+def _xyxy(xywh: np.ndarray) -> np.ndarray:
+    return np.hstack((xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,91 @@
+"""Real detections of the shared footage, computed once and cached, so tracker comparisons and the scripted
+detector's calibration run on what the real model sees without paying for inference on every run.
+
+The cache key is the model's sha256, the tiling, the threshold and the video's size and frame count; the cache
+lives under `out/cache/` (never committed). `python -m bench.detcache` fills it and prints the cost."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import data
+
+CACHE = Path("out/cache")
+
+
+def pets_detections(
+    tiles: tuple[int, int] = (2, 2), score_threshold: float = 0.1, progress: bool = True
+) -> list[np.ndarray]:
+    """Per frame of vtest.avi (PETS09-S2L1), an (N, 5) array of person boxes in pixels (x0, y0, x1, y1) and
+    their scores, from the real SSD on CPU (or an Edge TPU when present)."""
+    from models import manifest
+
+    video = data.find("video/vtest.avi")
+    m = manifest("ssd_mobilenet_v1_coco_quant")
+    key = f"pets09-{m.sha256[:12]}-{tiles[0]}x{tiles[1]}-{score_threshold:.2f}-{video.stat().st_size}"
+    path = CACHE / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            counts, rows = z["counts"], z["rows"]
+        return np.split(rows, np.cumsum(counts)[:-1])
+    per_frame = _run(video, tiles, score_threshold, progress)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    counts = np.array([len(d) for d in per_frame])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, counts=counts, rows=np.vstack(per_frame) if per_frame else np.zeros((0, 5)))
+    tmp.replace(path)
+    return per_frame
+
+
+def _run(video: Path, tiles: tuple[int, int], score_threshold: float, progress: bool) -> list[np.ndarray]:
+    from tqdm import tqdm
+
+    from hal.clock import SystemClock
+    from hal.errors import EndOfStream
+    from hal.tflite import TfliteDetector
+    from hal.video import VideoCamera
+
+    det = TfliteDetector(tiles=tiles, score_threshold=score_threshold)
+    h, w = det.manifest.input_shape[1:3]
+    cam = VideoCamera(video, clock=SystemClock(), lores_size=(w * tiles[0], h * tiles[1]), main_size=None)
+    cam.open()
+    out: list[np.ndarray] = []
+    bar = tqdm(desc="detecting vtest.avi", unit="frame", disable=not progress)
+    t0 = time.perf_counter()
+    try:
+        while True:
+            try:
+                frame = cam.capture()
+            except EndOfStream:
+                break
+            with frame:
+                d = det.detect(frame).persons()
+                px = d.to_pixels(*frame.source_size)
+            out.append(np.hstack((px, d.scores[:, None])).astype(np.float64))
+            bar.update()
+    finally:
+        bar.close()
+        cam.close()
+        det.close()
+    if progress:
+        print(f"{len(out)} frames in {time.perf_counter() - t0:.1f} s (backend {det.backend})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.detcache", description=__doc__)
+    ap.add_argument("--tiles", type=int, nargs=2, default=(2, 2))
+    ap.add_argument("--threshold", type=float, default=0.1)
+    args = ap.parse_args(argv)
+    dets = pets_detections(tuple(args.tiles), args.threshold)
+    n = sum(len(d) for d in dets)
+    print(f"{len(dets)} frames, {n} person detections ({n / max(len(dets), 1):.1f} per frame)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
