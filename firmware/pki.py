@@ -37,7 +37,7 @@ class PkiError(FirmwareError):
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def make_key() -> PrivateKey:
@@ -95,7 +95,8 @@ def issue_cert(
 ) -> x509.Certificate:
     """A leaf certificate for `public_key`: a server one (with `server_names` as SANs) or a client one."""
     names = list(server_names)
-    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if names else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if names else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     if not usages:
         raise PkiError("issue_cert: give server_names for a server certificate or client=True for a device one")
     start = not_before if not_before is not None else now - dt.timedelta(minutes=5)

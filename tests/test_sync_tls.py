@@ -43,7 +43,7 @@ class RecordingServer:
             self.received += data
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.TimeoutError) as e:
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError) as e:
             if isinstance(e, asyncio.IncompleteReadError):
                 self.received += e.partial
         finally:
