@@ -17,6 +17,10 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e '.[dev]'
+  # Norfair (the tracker Frigate uses) is only a comparison in bench/tracking.py. Its metadata caps rich<13
+  # and numpy<2 (2.2+), which the rest of the dev tools exceed; 2.1.1 runs fine with both, so it goes in
+  # without its declared pins, together with its one real dependency.
+  .venv/bin/python -m pip install --quiet --no-deps 'norfair==2.1.1' 'filterpy>=1.4.5,<2'
   echo "$want" > "$stamp"
 fi
 
