@@ -1,0 +1,1 @@
+"""The reference cloud (see bench/cloud/app.py and openapi.yaml)."""

@@ -1,0 +1,37 @@
+"""Set a device up against a reference cloud on this machine (tests, benchmarks, bench runs): copy the
+dev PKI's device files into a device folder and build the TLS and uploader configs that point at the cloud."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.cloud.app import DEV_DEVICE, Cloud
+from firmware import pki
+from firmware.tls import TlsConfig
+from firmware.uploader import UploaderConfig
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSetup:
+    tls: TlsConfig
+    uploader: UploaderConfig
+    outbox_path: str
+
+
+def device_setup(cloud: Cloud, device_dir: Path, port: int, **uploader_overrides: object) -> DeviceSetup:
+    d = Path(device_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    p = cloud.pki
+    for src, name in ((p.device_cert, "device.pem"), (p.device_key, "device.key"), (p.pins, "pins.json"),
+                      (p.root / "device_keys.json", "keys.json")):
+        if not (d / name).exists():
+            shutil.copyfile(src, d / name)
+    tls = TlsConfig(ca_file=str(p.ca_cert), cert_file=str(d / "device.pem"), key_file=str(d / "device.key"),
+                    pins_file=str(d / "pins.json"),
+                    fleet_root_public_key=pki.root_public_b64(pki.load_root_key(p.root_key)))
+    fields: dict[str, object] = {"url": f"https://localhost:{port}", "device_id": DEV_DEVICE,
+                                 "keyring_file": str(d / "keys.json")}
+    fields.update(uploader_overrides)
+    return DeviceSetup(tls, UploaderConfig(**fields), str(d / "outbox.sqlite"))  # type: ignore[arg-type]
