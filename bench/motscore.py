@@ -30,7 +30,7 @@ def score(rows: np.ndarray | list, gt: np.ndarray) -> dict[str, float]:
     _, tr_ids = np.unique(res[:, 1], return_inverse=True)
     g_by, r_by = _split(gt, frames), _split(res, frames)
     gid_by, rid_by = _split(gt_ids, frames, gt[:, 0]), _split(tr_ids, frames, res[:, 0])
-    sims = [iou_matrix(_xyxy(g[:, 2:6]), _xyxy(r[:, 2:6])) for g, r in zip(g_by, r_by)]
+    sims = [iou_matrix(_xyxy(g[:, 2:6]), _xyxy(r[:, 2:6])) for g, r in zip(g_by, r_by, strict=True)]
     clear = compute_clear_metrics(gid_by, rid_by, sims)
     ident = compute_identity_metrics(gid_by, rid_by, sims)
     hota = compute_hota_metrics(gid_by, rid_by, sims)
@@ -50,7 +50,7 @@ def _split(values: np.ndarray, frames: np.ndarray, keys: np.ndarray | None = Non
     keys, values = keys[order], values[order]
     lo = np.searchsorted(keys, frames, "left")
     hi = np.searchsorted(keys, frames, "right")
-    return [values[a:b] for a, b in zip(lo, hi)]
+    return [values[a:b] for a, b in zip(lo, hi, strict=True)]
 
 
 def _xyxy(xywh: np.ndarray) -> np.ndarray:

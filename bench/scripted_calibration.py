@@ -30,7 +30,7 @@ def measure(dets: list[np.ndarray], gt: np.ndarray, threshold: float) -> dict[st
         matched_g, matched_d = set(), set()
         if iou.size:
             r, c = linear_sum_assignment(-iou)
-            for i, j in zip(r, c):
+            for i, j in zip(r, c, strict=True):
                 if iou[i, j] >= 0.5:
                     matched_g.add(i)
                     matched_d.add(j)

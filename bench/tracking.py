@@ -44,7 +44,7 @@ def roboflow_tracker(kind: str, fps: float) -> Step:
         sd = sv.Detections(xyxy=d[:, :4].astype(np.float32), confidence=d[:, 4].astype(np.float32),
                            class_id=np.zeros(len(d), int))
         out = tr.update(sd)
-        return [(int(i), b) for b, i in zip(out.xyxy, out.tracker_id) if i >= 0]
+        return [(int(i), b) for b, i in zip(out.xyxy, out.tracker_id, strict=True) if i >= 0]
 
     return step
 

@@ -16,6 +16,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
+# Columns of the per-track float array.
+_POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
+_AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
+_COLS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,17 +81,18 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def assign(similarity: np.ndarray, threshold: float) -> np.ndarray:
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
-    `threshold`. Returns (matched row/col pairs (K,2), unmatched rows, unmatched cols)."""
-    n, m = similarity.shape
-    if n == 0 or m == 0:
-        return np.zeros((0, 2), np.int64), np.arange(n), np.arange(m)
-    cost = np.where(similarity >= threshold, 1.0 - similarity, 1e6)
+    `threshold`. Returns the matched (row, col) pairs, shape (K, 2)."""
+    if similarity.size == 0:
+        return np.zeros((0, 2), np.int64)
+    ok = similarity >= threshold
+    if not ok.any():
+        return np.zeros((0, 2), np.int64)
+    cost = np.where(ok, 1.0 - similarity, 1e6)
     rows, cols = linear_sum_assignment(cost)
-    keep = cost[rows, cols] < 1e6
-    pairs = np.column_stack((rows[keep], cols[keep])).astype(np.int64)
-    return pairs, np.setdiff1d(np.arange(n), pairs[:, 0]), np.setdiff1d(np.arange(m), pairs[:, 1])
+    keep = ok[rows, cols]
+    return np.column_stack((rows[keep], cols[keep]))
 
 
 def _to_xywh(boxes: np.ndarray) -> np.ndarray:
@@ -95,8 +100,8 @@ def _to_xywh(boxes: np.ndarray) -> np.ndarray:
     return np.hstack((boxes[:, :2] + wh / 2, wh))
 
 
-def _to_xyxy(state: np.ndarray) -> np.ndarray:
-    c, wh = state[:, :2], np.maximum(state[:, 2:4], 1.0)
+def _to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    c, wh = xywh[:, :2], np.maximum(xywh[:, 2:4], 1.0)
     return np.hstack((c - wh / 2, c + wh / 2))
 
 
@@ -108,14 +113,11 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.config.validate()
         self._next_id = 1
-        self._x = np.zeros((0, 8))  # cx, cy, w, h, vcx, vcy, vw, vh
-        self._p = np.zeros((0, 8, 8))
+        # One row per track. The motion model is constant velocity per coordinate (cx, cy, w, h) with diagonal
+        # noise, so the 8x8 covariance is four independent 2x2 blocks: kept as their three distinct terms.
+        self._f = np.zeros((0, _COLS))
         self._ids = np.zeros(0, np.int64)
         self._state = np.zeros(0, np.int8)
-        self._hits = np.zeros(0, np.int64)
-        self._age = np.zeros(0)
-        self._unseen = np.zeros(0)  # seconds since last matched
-        self._score = np.zeros(0)
         self._ended: list[int] = []
 
     def __len__(self) -> int:
@@ -130,39 +132,42 @@ class Tracker:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         ok = (scores >= cfg.low_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, scores = boxes[ok], scores[ok]
+        if not ok.all():
+            boxes, scores = boxes[ok], scores[ok]
         self._predict(max(dt, 0.0))
-        matched = np.zeros(len(self._ids), bool)
-        high = np.flatnonzero(scores >= cfg.high_score)
-        low = np.flatnonzero(scores < cfg.high_score)
-        predicted = _to_xyxy(self._x)
+        n_tracks = len(self._ids)
+        iou = iou_matrix(_to_xyxy(self._f[:, _POS]), boxes)  # every track against every detection, once
+        track_free = np.ones(n_tracks, bool)
+        det_free = np.ones(len(boxes), bool)
+        is_high = scores >= cfg.high_score
+        matches: list[np.ndarray] = []
 
+        def take(t_idx: np.ndarray, d_idx: np.ndarray, threshold: float, fuse: bool = False) -> None:
+            if not len(t_idx) or not len(d_idx):
+                return
+            sim = iou[np.ix_(t_idx, d_idx)]
+            if fuse:
+                sim = sim * scores[d_idx][None, :]
+            pairs = assign(sim, threshold)
+            if len(pairs):
+                t, d = t_idx[pairs[:, 0]], d_idx[pairs[:, 1]]
+                track_free[t] = False
+                det_free[d] = False
+                matches.append(np.column_stack((t, d)))
+
+        state = self._state
         # First pass: high-score detections against established tracks (tracked and lost).
-        est = np.flatnonzero(self._state != _TENTATIVE)
-        sim = iou_matrix(predicted[est], boxes[high])
-        if cfg.fuse_score and sim.size:
-            sim = sim * scores[high][None, :]
-        pairs, left_t, left_d = assign(sim, cfg.match_iou)
-        self._correct(est[pairs[:, 0]], boxes[high[pairs[:, 1]]], scores[high[pairs[:, 1]]])
-        matched[est[pairs[:, 0]]] = True
-        unmatched_high = high[left_d]
-
+        take(np.flatnonzero(state != _TENTATIVE), np.flatnonzero(is_high), cfg.match_iou, cfg.fuse_score)
         # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
-        rest = est[left_t]
-        rest = rest[self._state[rest] == _TRACKED]
-        pairs, _, _ = assign(iou_matrix(predicted[rest], boxes[low]), cfg.low_match_iou)
-        self._correct(rest[pairs[:, 0]], boxes[low[pairs[:, 1]]], scores[low[pairs[:, 1]]])
-        matched[rest[pairs[:, 0]]] = True
-
+        take(np.flatnonzero(track_free & (state == _TRACKED)), np.flatnonzero(~is_high), cfg.low_match_iou)
         # Newborn tracks take their second sighting from what is left of the high-score detections.
-        tent = np.flatnonzero(self._state == _TENTATIVE)
-        pairs, _, left_d = assign(iou_matrix(predicted[tent], boxes[unmatched_high]), cfg.tentative_match_iou)
-        self._correct(tent[pairs[:, 0]], boxes[unmatched_high[pairs[:, 1]]], scores[unmatched_high[pairs[:, 1]]])
-        matched[tent[pairs[:, 0]]] = True
-        unmatched_high = unmatched_high[left_d]
+        take(np.flatnonzero(state == _TENTATIVE), np.flatnonzero(det_free & is_high), cfg.tentative_match_iou)
 
-        self._settle(matched, dt)
-        fresh = unmatched_high[scores[unmatched_high] >= cfg.new_track_score]
+        if matches:
+            pairs = np.vstack(matches)
+            self._correct(pairs[:, 0], boxes[pairs[:, 1]], scores[pairs[:, 1]])
+        self._settle(~track_free)
+        fresh = det_free & (scores >= cfg.new_track_score)
         self._birth(boxes[fresh], scores[fresh])
         return self._report()
 
@@ -171,85 +176,74 @@ class Tracker:
     def _predict(self, dt: float) -> None:
         if not len(self._ids) or dt == 0.0:
             return
-        cfg = self.config
-        f = np.eye(8)
-        f[range(4), range(4, 8)] = dt
-        h = np.maximum(self._x[:, 3], 1.0)
-        q_pos = (cfg.pos_noise * h) ** 2 * dt
-        q_vel = (cfg.vel_noise * h) ** 2 * dt
-        q = np.zeros((len(h), 8, 8))
-        q[:, range(4), range(4)] = q_pos[:, None]
-        q[:, range(4, 8), range(4, 8)] = q_vel[:, None]
-        self._x = self._x @ f.T
-        self._p = f @ self._p @ f.T + q
-        self._age += dt
-        self._unseen += dt
+        cfg, f = self.config, self._f
+        h2 = np.maximum(f[:, 3:4], 1.0) ** 2
+        p11, p12, p22 = f[:, _P11], f[:, _P12], f[:, _P22]
+        f[:, _POS] += dt * f[:, _VEL]
+        p11 += dt * (2.0 * p12 + dt * p22) + (cfg.pos_noise**2 * dt) * h2
+        p12 += dt * p22
+        p22 += (cfg.vel_noise**2 * dt) * h2
+        f[:, _P11], f[:, _P12], f[:, _P22] = p11, p12, p22
+        f[:, _AGE] += dt
+        f[:, _UNSEEN] += dt
 
     def _correct(self, idx: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> None:
-        if not len(idx):
-            return
         z = _to_xywh(boxes)
-        x, p = self._x[idx], self._p[idx]
-        r_std = self.config.meas_noise * np.maximum(z[:, 3], 1.0)
-        r = np.eye(4)[None] * (r_std**2)[:, None, None]
-        s = p[:, :4, :4] + r
-        k = np.linalg.solve(s, p[:, :4, :]).transpose(0, 2, 1)  # (n, 8, 4): P H^T S^-1, S symmetric
-        innov = z - x[:, :4]
-        self._x[idx] = x + np.einsum("nij,nj->ni", k, innov)
-        self._p[idx] = p - k @ p[:, :4, :]
-        self._hits[idx] += 1
-        self._unseen[idx] = 0.0
-        self._score[idx] = scores
+        f = self._f[idx]
+        p11, p12 = f[:, _P11], f[:, _P12]
+        s = p11 + (self.config.meas_noise * np.maximum(z[:, 3:4], 1.0)) ** 2
+        k1, k2 = p11 / s, p12 / s
+        innov = z - f[:, _POS]
+        f[:, _POS] += k1 * innov
+        f[:, _VEL] += k2 * innov
+        f[:, _P22] -= k2 * p12
+        f[:, _P11] = (1.0 - k1) * p11
+        f[:, _P12] = (1.0 - k1) * p12
+        f[:, _HITS] += 1
+        f[:, _UNSEEN] = 0.0
+        f[:, _SCORE] = scores
+        self._f[idx] = f
 
-    def _settle(self, matched: np.ndarray, dt: float) -> None:
+    def _settle(self, matched: np.ndarray) -> None:
         cfg = self.config
         st = self._state
+        hits = self._f[:, _HITS]
         st[matched & (st == _LOST)] = _TRACKED
-        st[matched & (st == _TENTATIVE) & (self._hits >= cfg.min_hits)] = _TRACKED
+        st[matched & (st == _TENTATIVE) & (hits >= cfg.min_hits)] = _TRACKED
         st[~matched & (st == _TRACKED)] = _LOST
-        dead = (~matched & (st == _TENTATIVE)) | ((st == _LOST) & (self._unseen > cfg.max_lost_s))
+        dead = (~matched & (st == _TENTATIVE)) | ((st == _LOST) & (self._f[:, _UNSEEN] > cfg.max_lost_s))
         if dead.any():
-            self._ended.extend(int(i) for i in self._ids[dead & (self._hits >= cfg.min_hits)])
-            self._keep(~dead)
-
-    def _keep(self, keep: np.ndarray) -> None:
-        for name in ("_x", "_p", "_ids", "_state", "_hits", "_age", "_unseen", "_score"):
-            setattr(self, name, getattr(self, name)[keep])
+            self._ended.extend(int(i) for i in self._ids[dead & (hits >= cfg.min_hits)])
+            keep = ~dead
+            self._f, self._ids, self._state = self._f[keep], self._ids[keep], st[keep]
 
     def _birth(self, boxes: np.ndarray, scores: np.ndarray) -> None:
         n = len(boxes)
         if not n:
             return
         z = _to_xywh(boxes)
-        x = np.hstack((z, np.zeros((n, 4))))
-        h = np.maximum(z[:, 3], 1.0)
-        p = np.zeros((n, 8, 8))
-        p[:, range(4), range(4)] = ((2 * self.config.meas_noise * h) ** 2)[:, None]
-        p[:, range(4, 8), range(4, 8)] = ((0.5 * h) ** 2)[:, None]  # a walker's speed: up to ~a height/s
-        self._x = np.vstack((self._x, x))
-        self._p = np.concatenate((self._p, p))
+        h2 = np.maximum(z[:, 3:4], 1.0) ** 2
+        f = np.zeros((n, _COLS))
+        f[:, _POS] = z
+        f[:, _P11] = (2 * self.config.meas_noise) ** 2 * h2
+        f[:, _P22] = 0.25 * h2  # a walker's speed: up to about a body height per second
+        f[:, _SCORE] = scores
+        f[:, _HITS] = 1
+        self._f = np.vstack((self._f, f))
         self._ids = np.concatenate((self._ids, np.arange(self._next_id, self._next_id + n)))
         self._next_id += n
         first = self.config.min_hits <= 1
         self._state = np.concatenate((self._state, np.full(n, _TRACKED if first else _TENTATIVE, np.int8)))
-        self._hits = np.concatenate((self._hits, np.ones(n, np.int64)))
-        self._age = np.concatenate((self._age, np.zeros(n)))
-        self._unseen = np.concatenate((self._unseen, np.zeros(n)))
-        self._score = np.concatenate((self._score, scores))
 
     def _report(self) -> list[Track]:
         live = np.flatnonzero(self._state == _TRACKED)
-        boxes = _to_xyxy(self._x[live])
-        v = self._x[live, 4:6].copy()
-        v[:, 1] += self._x[live, 7] / 2  # the foot point moves with the centre plus half the height's rate
+        f = self._f[live]
+        boxes = _to_xyxy(f[:, _POS]).tolist()
+        vx = f[:, 4].tolist()
+        vy = (f[:, 5] + f[:, 7] / 2).tolist()  # the foot point moves with the centre plus half the height's rate
+        rest = f[:, [_SCORE, _AGE, _HITS]].tolist()
+        ids = self._ids[live].tolist()
         return [
-            Track(
-                int(self._ids[i]),
-                (float(boxes[j, 0]), float(boxes[j, 1]), float(boxes[j, 2]), float(boxes[j, 3])),
-                float(self._score[i]),
-                (float(v[j, 0]), float(v[j, 1])),
-                float(self._age[i]),
-                int(self._hits[i]),
-            )
-            for j, i in enumerate(live)
+            Track(ids[j], tuple(boxes[j]), rest[j][0], (vx[j], vy[j]), rest[j][1], int(rest[j][2]))
+            for j in range(len(ids))
         ]
