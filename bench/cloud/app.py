@@ -196,7 +196,8 @@ class Cloud:
         body = await request.read()  # bounded by client_max_size (413 above it)
         key = self._check_signature(request, device, body)
         doc = self._parse_batch(device, self._inflate(request, body))
-        rows = [(s, r["schema"], json.dumps(r, separators=(",", ":"))) for s, r in zip(doc["seqs"], doc["records"])]
+        rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
+                for s, r in zip(doc["seqs"], doc["records"], strict=True)]
         new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows)
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
@@ -210,11 +211,13 @@ class Cloud:
 
     async def certificate(self, request: web.Request) -> web.Response:
         device = self._device(request)
+        if (request.content_length or 0) > 16384:
+            raise Refused(413, "too_large", "a CSR is at most 16 KiB")
         csr = await request.read()
         try:
             cert = pki.sign_csr(self._ca_key, self._ca, csr, pki.utcnow(), self.config.cert_days,
                                 expect_common_name=device)
-        except pki.PkiError as e:
+        except (pki.PkiError, ValueError) as e:
             raise Refused(400, "bad_csr", str(e)) from None
         return web.json_response({"certificate": pki.cert_pem(cert).decode("ascii")})
 
