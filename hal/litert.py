@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 EDGETPU_LIB = "libedgetpu.so.1"
 DelegateLoader = Callable[[str], Any]
+Runtime = tuple[Callable[..., Any], DelegateLoader]  # (Interpreter class, load_delegate)
 
 
 def runtime() -> tuple[type, DelegateLoader]:
@@ -40,10 +41,12 @@ def load_interpreter(
     edgetpu: bool | None = None,
     num_threads: int = 2,
     delegate_loader: DelegateLoader | None = None,
+    rt: Runtime | None = None,
 ) -> tuple[Any, str]:
     """(interpreter with tensors allocated, backend). `edgetpu`: True requires the Edge TPU (DelegateError if
-    it cannot load), None uses it when it loads and falls back to the CPU with one warning, False never."""
-    interpreter_cls, load_delegate = runtime()
+    it cannot load), None uses it when it loads and falls back to the CPU with one warning, False never.
+    `rt` replaces the installed runtime (hal.faults.VanishingEdgeTpu stands in for a Coral this way)."""
+    interpreter_cls, load_delegate = rt or runtime()
     loader = delegate_loader or load_delegate
     if edgetpu is not False:
         try:

@@ -12,7 +12,7 @@ import numpy as np
 from hal.detections import PERSON, Detections
 from hal.errors import DetectorError
 from hal.frame import Frame
-from hal.litert import DelegateLoader, load_interpreter
+from hal.litert import DelegateLoader, Runtime, load_interpreter
 from hal.nms import nms
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class TfliteDetector:
         classes: tuple[int, ...] = (PERSON,),
         model_path: Path | None = None,
         delegate_loader: DelegateLoader | None = None,
+        rt: Runtime | None = None,
     ) -> None:
         import cv2  # noqa: F401  (fail here, not mid-run, if OpenCV is missing)
 
@@ -64,11 +65,13 @@ class TfliteDetector:
         self.num_threads = num_threads
         self.fallbacks = 0
         self._delegate_loader = delegate_loader
+        self._rt = rt
         self._load(edgetpu)
 
     def _load(self, edgetpu: bool | None) -> None:
         self._interp, self.backend = load_interpreter(
-            self.model_path, edgetpu=edgetpu, num_threads=self.num_threads, delegate_loader=self._delegate_loader
+            self.model_path, edgetpu=edgetpu, num_threads=self.num_threads, delegate_loader=self._delegate_loader,
+            rt=self._rt,
         )
         inp = self._interp.get_input_details()[0]
         self._in_idx = inp["index"]
