@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import numpy as np
 
 from bench import data
 from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.motscore import load_gt, score
 from firmware.assemble import JsonlSink, build_loop
 from firmware.config import load
-from firmware.tracker import iou_matrix
 from hal.clock import FakeClock
 
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
@@ -47,27 +46,6 @@ class RecordingTracker:
             x0, y0, x1, y1 = t.box
             self.rows.append((self.frame, t.track_id, x0, y0, x1 - x0, y1 - y0))
         return tracks
-
-
-def mot_scores(rows: Sequence[tuple], gt_path: Path) -> dict[str, float]:
-    import motmetrics as mm
-
-    gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
-    res = np.array(rows, dtype=float).reshape(-1, 6)
-    acc = mm.MOTAccumulator(auto_id=False)
-    for f in np.unique(gt[:, 0]).astype(int):
-        g = gt[gt[:, 0] == f]
-        r = res[res[:, 0] == f]
-        iou = iou_matrix(_xyxy(g[:, 2:6]), _xyxy(r[:, 2:6]))  # motmetrics' own uses np.asfarray, gone in numpy 2
-        dist = np.where(iou >= 0.5, 1.0 - iou, np.nan)
-        acc.update(g[:, 1].astype(int).tolist(), r[:, 1].astype(int).tolist(), dist, frameid=f)
-    mh = mm.metrics.create()
-    s = mh.compute(acc, metrics=["mota", "idf1", "num_switches", "recall", "precision"], name="x")
-    return {k: float(s[k].iloc[0]) for k in s.columns}
-
-
-def _xyxy(xywh: np.ndarray) -> np.ndarray:
-    return np.hstack((xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +100,9 @@ def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path) -> s
         f"  released {len(records)} track records ({len(pseudonyms)} pseudonyms) -> {records_path}",
     ]
     if gt is not None:
-        s = mot_scores(recorder.rows, gt)
-        lines.append(f"  tracking vs gt: MOTA {s['mota']:.3f}  IDF1 {s['idf1']:.3f}  ID switches "
-                     f"{int(s['num_switches'])}  recall {s['recall']:.3f}  precision {s['precision']:.3f}")
+        s = score(recorder.rows, load_gt(gt))
+        lines.append(f"  tracking vs gt: MOTA {s['MOTA']:.3f}  IDF1 {s['IDF1']:.3f}  HOTA {s['HOTA']:.3f}  ID switches "
+                     f"{int(s['IDSW'])}  recall {s['recall']:.3f}  precision {s['precision']:.3f}")
         lines_cfg = cfg.geometry.lines
         table, rel = compare(count_crossings(paths_from_records(records), lines_cfg),
                              count_crossings(paths_from_gt(gt), lines_cfg), lines_cfg)
