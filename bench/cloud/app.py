@@ -78,6 +78,7 @@ class Cloud:
         self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
         self.unavailable_until = 0.0  # wall time: answer 503 + Retry-After until then (outage simulation)
         self.refusals: Counter[str] = Counter()
+        self.duplicate_batches = 0  # resends of batches already stored (acknowledged, not stored again)
         if self.store.newest_key(DEV_DEVICE) is None:
             ring = KeyRing(self.pki.root / "device_keys.json")
             ring.add(self.issue_key(DEV_DEVICE), clock.wall())
@@ -199,6 +200,7 @@ class Cloud:
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
         new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows)
+        self.duplicate_batches += not new
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
                                   "next_key": nxt.to_json() if nxt else None})
