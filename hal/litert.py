@@ -35,6 +35,14 @@ def runtime() -> tuple[type, DelegateLoader]:
         ) from e
 
 
+def _edgetpu_library_present() -> bool:
+    import ctypes.util
+    import glob
+
+    return bool(ctypes.util.find_library("edgetpu") or glob.glob(f"/usr/lib/*/{EDGETPU_LIB}*")
+                or glob.glob(f"/usr/lib/{EDGETPU_LIB}*") or glob.glob(f"/usr/local/lib/{EDGETPU_LIB}*"))
+
+
 def load_interpreter(
     model_path: Path,
     *,
@@ -48,6 +56,10 @@ def load_interpreter(
     `rt` replaces the installed runtime (hal.faults.VanishingEdgeTpu stands in for a Coral this way)."""
     interpreter_cls, load_delegate = rt or runtime()
     loader = delegate_loader or load_delegate
+    if edgetpu is None and loader is load_delegate and not _edgetpu_library_present():
+        # Asking LiteRT for a library that is not there prints a stray traceback from Delegate.__del__.
+        log.warning("no Edge TPU (%s is not installed); running %s on the CPU", EDGETPU_LIB, Path(model_path).name)
+        edgetpu = False
     if edgetpu is not False:
         try:
             delegate = loader(EDGETPU_LIB)
