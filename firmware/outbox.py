@@ -21,7 +21,7 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ class OutboxConfig:
     batch_records: int = 5000
     batch_bytes: int = 2 * 1024 * 1024  # uncompressed JSON of one batch's records
     synchronous: str = "FULL"  # or "NORMAL" (kill-safe, may lose the last commits on power loss)
+    validate_records: bool = True  # check each record against its schema (firmware.schemas) before storing
 
     def validate(self) -> None:
         if self.max_records < 1 or self.max_bytes < 1024:
@@ -117,10 +118,16 @@ CREATE TABLE IF NOT EXISTS dropped (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
 class Outbox:
     """Thread-safe (one connection, one lock): the loop enqueues while the uploader takes and acks."""
 
-    def __init__(self, config: OutboxConfig, validate: Any = None) -> None:
+    def __init__(self, config: OutboxConfig, validate: Callable[[Any], None] | None = None) -> None:
+        """`validate(record)` raises on a bad record; default `firmware.schemas.validate` when the config's
+        `validate_records` is on. Raises OutboxError if the database cannot be opened."""
         config.validate()
         self.config = config
-        self._validate = validate  # callable(record) raising on a bad record, e.g. firmware.schemas.validate
+        if validate is None and config.validate_records:
+            from firmware.schemas import validate as schema_validate
+
+            validate = schema_validate
+        self._validate = validate
         self._lock = threading.Lock()
         try:
             Path(config.path).parent.mkdir(parents=True, exist_ok=True)
@@ -171,9 +178,12 @@ class Outbox:
         """Store records in one transaction; returns how many. Raises OutboxError (nothing stored)."""
         rows = []
         for r in records:
-            if self._validate is not None:
-                self._validate(r)
             kind = kind_of(r)
+            if self._validate is not None:
+                try:
+                    self._validate(r)
+                except FirmwareError as e:
+                    raise OutboxError(f"record refused, nothing of this transaction stored: {e}") from e
             body = json.dumps(r, separators=(",", ":"), ensure_ascii=False)
             rows.append((kind, _PRIORITY[kind], len(body), body))
         if not rows:

@@ -263,9 +263,7 @@ class Cloud:
         site = web.TCPSite(runner, host or self.config.host, self.config.port if port is None else port,
                            ssl_context=self.ssl if tls else None)
         await site.start()
-        server = site._server
-        bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else 0
-        return runner, int(bound)
+        return runner, int(runner.addresses[0][1])
 
 
 async def serve_forever(cloud: Cloud) -> None:

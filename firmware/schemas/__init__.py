@@ -68,6 +68,10 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _bound(op: Callable[[float, float], bool], lim: float) -> Check:
+    return lambda v: not _num(v) or op(float(v), lim)
+
+
 def _compile(s: Any) -> Check:  # noqa: C901 - one branch per keyword, flat
     if s is True:
         return lambda v: True
@@ -94,8 +98,7 @@ def _compile(s: Any) -> Check:  # noqa: C901 - one branch per keyword, flat
     for key, op in (("minimum", float.__ge__), ("maximum", float.__le__), ("exclusiveMinimum", float.__gt__),
                     ("exclusiveMaximum", float.__lt__)):
         if key in s:
-            lim = float(s[key])
-            checks.append(lambda v, op=op, lim=lim: not _num(v) or op(float(v), lim))
+            checks.append(_bound(op, float(s[key])))
     if "minLength" in s or "maxLength" in s or "pattern" in s:
         lo, hi = s.get("minLength", 0), s.get("maxLength", 1 << 62)
         pat = re.compile(s["pattern"]).search if "pattern" in s else None
