@@ -260,3 +260,19 @@ def test_run_waits_the_period_and_honours_retry_after(tmp_path: Path) -> None:
 
     waits = with_cloud(tmp_path, body)
     assert waits[:2] == [30.0, 30.0] and waits[2] >= 300 and waits[3] == 30.0
+
+
+def test_uploader_refuses_a_fleet_signed_server_key_outside_the_pins(tmp_path: Path) -> None:
+    async def body(cloud: Cloud, up: Uploader, ob: Outbox, clock: FakeClock) -> None:
+        ob.enqueue([track(i) for i in range(5)])
+        rogue = tmp_path / "rogue.key"
+        rogue.write_bytes(pki.key_pem(pki.make_key()))
+        cloud.rotate_server_cert(rogue)  # valid chain and name, key not pinned
+        res = await up.cycle()
+        assert res.error and "not in the pin set" in res.error and up.stats.pin_failures == 1
+        assert len(ob) == 5 and cloud.store.count("records") == 0 and not cloud.refusals  # no request arrived
+        cloud.rotate_server_cert(cloud.pki.server_backup_key)
+        await up.close()
+        assert (await up.cycle()).error is None and cloud.store.count("records") == 5
+
+    with_cloud(tmp_path, body)
