@@ -78,7 +78,7 @@ def child(args: argparse.Namespace) -> int:
     async def run() -> None:
         next_upload = clock.wall() + (0 if args.drain else cfg.period_s * random.Random(args.seed).random())
         i = 0
-        while True:
+        for _ in range(1_000_000 if not args.drain else 10_000):
             if args.drain:
                 res = await up.cycle()
                 if res.error is None and len(outbox) == 0:
@@ -96,6 +96,7 @@ def child(args: argparse.Namespace) -> int:
                 res = await up.cycle()
                 next_upload = clock.wall() + up.next_delay(res)
                 print(f"U {int(res.error is None)} {res.records} {clock.wall():.1f}", flush=True)
+        print("X gave up", flush=True)
 
     asyncio.run(run())
     return 0
