@@ -16,6 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from models import sha256_file
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".data"
 MOT15_ZIP = "https://motchallenge.net/data/MOT15.zip"
@@ -55,12 +57,7 @@ def candidates() -> list[Path]:
     return out
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_of = sha256_file  # one hashing routine for models and bench data
 
 
 def find(rel: str) -> Path | None:
