@@ -87,13 +87,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         out = path.open("a", encoding="utf-8")
         sinks.append(JsonlSink(out))
-    loop = build_loop(cfg, base, SystemClock(), sinks=sinks)
+    clock = SystemClock()
+    sync = None
+    if cfg.sync.enabled:
+        from firmware.service import SyncService
+
+        sync = SyncService(cfg.sync, clock)
+        sinks.append(sync.sink)
+    loop = build_loop(cfg, base, clock, sinks=sinks)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    if sync is not None:
+        sync.start()
     try:
         stats = loop.run(max_ticks=args.max_frames)
     except KeyboardInterrupt:
         stats = loop.stats
     finally:
+        if sync is not None:
+            sync.stop()
         if out is not None:
             out.close()
     log.info(

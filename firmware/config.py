@@ -13,8 +13,11 @@ from firmware.configload import build
 from firmware.errors import ConfigError
 from firmware.geometry import GeometryConfig
 from firmware.loop import LoopConfig
+from firmware.outbox import OutboxConfig
 from firmware.quantize import QuantizeConfig
+from firmware.tls import TlsConfig
 from firmware.tracker import TrackerConfig
+from firmware.uploader import UploaderConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,22 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Cloud sync: the durable outbox and the uploader (mutual TLS with pins, signed batches)."""
+
+    enabled: bool = False
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    uploader: UploaderConfig = field(default_factory=UploaderConfig)
+
+    def validate(self) -> None:
+        if self.enabled:
+            self.tls.validate()
+            self.outbox.validate()
+            self.uploader.validate()
+
+
+@dataclass(frozen=True, slots=True)
 class UmbraConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -94,6 +113,7 @@ class UmbraConfig:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     pseudonym: PseudonymConfig = field(default_factory=PseudonymConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:

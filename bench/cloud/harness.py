@@ -3,14 +3,17 @@ dev PKI's device files into a device folder and build the TLS and uploader confi
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cloud.app import DEV_DEVICE, Cloud
+from bench.cloud.app import DEV_DEVICE, Cloud, CloudConfig
 from firmware import pki
 from firmware.tls import TlsConfig
 from firmware.uploader import UploaderConfig
+from hal.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +38,21 @@ def device_setup(cloud: Cloud, device_dir: Path, port: int, **uploader_overrides
                                  "keyring_file": str(d / "keys.json")}
     fields.update(uploader_overrides)
     return DeviceSetup(tls, UploaderConfig(**fields), str(d / "outbox.sqlite"))  # type: ignore[arg-type]
+
+
+class CloudThread:
+    """A reference cloud serving on 127.0.0.1 from its own thread and event loop, for callers that are not
+    async themselves (the bench run, `umbra run` tests). `close()` stops it."""
+
+    def __init__(self, data_dir: Path, clock: Clock, **config: object) -> None:
+        self.cloud = Cloud(CloudConfig(data_dir=str(data_dir), **config), clock)  # type: ignore[arg-type]
+        self.loop = asyncio.new_event_loop()
+        self.runner, self.port = self.loop.run_until_complete(self.cloud.start(port=0))
+        self.thread = threading.Thread(target=self.loop.run_forever, name="reference-cloud", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
