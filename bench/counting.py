@@ -56,9 +56,11 @@ def paths_from_records(records: Iterable[Mapping]) -> list[np.ndarray]:
     return [np.array(p) for p in by.values()]
 
 
-def paths_from_gt(gt_path: Path) -> list[np.ndarray]:
-    """MOT15 gt world coordinates (columns 8-9), one path per id in frame order."""
+def paths_from_gt(gt_path: Path, max_frame: int | None = None) -> list[np.ndarray]:
+    """MOT15 gt world coordinates (columns 8-9), one path per id in frame order (up to `max_frame`)."""
     gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
+    if max_frame is not None:
+        gt = gt[gt[:, 0] <= max_frame]
     gt = gt[np.lexsort((gt[:, 0], gt[:, 1]))]
     return [gt[gt[:, 1] == i][:, 7:9] for i in np.unique(gt[:, 1])]
 

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-cloud", action="store_true", help="skip the reference cloud and the uploader")
     args = ap.parse_args(argv)
     try:
         ddir = data.ensure(verbose=False)
@@ -67,19 +68,83 @@ def main(argv: list[str] | None = None) -> int:
     records_path = args.out / "tracks.jsonl"
     clock = FakeClock(start_wall=PETS_START_WALL)
     total = args.frames or 795
+    sync = None if args.no_cloud else BenchSync(args.out / "sync", clock)
     with records_path.open("w", encoding="utf-8") as out:
         jsonl = JsonlSink(out)
-        loop = build_loop(cfg, args.config.parent, clock, sinks=[jsonl], profile=True)
+        sinks = [jsonl] + ([sync.sink] if sync else [])
+        loop = build_loop(cfg, args.config.parent, clock, sinks=sinks, profile=True)
         recorder = RecordingTracker(loop.tracker)
         loop.tracker = recorder
         bar = _progress(total, args.no_progress)
         loop.frame_hooks.append(lambda frame, dets, wall: bar.update(1))
         t0 = time.perf_counter()
-        stats = loop.run(max_ticks=args.frames)
-        elapsed = time.perf_counter() - t0
-        bar.close()
+        try:
+            stats = loop.run(max_ticks=args.frames)
+            elapsed = time.perf_counter() - t0
+        finally:
+            bar.close()
+            cloud_line = sync.finish() if sync else "  cloud: not run (--no-cloud)"
     print(summary(cfg, loop, stats, recorder, elapsed, records_path))
+    print(cloud_line)
     return 0
+
+
+class BenchSync:
+    """The reference cloud on 127.0.0.1 (its own thread, dev PKI made on first start) and the device side of
+    sync: the outbox as a loop sink and the uploader, which cycles every 30 s of the bench's clock over mutual
+    TLS with pinned keys and signed batches, as on a device."""
+
+    def __init__(self, folder: Path, clock: FakeClock) -> None:
+        import asyncio
+        import random
+        import shutil
+
+        from bench.cloud.harness import CloudThread, device_setup
+        from firmware.outbox import Outbox, OutboxConfig
+        from firmware.uploader import Uploader
+
+        shutil.rmtree(folder, ignore_errors=True)  # each bench run starts from a fresh cloud and device
+        self.clock = clock
+        self.cloud = CloudThread(folder / "cloud", clock)
+        dev = device_setup(self.cloud.cloud, folder / "device", self.cloud.port)
+        self.device_id = dev.uploader.device_id
+        self.outbox = Outbox(OutboxConfig(path=dev.outbox_path))
+        self.events = asyncio.new_event_loop()
+        self.uploader = Uploader(dev.uploader, dev.tls, self.outbox, clock, random.Random(0))
+        self.next_upload = clock.wall() + dev.uploader.period_s
+        self.cycles = 0
+        self.released = 0
+        self.errors: list[str] = []
+
+    def sink(self, tick) -> None:
+        self.outbox.sink(tick)
+        self.released += len(tick.records)
+        if self.clock.wall() >= self.next_upload:
+            self._cycle()
+
+    def _cycle(self):
+        res = self.events.run_until_complete(self.uploader.cycle())
+        self.cycles += 1
+        if res.error:
+            self.errors.append(res.error)
+        self.next_upload = self.clock.wall() + self.uploader.next_delay(res)
+        return res
+
+    def finish(self) -> str:
+        try:
+            self._cycle()  # what the last 30 s released
+            pending = len(self.outbox)
+            held = len(self.cloud.cloud.store.bodies(self.device_id))
+        finally:
+            self.events.run_until_complete(self.uploader.close())
+            self.events.close()
+            self.outbox.close()
+            self.cloud.close()
+        verdict = "exactly what was released" if held == self.released and not pending else "MISMATCH"
+        errors = f", errors: {self.errors[:3]}" if self.errors else ""
+        return (f"  reference cloud on 127.0.0.1:{self.cloud.port} (mutual TLS, pinned SPKI, signed batches): "
+                f"{self.cycles} uploads, holds {held} of {self.released} released records ({verdict}), "
+                f"{pending} left in the outbox{errors}")
 
 
 def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path) -> str:
@@ -100,12 +165,13 @@ def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path) -> s
         f"  released {len(records)} track records ({len(pseudonyms)} pseudonyms) -> {records_path}",
     ]
     if gt is not None:
-        s = score(recorder.rows, load_gt(gt))
+        truth = load_gt(gt)
+        s = score(recorder.rows, truth[truth[:, 0] <= stats.frames])  # a partial run is scored on its frames
         lines.append(f"  tracking vs gt: MOTA {s['MOTA']:.3f}  IDF1 {s['IDF1']:.3f}  HOTA {s['HOTA']:.3f}  ID switches "
                      f"{int(s['IDSW'])}  recall {s['recall']:.3f}  precision {s['precision']:.3f}")
         lines_cfg = cfg.geometry.lines
         table, rel = compare(count_crossings(paths_from_records(records), lines_cfg),
-                             count_crossings(paths_from_gt(gt), lines_cfg), lines_cfg)
+                             count_crossings(paths_from_gt(gt, stats.frames), lines_cfg), lines_cfg)
         lines.append("  counting from quantized records vs gt crossings:")
         lines += ["    " + row for row in table.splitlines()]
     return "\n".join(lines)
