@@ -95,6 +95,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sync = SyncService(cfg.sync, clock)
         sinks.append(sync.sink)
     loop = build_loop(cfg, base, clock, sinks=sinks)
+    if sync is not None:
+        loop.sinks.append(sync.status_sink(loop))
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sync is not None:
         sync.start()

@@ -11,6 +11,7 @@ import threading
 
 from firmware.config import SyncConfig
 from firmware.errors import FirmwareError
+from firmware.loop import SensorLoop, TickResult, TickSink
 from firmware.outbox import Outbox
 from firmware.uploader import Uploader
 from hal.clock import Clock
@@ -66,6 +67,27 @@ class SyncService:
                 log.warning("final upload took over %.0f s; records stay in the outbox", self._flush_s)
             finally:
                 await self.uploader.close()
+
+    def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0) -> TickSink:
+        """A loop sink that puts a health record (umbra.status/1) into the outbox every `period_s` of wall
+        time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks."""
+        from firmware import __version__
+
+        started = self.clock.wall()
+        due = [started]
+
+        def sink(tick: TickResult) -> None:
+            if tick.wall < due[0]:
+                return
+            due[0] = tick.wall + period_s
+            st = self.outbox.stats()
+            self.outbox.enqueue([{
+                "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": profile,
+                "uptime_s": round(tick.wall - started, 1), "outbox_records": st.records,
+                "dropped": dict(st.dropped), "detector": loop.detector.backend, "overruns": loop.stats.overruns,
+            }])
+
+        return sink
 
     def kick(self) -> None:
         """Upload now (after an outage ends, or on command)."""

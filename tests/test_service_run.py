@@ -49,4 +49,6 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     finally:
         cloud.close()
     assert len(released) > 10
-    assert held == released
+    status = [r for r in held if r["schema"] == "umbra.status/1"]
+    assert len(status) == 1 and status[0]["detector"] == "scripted"  # the first tick reports health
+    assert [r for r in held if r["schema"] == "umbra.track/1"] == released
