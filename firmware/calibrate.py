@@ -36,7 +36,7 @@ def fit_homography(image_pts: np.ndarray, ground_pts: np.ndarray) -> HomographyF
     proj = cv2.perspectiveTransform(img[None], h)[0]
     err = np.linalg.norm(proj - gnd, axis=1)
     return HomographyFit(
-        tuple(tuple(float(v) for v in row) for row in h), len(img),
+        tuple((float(row[0]), float(row[1]), float(row[2])) for row in h), len(img),
         float(np.median(err)), float(np.percentile(err, 95)),
     )
 

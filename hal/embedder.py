@@ -12,7 +12,6 @@ Raises `DetectorError` (model missing or failing) and `DelegateError` (Edge TPU 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from hal.errors import DelegateError, DetectorError
 log = logging.getLogger(__name__)
 
 MODEL = "mobilenet_v1_embedding"
-FILE_CPU = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
-FILE_TPU = "mobilenet_v1_1.0_224_quant_embedding_extractor_edgetpu.tflite"
+MODEL_TPU = "mobilenet_v1_embedding_edgetpu"
 DIM = 1024
 SIZE = 224
 
@@ -44,47 +42,24 @@ class EmbedderConfig:
             raise ValueError("threads: 1 to 8")
 
 
-def _mirror() -> Path:
-    return Path(os.environ.get("UMBRA_MODEL_DIR", Path(__file__).resolve().parents[2] / "shared/data/models"))
-
-
 def _load(config: EmbedderConfig, model_path: Path | None) -> tuple[Any, str]:
-    """hal.litert when it exists; TEMPORARY FALLBACK until it lands: LiteRT directly on the bench mirror."""
-    try:
-        from hal.litert import load_interpreter  # type: ignore[import-not-found]
-        from models import resolve  # type: ignore[attr-defined]
-    except ImportError:
-        load_interpreter = None
+    """The Edge TPU twin through the delegate when asked for or (auto) usable, else the CPU model; both found
+    and hash-checked by models.resolve, loaded through hal.litert."""
+    from hal.litert import edgetpu_library_present, load_interpreter
+    from models import ModelError, resolve
+
     want_tpu = {"auto": None, "on": True, "off": False}[config.edgetpu]
     try:
-        if load_interpreter is not None:
-            return load_interpreter(model_path or resolve(MODEL), edgetpu=want_tpu, num_threads=config.threads)
-        # --- temporary fallback (remove when hal.litert lands) ---
-        import ctypes.util
-
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
-
-        if want_tpu is None and ctypes.util.find_library("edgetpu") is None:
-            want_tpu = False  # no runtime installed: do not even try (a failed delegate warns at exit)
-            log.info("embedder: no Edge TPU runtime; running on CPU")
-        if want_tpu is not False:
-            try:
-                delegate = load_delegate("libedgetpu.so.1")
-                it = Interpreter(model_path=str(model_path or _mirror() / "embedding" / FILE_TPU),
-                                 experimental_delegates=[delegate])
-                it.allocate_tensors()
-                return it, "edgetpu"
-            except (OSError, ValueError, RuntimeError) as e:
+        if model_path is None and (want_tpu or (want_tpu is None and edgetpu_library_present())):
+            try:  # the compiled twin runs only with the delegate: ask for it outright
+                return load_interpreter(resolve(MODEL_TPU), edgetpu=True, num_threads=config.threads)
+            except DelegateError:
                 if want_tpu:
-                    raise DelegateError(f"Edge TPU asked for but not usable: {e}") from e
-                log.info("embedder: no Edge TPU (%s); running on CPU", type(e).__name__)
-        it = Interpreter(model_path=str(model_path or _mirror() / "embedding" / FILE_CPU), num_threads=config.threads)
-        it.allocate_tensors()
-        return it, "cpu"
-    except (DelegateError, DetectorError):
-        raise
-    except Exception as e:  # noqa: BLE001 - foreign runtime errors become DetectorError
-        raise DetectorError(f"cannot load the embedding model: {e}; check the model mirror") from e
+                    raise
+                log.info("embedder: no Edge TPU; running on the CPU")
+        return load_interpreter(model_path or resolve(MODEL), edgetpu=False, num_threads=config.threads)
+    except ModelError as e:
+        raise DetectorError(f"cannot load the embedding model: {e}") from e
 
 
 class Embedder:

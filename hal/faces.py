@@ -154,32 +154,16 @@ def square_tiles(width: int, height: int, grid: int) -> list[tuple[int, int, int
 
 
 def _load_interpreter(spec: BlazeFaceSpec, threads: int, model_path: Path | None) -> Any:
-    """Loads the model through hal.litert when it exists. TEMPORARY FALLBACK until hal.litert / models.resolve
-    land: the LiteRT Interpreter directly on the bench mirror (UMBRA_MODEL_DIR or ../shared/data/models)."""
-    try:
-        from hal.litert import load_interpreter  # type: ignore[import-not-found]
-        from models import resolve  # type: ignore[attr-defined]
-    except ImportError:
-        load_interpreter = None
-    try:
-        if load_interpreter is not None:
-            path = model_path or resolve(spec.model)
-            interpreter, _backend = load_interpreter(path, edgetpu=False, num_threads=threads)
-            return interpreter
-        # --- temporary fallback (remove when hal.litert lands) ---
-        import os
+    """The BlazeFace model (found and hash-checked by models.resolve) on the CPU through hal.litert."""
+    from hal.litert import load_interpreter
+    from models import ModelError, resolve
 
-        from ai_edge_litert.interpreter import Interpreter
-
-        root = Path(os.environ.get("UMBRA_MODEL_DIR", Path(__file__).resolve().parents[2] / "shared/data/models"))
-        path = model_path or root / "blazeface" / spec.file
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
+    try:
+        path = model_path or resolve(spec.model)
+        interpreter, _backend = load_interpreter(path, edgetpu=False, num_threads=threads)
         return interpreter
-    except DetectorError:
-        raise
-    except Exception as e:  # noqa: BLE001 - foreign runtime errors become DetectorError
-        raise DetectorError(f"cannot load face model {spec.model}: {e}; check the model mirror") from e
+    except ModelError as e:
+        raise DetectorError(f"cannot load face model {spec.model}: {e}") from e
 
 
 class FaceDetector:

@@ -35,7 +35,7 @@ def runtime() -> tuple[type, DelegateLoader]:
         ) from e
 
 
-def _edgetpu_library_present() -> bool:
+def edgetpu_library_present() -> bool:
     import ctypes.util
     import glob
 
@@ -56,7 +56,7 @@ def load_interpreter(
     `rt` replaces the installed runtime (hal.faults.VanishingEdgeTpu stands in for a Coral this way)."""
     interpreter_cls, load_delegate = rt or runtime()
     loader = delegate_loader or load_delegate
-    if edgetpu is None and rt is None and delegate_loader is None and not _edgetpu_library_present():
+    if edgetpu is None and rt is None and delegate_loader is None and not edgetpu_library_present():
         # Asking LiteRT for a library that is not there prints a stray traceback from Delegate.__del__.
         log.warning("no Edge TPU (%s is not installed); running %s on the CPU", EDGETPU_LIB, Path(model_path).name)
         edgetpu = False

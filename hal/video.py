@@ -6,6 +6,7 @@ decode buffer; the frame's `release()` zeroes the rest."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class VideoCamera:
         self._pool = FramePool(
             (lores_size[1], lores_size[0], 3), (main_size[1], main_size[0], 3) if main_size else None, pool_size
         )
-        self._cap = None
+        self._cap: Any = None  # cv2.VideoCapture while a video is open
         self._images: list[Path] = []
         self._index = 0
         self._decode: np.ndarray | None = None
