@@ -1,0 +1,269 @@
+"""Aggregates that leave the device in the `aggregates` privacy profile (and beside tracks in `tracks`): per
+zone and window, occupancy (visitors, mean and peak present), line flow per direction, a dwell-time histogram,
+and an activity heatmap; each bounded per person, noised with exact discrete Laplace noise, suppressed below
+k on the noised count, and paid for from a daily budget that survives restarts.
+
+Guarantees, per window and stream (the `sensitivity` and `epsilon` travel with every record):
+- Contribution bounding: a person counts in at most `max_zones` zones (those where they spent most time),
+  makes at most `max_crossings` crossings, and adds at most `heat_cap_s` people-seconds to the heatmap.
+- Each stream's release is one epsilon-DP vector mechanism (discrete Laplace with scale = L1 sensitivity /
+  epsilon per part); epsilon composes sequentially over the day in the accountant.
+- k-anonymity without leaks: a zone (or line direction, heatmap cell) is released only when its noised count
+  is at least the threshold `k - 1 + t`, where t is the smallest integer with P[noise >= t] <= beta, so a
+  group of fewer than k people is released with probability at most beta and the decision is itself DP.
+- Complements: a site total is released only when every zone is, and then as the sum of the released zone
+  values (post-processing), so it can never reveal a suppressed zone; a dwell histogram is all or nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+
+from firmware.accountant import Accountant
+from firmware.dp import SYSTEM, RandomSource, discrete_laplace, exact
+from firmware.geometry import Geometry
+from firmware.loop import TickResult
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("occupancy", "flow", "dwell", "heatmap")
+SCHEMA = "umbra.aggregate/1"
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    profile: Literal["tracks", "aggregates"] = "aggregates"  # what leaves: quantized tracks, or aggregates only
+    window_s: int = 900  # aggregation window (60 to 86400 s)
+    k: int = 5  # smallest group released
+    epsilon: float = 1.0  # per release: one window of one stream
+    daily_epsilon: float = 0.0  # per stream and UTC day; 0 means epsilon times the windows in a day
+    beta: float = 0.05  # chance that a group smaller than k is released anyway (the noised threshold)
+    occupancy_split: tuple[float, float, float] = (0.5, 0.25, 0.25)  # epsilon shares: visitors, mean, peak
+    dwell_edges_s: tuple[float, ...] = (30.0, 120.0)  # histogram bucket edges
+    heatmap_cell_m: float = 2.0
+    heat_cap_s: int = 120  # people-seconds one person may add to the heatmap per window
+    heat_min_s: int = 10  # a heatmap cell needs k people's worth of this many seconds
+    max_zones: int = 2  # zones one person counts in per window
+    max_crossings: int = 4  # line crossings one person counts for per window
+    budget_file: str = "/var/lib/umbra/privacy_budget.sqlite"
+
+    def validate(self) -> None:
+        if not 60 <= self.window_s <= 86_400:
+            raise ValueError(f"window_s: 60 to 86400 seconds, got {self.window_s}")
+        if self.k < 1:
+            raise ValueError("k: 1 or more")
+        if not 0 < self.epsilon <= 10:
+            raise ValueError(f"epsilon: above 0 and at most 10, got {self.epsilon}")
+        if self.daily_epsilon < 0:
+            raise ValueError("daily_epsilon: 0 (derived) or positive")
+        if not 0 < self.beta < 0.5:
+            raise ValueError("beta: between 0 and 0.5")
+        if len(self.occupancy_split) != 3 or min(self.occupancy_split) <= 0 or \
+                abs(sum(self.occupancy_split) - 1) > 1e-9:
+            raise ValueError("occupancy_split: three positive shares that sum to 1")
+        if list(self.dwell_edges_s) != sorted(self.dwell_edges_s) or any(e <= 0 for e in self.dwell_edges_s):
+            raise ValueError("dwell_edges_s: positive and increasing")
+        if self.max_zones < 1 or self.max_crossings < 1 or self.heat_cap_s < 1 or self.heatmap_cell_m <= 0:
+            raise ValueError("max_zones, max_crossings, heat_cap_s, heatmap_cell_m: positive")
+
+    def budgets(self) -> dict[str, Fraction]:
+        per_day = exact(self.daily_epsilon) if self.daily_epsilon else exact(self.epsilon) * (86_400 // self.window_s)
+        return {s: per_day for s in STREAMS}
+
+
+def threshold(k: int, scale: Fraction, beta: float) -> int:
+    """Least T such that a true count of k - 1 passes `noised >= T` with probability at most beta."""
+    q = math.exp(-1 / float(scale))
+    t = max(0, math.ceil(math.log(beta * (1 + q)) / math.log(q))) if q > 0 else 0
+    return k - 1 + max(t, 1)
+
+
+@dataclass
+class _Window:
+    start: int
+    samples: int = 0  # 1 Hz sampling instants seen
+    present: dict[int, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    seconds: dict[int, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    crossings: dict[int, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    heat: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Analytics:
+    """A loop sink: `analytics(tick)`. Released records go to `emit(records)` at each window's end."""
+
+    def __init__(self, config: PrivacyConfig, geometry: Geometry, accountant: Accountant,
+                 emit: Callable[[list[dict[str, Any]]], None], *, rng: RandomSource = SYSTEM,
+                 audit: Callable[..., Any] | None = None, noise: bool = True) -> None:
+        config.validate()
+        self.config, self.geometry, self.accountant, self.emit = config, geometry, accountant, emit
+        self.rng, self.audit, self.noise = rng, audit, noise  # noise=False: the bench's 'no privacy' rows only
+        self.zones = [z.name for z in geometry.config.zones]
+        self.lines = [ln.name for ln in geometry.config.lines]
+        self._w: _Window | None = None
+        self._last_wall: float | None = None
+        self._last_second: int | None = None
+        self.refused: dict[str, int] = defaultdict(int)
+
+    # -- accumulation ------------------------------------------------------------------------------------
+
+    def __call__(self, tick: TickResult) -> None:
+        start = int(tick.wall // self.config.window_s) * self.config.window_s
+        if self._w is not None and start != self._w.start:
+            self.close_window()
+        if self._w is None:
+            self._w = _Window(start)
+        w = self._w
+        dt = 0.0 if self._last_wall is None else min(max(tick.wall - self._last_wall, 0.0), 5.0)
+        self._last_wall = tick.wall
+        g = tick.ground
+        zones = self.geometry.zone_of(g.xy) if len(g.track_ids) else []
+        ids = [int(i) for i in g.track_ids]
+        for tid, zone in zip(ids, zones, strict=True):
+            if zone is not None:
+                w.seconds[tid][zone] += dt
+        second = int(tick.wall)
+        if second != self._last_second:  # 1 Hz sampling for occupancy and the heatmap
+            self._last_second = second
+            w.samples += 1
+            cells = np.floor(g.xy / self.config.heatmap_cell_m).astype(np.int64) if len(ids) else []
+            for j, (tid, zone) in enumerate(zip(ids, zones, strict=True)):
+                if zone is not None:
+                    w.present[tid][zone].append(w.samples)
+                w.heat[tid].append((int(cells[j][0]), int(cells[j][1])))
+        for c in tick.crossings:
+            w.crossings[int(c.track_id)].append((c.line, c.direction))
+
+    # -- release -----------------------------------------------------------------------------------------
+
+    def close_window(self) -> None:
+        w, self._w = self._w, None
+        if w is None or w.samples == 0:
+            return
+        records: list[dict[str, Any]] = []
+        allowed = self._bounded_zones(w)
+        records += self._occupancy_and_dwell(w, allowed)
+        records += self._flow(w)
+        records += self._heatmap(w)
+        if records:
+            self.emit(records)
+
+    def _bounded_zones(self, w: _Window) -> dict[int, list[str]]:
+        out = {}
+        for tid, by_zone in w.present.items():
+            ranked = sorted(by_zone, key=lambda z: (-len(by_zone[z]), z))
+            out[tid] = ranked[: self.config.max_zones]
+        return out
+
+    def _pay(self, stream: str, eps: Fraction) -> bool:
+        if not self.noise:
+            return True
+        charge = self.accountant.charge(stream, eps, float(self._last_wall or 0.0))
+        if not charge.granted:
+            self.refused[stream] += 1
+            if self.refused[stream] == 1:
+                log.warning("privacy budget of stream %s spent for today (%s of %s): nothing more is released",
+                            stream, charge.spent, charge.budget)
+                if self.audit is not None:
+                    self.audit("budget_exhausted", float(self._last_wall or 0.0), stream=stream,
+                               spent=str(charge.spent), budget=str(charge.budget))
+        else:
+            self.refused.pop(stream, None)
+        return charge.granted
+
+    def _noisy(self, value: int, sensitivity: int, eps: Fraction) -> int:
+        if not self.noise:
+            return int(value)
+        return int(value) + discrete_laplace(Fraction(sensitivity) / eps, self.rng)
+
+    def _passes(self, noisy: int, sensitivity: int, eps: Fraction, k: int) -> bool:
+        if not self.noise:
+            return noisy >= k
+        return noisy >= threshold(k, Fraction(sensitivity) / eps, self.config.beta)
+
+    def _record(self, w: _Window, metric: str, zone: str, values: list, eps: Fraction, sens: int) -> dict:
+        return {"schema": SCHEMA, "window_start": w.start, "window_s": self.config.window_s, "metric": metric,
+                "zone": zone, "values": values, "k": self.config.k,
+                "epsilon": float(eps) if self.noise else 0.0, "sensitivity": sens,
+                "mechanism": "discrete_laplace" if self.noise else "none"}
+
+    def _occupancy_and_dwell(self, w: _Window, allowed: dict[int, list[str]]) -> list[dict]:
+        cfg = self.config
+        eps = exact(cfg.epsilon)
+        if not (self._pay("occupancy", eps) and self._pay("dwell", eps)):
+            return []
+        e_vis, e_mean, e_peak = (eps * exact(s) for s in cfg.occupancy_split)
+        per_sample: dict[str, np.ndarray] = {z: np.zeros(w.samples + 1, np.int64) for z in self.zones}
+        visitors: dict[str, int] = defaultdict(int)
+        hist: dict[str, list[int]] = {z: [0] * (len(cfg.dwell_edges_s) + 1) for z in self.zones}
+        for tid, zones in allowed.items():
+            for z in zones:
+                visitors[z] += 1
+                per_sample[z][w.present[tid][z]] += 1
+                hist[z][int(np.searchsorted(cfg.dwell_edges_s, w.seconds[tid][z], side="right"))] += 1
+        out, released = [], {}
+        mz = cfg.max_zones
+        for z in self.zones:
+            n = self._noisy(visitors[z], mz, e_vis)
+            if not self._passes(n, mz, e_vis, cfg.k):
+                continue
+            mean_sum = self._noisy(int(per_sample[z].sum()), w.samples, e_mean)
+            peak = self._noisy(int(per_sample[z].max()), mz, e_peak)
+            released[z] = (max(n, 0), max(mean_sum, 0) / w.samples, max(peak, 0))
+            out.append(self._record(w, "occupancy", z, [released[z][0], round(released[z][1], 3), released[z][2]],
+                                    eps, mz))
+            out.append(self._record(w, "dwell_histogram", z, [max(self._noisy(c, mz, eps), 0) for c in hist[z]],
+                                    eps, mz))
+        if released and len(released) == len(self.zones):  # the site total only when no zone was held back
+            tot = [sum(v[i] for v in released.values()) for i in range(3)]
+            out.append(self._record(w, "occupancy", "*", [tot[0], round(tot[1], 3), tot[2]], eps, mz))
+        return out
+
+    def _flow(self, w: _Window) -> list[dict]:
+        cfg = self.config
+        eps = exact(cfg.epsilon)
+        if not self.lines or not self._pay("flow", eps):
+            return []
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for crossings in w.crossings.values():
+            for line, direction in crossings[: cfg.max_crossings]:
+                counts[(line, direction)] += 1
+        out = []
+        for line in self.lines:
+            values: list[int | None] = []
+            for d in ("+", "-"):
+                n = self._noisy(counts[(line, d)], cfg.max_crossings, eps)
+                values.append(max(n, 0) if self._passes(n, cfg.max_crossings, eps, cfg.k) else None)
+            out.append(self._record(w, "line_flow", line, values, eps, cfg.max_crossings))
+        return out
+
+    def _heatmap(self, w: _Window) -> list[dict]:
+        cfg = self.config
+        eps = exact(cfg.epsilon)
+        if not self._pay("heatmap", eps):
+            return []
+        cells: dict[tuple[int, int], int] = defaultdict(int)
+        for visits in w.heat.values():
+            for cell in visits[: cfg.heat_cap_s]:
+                cells[cell] += 1
+        out = []
+        for (cx, cy), secs in sorted(cells.items()):
+            n = self._noisy(secs, cfg.heat_cap_s, eps)
+            if self._passes(n, cfg.heat_cap_s, eps, cfg.k * cfg.heat_min_s):
+                out.append(self._record(w, "heatmap", f"{cx},{cy}", [n, cfg.heatmap_cell_m], eps, cfg.heat_cap_s))
+        return out
+
+
+def release_counts(records: Sequence[dict]) -> dict[str, int]:
+    """How many released records of each metric (for summaries)."""
+    out: dict[str, int] = defaultdict(int)
+    for r in records:
+        out[r["metric"]] += 1
+    return dict(out)

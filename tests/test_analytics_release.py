@@ -1,0 +1,125 @@
+"""Aggregates: contribution bounds, k-suppression on the noised count, complements, budget that survives a
+restart, and records that match their schema."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from firmware.accountant import Accountant, BudgetError
+from firmware.analytics import Analytics, PrivacyConfig, threshold
+from firmware.dp import laplace_tail
+from firmware.geometry import Crossing, Geometry, GeometryConfig, LineConfig, ZoneConfig
+from firmware.loop import TickResult
+from firmware.quantize import GroundState
+from firmware.schemas import validate
+
+GEO = Geometry(GeometryConfig(
+    zones=(ZoneConfig("west", ((-10, -10), (0, -10), (0, 10), (-10, 10))),
+           ZoneConfig("east", ((0, -10), (10, -10), (10, 10), (0, 10)))),
+    lines=(LineConfig("mid", (0, -10), (0, 10)),),
+))
+
+
+def tick(wall: float, people: dict[int, tuple[float, float]], crossings=()) -> TickResult:
+    ids = np.array(sorted(people), np.int64)
+    xy = np.array([people[i] for i in sorted(people)], float).reshape(-1, 2)
+    g = GroundState(ids, xy, np.zeros_like(xy), np.full(len(ids), 1.7))
+    return TickResult(wall, [], list(crossings), g)
+
+
+def run_window(an: Analytics, people_west: int, people_east: int, start: float = 0.0, crossers: int = 0):
+    """One minute at 2 Hz: people standing in each zone; `crossers` walk west to east once."""
+    for s in range(120):
+        wall = start + s * 0.5
+        people = {i: (-5.0, 0.0) for i in range(people_west)}
+        people.update({1000 + i: (5.0, 0.0) for i in range(people_east)})
+        cross = [Crossing(2000 + i, "mid", "-") for i in range(crossers)] if s == 60 else []
+        an(tick(wall, people, cross))
+    an.close_window()
+
+
+def make(tmp_path, rng_seed=0, **cfg) -> tuple[Analytics, list[dict], Accountant, list]:
+    out: list[dict] = []
+    audits: list = []
+    config = PrivacyConfig(window_s=60, budget_file=str(tmp_path / "budget.sqlite"), **cfg)
+    acc = Accountant(config.budget_file, config.budgets())
+    an = Analytics(config, GEO, acc, out.extend, rng=random.Random(rng_seed),
+                   audit=lambda event, t, **kw: audits.append((event, kw)))
+    return an, out, acc, audits
+
+
+def test_small_groups_are_released_at_most_beta_of_the_time_and_large_ones_almost_always(tmp_path):
+    an, out, _, _ = make(tmp_path, k=5, epsilon=1.0, daily_epsilon=10_000)
+    windows = 200
+    for w in range(windows):
+        run_window(an, people_west=4, people_east=40, start=w * 60.0)
+    occ = [r for r in out if r["metric"] == "occupancy"]
+    west = sum(r["zone"] == "west" for r in occ)
+    east = sum(r["zone"] == "east" for r in occ)
+    assert west <= 0.05 * windows * 2  # beta = 0.05 (with slack for 200 draws)
+    assert east >= 0.95 * windows
+    # the site total never comes out when a zone was held back
+    assert sum(r["zone"] == "*" for r in occ) == min(west, east) if west else not any(r["zone"] == "*" for r in occ)
+    for r in out:
+        validate(r)
+
+
+def test_threshold_keeps_the_promise_exactly():
+    for k, scale in ((5, Fraction(2)), (3, Fraction(8)), (10, Fraction(1, 2))):
+        t = threshold(k, scale, 0.05)
+        assert laplace_tail(t - (k - 1), scale) <= 0.05  # a group of k-1 passes with probability <= beta
+        assert laplace_tail(t - 1 - (k - 1), scale) > 0.05 or t == k  # and T is the least such
+
+
+def test_contributions_are_bounded(tmp_path):
+    an, out, _, _ = make(tmp_path, k=1, epsilon=1.0, daily_epsilon=1000, max_crossings=2, max_zones=1)
+    an.noise = False  # exact counts to see the bound itself
+    for s in range(120):
+        # one person runs back and forth across the line ten times: counts for 2 crossings at most
+        x = -1.0 if (s // 6) % 2 == 0 else 1.0
+        cross = [Crossing(7, "mid", "-" if x > 0 else "+")] if s % 6 == 0 and s else []
+        an(tick(s * 0.5, {7: (x, 0.0)}, cross))
+    an.close_window()
+    flow = next(r for r in out if r["metric"] == "line_flow")
+    assert sum(v for v in flow["values"] if v) == 2
+    visitors = {r["zone"]: r["values"][0] for r in out if r["metric"] == "occupancy" and r["zone"] != "*"}
+    assert sum(visitors.values()) == 1  # in both zones, counted in one (max_zones = 1)
+    assert all(r["sensitivity"] >= 1 for r in out)
+
+
+def test_budget_is_spent_then_refused_and_a_restart_does_not_refresh_it(tmp_path):
+    an, out, acc, audits = make(tmp_path, k=1, epsilon=1.0, daily_epsilon=2.0)
+    for w in range(4):
+        run_window(an, 10, 10, start=w * 60.0)
+    windows_released = {r["window_start"] for r in out if r["metric"] == "occupancy"}
+    assert windows_released == {0, 60}  # 2 of epsilon 1 fit the day's 2
+    assert ("budget_exhausted", {"stream": "occupancy", "spent": "2", "budget": "2"}) in audits
+    acc.close()
+    an2, out2, acc2, _ = make(tmp_path, k=1, epsilon=1.0, daily_epsilon=2.0)  # the device reboots
+    run_window(an2, 10, 10, start=300.0)
+    assert not [r for r in out2 if r["metric"] == "occupancy"]
+    run_window(an2, 10, 10, start=86_400.0)  # the next UTC day has a fresh budget
+    assert [r for r in out2 if r["metric"] == "occupancy"]
+    assert acc2.status(86_400.0)["occupancy"]["spent"] == "1"
+
+
+def test_accountant_refuses_nonsense(tmp_path):
+    acc = Accountant(tmp_path / "b.sqlite", {"occupancy": 1.0})
+    with pytest.raises(BudgetError):
+        acc.charge("occupancy", 0, 0.0)
+    with pytest.raises(BudgetError):
+        acc.charge("nope", 0.1, 0.0)
+    assert acc.charge("occupancy", 0.6, 0.0).granted
+    refused = acc.charge("occupancy", 0.6, 1.0)
+    assert not refused.granted and refused.remaining == Fraction(2, 5)
+
+
+def test_bad_privacy_config_is_named():
+    with pytest.raises(ValueError, match="window_s"):
+        PrivacyConfig(window_s=10).validate()
+    with pytest.raises(ValueError, match="occupancy_split"):
+        PrivacyConfig(occupancy_split=(0.5, 0.5, 0.5)).validate()
