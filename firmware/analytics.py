@@ -46,7 +46,7 @@ class PrivacyConfig:
     epsilon: float = 1.0  # per release: one window of one stream
     daily_epsilon: float = 0.0  # per stream and UTC day; 0 means epsilon times the windows in a day
     beta: float = 0.05  # chance that a group smaller than k is released anyway (the noised threshold)
-    occupancy_split: tuple[float, float, float] = (0.5, 0.25, 0.25)  # epsilon shares: visitors, mean, peak
+    occupancy_split: tuple[float, float, float] = (0.4, 0.5, 0.1)  # epsilon shares: visitors, mean, peak
     dwell_edges_s: tuple[float, ...] = (30.0, 120.0)  # histogram bucket edges
     heatmap_cell_m: float = 2.0
     heat_cap_s: int = 120  # people-seconds one person may add to the heatmap per window
@@ -156,10 +156,12 @@ class Analytics:
             self.emit(records)
 
     def _bounded_zones(self, w: _Window) -> dict[int, list[str]]:
+        """Each person's zones, longest stay first, cut to max_zones (no cut without noise: no DP to bound)."""
+        cap = self.config.max_zones if self.noise else len(self.zones)
         out = {}
         for tid, by_zone in w.present.items():
             ranked = sorted(by_zone, key=lambda z: (-len(by_zone[z]), z))
-            out[tid] = ranked[: self.config.max_zones]
+            out[tid] = ranked[:cap]
         return out
 
     def _pay(self, stream: str, eps: Fraction) -> bool:
@@ -232,8 +234,9 @@ class Analytics:
         if not self.lines or not self._pay("flow", eps):
             return []
         counts: dict[tuple[str, str], int] = defaultdict(int)
+        cap = cfg.max_crossings if self.noise else None
         for crossings in w.crossings.values():
-            for line, direction in crossings[: cfg.max_crossings]:
+            for line, direction in crossings[:cap]:
                 counts[(line, direction)] += 1
         out = []
         for line in self.lines:
