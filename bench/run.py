@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     clock = FakeClock(start_wall=PETS_START_WALL)
     total = args.frames or 795
     sync = None if args.no_cloud else BenchSync(args.out / "sync", clock)
+    aggregates: list[dict] = []
+    analytics = _analytics(cfg, args.out, [aggregates.extend] + ([sync.enqueue] if sync else []))
     with records_path.open("w", encoding="utf-8") as out:
         jsonl = JsonlSink(out)
-        sinks = [jsonl] + ([sync.sink] if sync else [])
+        sinks = [jsonl, analytics] + ([sync.sink] if sync else [])
         loop = build_loop(cfg, args.config.parent, clock, sinks=sinks, profile=True)
         recorder = RecordingTracker(loop.tracker)
         loop.tracker = recorder
@@ -83,10 +85,29 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.perf_counter() - t0
         finally:
             bar.close()
+            analytics.close_window()
+            analytics.accountant.close()
             cloud_line = sync.finish() if sync else "  cloud: not run (--no-cloud)"
     print(summary(cfg, loop, stats, recorder, elapsed, records_path))
+    from firmware.analytics import release_counts
+
+    print(f"  aggregates ({cfg.privacy.window_s} s windows, k={cfg.privacy.k}, epsilon {cfg.privacy.epsilon} per "
+          f"release): {release_counts(aggregates)}")
     print(cloud_line)
     return 0
+
+
+def _analytics(cfg, out: Path, targets: list):
+    """Aggregates beside the tracks, with a fresh budget file per bench run."""
+    from firmware.accountant import Accountant
+    from firmware.analytics import Analytics
+    from firmware.geometry import Geometry
+
+    budget = out / "privacy-budget.sqlite"
+    for stale in out.glob("privacy-budget.sqlite*"):
+        stale.unlink()
+    return Analytics(cfg.privacy, Geometry(cfg.geometry), Accountant(budget, cfg.privacy.budgets()),
+                     lambda recs: [t(recs) for t in targets])
 
 
 class BenchSync:
@@ -121,6 +142,11 @@ class BenchSync:
         self.released += len(tick.records)
         if self.clock.wall() >= self.next_upload:
             self._cycle()
+
+    def enqueue(self, records: list[dict]) -> None:
+        """Aggregates, as the analytics release them."""
+        self.outbox.enqueue(records)
+        self.released += len(records)
 
     def _cycle(self):
         res = self.events.run_until_complete(self.uploader.cycle())

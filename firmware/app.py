@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -80,23 +81,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = cfgmod.load(args.config)
     base = args.config.resolve().parent
-    sinks = []
-    out = None
-    if cfg.output.tracks_file:
-        path = cfgmod.resolve_path(cfg.output.tracks_file, base)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = path.open("a", encoding="utf-8")
-        sinks.append(JsonlSink(out))
     clock = SystemClock()
+    files: list = []
+    sinks, emit_aggregates = [], []
     sync = None
     if cfg.sync.enabled:
         from firmware.service import SyncService
 
         sync = SyncService(cfg.sync, clock)
-        sinks.append(sync.sink)
+        if cfg.privacy.profile == "tracks":  # quantized tracks leave only in the tracks profile
+            sinks.append(sync.sink)
+        emit_aggregates.append(sync.outbox.enqueue)
+    if cfg.output.tracks_file:
+        out = _open_append(cfgmod.resolve_path(cfg.output.tracks_file, base), files)
+        sinks.append(JsonlSink(out))
+    if cfg.output.aggregates_file:
+        agg = _open_append(cfgmod.resolve_path(cfg.output.aggregates_file, base), files)
+        emit_aggregates.append(lambda recs, f=agg: f.writelines(json.dumps(r) + "\n" for r in recs))
+    analytics = _analytics(cfg, base, emit_aggregates)
+    sinks.append(analytics)
     loop = build_loop(cfg, base, clock, sinks=sinks)
     if sync is not None:
-        loop.sinks.append(sync.status_sink(loop))
+        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sync is not None:
         sync.start()
@@ -105,15 +111,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stats = loop.stats
     finally:
+        analytics.close_window()  # the partial window's aggregates, paid for like any other
+        analytics.accountant.close()
         if sync is not None:
             sync.stop()
-        if out is not None:
-            out.close()
+        for f in files:
+            f.close()
     log.info(
         "stopped: %d ticks, %d frames, %d overruns, %d detector errors, %d camera stalls, %d records",
         stats.ticks, stats.frames, stats.overruns, stats.detector_errors, stats.camera_stalls, stats.records,
     )
     return 0
+
+
+def _open_append(path: Path, files: list):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = path.open("a", encoding="utf-8")
+    files.append(f)
+    return f
+
+
+def _analytics(cfg, base: Path, emit_to: list):
+    """The aggregates sink: zones and lines from the config, the budget in its own file."""
+    from firmware import config as cfgmod
+    from firmware.accountant import Accountant
+    from firmware.analytics import Analytics
+    from firmware.geometry import Geometry
+
+    budget_file = cfgmod.resolve_path(cfg.privacy.budget_file, base)
+    accountant = Accountant(budget_file, cfg.privacy.budgets())
+
+    def emit(records: list) -> None:
+        for target in emit_to:
+            target(records)
+
+    return Analytics(cfg.privacy, Geometry(cfg.geometry), accountant, emit)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

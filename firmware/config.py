@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from firmware.analytics import PrivacyConfig
 from firmware.configload import build
 from firmware.errors import ConfigError
 from firmware.geometry import GeometryConfig
@@ -84,6 +85,7 @@ class PseudonymConfig:
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
     tracks_file: str = ""  # JSON lines of released track records (bench); empty: none
+    aggregates_file: str = ""  # JSON lines of released aggregates (bench); empty: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class UmbraConfig:
     pseudonym: PseudonymConfig = field(default_factory=PseudonymConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:

@@ -32,6 +32,7 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
                 "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b)} for ln in base.geometry.lines],
             },
             "output": {"tracks_file": str(tmp_path / "released.jsonl")},
+            "privacy": {"profile": "tracks", "window_s": 60, "budget_file": str(tmp_path / "budget.sqlite")},
             "sync": {
                 "enabled": True,
                 "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
@@ -52,3 +53,11 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     status = [r for r in held if r["schema"] == "umbra.status/1"]
     assert len(status) == 1 and status[0]["detector"] == "scripted"  # the first tick reports health
     assert [r for r in held if r["schema"] == "umbra.track/1"] == released
+    # the partial window's aggregates were paid for at shutdown (whatever k let through)
+    from firmware.accountant import Accountant
+
+    budget = Accountant(tmp_path / "budget.sqlite", {"occupancy": 1})
+    assert budget.spent("occupancy", released[-1]["t"]) == 1
+    for r in held:
+        if r["schema"] == "umbra.aggregate/1":
+            assert r["window_s"] == 60 and r["epsilon"] == 1.0
