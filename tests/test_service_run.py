@@ -57,7 +57,7 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     from firmware.accountant import Accountant
 
     budget = Accountant(tmp_path / "budget.sqlite", {"occupancy": 1})
-    assert budget.spent("occupancy", released[-1]["t"]) == 1
+    assert budget.spent("occupancy", released[-1]["t"]) in (1, 2)  # 1 window, or 2 if a minute began mid-run
     for r in held:
         if r["schema"] == "umbra.aggregate/1":
             assert r["window_s"] == 60 and r["epsilon"] == 1.0
