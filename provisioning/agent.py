@@ -2,7 +2,7 @@
 
 States: blank -> keyed -> certified -> configured -> locked. Every step is idempotent (a station that retries
 after a cable pull gets the same answer, not a second key), state is written atomically before it is
-answered, and after `lock` every command but `hello` is refused for good. The private key is made here and
+answered, and after `lock` every command but `hello` and `verify` (which changes nothing) is refused for good. The private key is made here and
 never leaves: it sits behind `KeyStore` (a file with owner-only permissions; a secure element such as the
 ATECC608 can stand behind the same four methods).
 """
@@ -126,7 +126,8 @@ class DeviceAgent:
         except ProvisioningError as e:
             self.refused += 1
             answer = pack({"v": VERSION, "seq": seq, "ok": False, "error": {"code": e.code, "message": e.message}})
-        self._answers[seq] = answer
+        if self.state["state"] != "locked":  # after the lock nothing is answered from the cache
+            self._answers[seq] = answer
         while len(self._answers) > 64:
             self._answers.popitem(last=False)
         return answer
@@ -136,7 +137,7 @@ class DeviceAgent:
             raise Refusal("unknown_op", f"unknown command {op!r}; known: {', '.join(OPS)}")
         if not isinstance(args, dict):
             raise Refusal("bad_args", "args must be a map")
-        if self.state["state"] == "locked" and op != "hello":
+        if self.state["state"] == "locked" and op not in ("hello", "verify"):  # verify only proves the key
             raise Refusal("locked", "provisioning is closed on this device")
         return getattr(self, f"_op_{op}")(args)
 
@@ -237,4 +238,5 @@ class DeviceAgent:
             raise Refusal("wrong_state", f"cannot lock a device that is {self.state['state']}: finish first")
         self.state["state"] = "locked"
         self._save()
+        self._answers.clear()  # nothing recorded before the lock can be replayed for an answer after it
         return {"state": "locked"}

@@ -148,6 +148,10 @@ class Station:
         if hello["state"] == "locked":
             if known and known["status"] == "done":
                 return _record(known)
+            if known and known.get("cert") and known["status"] == "tested":  # the lock's answer was lost
+                self._prove(c, hw, known["cert"].encode())
+                self.log.put(hardware_id=hw, status="done")
+                return _record(self.log.get(hw) or known)
             raise ProvisioningError("locked", f"device {hw} is locked but this station has no record of it")
         device_id = device_id or (known["device_id"] if known else f"umbra-{hw}")
         self._step(port, "generate_key")
@@ -162,6 +166,27 @@ class Station:
                fleet_root_public_key=self.fleet.fleet_root_public_key, ota_root=self.fleet.ota_root,
                signing_key=self.fleet.signing_key(device_id))
         self._step(port, "verify")
+        self._prove(c, hw, cert_pem)
+        self._step(port, "self_test")
+        tests = c.call("self_test")
+        failed = sorted(k for k, v in tests.items() if not v.get("ok"))
+        self.log.put(hardware_id=hw, device_id=device_id, serial=serial, firmware=firmware,
+                     tests=json.dumps(tests), status="self_test_failed" if failed else "tested")
+        if failed:
+            raise ProvisioningError("self_test_failed", f"device {hw}: {', '.join(failed)} failed; not locked")
+        self._step(port, "lock")
+        try:
+            c.call("lock")
+        except ProvisioningError as e:
+            if e.code != "locked":  # a retried lock whose first answer was lost: it is locked
+                raise
+        self.log.put(hardware_id=hw, status="done")
+        rec = self.log.get(hw)
+        assert rec is not None
+        return _record(rec)
+
+    def _prove(self, c: Client, hw: str, cert_pem: bytes) -> None:
+        """The device signs a fresh challenge; the signature must verify with the certificate's key."""
         challenge = os.urandom(32)
         sig = c.call("verify", challenge=challenge)["signature"]
         key = x509.load_pem_x509_certificate(cert_pem).public_key()
@@ -170,19 +195,6 @@ class Station:
             key.verify(sig, b"umbra-provisioning-verify:" + challenge, ec.ECDSA(hashes.SHA256()))
         except Exception as e:  # InvalidSignature: the device does not hold the certified key
             raise ProvisioningError("verify_failed", f"device {hw} did not prove it holds the certified key") from e
-        self._step(port, "self_test")
-        tests = c.call("self_test")
-        failed = sorted(k for k, v in tests.items() if not v.get("ok"))
-        if failed:
-            self.log.put(hardware_id=hw, tests=json.dumps(tests), status="self_test_failed")
-            raise ProvisioningError("self_test_failed", f"device {hw}: {', '.join(failed)} failed; not locked")
-        self._step(port, "lock")
-        c.call("lock")
-        self.log.put(hardware_id=hw, device_id=device_id, serial=serial, firmware=firmware,
-                     tests=json.dumps(tests), status="done")
-        rec = self.log.get(hw)
-        assert rec is not None
-        return _record(rec)
 
     def _certificate(self, hw: str, device_id: str, csr: x509.CertificateSigningRequest, csr_pem: bytes,
                      known: dict[str, Any] | None, force: bool) -> bytes:
