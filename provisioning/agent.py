@@ -2,9 +2,9 @@
 
 States: blank -> keyed -> certified -> configured -> locked. Every step is idempotent (a station that retries
 after a cable pull gets the same answer, not a second key), state is written atomically before it is
-answered, and after `lock` every command but `hello` and `verify` (which changes nothing) is refused for good. The private key is made here and
-never leaves: it sits behind `KeyStore` (a file with owner-only permissions; a secure element such as the
-ATECC608 can stand behind the same four methods).
+answered, and after `lock` every command but `hello` and `verify` (which change nothing) is refused for
+good. The private key is made here and never leaves: it sits behind `KeyStore` (a file with owner-only
+permissions; a secure element such as the ATECC608 can stand behind the same methods).
 """
 
 from __future__ import annotations
