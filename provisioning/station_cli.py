@@ -4,6 +4,7 @@
     umbra provision run --ca ca/ --fleet fleet.json --log station.sqlite --port /dev/ttyUSB0 [--port ...]
     umbra provision run ... --fake 4                        # four fake devices behind pseudo-terminals
     umbra provision show --log station.sqlite               # the devices this station has provisioned
+    umbra provision agent --port /dev/serial0 --ca mfg-ca.pem   # on the device, in provisioning mode
 
 fleet.json: {"cloud_url": "https://...", "pins": <signed pin message>, "fleet_root_public_key": "<b64>",
 "ota_root": "<path of the TUF root.json>", "cloud_data": "<reference cloud folder>" (bench only: first
@@ -39,6 +40,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--force", action="store_true", help="issue again for a hardware id already issued")
     run.add_argument("--baud", type=int, default=115_200)
     run.set_defaults(func=_run)
+    agent = sub.add_parser("agent", help="(on the device) answer a station on the serial console")
+    agent.add_argument("--port", default="/dev/serial0")
+    agent.add_argument("--state", type=Path, default=Path("/var/lib/umbra/provisioning"))
+    agent.add_argument("--ca", type=Path, required=True, help="the manufacturing CA certificate (PEM)")
+    agent.set_defaults(func=lambda a: _agent(a))
     show = sub.add_parser("show", help="list provisioned devices")
     show.add_argument("--log", type=Path, default=Path("station.sqlite"))
     show.set_defaults(func=_show)
@@ -113,6 +119,13 @@ def _fake(ca: FileCA, i: int):
     agent = DeviceAgent(folder, hardware_id=os.urandom(6).hex(), model="umbra-bench", firmware="0.1.0",
                         trusted_ca_pem=ca.cert_pem(), self_tests={"storage": lambda: {"folder": str(folder)}})
     return FakeDevice(agent)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from provisioning.device import serve
+
+    serve(args.port, args.state, args.ca)
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:
