@@ -1,0 +1,199 @@
+"""The device side of OTA: check, download, verify (python-tuf's ngclient does the TUF part: signatures,
+thresholds, versions, expiry, lengths and hashes, from the root embedded at provisioning), then install into
+the inactive slot and switch; a health check after the switch commits or rolls back.
+
+Transport: `PinnedFetcher` speaks HTTPS with the fleet CA as the only anchor, the device's client
+certificate, and the server's SPKI checked against the pin set before the request is sent, the same rules as
+the uploader. Every download is bounded by the length TUF expects (ngclient enforces it too).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import shutil
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tuf.api.exceptions import DownloadError as TufDownloadError
+from tuf.api.exceptions import DownloadHTTPError, RepositoryError
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+
+from ota.bundle import parse_version, verify_and_extract
+from ota.errors import Refused
+from ota.repo import ROLLOUT
+from ota.rollout import in_stage
+from ota.slots import BootControl
+
+log = logging.getLogger(__name__)
+
+
+class PinnedFetcher(FetcherInterface):
+    """HTTPS GETs over `ssl_context` (CA, client cert, hostname), refusing a server whose SPKI is not pinned."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, pin_check: Callable[[bytes], None] | None,
+                 timeout_s: float = 30.0) -> None:
+        self.ctx, self.pin_check, self.timeout_s = ssl_context, pin_check, timeout_s
+        self.bytes_received = 0
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            raise TufDownloadError(f"{url}: only https is used")
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=self.timeout_s,
+                                           context=self.ctx)
+        conn.connect()
+        der = conn.sock.getpeercert(binary_form=True) if conn.sock else None  # type: ignore[union-attr]
+        if self.pin_check is not None:
+            if der is None:
+                conn.close()
+                raise TufDownloadError("no server certificate")
+            try:
+                self.pin_check(der)
+            except Exception as e:
+                conn.close()
+                raise TufDownloadError(f"server key is not pinned: {e}") from e
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        resp = conn.getresponse()
+        if resp.status != 200:
+            conn.close()
+            raise DownloadHTTPError(f"{url}: HTTP {resp.status}", resp.status)
+        return self._chunks(conn, resp)
+
+    def _chunks(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+        try:
+            while chunk := resp.read(64 * 1024):
+                self.bytes_received += len(chunk)
+                yield chunk
+        finally:
+            conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    name: str
+    version: str
+    min_from: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class OtaClientConfig:
+    base_url: str  # e.g. https://cloud:8443/ota  (metadata/ and targets/ below it)
+    device_id: str
+    hardware: str
+    version: str  # the running firmware
+    version_floor: str = "0"  # never install below this, whatever is signed
+    max_bundle_bytes: int = 256 * 1024 * 1024
+
+
+class OtaClient:
+    def __init__(self, config: OtaClientConfig, state_dir: Path, trusted_root: bytes, fetcher: FetcherInterface,
+                 boot: BootControl) -> None:
+        self.config, self.dir, self.fetcher, self.boot = config, Path(state_dir), fetcher, boot
+        self.meta_dir, self.cache_dir = self.dir / "metadata", self.dir / "downloads"
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.trusted_root = trusted_root
+
+    def _updater(self) -> Updater:
+        base = self.config.base_url.rstrip("/")
+        return Updater(str(self.meta_dir), f"{base}/metadata/", str(self.cache_dir), f"{base}/targets/",
+                       fetcher=self.fetcher, config=UpdaterConfig(timestamp_max_length=16_384,
+                                                                  snapshot_max_length=1_000_000,
+                                                                  targets_max_length=4_000_000),
+                       bootstrap=self._root_bytes())
+
+    def _root_bytes(self) -> bytes:
+        cached = self.meta_dir / "root.json"
+        return cached.read_bytes() if cached.exists() else self.trusted_root
+
+    def check(self) -> Update | None:
+        """Refresh the signed metadata; the newest release for this hardware that this device may take now
+        (rollout stage, version floor, min_from), or None. Raises Refused on any attack TUF detects."""
+        try:
+            up = self._updater()
+            up.refresh()
+        except (RepositoryError, TufDownloadError) as e:
+            raise Refused("metadata", f"{type(e).__name__}: {e}") from e
+        plan = self._rollout(up)
+        current = parse_version(self.config.version)
+        floor = parse_version(self.config.version_floor)
+        best: Update | None = None
+        prefix = f"releases/{self.config.hardware}/"
+        for name, tf in sorted(up._trusted_set.targets.targets.items()):  # the verified targets role
+            if not name.startswith(prefix):
+                continue
+            custom = tf.unrecognized_fields.get("custom", {})
+            if custom.get("hardware") != self.config.hardware:
+                continue
+            v = parse_version(str(custom.get("version")))
+            if v <= current or v < floor or current < parse_version(str(custom.get("min_from", "0"))):
+                continue
+            if not in_stage(plan, self.config.device_id, str(custom["version"])):
+                continue
+            if best is None or v > parse_version(best.version):
+                best = Update(name, str(custom["version"]), str(custom.get("min_from", "0")), tf.length)
+        self._up = up
+        return best
+
+    def _rollout(self, up: Updater) -> dict:
+        info = up.get_targetinfo(ROLLOUT)
+        if info is None:
+            return {}
+        path = up.find_cached_target(info) or up.download_target(info)
+        return json.loads(Path(path).read_text())
+
+    def download(self, update: Update) -> Path:
+        if update.length > self.config.max_bundle_bytes:
+            raise Refused("too_large", f"{update.name} is {update.length} bytes, over {self.config.max_bundle_bytes}")
+        up = getattr(self, "_up", None) or self._updater()
+        info = up.get_targetinfo(update.name)
+        if info is None:
+            raise Refused("metadata", f"{update.name} is no longer a signed target")
+        try:
+            return Path(up.find_cached_target(info) or up.download_target(info))
+        except (RepositoryError, TufDownloadError) as e:
+            raise Refused("target", f"{update.name}: {type(e).__name__}: {e}") from e
+
+    def install(self, update: Update, bundle: Path) -> str:
+        """Verify and unpack into the inactive slot (a fresh folder, renamed into place), then ask the boot
+        control to try it once. Returns the slot."""
+        slot = self.boot.inactive()
+        dest = self.boot.slot_path(slot)
+        staging = dest.with_name(dest.name + ".staging")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        man = verify_and_extract(bundle, staging, self.config.hardware)
+        if man.version != update.version:
+            shutil.rmtree(staging)
+            raise Refused("bad_bundle", f"bundle says {man.version}, the signed target says {update.version}")
+        old = dest.with_name(dest.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if dest.exists():
+            dest.rename(old)
+        staging.rename(dest)
+        if old.exists():
+            shutil.rmtree(old)
+        self.boot.try_next(slot)
+        log.info("installed %s into slot %s; it boots once on trial", update.version, slot)
+        return slot
+
+
+def pin_checker(pins: Callable[[], frozenset[str]]) -> Callable[[bytes], None]:
+    """A `pin_check` for PinnedFetcher from the device's pin store (firmware.tls.PinStore.pins)."""
+    from firmware.pki import spki_sha256_der_cert
+
+    def check(der: bytes) -> None:
+        got = spki_sha256_der_cert(der)
+        if got not in pins():
+            raise Refused("pin", f"server key {got} is not in the pin set")
+
+    return check
+

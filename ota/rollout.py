@@ -1,0 +1,96 @@
+"""Staged rollout: which devices take a release now, and when a rollout halts by itself.
+
+Membership is derived, not assigned: a device's position in a release is sha256(device id, release) mapped
+to [0, 1); a stage of p% takes the devices whose position is below p/100. So every device decides alone, the
+1% are inside the 10%, and a new release reshuffles who goes first. The plan is a signed TUF target:
+
+    {"release": "1.4.0", "stages": [{"percent": 1, "start": t0, "failure_budget": 0.02}, ...],
+     "state": "running" | "paused" | "halted" | "aborted", "reason": "..."}
+
+A device takes the release when the plan names it, the state is running, and the latest stage whose start
+has passed includes it. `evaluate()` is the controller: from device reports it halts a stage whose failure
+share passes its budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ota.errors import OtaError
+
+
+def position(device_id: str, release: str) -> float:
+    h = hashlib.sha256(f"{release}\x00{device_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def current_stage(plan: Mapping[str, Any], now: float | None = None) -> int:
+    """Index of the latest stage that has started (-1 before the first)."""
+    now = time.time() if now is None else now
+    idx = -1
+    for i, st in enumerate(plan.get("stages", [])):
+        if float(st.get("start", 0)) <= now:
+            idx = i
+    return idx
+
+
+def in_stage(plan: Mapping[str, Any], device_id: str, release: str, now: float | None = None) -> bool:
+    """True when `device_id` may install `release` now. A release the plan does not name is not staged
+    (all devices may take it); a halted, paused or aborted plan stops its release everywhere."""
+    if not plan or plan.get("release") != release:
+        return True
+    if plan.get("state", "running") != "running":
+        return False
+    idx = current_stage(plan, now)
+    if idx < 0:
+        return False
+    return position(device_id, release) < float(plan["stages"][idx]["percent"]) / 100
+
+
+def make_plan(release: str, percents: Iterable[float], starts: Iterable[float], budgets: Iterable[float]) -> dict:
+    stages = [{"percent": float(p), "start": float(s), "failure_budget": float(b)}
+              for p, s, b in zip(percents, starts, budgets, strict=True)]
+    last = 0.0
+    for st in stages:
+        if not last <= st["percent"] <= 100:
+            raise OtaError("stage percents must rise and stay within 0..100")
+        if not 0 <= st["failure_budget"] <= 1:
+            raise OtaError("failure_budget is a share of the stage's devices, 0..1")
+        last = st["percent"]
+    return {"release": release, "stages": stages, "state": "running"}
+
+
+@dataclass(frozen=True, slots=True)
+class StageStatus:
+    stage: int
+    updated: int
+    failed: int
+    members: int
+
+    @property
+    def failure_share(self) -> float:
+        return self.failed / self.updated if self.updated else 0.0
+
+
+def evaluate(plan: dict, reports: Mapping[str, str], fleet: Iterable[str],
+             now: float | None = None) -> tuple[dict, StageStatus]:
+    """reports: device id -> "committed" | "rolled_back" | "failed". Halts the plan when the running
+    stage's failures pass its budget; returns the (possibly updated) plan and the stage's figures."""
+    idx = current_stage(plan, now)
+    if idx < 0:
+        return plan, StageStatus(-1, 0, 0, 0)
+    pct = float(plan["stages"][idx]["percent"]) / 100
+    members = [d for d in fleet if position(d, plan["release"]) < pct]
+    done = [reports[d] for d in members if d in reports]
+    failed = sum(1 for r in done if r != "committed")
+    status = StageStatus(idx, len(done), failed, len(members))
+    budget = float(plan["stages"][idx]["failure_budget"])
+    if plan.get("state") == "running" and done and failed / max(len(members), 1) > budget:
+        plan = {**plan, "state": "halted",
+                "reason": f"stage {idx + 1} ({plan['stages'][idx]['percent']}%): {failed} of {len(members)} failed, "
+                          f"over its budget of {budget:.0%}"}
+    return plan, status
