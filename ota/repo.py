@@ -52,7 +52,8 @@ class Repository:
     def __init__(self, root: Path, now: dt.datetime | None = None) -> None:
         self.dir = Path(root)
         self.public = self.dir / "public"
-        self.keys_dir, self.meta_dir, self.targets_dir = self.dir / "keys", self.public / "metadata", self.public / "targets"
+        self.keys_dir = self.dir / "keys"
+        self.meta_dir, self.targets_dir = self.public / "metadata", self.public / "targets"
         self.now = now or _now()
 
     # -- keys ---------------------------------------------------------------------------------------------
