@@ -100,9 +100,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         emit_aggregates.append(lambda recs, f=agg: f.writelines(json.dumps(r) + "\n" for r in recs))
     analytics = _analytics(cfg, base, emit_aggregates)
     sinks.append(analytics)
+    from ota.watchdog import Watchdog
+
+    watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
+    sinks.append(watchdog)
     loop = build_loop(cfg, base, clock, sinks=sinks)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
+    watchdog.ready()
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sync is not None:
         sync.start()
