@@ -39,8 +39,14 @@ class PinnedFetcher(FetcherInterface):
                  timeout_s: float = 30.0) -> None:
         self.ctx, self.pin_check, self.timeout_s = ssl_context, pin_check, timeout_s
         self.bytes_received = 0
+        self.restarted = False
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        return self.fetch_from(url, 0)
+
+    def fetch_from(self, url: str, offset: int) -> Iterator[bytes]:
+        """GET from byte `offset` on (a Range request); a server that ignores the range sends it all, and the
+        caller sees that as `self.restarted`."""
         parts = urlsplit(url)
         if parts.scheme != "https":
             raise TufDownloadError(f"{url}: only https is used")
@@ -57,11 +63,13 @@ class PinnedFetcher(FetcherInterface):
             except Exception as e:
                 conn.close()
                 raise TufDownloadError(f"server key is not pinned: {e}") from e
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
         resp = conn.getresponse()
-        if resp.status != 200:
+        if resp.status not in (200, 206):
             conn.close()
             raise DownloadHTTPError(f"{url}: HTTP {resp.status}", resp.status)
+        self.restarted = bool(offset) and resp.status == 200
         return self._chunks(conn, resp)
 
     def _chunks(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse) -> Iterator[bytes]:
@@ -155,10 +163,37 @@ class OtaClient:
         info = up.get_targetinfo(update.name)
         if info is None:
             raise Refused("metadata", f"{update.name} is no longer a signed target")
+        sha = info.hashes["sha256"]
+        final = self.cache_dir / f"{sha}.tar"
+        if final.exists():
+            return final
+        part = final.with_suffix(".part")
+        offset = part.stat().st_size if part.exists() else 0
+        if offset >= info.length:
+            part.unlink()
+            offset = 0
+        name = Path(update.name)
+        url = f"{self.config.base_url.rstrip('/')}/targets/{name.parent.as_posix()}/{sha}.{name.name}"
         try:
-            return Path(up.find_cached_target(info) or up.download_target(info))
-        except (RepositoryError, TufDownloadError) as e:
+            chunks = self.fetcher.fetch_from(url, offset)  # type: ignore[attr-defined]
+            with open(part, "wb" if getattr(self.fetcher, "restarted", False) else "ab") as f:
+                got = offset
+                for chunk in chunks:
+                    got += len(chunk)
+                    if got > info.length:
+                        raise Refused("target", f"{update.name}: more than the {info.length} signed bytes")
+                    f.write(chunk)
+            with open(part, "rb") as f:
+                info.verify_length_and_hashes(f)
+        except Refused:
+            part.unlink(missing_ok=True)
+            raise
+        except (RepositoryError, TufDownloadError, OSError) as e:
+            if isinstance(e, RepositoryError):
+                part.unlink(missing_ok=True)  # wrong bytes: start over next time; a cut connection resumes
             raise Refused("target", f"{update.name}: {type(e).__name__}: {e}") from e
+        part.replace(final)
+        return final
 
     def install(self, update: Update, bundle: Path) -> str:
         """Verify and unpack into the inactive slot (a fresh folder, renamed into place), then ask the boot

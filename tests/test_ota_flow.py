@@ -92,3 +92,18 @@ def test_an_oversized_release_is_refused_before_download(site):
     with pytest.raises(Refused, match="too_large"):
         client.download(client.check())
     assert site.boot.state()["trying"] is None
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(site):
+    bundle_path = site.publish("1.1.0", payload=bytes(range(256)) * 4000)
+    client = site.client()
+    update = client.check()
+    data = bundle_path.read_bytes()
+    import hashlib
+
+    part = client.cache_dir / f"{hashlib.sha256(data).hexdigest()}.part"
+    part.write_bytes(data[: len(data) // 2])  # the connection dropped half way
+    before = site.fetcher.bytes_received
+    path = client.download(update)
+    assert path.read_bytes() == data
+    assert site.fetcher.bytes_received - before == len(data) - len(data) // 2  # only the rest came
