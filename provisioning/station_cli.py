@@ -133,3 +133,10 @@ def _show(args: argparse.Namespace) -> int:
     for row in log.db.execute("SELECT hardware_id, device_id, serial, firmware, status, at FROM devices ORDER BY at"):
         print("  ".join(str(x) for x in row))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="umbra-provision")
+    add_parser(ap)
+    args = ap.parse_args(argv)
+    return int(args.func(args) or 0)

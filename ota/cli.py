@@ -1,0 +1,156 @@
+"""`umbra ota ...` (or `umbra-ota ...`): the ops tooling.
+
+    umbra ota init --repo R                                   # keys (root 2 of 3) and signed metadata
+    umbra ota build --src TREE --version 1.4.0 --hardware umbra-pi4 --min-from 1.2.0 --out umbra-1.4.0.tar
+    umbra ota publish --repo R --bundle umbra-1.4.0.tar       # a signed target per hardware
+    umbra ota stage --repo R --release 1.4.0 --percents 1 10 50 100 --every-hours 24 --budget 0.02
+    umbra ota stage --repo R --pause | --resume | --abort
+    umbra ota status --repo R --fleet devices.txt --reports reports.jsonl [--apply]
+    umbra ota rotate-keys --repo R --role timestamp
+    umbra ota timestamp --repo R                              # re-sign the timestamp (daily)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from ota import bundle
+from ota.errors import OtaError
+from ota.repo import ROLES, Repository
+from ota.rollout import evaluate, make_plan
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = parser.add_subparsers(dest="ota_command", required=True)
+    p = sub.add_parser("init", help="create a repository and its keys")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--root-keys", type=int, default=3)
+    p.add_argument("--threshold", type=int, default=2)
+    p.set_defaults(func=_init)
+    p = sub.add_parser("build", help="build a release bundle from a tree")
+    p.add_argument("--src", type=Path, required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--hardware", action="append", required=True)
+    p.add_argument("--min-from", default="0")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_build)
+    p = sub.add_parser("publish", help="sign a bundle into the repository")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.set_defaults(func=_publish)
+    p = sub.add_parser("stage", help="set, pause, resume or abort a staged rollout")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--release")
+    p.add_argument("--percents", type=float, nargs="+", default=[1, 10, 50, 100])
+    p.add_argument("--every-hours", type=float, default=24.0, help="hours between stage starts")
+    p.add_argument("--budget", type=float, default=0.02, help="failure share that halts a stage")
+    g = p.add_mutually_exclusive_group()
+    for flag in ("pause", "resume", "abort"):
+        g.add_argument(f"--{flag}", action="store_true")
+    p.set_defaults(func=_stage)
+    p = sub.add_parser("status", help="a rollout's progress across the fleet; halts it when over budget")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--fleet", type=Path, required=True, help="device ids, one per line")
+    p.add_argument("--reports", type=Path, required=True, help='JSON lines {"device": ..., "result": ...}')
+    p.add_argument("--apply", action="store_true", help="publish the halt when a stage is over budget")
+    p.set_defaults(func=_status)
+    p = sub.add_parser("rotate-keys", help="replace a role's keys (a new root version)")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--role", choices=ROLES, required=True)
+    p.set_defaults(func=_rotate)
+    p = sub.add_parser("timestamp", help="re-sign the timestamp (run daily)")
+    p.add_argument("--repo", type=Path, required=True)
+    p.set_defaults(func=lambda a: (Repository(a.repo).refresh_timestamp(), 0)[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="umbra-ota")
+    add_parser(ap)
+    args = ap.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OtaError as e:
+        print(f"umbra-ota: {e}", file=sys.stderr)
+        return 2
+
+
+def _init(args: argparse.Namespace) -> int:
+    root = Repository(args.repo).init(args.root_keys, args.threshold)
+    print(f"repository in {args.repo}: serve {args.repo}/public; embed {args.repo}/public/metadata/root.json "
+          f"({len(root)} bytes) in devices at provisioning; keep {args.repo}/keys offline")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    total = sum(p.stat().st_size for p in args.src.rglob("*") if p.is_file())
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"bundle {args.version}",
+              disable=not sys.stderr.isatty()) as bar:
+        man = bundle.build(args.src, args.out, args.version, args.hardware, args.min_from, progress=bar.update)
+    print(f"{args.out}: {args.version} for {', '.join(man.hardware)}, {len(man.files)} files")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    with tarfile.open(args.bundle) as tar:
+        member = tar.extractfile("manifest.json")
+        if member is None:
+            raise OtaError(f"{args.bundle} has no manifest.json: build it with `umbra ota build`")
+        man = json.loads(member.read())
+    names = Repository(args.repo).publish_release(args.bundle, man["version"], man["hardware"], man["min_from"])
+    print(f"published {', '.join(names)}")
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    repo = Repository(args.repo)
+    if args.pause or args.resume or args.abort:
+        plan = repo.rollout()
+        if not plan:
+            raise OtaError("no rollout to change: set one with --release first")
+        plan["state"] = "paused" if args.pause else ("running" if args.resume else "aborted")
+    else:
+        if not args.release:
+            raise OtaError("--release is needed to set stages")
+        now = time.time()
+        starts = [now + i * args.every_hours * 3600 for i in range(len(args.percents))]
+        plan = make_plan(args.release, args.percents, starts, [args.budget] * len(args.percents))
+    repo.set_rollout(plan)
+    print(json.dumps(plan, indent=1))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    repo = Repository(args.repo)
+    plan = repo.rollout()
+    if not plan:
+        raise OtaError("no rollout in this repository")
+    fleet = [line.strip() for line in args.fleet.read_text().splitlines() if line.strip()]
+    reports = {}
+    for line in args.reports.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            reports[r["device"]] = r["result"]
+    new_plan, st = evaluate(plan, reports, fleet)
+    print(f"release {plan['release']}: stage {st.stage + 1} of {len(plan['stages'])}, {st.members} devices in it, "
+          f"{st.updated} reported, {st.failed} failed ({st.failure_share:.1%}); state {new_plan['state']}")
+    if new_plan is not plan and new_plan["state"] == "halted":
+        print(f"HALT: {new_plan['reason']}")
+        if args.apply:
+            repo.set_rollout(new_plan)
+            print("halt published")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    Repository(args.repo).rotate_key(args.role)
+    print(f"{args.role} keys rotated; devices follow through the new root version")
+    return 0
