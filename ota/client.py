@@ -120,7 +120,7 @@ class OtaClient:
         cached = self.meta_dir / "root.json"
         return cached.read_bytes() if cached.exists() else self.trusted_root
 
-    def check(self) -> Update | None:
+    def check(self, now: float | None = None) -> Update | None:
         """Refresh the signed metadata; the newest release for this hardware that this device may take now
         (rollout stage, version floor, min_from), or None. Raises Refused on any attack TUF detects."""
         try:
@@ -142,7 +142,7 @@ class OtaClient:
             v = parse_version(str(custom.get("version")))
             if v <= current or v < floor or current < parse_version(str(custom.get("min_from", "0"))):
                 continue
-            if not in_stage(plan, self.config.device_id, str(custom["version"])):
+            if not in_stage(plan, self.config.device_id, str(custom["version"]), now):
                 continue
             if best is None or v > parse_version(best.version):
                 best = Update(name, str(custom["version"]), str(custom.get("min_from", "0")), tf.length)
