@@ -113,7 +113,7 @@ def _publish(args: argparse.Namespace) -> int:
 def _stage(args: argparse.Namespace) -> int:
     repo = Repository(args.repo)
     if args.pause or args.resume or args.abort:
-        plan = repo.rollout()
+        plan = repo.rollout(args.release)
         if not plan:
             raise OtaError("no rollout to change: set one with --release first")
         plan["state"] = "paused" if args.pause else ("running" if args.resume else "aborted")

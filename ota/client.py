@@ -40,45 +40,71 @@ class PinnedFetcher(FetcherInterface):
         self.ctx, self.pin_check, self.timeout_s = ssl_context, pin_check, timeout_s
         self.bytes_received = 0
         self.restarted = False
+        self.connections = 0
+        self._conn: http.client.HTTPSConnection | None = None
+        self._conn_to: tuple[str, int] | None = None
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         return self.fetch_from(url, 0)
 
     def fetch_from(self, url: str, offset: int) -> Iterator[bytes]:
         """GET from byte `offset` on (a Range request); a server that ignores the range sends it all, and the
-        caller sees that as `self.restarted`."""
+        caller sees that as `self.restarted`. One kept-alive connection per server, pinned when it opens."""
         parts = urlsplit(url)
         if parts.scheme != "https":
             raise TufDownloadError(f"{url}: only https is used")
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=self.timeout_s,
-                                           context=self.ctx)
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        for attempt in (0, 1):
+            conn = self._connection(parts.hostname or "", parts.port or 443)
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                break
+            except (http.client.HTTPException, ConnectionError, BrokenPipeError, TimeoutError) as e:
+                self._drop()
+                if attempt:
+                    raise TufDownloadError(f"{url}: {e}") from e
+        if resp.status not in (200, 206):
+            resp.read()
+            raise DownloadHTTPError(f"{url}: HTTP {resp.status}", resp.status)
+        self.restarted = bool(offset) and resp.status == 200
+        return self._chunks(resp)
+
+    def _connection(self, host: str, port: int) -> http.client.HTTPSConnection:
+        if self._conn is not None and self._conn_to == (host, port):
+            return self._conn
+        self._drop()
+        conn = http.client.HTTPSConnection(host, port, timeout=self.timeout_s, context=self.ctx)
         conn.connect()
         der = conn.sock.getpeercert(binary_form=True) if conn.sock else None  # type: ignore[union-attr]
         if self.pin_check is not None:
-            if der is None:
-                conn.close()
-                raise TufDownloadError("no server certificate")
             try:
+                if der is None:
+                    raise TufDownloadError("no server certificate")
                 self.pin_check(der)
             except Exception as e:
                 conn.close()
                 raise TufDownloadError(f"server key is not pinned: {e}") from e
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
-        resp = conn.getresponse()
-        if resp.status not in (200, 206):
-            conn.close()
-            raise DownloadHTTPError(f"{url}: HTTP {resp.status}", resp.status)
-        self.restarted = bool(offset) and resp.status == 200
-        return self._chunks(conn, resp)
+        self._conn, self._conn_to = conn, (host, port)
+        self.connections += 1
+        return conn
 
-    def _chunks(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def _chunks(self, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+        done = False
         try:
             while chunk := resp.read(64 * 1024):
                 self.bytes_received += len(chunk)
                 yield chunk
+            done = True
         finally:
-            conn.close()
+            if not done or resp.will_close:
+                self._drop()  # a response not read to its end leaves the connection unusable
 
 
 @dataclass(frozen=True, slots=True)

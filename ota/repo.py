@@ -143,17 +143,26 @@ class Repository:
         return names
 
     def set_rollout(self, plan: dict[str, Any]) -> None:
+        """Sign `plan` (one release's stages and state) into the rollout document beside the others."""
+        doc = self.rollout_document()
+        doc.setdefault("plans", {})[plan["release"]] = plan
+        doc["latest"] = plan["release"]
         tmp = self.dir / "staging" / ROLLOUT
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(plan, sort_keys=True, indent=1))
+        tmp.write_text(json.dumps(doc, sort_keys=True, indent=1))
         self.add_target(ROLLOUT, tmp)
 
-    def rollout(self) -> dict[str, Any]:
+    def rollout_document(self) -> dict[str, Any]:
         md = self.load("targets")
         tf = md.signed.targets.get(ROLLOUT)
         if tf is None:
             return {}
         return json.loads((self.targets_dir / f"{tf.hashes['sha256']}.{ROLLOUT}").read_text())
+
+    def rollout(self, release: str | None = None) -> dict[str, Any]:
+        """The plan of `release` (default: the one set last), or {}."""
+        doc = self.rollout_document()
+        return doc.get("plans", {}).get(release or doc.get("latest", ""), {})
 
     def _snapshot_and_timestamp(self) -> None:
         targets = self.load("targets")

@@ -38,11 +38,16 @@ def current_stage(plan: Mapping[str, Any], now: float | None = None) -> int:
     return idx
 
 
-def in_stage(plan: Mapping[str, Any], device_id: str, release: str, now: float | None = None) -> bool:
-    """True when `device_id` may install `release` now. A release the plan does not name is not staged
-    (all devices may take it); a halted, paused or aborted plan stops its release everywhere."""
-    if not plan or plan.get("release") != release:
+def in_stage(doc: Mapping[str, Any], device_id: str, release: str, now: float | None = None) -> bool:
+    """True when `device_id` may install `release` now. `doc` is the signed rollout document
+    {"plans": {release: plan}} (or one plan). With no rollout document every signed release may be taken;
+    once ops use rollouts, a release without a plan is held back, and a halted, paused or aborted plan stops
+    its release everywhere."""
+    if not doc:
         return True
+    plan = doc["plans"].get(release) if "plans" in doc else (doc if doc.get("release") == release else None)
+    if plan is None:
+        return "plans" not in doc
     if plan.get("state", "running") != "running":
         return False
     idx = current_stage(plan, now)
