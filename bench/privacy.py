@@ -12,14 +12,16 @@ and every (window, line, direction) for flow; a suppressed value counts as 0. `v
 number of different people in the zone during the window (the other reading of "occupancy"). Noisy rows are
 averaged over `--runs` seeds. The true values are the unbounded ones, so contribution bounds count against us.
 
-`python -m bench.privacy [--runs 5] [--window 300] [--zones 1 4]`"""
+`umbra bench privacy [--trajectories FILE ...] [--windows 900 60] [--zones 1|4] [--runs 3]`"""
 
 from __future__ import annotations
 
 import argparse
 import random
 import tempfile
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +43,29 @@ ROWS = (("no privacy", 1, None), ("k=3", 3, None), ("k=5", 5, None),
 FRAME_S = 0.4  # ETH/UCY frames are 10 apart at 25 fps
 
 
-def scene_ticks(name: str, zones: int = 4) -> tuple[list[TickResult], Geometry]:
-    path = data.find(f"trajectories/eth_ucy/{name}.txt")
-    if path is None:
-        raise SystemExit(data.missing_message([f"trajectories/eth_ucy/{name}.txt"]))
-    rows = np.loadtxt(path)
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    ticks: list[TickResult]
+    geometry: Geometry
+
+
+def load_trajectories(path: Path) -> tuple[np.ndarray, float]:
+    """(rows of frame, id, x, y in metres, seconds per frame unit) from an ETH/UCY file (frame id x y, frames
+    10 apart at 25 fps) or a MOT15 gt.txt with world coordinates (columns 8-9, its seqinfo.ini frame rate)."""
+    if path.name == "gt.txt":
+        from bench.tracking import _fps
+
+        gt = np.loadtxt(path, delimiter=",", ndmin=2)
+        return np.column_stack((gt[:, 0], gt[:, 1], gt[:, 7], gt[:, 8])), 1.0 / _fps(path)
+    rows = np.loadtxt(path, ndmin=2)
+    if rows.shape[1] < 4:
+        raise SystemExit(f"{path}: expected 'frame id x y' rows (ETH/UCY format)")
+    return rows[:, :4], FRAME_S / 10
+
+
+def scene(path: Path, zones: int = 1) -> Scene:
+    rows, unit = load_trajectories(path)
     mx, my = np.median(rows[:, 2]), np.median(rows[:, 3])
     lo, hi = rows[:, 2:4].min(axis=0) - 1, rows[:, 2:4].max(axis=0) + 1
     quads = [ZoneConfig("site", ((lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])))]
@@ -56,10 +76,13 @@ def scene_ticks(name: str, zones: int = 4) -> tuple[list[TickResult], Geometry]:
                 quads.append(ZoneConfig(qy + qx, ((x0, y0), (x1, y0), (x1, y1), (x0, y1))))
     geo = Geometry(GeometryConfig(zones=tuple(quads), lines=(
         LineConfig("vertical", (mx, lo[1]), (mx, hi[1])), LineConfig("horizontal", (lo[0], my), (hi[0], my)))))
-    frames = np.unique(rows[:, 0])
+    order = np.argsort(rows[:, 0], kind="stable")
+    rows = rows[order]
+    frames, starts = np.unique(rows[:, 0], return_index=True)
+    bounds = list(starts[1:]) + [len(rows)]
     ticks, last = [], {}
-    for f in frames:
-        cur = rows[rows[:, 0] == f]
+    for f, lo_i, hi_i in zip(frames, starts, bounds, strict=True):
+        cur = rows[lo_i:hi_i]
         ids = cur[:, 1].astype(np.int64)
         xy = cur[:, 2:4].astype(float)
         known = np.array([int(i) in last for i in ids], bool)
@@ -68,10 +91,19 @@ def scene_ticks(name: str, zones: int = 4) -> tuple[list[TickResult], Geometry]:
             prev = np.array([last[int(i)] for i in ids[known]])
             crossings = geo.crossings(ids[known], prev, xy[known])
         last = {int(i): xy[j] for j, i in enumerate(ids)}
-        wall = (f - frames[0]) / 10 * FRAME_S
-        ticks.append(TickResult(float(wall), [], crossings,
+        ticks.append(TickResult(float((f - frames[0]) * unit), [], crossings,
                                 GroundState(ids, xy, np.zeros_like(xy), np.full(len(ids), 1.7))))
-    return ticks, geo
+    name = path.parent.parent.name if path.name == "gt.txt" else path.stem
+    return Scene(name, ticks, geo)
+
+
+def default_paths() -> list[Path]:
+    rels = [f"trajectories/eth_ucy/{s}.txt" for s in SCENES] + ["mot/MOT15/PETS09-S2L1/gt/gt.txt"]
+    paths = [data.find(r) for r in rels]
+    missing = [r for r, p in zip(rels, paths, strict=True) if p is None]
+    if missing:
+        raise SystemExit(data.missing_message(missing))
+    return [p for p in paths if p is not None]
 
 
 def truth(ticks: list[TickResult], geo: Geometry, window_s: int) -> tuple[dict, dict]:
@@ -117,58 +149,90 @@ def accuracy(true: dict, got: dict) -> tuple[float, float]:
     return 1.0 - err / max(sum(true.values()), 1e-9), float(sum(true.values()))
 
 
-def run_row(scenes, k: int, eps: float | None, window_s: int, seed: int, **cfg_kw) -> tuple[float, ...]:
-    """(occupancy, flow, visitors) accuracy over all scenes."""
-    err = np.zeros(3)
-    total = np.zeros(3)
-    for ticks, geo in scenes:
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = PrivacyConfig(window_s=window_s, k=k, epsilon=eps or 1.0, daily_epsilon=1000.0,
-                                budget_file=str(Path(tmp) / "budget.sqlite"), **cfg_kw)
-            out: list[dict] = []
-            acc = Accountant(cfg.budget_file, cfg.budgets())
-            an = Analytics(cfg, geo, acc, out.extend, rng=random.Random(seed), noise=eps is not None)
-            for t in ticks:
-                an(t)
-            an.close_window()
-            acc.close()
-        for i, (true, got) in enumerate(zip(truth(ticks, geo, window_s), released(out), strict=True)):
-            a, n = accuracy(true, got)
-            err[i] += (1 - a) * n
-            total[i] += n
-    return tuple(1 - err / total)
+def run_scene(sc: Scene, k: int, eps: float | None, window_s: int, seed: int,
+              timings: list[float] | None = None) -> tuple[tuple[float, float], ...]:
+    """(accuracy, total true) for occupancy, flow and visitors on one scene."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = PrivacyConfig(window_s=window_s, k=k, epsilon=eps or 1.0, daily_epsilon=10_000.0,
+                            budget_file=str(Path(tmp) / "budget.sqlite"))
+        out: list[dict] = []
+        acc = Accountant(cfg.budget_file, cfg.budgets())
+        an = Analytics(cfg, sc.geometry, acc, out.extend, rng=random.Random(seed), noise=eps is not None)
+        if timings is not None:  # CPU of each release (aggregation, bounding, noise, records)
+            close = an.close_window
+
+            def timed_close() -> None:
+                t0 = time.thread_time()
+                close()
+                timings.append((time.thread_time() - t0) * 1e3)
+
+            an.close_window = timed_close  # type: ignore[method-assign]
+        tick_cpu = 0.0
+        for t in sc.ticks:
+            t0 = time.thread_time()
+            an(t)
+            tick_cpu += time.thread_time() - t0
+        if timings is not None:
+            timings.insert(0, tick_cpu * 1e6 / len(sc.ticks))  # first entry: accumulation per tick, us
+        an.close_window()
+        acc.close()
+    return tuple(accuracy(t, g) for t, g in zip(truth(sc.ticks, sc.geometry, window_s), released(out),
+                                                  strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.privacy", description=__doc__,
+    ap = argparse.ArgumentParser(prog="umbra bench privacy", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5, help="seeds per noisy row")
-    ap.add_argument("--window", type=int, default=300, help="window in seconds (60 to 86400)")
-    ap.add_argument("--zones", type=int, choices=(1, 4), nargs="+", default=[1, 4],
-                    help="zones per scene: the whole scene and/or quadrants (one table each)")
+    ap.add_argument("--trajectories", type=Path, nargs="+", help="ETH/UCY-format files or MOT15 gt.txt "
+                    "(default: the five shared ETH/UCY scenes and PETS09-S2L1)")
+    ap.add_argument("--windows", type=int, nargs="+", default=[900, 60], help="window lengths in seconds")
+    ap.add_argument("--zones", type=int, choices=(1, 4), default=1, help="the scene as one zone, or quadrants")
+    ap.add_argument("--runs", type=int, default=3, help="seeds per noisy row")
+    ap.add_argument("--plots", type=Path, default=Path("out/privacy"), help="where the PNG pictures go")
     args = ap.parse_args(argv)
-    for zones in args.zones:
-        table(args, zones)
+    scenes = [scene(p, args.zones) for p in (args.trajectories or default_paths())]
+    minutes = sum(sc.ticks[-1].wall for sc in scenes) / 60
+    print(f"{len(scenes)} scenes ({', '.join(sc.name for sc in scenes)}), {minutes:.0f} minutes of real "
+          f"trajectories; {args.zones} zone(s) and 2 count lines per scene; noisy rows averaged over {args.runs} seeds")
+    for window in args.windows:
+        table(scenes, window, args.runs)
+    cpu = []
+    pets = [sc for sc in scenes if sc.name.startswith("PETS")] or scenes[:1]
+    for window in sorted(set(args.windows)):
+        timings: list[float] = []
+        run_scene(pets[0], 5, 1.0, window, 0, timings)
+        per_tick, releases = timings[0], timings[1:]
+        cpu.append(f"{window} s windows: release {np.median(releases):.2f} ms (max {max(releases):.2f}), "
+                   f"accumulation {per_tick:.0f} us per tick")
+    print(f"CPU on {pets[0].name} at k=5 eps=1: " + "; ".join(cpu) + " (goal: <= 5 ms per window)")
+    from bench.privacy_plots import draw
+
+    for path in draw(scenes[0], args.plots):
+        print(f"picture: {path}")
     return 0
 
 
-def table(args: argparse.Namespace, zones: int) -> None:
-    scenes = [scene_ticks(s, zones) for s in SCENES]
-    minutes = sum(t[0][-1].wall for t in scenes) / 60
-    per_zone = np.mean([v for sc in scenes for v in truth(*sc, args.window)[0].values()])
-    print(f"ETH/UCY trajectories: {len(scenes)} scenes, {minutes:.0f} minutes, {args.window} s windows, "
-          f"{zones} zone(s) and 2 lines per scene (mean people present per zone and window: {per_zone:.1f}); "
-          f"noisy rows averaged over {args.runs} seeds")
-    print(f"{'configuration':16s} {'occupancy':>10s} {'published':>10s} {'flow':>8s} {'published':>10s}  "
-          f"verdict          {'visitors':>9s}")
+def table(scenes: list[Scene], window: int, runs: int) -> None:
+    """One row per configuration: the mean over the trajectory scenes (ETH/UCY), PETS09 apart (a 2-minute
+    clip), the published figures, and every scene's occupancy/flow."""
+    main_scenes = [i for i, sc in enumerate(scenes) if not sc.name.startswith("PETS")] or list(range(len(scenes)))
+    pets = [i for i, sc in enumerate(scenes) if sc.name.startswith("PETS")]
+    print(f"\n{window} s windows: accuracy = 1 - sum|released - true| / sum true (suppressed counts as 0)")
+    print(f"{'configuration':15s} {'occupancy':>9s} {'flow':>6s} {'visitors':>8s} | {'PETS09':>13s} | "
+          f"{'published':>9s} {'flow':>6s} | {'verdict':14s} | occupancy/flow per scene")
     for name, k, eps in ROWS:
-        runs = [run_row(scenes, k, eps, args.window, seed) for seed in range(args.runs if eps else 1)]
-        occ, flow, vis = (float(np.mean([r[i] for r in runs])) for i in range(3))
+        per_scene = []
+        for sc in scenes:
+            res = [run_scene(sc, k, eps, window, seed) for seed in range(runs if eps else 1)]
+            per_scene.append([float(np.mean([r[i][0] for r in res])) for i in range(3)])
+        occ, flow, vis = (float(np.mean([per_scene[j][i] for j in main_scenes])) for i in range(3))
+        pets_col = f"{per_scene[pets[0]][0]:6.1%}/{per_scene[pets[0]][1]:5.1%}" if pets else "-"
         p_occ, p_flow = PUBLISHED[name]
         verdict = "beats both" if occ > p_occ and flow > p_flow else (
             "occupancy only" if occ > p_occ else ("flow only" if flow > p_flow else "behind"))
-        print(f"{name:16s} {occ:10.1%} {p_occ:10.1%} {flow:8.1%} {p_flow:10.1%}  {verdict:15s} {vis:10.1%}")
-    print()
+        detail = "  ".join(f"{ps[0]:.0%}/{ps[1]:.0%}" for ps in per_scene)
+        print(f"{name:15s} {occ:9.1%} {flow:6.1%} {vis:8.1%} | {pets_col:>13s} | {p_occ:9.1%} {p_flow:6.1%} | "
+              f"{verdict:14s} | {detail}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ k on the noised count, and paid for from a daily budget that survives restarts.
 
 Guarantees, per window and stream (the `sensitivity` and `epsilon` travel with every record):
 - Contribution bounding: a person counts in at most `max_zones` zones (those where they spent most time),
-  makes at most `max_crossings` crossings, and adds at most `heat_cap_s` people-seconds to the heatmap.
+  adds at most `presence_cap_s` seconds to the mean occupancy, makes at most `max_crossings` crossings, and
+  adds at most `heat_cap_s` people-seconds to the heatmap (so one person moves a window's mean occupancy by
+  at most presence_cap_s / window, not by a whole person).
 - Each stream's release is one epsilon-DP vector mechanism (discrete Laplace with scale = L1 sensitivity /
   epsilon per part); epsilon composes sequentially over the day in the accountant.
 - k-anonymity without leaks: a zone (or line direction, heatmap cell) is released only when its noised count
@@ -46,9 +48,10 @@ class PrivacyConfig:
     epsilon: float = 1.0  # per release: one window of one stream
     daily_epsilon: float = 0.0  # per stream and UTC day; 0 means epsilon times the windows in a day
     beta: float = 0.05  # chance that a group smaller than k is released anyway (the noised threshold)
-    occupancy_split: tuple[float, float, float] = (0.4, 0.5, 0.1)  # epsilon shares: visitors, mean, peak
+    occupancy_split: tuple[float, float, float] = (0.3, 0.5, 0.2)  # epsilon shares: visitors, mean, peak
     dwell_edges_s: tuple[float, ...] = (30.0, 120.0)  # histogram bucket edges
     heatmap_cell_m: float = 2.0
+    presence_cap_s: int = 120  # seconds of presence one person may add to a window's mean occupancy
     heat_cap_s: int = 120  # people-seconds one person may add to the heatmap per window
     heat_min_s: int = 10  # a heatmap cell needs k people's worth of this many seconds
     max_zones: int = 2  # zones one person counts in per window
@@ -71,8 +74,9 @@ class PrivacyConfig:
             raise ValueError("occupancy_split: three positive shares that sum to 1")
         if list(self.dwell_edges_s) != sorted(self.dwell_edges_s) or any(e <= 0 for e in self.dwell_edges_s):
             raise ValueError("dwell_edges_s: positive and increasing")
-        if self.max_zones < 1 or self.max_crossings < 1 or self.heat_cap_s < 1 or self.heatmap_cell_m <= 0:
-            raise ValueError("max_zones, max_crossings, heat_cap_s, heatmap_cell_m: positive")
+        if min(self.max_zones, self.max_crossings, self.heat_cap_s, self.presence_cap_s) < 1 or \
+                self.heatmap_cell_m <= 0:
+            raise ValueError("max_zones, max_crossings, presence_cap_s, heat_cap_s, heatmap_cell_m: positive")
 
     def budgets(self) -> dict[str, Fraction]:
         per_day = exact(self.daily_epsilon) if self.daily_epsilon else exact(self.epsilon) * (86_400 // self.window_s)
@@ -205,10 +209,15 @@ class Analytics:
         per_sample: dict[str, np.ndarray] = {z: np.zeros(w.samples + 1, np.int64) for z in self.zones}
         visitors: dict[str, int] = defaultdict(int)
         hist: dict[str, list[int]] = {z: [0] * (len(cfg.dwell_edges_s) + 1) for z in self.zones}
+        cap = cfg.presence_cap_s if self.noise else None
         for tid, zones in allowed.items():
+            budget = cap
             for z in zones:
                 visitors[z] += 1
-                per_sample[z][w.present[tid][z]] += 1
+                seen = w.present[tid][z][:budget]  # a person adds at most presence_cap_s samples in all
+                per_sample[z][seen] += 1
+                if budget is not None:
+                    budget -= len(seen)
                 hist[z][int(np.searchsorted(cfg.dwell_edges_s, w.seconds[tid][z], side="right"))] += 1
         out, released = [], {}
         mz = cfg.max_zones
@@ -216,7 +225,8 @@ class Analytics:
             n = self._noisy(visitors[z], mz, e_vis)
             if not self._passes(n, mz, e_vis, cfg.k):
                 continue
-            mean_sum = self._noisy(int(per_sample[z].sum()), w.samples, e_mean)
+            sens_mean = min(w.samples, cfg.presence_cap_s)
+            mean_sum = self._noisy(int(per_sample[z].sum()), sens_mean, e_mean)
             peak = self._noisy(int(per_sample[z].max()), mz, e_peak)
             released[z] = (max(n, 0), max(mean_sum, 0) / w.samples, max(peak, 0))
             out.append(self._record(w, "occupancy", z, [released[z][0], round(released[z][1], 3), released[z][2]],
