@@ -71,29 +71,41 @@ class Accountant:
         return Fraction(row[0]) if row else Fraction(0)
 
     def charge(self, stream: str, epsilon: float | Fraction, now: float) -> Charge:
-        eps = exact(epsilon)
-        if eps <= 0:
-            raise BudgetError(f"a release must spend a positive epsilon, not {eps}")
-        if stream not in self.budgets:
-            raise BudgetError(f"no daily budget configured for stream {stream!r}")
-        budget, day = self.budgets[stream], int(now // DAY_S)
+        return self.charge_many({stream: epsilon}, now)[stream]
+
+    def charge_many(self, spend: dict[str, float | Fraction], now: float) -> dict[str, Charge]:
+        """Charge several streams in one durable transaction (one fsync); each is granted or refused on its
+        own budget."""
+        day = int(now // DAY_S)
+        wanted = {}
+        for stream, epsilon in spend.items():
+            eps = exact(epsilon)
+            if eps <= 0:
+                raise BudgetError(f"a release must spend a positive epsilon, not {eps}")
+            if stream not in self.budgets:
+                raise BudgetError(f"no daily budget configured for stream {stream!r}")
+            wanted[stream] = eps
+        out = {}
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT epsilon, releases FROM spent WHERE stream=? AND day=?",
-                                       (stream, day)).fetchone()
-                spent, releases = (Fraction(row[0]), row[1]) if row else (Fraction(0), 0)
-                if spent + eps > budget:
-                    self._db.execute("ROLLBACK")
-                    return Charge(False, stream, day, eps, spent, budget)
-                self._db.execute("INSERT OR REPLACE INTO spent VALUES (?, ?, ?, ?)",
-                                 (stream, day, str(spent + eps), releases + 1))
+                for stream, eps in wanted.items():
+                    budget = self.budgets[stream]
+                    row = self._db.execute("SELECT epsilon, releases FROM spent WHERE stream=? AND day=?",
+                                           (stream, day)).fetchone()
+                    spent, releases = (Fraction(row[0]), row[1]) if row else (Fraction(0), 0)
+                    if spent + eps > budget:
+                        out[stream] = Charge(False, stream, day, eps, spent, budget)
+                        continue
+                    self._db.execute("INSERT OR REPLACE INTO spent VALUES (?, ?, ?, ?)",
+                                     (stream, day, str(spent + eps), releases + 1))
+                    out[stream] = Charge(True, stream, day, eps, spent + eps, budget)
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise BudgetError(f"privacy budget store: {e}") from e
-        return Charge(True, stream, day, eps, spent + eps, budget)
+        return out
 
     def status(self, now: float | None = None) -> dict[str, dict[str, str]]:
         """Per stream: today's spent and remaining epsilon, as exact fractions in text."""

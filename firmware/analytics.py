@@ -115,6 +115,7 @@ class Analytics:
         self._last_wall: float | None = None
         self._last_second: int | None = None
         self.refused: dict[str, int] = defaultdict(int)
+        self._grants: dict[str, bool] = {}
 
     # -- accumulation ------------------------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class Analytics:
         if w is None or w.samples == 0:
             return
         records: list[dict[str, Any]] = []
+        self._grants = self._pay_all()
         allowed = self._bounded_zones(w)
         records += self._occupancy_and_dwell(w, allowed)
         records += self._flow(w)
@@ -168,10 +170,20 @@ class Analytics:
             out[tid] = ranked[:cap]
         return out
 
-    def _pay(self, stream: str, eps: Fraction) -> bool:
+    def _pay_all(self) -> dict[str, bool]:
+        """One durable budget transaction per window for every stream that will release."""
         if not self.noise:
-            return True
-        charge = self.accountant.charge(stream, eps, float(self._last_wall or 0.0))
+            return {s: True for s in STREAMS}
+        streams = [s for s in STREAMS if s != "flow" or self.lines]
+        eps = exact(self.config.epsilon)
+        charges = self.accountant.charge_many({s: eps for s in streams}, float(self._last_wall or 0.0))
+        return {s: self._granted(c) for s, c in charges.items()}
+
+    def _pay(self, stream: str, eps: Fraction) -> bool:
+        return self._grants.get(stream, False)
+
+    def _granted(self, charge) -> bool:
+        stream = charge.stream
         if not charge.granted:
             self.refused[stream] += 1
             if self.refused[stream] == 1:
