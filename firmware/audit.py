@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.errors import FirmwareError
+from firmware.pki import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +100,7 @@ class AuditLog:
         if self._signer is not None:
             head["sig"] = base64.b64encode(self._signer(_head_message(seq, digest))).decode("ascii")
         target = _head_path(self.path)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(canonical(head))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        dfd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(target, canonical(head))
 
     def _resume(self) -> tuple[int, str]:
         if not self.path.exists():

@@ -184,7 +184,8 @@ def load_key(path: Path) -> PrivateKey:
 
 
 def write_atomic(path: Path, data: bytes, private: bool = False) -> None:
-    """Temp file in the same folder, fsync, os.replace (a reader sees the old file or the new one)."""
+    """Temp file in the same folder, fsync, os.replace, fsync of the folder: a reader (or a power cut) sees
+    the old file or the new one, never a mix. The project's one routine for durable small files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -199,6 +200,11 @@ def write_atomic(path: Path, data: bytes, private: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 # --- the fleet root key and signed pin sets ------------------------------------------------------------------

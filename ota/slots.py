@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Protocol
 
+from firmware.pki import write_atomic
 from ota.errors import OtaError
 
 SLOTS = ("a", "b")
@@ -38,20 +39,6 @@ class BootControl(Protocol):
     def state(self) -> dict: ...
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DirectoryBootControl:
     """root/slot-a, root/slot-b and root/boot.json: {"committed": "a", "trying": null|"b", "tries": 0,
     "last_rollback": null}. `boot()` is what the bootloader does at power-on: a slot marked to try runs once;
@@ -70,7 +57,7 @@ class DirectoryBootControl:
         return json.loads(self._file.read_text())
 
     def _save(self, st: dict) -> None:
-        _write_atomic(self._file, json.dumps(st, sort_keys=True).encode())
+        write_atomic(self._file, json.dumps(st, sort_keys=True).encode())
 
     def active(self) -> str:
         return self.state()["booted"]
@@ -154,7 +141,7 @@ class TrybootBootControl:
     def _write(self, committed: str, tryboot: str) -> None:
         text = (f"[all]\ntryboot_a_b=1\nboot_partition={self.partitions[committed]}\n"
                 f"[tryboot]\nboot_partition={self.partitions[tryboot]}\n")
-        _write_atomic(self.boot_dir / "autoboot.txt", text.encode())
+        write_atomic(self.boot_dir / "autoboot.txt", text.encode())
 
     def try_next(self, slot: str) -> None:
         self._write(self.state()["committed"], slot)
