@@ -111,11 +111,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sync is not None:
         sync.start()
+    ota = _start_ota(cfg, base, loop, sync)
     try:
         stats = loop.run(max_ticks=args.max_frames)
     except KeyboardInterrupt:
         stats = loop.stats
     finally:
+        if ota is not None:
+            ota.stop()
         analytics.close_window()  # the partial window's aggregates, paid for like any other
         analytics.accountant.close()
         if sync is not None:
@@ -127,6 +130,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stats.ticks, stats.frames, stats.overruns, stats.detector_errors, stats.camera_stalls, stats.records,
     )
     return 0
+
+
+def _start_ota(cfg, base: Path, loop, sync):
+    """With [ota] enabled: a slot on trial gets its health check (commit or roll back), and updates are
+    checked on a schedule; outcomes go to the outbox as umbra.ota/1 records."""
+    if not cfg.ota.enabled:
+        return None
+    from firmware import __version__
+    from ota import agent
+
+    boot = agent.make_boot(cfg.ota.boot, base)
+    def report(rec: dict) -> None:
+        if sync is not None:
+            sync.outbox.enqueue([rec])
+        log.info("ota: %s", rec)
+
+    if boot.state().get("trying") or boot.state().get("trying_now"):
+        agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
+                           cfg.ota.health_deadline_s, report, __version__, "?").start()
+    client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
+                               __version__)
+
+    def run_check() -> None:
+        if agent.check_and_install(client, report):
+            boot.boot()  # on a Pi: reboot into the new slot, on trial once
+
+    scheduler = agent.Scheduler(run_check, cfg.ota.check_every_s)
+    scheduler.start()
+    return scheduler
 
 
 def _open_append(path: Path, files: list):

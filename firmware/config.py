@@ -19,6 +19,7 @@ from firmware.quantize import QuantizeConfig
 from firmware.tls import TlsConfig
 from firmware.tracker import TrackerConfig
 from firmware.uploader import UploaderConfig
+from ota.agent import OtaConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class UmbraConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    ota: OtaConfig = field(default_factory=OtaConfig)
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:

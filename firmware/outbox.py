@@ -32,7 +32,7 @@ from firmware.loop import TickResult
 log = logging.getLogger(__name__)
 
 # dropped first ... dropped last when the outbox is full
-DROP_ORDER = ("track", "sample", "flowgroups", "status", "aggregate", "audit")
+DROP_ORDER = ("track", "sample", "flowgroups", "status", "ota", "aggregate", "audit")
 _PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
 
 

@@ -1,6 +1,6 @@
 """JSON schemas of the records that leave the device, and validation for both sides (device and cloud).
 
-Schemas here (`<kind>.json`): umbra.track/1, umbra.aggregate/1, umbra.audit/1, umbra.status/1 and the
+Schemas here (`<kind>.json`): umbra.track/1, umbra.aggregate/1, umbra.audit/1, umbra.status/1, umbra.ota/1 and the
 envelope umbra.batch/1. The sample and flow-group schemas stay where their engineer defined them
 (`firmware.samples.RECORD_SCHEMA`, `firmware.flowgroups.RECORD_SCHEMA`) and are registered from there.
 
@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from firmware.errors import FirmwareError
 
 LOCAL = {"umbra.track/1": "track.json", "umbra.aggregate/1": "aggregate.json", "umbra.audit/1": "audit.json",
-         "umbra.status/1": "status.json", "umbra.batch/1": "batch.json"}
+         "umbra.status/1": "status.json", "umbra.batch/1": "batch.json", "umbra.ota/1": "ota.json"}
 ELSEWHERE = {"umbra.sample/1": "firmware.samples", "umbra.flowgroups/1": "firmware.flowgroups"}
 RECORD_SCHEMAS = tuple(sorted(set(LOCAL) - {"umbra.batch/1"} | set(ELSEWHERE)))
 

@@ -1,0 +1,170 @@
+"""OTA on the running device: the `[ota]` config, checks on a schedule (with jitter) and on command, the
+health check of a slot on trial while the sensor runs, and reports of every outcome as `umbra.ota/1` records
+through the outbox (so ops see them in the cloud, and the rollout controller can halt a stage)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
+from ota.errors import OtaError, Refused
+from ota.health import HealthResult, check
+from ota.slots import BootControl, DirectoryBootControl, TrybootBootControl
+
+log = logging.getLogger(__name__)
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OtaConfig:
+    enabled: bool = False
+    base_url: str = ""  # the OTA repository, e.g. https://cloud.example:8443/ota
+    hardware: str = "umbra-pi4"
+    version_floor: str = "0"  # never install below this version, whatever is signed
+    state_dir: str = "/var/lib/umbra/ota"
+    trusted_root: str = "/var/lib/umbra/provisioning/ota_root.json"  # embedded at provisioning
+    boot: str = "tryboot"  # "tryboot" (Raspberry Pi firmware A/B) or "directory:<path>" (bench)
+    check_every_s: float = 6 * 3600.0
+    health_deadline_s: float = 300.0
+    max_restarts: int = 3  # more systemd restarts than this during the trial fails it
+
+    def validate(self) -> None:
+        if self.enabled and not self.base_url.startswith("https://"):
+            raise ValueError("base_url: the https:// address of the OTA repository")
+        if not (self.boot == "tryboot" or self.boot.startswith("directory:")):
+            raise ValueError("boot: 'tryboot' or 'directory:<path>'")
+        if self.check_every_s < 60 or self.health_deadline_s < 10:
+            raise ValueError("check_every_s >= 60 and health_deadline_s >= 10")
+
+
+def make_boot(spec: str, base: Path | None = None) -> BootControl:
+    if spec == "tryboot":
+        return TrybootBootControl()
+    path = Path(spec.split(":", 1)[1])
+    return DirectoryBootControl(path if path.is_absolute() or base is None else base / path)
+
+
+def make_client(cfg: OtaConfig, tls: Any, boot: BootControl, device_id: str, version: str) -> OtaClient:
+    """The device's client: its TLS identity and pins (the uploader's), its embedded root."""
+    from firmware.tls import PinStore, client_context
+
+    fetcher = PinnedFetcher(client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version),
+                            pin_checker(PinStore(tls.pins_file, tls.fleet_root_public_key).pins))
+    try:
+        root = Path(cfg.trusted_root).read_bytes()
+    except OSError as e:
+        raise OtaError(f"no trusted OTA root at {cfg.trusted_root}: provision the device first") from e
+    return OtaClient(OtaClientConfig(cfg.base_url, device_id, cfg.hardware, version, cfg.version_floor),
+                     Path(cfg.state_dir), root, fetcher, boot)
+
+
+def record(release: str, from_version: str, result: str, reason: str = "", slot: str | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    r = {"schema": "umbra.ota/1", "t": int(time.time() if now is None else now), "release": release,
+         "from_version": from_version, "result": result}
+    if reason:
+        r["reason"] = reason[:300]
+    if slot:
+        r["slot"] = slot
+    return r
+
+
+def check_and_install(client: OtaClient, report: Report) -> str | None:
+    """One check: the newest allowed release is downloaded, verified and installed into the inactive slot,
+    which then boots once on trial. Returns the release installed, or None. Every outcome is reported."""
+    current = client.config.version
+    try:
+        update = client.check()
+        if update is None:
+            return None
+        slot = client.install(update, client.download(update))
+    except Refused as e:
+        report(record("?", current, "refused", str(e)))
+        log.warning("update refused: %s", e)
+        return None
+    report(record(update.version, current, "installed", slot=slot))
+    return update.version
+
+
+def sensor_probes(loop: Any, sync: Any, detect_hz: float, max_restarts: int,
+                  restarts: Callable[[], int] | None = None) -> dict[str, Callable[[], bool]]:
+    """What 'healthy' means for a slot on trial: the loop ticks at its rate, the camera delivers and the
+    detector answers, the uploader reached the cloud (when sync is on), and systemd did not keep restarting."""
+    from ota.watchdog import restart_count
+
+    started = time.monotonic()
+    first_ticks = loop.stats.ticks
+
+    def ticking() -> bool:
+        elapsed = time.monotonic() - started
+        return elapsed >= 10 and (loop.stats.ticks - first_ticks) >= 0.8 * detect_hz * elapsed
+
+    probes = {
+        "loop": ticking,
+        "camera": lambda: loop.stats.frames > 0 and loop.stats.camera_stalls == 0,
+        "detector": lambda: loop.stats.frames > 0 and loop.stats.detector_errors <= 0.05 * loop.stats.frames,
+        "restarts": lambda: (restarts or restart_count)() <= max_restarts,
+    }
+    if sync is not None:
+        probes["cloud"] = lambda: sync.uploader is not None and sync.uploader.stats.batches > 0
+    return probes
+
+
+class TrialMonitor(threading.Thread):
+    """While a slot is on trial: run the health check within the deadline, then commit it or roll it back
+    (which reboots into the committed slot on a Pi), and report either way."""
+
+    def __init__(self, boot: BootControl, probes: dict[str, Callable[[], bool]], deadline_s: float,
+                 report: Report, release: str, from_version: str) -> None:
+        super().__init__(name="ota-trial", daemon=True)
+        self.boot, self.probes, self.deadline_s, self.report = boot, probes, deadline_s, report
+        self.release, self.from_version = release, from_version
+        self.result: HealthResult | None = None
+
+    def run(self) -> None:
+        self.result = check(self.probes, self.deadline_s)
+        slot = self.boot.active()
+        if self.result.ok:
+            self.boot.mark_good()
+            self.report(record(self.release, self.from_version, "committed", slot=slot))
+            log.info("slot %s committed: %s", slot, self.result.reason)
+        else:
+            self.report(record(self.release, self.from_version, "rolled_back", self.result.reason, slot))
+            log.error("slot %s rolled back: %s", slot, self.result.reason)
+            self.boot.rollback(self.result.reason)
+
+
+class Scheduler(threading.Thread):
+    """Checks every `every_s` (plus up to 10% jitter so a fleet does not call at once), or at once on kick()."""
+
+    def __init__(self, run_check: Callable[[], Any], every_s: float, rng: random.Random | None = None) -> None:
+        super().__init__(name="ota-check", daemon=True)
+        self.run_check, self.every_s = run_check, every_s
+        self.rng = rng or random.Random()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.every_s * (1 + 0.1 * self.rng.random()))
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.run_check()
+            except Exception as e:  # a failed check is retried at the next one; the sensor keeps running
+                log.warning("update check failed: %s", e)
