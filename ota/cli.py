@@ -58,7 +58,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", help="a rollout's progress across the fleet; halts it when over budget")
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--fleet", type=Path, required=True, help="device ids, one per line")
-    p.add_argument("--reports", type=Path, required=True, help='JSON lines {"device": ..., "result": ...}')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--reports", type=Path, help='JSON lines {"device": ..., "result": ...}')
+    src.add_argument("--cloud-data", type=Path, help="a reference cloud's folder: its umbra.ota/1 records")
     p.add_argument("--apply", action="store_true", help="publish the halt when a stage is over budget")
     p.set_defaults(func=_status)
     p = sub.add_parser("rotate-keys", help="replace a role's keys (a new root version)")
@@ -138,8 +140,8 @@ def _status(args: argparse.Namespace) -> int:
     if not plan:
         raise OtaError("no rollout in this repository")
     fleet = [line.strip() for line in args.fleet.read_text().splitlines() if line.strip()]
-    reports = {}
-    for line in args.reports.read_text().splitlines():
+    reports = _cloud_reports(args.cloud_data, plan["release"]) if args.cloud_data else {}
+    for line in args.reports.read_text().splitlines() if args.reports else []:
         if line.strip():
             r = json.loads(line)
             reports[r["device"]] = r["result"]
@@ -175,6 +177,22 @@ def _check(args: argparse.Namespace) -> int:
     if release:
         print(f"{release} installed into slot {boot.state().get('trying')}; it runs on trial at the next boot")
     return 0
+
+
+def _cloud_reports(folder: Path, release: str) -> dict[str, str]:
+    """Each device's latest outcome for `release` from what it reported to the reference cloud (the
+    umbra.ota/1 records its uploader sent); "installed" alone is not an outcome yet."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{folder / 'cloud.sqlite'}?mode=ro", uri=True)
+    out: dict[str, str] = {}
+    for device, body in db.execute("SELECT device_id, body FROM records WHERE schema = 'umbra.ota/1' "
+                                   "ORDER BY device_id, outbox_id, seq"):
+        r = json.loads(body)
+        if r.get("release") == release and r["result"] != "installed":
+            out[device] = "committed" if r["result"] == "committed" else "failed"
+    db.close()
+    return out
 
 
 def _rotate(args: argparse.Namespace) -> int:

@@ -85,3 +85,33 @@ def test_scheduler_checks_on_kick_and_stops():
     s.join(5)
     assert not s.is_alive()
     validate(record("1.2.0", "1.1.0", "refused", "metadata: expired", now=1.7e9))
+
+
+def test_ops_status_reads_device_reports_from_the_cloud_and_halts(tmp_path, capsys):
+    import sqlite3
+
+    from ota.repo import Repository
+    from ota.rollout import make_plan, position
+
+    repo = Repository(tmp_path / "repo")
+    repo.init()
+    repo.set_rollout(make_plan("2.0.0", [5, 100], [0, 1e12], [0.02, 0.02]))
+    fleet = [f"u{i}" for i in range(200)]
+    (tmp_path / "fleet.txt").write_text("\n".join(fleet))
+    (tmp_path / "cloud").mkdir()
+    db = sqlite3.connect(tmp_path / "cloud" / "cloud.sqlite")
+    db.execute("CREATE TABLE records (device_id TEXT, outbox_id TEXT, seq INTEGER, schema TEXT, body TEXT)")
+    canaries = [d for d in fleet if position(d, "2.0.0") < 0.05]
+    import json
+
+    for n, d in enumerate(canaries):
+        for result in ("installed", "committed" if n else "rolled_back"):
+            db.execute("INSERT INTO records VALUES (?, 'o', ?, 'umbra.ota/1', ?)",
+                       (d, n, json.dumps(record("2.0.0", "1.0.0", result))))
+    db.commit()
+    db.close()
+    assert main(["ota", "status", "--repo", str(tmp_path / "repo"), "--fleet", str(tmp_path / "fleet.txt"),
+                 "--cloud-data", str(tmp_path / "cloud"), "--apply"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(canaries)} reported, 1 failed" in out and "HALT" in out
+    assert repo.rollout("2.0.0")["state"] == "halted"
