@@ -182,3 +182,23 @@ def test_malicious_mirror_serving_another_repository_is_refused(site, tmp_path):
     with pytest.raises(Refused, match="metadata"):
         site.client().check()
     untouched(site)
+
+
+def test_root_key_rotation_is_followed_and_the_old_keys_lose_power(site):
+
+    old_root_keys = site.repo.signers("root")
+    site.client().check()  # the device trusts root v1
+    site.repo.rotate_key("root")  # v2: new keys, signed by the old threshold and the new
+    site.publish("1.2.0")
+    assert site.client().check().version == "1.2.0"  # the device walked the chain to v2
+    # a v3 signed by two of the retired keys (their old threshold) is refused: they lost their power at v2
+    path = served(site, "root.json")
+    md = Metadata.from_file(str(path))
+    md.signed.version += 1
+    md.signatures.clear()
+    for key in old_root_keys[:2]:
+        md.sign(key, append=True)
+    (site.repo.meta_dir / f"{md.signed.version}.root.json").write_bytes(md.to_bytes())
+    with pytest.raises(Refused, match="metadata"):
+        site.client().check()
+    untouched(site)
