@@ -307,14 +307,38 @@ class Uploader:
         while not stop.is_set():
             res = await self.cycle()
             self._kick.clear()
-            waiter = asyncio.ensure_future(self._kick.wait())
-            sleeper = asyncio.ensure_future(self._sleep(self.next_delay(res)))
+            delay = self.next_delay(res)
+            if res.error is not None and res.retry_after is None and delay > self.config.period_s:
+                # an outage: back off, but look for the cloud every period (a bare TCP connect, no data) so
+                # the backlog goes at once when it is back, not at the end of a long backoff
+                waiter = asyncio.ensure_future(self._watch_for_cloud(delay))
+            else:
+                waiter = asyncio.ensure_future(self._sleep(delay))
+            kicked = asyncio.ensure_future(self._kick.wait())
             stopper = asyncio.ensure_future(stop.wait())
-            _, pending = await asyncio.wait({waiter, sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            _, pending = await asyncio.wait({waiter, kicked, stopper}, return_when=asyncio.FIRST_COMPLETED)
             for p in pending:
                 p.cancel()
         await self.close()
 
+    async def _watch_for_cloud(self, delay: float) -> None:
+        """Wait up to `delay`, returning early once the cloud accepts a TCP connection again."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.config.url)
+        waited = 0.0
+        while waited < delay:
+            step = min(self.config.period_s, delay - waited)
+            await self._sleep(step)
+            waited += step
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(parts.hostname, parts.port or 443), self.config.connect_timeout_s)
+                writer.close()
+                log.info("cloud reachable again after %.0f s: uploading the backlog now", waited)
+                return
+            except (OSError, TimeoutError):
+                continue
 
 def cert_expires(cert_file: str) -> float:
     return pki.load_cert(Path(cert_file)).not_valid_after_utc.timestamp()
