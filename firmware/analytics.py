@@ -232,7 +232,7 @@ class Analytics:
                     budget -= len(seen)
                 hist[z][int(np.searchsorted(cfg.dwell_edges_s, w.seconds[tid][z], side="right"))] += 1
         out, released = [], {}
-        mz = cfg.max_zones
+        mz = min(cfg.max_zones, len(self.zones))  # a person counts in at most this many zones
         for z in self.zones:
             n = self._noisy(visitors[z], mz, e_vis)
             if not self._passes(n, mz, e_vis, cfg.k):
