@@ -10,15 +10,20 @@ Guarantees, per window and stream (the `sensitivity` and `epsilon` travel with e
   at most presence_cap_s / window, not by a whole person).
 - Each stream's release is one epsilon-DP vector mechanism (discrete Laplace with scale = L1 sensitivity /
   epsilon per part); epsilon composes sequentially over the day in the accountant.
+- The dwell histogram (its own stream) also says how many people visited a zone: the sum of its noised
+  buckets. That sum gates the zone and is the released visitor count, as post-processing, so the occupancy
+  stream's whole epsilon goes to the mean and the peak (`occupancy_split`).
 - k-anonymity without leaks: a zone (or line direction, heatmap cell) is released only when its noised count
-  is at least the threshold `k - 1 + t`, where t is the smallest integer with P[noise >= t] <= beta, so a
-  group of fewer than k people is released with probability at most beta and the decision is itself DP.
+  is at least the threshold `k - 1 + t`, where t is the smallest integer with P[noise >= t] <= beta (the
+  noise of a zone's count being the sum of its histogram buckets' noise), so a group of fewer than k people
+  is released with probability at most beta and the decision is itself DP.
 - Complements: a site total is released only when every zone is, and then as the sum of the released zone
   values (post-processing), so it can never reveal a suppressed zone; a dwell histogram is all or nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import defaultdict
@@ -48,7 +53,7 @@ class PrivacyConfig:
     epsilon: float = 1.0  # per release: one window of one stream
     daily_epsilon: float = 0.0  # per stream and UTC day; 0 means epsilon times the windows in a day
     beta: float = 0.05  # chance that a group smaller than k is released anyway (the noised threshold)
-    occupancy_split: tuple[float, float, float] = (0.3, 0.5, 0.2)  # epsilon shares: visitors, mean, peak
+    occupancy_split: tuple[float, float] = (0.8, 0.2)  # the occupancy stream's epsilon: mean, peak
     dwell_edges_s: tuple[float, ...] = (30.0, 120.0)  # histogram bucket edges
     heatmap_cell_m: float = 2.0
     presence_cap_s: int = 120  # seconds of presence one person may add to a window's mean occupancy
@@ -69,9 +74,9 @@ class PrivacyConfig:
             raise ValueError("daily_epsilon: 0 (derived) or positive")
         if not 0 < self.beta < 0.5:
             raise ValueError("beta: between 0 and 0.5")
-        if len(self.occupancy_split) != 3 or min(self.occupancy_split) <= 0 or \
+        if len(self.occupancy_split) != 2 or min(self.occupancy_split) <= 0 or \
                 abs(sum(self.occupancy_split) - 1) > 1e-9:
-            raise ValueError("occupancy_split: three positive shares that sum to 1")
+            raise ValueError("occupancy_split: two positive shares (mean, peak) that sum to 1")
         if list(self.dwell_edges_s) != sorted(self.dwell_edges_s) or any(e <= 0 for e in self.dwell_edges_s):
             raise ValueError("dwell_edges_s: positive and increasing")
         if min(self.max_zones, self.max_crossings, self.heat_cap_s, self.presence_cap_s) < 1 or \
@@ -83,11 +88,30 @@ class PrivacyConfig:
         return {s: per_day for s in STREAMS}
 
 
-def threshold(k: int, scale: Fraction, beta: float) -> int:
-    """Least T such that a true count of k - 1 passes `noised >= T` with probability at most beta."""
-    q = math.exp(-1 / float(scale))
-    t = max(0, math.ceil(math.log(beta * (1 + q)) / math.log(q))) if q > 0 else 0
-    return k - 1 + max(t, 1)
+def threshold(k: int, scale: Fraction, beta: float, parts: int = 1) -> int:
+    """Least T such that a true count of k - 1 passes `noised >= T` with probability at most beta, the noise
+    being the sum of `parts` independent discrete Laplace draws of this scale."""
+    if parts == 1:
+        q = math.exp(-1 / float(scale))
+        t = max(0, math.ceil(math.log(beta * (1 + q)) / math.log(q))) if q > 0 else 0
+        return k - 1 + max(t, 1)
+    tail = _sum_tail(float(scale), parts)
+    t = next(i for i in range(1, len(tail)) if tail[i] <= beta)
+    return k - 1 + t
+
+
+@functools.lru_cache(maxsize=64)
+def _sum_tail(scale: float, parts: int) -> np.ndarray:
+    """P[N_1 + ... + N_parts >= t] for t = 0, 1, ..., the N_i discrete Laplace of one scale (exact up to the
+    mass cut beyond 60 scales per part, below 1e-26)."""
+    q = math.exp(-1 / scale)
+    m = int(60 * scale) + 1
+    pmf = (1 - q) / (1 + q) * q ** np.abs(np.arange(-m, m + 1))
+    total = pmf
+    for _ in range(parts - 1):
+        total = np.convolve(total, pmf)
+    mid = len(total) // 2
+    return np.cumsum(total[::-1])[::-1][mid:]
 
 
 @dataclass
@@ -201,12 +225,13 @@ class Analytics:
             return int(value)
         return int(value) + discrete_laplace(Fraction(sensitivity) / eps, self.rng)
 
-    def _passes(self, noisy: int, sensitivity: int, eps: Fraction, k: int) -> bool:
+    def _passes(self, noisy: int, sensitivity: int, eps: Fraction, k: int, parts: int = 1) -> bool:
         if not self.noise:
             return noisy >= k
-        return noisy >= threshold(k, Fraction(sensitivity) / eps, self.config.beta)
+        return noisy >= threshold(k, Fraction(sensitivity) / eps, self.config.beta, parts)
 
-    def _record(self, w: _Window, metric: str, zone: str, values: list, eps: Fraction, sens: int) -> dict:
+    def _record(self, w: _Window, metric: str, zone: str, values: list, eps: Fraction,
+                sens: int | list[float]) -> dict:
         return {"schema": SCHEMA, "window_start": w.start, "window_s": self.config.window_s, "metric": metric,
                 "zone": zone, "values": values, "k": self.config.k,
                 "epsilon": float(eps) if self.noise else 0.0, "sensitivity": sens,
@@ -217,15 +242,12 @@ class Analytics:
         eps = exact(cfg.epsilon)
         if not (self._pay("occupancy", eps) and self._pay("dwell", eps)):
             return []
-        e_vis, e_mean, e_peak = (eps * exact(s) for s in cfg.occupancy_split)
         per_sample: dict[str, np.ndarray] = {z: np.zeros(w.samples + 1, np.int64) for z in self.zones}
-        visitors: dict[str, int] = defaultdict(int)
         hist: dict[str, list[int]] = {z: [0] * (len(cfg.dwell_edges_s) + 1) for z in self.zones}
         cap = cfg.presence_cap_s if self.noise else None
         for tid, zones in allowed.items():
             budget = cap
             for z in zones:
-                visitors[z] += 1
                 seen = w.present[tid][z][:budget]  # a person adds at most presence_cap_s samples in all
                 per_sample[z][seen] += 1
                 if budget is not None:
@@ -233,21 +255,23 @@ class Analytics:
                 hist[z][int(np.searchsorted(cfg.dwell_edges_s, w.seconds[tid][z], side="right"))] += 1
         out, released = [], {}
         mz = min(cfg.max_zones, len(self.zones))  # a person counts in at most this many zones
+        e_mean, e_peak = (eps * exact(s) for s in cfg.occupancy_split)
+        sens_mean = min(w.samples, cfg.presence_cap_s)  # people-seconds one person adds to a zone's sum
         for z in self.zones:
-            n = self._noisy(visitors[z], mz, e_vis)
-            if not self._passes(n, mz, e_vis, cfg.k):
+            dwell = [self._noisy(c, mz, eps) for c in hist[z]]
+            n = sum(dwell)  # the visitors, from the dwell stream's release: post-processing, no extra epsilon
+            if not self._passes(n, mz, eps, cfg.k, parts=len(dwell)):
                 continue
-            sens_mean = min(w.samples, cfg.presence_cap_s)
             mean_sum = self._noisy(int(per_sample[z].sum()), sens_mean, e_mean)
             peak = self._noisy(int(per_sample[z].max()), mz, e_peak)
             released[z] = (max(n, 0), max(mean_sum, 0) / w.samples, max(peak, 0))
             out.append(self._record(w, "occupancy", z, [released[z][0], round(released[z][1], 3), released[z][2]],
-                                    eps, mz))
-            out.append(self._record(w, "dwell_histogram", z, [max(self._noisy(c, mz, eps), 0) for c in hist[z]],
-                                    eps, mz))
+                                    eps, [mz, round(sens_mean / w.samples, 6), mz]))
+            out.append(self._record(w, "dwell_histogram", z, [max(c, 0) for c in dwell], eps, mz))
         if released and len(released) == len(self.zones):  # the site total only when no zone was held back
             tot = [sum(v[i] for v in released.values()) for i in range(3)]
-            out.append(self._record(w, "occupancy", "*", [tot[0], round(tot[1], 3), tot[2]], eps, mz))
+            out.append(self._record(w, "occupancy", "*", [tot[0], round(tot[1], 3), tot[2]], eps,
+                                    [mz, round(sens_mean / w.samples, 6), mz]))
         return out
 
     def _flow(self, w: _Window) -> list[dict]:

@@ -33,14 +33,20 @@ def bernoulli(p: Fraction, rng: RandomSource = SYSTEM) -> bool:
 
 def bernoulli_exp(gamma: Fraction, rng: RandomSource = SYSTEM) -> bool:
     """True with probability exp(-gamma), gamma >= 0 rational (CKS Algorithm 1)."""
+    gamma = exact(gamma)
     if gamma < 0:
         raise ValueError(f"gamma {gamma} < 0")
-    while gamma > 1:  # exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma)))
-        if not bernoulli_exp(Fraction(1), rng):
+    return _bernoulli_exp(gamma.numerator, gamma.denominator, rng)
+
+
+def _bernoulli_exp(n: int, d: int, rng: RandomSource) -> bool:
+    """exp(-n/d) for integers n >= 0, d >= 1, in integer arithmetic (the samplers' inner loop)."""
+    while n > d:  # exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma)))
+        if not _bernoulli_exp(1, 1, rng):
             return False
-        gamma -= 1
+        n -= d
     k = 1
-    while bernoulli(gamma / k, rng):
+    while rng.randrange(d * k) < n:  # Bernoulli(gamma / k)
         k += 1
     return k % 2 == 1
 
@@ -53,10 +59,10 @@ def discrete_laplace(scale: Fraction, rng: RandomSource = SYSTEM) -> int:
     t, s = scale.numerator, scale.denominator
     while True:
         u = rng.randrange(t)
-        if not bernoulli_exp(Fraction(u, t), rng):
+        if not _bernoulli_exp(u, t, rng):
             continue
         v = 0
-        while bernoulli_exp(Fraction(1), rng):
+        while _bernoulli_exp(1, 1, rng):
             v += 1
         y = (u + t * v) // s
         negative = rng.randrange(2) == 1
