@@ -138,3 +138,15 @@ def test_bad_privacy_config_is_named():
         PrivacyConfig(window_s=10).validate()
     with pytest.raises(ValueError, match="occupancy_split"):
         PrivacyConfig(occupancy_split=(0.5, 0.6)).validate()
+
+
+def test_privacy_bench_ceiling_is_the_truncation_loss_plus_the_noise():
+    """bench.privacy's ceiling: one person for 200 s in a 900 s window. With cap 60 s and epsilon 1000 the
+    noise is nil and the loss is the 140 s cut: accuracy 60/200; with cap 240 nothing is cut."""
+    from bench.privacy import Scene, ceiling
+
+    geo = Geometry(GeometryConfig(zones=(ZoneConfig("site", ((-10, -10), (10, -10), (10, 10), (-10, 10))),)))
+    sc = Scene("one", [tick(float(s), {1: (0.0, 0.0)}) for s in range(200)], geo)
+    assert "30.0%" in ceiling([sc], 900, epsilon=1000.0, caps=(60,))
+    assert "100.0%" in ceiling([sc], 900, epsilon=1000.0, caps=(60, 240))
+    assert "(240 s)" in ceiling([sc], 900, epsilon=1000.0, caps=(60, 240))
