@@ -12,7 +12,7 @@ and every (window, line, direction) for flow; a suppressed value counts as 0. `v
 number of different people in the zone during the window (the other reading of "occupancy"). Noisy rows are
 averaged over `--runs` seeds. The true values are the unbounded ones, so contribution bounds count against us.
 
-`umbra bench privacy [--trajectories FILE ...] [--windows 900 60] [--zones 1|4] [--runs 10]`"""
+`umbra bench privacy [--trajectories FILE ...] [--windows 900 60] [--zones 1|4] [--runs 20]`"""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: the five shared ETH/UCY scenes and PETS09-S2L1)")
     ap.add_argument("--windows", type=int, nargs="+", default=[900, 60], help="window lengths in seconds")
     ap.add_argument("--zones", type=int, choices=(1, 4), default=1, help="the scene as one zone, or quadrants")
-    ap.add_argument("--runs", type=int, default=10, help="seeds per noisy row")
+    ap.add_argument("--runs", type=int, default=20, help="seeds per noisy row")
     ap.add_argument("--plots", type=Path, default=Path("out/privacy"), help="where the PNG pictures go")
     args = ap.parse_args(argv)
     scenes = [scene(p, args.zones) for p in (args.trajectories or default_paths())]

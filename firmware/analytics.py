@@ -5,9 +5,11 @@ k on the noised count, and paid for from a daily budget that survives restarts.
 
 Guarantees, per window and stream (the `sensitivity` and `epsilon` travel with every record):
 - Contribution bounding: a person counts in at most `max_zones` zones (those where they spent most time),
-  adds at most `presence_cap_s` seconds to the mean occupancy, makes at most `max_crossings` crossings, and
-  adds at most `heat_cap_s` people-seconds to the heatmap (so one person moves a window's mean occupancy by
-  at most presence_cap_s / window, not by a whole person).
+  adds at most a cap of seconds to the mean occupancy, makes at most `max_crossings` crossings, and adds at
+  most `heat_cap_s` people-seconds to the heatmap (so one person moves a window's mean occupancy by at most
+  cap / window, not by a whole person). The presence cap is chosen per window from the noised dwell
+  histogram (`presence_cap`), up to `presence_cap_s`: a window of short visits gets a small cap and little
+  noise, one where people linger a larger cap and less truncation.
 - Each stream's release is one epsilon-DP vector mechanism (discrete Laplace with scale = L1 sensitivity /
   epsilon per part); epsilon composes sequentially over the day in the accountant.
 - The dwell histogram (its own stream) also says how many people visited a zone: the sum of its noised
@@ -42,6 +44,7 @@ from firmware.loop import TickResult
 log = logging.getLogger(__name__)
 
 STREAMS = ("occupancy", "flow", "dwell", "heatmap")
+CAP_TAIL = 3.5  # people beyond the presence cap, times the mean's epsilon (see presence_cap)
 SCHEMA = "umbra.aggregate/1"
 
 
@@ -56,7 +59,7 @@ class PrivacyConfig:
     occupancy_split: tuple[float, float] = (0.8, 0.2)  # the occupancy stream's epsilon: mean, peak
     dwell_edges_s: tuple[float, ...] = (30.0, 120.0)  # histogram bucket edges
     heatmap_cell_m: float = 2.0
-    presence_cap_s: int = 120  # seconds of presence one person may add to a window's mean occupancy
+    presence_cap_s: int = 480  # most seconds of presence one person may add to a window's mean occupancy
     heat_cap_s: int = 120  # people-seconds one person may add to the heatmap per window
     heat_min_s: int = 10  # a heatmap cell needs k people's worth of this many seconds
     max_zones: int = 2  # zones one person counts in per window
@@ -112,6 +115,40 @@ def _sum_tail(scale: float, parts: int) -> np.ndarray:
         total = np.convolve(total, pmf)
     mid = len(total) // 2
     return np.cumsum(total[::-1])[::-1][mid:]
+
+
+def fine_edges(cfg: PrivacyConfig) -> list[float]:
+    """The dwell histogram's internal bucket edges: the configured ones and the presence cap's candidates
+    (30 s doubling up to `presence_cap_s`, short of the window: no one stays longer than the window)."""
+    top = min(cfg.presence_cap_s, cfg.window_s)
+    grid, c = [], 30
+    while c < top:
+        grid.append(float(c))
+        c *= 2
+    if cfg.presence_cap_s < cfg.window_s:
+        grid.append(float(cfg.presence_cap_s))
+    return sorted({*map(float, cfg.dwell_edges_s), *grid})
+
+
+def presence_cap(cfg: PrivacyConfig, edges: Sequence[float], noisy_hist: Sequence[int], e_mean: Fraction,
+                 samples: int) -> int:
+    """The window's presence cap, from the noised site-wide dwell histogram (post-processing, no epsilon):
+    the least candidate that at most ceil(CAP_TAIL / e_mean) people (noised) stayed beyond, else
+    `presence_cap_s`; never more than the window's samples.
+
+    Why a few people beyond the cap and not none: the truncation loss b adds to the error only as about
+    b^2 / 2s while it is small against the noise scale s = cap / e_mean (E|N - b| = b + s e^(-b/s) for Laplace
+    noise), so the best cap leaves (1 + x) / (e^x - 1) / e_mean people beyond it, x = b/s: 3.5 / e_mean at
+    x = 0.33. The histogram's own noise argues for a margin too; among 1.5 to 7, 3.5 did best on the bench's
+    ETH/UCY scenes at epsilon 1 and 2 (bench.privacy also prints the best fixed cap's ceiling)."""
+    tail = math.ceil(CAP_TAIL / float(e_mean))
+    beyond = np.cumsum(np.asarray(noisy_hist[::-1]))[::-1][1:]  # beyond[i]: noised count above edges[i]
+    for edge, n in zip(edges, beyond, strict=True):
+        if edge > cfg.presence_cap_s or edge >= samples:
+            break
+        if n <= tail:
+            return int(edge)
+    return int(min(cfg.presence_cap_s, samples))
 
 
 @dataclass
@@ -242,32 +279,46 @@ class Analytics:
         eps = exact(cfg.epsilon)
         if not (self._pay("occupancy", eps) and self._pay("dwell", eps)):
             return []
+        e_mean, e_peak = (eps * exact(s) for s in cfg.occupancy_split)
+        mz = min(cfg.max_zones, len(self.zones))  # a person counts in at most this many zones
+        # The dwell stream: one histogram per zone on a fine grid (the configured edges and the cap grid); a
+        # person adds 1 to one bucket in each of at most mz zones, so the L1 sensitivity is mz.
+        edges = fine_edges(cfg)
+        noisy: dict[str, list[int]] = {}
+        for z in self.zones:
+            true = [0] * (len(edges) + 1)
+            for tid, zones in allowed.items():
+                if z in zones:
+                    true[int(np.searchsorted(edges, w.seconds[tid][z], side="right"))] += 1
+            noisy[z] = [self._noisy(c, mz, eps) for c in true]
+        # From here on, the dwell histograms are only post-processed: the presence cap, the visitor counts
+        # and the configured buckets all come from them at no further cost in privacy.
+        cap = presence_cap(cfg, edges, [sum(col) for col in zip(*noisy.values(), strict=True)], e_mean,
+                           w.samples) if self.noise else None
         per_sample: dict[str, np.ndarray] = {z: np.zeros(w.samples + 1, np.int64) for z in self.zones}
-        hist: dict[str, list[int]] = {z: [0] * (len(cfg.dwell_edges_s) + 1) for z in self.zones}
-        cap = cfg.presence_cap_s if self.noise else None
         for tid, zones in allowed.items():
             budget = cap
             for z in zones:
-                seen = w.present[tid][z][:budget]  # a person adds at most presence_cap_s samples in all
+                seen = w.present[tid][z][:budget]  # a person adds at most `cap` samples in all zones together
                 per_sample[z][seen] += 1
                 if budget is not None:
                     budget -= len(seen)
-                hist[z][int(np.searchsorted(cfg.dwell_edges_s, w.seconds[tid][z], side="right"))] += 1
+        sens_mean = cap or w.samples  # people-seconds one person adds to the zones' sums (L1)
+        groups = np.searchsorted(cfg.dwell_edges_s, edges, side="right")  # fine bucket i+1 -> configured bucket
         out, released = [], {}
-        mz = min(cfg.max_zones, len(self.zones))  # a person counts in at most this many zones
-        e_mean, e_peak = (eps * exact(s) for s in cfg.occupancy_split)
-        sens_mean = min(w.samples, cfg.presence_cap_s)  # people-seconds one person adds to a zone's sum
         for z in self.zones:
-            dwell = [self._noisy(c, mz, eps) for c in hist[z]]
-            n = sum(dwell)  # the visitors, from the dwell stream's release: post-processing, no extra epsilon
-            if not self._passes(n, mz, eps, cfg.k, parts=len(dwell)):
+            n = sum(noisy[z])  # the visitors
+            if not self._passes(n, mz, eps, cfg.k, parts=len(noisy[z])):
                 continue
+            configured = [0] * (len(cfg.dwell_edges_s) + 1)
+            for i, c in enumerate(noisy[z]):
+                configured[int(groups[i - 1]) if i else 0] += c
             mean_sum = self._noisy(int(per_sample[z].sum()), sens_mean, e_mean)
             peak = self._noisy(int(per_sample[z].max()), mz, e_peak)
             released[z] = (max(n, 0), max(mean_sum, 0) / w.samples, max(peak, 0))
             out.append(self._record(w, "occupancy", z, [released[z][0], round(released[z][1], 3), released[z][2]],
                                     eps, [mz, round(sens_mean / w.samples, 6), mz]))
-            out.append(self._record(w, "dwell_histogram", z, [max(c, 0) for c in dwell], eps, mz))
+            out.append(self._record(w, "dwell_histogram", z, [max(c, 0) for c in configured], eps, mz))
         if released and len(released) == len(self.zones):  # the site total only when no zone was held back
             tot = [sum(v[i] for v in released.values()) for i in range(3)]
             out.append(self._record(w, "occupancy", "*", [tot[0], round(tot[1], 3), tot[2]], eps,

@@ -103,7 +103,9 @@ def test_contributions_are_bounded(tmp_path):
     stated = [x for r in out for x in (r["sensitivity"] if isinstance(r["sensitivity"], list) else [r["sensitivity"]])]
     assert min(stated) > 0
     occ = next(r for r in out if r["metric"] == "occupancy")
-    assert occ["sensitivity"] == [1, 1.0, 1]  # visitors and peak: 1 person; mean: 60 of 60 samples / 60 samples
+    # visitors and peak: 1 person; mean: the cap over the window's 60 samples, the cap being 30 s, as no one
+    # stayed in a zone longer than 30 s (the person spent 30 s in each)
+    assert occ["sensitivity"] == [1, 0.5, 1]
 
 
 def test_budget_is_spent_then_refused_and_a_restart_does_not_refresh_it(tmp_path):
@@ -150,3 +152,19 @@ def test_privacy_bench_ceiling_is_the_truncation_loss_plus_the_noise():
     assert "30.0%" in ceiling([sc], 900, epsilon=1000.0, caps=(60,))
     assert "100.0%" in ceiling([sc], 900, epsilon=1000.0, caps=(60, 240))
     assert "(240 s)" in ceiling([sc], 900, epsilon=1000.0, caps=(60, 240))
+
+
+def test_presence_cap_follows_the_noised_dwell_histogram():
+    """The cap is the least candidate that at most ceil(3.5 / e_mean) people stayed beyond (5 at 0.8), from
+    the noised histogram alone; the most is presence_cap_s, and never more than the window's samples."""
+    from firmware.analytics import fine_edges, presence_cap
+
+    cfg = PrivacyConfig()
+    edges = fine_edges(cfg)
+    assert edges == [30.0, 60.0, 120.0, 240.0, 480.0]
+    e = Fraction(4, 5)
+    assert presence_cap(cfg, edges, [50, 2, 1, 0, 0, 0], e, 900) == 30  # 3 beyond 30 s
+    assert presence_cap(cfg, edges, [50, 10, 3, 1, 0, 0], e, 900) == 60  # 14 beyond 30 s, 4 beyond 60 s
+    assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], e, 900) == 480  # many linger: the most
+    assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], e, 100) == 100  # a short window
+    assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], Fraction(1, 10), 900) == 120  # tail 35 at e=0.1
