@@ -214,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ceiling(scenes: list[Scene], window: int, epsilon: float, caps=(15, 30, 45, 60, 90, 120, 180, 240, 360)) -> str:
-    """What any release of the mean through one presence cap can reach: for each cap, the expected accuracy
+    """What a release of the mean through one fixed presence cap can reach: for each cap, the expected accuracy
     when the occupancy stream's whole epsilon goes to the mean (no peak, no suppression, no zone bound), as
     1 - E|discrete Laplace noise - truncation loss| / true, exactly from the noise's distribution; the best
-    cap for the scene mean, picked in hindsight (a device cannot). The gap to the goal is then not a matter
-    of tuning."""
+    cap for the scene mean, picked in hindsight (a device cannot). The device does better by picking its cap
+    per window from the noised dwell histogram (firmware.analytics.presence_cap); this line shows by how much."""
     main = [sc for sc in scenes if not sc.name.startswith("PETS")] or scenes
     per_cap = []
     for cap in caps:
