@@ -1,7 +1,8 @@
 """Tracker accuracy and cost: Umbra's tracker against ByteTrack, OC-SORT and SORT as Roboflow's `trackers`
 package ships them, and Norfair (the tracker Frigate uses), on the same detections in the same run, scored
 with TrackEval's metrics (MOTA, IDF1, HOTA; bench.motscore) against the ground truth. The step time is the
-tracker's own update per frame, measured in the same run.
+tracker's own update per frame (with its adapter), measured in the same run: the least of three passes, for
+every tracker alike.
 
 Detections: the real SSD on PETS09-S2L1 (cached by bench.detcache); the MOT15 public detections shipped with
 the shared sequences; and the scripted detector replaying ground truth with the real detector's measured
@@ -73,17 +74,24 @@ TRACKERS: dict[str, Callable[[float], Step]] = {
 }
 
 
-def evaluate(make: Callable[[float], Step], dets: list[np.ndarray], gt: np.ndarray, fps: float) -> dict[str, float]:
-    step = make(fps)
+def evaluate(make: Callable[[float], Step], dets: list[np.ndarray], gt: np.ndarray, fps: float,
+             repeats: int = 3) -> dict[str, float]:
+    """Scores of one pass; the step time is the least of `repeats` passes with a fresh tracker each (this
+    machine is shared: the least is the tracker's own cost, the rest is other load)."""
     rows = []
-    spent = 0
-    for f, d in enumerate(dets, 1):
-        t0 = time.perf_counter_ns()
-        out = step(d, 1.0 / fps)
-        spent += time.perf_counter_ns() - t0
-        for tid, b in out:
-            rows.append((f, tid, b[0], b[1], b[2] - b[0], b[3] - b[1]))
-    return {**score(rows, gt), "ms_per_frame": spent / 1e6 / max(len(dets), 1)}
+    best = None
+    for r in range(repeats):
+        step = make(fps)
+        spent = 0
+        for f, d in enumerate(dets, 1):
+            t0 = time.perf_counter_ns()
+            out = step(d, 1.0 / fps)
+            spent += time.perf_counter_ns() - t0
+            if r == 0:
+                for tid, b in out:
+                    rows.append((f, tid, b[0], b[1], b[2] - b[0], b[3] - b[1]))
+        best = spent if best is None else min(best, spent)
+    return {**score(rows, gt), "ms_per_frame": best / 1e6 / max(len(dets), 1)}
 
 
 def _fps(gt: Path) -> float:

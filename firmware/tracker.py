@@ -73,7 +73,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
+    wh = np.maximum(rb - lt, 0.0)
     inter = wh[..., 0] * wh[..., 1]
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -81,28 +81,33 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def assign(similarity: np.ndarray, threshold: float) -> np.ndarray:
+def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
-    `threshold`. Returns the matched (row, col) pairs, shape (K, 2)."""
-    if similarity.size == 0:
-        return np.zeros((0, 2), np.int64)
+    `threshold`. Returns the matched rows and columns, each shape (K,)."""
     ok = similarity >= threshold
     if not ok.any():
-        return np.zeros((0, 2), np.int64)
-    cost = np.where(ok, 1.0 - similarity, 1e6)
-    rows, cols = linear_sum_assignment(cost)
+        return _NONE, _NONE
+    rows, cols = linear_sum_assignment(np.where(ok, 1.0 - similarity, 1e6))
     keep = ok[rows, cols]
-    return np.column_stack((rows[keep], cols[keep]))
+    return rows[keep], cols[keep]
+
+
+_NONE = np.zeros(0, np.int64)
 
 
 def _to_xywh(boxes: np.ndarray) -> np.ndarray:
-    wh = boxes[:, 2:] - boxes[:, :2]
-    return np.hstack((boxes[:, :2] + wh / 2, wh))
+    out = np.empty_like(boxes)
+    out[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    out[:, :2] = boxes[:, :2] + out[:, 2:] / 2
+    return out
 
 
 def _to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    c, wh = xywh[:, :2], np.maximum(xywh[:, 2:4], 1.0)
-    return np.hstack((c - wh / 2, c + wh / 2))
+    half = np.maximum(xywh[:, 2:4], 1.0) / 2
+    out = np.empty((len(xywh), 4))
+    out[:, :2] = xywh[:, :2] - half
+    out[:, 2:] = xywh[:, :2] + half
+    return out
 
 
 class Tracker:
@@ -140,32 +145,37 @@ class Tracker:
         track_free = np.ones(n_tracks, bool)
         det_free = np.ones(len(boxes), bool)
         is_high = scores >= cfg.high_score
-        matches: list[np.ndarray] = []
+        t_all: list[np.ndarray] = []
+        d_all: list[np.ndarray] = []
 
-        def take(t_idx: np.ndarray, d_idx: np.ndarray, threshold: float, fuse: bool = False) -> None:
+        def take(t_mask: np.ndarray, d_mask: np.ndarray, threshold: float, fuse: bool = False) -> None:
+            t_idx, d_idx = t_mask.nonzero()[0], d_mask.nonzero()[0]
             if not len(t_idx) or not len(d_idx):
                 return
-            sim = iou[np.ix_(t_idx, d_idx)]
+            sim = iou[t_idx][:, d_idx]
             if fuse:
-                sim = sim * scores[d_idx][None, :]
-            pairs = assign(sim, threshold)
-            if len(pairs):
-                t, d = t_idx[pairs[:, 0]], d_idx[pairs[:, 1]]
+                sim *= scores[d_idx]
+            rows, cols = assign(sim, threshold)
+            if len(rows):
+                t, d = t_idx[rows], d_idx[cols]
                 track_free[t] = False
                 det_free[d] = False
-                matches.append(np.column_stack((t, d)))
+                t_all.append(t)
+                d_all.append(d)
 
         state = self._state
-        # First pass: high-score detections against established tracks (tracked and lost).
-        take(np.flatnonzero(state != _TENTATIVE), np.flatnonzero(is_high), cfg.match_iou, cfg.fuse_score)
-        # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
-        take(np.flatnonzero(track_free & (state == _TRACKED)), np.flatnonzero(~is_high), cfg.low_match_iou)
-        # Newborn tracks take their second sighting from what is left of the high-score detections.
-        take(np.flatnonzero(state == _TENTATIVE), np.flatnonzero(det_free & is_high), cfg.tentative_match_iou)
+        if n_tracks and len(boxes):
+            # First pass: high-score detections against established tracks (tracked and lost).
+            take(state != _TENTATIVE, is_high, cfg.match_iou, cfg.fuse_score)
+            # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
+            take(track_free & (state == _TRACKED), ~is_high, cfg.low_match_iou)
+            # Newborn tracks take their second sighting from what is left of the high-score detections.
+            take(state == _TENTATIVE, det_free & is_high, cfg.tentative_match_iou)
 
-        if matches:
-            pairs = np.vstack(matches)
-            self._correct(pairs[:, 0], boxes[pairs[:, 1]], scores[pairs[:, 1]])
+        if t_all:
+            t_idx = np.concatenate(t_all)
+            d_idx = np.concatenate(d_all)
+            self._correct(t_idx, boxes[d_idx], scores[d_idx])
         self._settle(~track_free)
         fresh = det_free & (scores >= cfg.new_track_score)
         self._birth(boxes[fresh], scores[fresh])
@@ -183,9 +193,7 @@ class Tracker:
         p11 += dt * (2.0 * p12 + dt * p22) + (cfg.pos_noise**2 * dt) * h2
         p12 += dt * p22
         p22 += (cfg.vel_noise**2 * dt) * h2
-        f[:, _P11], f[:, _P12], f[:, _P22] = p11, p12, p22
-        f[:, _AGE] += dt
-        f[:, _UNSEEN] += dt
+        f[:, _AGE:_UNSEEN + 1] += dt  # the blocks above are views: updated in place
 
     def _correct(self, idx: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> None:
         z = _to_xywh(boxes)
