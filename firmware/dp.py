@@ -102,6 +102,14 @@ def laplace_pmf(z: int, scale: Fraction) -> float:
     return (1 - q) / (1 + q) * q ** abs(z)
 
 
+def laplace_var(scale: Fraction) -> float:
+    """The variance of the discrete Laplace distribution: 2q / (1 - q)^2 with q = exp(-1/scale)."""
+    from math import exp
+
+    q = exp(-1 / float(scale))
+    return 2 * q / (1 - q) ** 2
+
+
 def laplace_tail(threshold: int, scale: Fraction) -> float:
     """P[Z >= threshold] for threshold >= 1: q^threshold / (1 + q)."""
     from math import exp

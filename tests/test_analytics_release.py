@@ -168,3 +168,5 @@ def test_presence_cap_follows_the_noised_dwell_histogram():
     assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], e, 900) == 480  # many linger: the most
     assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], e, 100) == 100  # a short window
     assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], Fraction(1, 10), 900) == 120  # tail 35 at e=0.1
+    # the allowance for noise: 14 beyond 30 s is within 5 + sqrt(20 * 5 buckets) = 15
+    assert presence_cap(cfg, edges, [50, 10, 3, 1, 0, 0], e, 900, bucket_var=20.0) == 30

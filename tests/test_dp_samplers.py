@@ -20,6 +20,7 @@ from firmware.dp import (
     geometric_mechanism,
     laplace_pmf,
     laplace_tail,
+    laplace_var,
 )
 
 N = 20_000
@@ -128,3 +129,9 @@ def test_empirical_privacy_neighbouring_counts_stay_within_e_to_the_epsilon():
             assert math.log(a[z] / b[z]) <= float(eps) + slack
             assert math.log(b[z] / a[z]) <= float(eps) + slack
     assert worst > math.exp(0.8)  # the bound is nearly tight: the test would see a leak
+
+
+@pytest.mark.parametrize("scale", [Fraction(1), Fraction(2), Fraction(10, 3)])
+def test_laplace_variance_is_the_distributions(scale):
+    zs = range(-int(80 * scale), int(80 * scale) + 1)
+    assert laplace_var(scale) == pytest.approx(sum(z * z * laplace_pmf(z, scale) for z in zs), rel=1e-9)

@@ -92,7 +92,7 @@ def test_bad_settings_are_named():
 def test_assignment_is_optimal_and_gated():
     sim = np.array([[0.9, 0.8], [0.85, 0.1]])
     rows, cols = assign(sim, 0.3)
-    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]  # 0.8 + 0.85 beats 0.9 + 0.1
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 1), (1, 0)]  # 0.8 + 0.85 beats 0.9 + 0.1
     rows, cols = assign(sim, 0.95)
     assert len(rows) == len(cols) == 0
     assert iou_matrix(np.array([[0, 0, 2, 2.0]]), np.array([[1, 1, 3, 3.0]]))[0, 0] == pytest.approx(1 / 7)
