@@ -11,6 +11,7 @@ Boxes are pixels, xyxy. State per track: centre x, centre y, width, height and t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -54,8 +55,7 @@ class TrackerConfig:
                 raise ValueError(f"{name}: must be positive")
 
 
-@dataclass(frozen=True, slots=True)
-class Track:
+class Track(NamedTuple):
     """A confirmed track as the tracker reports it: pixels, xyxy; `velocity` is the foot point's (bottom
     centre's) velocity in pixels per second."""
 
@@ -205,8 +205,9 @@ class Tracker:
         f[:, _POS] += k1 * innov
         f[:, _VEL] += k2 * innov
         f[:, _P22] -= k2 * p12
-        f[:, _P11] = (1.0 - k1) * p11
-        f[:, _P12] = (1.0 - k1) * p12
+        k1 = 1.0 - k1
+        p11 *= k1  # views of f: (1 - k1) p11 and (1 - k1) p12 in place
+        p12 *= k1
         f[:, _HITS] += 1
         f[:, _UNSEEN] = 0.0
         f[:, _SCORE] = scores
