@@ -30,7 +30,7 @@ def umbra_tracker(fps: float) -> Step:
     tr = Tracker()
 
     def step(d: np.ndarray, dt: float) -> list[tuple[int, np.ndarray]]:
-        return [(t.track_id, np.array(t.box)) for t in tr.update(d[:, :4], d[:, 4], dt)]
+        return [(t.track_id, t.box) for t in tr.update(d[:, :4], d[:, 4], dt)]
 
     return step
 

@@ -141,9 +141,8 @@ class Tracker:
             boxes, scores = boxes[ok], scores[ok]
         self._predict(max(dt, 0.0))
         n_tracks = len(self._ids)
-        iou = iou_matrix(_to_xyxy(self._f[:, _POS]), boxes)  # every track against every detection, once
-        track_free = np.ones(n_tracks, bool)
-        det_free = np.ones(len(boxes), bool)
+        track_used = np.zeros(n_tracks, bool)
+        det_used = np.zeros(len(boxes), bool)
         is_high = scores >= cfg.high_score
         t_all: list[np.ndarray] = []
         d_all: list[np.ndarray] = []
@@ -158,27 +157,29 @@ class Tracker:
             rows, cols = assign(sim, threshold)
             if len(rows):
                 t, d = t_idx[rows], d_idx[cols]
-                track_free[t] = False
-                det_free[d] = False
+                track_used[t] = True
+                det_used[d] = True
                 t_all.append(t)
                 d_all.append(d)
 
         state = self._state
         if n_tracks and len(boxes):
+            iou = iou_matrix(_to_xyxy(self._f[:, _POS]), boxes)  # every track against every detection, once
             # First pass: high-score detections against established tracks (tracked and lost).
             take(state != _TENTATIVE, is_high, cfg.match_iou, cfg.fuse_score)
             # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
-            take(track_free & (state == _TRACKED), ~is_high, cfg.low_match_iou)
+            take(~track_used & (state == _TRACKED), ~is_high, cfg.low_match_iou)
             # Newborn tracks take their second sighting from what is left of the high-score detections.
-            take(state == _TENTATIVE, det_free & is_high, cfg.tentative_match_iou)
+            take(state == _TENTATIVE, ~det_used & is_high, cfg.tentative_match_iou)
 
         if t_all:
             t_idx = np.concatenate(t_all)
             d_idx = np.concatenate(d_all)
             self._correct(t_idx, boxes[d_idx], scores[d_idx])
-        self._settle(~track_free)
-        fresh = det_free & (scores >= cfg.new_track_score)
-        self._birth(boxes[fresh], scores[fresh])
+        self._settle(track_used)
+        fresh = ~det_used & (scores >= cfg.new_track_score)
+        if fresh.any():
+            self._birth(boxes[fresh], scores[fresh])
         return self._report()
 
     # -- internals -------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class Tracker:
         self._state = np.concatenate((self._state, np.full(n, _TRACKED if first else _TENTATIVE, np.int8)))
 
     def _report(self) -> list[Track]:
-        live = np.flatnonzero(self._state == _TRACKED)
+        live = (self._state == _TRACKED).nonzero()[0]
         f = self._f[live]
         boxes = _to_xyxy(f[:, _POS]).tolist()
         vx = f[:, 4].tolist()
