@@ -191,7 +191,7 @@ def _facts(config: Any, grants: Sequence[Any]) -> dict[str, Any]:
         "k": lookup(config, "analytics.k", "privacy.k", "aggregates.k"),
         "epsilon": lookup(config, "analytics.epsilon", "privacy.epsilon", "aggregates.epsilon"),
         "epsilon_day": lookup(config, "analytics.epsilon_per_day", "budget.epsilon_per_day",
-                              "privacy.epsilon_per_day", "analytics.daily_epsilon"),
+                              "privacy.epsilon_per_day", "analytics.daily_epsilon", "privacy.daily_epsilon"),
         "window_s": lookup(config, "analytics.window_s", "aggregates.window_s", "privacy.window_s", default=900),
         "rotate_s": lookup(config, "pseudonym.rotate_s", default=3600.0),
         "grid_m": lookup(config, "quantize.grid_m"),
@@ -208,6 +208,9 @@ def _facts(config: Any, grants: Sequence[Any]) -> dict[str, Any]:
         "outbox_days": lookup(config, "outbox.retention_days", "outbox.max_age_days", "uploader.retention_days"),
         "grants": list(grants),
     }
+    if not f["epsilon_day"] and f["epsilon"] and f["window_s"]:  # 0 or unset: the accountant derives it
+        windows = 86_400 // int(f["window_s"])
+        f["epsilon_day"] = f"{float(f['epsilon']) * windows:g} (epsilon times the {windows} windows of a day)"
     return f
 
 

@@ -133,3 +133,13 @@ def test_dpia_from_attribute_style_config() -> None:
     md = generate_dpia(cfg)
     assert "**tracks**" in md and "every 3600 s" in md and "cells of 0.5 m, time buckets of 5 s" in md
     assert lookup(cfg, "nope.x", "device.id") == "bench-0001" and lookup(cfg, "a.b", default=3) == 3
+
+
+def test_dpia_of_the_real_config_states_the_daily_budget_the_accountant_derives() -> None:
+    """privacy.daily_epsilon = 0 means epsilon times the windows of a day: the DPIA says that number."""
+    from firmware.config import load
+
+    cfg = load(Path(__file__).parent.parent / "bench" / "configs" / "pets09.toml")
+    md = generate_dpia(cfg)
+    assert "epsilon = 1.0 per release, 1440 (epsilon times the 1440 windows of a day) per day" in md
+    assert cfg.privacy.budgets()["occupancy"] == 1440
