@@ -29,6 +29,7 @@ import numpy as np
 from bench import data
 from firmware.accountant import Accountant
 from firmware.analytics import Analytics, PrivacyConfig
+from firmware.dp import laplace_pmf
 from firmware.geometry import Geometry, GeometryConfig, LineConfig, ZoneConfig
 from firmware.loop import TickResult
 from firmware.quantize import GroundState
@@ -242,8 +243,7 @@ def ceiling(scenes: list[Scene], window: int, epsilon: float, caps=(15, 30, 45, 
                 d = np.array(secs)
                 scale = min(cap, window) / epsilon
                 z = np.arange(-int(40 * scale) - 1, int(40 * scale) + 2)
-                q = np.exp(-1 / scale)
-                pmf = (1 - q) / (1 + q) * q ** np.abs(z)
+                pmf = laplace_pmf(z, scale)
                 loss = float(np.maximum(d - cap, 0).sum())
                 err += float((pmf * np.abs(z - loss)).sum())
                 true += float(d.sum())

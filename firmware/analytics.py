@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from firmware.accountant import Accountant
-from firmware.dp import SYSTEM, RandomSource, discrete_laplace, exact, laplace_var
+from firmware.dp import SYSTEM, RandomSource, discrete_laplace, exact, laplace_pmf, laplace_var
 from firmware.geometry import Geometry
 from firmware.loop import TickResult
 
@@ -107,9 +107,8 @@ def threshold(k: int, scale: Fraction, beta: float, parts: int = 1) -> int:
 def _sum_tail(scale: float, parts: int) -> np.ndarray:
     """P[N_1 + ... + N_parts >= t] for t = 0, 1, ..., the N_i discrete Laplace of one scale (exact up to the
     mass cut beyond 60 scales per part, below 1e-26)."""
-    q = math.exp(-1 / scale)
     m = int(60 * scale) + 1
-    pmf = (1 - q) / (1 + q) * q ** np.abs(np.arange(-m, m + 1))
+    pmf = laplace_pmf(np.arange(-m, m + 1), scale)
     total = pmf
     for _ in range(parts - 1):
         total = np.convolve(total, pmf)
@@ -287,13 +286,11 @@ class Analytics:
         # The dwell stream: one histogram per zone on a fine grid (the configured edges and the cap grid); a
         # person adds 1 to one bucket in each of at most mz zones, so the L1 sensitivity is mz.
         edges = fine_edges(cfg)
-        noisy: dict[str, list[int]] = {}
-        for z in self.zones:
-            true = [0] * (len(edges) + 1)
-            for tid, zones in allowed.items():
-                if z in zones:
-                    true[int(np.searchsorted(edges, w.seconds[tid][z], side="right"))] += 1
-            noisy[z] = [self._noisy(c, mz, eps) for c in true]
+        true = {z: [0] * (len(edges) + 1) for z in self.zones}
+        for tid, zones in allowed.items():
+            for z in zones:
+                true[z][int(np.searchsorted(edges, w.seconds[tid][z], side="right"))] += 1
+        noisy = {z: [self._noisy(c, mz, eps) for c in true[z]] for z in self.zones}
         # From here on, the dwell histograms are only post-processed: the presence cap, the visitor counts
         # and the configured buckets all come from them at no further cost in privacy.
         cap = presence_cap(cfg, edges, [sum(col) for col in zip(*noisy.values(), strict=True)], e_mean,

@@ -94,8 +94,9 @@ def _isqrt_floor(x: Fraction) -> int:
     return r
 
 
-def laplace_pmf(z: int, scale: Fraction) -> float:
-    """The exact distribution, for tests and accuracy bounds: (1 - q) / (1 + q) * q^|z| with q = exp(-1/scale)."""
+def laplace_pmf(z, scale: Fraction | float):
+    """The exact distribution, for tests and accuracy bounds: (1 - q) / (1 + q) * q^|z| with q = exp(-1/scale).
+    `z` an integer or a NumPy array of them (then an array of probabilities)."""
     from math import exp
 
     q = exp(-1 / float(scale))

@@ -81,6 +81,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+_NONE = np.zeros(0, np.int64)  # no matches
+
+
 def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
     `threshold`. Returns the matched rows and columns, each shape (K,)."""
@@ -91,8 +94,6 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     keep = ok[rows, cols]
     return rows[keep], cols[keep]
 
-
-_NONE = np.zeros(0, np.int64)
 
 
 def _to_xywh(boxes: np.ndarray) -> np.ndarray:
