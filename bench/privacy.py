@@ -1,9 +1,10 @@
 """The privacy/utility table: what the aggregates keep of the truth at each privacy setting, beside the
 published table for this kind of sensor.
 
-Data: the shared ETH/UCY pedestrian trajectories (five real scenes, 36 minutes, world coordinates), each
-scene split into four zones (quadrants at its median x and y) and two count lines (through the medians),
-fed to `firmware.analytics` tick by tick (2.5 Hz) as the loop would, in 1-minute windows. The trajectories
+Data: the shared ETH/UCY pedestrian trajectories (five real scenes, 36 minutes, world coordinates) and the
+PETS09-S2L1 ground truth, each scene one zone (or, with `--zones 4`, four quadrants at its median x and y) with
+two count lines (through the medians), fed to `firmware.analytics` tick by tick (2.5 Hz) as the loop would,
+in 15-minute (the default) and 1-minute windows. The trajectories
 are ground truth, so the figures isolate what privacy costs; the sensor's own errors (tracking and counting
 on PETS09: `umbra bench run`) come on top, as they do in the published figures.
 

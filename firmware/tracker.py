@@ -20,6 +20,7 @@ _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
 # Columns of the per-track float array.
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
+_MOVED = 22  # the prediction moves columns 0-21: state, covariance terms, age and time unseen
 _COLS = 24
 
 
@@ -77,8 +78,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = wh[..., 0] * wh[..., 1]
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    union = area_a[:, None] + area_b
+    union -= inter
+    np.maximum(union, 1e-12, out=union)  # boxes without area meet nothing
+    inter /= union
+    return inter
 
 
 _NONE = np.zeros(0, np.int64)  # no matches
@@ -125,6 +129,8 @@ class Tracker:
         self._ids = np.zeros(0, np.int64)
         self._state = np.zeros(0, np.int8)
         self._ended: list[int] = []
+        self._motion_dt = 0.0
+        self._motion_m: tuple[np.ndarray, np.ndarray, np.ndarray] = ()  # type: ignore[assignment]
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -152,7 +158,7 @@ class Tracker:
             t_idx, d_idx = t_mask.nonzero()[0], d_mask.nonzero()[0]
             if not len(t_idx) or not len(d_idx):
                 return
-            sim = iou[t_idx][:, d_idx]
+            sim = iou[t_idx[:, None], d_idx]
             if fuse:
                 sim *= scores[d_idx]
             rows, cols = assign(sim, threshold)
@@ -188,14 +194,35 @@ class Tracker:
     def _predict(self, dt: float) -> None:
         if not len(self._ids) or dt == 0.0:
             return
-        cfg, f = self.config, self._f
-        h2 = np.maximum(f[:, 3:4], 1.0) ** 2
-        p11, p12, p22 = f[:, _P11], f[:, _P12], f[:, _P22]
-        f[:, _POS] += dt * f[:, _VEL]
-        p11 += dt * (2.0 * p12 + dt * p22) + (cfg.pos_noise**2 * dt) * h2
-        p12 += dt * p22
-        p22 += (cfg.vel_noise**2 * dt) * h2
-        f[:, _AGE:_UNSEEN + 1] += dt  # the blocks above are views: updated in place
+        a, q, c = self._motion(dt)
+        f = self._f
+        h2 = np.maximum(f[:, 3:4], 1.0)
+        h2 *= h2
+        g = f[:, :_MOVED] @ a  # state, covariance terms, age and time unseen: one product for all
+        g += h2 * q
+        g += c
+        f[:, :_MOVED] = g
+
+    def _motion(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The prediction over `dt` as a matrix on the row's first 22 columns, the process noise per unit of
+        squared box height, and the constant part (the clocks): row' = row @ a + h^2 q + c, which is
+        position += dt velocity; p11 += 2 dt p12 + dt^2 p22 + qp h^2 dt; p12 += dt p22; p22 += qv h^2 dt;
+        age and time unseen += dt. Cached for the last dt (the loop's period)."""
+        if self._motion_dt != dt:
+            cfg, n = self.config, _MOVED
+            a = np.eye(n)
+            for k in range(4):
+                a[_VEL.start + k, _POS.start + k] = dt
+                a[_P12.start + k, _P11.start + k] = 2.0 * dt
+                a[_P22.start + k, _P11.start + k] = dt * dt
+                a[_P22.start + k, _P12.start + k] = dt
+            q = np.zeros(n)
+            q[_P11] = cfg.pos_noise**2 * dt
+            q[_P22] = cfg.vel_noise**2 * dt
+            c = np.zeros(n)
+            c[_AGE] = c[_UNSEEN] = dt
+            self._motion_dt, self._motion_m = dt, (a, q, c)
+        return self._motion_m
 
     def _correct(self, idx: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> None:
         z = _to_xywh(boxes)
@@ -219,10 +246,14 @@ class Tracker:
         cfg = self.config
         st = self._state
         hits = self._f[:, _HITS]
-        st[matched & (st == _LOST)] = _TRACKED
-        st[matched & (st == _TENTATIVE) & (hits >= cfg.min_hits)] = _TRACKED
-        st[~matched & (st == _TRACKED)] = _LOST
-        dead = (~matched & (st == _TENTATIVE)) | ((st == _LOST) & (self._f[:, _UNSEEN] > cfg.max_lost_s))
+        tentative = st == _TENTATIVE
+        missed = ~matched
+        # Seen: a lost track is found again, a newborn with enough sightings is confirmed. Missed: tracked -> lost.
+        st[matched & (~tentative | (hits >= cfg.min_hits))] = _TRACKED
+        st[missed & (st == _TRACKED)] = _LOST
+        # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
+        # clock is zero).
+        dead = (missed & tentative) | (self._f[:, _UNSEEN] > cfg.max_lost_s)
         if dead.any():
             self._ended.extend(int(i) for i in self._ids[dead & (hits >= cfg.min_hits)])
             keep = ~dead
@@ -248,13 +279,10 @@ class Tracker:
 
     def _report(self) -> list[Track]:
         live = (self._state == _TRACKED).nonzero()[0]
-        f = self._f[live]
-        boxes = _to_xyxy(f[:, _POS]).tolist()
-        vx = f[:, 4].tolist()
-        vy = (f[:, 5] + f[:, 7] / 2).tolist()  # the foot point moves with the centre plus half the height's rate
-        rest = f[:, [_SCORE, _AGE, _HITS]].tolist()
-        ids = self._ids[live].tolist()
-        return [
-            Track(ids[j], tuple(boxes[j]), rest[j][0], (vx[j], vy[j]), rest[j][1], int(rest[j][2]))
-            for j in range(len(ids))
-        ]
+        out = []
+        for i, r in zip(self._ids[live].tolist(), self._f[live].tolist(), strict=True):  # few rows: plain floats
+            cx, cy, hw, hh = r[0], r[1], max(r[2], 1.0) / 2, max(r[3], 1.0) / 2
+            # The foot point moves with the centre plus half the height's rate.
+            out.append(Track(i, (cx - hw, cy - hh, cx + hw, cy + hh), r[_SCORE], (r[4], r[5] + r[7] / 2), r[_AGE],
+                             int(r[_HITS])))
+        return out
