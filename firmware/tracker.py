@@ -173,11 +173,15 @@ class Tracker:
         if n_tracks and len(boxes):
             iou = iou_matrix(_to_xyxy(self._f[:, _POS]), boxes)  # every track against every detection, once
             # First pass: high-score detections against established tracks (tracked and lost).
-            take(state != _TENTATIVE, is_high, cfg.match_iou, cfg.fuse_score)
+            newborn = state == _TENTATIVE
+            take(~newborn, is_high, cfg.match_iou, cfg.fuse_score)
             # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
-            take(~track_used & (state == _TRACKED), ~is_high, cfg.low_match_iou)
+            low = ~is_high
+            if low.any():
+                take(~track_used & (state == _TRACKED), low, cfg.low_match_iou)
             # Newborn tracks take their second sighting from what is left of the high-score detections.
-            take(state == _TENTATIVE, ~det_used & is_high, cfg.tentative_match_iou)
+            if newborn.any():
+                take(newborn, ~det_used & is_high, cfg.tentative_match_iou)
 
         if t_all:
             t_idx = np.concatenate(t_all)
