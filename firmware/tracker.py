@@ -68,16 +68,19 @@ class Track(NamedTuple):
     hits: int
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` (N,4 xyxy) with every box in `b` (M,4)."""
+def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
+               area_b: np.ndarray | None = None) -> np.ndarray:
+    """IoU of every box in `a` (N,4 xyxy) with every box in `b` (M,4); their areas when the caller has them."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = np.maximum(rb - lt, 0.0)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    if area_a is None:
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    if area_b is None:
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b
     union -= inter
     np.maximum(union, 1e-12, out=union)  # boxes without area meet nothing
@@ -100,19 +103,9 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
 
 
 
-def _to_xywh(boxes: np.ndarray) -> np.ndarray:
-    out = np.empty_like(boxes)
-    out[:, 2:] = boxes[:, 2:] - boxes[:, :2]
-    out[:, :2] = boxes[:, :2] + out[:, 2:] / 2
-    return out
-
-
-def _to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    half = np.maximum(xywh[:, 2:4], 1.0) / 2
-    out = np.empty((len(xywh), 4))
-    out[:, :2] = xywh[:, :2] - half
-    out[:, 2:] = xywh[:, :2] + half
-    return out
+# Box conversions as products (rows: from, columns: to): xyxy -> centre, size and back.
+_XYWH = np.array([[0.5, 0.0, -1.0, 0.0], [0.0, 0.5, 0.0, -1.0], [0.5, 0.0, 1.0, 0.0], [0.0, 0.5, 0.0, 1.0]])
+_XYXY = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [-0.5, 0.0, 0.5, 0.0], [0.0, -0.5, 0.0, 0.5]])
 
 
 class Tracker:
@@ -143,9 +136,10 @@ class Tracker:
         cfg = self.config
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
-        ok = (scores >= cfg.low_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        z = boxes @ _XYWH  # centre and size
+        ok = (scores >= cfg.low_score) & (z[:, 2] > 0) & (z[:, 3] > 0)
         if not ok.all():
-            boxes, scores = boxes[ok], scores[ok]
+            boxes, scores, z = boxes[ok], scores[ok], z[ok]
         self._predict(max(dt, 0.0))
         n_tracks = len(self._ids)
         track_used = np.zeros(n_tracks, bool)
@@ -171,7 +165,8 @@ class Tracker:
 
         state = self._state
         if n_tracks and len(boxes):
-            iou = iou_matrix(_to_xyxy(self._f[:, _POS]), boxes)  # every track against every detection, once
+            f = self._f  # every track against every detection, once:
+            iou = iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
             # First pass: high-score detections against established tracks (tracked and lost).
             newborn = state == _TENTATIVE
             take(~newborn, is_high, cfg.match_iou, cfg.fuse_score)
@@ -186,11 +181,11 @@ class Tracker:
         if t_all:
             t_idx = np.concatenate(t_all)
             d_idx = np.concatenate(d_all)
-            self._correct(t_idx, boxes[d_idx], scores[d_idx])
+            self._correct(t_idx, z[d_idx], scores[d_idx])
         self._settle(track_used)
         fresh = ~det_used & (scores >= cfg.new_track_score)
         if fresh.any():
-            self._birth(boxes[fresh], scores[fresh])
+            self._birth(z[fresh], scores[fresh])
         return self._report()
 
     # -- internals -------------------------------------------------------------------------------------
@@ -228,8 +223,8 @@ class Tracker:
             self._motion_dt, self._motion_m = dt, (a, q, c)
         return self._motion_m
 
-    def _correct(self, idx: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> None:
-        z = _to_xywh(boxes)
+    def _correct(self, idx: np.ndarray, z: np.ndarray, scores: np.ndarray) -> None:
+        """Tracks `idx` take their measurements `z` (centre x, centre y, width, height)."""
         f = self._f[idx]
         p11, p12 = f[:, _P11], f[:, _P12]
         s = p11 + (self.config.meas_noise * np.maximum(z[:, 3:4], 1.0)) ** 2
@@ -263,11 +258,10 @@ class Tracker:
             keep = ~dead
             self._f, self._ids, self._state = self._f[keep], self._ids[keep], st[keep]
 
-    def _birth(self, boxes: np.ndarray, scores: np.ndarray) -> None:
-        n = len(boxes)
+    def _birth(self, z: np.ndarray, scores: np.ndarray) -> None:
+        n = len(z)
         if not n:
             return
-        z = _to_xywh(boxes)
         h2 = np.maximum(z[:, 3:4], 1.0) ** 2
         f = np.zeros((n, _COLS))
         f[:, _POS] = z
