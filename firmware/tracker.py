@@ -17,6 +17,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
+_LOST_I8 = np.int8(_LOST)
 # Columns of the per-track float array.
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
@@ -95,10 +96,12 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
     `threshold`. Returns the matched rows and columns, each shape (K,)."""
     ok = similarity >= threshold
-    if not ok.any():
+    if not np.count_nonzero(ok):  # (count_nonzero: a quarter of any()'s cost on small arrays)
         return _NONE, _NONE
     rows, cols = linear_sum_assignment(np.where(ok, 1.0 - similarity, 1e6))
     keep = ok[rows, cols]
+    if np.count_nonzero(keep) == len(keep):
+        return rows, cols
     return rows[keep], cols[keep]
 
 
@@ -138,7 +141,7 @@ class Tracker:
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
         ok = (scores >= cfg.low_score) & (z[:, 2] > 0) & (z[:, 3] > 0)
-        if not ok.all():
+        if np.count_nonzero(ok) < len(ok):
             boxes, scores, z = boxes[ok], scores[ok], z[ok]
         self._predict(max(dt, 0.0))
         n_tracks = len(self._ids)
@@ -152,9 +155,10 @@ class Tracker:
             t_idx, d_idx = t_mask.nonzero()[0], d_mask.nonzero()[0]
             if not len(t_idx) or not len(d_idx):
                 return
-            sim = iou[t_idx[:, None], d_idx]
+            whole = len(t_idx) == len(track_used) and len(d_idx) == len(det_used)
+            sim = iou if whole else iou[t_idx[:, None], d_idx]  # (a view: never changed in place below)
             if fuse:
-                sim *= scores[d_idx]
+                sim = sim * scores[d_idx]
             rows, cols = assign(sim, threshold)
             if len(rows):
                 t, d = t_idx[rows], d_idx[cols]
@@ -172,19 +176,19 @@ class Tracker:
             take(~newborn, is_high, cfg.match_iou, cfg.fuse_score)
             # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
             low = ~is_high
-            if low.any():
+            if np.count_nonzero(low):
                 take(~track_used & (state == _TRACKED), low, cfg.low_match_iou)
             # Newborn tracks take their second sighting from what is left of the high-score detections.
-            if newborn.any():
+            if np.count_nonzero(newborn):
                 take(newborn, ~det_used & is_high, cfg.tentative_match_iou)
 
         if t_all:
-            t_idx = np.concatenate(t_all)
-            d_idx = np.concatenate(d_all)
+            t_idx = np.concatenate(t_all) if len(t_all) > 1 else t_all[0]
+            d_idx = np.concatenate(d_all) if len(d_all) > 1 else d_all[0]
             self._correct(t_idx, z[d_idx], scores[d_idx])
         self._settle(track_used)
         fresh = ~det_used & (scores >= cfg.new_track_score)
-        if fresh.any():
+        if np.count_nonzero(fresh):
             self._birth(z[fresh], scores[fresh])
         return self._report()
 
@@ -243,20 +247,20 @@ class Tracker:
 
     def _settle(self, matched: np.ndarray) -> None:
         cfg = self.config
-        st = self._state
-        hits = self._f[:, _HITS]
-        tentative = st == _TENTATIVE
+        # A track with min_hits sightings is confirmed for good (sightings only grow); one without is a newborn.
+        confirmed = self._f[:, _HITS] >= cfg.min_hits
         missed = ~matched
-        # Seen: a lost track is found again, a newborn with enough sightings is confirmed. Missed: tracked -> lost.
-        st[matched & (~tentative | (hits >= cfg.min_hits))] = _TRACKED
-        st[missed & (st == _TRACKED)] = _LOST
+        # Confirmed: tracked when seen, lost when missed. A newborn stays one until it has its sightings.
+        st = _LOST_I8 - matched  # lost (2) less one when seen: tracked (1)
+        st[~confirmed] = _TENTATIVE
         # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
         # clock is zero).
-        dead = (missed & tentative) | (self._f[:, _UNSEEN] > cfg.max_lost_s)
-        if dead.any():
-            self._ended.extend(int(i) for i in self._ids[dead & (hits >= cfg.min_hits)])
+        dead = (missed & ~confirmed) | (self._f[:, _UNSEEN] > cfg.max_lost_s)
+        if np.count_nonzero(dead):
+            self._ended.extend(int(i) for i in self._ids[dead & confirmed])
             keep = ~dead
-            self._f, self._ids, self._state = self._f[keep], self._ids[keep], st[keep]
+            self._f, self._ids, st = self._f[keep], self._ids[keep], st[keep]
+        self._state = st
 
     def _birth(self, z: np.ndarray, scores: np.ndarray) -> None:
         n = len(z)
