@@ -156,12 +156,12 @@ class Tracker:
             if not len(t_idx) or not len(d_idx):
                 return
             whole = len(t_idx) == len(track_used) and len(d_idx) == len(det_used)
-            sim = iou if whole else iou[t_idx[:, None], d_idx]  # (a view: never changed in place below)
+            sim = iou if whole else iou[t_idx[:, None], d_idx]  # (iou itself is never changed in place below)
             if fuse:
-                sim = sim * scores[d_idx]
+                sim = sim * (scores if whole else scores[d_idx])
             rows, cols = assign(sim, threshold)
             if len(rows):
-                t, d = t_idx[rows], d_idx[cols]
+                t, d = (rows, cols) if whole else (t_idx[rows], d_idx[cols])
                 track_used[t] = True
                 det_used[d] = True
                 t_all.append(t)
