@@ -115,3 +115,37 @@ def test_accuracy_floor_on_pets09_with_the_calibrated_scripted_detector(shared_d
     assert s["MOTA"] >= 0.70
     assert s["IDF1"] >= 0.57
     assert s["HOTA"] >= 0.45
+
+
+def test_the_prediction_is_the_constant_velocity_kalman_step():
+    """The prediction, done as one matrix product on every track's row, is the textbook step for each of the
+    four coordinates: x' = F x, P' = F P F^T + Q with F = [[1, dt], [0, 1]] and Q from the box height; age and
+    time unseen advance by dt. Two different dt in turn, so a stale cached matrix would show."""
+    cfg = TrackerConfig()
+    tr = Tracker(cfg)
+    boxes = np.array([[10.0, 10.0, 50.0, 110.0], [200.0, 40.0, 230.0, 120.0], [300.0, 300.0, 300.5, 300.6]])
+    tr.update(boxes, np.array([0.9, 0.9, 0.9]), 0.1)
+    rng = np.random.default_rng(7)
+    for dt in (0.1, 0.37, 0.1):
+        f = tr._f
+        f[:, :8] += rng.normal(0, 5, (len(f), 8))
+        p11, p12, p22 = (rng.uniform(1, 9, (len(f), 4)) for _ in range(3))
+        f[:, 8:12], f[:, 12:16], f[:, 16:20] = p11 + p12, p12, p22 + p12  # positive definite
+        before = f.copy()
+        tr._predict(dt)
+        after = tr._f
+        h2 = np.maximum(before[:, 3], 1.0) ** 2
+        for i in range(len(f)):
+            for c in range(4):
+                x = np.array([before[i, c], before[i, 4 + c]])
+                p = np.array([[before[i, 8 + c], before[i, 12 + c]], [before[i, 12 + c], before[i, 16 + c]]])
+                fm = np.array([[1.0, dt], [0.0, 1.0]])
+                q = np.diag([cfg.pos_noise**2 * h2[i] * dt, cfg.vel_noise**2 * h2[i] * dt])
+                want_x, want_p = fm @ x, fm @ p @ fm.T + q
+                assert after[i, c] == pytest.approx(want_x[0]) and after[i, 4 + c] == pytest.approx(want_x[1])
+                assert after[i, 8 + c] == pytest.approx(want_p[0, 0])
+                assert after[i, 12 + c] == pytest.approx(want_p[0, 1])
+                assert after[i, 16 + c] == pytest.approx(want_p[1, 1])
+            assert after[i, 20] == pytest.approx(before[i, 20] + dt)  # age
+            assert after[i, 21] == pytest.approx(before[i, 21] + dt)  # time unseen
+            assert after[i, 22:].tolist() == before[i, 22:].tolist()  # score and sightings untouched
