@@ -149,3 +149,16 @@ def test_the_prediction_is_the_constant_velocity_kalman_step():
             assert after[i, 20] == pytest.approx(before[i, 20] + dt)  # age
             assert after[i, 21] == pytest.approx(before[i, 21] + dt)  # time unseen
             assert after[i, 22:].tolist() == before[i, 22:].tolist()  # score and sightings untouched
+
+
+def test_a_newborn_missed_once_is_dropped_unreported_and_a_confirmed_one_ends_once():
+    tr = Tracker(TrackerConfig(min_hits=2, max_lost_s=0.25))
+    box, hi, none = np.array([[10.0, 10.0, 50.0, 110.0]]), np.array([0.9]), (np.zeros((0, 4)), np.zeros(0))
+    assert tr.update(box, hi, 0.1) == []  # newborn (id 1)
+    assert tr.update(*none, 0.1) == []  # missed once: dropped
+    assert len(tr) == 0 and tr.ended() == []  # never confirmed, so no dwell time to report
+    tr.update(box, hi, 0.1)
+    assert [t.track_id for t in tr.update(box, hi, 0.1)] == [2]  # a new id: the newborn did not survive
+    for _ in range(3):  # lost for 0.3 s > max_lost_s
+        assert tr.update(*none, 0.1) == []
+    assert tr.ended() == [2] and len(tr) == 0
