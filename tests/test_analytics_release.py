@@ -86,6 +86,21 @@ def test_threshold_on_a_sum_of_noises_keeps_the_promise():
         assert t > threshold(5, scale, 0.05) - 4  # wider than one draw's
 
 
+def test_the_crossing_cap_follows_the_window_unless_set(tmp_path):
+    """max_crossings = 0 (the default) derives the cap from the window: 2 under five minutes, 4 from five
+    minutes; a set value is kept; the flow records state the cap in force as their sensitivity."""
+    assert PrivacyConfig(window_s=60).crossing_cap == 2
+    assert PrivacyConfig(window_s=299).crossing_cap == 2
+    assert PrivacyConfig(window_s=300).crossing_cap == 4
+    assert PrivacyConfig(window_s=900).crossing_cap == 4
+    assert PrivacyConfig(window_s=60, max_crossings=3).crossing_cap == 3
+    with pytest.raises(ValueError, match="max_crossings"):
+        PrivacyConfig(max_crossings=-1).validate()
+    an, out, _, _ = make(tmp_path, k=1, epsilon=1.0, daily_epsilon=1000)
+    run_window(an, people_west=3, people_east=3, crossers=3)
+    flow = [r for r in out if r["metric"] == "line_flow"]
+    assert flow and all(r["sensitivity"] == 2 for r in flow)
+
 def test_contributions_are_bounded(tmp_path):
     an, out, _, _ = make(tmp_path, k=1, epsilon=1.0, daily_epsilon=1000, max_crossings=2, max_zones=1)
     an._noisy = lambda value, sensitivity, eps: int(value)  # DP on (bounds apply), noise off to see them
