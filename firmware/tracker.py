@@ -175,9 +175,8 @@ class Tracker:
             newborn = state == _TENTATIVE
             take(~newborn, is_high, cfg.match_iou, cfg.fuse_score)
             # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
-            low = ~is_high
-            if np.count_nonzero(low):
-                take(~track_used & (state == _TRACKED), low, cfg.low_match_iou)
+            if np.count_nonzero(is_high) < len(is_high):
+                take(~track_used & (state == _TRACKED), ~is_high, cfg.low_match_iou)
             # Newborn tracks take their second sighting from what is left of the high-score detections.
             if np.count_nonzero(newborn):
                 take(newborn, ~det_used & is_high, cfg.tentative_match_iou)
@@ -248,16 +247,15 @@ class Tracker:
     def _settle(self, matched: np.ndarray) -> None:
         cfg = self.config
         # A track with min_hits sightings is confirmed for good (sightings only grow); one without is a newborn.
-        confirmed = self._f[:, _HITS] >= cfg.min_hits
-        missed = ~matched
+        newborn = self._f[:, _HITS] < cfg.min_hits
         # Confirmed: tracked when seen, lost when missed. A newborn stays one until it has its sightings.
         st = _LOST_I8 - matched  # lost (2) less one when seen: tracked (1)
-        st[~confirmed] = _TENTATIVE
+        st[newborn] = _TENTATIVE
         # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
         # clock is zero).
-        dead = (missed & ~confirmed) | (self._f[:, _UNSEEN] > cfg.max_lost_s)
+        dead = (newborn & ~matched) | (self._f[:, _UNSEEN] > cfg.max_lost_s)
         if np.count_nonzero(dead):
-            self._ended.extend(int(i) for i in self._ids[dead & confirmed])
+            self._ended.extend(int(i) for i in self._ids[dead & ~newborn])
             keep = ~dead
             self._f, self._ids, st = self._f[keep], self._ids[keep], st[keep]
         self._state = st
