@@ -105,7 +105,6 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     return rows[keep], cols[keep]
 
 
-
 # Box conversions as products (rows: from, columns: to): xyxy -> centre, size and back.
 _XYWH = np.array([[0.5, 0.0, -1.0, 0.0], [0.0, 0.5, 0.0, -1.0], [0.5, 0.0, 1.0, 0.0], [0.0, 0.5, 0.0, 1.0]])
 _XYXY = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [-0.5, 0.0, 0.5, 0.0], [0.0, -0.5, 0.0, 0.5]])
@@ -125,8 +124,8 @@ class Tracker:
         self._ids = np.zeros(0, np.int64)
         self._state = np.zeros(0, np.int8)
         self._ended: list[int] = []
-        self._motion_dt = 0.0
-        self._motion_m: tuple[np.ndarray, np.ndarray, np.ndarray] = ()  # type: ignore[assignment]
+        self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
+        self._motion_m = (np.eye(_MOVED), np.zeros(_MOVED), np.zeros(_MOVED))
 
     def __len__(self) -> int:
         return len(self._ids)
