@@ -187,7 +187,8 @@ def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path) -> s
         f"  detector backend {loop.detector.backend}  tiles {cfg.detector.tiles}  "
         f"{stats.frames / elapsed:.1f} frames/s wall ({elapsed:.1f} s)",
         f"  loop's own CPU per frame: median {np.median(own):.3f} ms, p99 {np.percentile(own, 99):.3f} ms "
-        f"(excluding decode and inference)",
+        f"(excluding decode and inference; here it shares the cores with the model and the cloud: "
+        f"`umbra bench speed` measures it on its own)",
         f"  released {len(records)} track records ({len(pseudonyms)} pseudonyms) -> {records_path}",
     ]
     if gt is not None:
