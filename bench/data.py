@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import sha256_file
+from models import sha256_file, write_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".data"
@@ -116,7 +116,6 @@ def missing_message(missing: list[str]) -> str:
 def _fetch(f: DataFile) -> None:
     kind, _, rest = f.how.partition(":")
     dest = CACHE / f.path
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if kind == "debian":
         package, _, member = rest.partition(":")
         data = _from_debian(package, member)
@@ -128,12 +127,7 @@ def _fetch(f: DataFile) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != f.sha256:
         raise ValueError(f"downloaded {f.path} has sha256 {actual}, expected {f.sha256}")
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with tmp.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, dest)
+    write_file(dest, data)
 
 
 def _from_debian(package: str, member: str) -> bytes:

@@ -185,7 +185,8 @@ def load_key(path: Path) -> PrivateKey:
 
 def write_atomic(path: Path, data: bytes, private: bool = False) -> None:
     """Temp file in the same folder, fsync, os.replace, fsync of the folder: a reader (or a power cut) sees
-    the old file or the new one, never a mix. The project's one routine for durable small files."""
+    the old file or the new one, never a mix. The firmware's routine for durable small files (the set-up's,
+    standard library only, is models.write_file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -141,15 +141,23 @@ def _download(m: ModelManifest, fetch: Fetcher) -> Path:
     if actual != m.sha256:
         raise ModelError(f"download of {m.name} from {m.url} has sha256 {actual}, expected {m.sha256}: refused")
     dest = cache_dir() / m.file
+    write_file(dest, body)
+    log.info("downloaded model %s into %s", m.name, dest)
+    return dest
+
+
+def write_file(dest: Path, data: bytes) -> None:
+    """Writes `data` to `dest` whole or not at all: a temporary file beside it, synced, then renamed over it, so
+    a power cut leaves the old file or the new one. (Standard library only, like the rest of this module, which
+    the set-up uses before the project's dependencies are installed; firmware.pki.write_atomic is the
+    firmware's own, which also syncs the folder and can make the file private.)"""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     with tmp.open("wb") as f:
-        f.write(body)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, dest)
-    log.info("downloaded model %s into %s", m.name, dest)
-    return dest
 
 
 def urllib_fetch(url: str, max_bytes: int) -> bytes:
