@@ -20,6 +20,7 @@ from bench import data
 from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
 from bench.motscore import load_gt, score
 from firmware.assemble import JsonlSink, build_loop
+from firmware.audit import AuditLog, FrameAuditSink, verify
 from firmware.config import load
 from hal.clock import FakeClock
 
@@ -70,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     total = args.frames or 795
     sync = None if args.no_cloud else BenchSync(args.out / "sync", clock)
     aggregates: list[dict] = []
-    analytics = _analytics(cfg, args.out, [aggregates.extend] + ([sync.enqueue] if sync else []))
+    audit = _audit(args.out)
+    analytics = _analytics(cfg, args.out, [aggregates.extend] + ([sync.enqueue] if sync else []), audit)
     with records_path.open("w", encoding="utf-8") as out:
         jsonl = JsonlSink(out)
         sinks = [jsonl, analytics] + ([sync.sink] if sync else [])
         loop = build_loop(cfg, args.config.parent, clock, sinks=sinks, profile=True)
+        frames_audit = FrameAuditSink(loop, audit, tracks_leave=sync is not None)
+        loop.sinks.append(frames_audit)
         recorder = RecordingTracker(loop.tracker)
         loop.tracker = recorder
         bar = _progress(total, args.no_progress)
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
             analytics.close_window()
             analytics.accountant.close()
+            frames_audit.flush(clock.wall())
             cloud_line = sync.finish() if sync else "  cloud: not run (--no-cloud)"
     print(summary(cfg, loop, stats, recorder, elapsed, records_path))
     from firmware.analytics import release_counts
@@ -94,10 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  aggregates ({cfg.privacy.window_s} s windows, k={cfg.privacy.k}, epsilon {cfg.privacy.epsilon} per "
           f"release): {release_counts(aggregates)}")
     print(cloud_line)
-    return 0
+    checked = verify(audit.path)
+    print(f"  privacy audit log {audit.path}: {checked.entries} entries, chain "
+          f"{'verified' if checked.ok else 'BROKEN: ' + '; '.join(checked.problems)}")
+    return 0 if checked.ok else 1
 
 
-def _analytics(cfg, out: Path, targets: list):
+def _audit(out: Path) -> AuditLog:
+    """A fresh privacy audit log per bench run."""
+    for stale in out.glob("audit.jsonl*"):
+        stale.unlink()
+    return AuditLog(out / "audit.jsonl")
+
+
+def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
     """Aggregates beside the tracks, with a fresh budget file per bench run."""
     from firmware.accountant import Accountant
     from firmware.analytics import Analytics
@@ -107,7 +122,7 @@ def _analytics(cfg, out: Path, targets: list):
     for stale in out.glob("privacy-budget.sqlite*"):
         stale.unlink()
     return Analytics(cfg.privacy, Geometry(cfg.geometry), Accountant(budget, cfg.privacy.budgets()),
-                     lambda recs: [t(recs) for t in targets])
+                     lambda recs: [t(recs) for t in targets], audit=audit.append)
 
 
 class BenchSync:

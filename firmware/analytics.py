@@ -65,6 +65,7 @@ class PrivacyConfig:
     max_zones: int = 2  # zones one person counts in per window
     max_crossings: int = 0  # line crossings one person counts for per window; 0: derived (crossing_cap)
     budget_file: str = "/var/lib/umbra/privacy_budget.sqlite"
+    audit_file: str = "/var/lib/umbra/audit.jsonl"  # the hash-chained privacy audit log; "" for none
 
     def validate(self) -> None:
         if not 60 <= self.window_s <= 86_400:
@@ -230,6 +231,18 @@ class Analytics:
         records += self._occupancy_and_dwell(w, allowed)
         records += self._flow(w)
         records += self._heatmap(w)
+        if self.audit is not None:
+            t = float(self._last_wall or 0.0)
+            eps = float(self.config.epsilon) if self.noise else 0.0
+            for stream, granted in self._grants.items():
+                if granted:
+                    self.audit("budget_spent", t, stream=stream, epsilon=eps, window_start=w.start)
+            if records:
+                metrics: dict[str, int] = defaultdict(int)
+                for r in records:
+                    metrics[r["metric"]] += 1
+                self.audit("records_released", t, kind="aggregate", count=len(records), window_start=w.start,
+                           metrics=dict(metrics))
         if records:
             self.emit(records)
 

@@ -98,7 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cfg.output.aggregates_file:
         agg = _open_append(cfgmod.resolve_path(cfg.output.aggregates_file, base), files)
         emit_aggregates.append(lambda recs, f=agg: f.writelines(json.dumps(r) + "\n" for r in recs))
-    analytics = _analytics(cfg, base, emit_aggregates)
+    audit = _audit_log(cfg, base)
+    analytics = _analytics(cfg, base, emit_aggregates, audit)
     sinks.append(analytics)
     from ota.watchdog import Watchdog
 
@@ -107,6 +108,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loop = build_loop(cfg, base, clock, sinks=sinks)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
+    from firmware.audit import FrameAuditSink
+
+    frames = None
+    if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only
+        frames = FrameAuditSink(loop, audit, tracks_leave=sync is not None and cfg.privacy.profile == "tracks")
+    if frames is not None:
+        loop.sinks.append(frames)
     watchdog.ready()
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sync is not None:
@@ -121,6 +129,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ota.stop()
         analytics.close_window()  # the partial window's aggregates, paid for like any other
         analytics.accountant.close()
+        if frames is not None:
+            frames.flush(clock.wall())
         if sync is not None:
             sync.stop()
         for f in files:
@@ -168,7 +178,7 @@ def _open_append(path: Path, files: list):
     return f
 
 
-def _analytics(cfg, base: Path, emit_to: list):
+def _analytics(cfg, base: Path, emit_to: list, audit=None):
     """The aggregates sink: zones and lines from the config, the budget in its own file."""
     from firmware import config as cfgmod
     from firmware.accountant import Accountant
@@ -182,7 +192,18 @@ def _analytics(cfg, base: Path, emit_to: list):
         for target in emit_to:
             target(records)
 
-    return Analytics(cfg.privacy, Geometry(cfg.geometry), accountant, emit)
+    return Analytics(cfg.privacy, Geometry(cfg.geometry), accountant, emit,
+                     audit=audit.append if audit is not None else None)
+
+
+def _audit_log(cfg, base: Path):
+    """The privacy audit log (`[privacy] audit_file`), or None when that is empty."""
+    if not cfg.privacy.audit_file:
+        return None
+    from firmware import config as cfgmod
+    from firmware.audit import AuditLog
+
+    return AuditLog(cfgmod.resolve_path(cfg.privacy.audit_file, base))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -151,6 +151,41 @@ class FrameAudit:
         self.counts = dict.fromkeys(self.counts, 0)
 
 
+class FrameAuditSink:
+    """A loop sink that writes the audit log's per-minute entries: `frames` (processed, destroyed, dropped,
+    from the loop's counters: every frame taken is released, and so zeroed, within its tick) and, where
+    quantized tracks leave the device, `records_released` for them."""
+
+    def __init__(self, loop: Any, audit: AuditLog, tracks_leave: bool) -> None:
+        self._loop, self._audit, self._frames = loop, audit, FrameAudit(audit)
+        self._tracks_leave = tracks_leave
+        self._seen = (0, 0)
+        self._minute: int | None = None
+        self._records = 0
+
+    def __call__(self, result: Any) -> None:
+        st = self._loop.stats
+        taken, missed = st.frames - self._seen[0], st.overruns - self._seen[1]
+        self._seen = (st.frames, st.overruns)
+        minute = int(result.wall // 60)
+        if self._minute is not None and minute != self._minute:
+            self._release(result.wall)
+        self._minute = minute
+        self._frames.count(result.wall, processed=taken, destroyed=taken, dropped=missed)
+        if self._tracks_leave:
+            self._records += len(result.records)
+
+    def _release(self, t: float) -> None:
+        if self._records and self._minute is not None:
+            self._audit.append("records_released", t, kind="track", count=self._records,
+                               minute_start=self._minute * 60)
+        self._records = 0
+
+    def flush(self, t: float) -> None:
+        self._frames.flush(t)
+        self._release(t)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     ok: bool

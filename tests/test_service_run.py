@@ -32,7 +32,8 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
                 "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b)} for ln in base.geometry.lines],
             },
             "output": {"tracks_file": str(tmp_path / "released.jsonl")},
-            "privacy": {"profile": "tracks", "window_s": 60, "budget_file": str(tmp_path / "budget.sqlite")},
+            "privacy": {"profile": "tracks", "window_s": 60, "budget_file": str(tmp_path / "budget.sqlite"),
+                        "audit_file": str(tmp_path / "audit.jsonl")},
             "sync": {
                 "enabled": True,
                 "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
@@ -61,3 +62,16 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     for r in held:
         if r["schema"] == "umbra.aggregate/1":
             assert r["window_s"] == 60 and r["epsilon"] == 1.0
+    # the privacy audit log: a valid chain with the frames the loop took and destroyed, the budget spent and
+    # what was released
+    from firmware.audit import verify
+
+    assert verify(tmp_path / "audit.jsonl").ok
+    entries = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    frames = [e["fields"] for e in entries if e["event"] == "frames"]
+    assert sum(f["processed"] for f in frames) == sum(f["destroyed"] for f in frames) == 60
+    tracks = sum(e["fields"]["count"] for e in entries
+                 if e["event"] == "records_released" and e["fields"]["kind"] == "track")
+    assert tracks == len(released)
+    spent = {e["fields"]["stream"] for e in entries if e["event"] == "budget_spent"}
+    assert spent == {"occupancy", "flow", "dwell", "heatmap"}
