@@ -282,6 +282,23 @@ class Outbox:
             self._bytes -= int(b)
         return int(n)
 
+    def purge_samples(self, before: float) -> int:
+        """Deletes the sample images taken before `before` (epoch seconds) that are still waiting, not yet in
+        a batch (the retention rule: a sample the cloud has not taken within its days is not kept). Returns
+        how many went."""
+        with self._lock:
+            try:
+                with self._tx():
+                    rows = self._db.execute(
+                        "SELECT seq, size, body FROM records WHERE kind = 'sample' AND batch IS NULL").fetchall()
+                    old = [(seq, size) for seq, size, body in rows if float(json.loads(body)["taken_at"]) < before]
+                    self._db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq, _ in old])
+            except (sqlite3.Error, ValueError, KeyError) as e:
+                raise OutboxError(f"outbox sample purge failed: {e}") from e
+            self._count -= len(old)
+            self._bytes -= sum(size for _, size in old)
+        return len(old)
+
     def stats(self) -> OutboxStats:
         with self._lock:
             dropped = dict(self._db.execute("SELECT kind, n FROM dropped").fetchall())

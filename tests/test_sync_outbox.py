@@ -156,3 +156,30 @@ def test_every_record_schema_loads_and_refuses_junk() -> None:
         assert not schemas.is_valid({"schema": sid})
     schemas.validate(track(1))
     schemas.validate(audit(1))
+
+
+def test_samples_past_retention_are_purged_but_not_from_a_batch_in_flight(tmp_path: Path) -> None:
+    from firmware.samples import purge_expired, sample_record
+
+    day = 86400
+    now = 1_700_000_000 + 40 * day
+    cfg = OutboxConfig(path=str(tmp_path / "o.sqlite"), batch_records=2)
+    with Outbox(cfg) as ob:
+        ob.enqueue([sample_record(b"\xff\xd8\xff\xe0old-in-flight", now - 35 * day), track(1)])
+        batch = ob.take_batch()  # the oldest sample is on its way: it stays until acknowledged
+        assert batch is not None and len(batch) == 2
+        ob.enqueue([sample_record(b"\xff\xd8\xff\xe0old", now - 31 * day),
+                    sample_record(b"\xff\xd8\xff\xe0new", now - 29 * day), track(2)])
+        audits: list = []
+
+        class Sink:
+            def append(self, event, t, **fields):  # noqa: ANN001, ANN201
+                audits.append((event, fields))
+
+        assert purge_expired(ob, now, 30, Sink()) == 1
+        assert len(ob) == 4  # the batch's two, the newer sample and the track
+        assert audits == [("samples_purged", {"count": 1, "before": now - 30 * day, "reason": "retention"})]
+        assert purge_expired(ob, now, 30, Sink()) == 0
+        ob.ack(batch.batch_id)
+        left = ob.take_batch()
+        assert [json.loads(b).get("taken_at") for b in left.bodies] == [now - 29 * day, None]
