@@ -105,7 +105,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sinks.append(watchdog)
-    loop = build_loop(cfg, base, clock, sinks=sinks)
+    hooks = [h for h in (_sample_hook(cfg, sync, audit),) if h is not None]
+    loop = build_loop(cfg, base, clock, sinks=sinks, frame_hooks=hooks)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
     from firmware.audit import FrameAuditSink
@@ -194,6 +195,34 @@ def _analytics(cfg, base: Path, emit_to: list, audit=None):
 
     return Analytics(cfg.privacy, Geometry(cfg.geometry), accountant, emit,
                      audit=audit.append if audit is not None else None)
+
+
+def _sample_hook(cfg, sync, audit, rng=None):
+    """[samples]: one de-identified sample image an hour at a random instant, from the main stream, into the
+    outbox (kept there until uploaded, never past retention_days). Needs sync and a main stream."""
+    s = cfg.samples
+    if not s.enabled or s.rate_per_hour == 0:
+        return None
+    if sync is None:
+        log.info("samples: sync is off, so no sample images are taken (they may wait only in the outbox)")
+        return None
+    if not cfg.camera.main_size:
+        log.warning("samples: the camera has no main stream, so no sample images are taken")
+        return None
+    import random
+
+    from firmware.samples import SampleHook, SampleScheduler, SampleTaker
+    from hal.faces import FaceConfig, FaceDetector
+
+    sink = audit if audit is not None else _NoAudit()
+    taker = SampleTaker(s, SampleScheduler(s, rng or random.SystemRandom()), FaceDetector(FaceConfig()),
+                        put=lambda record: sync.outbox.enqueue([record]), audit=sink)
+    return SampleHook(taker, sync.outbox, sink)
+
+
+class _NoAudit:
+    def append(self, event: str, t: float, **fields) -> None:
+        pass
 
 
 def _audit_log(cfg, base: Path):

@@ -16,6 +16,7 @@ from firmware.geometry import GeometryConfig
 from firmware.loop import LoopConfig
 from firmware.outbox import OutboxConfig
 from firmware.quantize import QuantizeConfig
+from firmware.samples import SamplesConfig
 from firmware.tls import TlsConfig
 from firmware.tracker import TrackerConfig
 from firmware.uploader import UploaderConfig
@@ -118,6 +119,7 @@ class UmbraConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
 
 

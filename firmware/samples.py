@@ -309,6 +309,26 @@ class SampleTaker:
         return record
 
 
+class SampleHook:
+    """The loop's frame hook for samples: hands each frame's main image and its person boxes to the taker (a
+    sample is taken only at its scheduled instant; the image is copied, blurred and encoded within the tick,
+    before the frame is zeroed), and once a day applies the retention rule to the store. The de-identification
+    runs in the tick that takes the sample, so that tick overruns once an hour (the loop drops the frames it
+    could not take; the tracker is time-aware)."""
+
+    def __init__(self, taker: SampleTaker, store: SampleStore, audit: AuditSink) -> None:
+        self.taker, self.store, self.audit = taker, store, audit
+        self._purged_day: int | None = None
+
+    def __call__(self, frame: Any, detections: Any, wall: float) -> None:
+        day = int(wall // 86400)
+        if day != self._purged_day:
+            self._purged_day = day
+            purge_expired(self.store, wall, self.taker.config.retention_days, self.audit)
+        boxes = detections.persons().boxes if detections is not None else np.zeros((0, 4))
+        self.taker.maybe_take(frame.main, boxes, wall)
+
+
 def purge_expired(store: SampleStore, now: float, retention_days: int = 30,
                   audit: AuditSink | None = None) -> int:
     """Deletes samples older than `retention_days` (at most 30) from the outbox; the integrator calls it at

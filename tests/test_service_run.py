@@ -32,6 +32,7 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
                 "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b)} for ln in base.geometry.lines],
             },
             "output": {"tracks_file": str(tmp_path / "released.jsonl")},
+            "samples": {"enabled": False},  # sampled at a random instant of the hour: tests/test_samples_in_loop.py
             "privacy": {"profile": "tracks", "window_s": 60, "budget_file": str(tmp_path / "budget.sqlite"),
                         "audit_file": str(tmp_path / "audit.jsonl")},
             "sync": {
