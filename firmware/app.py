@@ -19,6 +19,7 @@ log = logging.getLogger("umbra")
 DELEGATED = (
     ("track", "firmware.mot", "run the tracker alone on a MOTChallenge detection file"),
     ("audit", "firmware.audit", "verify the privacy audit log"),
+    ("privacy", "firmware.compliance", "the DPIA of a config; data-subject access and erasure requests"),
     ("provision", "provisioning.station_cli", "factory provisioning station"),
     ("ota", "ota.cli", "OTA releases and rollouts (ops)"),
 )

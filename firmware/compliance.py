@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from firmware.errors import FirmwareError
@@ -290,3 +290,54 @@ def generate_dpia(config: Any, *, grants: Sequence[Any] = (), now: float | None 
             "nothing that identifies a person; erasure removes everything held in the range. Uploaded data "
             "is handled by the operator's cloud service.", ""]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------- the `umbra privacy` command
+
+
+def add_parser(parser: Any) -> None:
+    """Fills the `umbra privacy` parser: the DPIA of a config, and data-subject requests answered from the
+    device's outbox (what it really holds), each audited in the config's audit log."""
+    from pathlib import Path
+
+    sub = parser.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
+    dpia = sub.add_parser("dpia", help="the data-protection impact assessment of a config (Markdown)")
+    dpia.add_argument("--config", required=True, type=Path)
+    dpia.set_defaults(func=_cmd_dpia)
+    for kind in ("access", "erasure"):
+        p = sub.add_parser(kind, help=f"answer a data-subject {kind} request from what the device holds")
+        p.add_argument("--config", required=True, type=Path)
+        p.add_argument("--id", required=True, help="the request's reference")
+        p.add_argument("--start", required=True, type=float, help="range start, Unix seconds")
+        p.add_argument("--end", required=True, type=float, help="range end (exclusive), Unix seconds")
+        if kind == "access":
+            p.add_argument("--zone", default=None)
+        p.add_argument("--json", action="store_true", help="the answer as JSON instead of Markdown")
+        p.set_defaults(func=_cmd_request, kind=kind)
+
+
+def _cmd_dpia(args: Any) -> int:
+    from firmware.config import load
+
+    print(generate_dpia(load(args.config), now=time.time()))
+    return 0
+
+
+def _cmd_request(args: Any) -> int:
+    import json
+
+    from firmware.audit import AuditLog
+    from firmware.config import load, resolve_path
+    from firmware.outbox import Outbox
+
+    cfg = load(args.config)
+    base = args.config.resolve().parent
+    if not cfg.privacy.audit_file:
+        raise ComplianceError("[privacy] audit_file is empty: data-subject requests are audited, so set it")
+    audit = AuditLog(resolve_path(cfg.privacy.audit_file, base))
+    req = SubjectRequest(args.id, args.kind, args.start, args.end, getattr(args, "zone", None))
+    with Outbox(replace(cfg.sync.outbox, path=str(resolve_path(cfg.sync.outbox.path, base)))) as store:
+        answer = (answer_access if args.kind == "access" else answer_erasure)(
+            req, store, audit, time.time(), cfg.pseudonym.rotate_s)
+    print(json.dumps(answer.to_json(), indent=1) if args.json else answer.to_markdown())
+    return 0

@@ -93,6 +93,13 @@ class OutboxStats:
     acked_total: int
 
 
+def _time_and_zone(kind: str, record: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """When a record's data was observed (None for kinds without one) and its zone, if it has one."""
+    t = record.get({"sample": "taken_at", "aggregate": "window_start", "flowgroups": "window_start"}.get(kind, "t"))
+    zone = record.get("zone")
+    return (float(t) if isinstance(t, int | float) else None), (zone if isinstance(zone, str) else None)
+
+
 def kind_of(record: Mapping[str, Any]) -> str:
     """'umbra.track/1' -> 'track'."""
     schema = record.get("schema")
@@ -298,6 +305,42 @@ class Outbox:
             self._count -= len(old)
             self._bytes -= sum(size for _, size in old)
         return len(old)
+
+    def held(self, start: float, end: float) -> list:
+        """Every record waiting here (in a batch or not) with start <= its time < end, as compliance sees it
+        (firmware.compliance.HeldItem: kind, time, zone, size)."""
+        from firmware.compliance import HeldItem
+
+        with self._lock:
+            rows = self._db.execute("SELECT kind, size, body FROM records ORDER BY seq").fetchall()
+        out = []
+        for kind, size, body in rows:
+            t, zone = _time_and_zone(kind, json.loads(body))
+            if t is not None and start <= t < end:
+                out.append(HeldItem(kind, t, zone, int(size)))
+        return out
+
+    def erase(self, start: float, end: float, kinds: Iterable[str]) -> int:
+        """Deletes the waiting records of `kinds` with start <= time < end, in a batch or not (a batch in
+        flight then resends without them). Returns how many."""
+        kinds = tuple(kinds)
+        with self._lock:
+            try:
+                with self._tx():
+                    marks = ",".join("?" * len(kinds))
+                    rows = self._db.execute(f"SELECT seq, kind, size, body FROM records WHERE kind IN ({marks})",
+                                            kinds).fetchall()
+                    gone = []
+                    for seq, kind, size, body in rows:
+                        t = _time_and_zone(kind, json.loads(body))[0]
+                        if t is not None and start <= t < end:
+                            gone.append((seq, size))
+                    self._db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq, _ in gone])
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox erasure failed: {e}") from e
+            self._count -= len(gone)
+            self._bytes -= sum(size for _, size in gone)
+        return len(gone)
 
     def stats(self) -> OutboxStats:
         with self._lock:
