@@ -30,76 +30,19 @@ def data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-class _FallbackPersonDetector:
-    """TEMPORARY FALLBACK until hal.tflite.TfliteDetector lands: the COCO SSD on the whole image and on
-    2x2 overlapping tiles (the model gives at most 10 boxes per invoke), merged by NMS."""
-
-    backend = "cpu"
-
-    def __init__(self, model: Path) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._it = Interpreter(model_path=str(model), num_threads=2)
-        self._it.allocate_tensors()
-        self._in = self._it.get_input_details()[0]["index"]
-        self._out = [o["index"] for o in self._it.get_output_details()]
-
-    def _run(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import cv2
-
-        self._it.set_tensor(self._in, cv2.resize(rgb, (300, 300), interpolation=cv2.INTER_AREA)[None])
-        self._it.invoke()
-        boxes, classes, scores, count = (self._it.get_tensor(i) for i in self._out)
-        n = int(count[0])
-        return boxes[0, :n][:, [1, 0, 3, 2]], classes[0, :n].astype(np.int32), scores[0, :n]
-
-    def detect(self, frame: Frame) -> Detections:
-        rgb = frame.pixels
-        h, w = rgb.shape[:2]
-        parts = [(0.0, 0.0, 1.0, 1.0)] + [(x, y, x + 0.575, y + 0.575) for y in (0, 0.425) for x in (0, 0.425)]
-        boxes, classes, scores = [], [], []
-        for x0, y0, x1, y1 in parts:
-            crop = rgb[int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)]
-            b, c, s = self._run(np.ascontiguousarray(crop))
-            boxes.append(b * [x1 - x0, y1 - y0, x1 - x0, y1 - y0] + [x0, y0, x0, y0])
-            classes.append(c)
-            scores.append(s)
-        b, c, s = np.concatenate(boxes), np.concatenate(classes), np.concatenate(scores)
-        keep = _nms(b, s, 0.5)
-        return Detections(b[keep].astype(np.float32), s[keep].astype(np.float32), c[keep])
-
-    def close(self) -> None:
-        self._it = None
-
-
-def _nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
-    from hal.faces import _iou
-
-    order, keep = list(np.argsort(-scores)), []
-    while order:
-        i = order.pop(0)
-        keep.append(i)
-        if order:
-            ious = _iou(boxes[i], boxes[order])
-            order = [j for j, v in zip(order, ious, strict=True) if v < thr]
-    return keep
-
-
 def person_detector():  # noqa: ANN201 - a hal Detector
-    """The project's person detector when it exists (hal.tflite), else the temporary fallback."""
-    import sys
+    """The project's person detector as the loop runs it by default (`[detector]`: tiles, threshold)."""
+    from firmware.config import DetectorConfig
+    from hal.tflite import TfliteDetector
 
-    fallback = data_dir() / "models/ssd_mobilenet_v1_coco_quant/detect.tflite"
-    try:
-        from hal.tflite import TfliteDetector  # type: ignore[import-not-found]
-    except ImportError:
-        return _FallbackPersonDetector(fallback)
-    try:
-        return TfliteDetector()  # TODO(integrator): pass the tiles/threshold config once its signature is fixed
-    except TypeError as e:
-        print(f"bench.deid: hal.tflite.TfliteDetector() needs arguments ({e}); using the local SSD fallback",
-              file=sys.stderr)
-        return _FallbackPersonDetector(fallback)
+    d = DetectorConfig()
+    return TfliteDetector(d.model, tiles=d.tiles, overlap=d.overlap, score_threshold=d.score_threshold,
+                          num_threads=d.threads)
+
+
+def person_finder(detector):  # noqa: ANN001, ANN201 - a hal Detector -> firmware.samples.PersonFinder
+    """The de-identification's re-check: the detector's persons above PERSON_THRESHOLD, normalized."""
+    return lambda rgb: detect_persons(detector, rgb).boxes
 
 
 def detect_persons(detector, rgb: np.ndarray, threshold: float = PERSON_THRESHOLD) -> Detections:  # noqa: ANN001
@@ -130,7 +73,7 @@ def run_photo(path: Path, persons, faces, verify_faces) -> dict:  # noqa: ANN001
     rgb = fit_main(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
     before_p = detect_persons(persons, rgb)
     before_f = verify_faces.detect(rgb)
-    blurred, regions = deidentify_regions(rgb, before_p.boxes, faces)
+    blurred, regions = deidentify_regions(rgb, before_p.boxes, faces, person_finder=person_finder(persons))
     jpeg = encode_sample(blurred)
     after = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     all_after = persons.detect(Frame(after, None, 0, 0, (640, 480))).persons(0.0)

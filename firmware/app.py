@@ -106,8 +106,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sinks.append(watchdog)
-    hooks = [h for h in (_sample_hook(cfg, sync, audit),) if h is not None]
-    loop = build_loop(cfg, base, clock, sinks=sinks, frame_hooks=hooks)
+    loop = build_loop(cfg, base, clock, sinks=sinks)
+    sampler = _sample_hook(cfg, sync, audit, loop.detector)
+    if sampler is not None:
+        loop.frame_hooks.append(sampler)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
     from firmware.audit import FrameAuditSink
@@ -198,7 +200,7 @@ def _analytics(cfg, base: Path, emit_to: list, audit=None):
                      audit=audit.append if audit is not None else None)
 
 
-def _sample_hook(cfg, sync, audit, rng=None):
+def _sample_hook(cfg, sync, audit, detector=None, rng=None):
     """[samples]: one de-identified sample image an hour at a random instant, from the main stream, into the
     outbox (kept there until uploaded, never past retention_days). Needs sync and a main stream."""
     s = cfg.samples
@@ -216,8 +218,16 @@ def _sample_hook(cfg, sync, audit, rng=None):
     from hal.faces import FaceConfig, FaceDetector
 
     sink = audit if audit is not None else _NoAudit()
+    finder = None
+    if detector is not None and cfg.detector.kind != "scripted":  # a scripted detector replays, it cannot look
+        from hal.frame import Frame
+
+        def finder(rgb):  # the re-check on the blurred sample: the loop's detector at its own threshold
+            h, w = rgb.shape[:2]
+            return detector.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
+
     taker = SampleTaker(s, SampleScheduler(s, rng or random.SystemRandom()), FaceDetector(FaceConfig()),
-                        put=lambda record: sync.outbox.enqueue([record]), audit=sink)
+                        put=lambda record: sync.outbox.enqueue([record]), audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
 
 

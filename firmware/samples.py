@@ -87,6 +87,9 @@ class SamplesConfig:
             raise ValueError("retention_days: 1 to 30 (samples are never kept longer than 30 days)")
 
 
+PersonFinder = Callable[[np.ndarray], np.ndarray]  # HxWx3 RGB -> (N, 4) normalized boxes of persons found
+
+
 class FaceFinder(Protocol):
     """`hal.faces.FaceDetector` fits: faces in an RGB image, boxes normalized xyxy."""
 
@@ -212,11 +215,16 @@ def deidentify(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: Fa
 
 
 def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
-                       config: SamplesConfig | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+                       config: SamplesConfig | None = None, person_finder: PersonFinder | None = None,
+                       ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """A blurred copy of `main_rgb` (HxWx3 uint8) and the pixel regions blurred. `person_boxes`: (N, 4)
     normalized xyxy (the loop's person detections, which are normalized to the frame). Every person box
-    plus margin and every face the face detector finds plus margin is blurred; then the face detector runs
-    again on the result and anything still found is blurred too. The input is not modified."""
+    plus margin and every face the face detector finds plus margin is blurred. Then, up to `verify_passes`
+    times, the face detector and `person_finder` (the person detector on the image, normalized boxes of the
+    persons above its threshold) run again on the result: a face still found is blurred again, and a person
+    still found is blurred again at twice the block size (a crowd's blurred blobs can still read as a person,
+    and a person the first detection missed shows once its neighbours are blurred). The input is not
+    modified."""
     cfg = config or SamplesConfig()
     if main_rgb.ndim != 3 or main_rgb.shape[2] != 3 or main_rgb.dtype != np.uint8:
         raise SampleError(f"a sample is HxWx3 uint8, got {main_rgb.shape} {main_rgb.dtype}")
@@ -230,17 +238,34 @@ def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_dete
     for r in regions:
         blur_region(out, *r, min_block_px=cfg.min_block_px)
     for _ in range(cfg.verify_passes):
-        if face_detector is None:
+        more: list[tuple[int, int, int, int]] = []
+        seen = _as_sent(out, cfg.jpeg_quality)  # check what will leave: JPEG blocks can redraw an edge
+        if face_detector is not None:
+            faces = face_detector.detect(seen)
+            more += [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
+            for r in more:
+                blur_region(out, *r, min_block_px=cfg.min_block_px)
+        if person_finder is not None:
+            people = [_expand(b, cfg.person_margin, w, h)
+                      for b in np.asarray(person_finder(seen), np.float64).reshape(-1, 4) * scale]
+            for r in people:
+                blur_region(out, *r, min_block_px=max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2))
+            more += people
+        if not more:
             break
-        faces = face_detector.detect(out)
-        if len(faces) == 0:
-            break
-        log.info("sample: %d face(s) still found after blurring; blurring again", len(faces))
-        more = [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
-        for r in more:
-            blur_region(out, *r, min_block_px=cfg.min_block_px)
+        log.info("sample: %d face(s) or person(s) still found after blurring; blurring again", len(more))
         regions += more
     return out, regions
+
+
+def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """The image as the cloud will see it: through the sample's JPEG encoding and back."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise SampleError("JPEG encoding failed")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
 def fit_main(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
@@ -287,9 +312,11 @@ class SampleTaker:
     scheduled instants it de-identifies, encodes, audits, and hands the record to `put` (the outbox)."""
 
     def __init__(self, config: SamplesConfig, scheduler: SampleScheduler, face_detector: FaceFinder | None,
-                 put: Callable[[Mapping[str, Any]], Any], audit: AuditSink) -> None:
+                 put: Callable[[Mapping[str, Any]], Any], audit: AuditSink,
+                 person_finder: PersonFinder | None = None) -> None:
         config.validate()
         self.config, self.scheduler, self.faces = config, scheduler, face_detector
+        self.persons = person_finder
         self._put, self._audit = put, audit
 
     def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float) -> dict | None:
@@ -299,7 +326,7 @@ class SampleTaker:
         if slot is None:
             return None
         grant = slot.grant
-        blurred, regions = deidentify_regions(main_rgb, person_boxes, self.faces, self.config)
+        blurred, regions = deidentify_regions(main_rgb, person_boxes, self.faces, self.config, self.persons)
         jpeg = encode_sample(blurred, self.config.jpeg_quality)
         blurred.fill(0)
         record = sample_record(jpeg, now, grant)
