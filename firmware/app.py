@@ -214,10 +214,11 @@ def _sample_hook(cfg, sync, audit, detector=None, rng=None):
         return None
     import random
 
+    from firmware.audit import NoAudit
     from firmware.samples import SampleHook, SampleScheduler, SampleTaker
     from hal.faces import FaceConfig, FaceDetector
 
-    sink = audit if audit is not None else _NoAudit()
+    sink = audit if audit is not None else NoAudit()
     finder = None
     if detector is not None and cfg.detector.kind != "scripted":  # a scripted detector replays, it cannot look
         from hal.frame import Frame
@@ -230,10 +231,6 @@ def _sample_hook(cfg, sync, audit, detector=None, rng=None):
                         put=lambda record: sync.outbox.enqueue([record]), audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
 
-
-class _NoAudit:
-    def append(self, event: str, t: float, **fields) -> None:
-        pass
 
 
 def _audit_log(cfg, base: Path):

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from firmware.errors import FirmwareError
 from firmware.pki import write_atomic
@@ -37,6 +37,19 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 KEYS = ("seq", "t", "event", "fields", "prev_hash", "hash")
+
+
+class AuditSink(Protocol):
+    """What the parts that audit need: `AuditLog` fits, and so does `NoAudit`."""
+
+    def append(self, event: str, t: float, **fields: Any) -> Any: ...
+
+
+class NoAudit:
+    """An audit sink that keeps nothing (a device configured without an audit log)."""
+
+    def append(self, event: str, t: float, **fields: Any) -> None:
+        return None
 
 
 class AuditError(FirmwareError):
@@ -126,15 +139,17 @@ class AuditLog:
 
 
 class FrameAudit:
-    """Counts frames and writes one `frames` entry per wall-clock minute (and on `flush`)."""
+    """Counts frames (and released track records) and writes one `frames` entry per wall-clock minute, with a
+    `records_released` entry beside it when records left (and on `flush`)."""
 
     def __init__(self, audit: AuditLog, period_s: float = 60.0) -> None:
         self._audit = audit
         self.period_s = period_s
         self._bucket: int | None = None
         self.counts = {"processed": 0, "destroyed": 0, "dropped": 0}
+        self.released = 0
 
-    def count(self, t: float, processed: int = 0, destroyed: int = 0, dropped: int = 0) -> None:
+    def count(self, t: float, processed: int = 0, destroyed: int = 0, dropped: int = 0, released: int = 0) -> None:
         bucket = int(t // self.period_s)
         if self._bucket is not None and bucket != self._bucket:
             self.flush(t)
@@ -142,48 +157,37 @@ class FrameAudit:
         self.counts["processed"] += processed
         self.counts["destroyed"] += destroyed
         self.counts["dropped"] += dropped
+        self.released += released
 
     def flush(self, t: float) -> None:
-        if self._bucket is None or not any(self.counts.values()):
+        if self._bucket is None:
             return
         start = self._bucket * self.period_s
-        self._audit.append("frames", t, minute_start=start, **self.counts)
+        if any(self.counts.values()):
+            self._audit.append("frames", t, minute_start=start, **self.counts)
+        if self.released:
+            self._audit.append("records_released", t, kind="track", count=self.released, minute_start=start)
         self.counts = dict.fromkeys(self.counts, 0)
+        self.released = 0
 
 
 class FrameAuditSink:
-    """A loop sink that writes the audit log's per-minute entries: `frames` (processed, destroyed, dropped,
-    from the loop's counters: every frame taken is released, and so zeroed, within its tick) and, where
-    quantized tracks leave the device, `records_released` for them."""
+    """A loop sink feeding `FrameAudit` from the loop's counters (every frame taken is released, and so zeroed,
+    within its tick) and, where quantized tracks leave the device, from the records each tick released."""
 
     def __init__(self, loop: Any, audit: AuditLog, tracks_leave: bool) -> None:
-        self._loop, self._audit, self._frames = loop, audit, FrameAudit(audit)
-        self._tracks_leave = tracks_leave
+        self._loop, self._frames, self._tracks_leave = loop, FrameAudit(audit), tracks_leave
         self._seen = (0, 0)
-        self._minute: int | None = None
-        self._records = 0
 
     def __call__(self, result: Any) -> None:
         st = self._loop.stats
         taken, missed = st.frames - self._seen[0], st.overruns - self._seen[1]
         self._seen = (st.frames, st.overruns)
-        minute = int(result.wall // 60)
-        if self._minute is not None and minute != self._minute:
-            self._release(result.wall)
-        self._minute = minute
-        self._frames.count(result.wall, processed=taken, destroyed=taken, dropped=missed)
-        if self._tracks_leave:
-            self._records += len(result.records)
-
-    def _release(self, t: float) -> None:
-        if self._records and self._minute is not None:
-            self._audit.append("records_released", t, kind="track", count=self._records,
-                               minute_start=self._minute * 60)
-        self._records = 0
+        self._frames.count(result.wall, processed=taken, destroyed=taken, dropped=missed,
+                           released=len(result.records) if self._tracks_leave else 0)
 
     def flush(self, t: float) -> None:
         self._frames.flush(t)
-        self._release(t)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,12 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware.audit import AuditSink
 from firmware.errors import FirmwareError
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,6 @@ class AuthorizationRefused(FirmwareError):
         self.reason = reason
         self.detail = detail
 
-
-class AuditSink(Protocol):
-    """What this module needs from the audit log (`firmware.audit.AuditLog` fits)."""
-
-    def append(self, event: str, t: float, **fields: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)

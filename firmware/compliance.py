@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from firmware.audit import AuditSink
 from firmware.errors import FirmwareError
 
 KINDS = ("sample", "track", "aggregate", "flowgroups")
@@ -51,9 +52,6 @@ class HeldStore(Protocol):
         """Deletes the records of `kinds` with start <= t < end; returns how many."""
         ...
 
-
-class AuditSink(Protocol):
-    def append(self, event: str, t: float, **fields: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware.compliance import HeldItem
 from firmware.errors import FirmwareError
 from firmware.loop import TickResult
 
@@ -306,7 +307,7 @@ class Outbox:
             self._bytes -= sum(size for _, size in old)
         return len(old)
 
-    def held(self, start: float, end: float) -> list:
+    def held(self, start: float, end: float) -> list[HeldItem]:
         """Every record waiting here (in a batch or not) with start <= its time < end, as compliance sees it
         (firmware.compliance.HeldItem: kind, time, zone, size)."""
         from firmware.compliance import HeldItem

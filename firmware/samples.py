@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from firmware.audit import AuditSink
 from firmware.authorization import AuthorizationRefused, Authorizer, Grant
 from firmware.errors import FirmwareError
 
@@ -103,9 +104,6 @@ class SampleStore(Protocol):
         """Deletes every stored (not yet uploaded) sample taken before `before`; returns how many."""
         ...
 
-
-class AuditSink(Protocol):
-    def append(self, event: str, t: float, **fields: Any) -> Any: ...
 
 
 # ---------------------------------------------------------------- scheduling
@@ -262,10 +260,8 @@ def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
     """The image as the cloud will see it: through the sample's JPEG encoding and back."""
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise SampleError("JPEG encoding failed")
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    jpeg = encode_sample(rgb, quality)
+    return np.ascontiguousarray(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
 def fit_main(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
