@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 KEYS = ("seq", "t", "event", "fields", "prev_hash", "hash")
+SIGNING_MARKER = b'"event":"audit_signing"'  # canonical JSON: a string value cannot hold it unescaped
 
 
 class AuditSink(Protocol):
@@ -72,25 +75,128 @@ def _head_message(seq: int, digest: str) -> bytes:
     return canonical({"seq": seq, "hash": digest})
 
 
-class AuditLog:
-    """Appends entries to `path`. `signer(message) -> signature` (e.g. the device's Ed25519 key) signs the head.
-    Opening an existing log resumes its chain; a torn last line (a crash mid-write, not covered by the head)
-    is cut off. Appends are serialized by a lock (the loop, the uploader and the CLI may share one log object);
-    one process should own the file."""
+class HeadSigner(Protocol):
+    """A signer that names its key (`firmware.devicekey.KeyFileSigner`): the head then carries `alg` and `key`
+    (base64 DER SPKI) beside `sig`, and the log records each new key in an `audit_signing` entry."""
 
-    def __init__(self, path: str | os.PathLike[str], signer: Callable[[bytes], bytes] | None = None) -> None:
+    @property
+    def alg(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+    def public_key_b64(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    """What resuming needs from a log: its last two (seq, hash) and the signing keys it names by seq."""
+
+    last: tuple[int, str]
+    before_last: tuple[int, str]
+    keys: tuple[tuple[int, str, str], ...]  # (seq of the audit_signing entry, alg, key)
+
+    def key_at(self, seq: int) -> tuple[str, str] | None:
+        named = [(alg, key) for s, alg, key in self.keys if s <= seq]
+        return named[-1] if named else None
+
+
+def _scan(data: bytes) -> _Tail:
+    """The tail of complete log bytes; `audit_signing` entries are found by their marker, so a long log is not
+    parsed line by line (verify() does that)."""
+    ends: list[dict[str, Any]] = []
+    stop = len(data.rstrip(b"\n"))
+    while len(ends) < 2 and stop > 0:
+        start = data.rfind(b"\n", 0, stop) + 1
+        if data[start:stop]:
+            ends.insert(0, json.loads(data[start:stop]))
+        stop = start - 1
+    pairs = [(int(e["seq"]), str(e["hash"])) for e in ends]
+    pairs = [(0, GENESIS)] * (2 - len(pairs)) + pairs
+    keys = []
+    pos = data.find(SIGNING_MARKER)
+    while pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        stop = data.find(b"\n", pos)
+        entry = json.loads(data[start:stop if stop >= 0 else len(data)])
+        if entry.get("event") == "audit_signing":
+            keys.append((int(entry["seq"]), str(entry["fields"]["alg"]), str(entry["fields"]["key"])))
+        pos = data.find(SIGNING_MARKER, pos + 1)
+    return _Tail(pairs[1], pairs[0], tuple(keys))
+
+
+def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_last: tuple[int, str] | None,
+                  named: tuple[str, str] | None) -> list[str]:
+    """What is wrong with a head for a log ending at `last` (`before_last` accepted too: a crash between the
+    line and its head), when the log names `named` = (alg, key) as the key of that head (None: unsigned)."""
+    if head is None:
+        return [] if last[0] <= 1 else [f"no head file, though the log holds {last[0]} entries"]
+    anchored = (head.get("seq"), head.get("hash"))
+    if anchored != last and (before_last is None or anchored != before_last):
+        return [f"the head anchors seq {head.get('seq')} but the log ends at seq {last[0]}: entries were removed "
+                "from the tail or the log was rewritten"]
+    if named is None:
+        return []
+    if "sig" not in head:
+        return ["the head is not signed, though the log says its heads are signed by the device key"]
+    from firmware.devicekey import DeviceKeyError, public_key_from_b64, signature_ok
+
+    try:
+        ok = signature_ok(public_key_from_b64(named[1]), base64.b64decode(head["sig"]),
+                          _head_message(int(head["seq"]), str(head["hash"])))
+    except (DeviceKeyError, ValueError, TypeError):
+        ok = False
+    return [] if ok else ["the head signature does not verify with the device key the log names"]
+
+
+class AuditLog:
+    """Appends entries to `path`. `signer` signs the head: a `HeadSigner` (the device key, see
+    `firmware.devicekey.audit_log_for`) or a plain `signer(message) -> signature` (e.g. an Ed25519 key's
+    `sign`). Opening an existing log resumes its chain; a torn last line (a crash mid-write, not covered by
+    the head) is cut off. Opening also checks the head it finds against the log (and, when the log names a
+    signing key, its signature): a mismatch means the log was cut or rewritten while nobody was writing, and
+    is recorded for good as an `audit_tamper_found` entry (which `verify()` reports), so a restart cannot
+    launder it under a fresh signature. Appends are serialized by a lock within a process and by an flock on
+    the file across processes (the sensor and `umbra samples`/`umbra privacy` may append to one log)."""
+
+    def __init__(self, path: str | os.PathLike[str], signer: HeadSigner | Callable[[bytes], bytes] | None = None
+                 ) -> None:
         self.path = Path(path)
-        self._signer = signer
+        self._signer: HeadSigner | None = signer if hasattr(signer, "public_key_b64") else None  # type: ignore[assignment]
+        self._sign_raw: Callable[[bytes], bytes] | None = None if self._signer is not None else signer  # type: ignore[assignment]
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.seq, self.last_hash = self._resume()
+        self.seq, self.last_hash, self._size = 0, GENESIS, 0
+        self._logged_key: str | None = None
+        with self._lock, self._locked_file() as f:
+            problems = self._resume(f)
+            if problems:
+                log.error("audit log %s: %s", self.path, "; ".join(problems))
+                self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
 
     def append(self, event: str, t: float, **fields: Any) -> dict[str, Any]:
         """Writes one entry (fsynced) and the new head; returns the entry. Raises AuditError."""
-        with self._lock:
-            return self._append(event, t, fields)
+        with self._lock, self._locked_file() as f:
+            if os.fstat(f.fileno()).st_size != self._size:  # another process appended since
+                self._refresh(f)
+            return self._append(f, event, t, fields)
 
-    def _append(self, event: str, t: float, fields: Mapping[str, Any]) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _locked_file(self) -> Iterator[Any]:
+        try:
+            f = open(self.path, "a+b")
+        except OSError as e:
+            raise AuditError(f"cannot open the audit log {self.path}: {e.strerror}") from e
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            yield f
+        finally:
+            f.close()  # releases the flock
+
+    def _append(self, f: Any, event: str, t: float, fields: Mapping[str, Any]) -> dict[str, Any]:
+        key = self._signer.public_key_b64() if self._signer is not None else None
+        if self._signer is not None and key != self._logged_key:  # a new device key (first signed run, renewal)
+            self._logged_key = key
+            self._append(f, "audit_signing", t, {"alg": self._signer.alg, "key": key})
         entry: dict[str, Any] = {
             "seq": self.seq + 1, "t": round(float(t), 3), "event": str(event),
             "fields": json.loads(canonical(fields)), "prev_hash": self.last_hash,
@@ -98,44 +204,73 @@ class AuditLog:
         entry["hash"] = entry_hash(entry)
         line = canonical(entry) + b"\n"
         try:
-            with open(self.path, "ab") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
             self._write_head(entry["seq"], entry["hash"])
         except OSError as e:
             raise AuditError(f"cannot write the audit log {self.path}: {e.strerror}") from e
-        self.seq, self.last_hash = entry["seq"], entry["hash"]
+        self.seq, self.last_hash, self._last_t = entry["seq"], entry["hash"], entry["t"]
+        self._size = os.fstat(f.fileno()).st_size
         return entry
 
     def _write_head(self, seq: int, digest: str) -> None:
         head: dict[str, Any] = {"seq": seq, "hash": digest}
+        message = _head_message(seq, digest)
         if self._signer is not None:
-            head["sig"] = base64.b64encode(self._signer(_head_message(seq, digest))).decode("ascii")
-        target = _head_path(self.path)
-        write_atomic(target, canonical(head))
+            head.update(sig=base64.b64encode(self._signer.sign(message)).decode("ascii"), alg=self._signer.alg,
+                        key=self._logged_key)
+        elif self._sign_raw is not None:
+            head["sig"] = base64.b64encode(self._sign_raw(message)).decode("ascii")
+        write_atomic(_head_path(self.path), canonical(head))
 
-    def _resume(self) -> tuple[int, str]:
-        if not self.path.exists():
-            return 0, GENESIS
+    def _read(self, f: Any) -> bytes:
         try:
-            data = self.path.read_bytes()
+            f.seek(0)
+            return f.read()
         except OSError as e:
             raise AuditError(f"cannot read the audit log {self.path}: {e.strerror}") from e
-        lines = data.split(b"\n")
-        if lines and lines[-1] != b"":  # torn last line: written but never completed nor anchored
-            log.warning("audit log %s: cutting off a torn last line (%d bytes)", self.path, len(lines[-1]))
-            with open(self.path, "r+b") as f:
-                f.truncate(len(data) - len(lines[-1]))
-                os.fsync(f.fileno())
-        complete = [ln for ln in lines[:-1] if ln]
-        if not complete:
-            return 0, GENESIS
+
+    def _resume(self, f: Any) -> list[str]:
+        """Takes up the chain where the file ends; returns what is wrong with the head found beside it."""
+        data = self._read(f)
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):  # torn last line: written but never completed nor anchored
+            log.warning("audit log %s: cutting off a torn last line (%d bytes)", self.path, len(data) - cut)
+            f.truncate(cut)
+            os.fsync(f.fileno())
+            data = data[:cut]
+        self._size, self._last_t = len(data), 0.0
         try:
-            last = json.loads(complete[-1])
-            return int(last["seq"]), str(last["hash"])
+            tail = _scan(data)
+            if data.strip():
+                self._last_t = float(json.loads(data[data.rfind(b"\n", 0, len(data) - 1) + 1:])["t"])
         except (ValueError, KeyError, TypeError) as e:
-            raise AuditError(f"audit log {self.path}: last entry unreadable; run `umbra audit verify`") from e
+            raise AuditError(f"audit log {self.path}: last entries unreadable; run `umbra audit verify`") from e
+        self.seq, self.last_hash = tail.last
+        self._logged_key = tail.keys[-1][2] if tail.keys else None
+        try:
+            head = json.loads(_head_path(self.path).read_bytes())
+        except FileNotFoundError:
+            head = None
+        except (OSError, ValueError):
+            return ["the head file is unreadable"]
+        if head is not None and not isinstance(head, dict):
+            return ["the head file is not a head"]
+        named = tail.key_at(head["seq"]) if head is not None and isinstance(head.get("seq"), int) else None
+        return head_problems(head, tail.last, tail.before_last, named)
+
+    def _refresh(self, f: Any) -> None:
+        """Another process appended: take up the chain after its entries (and any key it named)."""
+        whole = self._read(f)
+        data = whole[:whole.rfind(b"\n") + 1]
+        if len(data) < len(whole):  # that process died mid-line: cut it, as resuming would
+            f.truncate(len(data))
+        tail = _scan(data[max(0, self._size - 1):] if self._size else data)
+        self.seq, self.last_hash = tail.last if tail.last[0] else (self.seq, self.last_hash)
+        if tail.keys:
+            self._logged_key = tail.keys[-1][2]
+        self._size = len(data)
 
 
 class FrameAudit:
@@ -198,9 +333,13 @@ class VerifyResult:
     first_bad_seq: int | None = None
 
 
-def verify(path: str | os.PathLike[str], public_key: str | None = None) -> VerifyResult:
-    """Checks every entry's hash, the chain, the sequence numbers and the head (signature too when
-    `public_key`, base64 of a raw Ed25519 key, is given). Never raises on a bad log: reports it."""
+def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
+           cert: str | os.PathLike[str] | None = None) -> VerifyResult:
+    """Checks every entry's hash, the chain, the sequence numbers and the head; reports every
+    `audit_tamper_found` entry (damage the device itself found on opening the log). The head signature is
+    checked against the key the log names for it (`audit_signing` entries) and, when given, against the device
+    key: `cert` (the device certificate, PEM) or `public_key` (base64: raw Ed25519, or DER SubjectPublicKeyInfo).
+    Only the given key proves the log against a forger who rewrote all of it. Never raises on a bad log."""
     p = Path(path)
     try:
         raw_lines = p.read_bytes().split(b"\n")
@@ -209,23 +348,34 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None) -> Verif
     problems: list[str] = []
     first_bad: int | None = None
     prev_hash, prev_seq, n = GENESIS, 0, 0
+    keys: list[tuple[int, str, str]] = []
     for lineno, raw in enumerate(raw_lines, 1):
         if not raw:
             continue
         n += 1
         problem, entry = _check_line(raw, lineno, prev_hash, prev_seq)
+        if problem is None and entry is not None:
+            problem = _entry_note(entry, keys)
         if problem:
             problems.append(problem)
             if first_bad is None:
                 first_bad = prev_seq + 1
         if entry is not None:
             prev_hash, prev_seq = entry["hash"], entry["seq"]
-    problems.extend(_check_head(p, prev_seq, prev_hash, public_key))
+    problems.extend(_check_head(p, prev_seq, prev_hash, _Tail((0, ""), (0, ""), tuple(keys)), public_key, cert))
     if problems and first_bad is None:
         first_bad = prev_seq + 1
     return VerifyResult(not problems, n, tuple(problems), first_bad)
 
 
+def _entry_note(entry: Mapping[str, Any], keys: list[tuple[int, str, str]]) -> str | None:
+    fields = entry["fields"] if isinstance(entry["fields"], dict) else {}
+    if entry["event"] == "audit_signing":
+        keys.append((entry["seq"], str(fields.get("alg")), str(fields.get("key"))))
+    if entry["event"] == "audit_tamper_found":
+        return (f"seq {entry['seq']}: on opening the log the device found it damaged: "
+                + "; ".join(map(str, fields.get("problems", []))))
+    return None
 def _check_line(raw: bytes, lineno: int, prev_hash: str, prev_seq: int) -> tuple[str | None, dict | None]:
     try:
         entry = json.loads(raw)
@@ -244,7 +394,8 @@ def _check_line(raw: bytes, lineno: int, prev_hash: str, prev_seq: int) -> tuple
     return None, entry
 
 
-def _check_head(p: Path, last_seq: int, last_hash: str, public_key: str | None) -> list[str]:
+def _check_head(p: Path, last_seq: int, last_hash: str, tail: _Tail, public_key: str | None,
+                cert: str | os.PathLike[str] | None) -> list[str]:
     head_path = _head_path(p)
     try:
         head = json.loads(head_path.read_bytes())
@@ -252,27 +403,35 @@ def _check_head(p: Path, last_seq: int, last_hash: str, public_key: str | None) 
         return [f"no head file {head_path.name}: truncation from the tail cannot be ruled out"]
     except (OSError, ValueError):
         return [f"head file {head_path.name} is unreadable"]
-    problems = []
-    if head.get("seq") != last_seq or head.get("hash") != last_hash:
-        problems.append(f"the head anchors seq {head.get('seq')} but the log ends at seq {last_seq}: "
-                        "entries were removed from the tail or the log was rewritten")
-    if public_key is not None:
-        problems.extend(_check_head_signature(head, public_key))
+    if not isinstance(head, dict):
+        return [f"head file {head_path.name} is not a head"]
+    named = tail.key_at(head["seq"]) if isinstance(head.get("seq"), int) else None
+    problems = head_problems(head, (last_seq, last_hash), None, named)
+    if public_key is not None or cert is not None:
+        problems.extend(_check_head_signature(head, public_key, cert))
     return problems
 
 
-def _check_head_signature(head: Mapping[str, Any], public_key: str) -> list[str]:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+def _check_head_signature(head: Mapping[str, Any], public_key: str | None,
+                          cert: str | os.PathLike[str] | None) -> list[str]:
+    from firmware.devicekey import DeviceKeyError, key_b64, public_key_from_b64, public_key_from_cert, signature_ok
 
+    try:
+        key = public_key_from_cert(cert) if cert is not None else public_key_from_b64(str(public_key))
+    except DeviceKeyError as e:
+        return [str(e)]
     if "sig" not in head:
         return ["the head is not signed"]
     try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key))
-        key.verify(base64.b64decode(head["sig"]), _head_message(head["seq"], head["hash"]))
-    except (InvalidSignature, ValueError, TypeError):
-        return ["the head signature does not verify with the given key"]
-    return []
+        ok = signature_ok(key, base64.b64decode(head["sig"]), _head_message(int(head["seq"]), str(head["hash"])))
+    except (ValueError, TypeError):
+        ok = False
+    if ok:
+        return []
+    if head.get("key") and head["key"] != key_b64(key):
+        return ["the head signature does not verify with the given key: the head names another key (a device "
+                "key renewed since that certificate? use the current one) or the log was forged"]
+    return ["the head signature does not verify with the given key"]
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -280,7 +439,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     ver = sub.add_parser("verify", help="check the hash chain and head of an audit log")
     ver.add_argument("file", type=Path)
-    ver.add_argument("--public-key", default=None, help="base64 Ed25519 key that signed the head")
+    ver.add_argument("--public-key", default=None,
+                     help="the device key that signs the head: base64 of a raw Ed25519 key or of a DER SPKI")
+    ver.add_argument("--cert", type=Path, default=None, help="the device certificate (PEM) whose key signs the head")
     ver.set_defaults(func=_cmd_verify)
 
 
@@ -294,9 +455,13 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _cmd_verify(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise AuditError(f"no audit log at {args.file}; give the path of the log (e.g. <state_dir>/audit.jsonl)")
-    result = verify(args.file, args.public_key)
+    if args.cert is not None and args.public_key is not None:
+        raise AuditError("give --cert or --public-key, not both")
+    result = verify(args.file, args.public_key, cert=args.cert)
     if result.ok:
-        print(f"{args.file}: OK, {result.entries} entries, chain and head intact")
+        signed = ("head signature checked against the device key" if args.cert or args.public_key else
+                  "head signature NOT checked against the device key (give --cert DEVICE_CERT.pem)")
+        print(f"{args.file}: OK, {result.entries} entries, chain and head intact; {signed}")
         return 0
     print(f"{args.file}: TAMPERED or damaged ({result.entries} entries); first bad seq {result.first_bad_seq}")
     for problem in result.problems:
