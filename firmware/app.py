@@ -19,6 +19,7 @@ log = logging.getLogger("umbra")
 DELEGATED = (
     ("track", "firmware.mot", "run the tracker alone on a MOTChallenge detection file"),
     ("audit", "firmware.audit", "verify the privacy audit log"),
+    ("samples", "firmware.samples_cmd", "customer sampling authorizations: key pair, tokens, intake"),
     ("privacy", "firmware.compliance", "the DPIA of a config; data-subject access and erasure requests"),
     ("provision", "provisioning.station_cli", "factory provisioning station"),
     ("ota", "ota.cli", "OTA releases and rollouts (ops)"),
@@ -109,7 +110,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loop = build_loop(cfg, base, clock, sinks=sinks)
     sampler = _sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:
-        loop.frame_hooks.append(sampler)
+        from firmware.grantstore import sensor_grants
+
+        refresher = sensor_grants(cfg, base, sampler.taker.scheduler, audit, clock.wall())
+        loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
     from firmware.audit import FrameAuditSink
@@ -227,20 +231,25 @@ def _sample_hook(cfg, sync, audit, detector=None, rng=None):
             h, w = rgb.shape[:2]
             return detector.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
 
-    taker = SampleTaker(s, SampleScheduler(s, rng or random.SystemRandom()), FaceDetector(FaceConfig()),
+    authorizer = None
+    if cfg.authorization.customer_public_key:  # customer tokens may raise the rate (firmware.grantstore)
+        from firmware.authorization import Authorizer
+        from firmware.grantstore import device_id_of
+
+        authorizer = Authorizer(cfg.authorization, device_id_of(cfg), sink)
+    scheduler = SampleScheduler(s, rng or random.SystemRandom(), authorizer)
+    taker = SampleTaker(s, scheduler, FaceDetector(FaceConfig()),
                         put=lambda record: sync.outbox.enqueue([record]), audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
 
 
 
 def _audit_log(cfg, base: Path):
-    """The privacy audit log (`[privacy] audit_file`), or None when that is empty."""
-    if not cfg.privacy.audit_file:
-        return None
-    from firmware import config as cfgmod
-    from firmware.audit import AuditLog
+    """The privacy audit log (`[privacy] audit_file`), or None when that is empty; its head signed with the
+    device key when there is one (firmware.devicekey)."""
+    from firmware.devicekey import audit_log_for
 
-    return AuditLog(cfgmod.resolve_path(cfg.privacy.audit_file, base))
+    return audit_log_for(cfg, base)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

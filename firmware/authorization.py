@@ -7,7 +7,8 @@ seconds), and the signature is Ed25519 by the customer's key over those payload 
 the customer's public key (config `authorization.customer_public_key`, base64 of the raw 32 bytes).
 
 `Authorizer.verify(token, now)` returns a `Grant` or raises `AuthorizationRefused` whose `reason` says why
-(malformed, bad signature, wrong device, not yet valid, expired, rate out of range, revoked). Every check,
+(malformed, bad signature, wrong device, not yet valid, expired, empty, too long, rate out of range,
+revoked). Every check,
 accepted or refused, is written to the privacy audit log; so is every use (`Authorizer.record_use`).
 Tokens are never logged: only their `token_id`.
 """
@@ -18,7 +19,8 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "umbra.sampling-authorization/1"
 FIELDS = frozenset({"device_id", "expires", "not_before", "rate_per_hour", "schema", "token_id"})
 MAX_TOKEN_CHARS = 2048
+TOKEN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class AuthorizationRefused(FirmwareError):
@@ -125,17 +128,21 @@ def sign_token(private_key: Ed25519PrivateKey, *, device_id: str, rate_per_hour:
 class Authorizer:
     """Verifies tokens for one device and audits every check and use."""
 
-    def __init__(self, config: AuthorizationConfig, device_id: str, audit: AuditSink) -> None:
+    def __init__(self, config: AuthorizationConfig, device_id: str, audit: AuditSink,
+                 revoked: Collection[str] = ()) -> None:
+        """`revoked`: token ids withdrawn on the device (`umbra samples revoke`), beside the config's."""
         config.validate()
         self.config = config
         self.device_id = device_id
         self._audit = audit
+        self._revoked = frozenset(config.revoked_token_ids) | frozenset(revoked)
         self._key = _public_key(config.customer_public_key) if config.customer_public_key else None
 
-    def verify(self, token: str, now: float) -> Grant:
-        """The grant a token carries, valid at `now`; raises AuthorizationRefused (audited) otherwise."""
+    def verify(self, token: str, now: float, *, accept_future: bool = False) -> Grant:
+        """The grant a token carries, valid at `now` (or, with `accept_future`, from a later not_before: a
+        customer may authorize ahead); raises AuthorizationRefused (audited) otherwise."""
         try:
-            grant = self._check(token, now)
+            grant = self._check(token, now, accept_future)
         except AuthorizationRefused as e:
             self._audit.append("authorization_refused", now, reason=e.reason, detail=e.detail,
                                claimed_token_id=_token_id_or_none(token))
@@ -151,7 +158,7 @@ class Authorizer:
         self._audit.append("authorization_used", now, token_id=grant.token_id, purpose=purpose,
                            rate_per_hour=grant.rate_per_hour, expires=grant.expires)
 
-    def _check(self, token: str, now: float) -> Grant:
+    def _check(self, token: str, now: float, accept_future: bool) -> Grant:
         payload, fields = _parse(token)
         if self._key is None:
             raise AuthorizationRefused("no-customer-key", "no customer public key is configured on this device")
@@ -161,14 +168,16 @@ class Authorizer:
             raise AuthorizationRefused(
                 "bad-signature", "the signature does not match the customer's key (altered or foreign token)"
             ) from None
-        return self._check_fields(fields, now)
+        return self._check_fields(fields, now, accept_future)
 
-    def _check_fields(self, f: Mapping[str, Any], now: float) -> Grant:
+    def _check_fields(self, f: Mapping[str, Any], now: float, accept_future: bool) -> Grant:
         if f["device_id"] != self.device_id:
             raise AuthorizationRefused("wrong-device", f"issued for device {f['device_id']!r}, not this one")
-        if f["token_id"] in self.config.revoked_token_ids:
+        if f["token_id"] in self._revoked:
             raise AuthorizationRefused("revoked", f"token {f['token_id']!r} was revoked by the customer")
-        if now < f["not_before"]:
+        if f["expires"] <= f["not_before"]:
+            raise AuthorizationRefused("empty", f"expires ({f['expires']}) is not after not_before ({f['not_before']})")
+        if now < f["not_before"] and not accept_future:
             raise AuthorizationRefused("not-yet-valid", f"valid from {f['not_before']}, now is {int(now)}")
         if now >= f["expires"]:
             raise AuthorizationRefused("expired", f"expired at {f['expires']}, now is {int(now)}")
@@ -197,6 +206,8 @@ def _parse(token: str) -> tuple[bytes, dict[str, Any]]:
     )
     if not types_ok:
         raise AuthorizationRefused("malformed", "device_id and token_id are strings; rate and times integers")
+    if not TOKEN_ID.fullmatch(fields["token_id"]):
+        raise AuthorizationRefused("malformed", "token_id: 1 to 64 letters, digits, '.', '_' or '-'")
     if canonical(fields) != payload:
         raise AuthorizationRefused("malformed", "the payload is not in canonical form")
     return payload, fields

@@ -315,24 +315,37 @@ def add_parser(parser: Any) -> None:
 
 
 def _cmd_dpia(args: Any) -> int:
+    from firmware.audit import NoAudit
+    from firmware.authorization import AuthorizationRefused
     from firmware.config import load
+    from firmware.grantstore import authorizer_for, store_for
 
-    print(generate_dpia(load(args.config), now=time.time()))
+    cfg = load(args.config)
+    grants = []
+    if cfg.authorization.customer_public_key:  # the stored tokens that verify now (a look: nothing audited)
+        store = store_for(cfg, args.config.resolve().parent)
+        check = authorizer_for(cfg, store, NoAudit())
+        for token in store.read().tokens:
+            try:
+                grants.append(check.verify(token, time.time(), accept_future=True))
+            except AuthorizationRefused:
+                continue
+    print(generate_dpia(cfg, grants=grants, now=time.time()))
     return 0
 
 
 def _cmd_request(args: Any) -> int:
     import json
 
-    from firmware.audit import AuditLog
     from firmware.config import load, resolve_path
+    from firmware.devicekey import audit_log_for
     from firmware.outbox import Outbox
 
     cfg = load(args.config)
     base = args.config.resolve().parent
     if not cfg.privacy.audit_file:
         raise ComplianceError("[privacy] audit_file is empty: data-subject requests are audited, so set it")
-    audit = AuditLog(resolve_path(cfg.privacy.audit_file, base))
+    audit = audit_log_for(cfg, base)  # signed with the device key like umbra run's, so the head stays signed
     req = SubjectRequest(args.id, args.kind, args.start, args.end, getattr(args, "zone", None))
     with Outbox(replace(cfg.sync.outbox, path=str(resolve_path(cfg.sync.outbox.path, base)))) as store:
         answer = (answer_access if args.kind == "access" else answer_erasure)(

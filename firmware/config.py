@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from firmware.analytics import PrivacyConfig
+from firmware.authorization import AuthorizationConfig
 from firmware.configload import build
 from firmware.errors import ConfigError
 from firmware.geometry import GeometryConfig
@@ -120,6 +121,7 @@ class UmbraConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)  # customer sampling tokens
     ota: OtaConfig = field(default_factory=OtaConfig)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,28 +118,42 @@ class SampleSlot:
 class SampleScheduler:
     """Picks the sampling instants. For an hour starting at H with rate r, the hour is cut into r equal slots
     and one instant is drawn uniformly in each slot (r = 1: a uniform instant in the hour). The rate of an
-    hour is fixed at its start: the configured rate, or a verified grant's rate if a grant is valid then.
-    If the grant expires within the hour, instants after the expiry that exceed the default rate are dropped.
-    A missed instant (the loop was busy) is taken late, once; missed instants never pile up."""
+    hour is fixed at its start: the configured rate, or the highest rate among the verified grants valid
+    then (a grant accepted or starting mid-hour counts from the next hour). If the hour's grant expires or is
+    withdrawn within the hour, instants that exceed the default rate are dropped. A missed instant (the loop
+    was busy) is taken late, once; missed instants never pile up."""
 
     def __init__(self, config: SamplesConfig, rng: random.Random, authorizer: Authorizer | None = None) -> None:
         config.validate()
         self.config = config
         self._rng = rng
         self._authorizer = authorizer
-        self.grant: Grant | None = None
+        self.grants: tuple[Grant, ...] = ()
         self._hour: int | None = None
         self._pending: list[float] = []
         self._taken_this_hour = 0
         self._hour_grant: Grant | None = None
+
+    @property
+    def grant(self) -> Grant | None:
+        """The grant the current hour runs under (None: the default rate)."""
+        return self._hour_grant
 
     def authorize(self, token: str, now: float) -> Grant:
         """Raises the rate with a customer token (verified and audited by the Authorizer). Raises
         AuthorizationRefused; without an Authorizer every token is refused."""
         if self._authorizer is None:
             raise AuthorizationRefused("no-authorizer", "this device accepts no sampling authorizations")
-        self.grant = self._authorizer.verify(token, now)
-        return self.grant
+        grant = self._authorizer.verify(token, now)
+        self.set_grants([*(g for g in self.grants if g.token_id != grant.token_id), grant])
+        return grant
+
+    def set_grants(self, grants: Sequence[Grant]) -> None:
+        """The verified grants in force (the device's stored tokens, re-verified). A grant the current hour
+        runs under that is no longer among them stops at once: the rest of the hour is at the default rate."""
+        self.grants = tuple(grants)
+        if self._hour_grant is not None and self._hour_grant not in self.grants:
+            self._hour_grant = None
 
     def instants_for_hour(self, hour_start: float, rate: int) -> list[float]:
         slot = HOUR_S / rate if rate else HOUR_S
@@ -168,8 +182,9 @@ class SampleScheduler:
 
     def _plan(self, hour: int) -> None:
         start = hour * HOUR_S
-        grant = self.grant if self.grant is not None and self.grant.valid_at(start) else None
-        rate = max(self.config.rate_per_hour, grant.rate_per_hour if grant else 0)
+        valid = [g for g in self.grants if g.valid_at(start) and g.rate_per_hour > self.config.rate_per_hour]
+        grant = max(valid, key=lambda g: (g.rate_per_hour, g.expires)) if valid else None
+        rate = grant.rate_per_hour if grant else self.config.rate_per_hour
         self._hour, self._hour_grant, self._taken_this_hour = hour, grant, 0
         self._pending = self.instants_for_hour(start, rate) if self.config.enabled else []
 

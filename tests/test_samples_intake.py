@@ -1,0 +1,234 @@
+"""Customer sampling tokens from the customer's key to the running sensor: `umbra samples keygen`,
+`sign-token`, `authorize` (verified, stored atomically, refused with a reason and nothing changed), `list`,
+`revoke`; the stored grants re-verified on load (expired dropped, audited) and used by the scheduler."""
+
+from __future__ import annotations
+
+import json
+import random
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware import audit
+from firmware.app import main
+from firmware.authorization import AuthorizationConfig, AuthorizationRefused, public_key_b64, sign_token
+from firmware.config import load, to_toml
+from firmware.grantstore import GrantRefresher, TokenStore, accept, authorizer_for, load_grants, revoke, store_for
+from firmware.samples import SampleScheduler, SamplesConfig
+from firmware.samples_cmd import load_customer_key
+
+T0 = 1_800_000_000 - (1_800_000_000 % 3600)  # an hour boundary
+DEV = "shop-7"
+
+
+def _config(tmp_path: Path, customer_key: str, **auth) -> Path:
+    table = {
+        "device": {"id": DEV, "state_dir": str(tmp_path / "state")},
+        "privacy": {"audit_file": str(tmp_path / "audit.jsonl"), "budget_file": str(tmp_path / "budget.sqlite")},
+        "authorization": {"customer_public_key": customer_key, **auth},
+    }
+    path = tmp_path / "umbra.toml"
+    path.write_text(to_toml(table))
+    return path
+
+
+def _events(tmp_path: Path) -> list[dict]:
+    return [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def test_customer_to_device_through_the_commands(tmp_path: Path, capsys) -> None:
+    assert main(["samples", "keygen", "--out", str(tmp_path / "customer.pem")]) == 0
+    out = capsys.readouterr().out
+    pub = out.split('customer_public_key = "')[1].split('"')[0]
+    assert pub == public_key_b64(load_customer_key(tmp_path / "customer.pem"))
+    assert stat.S_IMODE((tmp_path / "customer.pem").stat().st_mode) == 0o600
+    assert main(["samples", "keygen", "--out", str(tmp_path / "customer.pem")]) == 2  # never overwritten
+    cfg = _config(tmp_path, pub)
+    assert main(["samples", "sign-token", "--key", str(tmp_path / "customer.pem"), "--device", DEV, "--rate", "4",
+                 "--days", "7", "--token-id", "campaign-1", "--out", str(tmp_path / "token.txt")]) == 0
+    capsys.readouterr()
+    assert main(["samples", "authorize", "--config", str(cfg), str(tmp_path / "token.txt")]) == 0
+    assert "accepted campaign-1: 4 samples per hour, in force now" in capsys.readouterr().out
+    store = tmp_path / "state" / "sampling_tokens.json"
+    assert json.loads(store.read_text())["tokens"] == [(tmp_path / "token.txt").read_text().strip()]
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    assert main(["samples", "list", "--config", str(cfg)]) == 0
+    listed = capsys.readouterr().out
+    assert "campaign-1: 4/h" in listed and "in force" in listed
+    assert main(["samples", "revoke", "--config", str(cfg), "campaign-1"]) == 0
+    assert json.loads(store.read_text()) == {"schema": "umbra.sampling-tokens/1", "tokens": [],
+                                              "revoked": ["campaign-1"]}
+    capsys.readouterr()
+    # a revoked id is refused when it comes back
+    assert main(["samples", "authorize", "--config", str(cfg), str(tmp_path / "token.txt")]) == 1
+    assert "refused (revoked)" in capsys.readouterr().out
+    events = [e["event"] for e in _events(tmp_path)]
+    assert events == ["authorization_accepted", "authorization_revoked", "authorization_refused"]
+    assert audit.verify(tmp_path / "audit.jsonl").ok
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda k: sign_token(Ed25519PrivateKey.generate(), device_id=DEV, rate_per_hour=4, not_before=T0,
+                          expires=T0 + 86400, token_id="foreign"), "bad-signature"),
+    (lambda k: sign_token(k, device_id="shop-8", rate_per_hour=4, not_before=T0, expires=T0 + 86400,
+                          token_id="other-shop"), "wrong-device"),
+    (lambda k: sign_token(k, device_id=DEV, rate_per_hour=40, not_before=T0, expires=T0 + 86400,
+                          token_id="greedy"), "rate-out-of-range"),
+    (lambda k: sign_token(k, device_id=DEV, rate_per_hour=4, not_before=T0 - 86400, expires=T0 - 1,
+                          token_id="old"), "expired"),
+    (lambda k: "not-a-token", "malformed"),
+])
+def test_a_bad_token_is_refused_with_its_reason_and_the_stored_ones_stay(tmp_path: Path, mutate, reason) -> None:
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key), max_rate_per_hour=6))
+    store, log = store_for(cfg, tmp_path), audit.AuditLog(tmp_path / "audit.jsonl")
+    good = sign_token(key, device_id=DEV, rate_per_hour=3, not_before=T0, expires=T0 + 86400, token_id="good")
+    accept(store, authorizer_for(cfg, store, log), good, T0 + 10)
+    before = store.path.read_bytes()
+    with pytest.raises(AuthorizationRefused) as info:
+        accept(store, authorizer_for(cfg, store, log), mutate(key), T0 + 10)
+    assert info.value.reason == reason
+    assert store.path.read_bytes() == before
+    assert _events(tmp_path)[-1]["event"] == "authorization_refused"
+    assert _events(tmp_path)[-1]["fields"]["reason"] == reason
+
+
+def test_load_drops_expired_tokens_audited_and_keeps_future_ones(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key)))
+    store, log = store_for(cfg, tmp_path), audit.AuditLog(tmp_path / "audit.jsonl")
+    auth = authorizer_for(cfg, store, log)
+    for tid, nb, exp in (("week", T0, T0 + 7 * 86400), ("day", T0, T0 + 86400), ("later", T0 + 3 * 86400,
+                                                                                  T0 + 4 * 86400)):
+        accept(store, auth, sign_token(key, device_id=DEV, rate_per_hour=2, not_before=nb, expires=exp,
+                                       token_id=tid), T0)
+    grants = load_grants(store, authorizer_for(cfg, store, log), T0 + 2 * 86400, log)  # "day" has expired
+    assert sorted(g.token_id for g in grants) == ["later", "week"]
+    assert len(store.read().tokens) == 2
+    dropped = [e["fields"] for e in _events(tmp_path) if e["event"] == "authorization_dropped"]
+    assert dropped == [{"reason": "expired", "token_id": "day"}]
+    # a new customer key in the config: the old tokens fail but are kept on disk, unused
+    other = load(_config(tmp_path, public_key_b64(Ed25519PrivateKey.generate())))
+    assert load_grants(store, authorizer_for(other, store, log), T0 + 2 * 86400, log) == []
+    assert len(store.read().tokens) == 2
+
+
+def test_a_damaged_token_file_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
+    from firmware.grantstore import TokenStoreError
+
+    store = TokenStore(tmp_path / "sampling_tokens.json")
+    store.path.write_text('{"tokens": ["x"]')
+    with pytest.raises(TokenStoreError, match="not a sampling-token file"):
+        store.read()
+
+
+def _per_hour(sched: SampleScheduler, start: float, hours: int, hook=None) -> list[int]:
+    counts = [0] * hours
+    for i in range(hours * 360):
+        t = start + i * 10.0
+        if hook is not None:
+            hook(None, None, t)
+        if sched.due(t) is not None:
+            counts[int((t - start) // 3600)] += 1
+    return counts
+
+
+def test_the_scheduler_uses_stored_grants_and_drops_a_revoked_one_at_once(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key)))
+    store, log = store_for(cfg, tmp_path), audit.AuditLog(tmp_path / "audit.jsonl")
+    accept(store, authorizer_for(cfg, store, log), sign_token(
+        key, device_id=DEV, rate_per_hour=5, not_before=T0 + 3600, expires=T0 + 3 * 3600, token_id="five"), T0)
+    sched = SampleScheduler(SamplesConfig(), random.Random(4), authorizer_for(cfg, store, log))
+    refresher = GrantRefresher(store, lambda: authorizer_for(cfg, store, log), sched, log)
+    refresher.refresh(T0)
+    # hour 0 before the grant, hours 1-2 under it, hour 3 after its expiry
+    assert _per_hour(sched, T0, 4, refresher) == [1, 5, 5, 1]
+    uses = [e for e in _events(tmp_path) if e["event"] == "authorization_used"]
+    assert len(uses) == 8 and {e["fields"]["token_id"] for e in uses} == {"five"}
+
+    # revoked while the sensor runs: the refresher sees the file change and the extra samples stop
+    accept(store, authorizer_for(cfg, store, log), sign_token(
+        key, device_id=DEV, rate_per_hour=6, not_before=T0, expires=T0 + 30 * 3600, token_id="six"), T0)
+    sched2 = SampleScheduler(SamplesConfig(), random.Random(5), authorizer_for(cfg, store, log))
+    refresher2 = GrantRefresher(store, lambda: authorizer_for(cfg, store, log), sched2, log)
+    refresher2.refresh(T0 + 10 * 3600)
+    start = T0 + 10 * 3600
+    taken = []
+    for i in range(360):
+        t = start + i * 10.0
+        if i == 180:  # half way through the hour
+            assert sched2.grant is not None and sched2.grant.token_id == "six"
+            revoke(store, "six", t, log)
+        refresher2(None, None, t)
+        if sched2.due(t) is not None:
+            taken.append(t)
+    after = [t for t in taken if t >= start + 1800 + 60]  # the refresher looks once a minute
+    assert len(taken) >= 1 and sched2.grant is None
+    assert len(after) <= 1  # at most the default sample of the hour after the revocation
+    assert _per_hour(sched2, start + 3600, 1, refresher2) == [1]
+
+
+def test_umbra_run_loads_the_stored_grants_and_signs_the_audit_head(tmp_path, shared_data, monkeypatch):
+    """`umbra run` with a device key and a stored token: the token is re-verified at start (audited), the
+    audit log names the device key, and its head verifies against the device certificate."""
+    from bench.cloud.app import DEV_DEVICE
+    from bench.cloud.harness import CloudThread, device_setup
+    from hal.clock import SystemClock
+
+    monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
+    key = Ed25519PrivateKey.generate()
+    base = load(Path(__file__).resolve().parents[1] / "bench/configs/pets09.toml")
+    cloud = CloudThread(tmp_path / "cloud", SystemClock())
+    try:
+        dev = device_setup(cloud.cloud, tmp_path / "device", cloud.port)
+        table = {
+            "device": {"id": DEV_DEVICE, "state_dir": str(tmp_path / "state")},
+            "camera": {"kind": "video", "source": str(shared_data / "video/vtest.avi"), "fps": 7.0},
+            "detector": {"kind": "scripted", "ground_truth": str(shared_data / "mot/MOT15/PETS09-S2L1/gt/gt.txt")},
+            "geometry": {
+                "homography": [list(r) for r in base.geometry.homography],
+                "zones": [{"name": z.name, "polygon": [list(p) for p in z.polygon]} for z in base.geometry.zones],
+                "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b)} for ln in base.geometry.lines],
+            },
+            "privacy": {"budget_file": str(tmp_path / "budget.sqlite"), "audit_file": str(tmp_path / "audit.jsonl")},
+            "authorization": {"customer_public_key": public_key_b64(key)},
+            "sync": {
+                "enabled": True,
+                "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
+                        "pins_file": dev.tls.pins_file, "fleet_root_public_key": dev.tls.fleet_root_public_key},
+                "outbox": {"path": dev.outbox_path},
+                "uploader": {"url": dev.uploader.url, "device_id": dev.uploader.device_id,
+                             "keyring_file": dev.uploader.keyring_file},
+            },
+        }
+        cfg_path = tmp_path / "sensor.toml"
+        cfg_path.write_text(to_toml(table))
+        import time
+
+        now = int(time.time())
+        token = sign_token(key, device_id=dev.uploader.device_id, rate_per_hour=3, not_before=now - 60,
+                           expires=now + 86400, token_id="run-1")
+        assert main(["samples", "authorize", "--config", str(cfg_path), token]) == 0
+        assert main(["run", "--config", str(cfg_path), "--max-frames", "10"]) == 0
+    finally:
+        cloud.close()
+    entries = _events(tmp_path)
+    events = [e["event"] for e in entries]
+    assert events[0] == "audit_signing"  # the first writer (the intake command) named the device key
+    accepted = [e["fields"]["token_id"] for e in entries if e["event"] == "authorization_accepted"]
+    assert accepted == ["run-1", "run-1"]  # at intake, and re-verified when umbra run started
+    assert events.count("audit_signing") == 1 and "audit_tamper_found" not in events
+    assert audit.verify(tmp_path / "audit.jsonl", cert=dev.tls.cert_file).ok
+    assert main(["audit", "verify", str(tmp_path / "audit.jsonl"), "--cert", dev.tls.cert_file]) == 0
+
+
+def test_authorization_config_keys_are_checked(tmp_path: Path) -> None:
+    from firmware.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="customer_public_key"):
+        load(_config(tmp_path, "AAAA"))
+    assert load(_config(tmp_path, "")).authorization == AuthorizationConfig()
