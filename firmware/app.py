@@ -108,6 +108,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sinks.append(watchdog)
     loop = build_loop(cfg, base, clock, sinks=sinks)
+    from firmware.flowhook import build_flow_hook
+
+    flows = build_flow_hook(cfg.flowgroups, loop.quantizer.geometry, emit_aggregates, audit)
+    if flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
+        loop.track_hooks.append(flows)
     sampler = _sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:
         from firmware.grantstore import sensor_grants
@@ -136,6 +141,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if ota is not None:
             ota.stop()
         analytics.close_window()  # the partial window's aggregates, paid for like any other
+        if flows is not None:
+            flows.close_window(clock.wall())  # the partial window's flow groups
         analytics.accountant.close()
         if frames is not None:
             frames.flush(clock.wall())

@@ -13,6 +13,7 @@ from firmware.analytics import PrivacyConfig
 from firmware.authorization import AuthorizationConfig
 from firmware.configload import build
 from firmware.errors import ConfigError
+from firmware.flowgroups import FlowGroupConfig
 from firmware.geometry import GeometryConfig
 from firmware.loop import LoopConfig
 from firmware.outbox import OutboxConfig
@@ -121,6 +122,7 @@ class UmbraConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    flowgroups: FlowGroupConfig = field(default_factory=FlowGroupConfig)  # off by default; see its docstring
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)  # customer sampling tokens
     ota: OtaConfig = field(default_factory=OtaConfig)
 

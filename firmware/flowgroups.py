@@ -18,6 +18,10 @@ generic ImageNet features of small, low-resolution crops are the limit, not the 
 The cloud estimates zone-to-zone flow from groups present in zone a in one window and zone b in the next,
 minus what chance explains, scaled by the scheme's same-group rate (`estimate_transitions`).
 
+On the running sensor (`firmware.flowhook`) the basis comes from `PopulationStats`: the running mean and
+second moments of a period's crop embeddings (no embedding is kept, no identity involved), and the
+hyperplanes from a key drawn per period from the injected generator.
+
 Pure: randomness (noise, decoys) comes from an injected numpy Generator; no clock, no I/O.
 """
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,6 +60,11 @@ RECORD_SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True, slots=True)
 class FlowGroupConfig:
+    """`[flowgroups]`: customer-flow groups on the running sensor (off by default). When on, `umbra run`
+    embeds a few crops of each confirmed track in a zone, and at each window's end releases one
+    umbra.flowgroups/1 record per zone (to the outbox with sync on, and to `[output] aggregates_file`).
+    Needs zones in `[geometry]`."""
+
     enabled: bool = False
     groups: int = 1000
     hyperplanes: int = 10
@@ -65,7 +74,12 @@ class FlowGroupConfig:
     decoy_ratio: float = 1.0  # decoy groups per real group, each of min_count fictitious members
     crops_per_track: int = 5  # embeddings averaged per track per window
     window_s: int = 900
-    period_s: int = 86400  # hyperplanes re-drawn every period
+    period_s: int = 86400  # hyperplanes re-drawn and the basis refitted every period
+    crop_gap_s: float = 1.0  # a track's first crop when seen in a window, the next after this, each gap doubled
+    max_embeds_per_tick: int = 1  # crops embedded per loop tick at most (CPU ~10 ms each on a laptop core pair)
+    basis_min: int = 100  # crop embeddings needed before a population basis is fitted (nothing released before)
+    edgetpu: Literal["auto", "on", "off"] = "auto"  # the embedding model's Edge TPU twin when present
+    threads: int = 2  # CPU threads of the embedding model
 
     def validate(self) -> None:
         if not 2 <= self.groups <= 1 << self.hyperplanes:
@@ -84,6 +98,14 @@ class FlowGroupConfig:
             raise ValueError("crops_per_track: 1 to 100")
         if not 10 <= self.window_s <= 86400 or not 3600 <= self.period_s <= 7 * 86400:
             raise ValueError("window_s: 10 to 86400; period_s: 3600 to 604800")
+        if not 0.0 < self.crop_gap_s <= 3600.0:
+            raise ValueError("crop_gap_s: above 0, at most 3600")
+        if not 1 <= self.max_embeds_per_tick <= 16:
+            raise ValueError("max_embeds_per_tick: 1 to 16")
+        if not self.dims + 2 <= self.basis_min <= 1_000_000:
+            raise ValueError(f"basis_min: {self.dims + 2} (dims + 2) to 1000000")
+        if self.edgetpu not in ("auto", "on", "off") or not 1 <= self.threads <= 8:
+            raise ValueError('edgetpu: "auto", "on" or "off"; threads: 1 to 8')
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +134,60 @@ def fit_basis(embeddings: np.ndarray, dims: int) -> Basis:
     _, s, vt = np.linalg.svd(u - center, full_matrices=False)
     std = s[:dims] / np.sqrt(len(u) - 1)
     return Basis(center, vt[:dims].T / np.maximum(std, 1e-12))
+
+
+class PopulationStats:
+    """The first and second moments of unit embeddings seen so far, enough for `fit_basis`'s answer without
+    keeping any embedding: `add()` buffers a few rows, folds them into the sums and zeroes them. Holds no
+    identity and no order; ~8 MB (the 1024 x 1024 second-moment matrix)."""
+
+    BATCH = 16
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._sum = np.zeros(DIM, np.float64)
+        self._scatter = np.zeros((DIM, DIM), np.float64)
+        self._batch = np.zeros((self.BATCH, DIM), np.float64)
+        self._k = 0
+
+    def add(self, embedding: np.ndarray) -> None:
+        self._batch[self._k] = _unit(np.asarray(embedding, np.float64).reshape(1, DIM))[0]
+        self._k += 1
+        if self._k == self.BATCH:
+            self._fold()
+
+    def _fold(self) -> None:
+        x = self._batch[: self._k]
+        self._sum += x.sum(axis=0)
+        self._scatter += x.T @ x
+        self.n += self._k
+        x.fill(0.0)
+        self._k = 0
+
+    def count(self) -> int:
+        return self.n + self._k
+
+    def basis(self, dims: int) -> Basis:
+        """The population basis of everything added (as `fit_basis` on the same embeddings, up to the sign
+        of each direction). Raises ValueError with too few embeddings."""
+        from scipy.sparse.linalg import eigsh
+
+        self._fold()
+        if self.n < dims + 2:
+            raise ValueError(f"a basis needs at least {dims + 2} embeddings, got {self.n}")
+        center = self._sum / self.n
+        cov = (self._scatter - self.n * np.outer(center, center)) / (self.n - 1)
+        # the top few directions only (Lanczos, from a fixed start): ~0.3 s here where a full eigh takes ~4 s
+        w, v = eigsh(cov, k=dims, which="LA", v0=np.full(DIM, DIM**-0.5))
+        order = np.argsort(w)[::-1]
+        std = np.sqrt(np.maximum(w[order], 0.0))
+        return Basis(center, v[:, order] / np.maximum(std, 1e-12))
+
+    def clear(self) -> None:
+        self.n, self._k = 0, 0
+        self._sum.fill(0.0)
+        self._scatter.fill(0.0)
+        self._batch.fill(0.0)
 
 
 class FlowHasher:
@@ -167,25 +243,44 @@ class FlowGroupWindow:
     def add(self, track_id: int, zone: str | None, embedding: np.ndarray) -> None:
         if zone is None:
             return
+        self.seen(track_id, zone)
+        self.add_embedding(track_id, embedding)
+
+    def seen(self, track_id: int, zone: str) -> None:
+        """One sighting of the track in `zone` (its released zone is where it was seen most)."""
         acc = self._tracks.setdefault(track_id, _TrackAcc(np.zeros(DIM, np.float64)))
         acc.zones[zone] = acc.zones.get(zone, 0) + 1
+
+    def add_embedding(self, track_id: int, embedding: np.ndarray) -> None:
+        acc = self._tracks.setdefault(track_id, _TrackAcc(np.zeros(DIM, np.float64)))
         if acc.n < self.config.crops_per_track:
             acc.total += _unit(np.asarray(embedding, np.float64).reshape(1, DIM))[0]
             acc.n += 1
+
+    def held(self) -> int:
+        """Tracks held in memory (for tests and the audit: nothing is held after `close` or `discard`)."""
+        return len(self._tracks)
+
+    def discard(self) -> None:
+        """Drops the window unreleased (embedding sums zeroed)."""
+        for acc in self._tracks.values():
+            acc.total.fill(0.0)
+        self._tracks.clear()
 
     def close(self, hasher: FlowHasher, rng: np.random.Generator,
               zones: Iterable[str] = ()) -> list[FlowGroupRecord]:
         """Records for every zone seen (and every zone in `zones`, so an empty zone still gets decoys)."""
         real: dict[str, dict[int, int]] = {z: {} for z in zones}
         tracks = [(acc.total / acc.n, max(acc.zones, key=acc.zones.__getitem__))
-                  for acc in self._tracks.values() if acc.n]
+                  for acc in self._tracks.values() if acc.n and acc.zones]
         if tracks:
-            groups = hasher.groups(np.stack([t[0] for t in tracks]), rng)
-            for (_, zone), g in zip(tracks, groups, strict=True):
+            means = np.stack([t[0] for t in tracks])
+            groups = hasher.groups(means, rng)
+            means.fill(0.0)
+            for (mean, zone), g in zip(tracks, groups, strict=True):
+                mean.fill(0.0)
                 real.setdefault(zone, {})[int(g)] = real.get(zone, {}).get(int(g), 0) + 1
-        for acc in self._tracks.values():
-            acc.total.fill(0.0)
-        self._tracks.clear()
+        self.discard()
         return [self._release(zone, counts, rng) for zone, counts in sorted(real.items())]
 
     def _release(self, zone: str, counts: Mapping[int, int], rng: np.random.Generator) -> FlowGroupRecord:

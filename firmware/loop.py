@@ -80,6 +80,9 @@ class TickResult:
 
 
 FrameHook = Callable[[Frame, Detections | None, float], None]
+# (frame, this tick's confirmed tracks in source pixels, wall): called inside the frame's scope, after the
+# tracker, so a consumer sees the pixels with the tracks; it must copy nothing it does not zero itself
+TrackHook = Callable[[Frame, Sequence, float], None]
 TickSink = Callable[[TickResult], None]
 
 
@@ -95,6 +98,7 @@ class SensorLoop:
         sinks: Sequence[TickSink] = (),
         frame_hooks: Sequence[FrameHook] = (),
         profile: bool = False,
+        track_hooks: Sequence[TrackHook] = (),
     ) -> None:
         self.config = config
         self.camera = camera
@@ -104,6 +108,7 @@ class SensorLoop:
         self.clock = clock
         self.sinks = list(sinks)
         self.frame_hooks = list(frame_hooks)
+        self.track_hooks = list(track_hooks)  # with none, the tracker runs after the frame is released
         self.profile = profile
         self.stats = LoopStats()
         self._period_ns = int(round(1e9 / config.detect_hz))
@@ -152,6 +157,7 @@ class SensorLoop:
         detect_ns = 0
         boxes = np.zeros((0, 4))
         scores = np.zeros((0,))
+        tracks = None
         if isinstance(frame, Frame):
             held = time.perf_counter_ns()
             with frame:  # released, and so zeroed, on the way out whatever happens
@@ -167,9 +173,15 @@ class SensorLoop:
                     persons = dets.persons(self.config.min_score)
                     boxes = persons.to_pixels(*frame.source_size)
                     scores = persons.scores
+                if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
+                    tracks = self.tracker.update(boxes, scores, dt)
+                    wall = self.clock.wall()
+                    for track_hook in self.track_hooks:
+                        track_hook(frame, tracks, wall)
             if self.profile:
                 self.stats.hold_ns.append(time.perf_counter_ns() - held)
-        tracks = self.tracker.update(boxes, scores, dt)
+        if tracks is None:
+            tracks = self.tracker.update(boxes, scores, dt)
         self._emit(now, tracks)
         if self.profile:
             self.stats.own_ns.append(time.thread_time_ns() - own0 - detect_ns)

@@ -4,7 +4,9 @@ Edge TPU (its `_edgetpu` twin, through the `libedgetpu.so.1` delegate) or on CPU
 Input: a crop resized to 224x224 uint8 RGB (the model's quantization, scale 1/128 and zero point 128, maps
 raw pixels to [-1, 1], so pixels go in as they are). Output: uint8 (1, 1, 1, 1024), dequantized here in
 int64 then float32 as `scale * (q - zero_point)`. Used only by customer-flow groups; embeddings never leave
-the device, only the group they hash to does.
+the device, only the group they hash to does. No pixels outlive a call: the resized tensor and the model's
+input tensor are zeroed after each embedding, and `embed_boxes` zeroes the crops it cuts; the caller owns
+(and zeroes) the crop it passes to `embed`.
 
 Raises `DetectorError` (model missing or failing) and `DelegateError` (Edge TPU asked for, not present).
 """
@@ -62,6 +64,15 @@ def _load(config: EmbedderConfig, model_path: Path | None) -> tuple[Any, str]:
         raise DetectorError(f"cannot load the embedding model: {e}") from e
 
 
+def cut(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A copy (the caller zeroes it) of the pixels inside a normalized xyxy box, at least 2 x 2."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    xa, ya = int(np.clip(x0 * w, 0, w - 2)), int(np.clip(y0 * h, 0, h - 2))
+    xb, yb = int(np.clip(np.ceil(x1 * w), xa + 2, w)), int(np.clip(np.ceil(y1 * h), ya + 2, h))
+    return np.array(rgb[ya:yb, xa:xb], order="C", copy=True)
+
+
 class Embedder:
     """`embed(crop)` -> (1024,) float32; `embed_boxes(rgb, boxes)` -> (N, 1024) for normalized xyxy boxes.
     `backend` is "edgetpu" or "cpu"."""
@@ -77,6 +88,8 @@ class Embedder:
                                 f"expected (1, {SIZE}, {SIZE}, 3) / {DIM} values")
         self._in, self._out = inp["index"], out["index"]
         self._scale, self._zero = (float(out["quantization"][0]) or 1.0), int(out["quantization"][1])
+        self._blank = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+        self._scrub()  # a fresh input tensor holds whatever memory it was given
 
     def embed(self, crop: np.ndarray) -> np.ndarray:
         import cv2
@@ -90,15 +103,30 @@ class Embedder:
             q = self._it.get_tensor(self._out).reshape(DIM)
         except Exception as e:  # noqa: BLE001
             raise DetectorError(f"embedding model failed: {e}") from e
+        finally:
+            tensor.fill(0)
+            self._scrub()
         return (self._scale * (q.astype(np.int64) - self._zero)).astype(np.float32)
 
+    def _scrub(self) -> None:
+        """The model's input tensor (a copy of the last crop) overwritten with zeros."""
+        try:
+            self._it.set_tensor(self._in, self._blank)
+        except Exception as e:  # noqa: BLE001
+            raise DetectorError(f"cannot clear the embedding model's input: {e}") from e
+
+    def input_is_blank(self) -> bool:
+        """True when the model's input tensor holds no pixels (for tests)."""
+        return not self._it.get_tensor(self._in).any()
+
     def embed_boxes(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
         out = np.zeros((len(boxes), DIM), np.float32)
-        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
-            xa, ya = int(np.clip(x0 * w, 0, w - 2)), int(np.clip(y0 * h, 0, h - 2))
-            xb, yb = int(np.clip(np.ceil(x1 * w), xa + 2, w)), int(np.clip(np.ceil(y1 * h), ya + 2, h))
-            out[i] = self.embed(np.ascontiguousarray(rgb[ya:yb, xa:xb]))
+        for i, box in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+            crop = cut(rgb, box)
+            try:
+                out[i] = self.embed(crop)
+            finally:
+                crop.fill(0)
         return out
 
     def close(self) -> None:
