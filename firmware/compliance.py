@@ -203,6 +203,8 @@ def _facts(config: Any, grants: Sequence[Any]) -> dict[str, Any]:
         "flow_on": lookup(config, "flowgroups.enabled", default=False),
         "flow_groups": lookup(config, "flowgroups.groups", default=1000),
         "flow_min": lookup(config, "flowgroups.min_count", default=5),
+        "flow_window_s": lookup(config, "flowgroups.window_s", default=900),
+        "flow_period_s": lookup(config, "flowgroups.period_s", default=86400),
         "outbox_days": lookup(config, "outbox.retention_days", "outbox.max_age_days", "uploader.retention_days"),
         "grants": list(grants),
     }
@@ -234,9 +236,11 @@ def _leaves(f: Mapping[str, Any]) -> list[tuple[str, str]]:
                      f"q{f['jpeg_quality']})", "every detected person and face blurred before encoding; "
                      "higher rates only with a customer-signed, expiring authorization; every use audited"))
     if f["flow_on"]:
-        rows.append((f"customer-flow group counts ({f['flow_groups']} groups) per zone and window",
+        rows.append((f"customer-flow group counts ({f['flow_groups']} groups) per zone and window of "
+                     f"{f['flow_window_s']} s",
                      f"noisy locality-sensitive hash of an appearance embedding that never leaves memory; every "
-                     f"group padded to at least {f['flow_min']} with fictitious members, plus decoy groups"))
+                     f"group padded to at least {f['flow_min']} with fictitious members, plus decoy groups; "
+                     f"hyperplanes re-drawn every {f['flow_period_s']} s and at every restart"))
     rows.append(("audit log summaries (on request)", "hash-chained, contains no pixels, boxes or identities"))
     return rows
 
@@ -262,6 +266,9 @@ def generate_dpia(config: Any, *, grants: Sequence[Any] = (), now: float | None 
             "| frames | zeroed in the tick that captured them (never written) |",
             f"| pseudonym key | memory only, replaced every {f['rotate_s']:g} s |",
             "| flow-group embeddings | memory only, one window |",
+            *(["| flow-group population statistics (mean and covariance of a period's crop embeddings, no "
+               "identity) | memory only: gathered over one period, the basis fitted from them used through the "
+               "next |"] if f["flow_on"] else []),
             f"| de-identified samples awaiting upload | deleted after upload, at most {f['sample_days']} days |",
             "| records awaiting upload (outbox) | until acknowledged by the cloud"
             + (f", at most {f['outbox_days']} days" if f["outbox_days"] else "") + " |",

@@ -267,3 +267,68 @@ def test_population_stats_give_the_basis_without_keeping_embeddings() -> None:
     assert stats.count() == 0 and not any(a.any() for a in (stats._sum, stats._scatter, stats._batch))
     with pytest.raises(ValueError, match="at least"):
         stats.basis(4)
+
+
+def test_umbra_run_releases_flow_groups_that_the_reference_cloud_accepts(tmp_path, shared_data, monkeypatch):
+    """End to end: `umbra run` with sync on and [flowgroups] on (the real embedder), a real reference cloud
+    over mutual TLS; the cloud holds exactly the flow-group records the audit log says were released."""
+    from bench.cloud.app import DEV_DEVICE
+    from bench.cloud.harness import CloudThread, device_setup
+    from firmware.app import main
+    from firmware.audit import verify
+    from firmware.config import to_toml
+    from hal.clock import SystemClock
+
+    monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
+    cfg = pets_config(shared_data, FLOW)
+    cloud = CloudThread(tmp_path / "cloud", SystemClock())
+    try:
+        dev = device_setup(cloud.cloud, tmp_path / "device", cloud.port)
+        table = {
+            "device": {"id": DEV_DEVICE},
+            "camera": {"kind": "video", "source": cfg.camera.source, "fps": 7.0},
+            "detector": {"kind": "scripted", "ground_truth": cfg.detector.ground_truth},
+            "loop": {"detect_hz": 25.0, "emit_hz": 2.0},
+            "geometry": {"homography": [list(r) for r in cfg.geometry.homography],
+                         "zones": [{"name": z.name, "polygon": [list(p) for p in z.polygon]}
+                                   for z in cfg.geometry.zones]},
+            "samples": {"enabled": False},
+            "privacy": {"profile": "aggregates", "window_s": 60, "budget_file": str(tmp_path / "budget.sqlite"),
+                        "audit_file": str(tmp_path / "audit.jsonl")},
+            # a short window, crops 0.1 s apart: the 60 frames (2.4 s) give the basis its 16 crops
+            "flowgroups": {"enabled": True, "window_s": 10, "basis_min": 16, "crop_gap_s": 0.1,
+                           "max_embeds_per_tick": 2},
+            "sync": {
+                "enabled": True,
+                "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
+                        "pins_file": dev.tls.pins_file, "fleet_root_public_key": dev.tls.fleet_root_public_key},
+                "outbox": {"path": dev.outbox_path},
+                "uploader": {"url": dev.uploader.url, "device_id": dev.uploader.device_id,
+                             "keyring_file": dev.uploader.keyring_file},
+            },
+        }
+        (tmp_path / "sensor.toml").write_text(to_toml(table))
+        assert main(["run", "--config", str(tmp_path / "sensor.toml"), "--max-frames", "60"]) == 0
+        held = [json.loads(b) for b in cloud.cloud.store.bodies(DEV_DEVICE)]
+    finally:
+        cloud.close()
+    flows = [r for r in held if r["schema"] == "umbra.flowgroups/1"]
+    assert verify(tmp_path / "audit.jsonl").ok
+    entries = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    released = [e["fields"] for e in entries if e["event"] == "flowgroups_released"]
+    assert released and sum(f["records"] for f in released) == len(flows)  # all of it arrived, once
+    zones = sorted(z.name for z in cfg.geometry.zones)
+    for w in {r["window_start"] for r in flows}:
+        assert sorted(r["zone"] for r in flows if r["window_start"] == w) == zones
+    assert all(c >= FLOW.min_count for r in flows for _, c in r["groups"]) and any(r["groups"] for r in flows)
+    assert not [r for r in held if r["schema"] == "umbra.track/1"]  # the aggregates profile: no tracks
+
+
+def test_the_dpia_of_the_running_config_states_flow_groups_only_when_on(shared_data) -> None:
+    from firmware.compliance import generate_dpia
+
+    off = generate_dpia(pets_config(shared_data, FlowGroupConfig()))
+    on = generate_dpia(pets_config(shared_data, replace(FLOW, window_s=60, min_count=7)))
+    assert "customer-flow group counts" not in off and "population statistics" not in off
+    assert "customer-flow group counts (1000 groups) per zone and window of 60 s" in on
+    assert "padded to at least 7" in on and "flow-group population statistics" in on
