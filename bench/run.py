@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     total = args.frames or 795
     sync = None if args.no_cloud else BenchSync(args.out / "sync", clock)
     aggregates: list[dict] = []
-    audit = _audit(args.out)
+    audit = _audit(args.out, sync.tls.key_file if sync else "")
     analytics = _analytics(cfg, args.out, [aggregates.extend] + ([sync.enqueue] if sync else []), audit)
     with records_path.open("w", encoding="utf-8") as out:
         jsonl = JsonlSink(out)
@@ -99,17 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  aggregates ({cfg.privacy.window_s} s windows, k={cfg.privacy.k}, epsilon {cfg.privacy.epsilon} per "
           f"release): {release_counts(aggregates)}")
     print(cloud_line)
-    checked = verify(audit.path)
+    checked = verify(audit.path, cert=sync.tls.cert_file if sync else None)
+    signed = ("head signed by the device key, checked against its certificate" if sync else
+              "head unsigned (--no-cloud: no device key)")
     print(f"  privacy audit log {audit.path}: {checked.entries} entries, chain "
-          f"{'verified' if checked.ok else 'BROKEN: ' + '; '.join(checked.problems)}")
+          f"{'verified' if checked.ok else 'BROKEN: ' + '; '.join(checked.problems)}; {signed}")
     return 0 if checked.ok else 1
 
 
-def _audit(out: Path) -> AuditLog:
-    """A fresh privacy audit log per bench run."""
+def _audit(out: Path, key_file: str) -> AuditLog:
+    """A fresh privacy audit log per bench run, its head signed with the bench device's key when it has one."""
+    from firmware.devicekey import device_signer
+
     for stale in out.glob("audit.jsonl*"):
         stale.unlink()
-    return AuditLog(out / "audit.jsonl")
+    return AuditLog(out / "audit.jsonl", signer=device_signer(key_file, out / "audit.jsonl") if key_file else None)
 
 
 def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
@@ -144,6 +148,7 @@ class BenchSync:
         self.cloud = CloudThread(folder / "cloud", clock)
         dev = device_setup(self.cloud.cloud, folder / "device", self.cloud.port)
         self.device_id = dev.uploader.device_id
+        self.tls = dev.tls  # the bench device's key signs the audit head, its certificate checks it
         self.outbox = Outbox(OutboxConfig(path=dev.outbox_path))
         self.events = asyncio.new_event_loop()
         self.uploader = Uploader(dev.uploader, dev.tls, self.outbox, clock, random.Random(0))
