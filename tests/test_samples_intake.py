@@ -232,3 +232,22 @@ def test_authorization_config_keys_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="customer_public_key"):
         load(_config(tmp_path, "AAAA"))
     assert load(_config(tmp_path, "")).authorization == AuthorizationConfig()
+
+
+def test_the_dpia_states_the_authorized_rates_in_force(tmp_path: Path, capsys) -> None:
+    import time
+
+    key = Ed25519PrivateKey.generate()
+    cfg_path = _config(tmp_path, public_key_b64(key))
+    now = int(time.time())
+    token = sign_token(key, device_id=DEV, rate_per_hour=4, not_before=now - 60, expires=now + 86400,
+                       token_id="dpia-4")
+    assert main(["samples", "authorize", "--config", str(cfg_path), token]) == 0
+    capsys.readouterr()
+    assert main(["privacy", "dpia", "--config", str(cfg_path)]) == 0
+    dpia = capsys.readouterr().out
+    assert "- token dpia-4: 4 per hour" in dpia and "none in force" not in dpia
+    assert main(["samples", "revoke", "--config", str(cfg_path), "dpia-4"]) == 0
+    capsys.readouterr()
+    assert main(["privacy", "dpia", "--config", str(cfg_path)]) == 0
+    assert "none in force" in capsys.readouterr().out
