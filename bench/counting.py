@@ -3,7 +3,9 @@ view) against crossings in the ground-truth tracks, per line and direction. Both
 counter: a crossing counts when a path moves from beyond `band` metres on one side of the line to beyond
 `band` on the other (hysteresis, so a path hovering on the line counts once, not on every wobble).
 
-`python -m bench.counting --records tracks.jsonl [--gt gt.txt] [--config pets09.toml]`."""
+`python -m bench.counting --records tracks.jsonl [--gt gt.txt] [--config pets09.toml]`;
+`python -m bench.counting --explain` replays the bench run on cached detections and says, crossing by
+crossing, what was missed or counted falsely and why (bench.countexplain)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +25,22 @@ from firmware.quantize import cell_centre
 Key = tuple[str, str]  # (line name, "+" or "-")
 
 
-def count_crossings(paths: Iterable[np.ndarray], lines: Iterable[LineConfig], band: float = 0.5) -> dict[Key, int]:
-    counts: dict[Key, int] = defaultdict(int)
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """One counted crossing: which path, which line and way, and the path step that completed it."""
+
+    path: int
+    line: str
+    direction: str  # "+": to the line's left (seen from a to b), "-": to its right
+    step: int
+
+
+def crossing_events(paths: Iterable[np.ndarray], lines: Iterable[LineConfig], band: float = 0.5) -> list[Crossing]:
+    """Every crossing of every path, in path order: a path counts when it moves from beyond `band` metres on
+    one side of a line to beyond `band` on the other, within the line's length."""
+    out: list[Crossing] = []
     lines = list(lines)
-    for path in paths:
+    for p, path in enumerate(paths):
         if len(path) < 2:
             continue
         for ln in lines:
@@ -36,24 +51,37 @@ def count_crossings(paths: Iterable[np.ndarray], lines: Iterable[LineConfig], ba
             along = ((path[:, 0] - a[0]) * d[0] + (path[:, 1] - a[1]) * d[1]) / length
             inside = (along >= 0) & (along <= length)
             side = 0
-            for s, ok in zip(signed, inside, strict=True):
+            for k, (s, ok) in enumerate(zip(signed, inside, strict=True)):
                 now = 1 if s > band else (-1 if s < -band else 0)
                 if now == 0:
                     continue
                 if side and now != side and ok:
-                    counts[(ln.name, "+" if now > 0 else "-")] += 1
+                    out.append(Crossing(p, ln.name, "+" if now > 0 else "-", k))
                 side = now
+    return out
+
+
+def count_crossings(paths: Iterable[np.ndarray], lines: Iterable[LineConfig], band: float = 0.5) -> dict[Key, int]:
+    counts: dict[Key, int] = defaultdict(int)
+    for c in crossing_events(paths, lines, band):
+        counts[(c.line, c.direction)] += 1
     return dict(counts)
+
+
+def record_paths(records: list[Mapping]) -> dict[tuple[int, str], list[int]]:
+    """Indices of the track records of each (key epoch, pseudonym), in release order."""
+    by: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        if r.get("schema") == "umbra.track/1":
+            by[(r["epoch"], r["pseudonym"])].append(i)
+    return dict(by)
 
 
 def paths_from_records(records: Iterable[Mapping]) -> list[np.ndarray]:
     """One path per (key epoch, pseudonym), in release order, through cell centres."""
-    by: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
-    for r in records:
-        if r.get("schema") != "umbra.track/1":
-            continue
-        by[(r["epoch"], r["pseudonym"])].append(cell_centre(r["cell"], r["grid_m"]))
-    return [np.array(p) for p in by.values()]
+    records = list(records)
+    return [np.array([cell_centre(records[i]["cell"], records[i]["grid_m"]) for i in idx])
+            for idx in record_paths(records).values()]
 
 
 def paths_from_gt(gt_path: Path, max_frame: int | None = None) -> list[np.ndarray]:
@@ -83,12 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     from firmware.config import load
 
     ap = argparse.ArgumentParser(prog="umbra bench counting", description=__doc__)
-    ap.add_argument("--records", type=Path, required=True, help="JSON lines of released track records")
+    ap.add_argument("--records", type=Path, help="JSON lines of released track records")
+    ap.add_argument("--explain", action="store_true",
+                    help="replay the bench run on cached detections and explain each unmatched crossing")
+    ap.add_argument("--tiles", type=int, nargs=2, default=None, help="--explain: detections of this tiling "
+                    "(default: the config's)")
     ap.add_argument("--gt", type=Path, help="MOT15 gt.txt with world coordinates (default: PETS09-S2L1)")
     ap.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "pets09.toml")
     ap.add_argument("--band", type=float, default=0.5)
     args = ap.parse_args(argv)
     from bench import data
+
+    if args.explain:
+        from bench.countexplain import run
+
+        print(run(args.config, args.band, args.tiles))
+        return 0
+    if args.records is None:
+        ap.error("--records is required (or --explain)")
 
     gt = args.gt or data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
     if gt is None:

@@ -15,6 +15,7 @@ import numpy as np
 from bench import data
 
 CACHE = Path("out/cache")
+PETS_SIZE = (768, 576)  # vtest.avi's frame size: cached boxes are in its pixels
 
 
 def pets_detections(
@@ -73,6 +74,86 @@ def _run(video: Path, tiles: tuple[int, int], score_threshold: float, progress: 
         det.close()
     if progress:
         print(f"{len(out)} frames in {time.perf_counter() - t0:.1f} s (backend {det.backend})")
+    return out
+
+
+def detector_detections(dcfg, progress: bool = True) -> list[np.ndarray]:
+    """What `TfliteDetector` with a config's `[detector]` settings finds in each frame of vtest.avi, as
+    `pets_detections` gives it ((N, 5) pixel boxes and scores), merged from the cached raw tiles by the
+    detector's own merge (hal.nms.merge_tiles), so a change of merge needs no new inference."""
+    from hal.nms import merge_tiles
+
+    per_frame, grid = raw_tiles(tuple(dcfg.tiles), dcfg.overlap, min(0.05, dcfg.score_threshold), progress)
+    scale = np.array([PETS_SIZE[0], PETS_SIZE[1]] * 2, dtype=np.float64)
+    out = []
+    for d in per_frame:
+        d = d[d[:, 4] >= np.float32(dcfg.score_threshold)]
+        if len(grid) > 1 and len(d):
+            keep, boxes = merge_tiles(d[:, :4], d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), grid)
+            d = np.column_stack((boxes[keep], d[keep, 4]))
+        else:
+            d = d[:, :5]
+        out.append(np.column_stack((d[:, :4] * scale, d[:, 4])))
+    return out
+
+
+def raw_tiles(tiles: tuple[int, int], overlap: float = 0.15, floor: float = 0.05,
+              progress: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every tile's person detections of vtest.avi before merging, at scores >= `floor`: per frame an (N, 6)
+    array (x0, y0, x1, y1 normalized to the frame, score, tile index), and the tile grid. Cached like
+    `pets_detections`; any merge and threshold at or above the floor is then a matter of milliseconds."""
+    from hal.tflite import tile_grid
+    from models import manifest
+
+    video = data.find("video/vtest.avi")
+    m = manifest("ssd_mobilenet_v1_coco_quant")
+    key = (f"pets09raw-{m.sha256[:12]}-{tiles[0]}x{tiles[1]}-o{overlap:.2f}-{floor:.2f}-"
+           f"{video.stat().st_size}")
+    path = CACHE / f"{key}.npz"
+    grid = tile_grid(tiles[0], tiles[1], overlap)
+    if path.exists():
+        with np.load(path) as z:
+            counts, rows = z["counts"], z["rows"]
+        return np.split(rows, np.cumsum(counts)[:-1]), grid
+    per_frame = _run_raw(video, tiles, overlap, floor, progress)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    counts = np.array([len(d) for d in per_frame])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, counts=counts, rows=np.vstack(per_frame) if per_frame else np.zeros((0, 6)))
+    tmp.replace(path)
+    return per_frame, grid
+
+
+def _run_raw(video: Path, tiles: tuple[int, int], overlap: float, floor: float,
+             progress: bool) -> list[np.ndarray]:
+    from tqdm import tqdm
+
+    from hal.clock import SystemClock
+    from hal.errors import EndOfStream
+    from hal.tflite import TfliteDetector
+    from hal.video import VideoCamera
+
+    det = TfliteDetector(tiles=tiles, overlap=overlap, score_threshold=floor)
+    h, w = det.manifest.input_shape[1:3]
+    size = (w * tiles[0], h * tiles[1])
+    cam = VideoCamera(video, clock=SystemClock(), lores_size=size, main_size=None)
+    cam.open()
+    out: list[np.ndarray] = []
+    bar = tqdm(desc=f"detecting vtest.avi, {tiles[0]}x{tiles[1]} tiles", unit="frame", disable=not progress)
+    try:
+        while True:
+            try:
+                frame = cam.capture()
+            except EndOfStream:
+                break
+            with frame:
+                b, s, _, t = det.detect_tiles(frame)
+            out.append(np.column_stack((b, s, t)).astype(np.float64))
+            bar.update()
+    finally:
+        bar.close()
+        cam.close()
+        det.close()
     return out
 
 

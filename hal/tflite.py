@@ -13,7 +13,7 @@ from hal.detections import PERSON, Detections
 from hal.errors import DetectorError
 from hal.frame import Frame
 from hal.litert import DelegateLoader, Runtime, load_interpreter
-from hal.nms import nms
+from hal.nms import merge_tiles
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,22 @@ class TfliteDetector:
         self._out = (order["boxes"], order["classes"], order["scores"])
 
     def detect(self, frame: Frame) -> Detections:
+        boxes, scores, classes, tile_of = self.detect_tiles(frame)
+        if len(self._grid) == 1:
+            return Detections(boxes.astype(np.float32), scores, classes)
+        keep, boxes = merge_tiles(boxes, scores, tile_of, self._grid, self.iou_threshold)
+        return Detections(boxes[keep].astype(np.float32), scores[keep], classes[keep])
+
+    def detect_tiles(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every tile's detections before merging: boxes (N, 4) normalized to the frame, scores, classes and
+        the index of the tile each came from."""
         import cv2
 
         img = frame.pixels
         h, w = img.shape[:2]
-        boxes, scores, classes = [], [], []
+        boxes, scores, classes, tile_of = [], [], [], []
         try:
-            for tile in self._grid:
+            for t, tile in enumerate(self._grid):
                 x0, y0 = int(round(tile[0] * w)), int(round(tile[1] * h))
                 x1, y1 = int(round(tile[2] * w)), int(round(tile[3] * h))
                 view = img[y0:y1, x0:x1]
@@ -109,15 +118,13 @@ class TfliteDetector:
                                                   tile[0] + bb[:, 3] * tw, tile[1] + bb[:, 2] * th)))
                     scores.append(s[keep])
                     classes.append(c[keep].astype(np.int32))
+                    tile_of.append(np.full(int(keep.sum()), t, dtype=np.int64))
         finally:
             self._interp.tensor(self._in_idx)()[...] = 0  # no copy of the frame stays in the model's input
         if not boxes:
-            return Detections.empty()
-        allb = np.clip(np.concatenate(boxes), 0.0, 1.0)
-        alls = np.concatenate(scores).astype(np.float32)
-        allc = np.concatenate(classes)
-        keep = nms(allb, alls, self.iou_threshold) if len(self._grid) > 1 else np.arange(len(alls))
-        return Detections(allb[keep].astype(np.float32), alls[keep], allc[keep])
+            return np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        return (np.clip(np.concatenate(boxes), 0.0, 1.0), np.concatenate(scores).astype(np.float32),
+                np.concatenate(classes), np.concatenate(tile_of))
 
     def _invoke(self) -> None:
         try:
