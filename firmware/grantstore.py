@@ -7,7 +7,9 @@ device (a bad one is refused, with its reason, and the stored ones stay as they 
 later is accepted ahead and used from its not_before. `load_grants` re-verifies every stored token (each
 check audited by the Authorizer): expired and revoked ones are dropped from the file and audited as
 `authorization_dropped`; others that fail (say the configured customer key changed) stay on disk unused.
-`GrantRefresher` is the loop's frame hook that picks changes of the file up within `period_s`.
+`GrantRefresher` is the loop's frame hook that picks changes of the file up within `period_s`, and takes in
+the tokens the cloud relays (the uploader writes them to `[sync.uploader] authorizations_file`; each is
+verified, stored and audited here exactly like a token given to `umbra samples authorize`).
 Tokens are never logged, only their ids.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -181,15 +184,43 @@ def _token_id(token: str) -> str | None:
     return _token_id_or_none(token)
 
 
+def take_delivered(delivered: StoredTokens, store: TokenStore, authorizer_of: Any, now: float,
+                   audit: AuditSink, seen: set[str]) -> int:
+    """Intake of what the cloud relayed (`inbox`, written by the uploader): each new token is verified, stored
+    and audited like `umbra samples authorize` (a refused one is audited once per run: `seen`), and each
+    withdrawn id the device still holds is revoked. Returns how many changes were made."""
+    held = store.read()
+    changes = 0
+    for token_id in delivered.revoked:
+        if token_id not in held.revoked:
+            revoke(store, token_id, now, audit)
+            changes += 1
+    for token in delivered.tokens:
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        if token in held.tokens or digest in seen:
+            continue
+        seen.add(digest)
+        try:
+            accept(store, authorizer_of(), token, now)
+            changes += 1
+        except AuthorizationRefused:
+            continue  # audited by the Authorizer, with its reason
+    return changes
+
+
 class GrantRefresher:
     """A loop frame hook: every `period_s` of wall time, if the token file changed (`umbra samples authorize`
-    or `revoke` ran), re-loads the grants into the scheduler."""
+    or `revoke` ran), re-loads the grants into the scheduler; with an `inbox` (the tokens the uploader fetched
+    from the cloud), takes in what arrived there first."""
 
     def __init__(self, store: TokenStore, authorizer_of: Any, scheduler: Any, audit: AuditSink,
-                 period_s: float = 60.0) -> None:
+                 period_s: float = 60.0, inbox: TokenStore | None = None) -> None:
         self.store, self._authorizer_of, self.scheduler, self.audit = store, authorizer_of, scheduler, audit
         self.period_s = period_s
+        self.inbox = inbox
         self._stamp = store.stamp()
+        self._inbox_stamp: tuple[int, int, int] | None = None
+        self._seen: set[str] = set()
         self._next = 0.0
 
     def refresh(self, now: float) -> Sequence[Grant]:
@@ -203,11 +234,14 @@ class GrantRefresher:
         if wall < self._next:
             return
         self._next = wall + self.period_s
-        if self.store.stamp() != self._stamp:
-            try:
+        try:
+            if self.inbox is not None and self.inbox.stamp() not in (None, self._inbox_stamp):
+                self._inbox_stamp = self.inbox.stamp()
+                take_delivered(self.inbox.read(), self.store, self._authorizer_of, wall, self.audit, self._seen)
+            if self.store.stamp() != self._stamp:
                 self.refresh(wall)
-            except TokenStoreError as e:  # keep sampling under the grants already loaded
-                log.error("sampling tokens not reloaded: %s", e)
+        except TokenStoreError as e:  # keep sampling under the grants already loaded
+            log.error("sampling tokens not reloaded: %s", e)
 
 
 def sensor_grants(cfg: Any, base: Path, scheduler: Any, audit: AuditSink | None, now: float,
@@ -220,7 +254,9 @@ def sensor_grants(cfg: Any, base: Path, scheduler: Any, audit: AuditSink | None,
 
     sink = audit if audit is not None else NoAudit()
     store = store_for(cfg, base)
-    refresher = GrantRefresher(store, lambda: authorizer_for(cfg, store, sink), scheduler, sink)
+    inbox_file = cfg.sync.uploader.authorizations_file if cfg.sync.enabled else ""
+    refresher = GrantRefresher(store, lambda: authorizer_for(cfg, store, sink), scheduler, sink,
+                               inbox=TokenStore(inbox_file) if inbox_file else None)
     grants = refresher.refresh(now)
     log.info("samples: %d customer authorization(s) loaded from %s", len(grants), store.path)
     return refresher

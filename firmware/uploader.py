@@ -74,6 +74,8 @@ class UploaderConfig:
     key_lead_s: float = 3600.0  # ask for the next key when none is valid this far ahead
     pins_refresh_s: float = 6 * 3600.0
     cert_renew_before_s: float = 7 * 86400.0
+    authorizations_file: str = ""  # where customer sampling tokens from the cloud land ("" = not fetched)
+    authorizations_refresh_s: float = 300.0
 
     def validate(self) -> None:
         if not self.url.startswith("https://"):
@@ -90,6 +92,8 @@ class UploaderConfig:
             raise ValueError("gzip_level: 0 to 9")
         if not 0 < self.backoff_base_s <= self.backoff_max_s:
             raise ValueError("backoff_base_s/backoff_max_s: 0 < base <= max")
+        if not 30 <= self.authorizations_refresh_s <= 86400:
+            raise ValueError("authorizations_refresh_s: 30 to 86400 seconds")
 
 
 @dataclass(slots=True)
@@ -142,6 +146,7 @@ class Uploader:
         self._session: aiohttp.ClientSession | None = None
         self._failures = 0
         self._next_pins_at = 0.0
+        self._next_authorizations_at = 0.0
         self._kick = asyncio.Event()
         self._timeout = aiohttp.ClientTimeout(total=config.request_timeout_s, sock_connect=config.connect_timeout_s,
                                               connect=config.connect_timeout_s)
@@ -270,8 +275,35 @@ class Uploader:
                 except PinUpdateRefused as e:
                     log.error("pin-set update refused: %s", e)
             self._next_pins_at = now + self.config.pins_refresh_s
+        if self.config.authorizations_file and now >= self._next_authorizations_at:
+            self._next_authorizations_at = now + self.config.authorizations_refresh_s
+            await self._fetch_authorizations()
         if cert_expires(self.tls.cert_file) - now < self.config.cert_renew_before_s:
             await self.renew_certificate()
+
+    async def _fetch_authorizations(self) -> None:
+        """Customer sampling tokens relayed by the cloud, written as they are to `authorizations_file` (the
+        sensor verifies, stores and audits them: firmware.grantstore). Optional: a cloud without the route,
+        or a malformed answer, is logged and does not fail the cycle."""
+        from firmware.grantstore import MAX_TOKENS, SCHEMA
+
+        try:
+            msg = await self._call("GET", "/v1/authorizations")
+        except UploadError as e:
+            if e.status is None:
+                raise  # the network: the cycle's own failure
+            log.warning("sampling authorizations not fetched: %s", e)
+            return
+        tokens, revoked = msg.get("tokens"), msg.get("revoked")
+        if (msg.get("schema") != SCHEMA or not isinstance(tokens, list) or not isinstance(revoked, list)
+                or len(tokens) > MAX_TOKENS or len(revoked) > 4 * MAX_TOKENS
+                or not all(isinstance(t, str) and len(t) <= 2048 for t in tokens + revoked)):
+            log.warning("sampling authorizations from the cloud ignored: not %s within its limits", SCHEMA)
+            return
+        body = json.dumps({"schema": SCHEMA, "tokens": tokens, "revoked": revoked}, indent=1).encode("utf-8")
+        target = Path(self.config.authorizations_file)
+        if not target.exists() or target.read_bytes() != body:
+            pki.write_atomic(target, body, private=True)
 
     async def renew_certificate(self) -> None:
         """New key made here, CSR to the cloud, new certificate checked and installed atomically."""

@@ -251,3 +251,57 @@ def test_the_dpia_states_the_authorized_rates_in_force(tmp_path: Path, capsys) -
     capsys.readouterr()
     assert main(["privacy", "dpia", "--config", str(cfg_path)]) == 0
     assert "none in force" in capsys.readouterr().out
+
+
+def test_tokens_relayed_by_the_cloud_reach_the_sensor_and_a_withdrawal_too(tmp_path: Path) -> None:
+    """The reference cloud relays a customer's tokens over the mutual-TLS channel; the uploader fetches them on
+    its cycle into the inbox file; the sensor's refresher verifies, stores and audits each (a foreign one is
+    refused once, not on every fetch), and a withdrawal at the cloud revokes the grant on the device."""
+    import asyncio
+    import time
+
+    from bench.cloud.app import DEV_DEVICE
+    from bench.cloud.harness import CloudThread, device_setup
+    from firmware.outbox import Outbox, OutboxConfig
+    from firmware.uploader import Uploader
+    from hal.clock import FakeClock
+
+    clock = FakeClock(start_wall=time.time())
+    now = int(clock.wall())
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key)))
+    store, log = store_for(cfg, tmp_path), audit.AuditLog(tmp_path / "audit.jsonl")
+    sched = SampleScheduler(SamplesConfig(), random.Random(1))
+    inbox = tmp_path / "device" / "sampling_tokens.inbox.json"
+    cloud = CloudThread(tmp_path / "cloud", clock)
+    events = asyncio.new_event_loop()
+    try:
+        dev = device_setup(cloud.cloud, tmp_path / "device", cloud.port, authorizations_file=str(inbox))
+        up = Uploader(dev.uploader, dev.tls, Outbox(OutboxConfig(path=dev.outbox_path)), clock, random.Random(0))
+        cloud.cloud.authorize(DEV_DEVICE, sign_token(key, device_id=DEV, rate_per_hour=4, not_before=now - 60,
+                                                     expires=now + 86400, token_id="relayed"))
+        cloud.cloud.authorize(DEV_DEVICE, sign_token(key, device_id="shop-9", rate_per_hour=4, not_before=now,
+                                                     expires=now + 86400, token_id="misrouted"))
+        assert events.run_until_complete(up.cycle()).error is None
+        assert len(json.loads(inbox.read_text())["tokens"]) == 2
+        refresher = GrantRefresher(store, lambda: authorizer_for(cfg, store, log), sched, log,
+                                   inbox=TokenStore(inbox))
+        refresher(None, None, now)
+        assert [g.token_id for g in sched.grants] == ["relayed"]
+        assert list(store.read().tokens) == json.loads(inbox.read_text())["tokens"][1:]  # the relayed one
+        refresher(None, None, now + 61)  # the same inbox again: nothing new, nothing audited again
+        cloud.cloud.revoke_authorization(DEV_DEVICE, "relayed")
+        clock.advance(dev.uploader.authorizations_refresh_s)
+        assert events.run_until_complete(up.cycle()).error is None
+        refresher(None, None, now + 400)
+        events.run_until_complete(up.close())
+    finally:
+        events.close()
+        cloud.close()
+    assert sched.grants == () and store.read().tokens == () and store.read().revoked == ("relayed",)
+    kinds = [(e["event"], e["fields"].get("token_id") or e["fields"].get("claimed_token_id"))
+             for e in _events(tmp_path)]
+    assert kinds == [("authorization_refused", "misrouted"),  # the cloud lists tokens by id
+                     ("authorization_accepted", "relayed"),  # taken in from the inbox and stored
+                     ("authorization_accepted", "relayed"),  # the store re-loaded into the scheduler
+                     ("authorization_revoked", "relayed")]

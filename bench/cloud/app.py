@@ -223,6 +223,24 @@ class Cloud:
             raise Refused(400, "bad_csr", str(e)) from None
         return web.json_response({"certificate": pki.cert_pem(cert).decode("ascii")})
 
+    def authorize(self, device_id: str, token: str) -> str:
+        """The operator side: relay a customer's sampling token to a device (stored as is; the device verifies
+        it against the customer's key). Returns its token id."""
+        from firmware.authorization import _token_id_or_none
+
+        token_id = _token_id_or_none(token.strip())
+        if token_id is None:
+            raise ValueError("not a sampling-authorization token (umbra.sampling-authorization/1)")
+        self.store.put_authorization(device_id, token_id, token.strip())
+        return token_id
+
+    def revoke_authorization(self, device_id: str, token_id: str) -> None:
+        self.store.put_authorization(device_id, token_id, None)
+
+    async def authorizations(self, request: web.Request) -> web.Response:
+        tokens, revoked = self.store.authorizations(self._device(request))
+        return web.json_response({"schema": "umbra.sampling-tokens/1", "tokens": tokens, "revoked": revoked})
+
     async def pins(self, request: web.Request) -> web.Response:
         self._device(request)
         return web.json_response(pki.pins_message(self.pki.pins))
@@ -251,6 +269,7 @@ class Cloud:
         app.router.add_post("/v1/keys/next", self.keys_next)
         app.router.add_post("/v1/certificate", self.certificate)
         app.router.add_get("/v1/pins", self.pins)
+        app.router.add_get("/v1/authorizations", self.authorizations)
         app.router.add_get("/v1/health", self.health)
         app.router.add_static("/ota/", self.ota_dir, follow_symlinks=False, show_index=False)
         return app

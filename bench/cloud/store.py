@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS records (device_id TEXT NOT NULL, outbox_id TEXT NOT 
   schema TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (device_id, outbox_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, t INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS authorizations (device_id TEXT NOT NULL, token_id TEXT NOT NULL, token TEXT,
+  revoked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device_id, token_id));
 """
 
 
@@ -50,6 +52,23 @@ class Store:
         row = self._db.execute("SELECT key_id, secret, not_before, expires FROM keys WHERE device_id=? "
                                "ORDER BY expires DESC LIMIT 1", (device_id,)).fetchone()
         return BatchKey(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    # customer sampling authorizations, relayed to the device as they are (the device verifies them)
+    def put_authorization(self, device_id: str, token_id: str, token: str | None) -> None:
+        """Store a token for a device (token None: revoke that id; a revoked id stays revoked)."""
+        with self._lock:
+            if token is None:
+                self._db.execute("INSERT INTO authorizations VALUES (?, ?, NULL, 1) ON CONFLICT(device_id, "
+                                 "token_id) DO UPDATE SET token = NULL, revoked = 1", (device_id, token_id))
+            else:
+                self._db.execute("INSERT INTO authorizations VALUES (?, ?, ?, 0) ON CONFLICT(device_id, token_id) "
+                                 "DO UPDATE SET token = excluded.token WHERE revoked = 0", (device_id, token_id, token))
+
+    def authorizations(self, device_id: str) -> tuple[list[str], list[str]]:
+        """(tokens in force, revoked token ids) for a device."""
+        rows = self._db.execute("SELECT token_id, token, revoked FROM authorizations WHERE device_id=? "
+                                "ORDER BY token_id", (device_id,)).fetchall()
+        return [r[1] for r in rows if not r[2]], [r[0] for r in rows if r[2]]
 
     # replay
     def seen_nonce(self, nonce: str, t: int, forget_before: int) -> bool:
