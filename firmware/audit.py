@@ -261,16 +261,29 @@ class AuditLog:
         return head_problems(head, tail.last, tail.before_last, named)
 
     def _refresh(self, f: Any) -> None:
-        """Another process appended: take up the chain after its entries (and any key it named)."""
-        whole = self._read(f)
-        data = whole[:whole.rfind(b"\n") + 1]
-        if len(data) < len(whole):  # that process died mid-line: cut it, as resuming would
-            f.truncate(len(data))
-        tail = _scan(data[max(0, self._size - 1):] if self._size else data)
-        self.seq, self.last_hash = tail.last if tail.last[0] else (self.seq, self.last_hash)
+        """The file changed under us: another process appended (take up the chain after its entries, and any
+        key it named: only the new bytes are read), or it shrank (checked as on opening, damage recorded)."""
+        if os.fstat(f.fileno()).st_size < self._size:
+            problems = self._resume(f)
+            if problems:
+                log.error("audit log %s: %s", self.path, "; ".join(problems))
+                self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
+            return
+        start = max(0, self._size - 1)
+        try:
+            f.seek(start)
+            new = f.read()
+        except OSError as e:
+            raise AuditError(f"cannot read the audit log {self.path}: {e.strerror}") from e
+        complete = new[:new.rfind(b"\n") + 1]
+        if len(complete) < len(new):  # that process died mid-line: cut it, as opening would
+            f.truncate(start + len(complete))
+        tail = _scan(complete)
+        if tail.last[0]:
+            self.seq, self.last_hash = tail.last
         if tail.keys:
             self._logged_key = tail.keys[-1][2]
-        self._size = len(data)
+        self._size = start + len(complete)
 
 
 class FrameAudit:

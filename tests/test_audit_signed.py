@@ -198,3 +198,15 @@ def test_cli_verify_with_the_device_certificate(tmp_path: Path, device, capsys) 
     assert "checked against the device key" in capsys.readouterr().out
     path.write_bytes(b"\n".join(_lines(path)[:-1]) + b"\n")
     assert main(["audit", "verify", str(path), "--cert", str(cert_file)]) == 1
+
+
+def test_a_log_cut_while_the_sensor_runs_is_recorded_at_its_next_append(tmp_path: Path, device) -> None:
+    key_file, cert_file = device
+    path = tmp_path / "audit.jsonl"
+    log = audit.AuditLog(path, signer=KeyFileSigner(key_file))
+    _fill(log, 6)
+    path.write_bytes(b"\n".join(_lines(path)[:-2]) + b"\n")  # cut under the running writer
+    _fill(log, 1, t0=3000.0)
+    assert "audit_tamper_found" in _events(path)
+    result = audit.verify(path, cert=cert_file)
+    assert not result.ok and "removed from the tail" in result.problems[0]
