@@ -4,16 +4,24 @@ Each line is one entry `{"seq", "t", "event", "fields", "prev_hash", "hash"}` wh
 `hash = sha256(canonical JSON of the entry without "hash")` and `prev_hash` is the previous entry's hash
 (64 zeros for the first). Editing, removing, inserting or reordering any entry breaks the chain at that
 point, and `verify()` names it. A head file beside the log (`<log>.head`, replaced atomically after every
-append) holds the last seq and hash, optionally signed by the device key: it exposes truncation from the
+append) holds the last seq and hash, signed by the device key on devices: it exposes truncation from the
 tail. Someone who can rewrite the whole file AND the head can forge a consistent log unless the head is
-signed (pass `signer` / `public_key`), so sign it on devices.
+signed and checked against the device key (`verify(..., cert=)`): the running sensor signs it with its TLS
+client key (`firmware.devicekey`). The log names each key that signs its heads in an `audit_signing` entry
+(the first signed append, and after each certificate renewal), so a head re-written unsigned or with another
+key fails even without the certificate, unless the whole log was forged. A writer that opens the log (or
+finds it shrunk under it) checks the head against it; a mismatch means entries were cut or the log was
+rewritten while nobody was writing, and is recorded for good as an `audit_tamper_found` entry, so a restart
+cannot hide it under a fresh, valid signature.
 
 Frame events are aggregated: one `frames` entry per wall-clock minute with the counts of frames processed,
 destroyed (buffers zeroed) and dropped, not one row per frame (10 fps would mean 864,000 rows a day and an
 fsync per frame). Other events are written as they happen: `records_released`, `budget_spent`,
-`sample_taken`, `samples_purged`, `authorization_accepted`/`_refused`/`_used`, `dsr_access`, `dsr_erasure`.
+`sample_taken`, `samples_purged`, `authorization_accepted`/`_refused`/`_used`/`_dropped`/`_revoked`,
+`dsr_access`, `dsr_erasure`, and the log's own `audit_signing` and `audit_tamper_found`.
 
-CLI: `umbra audit verify FILE [--public-key B64]` exits 0 when the log verifies, 1 when it does not.
+CLI: `umbra audit verify FILE [--cert DEVICE_CERT.pem | --public-key B64]` exits 0 when the log verifies,
+1 when it does not.
 """
 
 from __future__ import annotations

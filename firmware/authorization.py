@@ -10,7 +10,8 @@ the customer's public key (config `authorization.customer_public_key`, base64 of
 (malformed, bad signature, wrong device, not yet valid, expired, empty, too long, rate out of range,
 revoked). Every check,
 accepted or refused, is written to the privacy audit log; so is every use (`Authorizer.record_use`).
-Tokens are never logged: only their `token_id`.
+Tokens are never logged: only their `token_id`. Intake, storage on the device and the `umbra samples`
+commands are in `firmware.grantstore` and `firmware.samples_cmd`.
 """
 
 from __future__ import annotations
