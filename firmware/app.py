@@ -110,7 +110,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loop = build_loop(cfg, base, clock, sinks=sinks)
     from firmware.flowhook import build_flow_hook
 
-    flows = build_flow_hook(cfg.flowgroups, loop.quantizer.geometry, emit_aggregates, audit)
+    flows = build_flow_hook(cfg.flowgroups, loop, emit_aggregates, audit)
     if flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
         loop.track_hooks.append(flows)
     sampler = _sample_hook(cfg, sync, audit, loop.detector)

@@ -78,6 +78,8 @@ class FlowGroupConfig:
     crop_gap_s: float = 1.0  # a track's first crop when seen in a window, the next after this, each gap doubled
     max_embeds_per_tick: int = 1  # crops embedded per loop tick at most (CPU ~10 ms each on a laptop core pair)
     basis_min: int = 100  # crop embeddings needed before a population basis is fitted (nothing released before)
+    tick_share: float = 0.8  # embed only while the tick so far plus one embedding (its recent cost) stays
+    # within this share of the loop's period, on the loop's clock: embedding does not make the loop drop frames
     edgetpu: Literal["auto", "on", "off"] = "auto"  # the embedding model's Edge TPU twin when present
     threads: int = 2  # CPU threads of the embedding model
 
@@ -100,6 +102,8 @@ class FlowGroupConfig:
             raise ValueError("window_s: 10 to 86400; period_s: 3600 to 604800")
         if not 0.0 < self.crop_gap_s <= 3600.0:
             raise ValueError("crop_gap_s: above 0, at most 3600")
+        if not 0.0 < self.tick_share <= 1.0:
+            raise ValueError("tick_share: above 0, at most 1")
         if not 1 <= self.max_embeds_per_tick <= 16:
             raise ValueError("max_embeds_per_tick: 1 to 16")
         if not self.dims + 2 <= self.basis_min <= 1_000_000:

@@ -97,8 +97,8 @@ def pets_run(shared_data):
     audit = ListAudit()
     with Embedder() as real:
         spy = SpyEmbedder(real)
-        geometry = Geometry(cfg.geometry)
-        hook = build_flow_hook(cfg.flowgroups, geometry, [released.extend], audit, embedder=spy,
+        loop = build_loop(cfg, ROOT / "bench/configs", clock, camera=camera)
+        hook = build_flow_hook(cfg.flowgroups, loop, [released.extend], audit, embedder=spy,
                                rng=np.random.default_rng(3))
         assert isinstance(hook, FlowGroupHook)
         checks = {"ticks": 0, "crops_nonzero": 0, "input_dirty": 0, "image_like": 0, "max_new_crops": 0}
@@ -112,7 +112,7 @@ def pets_run(shared_data):
             checks["input_dirty"] += not real.input_is_blank()
             checks["image_like"] += len(image_like_arrays(hook, spy))
 
-        loop = build_loop(cfg, ROOT / "bench/configs", clock, camera=camera, sinks=[after_tick])
+        loop.sinks.append(after_tick)
         loop.track_hooks.append(hook)
         loop.run(max_ticks=175)
         hook.close_window(clock.wall())
@@ -153,7 +153,8 @@ def test_nothing_per_person_released_or_kept(pets_run) -> None:
         text = json.dumps(r)
         assert "." not in text.replace("umbra.flowgroups", "")  # no floats: no embedding, no coordinate
     for event, _, fields in pets_run["audit"]:
-        assert set(fields) <= {"window_start", "window_s", "records", "groups", "min_count", "reason"}, event
+        assert set(fields) <= {"window_start", "window_s", "records", "groups", "min_count", "reason", "crops",
+                               "deferred_ticks"}, event
     hook = pets_run["hook"]
     assert hook.held_tracks() == 0  # track ids, schedules and embedding sums dropped at window close
 
@@ -332,3 +333,33 @@ def test_the_dpia_of_the_running_config_states_flow_groups_only_when_on(shared_d
     assert "customer-flow group counts" not in off and "population statistics" not in off
     assert "customer-flow group counts (1000 groups) per zone and window of 60 s" in on
     assert "padded to at least 7" in on and "flow-group population statistics" in on
+
+
+@pytest.mark.parametrize(("detect_ms", "embeds"), [(50, "some"), (100, "none")])
+def test_embedding_waits_when_the_tick_has_no_time_left(shared_data, detect_ms, embeds) -> None:
+    """The loop's period is 143 ms (7 Hz); a detector taking `detect_ms` and an embedding 40 ms on the
+    loop's clock: with tick_share 0.8 (114 ms), crops are embedded only where they fit, and the loop keeps
+    its cadence either way."""
+    from hal.scripted import ScriptedDetector
+    from hal.video import VideoCamera
+
+    cfg = pets_config(shared_data, replace(FLOW, max_embeds_per_tick=3, tick_share=0.8))
+    clock = FakeClock(start_wall=WALL0)
+    camera = VideoCamera(shared_data / "video/vtest.avi", clock=clock, fps=7.0)
+    detector = ScriptedDetector.from_mot(Path(cfg.detector.ground_truth), clock=clock, cost_s=detect_ms / 1000)
+    loop = build_loop(cfg, ROOT / "bench/configs", clock, camera=camera, detector=detector)
+
+    class Slow(FakeEmbedder):
+        def embed(self, crop):
+            clock.advance(0.040)
+            return super().embed(crop)
+
+    hook = build_flow_hook(cfg.flowgroups, loop, [lambda recs: None], embedder=Slow(), rng=np.random.default_rng(0))
+    assert hook is not None
+    loop.track_hooks.append(hook)
+    stats = loop.run(max_ticks=60)
+    assert stats.overruns <= 1  # at most the first embedding, before its cost is known
+    if embeds == "some":
+        assert hook.embedded >= 20
+    else:
+        assert hook.embedded <= 1 and hook.deferred > 30
