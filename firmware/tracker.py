@@ -28,10 +28,10 @@ _COLS = 24
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
     high_score: float = 0.5  # detections at or above this start the first pass and may start tracks
-    low_score: float = 0.1  # detections between low and high only extend tracks (second pass)
+    low_score: float = 0.0  # detections between low and high only extend tracks (second pass)
     new_track_score: float = 0.7  # an unmatched detection must score this to start a track
     match_iou: float = 0.1  # first pass: least IoU (after score fusion) to match
-    low_match_iou: float = 0.5  # second pass: least IoU for a low-score detection
+    low_match_iou: float = 0.3  # second pass: least IoU for a low-score detection
     tentative_match_iou: float = 0.3  # a newborn track's second sighting
     min_hits: int = 2  # sightings before a track is confirmed and reported
     max_lost_s: float = 1.5  # a track unseen this long has ended
@@ -173,12 +173,14 @@ class Tracker:
             # First pass: high-score detections against established tracks (tracked and lost).
             newborn = state == _TENTATIVE
             take(~newborn, is_high, cfg.match_iou, cfg.fuse_score)
-            # Second pass: low-score detections keep currently tracked (not lost) tracks alive.
+            # Second pass: low-score detections keep established tracks alive, lost ones too (a person the
+            # detector is unsure of is still the person it lost a moment ago).
             if np.count_nonzero(is_high) < len(is_high):
-                take(~track_used & (state == _TRACKED), ~is_high, cfg.low_match_iou)
-            # Newborn tracks take their second sighting from what is left of the high-score detections.
+                take(~track_used & ~newborn, ~is_high, cfg.low_match_iou)
+            # Newborn tracks take their second sighting from whatever detections are left: a high score started
+            # them, so a low one may confirm them.
             if np.count_nonzero(newborn):
-                take(newborn, ~det_used & is_high, cfg.tentative_match_iou)
+                take(newborn, ~det_used, cfg.tentative_match_iou)
 
         if t_all:
             t_idx = np.concatenate(t_all) if len(t_all) > 1 else t_all[0]

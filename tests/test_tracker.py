@@ -45,7 +45,7 @@ def test_the_same_input_gives_the_same_tracks_and_instances_share_nothing():
 
 
 def test_a_low_score_detection_keeps_a_track_alive_in_the_second_pass():
-    cfg = TrackerConfig(max_lost_s=0.25)
+    cfg = TrackerConfig(max_lost_s=0.25, low_score=0.1)
     box = np.array([[100.0, 100.0, 140.0, 200.0]])
     for low_pass in (True, False):
         tr = Tracker(cfg)
@@ -162,3 +162,22 @@ def test_a_newborn_missed_once_is_dropped_unreported_and_a_confirmed_one_ends_on
     for _ in range(3):  # lost for 0.3 s > max_lost_s
         assert tr.update(*none, 0.1) == []
     assert tr.ended() == [2] and len(tr) == 0
+
+
+def test_a_low_score_detection_recovers_a_lost_track_and_confirms_a_newborn():
+    box, none = np.array([[100.0, 100.0, 140.0, 200.0]]), (np.zeros((0, 4)), np.zeros(0))
+    tr = Tracker(TrackerConfig(max_lost_s=1.0))
+    for _ in range(3):
+        tr.update(box, np.array([0.9]), 0.1)
+    assert tr.update(*none, 0.1) == []  # missed: lost
+    back = tr.update(box + 2.0, np.array([0.2]), 0.1)  # seen again, but the detector is unsure
+    assert [t.track_id for t in back] == [1] and tr.ended() == []
+    # A newborn (started by a high score) takes its second sighting from a low-score detection...
+    tr = Tracker(TrackerConfig(min_hits=2))
+    assert tr.update(box, np.array([0.9]), 0.1) == []
+    assert [t.track_id for t in tr.update(box + 2.0, np.array([0.3]), 0.1)] == [1]
+    # ...but a low score alone starts nothing.
+    tr = Tracker(TrackerConfig(min_hits=2))
+    for _ in range(4):
+        assert tr.update(box, np.array([0.3]), 0.1) == []
+    assert len(tr) == 0
