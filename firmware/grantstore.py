@@ -69,7 +69,8 @@ class TokenStore:
         try:
             d = json.loads(raw)
             ok = (isinstance(d, dict) and d.get("schema") == SCHEMA
-                  and all(isinstance(x, str) for k in ("tokens", "revoked") for x in d.get(k, [None])))
+                  and all(isinstance(d.get(k), list) and all(isinstance(x, str) for x in d[k])
+                          for k in ("tokens", "revoked")))
         except ValueError:
             ok = False
         if not ok:
@@ -139,11 +140,12 @@ def token_text(arg: str) -> str:
 def accept(store: TokenStore, authorizer: Authorizer, token: str, now: float) -> Grant:
     """Verifies `token` (audited) and stores it; a token with the same id is replaced. Raises
     AuthorizationRefused (nothing stored changes) or TokenStoreError."""
+    held = store.read().tokens
+    if len(held) >= MAX_TOKENS and _token_id(token) not in {_token_id(t) for t in held}:
+        raise TokenStoreError(f"the device holds {MAX_TOKENS} tokens already; revoke old ones first")
     grant = authorizer.verify(token, now, accept_future=True)
     with store.changing() as box:
         kept = [t for t in box[0].tokens if _token_id(t) != grant.token_id]
-        if len(kept) >= MAX_TOKENS:
-            raise TokenStoreError(f"the device holds {MAX_TOKENS} tokens already; revoke old ones first")
         box[0] = StoredTokens((*kept, token), box[0].revoked)
     log.info("sampling authorization %s stored: %d per hour", grant.token_id, grant.rate_per_hour)
     return grant

@@ -120,8 +120,8 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
     except AuthorizationRefused as e:
         print(f"refused ({e.reason}): {e.detail}; the stored tokens are unchanged")
         return 1
-    when = "in force now" if grant.valid_at(now) else f"in force from {grant.not_before}"
-    print(f"accepted {grant.token_id}: {grant.rate_per_hour} samples per hour, {when}, until {grant.expires}; "
+    when = "in force now" if grant.valid_at(now) else f"in force from {_iso(grant.not_before)}"
+    print(f"accepted {grant.token_id}: {grant.rate_per_hour} samples per hour, {when}, until {_iso(grant.expires)}; "
           f"stored in {store.path} (the running sensor picks it up within a minute)")
     return 0
 
@@ -139,7 +139,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         try:
             g = check.verify(token, now, accept_future=True)
             state = "in force" if g.valid_at(now) else "not yet valid"
-            print(f"  {g.token_id}: {g.rate_per_hour}/h, {g.not_before} to {g.expires}, {state}")
+            print(f"  {g.token_id}: {g.rate_per_hour}/h, {_iso(g.not_before)} to {_iso(g.expires)}, {state}")
         except AuthorizationRefused as e:
             from firmware.grantstore import _token_id
 
@@ -147,6 +147,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if held.revoked:
         print(f"revoked ids: {', '.join(held.revoked)}")
     return 0
+
+
+def _iso(t: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:

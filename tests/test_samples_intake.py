@@ -305,3 +305,26 @@ def test_tokens_relayed_by_the_cloud_reach_the_sensor_and_a_withdrawal_too(tmp_p
                      ("authorization_accepted", "relayed"),  # taken in from the inbox and stored
                      ("authorization_accepted", "relayed"),  # the store re-loaded into the scheduler
                      ("authorization_revoked", "relayed")]
+
+
+def test_the_store_holds_at_most_its_limit_and_refuses_the_next_before_auditing_it(tmp_path: Path) -> None:
+    from firmware.grantstore import MAX_TOKENS, TokenStoreError
+
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key)))
+    store, log = store_for(cfg, tmp_path), audit.AuditLog(tmp_path / "audit.jsonl")
+    for i in range(MAX_TOKENS):
+        accept(store, authorizer_for(cfg, store, log), sign_token(
+            key, device_id=DEV, rate_per_hour=2, not_before=T0, expires=T0 + 86400, token_id=f"t{i}"), T0)
+    with pytest.raises(TokenStoreError, match="revoke old ones"):
+        accept(store, authorizer_for(cfg, store, log), sign_token(
+            key, device_id=DEV, rate_per_hour=2, not_before=T0, expires=T0 + 86400, token_id="one-more"), T0)
+    assert len(store.read().tokens) == MAX_TOKENS
+    assert "one-more" not in (tmp_path / "audit.jsonl").read_text()  # not audited as accepted, never stored
+    # the same id again replaces, even when full
+    accept(store, authorizer_for(cfg, store, log), sign_token(
+        key, device_id=DEV, rate_per_hour=3, not_before=T0, expires=T0 + 86400, token_id="t0"), T0)
+    assert len(store.read().tokens) == MAX_TOKENS
+    store.path.write_text('{"schema": "umbra.sampling-tokens/1", "tokens": "abc", "revoked": []}')
+    with pytest.raises(TokenStoreError):
+        store.read()
