@@ -107,7 +107,7 @@ def explain(rep: Replay, gt: np.ndarray, lines: list[LineConfig], fps: float, ba
     r, c = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
     ok = [(i, j) for i, j in zip(r, c, strict=True) if cost[i, j] < 1e6]
     hit_t, hit_c = {i for i, _ in ok}, {j for _, j in ok}
-    ctx = _Context(rep, ident, lines, band, side, fps)
+    ctx = _Context(rep, ident, lines, band, side, fps, gt)
     findings = [ctx.missed(true[i], gids[true[i].path], t_frame[i]) for i in range(len(true)) if i not in hit_t]
     matched_people = {(gids[true[i].path], true[i].line, true[i].direction) for i in hit_t}
     findings += [ctx.false(counted[j], c_track[j], c_frame[j], gt, gids, true, t_frame, matched_people)
@@ -117,35 +117,56 @@ def explain(rep: Replay, gt: np.ndarray, lines: list[LineConfig], fps: float, ba
 
 class _Context:
     def __init__(self, rep: Replay, ident: Identity, lines: list[LineConfig], band: float, side: int,
-                 fps: float) -> None:
-        self.rep, self.ident, self.band, self.side, self.fps = rep, ident, band, side, fps
+                 fps: float, gt: np.ndarray) -> None:
+        self.rep, self.ident, self.band, self.side, self.fps, self.gt = rep, ident, band, side, fps, gt
         self.lines = {ln.name: ln for ln in lines}
 
     def _crosses(self, path: np.ndarray, line: str, direction: str) -> bool:
         return any(c.direction == direction for c in crossing_events([path], [self.lines[line]], self.band))
 
+    def _signed(self, line: str, xy: np.ndarray) -> np.ndarray:
+        ln = self.lines[line]
+        a, b = np.asarray(ln.a, float), np.asarray(ln.b, float)
+        d = (b - a) / np.hypot(*(b - a))
+        return d[0] * (xy[:, 1] - a[1]) - d[1] * (xy[:, 0] - a[0])
+
+    def _track_near(self, person: int, frame: int, step: int) -> int | None:
+        """The track covering a person at `frame`, or the nearest frame within a second going `step`-wards."""
+        for k in range(int(self.fps) + 1):
+            tid = self.ident.track_of.get((frame + k * step, person))
+            if tid is not None:
+                return tid
+        return None
+
     def missed(self, t: Crossing, person: int, frame: int) -> Finding:
-        before = self.ident.tracks(person, range(frame - self.side, frame))
-        after = self.ident.tracks(person, range(frame, frame + self.side + 1))
-        window = range(frame - self.side, frame + self.side + 1)
-        shown = sum((f, person) in self.ident.detected for f in window)
-        where = f"gt {person} at frame {frame}; detected in {shown}/{len(window)} frames around it"
-        if not before or not after:
-            gap = range(frame - self.side, frame) if not before else range(frame, frame + self.side + 1)
+        """Who had the person when they were last beyond the band on the side they left (`start`), and when
+        the crossing was complete (`frame`)."""
+        g = self.gt[self.gt[:, 1] == person]
+        gf = g[:, 0].astype(int)
+        old_side = -1.0 if t.direction == "+" else 1.0
+        was = np.flatnonzero((gf < frame) & (self._signed(t.line, g[:, 7:9]) * old_side > self.band))
+        start = int(gf[was[-1]]) if len(was) else frame - self.side
+        span = range(start, frame + 1)
+        shown = sum((f, person) in self.ident.detected for f in span)
+        where = f"gt {person}, frames {start}-{frame}; detected in {shown}/{len(span)} of them"
+        tb, ta = self._track_near(person, start, -1), self._track_near(person, frame, +1)
+        if tb is None or ta is None:
+            gap = range(start - int(self.fps), start + 1) if tb is None else range(frame, frame + int(self.fps) + 1)
             seen = sum((f, person) in self.ident.detected for f in gap)
             cause = "detector miss" if seen < len(gap) / 2 else "no track"
             return Finding("missed", t.line, t.direction, frame, cause,
-                           f"{where}; tracks before {dict(before)}, after {dict(after)}")
-        tb, ta = before.most_common(1)[0][0], after.most_common(1)[0][0]
+                           f"{where}; track {tb} on the side left, {ta} on the side reached")
         if tb != ta:
             later = self.ident.follows(tb, range(frame, frame + self.side + 1))
             cause = "ID swap" if later not in (None, person) else "fragmentation"
             return Finding("missed", t.line, t.direction, frame, cause,
-                           f"{where}; track {tb} before, {ta} after (track {tb} then follows {later})")
-        exact = np.array([(x, y) for _, x, y in self.rep.ground.get(tb, [])])
+                           f"{where}; track {tb} on the side left, {ta} on the side reached (track {tb} then "
+                           f"follows {later})")
+        exact = np.array([(x, y) for f, x, y in self.rep.ground.get(tb, []) if start - self.side <= f <= frame
+                          + self.side])
         if len(exact) > 1 and self._crosses(exact, t.line, t.direction):
             return Finding("missed", t.line, t.direction, frame, "quantization",
-                           f"{where}; track {tb}: its exact path crosses, its released cells do not")
+                           f"{where}; track {tb}: its exact path crosses then, its released cells do not")
         return Finding("missed", t.line, t.direction, frame, "grazing",
                        f"{where}; track {tb} follows it, but never gets {self.band} m beyond both sides")
 

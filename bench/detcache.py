@@ -1,8 +1,10 @@
 """Real detections of the shared footage, computed once and cached, so tracker comparisons and the scripted
 detector's calibration run on what the real model sees without paying for inference on every run.
 
-The cache key is the model's sha256, the tiling, the threshold and the video's size and frame count; the cache
-lives under `out/cache/` (never committed). `python -m bench.detcache` fills it and prints the cost."""
+What is cached is every tile's person detections before merging (at scores from 0.05), keyed by the model's
+sha256, the tiling and overlap, that floor and the video's size; merging and the score threshold are applied
+on loading, as the detector applies them. The cache lives under `out/cache/` (never committed).
+`python -m bench.detcache [--tiles NX NY] [--overlap F]` fills it and prints the cost."""
 
 from __future__ import annotations
 
@@ -19,82 +21,30 @@ PETS_SIZE = (768, 576)  # vtest.avi's frame size: cached boxes are in its pixels
 
 
 def pets_detections(
-    tiles: tuple[int, int] = (2, 2), score_threshold: float = 0.1, progress: bool = True
+    tiles: tuple[int, int] = (2, 2), score_threshold: float = 0.1, progress: bool = True, overlap: float = 0.15
 ) -> list[np.ndarray]:
     """Per frame of vtest.avi (PETS09-S2L1), an (N, 5) array of person boxes in pixels (x0, y0, x1, y1) and
-    their scores, from the real SSD on CPU (or an Edge TPU when present)."""
-    from models import manifest
-
-    video = data.find("video/vtest.avi")
-    m = manifest("ssd_mobilenet_v1_coco_quant")
-    key = f"pets09-{m.sha256[:12]}-{tiles[0]}x{tiles[1]}-{score_threshold:.2f}-{video.stat().st_size}"
-    path = CACHE / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            counts, rows = z["counts"], z["rows"]
-        return np.split(rows, np.cumsum(counts)[:-1])
-    per_frame = _run(video, tiles, score_threshold, progress)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    counts = np.array([len(d) for d in per_frame])
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, counts=counts, rows=np.vstack(per_frame) if per_frame else np.zeros((0, 5)))
-    tmp.replace(path)
-    return per_frame
-
-
-def _run(video: Path, tiles: tuple[int, int], score_threshold: float, progress: bool) -> list[np.ndarray]:
-    from tqdm import tqdm
-
-    from hal.clock import SystemClock
-    from hal.errors import EndOfStream
-    from hal.tflite import TfliteDetector
-    from hal.video import VideoCamera
-
-    det = TfliteDetector(tiles=tiles, score_threshold=score_threshold)
-    h, w = det.manifest.input_shape[1:3]
-    cam = VideoCamera(video, clock=SystemClock(), lores_size=(w * tiles[0], h * tiles[1]), main_size=None)
-    cam.open()
-    out: list[np.ndarray] = []
-    bar = tqdm(desc="detecting vtest.avi", unit="frame", disable=not progress)
-    t0 = time.perf_counter()
-    try:
-        while True:
-            try:
-                frame = cam.capture()
-            except EndOfStream:
-                break
-            with frame:
-                d = det.detect(frame).persons()
-                px = d.to_pixels(*frame.source_size)
-            out.append(np.hstack((px, d.scores[:, None])).astype(np.float64))
-            bar.update()
-    finally:
-        bar.close()
-        cam.close()
-        det.close()
-    if progress:
-        print(f"{len(out)} frames in {time.perf_counter() - t0:.1f} s (backend {det.backend})")
-    return out
-
-
-def detector_detections(dcfg, progress: bool = True) -> list[np.ndarray]:
-    """What `TfliteDetector` with a config's `[detector]` settings finds in each frame of vtest.avi, as
-    `pets_detections` gives it ((N, 5) pixel boxes and scores), merged from the cached raw tiles by the
-    detector's own merge (hal.nms.merge_tiles), so a change of merge needs no new inference."""
+    their scores, as `TfliteDetector` with these settings finds them on CPU (or an Edge TPU when present):
+    the cached raw tiles merged by the detector's own merge (hal.nms.merge_tiles), so a change of merge
+    needs no new inference."""
     from hal.nms import merge_tiles
 
-    per_frame, grid = raw_tiles(tuple(dcfg.tiles), dcfg.overlap, min(0.05, dcfg.score_threshold), progress)
+    per_frame, grid = raw_tiles(tiles, overlap, min(0.05, score_threshold), progress)
     scale = np.array([PETS_SIZE[0], PETS_SIZE[1]] * 2, dtype=np.float64)
     out = []
     for d in per_frame:
-        d = d[d[:, 4] >= np.float32(dcfg.score_threshold)]
+        d = d[d[:, 4] >= np.float32(score_threshold)]
         if len(grid) > 1 and len(d):
-            keep, boxes = merge_tiles(d[:, :4], d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), grid)
-            d = np.column_stack((boxes[keep], d[keep, 4]))
+            d = d[merge_tiles(d[:, :4], d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), grid), :5]
         else:
             d = d[:, :5]
         out.append(np.column_stack((d[:, :4] * scale, d[:, 4])))
     return out
+
+
+def detector_detections(dcfg, progress: bool = True) -> list[np.ndarray]:
+    """`pets_detections` for a config's `[detector]` section (tiles, overlap, score_threshold)."""
+    return pets_detections(tuple(dcfg.tiles), dcfg.score_threshold, progress, dcfg.overlap)
 
 
 def raw_tiles(tiles: tuple[int, int], overlap: float = 0.15, floor: float = 0.05,
@@ -160,11 +110,14 @@ def _run_raw(video: Path, tiles: tuple[int, int], overlap: float, floor: float,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.detcache", description=__doc__)
     ap.add_argument("--tiles", type=int, nargs=2, default=(2, 2))
+    ap.add_argument("--overlap", type=float, default=0.15)
     ap.add_argument("--threshold", type=float, default=0.1)
     args = ap.parse_args(argv)
-    dets = pets_detections(tuple(args.tiles), args.threshold)
+    t0 = time.perf_counter()
+    dets = pets_detections(tuple(args.tiles), args.threshold, overlap=args.overlap)
     n = sum(len(d) for d in dets)
-    print(f"{len(dets)} frames, {n} person detections ({n / max(len(dets), 1):.1f} per frame)")
+    print(f"{len(dets)} frames, {n} person detections ({n / max(len(dets), 1):.1f} per frame), "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -31,26 +31,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.45, cont
 
 
 def merge_tiles(boxes: np.ndarray, scores: np.ndarray, tile_of: np.ndarray, grid: np.ndarray,
-                iou_threshold: float = 0.45, stitch: bool = False, fragments: bool = False
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Merge the detections of overlapping tiles: returns (indices kept, boxes), where a kept box may have
-    grown. With `fragments`, a box cut by an inner edge of its tile that lies wholly inside a neighbouring
-    tile, which saw the same place whole and found something there, goes: it is a piece of what the
-    neighbour found (the legs of a person standing across the edge would otherwise be a second person with
-    the same feet). With `stitch`, the two pieces of a person cut by a shared tile edge (one box ending on
-    its tile's inner edge, the other starting on the neighbour's facing edge, lined up across it) become
-    their union, at the better score. Then NMS as `nms`."""
-    b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores)
-    drop = np.zeros(len(b), dtype=bool)
-    if len(b) > 1:
-        grid = np.asarray(grid, dtype=np.float64)
-        if fragments:
-            drop |= _fragments(b, np.asarray(tile_of), grid)
-        if stitch:
-            drop |= _stitch(b, scores, np.asarray(tile_of), grid, drop)
-    live = np.flatnonzero(~drop)
-    return live[nms(b[live], scores[live], iou_threshold)], b
+                iou_threshold: float = 0.45, fragments: bool = True) -> np.ndarray:
+    """Indices of the detections of overlapping tiles kept after merging, best score first. With
+    `fragments`, a box cut by an inner edge of its tile that lies wholly inside a neighbouring tile, which saw
+    the same place whole and found something lined up with it there, goes first: it is a piece of what the
+    neighbour found (the legs of a person standing across a tile edge would otherwise be a second person
+    with the same feet, and a second track). Then NMS as `nms`."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    live = np.arange(len(b))
+    if fragments and len(b) > 1:
+        live = np.flatnonzero(~_fragments(b, np.asarray(tile_of), np.asarray(grid, dtype=np.float64)))
+    return live[nms(b[live], np.asarray(scores)[live], iou_threshold)]
 
 
 def _fragments(b: np.ndarray, tile_of: np.ndarray, grid: np.ndarray, eps: float = 0.02,
@@ -83,34 +74,3 @@ def _fragments(b: np.ndarray, tile_of: np.ndarray, grid: np.ndarray, eps: float 
         if np.any((ix * iy >= cover * area[i]) & (along >= aligned)):
             drop[i] = True
     return drop
-
-
-def _stitch(b: np.ndarray, scores: np.ndarray, tile_of: np.ndarray, grid: np.ndarray, gone: np.ndarray,
-            eps: float = 0.03, aligned: float = 0.5) -> np.ndarray:
-    """Grow, in place, one box of each cut pair to the pair's union; the mask of boxes merged away."""
-    t = grid[tile_of]
-    tw, th = t[:, 2] - t[:, 0], t[:, 3] - t[:, 1]
-    cut_lo = np.column_stack((b[:, 0] <= t[:, 0] + eps * tw, b[:, 1] <= t[:, 1] + eps * th)) & (t[:, :2] > 0)
-    cut_hi = np.column_stack((b[:, 2] >= t[:, 2] - eps * tw, b[:, 3] >= t[:, 3] - eps * th)) & (t[:, 2:] < 1)
-    pairs: list[tuple[float, int, int]] = []
-    for axis in (0, 1):  # 0: a vertical tile edge (pieces side by side), 1: a horizontal one (stacked)
-        other = 1 - axis
-        for i in np.flatnonzero(cut_hi[:, axis]).tolist():
-            for j in np.flatnonzero(cut_lo[:, axis] & (tile_of != tile_of[i])).tolist():
-                # j's tile starts inside i's tile, along this axis, and the pieces overlap across the edge
-                if not (t[i, axis] < t[j, axis] < t[i, axis + 2] and b[j, axis] < b[i, axis + 2]):
-                    continue
-                lo = max(b[i, other], b[j, other])
-                hi = min(b[i, other + 2], b[j, other + 2])
-                span = max(b[i, other + 2], b[j, other + 2]) - min(b[i, other], b[j, other])
-                if span > 0 and (hi - lo) / span >= aligned:
-                    pairs.append((float((hi - lo) / span), i, j))
-    drop = gone.copy()
-    for _, i, j in sorted(pairs, reverse=True):
-        if drop[i] or drop[j]:
-            continue
-        keep, gone_ = (i, j) if scores[i] >= scores[j] else (j, i)
-        b[keep, :2] = np.minimum(b[i, :2], b[j, :2])
-        b[keep, 2:] = np.maximum(b[i, 2:], b[j, 2:])
-        drop[gone_] = True
-    return drop & ~gone

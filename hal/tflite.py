@@ -1,6 +1,6 @@
 """TfliteDetector: an SSD with TFLite_Detection_PostProcess outputs (the shared COCO SSD, Coral's SSDs) run
 through LiteRT on the Edge TPU or the CPU, optionally tiled (the SSD returns at most 10 detections per call)
-with results merged by NMS."""
+with results merged by NMS after dropping the pieces of people cut by a tile edge (hal.nms.merge_tiles)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class TfliteDetector:
         overlap: float = 0.15,
         score_threshold: float = 0.3,
         iou_threshold: float = 0.45,
+        drop_fragments: bool = True,
         num_threads: int = 2,
         classes: tuple[int, ...] = (PERSON,),
         model_path: Path | None = None,
@@ -61,6 +62,7 @@ class TfliteDetector:
         self._grid = tile_grid(int(tiles[0]), int(tiles[1]), overlap)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
+        self.drop_fragments = drop_fragments  # tiled: pieces of a person cut by a tile edge (hal.nms.merge_tiles)
         self.classes = np.array(classes, dtype=np.int32)
         self.num_threads = num_threads
         self.fallbacks = 0
@@ -86,7 +88,7 @@ class TfliteDetector:
         boxes, scores, classes, tile_of = self.detect_tiles(frame)
         if len(self._grid) == 1:
             return Detections(boxes.astype(np.float32), scores, classes)
-        keep, boxes = merge_tiles(boxes, scores, tile_of, self._grid, self.iou_threshold)
+        keep = merge_tiles(boxes, scores, tile_of, self._grid, self.iou_threshold, self.drop_fragments)
         return Detections(boxes[keep].astype(np.float32), scores[keep], classes[keep])
 
     def detect_tiles(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -77,6 +77,30 @@ def test_bad_settings_and_models_are_refused(tmp_path):
         TfliteDetector("blazeface_short_range", edgetpu=False)
 
 
+def test_pieces_of_people_cut_by_tile_edges_are_dropped_on_real_footage(shared_data):
+    """vtest.avi frame 9 on 3x2 tiles overlapping by 0.3 (the bench config): plain NMS keeps two boxes cut by
+    an inner tile edge that match no one in the ground truth; the detector drops them and nothing else."""
+    from firmware.tracker import iou_matrix
+
+    cam = VideoCamera(shared_data / "video/vtest.avi", clock=FakeClock(), lores_size=(900, 600), main_size=None)
+    cam.open()
+    for _ in range(8):
+        cam.capture().release()
+    frame = cam.capture()
+    on = TfliteDetector(tiles=(3, 2), overlap=0.3, score_threshold=0.1, edgetpu=False)
+    off = TfliteDetector(tiles=(3, 2), overlap=0.3, score_threshold=0.1, edgetpu=False, drop_fragments=False)
+    with frame:
+        kept, plain = on.detect(frame).to_pixels(768, 576), off.detect(frame).to_pixels(768, 576)
+    cam.close()
+    gone = np.array([b for b in plain if not any(np.allclose(b, k) for k in kept)])
+    assert len(kept) == len(plain) - 2 and len(gone) == 2
+    gt = np.loadtxt(shared_data / "mot/MOT15/PETS09-S2L1/gt/gt.txt", delimiter=",")
+    gt = gt[gt[:, 0] == 9]
+    people = np.column_stack((gt[:, 2], gt[:, 3], gt[:, 2] + gt[:, 4], gt[:, 3] + gt[:, 5]))
+    assert iou_matrix(gone, people).max() < 0.5
+    assert not on._interp.tensor(on._in_idx)().any()
+
+
 def test_nms_merges_tile_duplicates_and_contained_boxes():
     boxes = np.array([[0.1, 0.1, 0.3, 0.5], [0.11, 0.1, 0.31, 0.5], [0.12, 0.15, 0.28, 0.45], [0.6, 0.6, 0.7, 0.9]])
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
