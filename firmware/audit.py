@@ -18,7 +18,9 @@ Frame events are aggregated: one `frames` entry per wall-clock minute with the c
 destroyed (buffers zeroed) and dropped, not one row per frame (10 fps would mean 864,000 rows a day and an
 fsync per frame). Other events are written as they happen: `records_released`, `budget_spent`,
 `sample_taken`, `samples_purged`, `authorization_accepted`/`_refused`/`_used`/`_dropped`/`_revoked`,
-`dsr_access`, `dsr_erasure`, and the log's own `audit_signing` and `audit_tamper_found`.
+`dsr_access`, `dsr_erasure`, and the log's own `audit_signing`, `audit_tamper_found` and
+`audit_unanchored` (on opening, the last entry was not yet under a head: a crash between the two writes, or
+an entry appended by someone else while nobody was writing; the chain cannot tell which).
 
 CLI: `umbra audit verify FILE [--cert DEVICE_CERT.pem | --public-key B64]` exits 0 when the log verifies,
 1 when it does not.
@@ -175,11 +177,14 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.seq, self.last_hash, self._size = 0, GENESIS, 0
         self._logged_key: str | None = None
+        self._unanchored: int | None = None
         with self._lock, self._locked_file() as f:
             problems = self._resume(f)
             if problems:
                 log.error("audit log %s: %s", self.path, "; ".join(problems))
                 self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
+            elif self._unanchored is not None:  # said in the log: that entry was never under a head before
+                self._append(f, "audit_unanchored", self._last_t, {"seq": self._unanchored})
 
     def append(self, event: str, t: float, **fields: Any) -> dict[str, Any]:
         """Writes one entry (fsynced) and the new head; returns the entry. Raises AuditError."""
@@ -266,7 +271,10 @@ class AuditLog:
         if head is not None and not isinstance(head, dict):
             return ["the head file is not a head"]
         named = tail.key_at(head["seq"]) if head is not None and isinstance(head.get("seq"), int) else None
-        return head_problems(head, tail.last, tail.before_last, named)
+        problems = head_problems(head, tail.last, tail.before_last, named)
+        if not problems and head is not None and (head.get("seq"), head.get("hash")) != tail.last:
+            self._unanchored = tail.last[0]  # a crash between the last line and its head
+        return problems
 
     def _refresh(self, f: Any) -> None:
         """The file changed under us: another process appended (take up the chain after its entries, and any

@@ -134,6 +134,8 @@ def test_a_crash_between_the_line_and_its_head_is_not_tampering(tmp_path: Path, 
     (tmp_path / "audit.jsonl.head").write_bytes(head)  # the line made it to disk, its head did not
     _fill(audit.AuditLog(path, signer=KeyFileSigner(key_file)), 1, t0=3000.0)
     assert audit.verify(path, cert=cert_file).ok
+    notes = [json.loads(x) for x in _lines(path) if b'"audit_unanchored"' in x]
+    assert [n["fields"]["seq"] for n in notes] == [6]  # said in the log, not hidden
 
 
 def test_key_renewal_names_the_new_key_and_the_head_follows_it(tmp_path: Path, device) -> None:
