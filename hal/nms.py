@@ -46,31 +46,27 @@ def merge_tiles(boxes: np.ndarray, scores: np.ndarray, tile_of: np.ndarray, grid
 
 def _fragments(b: np.ndarray, tile_of: np.ndarray, grid: np.ndarray, eps: float = 0.02,
                cover: float = 0.4, aligned: float = 0.5) -> np.ndarray:
-    """The mask of boxes cut by an inner tile edge, lying inside another tile that found something over
-    at least `cover` of them."""
+    """The mask of boxes cut by an inner tile edge (within `eps` of a tile's size) that lie inside another
+    tile, where that tile found a box covering at least `cover` of theirs and lined up with it along the cut
+    (IoU of their extents along the edge at least `aligned`)."""
     t = grid[tile_of]
     tw, th = t[:, 2] - t[:, 0], t[:, 3] - t[:, 1]
     across_x = ((b[:, 0] <= t[:, 0] + eps * tw) & (t[:, 0] > 0)) | ((b[:, 2] >= t[:, 2] - eps * tw) & (t[:, 2] < 1))
     across_y = ((b[:, 1] <= t[:, 1] + eps * th) & (t[:, 1] > 0)) | ((b[:, 3] >= t[:, 3] - eps * th) & (t[:, 3] < 1))
-    cut = across_x | across_y
-    area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    cut = np.flatnonzero((across_x | across_y) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+    if not cut.size:
+        return np.zeros(len(b), dtype=bool)
+    gw, gh = grid[:, 2] - grid[:, 0], grid[:, 3] - grid[:, 1]
+    c = b[cut, None, :]  # (cut, 1, 4) against the grid, then against every box
+    holds = ((grid[None, :, 0] - eps * gw <= c[..., 0]) & (grid[None, :, 1] - eps * gh <= c[..., 1])
+             & (grid[None, :, 2] + eps * gw >= c[..., 2]) & (grid[None, :, 3] + eps * gh >= c[..., 3]))
+    other = holds[:, tile_of] & (tile_of[None, :] != tile_of[cut, None])  # (cut, N): boxes of tiles holding it
+    ix = np.maximum(np.minimum(b[None, :, 2], c[..., 2]) - np.maximum(b[None, :, 0], c[..., 0]), 0)
+    iy = np.maximum(np.minimum(b[None, :, 3], c[..., 3]) - np.maximum(b[None, :, 1], c[..., 1]), 0)
+    ux = np.maximum(b[None, :, 2], c[..., 2]) - np.minimum(b[None, :, 0], c[..., 0])
+    uy = np.maximum(b[None, :, 3], c[..., 3]) - np.minimum(b[None, :, 1], c[..., 1])
+    along = np.where(across_x[cut, None], iy / np.maximum(uy, 1e-12), ix / np.maximum(ux, 1e-12))
+    area = ((c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1]))
     drop = np.zeros(len(b), dtype=bool)
-    for i in np.flatnonzero(cut & (area > 0)):
-        # tiles that hold box i whole (a small tolerance for the box's own rounding)
-        pad = eps * np.column_stack((-(grid[:, 2] - grid[:, 0]), -(grid[:, 3] - grid[:, 1]),
-                                     grid[:, 2] - grid[:, 0], grid[:, 3] - grid[:, 1]))
-        g = grid + pad
-        holds = (g[:, 0] <= b[i, 0]) & (g[:, 1] <= b[i, 1]) & (g[:, 2] >= b[i, 2]) & (g[:, 3] >= b[i, 3])
-        holds[tile_of[i]] = False
-        others = np.flatnonzero(holds[tile_of])
-        if not others.size:
-            continue
-        ix = np.maximum(np.minimum(b[others, 2], b[i, 2]) - np.maximum(b[others, 0], b[i, 0]), 0)
-        iy = np.maximum(np.minimum(b[others, 3], b[i, 3]) - np.maximum(b[others, 1], b[i, 1]), 0)
-        # the same thing: lined up with box i across the edge (interval IoU along it), covering much of it
-        ux = np.maximum(b[others, 2], b[i, 2]) - np.minimum(b[others, 0], b[i, 0])
-        uy = np.maximum(b[others, 3], b[i, 3]) - np.minimum(b[others, 1], b[i, 1])
-        along = np.where(across_x[i], iy / np.maximum(uy, 1e-9), ix / np.maximum(ux, 1e-9))
-        if np.any((ix * iy >= cover * area[i]) & (along >= aligned)):
-            drop[i] = True
+    drop[cut] = np.any(other & (ix * iy >= cover * area) & (along >= aligned), axis=1)
     return drop
