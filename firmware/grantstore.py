@@ -259,6 +259,10 @@ def sensor_grants(cfg: Any, base: Path, scheduler: Any, audit: AuditSink | None,
     inbox_file = cfg.sync.uploader.authorizations_file if cfg.sync.enabled else ""
     refresher = GrantRefresher(store, lambda: authorizer_for(cfg, store, sink), scheduler, sink,
                                inbox=TokenStore(inbox_file) if inbox_file else None)
-    grants = refresher.refresh(now)
+    try:
+        grants = refresher.refresh(now)
+    except TokenStoreError as e:  # the sensor runs on, at the default rate, and says why
+        log.error("samples: no customer authorization loaded, sampling at the default rate: %s", e)
+        return refresher
     log.info("samples: %d customer authorization(s) loaded from %s", len(grants), store.path)
     return refresher

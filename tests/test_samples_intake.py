@@ -328,3 +328,18 @@ def test_the_store_holds_at_most_its_limit_and_refuses_the_next_before_auditing_
     store.path.write_text('{"schema": "umbra.sampling-tokens/1", "tokens": "abc", "revoked": []}')
     with pytest.raises(TokenStoreError):
         store.read()
+
+
+def test_a_damaged_token_file_does_not_stop_the_sensor(tmp_path: Path, caplog) -> None:
+    from firmware.grantstore import sensor_grants
+
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key)))
+    store = store_for(cfg, tmp_path)
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text("{ not json")
+    sched = SampleScheduler(SamplesConfig(), random.Random(0))
+    refresher = sensor_grants(cfg, tmp_path, sched, None, T0)
+    assert refresher is not None and sched.grants == ()
+    assert "default rate" in caplog.text
+    assert store.path.read_text() == "{ not json"  # left for a person to look at, not "repaired" to empty
