@@ -259,13 +259,19 @@ class Analytics:
         """One durable budget transaction per window for every stream that will release."""
         if not self.noise:
             return {s: True for s in STREAMS}
-        streams = [s for s in STREAMS if s != "flow" or self.lines]
+        streams = [s for s in STREAMS if self._has_subject(s)]
         eps = exact(self.config.epsilon)
         charges = self.accountant.charge_many({s: eps for s in streams}, float(self._last_wall or 0.0))
         return {s: self._granted(c) for s, c in charges.items()}
 
+    def _has_subject(self, stream: str) -> bool:
+        """A stream with nothing to count (no zones, no lines) is neither paid for nor released."""
+        if stream == "flow":
+            return bool(self.lines)
+        return stream == "heatmap" or bool(self.zones)
+
     def _pay(self, stream: str, eps: Fraction) -> bool:
-        return self._grants.get(stream, False)
+        return self._grants.get(stream, False) and self._has_subject(stream)
 
     def _granted(self, charge) -> bool:
         stream = charge.stream

@@ -185,3 +185,15 @@ def test_presence_cap_follows_the_noised_dwell_histogram():
     assert presence_cap(cfg, edges, [50, 10, 10, 10, 10, 10], Fraction(1, 10), 900) == 120  # tail 35 at e=0.1
     # the allowance for noise: 14 beyond 30 s is within 5 + sqrt(20 * 5 buckets) = 15
     assert presence_cap(cfg, edges, [50, 10, 3, 1, 0, 0], e, 900, bucket_var=20.0) == 30
+
+
+def test_a_site_without_zones_or_lines_releases_the_heatmap_alone_and_pays_for_nothing_else(tmp_path):
+    config = PrivacyConfig(window_s=60, budget_file=str(tmp_path / "budget.sqlite"), daily_epsilon=100)
+    acc = Accountant(config.budget_file, config.budgets())
+    out: list[dict] = []
+    audits: list = []
+    an = Analytics(config, Geometry(GeometryConfig()), acc, out.extend, rng=random.Random(0),
+                   audit=lambda event, t, **kw: audits.append((event, kw)))
+    run_window(an, people_west=30, people_east=30)
+    assert {r["metric"] for r in out} == {"heatmap"}
+    assert [kw["stream"] for event, kw in audits if event == "budget_spent"] == ["heatmap"]
