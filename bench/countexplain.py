@@ -15,7 +15,7 @@ on the same line and way, close in time, and each one left unmatched is given it
   box stretched over a neighbour in a group), `time` (its person crosses this way about then, but further
   apart in time than the matching window).
 
-`python -m bench.counting --explain [--tiles NX NY]` prints it."""
+`python -m bench.counting --explain [--tiles NX NY] [--overlap F]` prints it."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def report(findings: list[Finding], matched: int) -> str:
     return "\n".join(rows)
 
 
-def run(config: Path, band: float = 0.5, tiles: tuple[int, int] | None = None) -> str:
+def run(config: Path, band: float = 0.5, tiles: tuple[int, int] | None = None, overlap: float | None = None) -> str:
     """Replay the bench run on the config's detector settings (cached detections) and explain its counting."""
     from dataclasses import replace
 
@@ -221,6 +221,8 @@ def run(config: Path, band: float = 0.5, tiles: tuple[int, int] | None = None) -
     cfg = pets_config(config)
     if tiles is not None:
         cfg = replace(cfg, detector=replace(cfg.detector, tiles=tuple(tiles)))
+    if overlap is not None:
+        cfg = replace(cfg, detector=replace(cfg.detector, overlap=overlap))
     dets = detector_detections(cfg.detector, progress=False)
     rep = replay(dets, cfg, config.parent)
     gt = np.loadtxt(data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt"), delimiter=",", ndmin=2)

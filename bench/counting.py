@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="replay the bench run on cached detections and explain each unmatched crossing")
     ap.add_argument("--tiles", type=int, nargs=2, default=None, help="--explain: detections of this tiling "
                     "(default: the config's)")
+    ap.add_argument("--overlap", type=float, default=None, help="--explain: tile overlap (default: the config's)")
     ap.add_argument("--gt", type=Path, help="MOT15 gt.txt with world coordinates (default: PETS09-S2L1)")
     ap.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "pets09.toml")
     ap.add_argument("--band", type=float, default=0.5)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.explain:
         from bench.countexplain import run
 
-        print(run(args.config, args.band, args.tiles))
+        print(run(args.config, args.band, args.tiles, args.overlap))
         return 0
     if args.records is None:
         ap.error("--records is required (or --explain)")
