@@ -104,6 +104,10 @@ class SyncConfig:
     def validate(self) -> None:
         if self.enabled:
             self.tls.validate()
+            try:
+                self.tls.check_fleet_root()
+            except ValueError as e:
+                raise ValueError(f"tls.{e}; sync needs it to check pin-set updates") from None
             self.outbox.validate()
             self.uploader.validate()
 

@@ -105,3 +105,13 @@ def test_to_toml_round_trips():
     cfg = parse(to_toml(table))
     assert cfg.camera.source == 'a "b".avi'
     assert cfg.geometry.lines[0].name == "l"
+
+
+def test_sync_needs_the_fleet_root_key_only_when_it_runs():
+    tls = '\n[sync.tls]\nkey_file = "pki/device.key"\ncert_file = "pki/device.pem"\n'
+    cfg = parse(GOOD + tls)  # sync off: the key files may be named (the audit head is signed with the key)
+    assert cfg.sync.tls.key_file == "pki/device.key"
+    with pytest.raises(ConfigError, match=r"\[sync\] tls\.fleet_root_public_key"):
+        parse(GOOD + "\n[sync]\nenabled = true\n" + tls)
+    with pytest.raises(ConfigError, match=r"fleet_root_public_key"):  # a bad one is refused even with sync off
+        parse(GOOD + tls + 'fleet_root_public_key = "not base64!"\n')
