@@ -20,8 +20,9 @@ from bench import data
 from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
 from bench.motscore import load_gt, score
 from firmware.assemble import JsonlSink, build_loop
-from firmware.audit import AuditLog, FrameAuditSink, verify
+from firmware.audit import AuditLog, verify
 from firmware.config import load
+from firmware.frameaudit import FrameAuditSink
 from hal.clock import FakeClock
 
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"

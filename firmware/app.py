@@ -121,7 +121,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
-    from firmware.audit import FrameAuditSink
+    from firmware.frameaudit import FrameAuditSink
 
     frames = None
     if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only

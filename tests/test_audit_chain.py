@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware import audit
 from firmware.authorization import public_key_b64
+from firmware.frameaudit import FrameAudit
 
 
 def _make_log(tmp_path: Path, n: int = 6, signer=None) -> Path:
@@ -120,7 +121,7 @@ def test_reopening_resumes_the_chain_and_cuts_a_torn_line(tmp_path: Path) -> Non
 
 def test_frame_audit_writes_one_entry_per_minute(tmp_path: Path) -> None:
     log = audit.AuditLog(tmp_path / "a.jsonl")
-    frames = audit.FrameAudit(log)
+    frames = FrameAudit(log)
     for i in range(1500):  # 150 s at 10 fps
         frames.count(6000.0 + i / 10, processed=1, destroyed=1)
     frames.flush(6150.0)
