@@ -266,7 +266,8 @@ def generate_dpia(config: Any, *, grants: Sequence[Any] = (), now: float | None 
             "| frames | zeroed in the tick that captured them (never written) |",
             f"| pseudonym key | memory only, replaced every {f['rotate_s']:g} s |",
             "| flow-group embeddings | memory only, one window |",
-            *(["| flow-group population statistics (mean and covariance of a period's crop embeddings, no "
+            *(["| flow-group population statistics (mean and top principal directions of a period's crop "
+               "embeddings, no "
                "identity) | memory only: gathered over one period, the basis fitted from them used through the "
                "next |"] if f["flow_on"] else []),
             f"| de-identified samples awaiting upload | deleted after upload, at most {f['sample_days']} days |",

@@ -19,7 +19,7 @@ The cloud estimates zone-to-zone flow from groups present in zone a in one windo
 minus what chance explains, scaled by the scheme's same-group rate (`estimate_transitions`).
 
 On the running sensor (`firmware.flowhook`) the basis comes from `PopulationStats`: the running mean and
-second moments of a period's crop embeddings (no embedding is kept, no identity involved), and the
+top principal directions of a period's crop embeddings (no embedding is kept, no identity involved), and the
 hyperplanes from a key drawn per period from the injected generator.
 
 Pure: randomness (noise, decoys) comes from an injected numpy Generator; no clock, no I/O.
@@ -141,16 +141,21 @@ def fit_basis(embeddings: np.ndarray, dims: int) -> Basis:
 
 
 class PopulationStats:
-    """The first and second moments of unit embeddings seen so far, enough for `fit_basis`'s answer without
-    keeping any embedding: `add()` buffers a few rows, folds them into the sums and zeroes them. Holds no
-    identity and no order; ~8 MB (the 1024 x 1024 second-moment matrix)."""
+    """A period's population of unit embeddings, kept as what `fit_basis` needs and nothing more: the count,
+    the mean and the top `rank` principal directions with their singular values, updated a few embeddings
+    at a time by incremental SVD (Ross et al., IJCV 2008; scikit-learn's IncrementalPCA). Rows are buffered
+    in groups of `BATCH`, folded in and zeroed, so no embedding is kept, nor any identity or order; ~300 kB
+    in all. Exact (as `fit_basis`, up to each direction's sign) while the population's rank is at most
+    `rank`; beyond it the top few directions stay close (tested)."""
 
     BATCH = 16
 
-    def __init__(self) -> None:
+    def __init__(self, rank: int = 32) -> None:
+        self.rank = rank
         self.n = 0
-        self._sum = np.zeros(DIM, np.float64)
-        self._scatter = np.zeros((DIM, DIM), np.float64)
+        self._mean = np.zeros(DIM, np.float64)
+        self._sv = np.zeros(0, np.float64)  # singular values, largest first
+        self._dirs = np.zeros((0, DIM), np.float64)  # principal directions, one per row
         self._batch = np.zeros((self.BATCH, DIM), np.float64)
         self._k = 0
 
@@ -161,10 +166,17 @@ class PopulationStats:
             self._fold()
 
     def _fold(self) -> None:
-        x = self._batch[: self._k]
-        self._sum += x.sum(axis=0)
-        self._scatter += x.T @ x
-        self.n += self._k
+        if not self._k:
+            return
+        x, b, n = self._batch[: self._k], self._k, self.n
+        mean_b = x.mean(axis=0)
+        parts = [self._sv[:, None] * self._dirs, x - mean_b]
+        if n:  # the shift between the old mean and the batch's, weighted as the pooled scatter needs
+            parts.append(np.sqrt(n * b / (n + b)) * (self._mean - mean_b)[None])
+        _, sv, vt = np.linalg.svd(np.vstack(parts), full_matrices=False)
+        self._sv, self._dirs = sv[: self.rank], vt[: self.rank]
+        self._mean = (n * self._mean + b * mean_b) / (n + b)
+        self.n = n + b
         x.fill(0.0)
         self._k = 0
 
@@ -172,26 +184,18 @@ class PopulationStats:
         return self.n + self._k
 
     def basis(self, dims: int) -> Basis:
-        """The population basis of everything added (as `fit_basis` on the same embeddings, up to the sign
-        of each direction). Raises ValueError with too few embeddings."""
-        from scipy.sparse.linalg import eigsh
-
+        """The population basis of everything added. Raises ValueError with too few embeddings."""
         self._fold()
-        if self.n < dims + 2:
+        if self.n < dims + 2 or len(self._sv) < dims:
             raise ValueError(f"a basis needs at least {dims + 2} embeddings, got {self.n}")
-        center = self._sum / self.n
-        cov = (self._scatter - self.n * np.outer(center, center)) / (self.n - 1)
-        # the top few directions only (Lanczos, from a fixed start): ~0.3 s here where a full eigh takes ~4 s
-        w, v = eigsh(cov, k=dims, which="LA", v0=np.full(DIM, DIM**-0.5))
-        order = np.argsort(w)[::-1]
-        std = np.sqrt(np.maximum(w[order], 0.0))
-        return Basis(center, v[:, order] / np.maximum(std, 1e-12))
+        std = self._sv[:dims] / np.sqrt(self.n - 1)
+        return Basis(self._mean.copy(), self._dirs[:dims].T / np.maximum(std, 1e-12))
 
     def clear(self) -> None:
         self.n, self._k = 0, 0
-        self._sum.fill(0.0)
-        self._scatter.fill(0.0)
+        self._mean.fill(0.0)
         self._batch.fill(0.0)
+        self._sv, self._dirs = np.zeros(0, np.float64), np.zeros((0, DIM), np.float64)
 
 
 class FlowHasher:

@@ -11,14 +11,14 @@ every confirmed track (its foot point on the ground) and embeds a few of them:
   wall on two laptop CPU threads (`python -m bench.flowgroups_loop`), a few ms on the Edge TPU;
 - a crop is copied out of the frame (the main stream when there is one, it has more pixels per person),
   embedded, and zeroed at once; the embedder zeroes its own resized copy and the model's input.
-Only the window's per-track embedding sums (`FlowGroupWindow`) and the period's population moments
-(`PopulationStats`, no identity) stay in memory. At the window's end each zone's padded group counts go to
-`emit` and the audit log (`flowgroups_released`); the sums, track ids and the crop schedule are dropped.
+Only the window's per-track embedding sums (`FlowGroupWindow`) and the period's population statistics
+(`PopulationStats`: mean and top principal directions, no identity) stay in memory. At the window's end
+each zone's padded group counts go to `emit` and the audit log (`flowgroups_released`); the sums, track
+ids and the crop schedule are dropped.
 
 The population basis is fitted on the device: provisionally from the first `basis_min` embeddings after start
 (nothing is released before: the window is dropped and `flowgroups_withheld` audited), then at each period's
-start from the whole previous period (~0.3 s on a laptop, in the tick that opens the period's first window:
-that tick overruns once a period). The hyperplanes come from a key drawn from the injected generator for
+start from the whole previous period. The hyperplanes come from a key drawn from the injected generator for
 each period (OS randomness in production), so a restart re-draws them: group numbers before and after a
 restart cannot be matched, by the cloud or anyone else.
 """
