@@ -62,18 +62,19 @@ RECORD_SCHEMA: dict[str, Any] = {
 class FlowGroupConfig:
     """`[flowgroups]`: customer-flow groups on the running sensor (off by default). When on, `umbra run`
     embeds a few crops of each confirmed track in a zone, and at each window's end releases one
-    umbra.flowgroups/1 record per zone (to the outbox with sync on, and to `[output] aggregates_file`).
-    Needs zones in `[geometry]`."""
+    umbra.flowgroups/1 record per zone (to the outbox when sync is on, and to `[output] aggregates_file`
+    when set: one of them is needed), audited as flowgroups_released. Needs zones in `[geometry]`. See
+    firmware.flowhook."""
 
     enabled: bool = False
-    groups: int = 1000
-    hyperplanes: int = 10
+    groups: int = 1000  # group ids 0 to groups - 1 (the hyperplane code modulo groups)
+    hyperplanes: int = 10  # random hyperplanes of the hash (2**hyperplanes >= groups)
     dims: int = 4  # population basis size (4: best same-person rate at a low collision rate on PETS09)
     noise: float = 0.1  # std of the noise per basis dimension (the projected vector has unit norm)
     min_count: int = 5  # fictitious members pad every released group to at least this
     decoy_ratio: float = 1.0  # decoy groups per real group, each of min_count fictitious members
     crops_per_track: int = 5  # embeddings averaged per track per window
-    window_s: int = 900
+    window_s: int = 900  # one record per zone per window (windows start at multiples of window_s)
     period_s: int = 86400  # hyperplanes re-drawn and the basis refitted every period
     crop_gap_s: float = 1.0  # a track's first crop when seen in a window, the next after this, each gap doubled
     max_embeds_per_tick: int = 1  # crops embedded per loop tick at most (CPU ~10 ms each on a laptop core pair)

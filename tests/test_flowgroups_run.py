@@ -370,3 +370,25 @@ def test_embedding_waits_when_the_tick_has_no_time_left(shared_data, detect_ms, 
         assert hook.embedded >= 20
     else:
         assert hook.embedded <= 1 and hook.deferred > 30
+
+
+def test_the_flowgroups_section_is_off_by_default_and_checked_key_by_key() -> None:
+    from firmware.config import parse
+    from firmware.errors import ConfigError
+
+    assert parse("").flowgroups.enabled is False
+    cfg = parse("[flowgroups]\nenabled = true\nwindow_s = 60\nmax_embeds_per_tick = 2\nedgetpu = \"off\"\n")
+    assert cfg.flowgroups == FlowGroupConfig(enabled=True, window_s=60, max_embeds_per_tick=2, edgetpu="off")
+    for bad, name in (("tick_share = 0.0", "tick_share"), ("min_count = 1", "min_count"),
+                      ("basis_min = 3", "basis_min"), ("crops = 3", "flowgroups.crops"),
+                      ('edgetpu = "maybe"', "edgetpu")):
+        with pytest.raises(ConfigError, match=name):
+            parse(f"[flowgroups]\n{bad}\n")
+
+
+def test_the_cloud_schema_refuses_a_small_group_or_an_extra_field(pets_run) -> None:
+    record = pets_run["records"][0]
+    schemas.validate(record)
+    for bad in (record | {"groups": [[3, 1]]}, record | {"track_ids": [1, 2]}, record | {"min_count": 1}):
+        with pytest.raises(schemas.SchemaError):
+            schemas.validate(bad)
