@@ -1,7 +1,8 @@
 """The bench run's device path (loop, tracker, geometry, quantizer) replayed on cached real detections
 (bench.detcache) in a few seconds instead of a minute of inference, so detector settings and counting can be
 compared crossing by crossing. Same config, same fake clock, same ticks as `umbra bench run`: on the same
-detections it releases the same records.
+detections it releases the same records, field for field, but for the pseudonyms (their key is drawn afresh
+in every run).
 
 Besides the released records it keeps, bench-side only, what a device never releases: each tick's confirmed
 tracks (ids, boxes, exact ground positions), so errors can be traced to their cause."""
