@@ -9,6 +9,9 @@ the whole work). Rounds alternate the loop without and with the flow-group hook:
 2. one embedding (the real MobileNet embedder): wall and process CPU (all its threads), median and p95;
 3. embeddings per tick (the bound) and per track and window; the window close (hashing, release, and the
    population basis when it is fitted), slowest.
+4. `--consistency`: the whole sequence through the live path (tracker boxes, crops from the main stream, the
+   basis fitted on the device) with short windows; how often a track seen in two consecutive windows lands
+   in the same group both times (the tracker's id standing in for the person), against two different tracks.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class TimedEmbedder:
             self.cpu_ns.append(time.process_time_ns() - c)
 
 
-def one_run(cfg, frames: int, embedder: TimedEmbedder | None) -> dict:  # noqa: ANN001
+def one_run(cfg, frames: int, embedder: TimedEmbedder | None, seed: int = 0) -> dict:  # noqa: ANN001
     from hal.video import VideoCamera
 
     clock = FakeClock()
@@ -57,7 +60,7 @@ def one_run(cfg, frames: int, embedder: TimedEmbedder | None) -> dict:  # noqa: 
     hook = None
     if embedder is not None:
         hook = build_flow_hook(cfg.flowgroups, loop, [lambda recs: None], embedder=embedder,
-                               rng=np.random.default_rng(0))
+                               rng=np.random.default_rng(seed))
         assert hook is not None
         close = hook.close_window
 
@@ -90,6 +93,53 @@ def one_run(cfg, frames: int, embedder: TimedEmbedder | None) -> dict:  # noqa: 
     return out
 
 
+def consistency(cfg, embedder, seeds: int = 3) -> None:  # noqa: ANN001
+    """Per window, each released track's (zone, group), captured by a recording FlowGroupWindow (bench only)."""
+    from firmware import flowhook
+    from firmware.flowgroups import FlowGroupWindow
+
+    log: list[tuple[int, dict[int, int]]] = []
+
+    class Recording(FlowGroupWindow):
+        def close(self, hasher, rng, zones=()):  # noqa: ANN001, ANN202
+            ids = [tid for tid, acc in self._tracks.items() if acc.n and acc.zones]
+            real, got = hasher.groups, {}
+
+            def spy(emb, r):  # noqa: ANN001, ANN202
+                got["g"] = real(emb, r)
+                return got["g"]
+
+            hasher.groups = spy
+            try:
+                return super().close(hasher, rng, zones)
+            finally:
+                del hasher.groups
+                if "g" in got:
+                    log.append((self.window_start, dict(zip(ids, got["g"].tolist(), strict=True))))
+
+    same = chance = pairs = others = 0
+    flowhook.FlowGroupWindow = Recording  # type: ignore[misc]
+    try:
+        for seed in range(seeds):
+            log.clear()
+            one_run(cfg, 795, embedder, seed=seed)
+            by_start = dict(log)
+            for start, groups in log:
+                nxt = by_start.get(start + cfg.flowgroups.window_s)
+                if nxt is None:
+                    continue
+                for tid, g in groups.items():
+                    if tid in nxt:
+                        same, pairs = same + (nxt[tid] == g), pairs + 1
+                    chance += sum(g == h for t, h in nxt.items() if t != tid)
+                    others += sum(1 for t in nxt if t != tid)
+    finally:
+        flowhook.FlowGroupWindow = FlowGroupWindow  # type: ignore[misc]
+    print(f"\n4. live path, whole PETS09 sequence, windows of {cfg.flowgroups.window_s} s, {seeds} seeds: a track in "
+          f"two consecutive windows lands in the same group {same / max(pairs, 1):.1%} of the time ({pairs} "
+          f"track pairs); two different tracks {chance / max(others, 1):.2%} ({others} pairs)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hal.embedder import Embedder, EmbedderConfig
 
@@ -97,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--window-s", type=int, default=60)
+    ap.add_argument("--consistency", action="store_true", help="also 4. (the whole sequence, 10 s windows)")
     args = ap.parse_args(argv)
     root = data.data_dir()
     base = load(CONFIG)
@@ -123,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedded += on["embedded"]
             records += on["records"]
             print(f"  round {r + 1}: loop's own CPU per frame off {off['own_ms']:.3f} ms, on {on['own_ms']:.3f} ms")
+        if args.consistency:
+            consistency(replace(cfg, flowgroups=replace(flow, window_s=10)), TimedEmbedder(real))
     wall = np.array(timed.wall_ns) / 1e6
     cpu = np.array(timed.cpu_ns) / 1e6
     pt = np.array(per_tick)
