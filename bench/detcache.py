@@ -27,19 +27,19 @@ def pets_detections(
     their scores, as `TfliteDetector` with these settings finds them on CPU (or an Edge TPU when present):
     the cached raw tiles merged by the detector's own merge (hal.nms.merge_tiles), so a change of merge
     needs no new inference."""
+    per_frame, grid = raw_tiles(tiles, overlap, min(0.05, score_threshold), progress)
+    return [merge_raw(d, grid, score_threshold, PETS_SIZE) for d in per_frame]
+
+
+def merge_raw(raw: np.ndarray, grid: np.ndarray, score_threshold: float, size: tuple[int, int]) -> np.ndarray:
+    """One frame's raw tile detections (N, 6) as `TfliteDetector.detect` returns them after merging: (M, 5)
+    boxes in pixels of a `size` (width, height) image, and scores."""
     from hal.nms import merge_tiles
 
-    per_frame, grid = raw_tiles(tiles, overlap, min(0.05, score_threshold), progress)
-    scale = np.array([PETS_SIZE[0], PETS_SIZE[1]] * 2, dtype=np.float64)
-    out = []
-    for d in per_frame:
-        d = d[d[:, 4] >= np.float32(score_threshold)]
-        if len(grid) > 1 and len(d):
-            d = d[merge_tiles(d[:, :4], d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), grid), :5]
-        else:
-            d = d[:, :5]
-        out.append(np.column_stack((d[:, :4] * scale, d[:, 4])))
-    return out
+    d = raw[raw[:, 4] >= np.float32(score_threshold)]
+    if len(grid) > 1 and len(d):
+        d = d[merge_tiles(d[:, :4], d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), grid)]
+    return np.column_stack((d[:, :4] * np.array([size[0], size[1]] * 2, dtype=np.float64), d[:, 4]))
 
 
 def detector_detections(dcfg, progress: bool = True) -> list[np.ndarray]:

@@ -101,6 +101,28 @@ def test_pieces_of_people_cut_by_tile_edges_are_dropped_on_real_footage(shared_d
     assert not on._interp.tensor(on._in_idx)().any()
 
 
+def test_the_detection_cache_merges_raw_tiles_as_the_detector_does(shared_data):
+    """bench.detcache keeps every tile's boxes before merging and merges on loading: on real frames that
+    gives exactly what `detect` gives."""
+    from bench.detcache import merge_raw
+
+    det = TfliteDetector(tiles=(3, 2), overlap=0.3, score_threshold=0.1, edgetpu=False)
+    raw = TfliteDetector(tiles=(3, 2), overlap=0.3, score_threshold=0.05, edgetpu=False)
+    cam = VideoCamera(shared_data / "video/vtest.avi", clock=FakeClock(), lores_size=(900, 600), main_size=None)
+    cam.open()
+    for _ in range(8):
+        cam.capture().release()
+    for _ in range(3):  # frames 9-11, where tile-edge pieces are dropped
+        with cam.capture() as frame:
+            live = det.detect(frame)
+            b, s, _, t = raw.detect_tiles(frame)
+        cached = merge_raw(np.column_stack((b, s, t)), raw._grid, 0.1, (768, 576))
+        assert 3 <= len(live) < int((s >= np.float32(0.1)).sum())
+        np.testing.assert_allclose(cached[:, :4], live.to_pixels(768, 576), atol=1e-3)
+        np.testing.assert_allclose(cached[:, 4], live.scores, atol=1e-6)
+    cam.close()
+
+
 def test_nms_merges_tile_duplicates_and_contained_boxes():
     boxes = np.array([[0.1, 0.1, 0.3, 0.5], [0.11, 0.1, 0.31, 0.5], [0.12, 0.15, 0.28, 0.45], [0.6, 0.6, 0.7, 0.9]])
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
