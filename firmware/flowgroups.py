@@ -200,7 +200,8 @@ class PopulationStats:
 
 
 class FlowHasher:
-    """Embeddings -> groups with the period's hyperplanes (seeded from the device key and the period)."""
+    """Embeddings -> groups with the period's hyperplanes, seeded from `device_key` and the period (on the
+    running sensor the key is drawn for each period from the injected generator, never stored)."""
 
     def __init__(self, config: FlowGroupConfig, basis: Basis, device_key: bytes, period: int) -> None:
         config.validate()

@@ -10,7 +10,8 @@ every confirmed track (its foot point on the ground) and embeds a few of them:
   (a due crop waits for a later tick: `deferred`), so the loop keeps its cadence. One embedding costs ~10 ms
   wall on two laptop CPU threads (`python -m bench.flowgroups_loop`), a few ms on the Edge TPU;
 - a crop is copied out of the frame (the main stream when there is one, it has more pixels per person),
-  embedded, and zeroed at once; the embedder zeroes its own resized copy and the model's input.
+  embedded, and zeroed at once; the embedder zeroes its own resized copy and the model's input. The frame
+  is held that much longer (the tracker and any embedding run before its release on these ticks).
 Only the window's per-track embedding sums (`FlowGroupWindow`) and the period's population statistics
 (`PopulationStats`: mean and top principal directions, no identity) stay in memory. At the window's end
 each zone's padded group counts go to `emit` and the audit log (`flowgroups_released`); the sums, track
