@@ -104,8 +104,8 @@ def explain(rep: Replay, gt: np.ndarray, lines: list[LineConfig], fps: float, ba
             if (t.line, t.direction) == (c.line, c.direction) and dt <= WINDOW_S:
                 who = ident.follows(c_track[j], range(c_frame[j] - side, c_frame[j] + side + 1))
                 cost[i, j] = dt + (0.0 if who == gids[t.path] else WINDOW_S)
-    r, c = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
-    ok = [(i, j) for i, j in zip(r, c, strict=True) if cost[i, j] < 1e6]
+    rows, cols = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
+    ok = [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if cost[i, j] < 1e6]
     hit_t, hit_c = {i for i, _ in ok}, {j for _, j in ok}
     ctx = _Context(rep, ident, lines, band, side, fps, gt)
     findings = [ctx.missed(true[i], gids[true[i].path], t_frame[i]) for i in range(len(true)) if i not in hit_t]
@@ -220,11 +220,14 @@ def run(config: Path, band: float = 0.5, tiles: tuple[int, int] | None = None, o
 
     cfg = pets_config(config)
     if tiles is not None:
-        cfg = replace(cfg, detector=replace(cfg.detector, tiles=tuple(tiles)))
+        cfg = replace(cfg, detector=replace(cfg.detector, tiles=(int(tiles[0]), int(tiles[1]))))
     if overlap is not None:
         cfg = replace(cfg, detector=replace(cfg.detector, overlap=overlap))
     dets = detector_detections(cfg.detector, progress=False)
     rep = replay(dets, cfg, config.parent)
-    gt = np.loadtxt(data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt"), delimiter=",", ndmin=2)
+    gt_path = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
+    if gt_path is None:
+        return data.missing_message(["mot/MOT15/PETS09-S2L1/gt/gt.txt"])
+    gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
     findings, matched = explain(rep, gt, list(cfg.geometry.lines), cfg.loop.detect_hz, band, dets)
     return report(findings, matched)

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +68,7 @@ def count_crossings(paths: Iterable[np.ndarray], lines: Iterable[LineConfig], ba
     return dict(counts)
 
 
-def record_paths(records: list[Mapping]) -> dict[tuple[int, str], list[int]]:
+def record_paths(records: Sequence[Mapping]) -> dict[tuple[int, str], list[int]]:
     """Indices of the track records of each (key epoch, pseudonym), in release order."""
     by: dict[tuple[int, str], list[int]] = defaultdict(list)
     for i, r in enumerate(records):

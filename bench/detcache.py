@@ -56,6 +56,8 @@ def raw_tiles(tiles: tuple[int, int], overlap: float = 0.15, floor: float = 0.05
     from models import manifest
 
     video = data.find("video/vtest.avi")
+    if video is None:
+        raise data.DataMissing(data.missing_message(["video/vtest.avi"]))
     m = manifest("ssd_mobilenet_v1_coco_quant")
     key = (f"pets09raw-{m.sha256[:12]}-{tiles[0]}x{tiles[1]}-o{overlap:.2f}-{floor:.2f}-"
            f"{video.stat().st_size}")
