@@ -222,6 +222,8 @@ def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path) -> s
                              count_crossings(paths_from_gt(gt, stats.frames), lines_cfg), lines_cfg)
         lines.append("  counting from quantized records vs gt crossings:")
         lines += ["    " + row for row in table.splitlines()]
+        lines.append("    (net per line and way, so a miss and a false count cancel: `python -m bench.counting "
+                     "--explain` matches the crossings one by one and names each error's cause)")
     return "\n".join(lines)
 
 
