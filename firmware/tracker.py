@@ -21,8 +21,9 @@ _LOST_I8 = np.int8(_LOST)
 # Columns of the per-track float array.
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
-_MOVED = 22  # the prediction moves columns 0-21: state, covariance terms, age and time unseen
-_COLS = 24
+_ONE = 24  # a constant 1, so the prediction's clocks are part of its product
+_COLS = 25
+_K, _KP = np.r_[0:4, 0:4, 4:8], np.r_[0:4, 4:8, 4:8]  # the covariance update's gains and terms (see _correct)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +96,16 @@ _NONE = np.zeros(0, np.int64)  # no matches
 def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
     `threshold`. Returns the matched rows and columns, each shape (K,)."""
-    ok = similarity >= threshold
-    if not np.count_nonzero(ok):  # (count_nonzero: a quarter of any()'s cost on small arrays)
+    return _match(similarity, similarity >= threshold)
+
+
+def _match(similarity: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`assign` over the pairs `ok` allows."""
+    n = np.count_nonzero(ok)  # (count_nonzero: a quarter of any()'s cost on small arrays)
+    if not n:
         return _NONE, _NONE
+    if n == 1 or (np.count_nonzero(ok.any(0)) == n and np.count_nonzero(ok.any(1)) == n):
+        return ok.nonzero()  # no two pairs share a row or a column: the optimum takes them all
     rows, cols = linear_sum_assignment(np.where(ok, 1.0 - similarity, 1e6))
     keep = ok[rows, cols]
     if np.count_nonzero(keep) == len(keep):
@@ -125,7 +133,7 @@ class Tracker:
         self._state = np.zeros(0, np.int8)
         self._ended: list[int] = []
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
-        self._motion_m = (np.eye(_MOVED), np.zeros(_MOVED), np.zeros(_MOVED))
+        self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -139,7 +147,10 @@ class Tracker:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
-        ok = (scores >= cfg.low_score) & (z[:, 2] > 0) & (z[:, 3] > 0)
+        ok = z[:, 2] > 0
+        ok &= z[:, 3] > 0
+        if cfg.low_score > 0:
+            ok &= scores >= cfg.low_score
         if np.count_nonzero(ok) < len(ok):
             boxes, scores, z = boxes[ok], scores[ok], z[ok]
         self._predict(max(dt, 0.0))
@@ -151,16 +162,13 @@ class Tracker:
         d_all: list[np.ndarray] = []
 
         def take(t_mask: np.ndarray, d_mask: np.ndarray, threshold: float, fuse: bool = False) -> None:
-            t_idx, d_idx = t_mask.nonzero()[0], d_mask.nonzero()[0]
-            if not len(t_idx) or not len(d_idx):
-                return
-            whole = len(t_idx) == len(track_used) and len(d_idx) == len(det_used)
-            sim = iou if whole else iou[t_idx[:, None], d_idx]  # (iou itself is never changed in place below)
-            if fuse:
-                sim = sim * (scores if whole else scores[d_idx])
-            rows, cols = assign(sim, threshold)
-            if len(rows):
-                t, d = (rows, cols) if whole else (t_idx[rows], d_idx[cols])
+            # On the whole matrix, the pairs allowed masked: no index mapping.
+            sim = iou * scores if fuse else iou
+            ok = sim >= threshold
+            ok &= t_mask[:, None]
+            ok &= d_mask
+            t, d = _match(sim, ok)
+            if len(t):
                 track_used[t] = True
                 det_used[d] = True
                 t_all.append(t)
@@ -197,22 +205,22 @@ class Tracker:
     def _predict(self, dt: float) -> None:
         if not len(self._ids) or dt == 0.0:
             return
-        a, q, c = self._motion(dt)
+        a, q = self._motion(dt)
         f = self._f
         h2 = np.maximum(f[:, 3:4], 1.0)
         h2 *= h2
-        g = f[:, :_MOVED] @ a  # state, covariance terms, age and time unseen: one product for all
+        g = f @ a  # state, covariance terms, age and time unseen: one product for the whole row
         g += h2 * q
-        g += c
-        f[:, :_MOVED] = g
+        self._f = g
 
-    def _motion(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The prediction over `dt` as a matrix on the row's first 22 columns, the process noise per unit of
-        squared box height, and the constant part (the clocks): row' = row @ a + h^2 q + c, which is
-        position += dt velocity; p11 += 2 dt p12 + dt^2 p22 + qp h^2 dt; p12 += dt p22; p22 += qv h^2 dt;
-        age and time unseen += dt. Cached for the last dt (the loop's period)."""
+    def _motion(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """The prediction over `dt` as a matrix on the whole row and the process noise per unit of squared box
+        height: row' = row @ a + h^2 q, which is position += dt velocity; p11 += 2 dt p12 + dt^2 p22 + qp h^2 dt;
+        p12 += dt p22; p22 += qv h^2 dt; age and time unseen += dt (from the constant column); score and
+        sightings stay (the identity: a product on the whole row is cheaper than on a slice of it). Cached for
+        the last dt (the loop's period)."""
         if self._motion_dt != dt:
-            cfg, n = self.config, _MOVED
+            cfg, n = self.config, _COLS
             a = np.eye(n)
             for k in range(4):
                 a[_VEL.start + k, _POS.start + k] = dt
@@ -222,24 +230,22 @@ class Tracker:
             q = np.zeros(n)
             q[_P11] = cfg.pos_noise**2 * dt
             q[_P22] = cfg.vel_noise**2 * dt
-            c = np.zeros(n)
-            c[_AGE] = c[_UNSEEN] = dt
-            self._motion_dt, self._motion_m = dt, (a, q, c)
+            a[_ONE, _AGE] = a[_ONE, _UNSEEN] = dt
+            self._motion_dt, self._motion_m = dt, (a, q)
         return self._motion_m
 
     def _correct(self, idx: np.ndarray, z: np.ndarray, scores: np.ndarray) -> None:
         """Tracks `idx` take their measurements `z` (centre x, centre y, width, height)."""
         f = self._f[idx]
-        p11, p12 = f[:, _P11], f[:, _P12]
-        s = p11 + (self.config.meas_noise * np.maximum(z[:, 3:4], 1.0)) ** 2
-        k1, k2 = p11 / s, p12 / s
+        r = np.maximum(z[:, 3:4], 1.0)
+        r *= self.config.meas_noise
+        r *= r
+        s = f[:, _P11] + r  # the innovation's variance
+        p = f[:, 8:16]  # p11 and p12 side by side, so the gains k1 = p11 / s and k2 = p12 / s are one division
+        gain = p / np.concatenate((s, s), 1)
         innov = z - f[:, _POS]
-        f[:, _POS] += k1 * innov
-        f[:, _VEL] += k2 * innov
-        f[:, _P22] -= k2 * p12
-        k1 = 1.0 - k1
-        p11 *= k1  # views of f: (1 - k1) p11 and (1 - k1) p12 in place
-        p12 *= k1
+        f[:, :8] += gain * np.concatenate((innov, innov), 1)  # position += k1 innov, velocity += k2 innov
+        f[:, 8:20] -= gain[:, _K] * p[:, _KP]  # p11 -= k1 p11, p12 -= k1 p12, p22 -= k2 p12
         f[:, _HITS] += 1
         f[:, _UNSEEN] = 0.0
         f[:, _SCORE] = scores
@@ -254,7 +260,8 @@ class Tracker:
         st[newborn] = _TENTATIVE
         # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
         # clock is zero).
-        dead = (newborn & ~matched) | (self._f[:, _UNSEEN] > cfg.max_lost_s)
+        dead = newborn > matched  # (newborn and not seen)
+        dead |= self._f[:, _UNSEEN] > cfg.max_lost_s
         if np.count_nonzero(dead):
             self._ended.extend(int(i) for i in self._ids[dead & ~newborn])
             keep = ~dead
@@ -272,6 +279,7 @@ class Tracker:
         f[:, _P22] = 0.25 * h2  # a walker's speed: up to about a body height per second
         f[:, _SCORE] = scores
         f[:, _HITS] = 1
+        f[:, _ONE] = 1.0
         self._f = np.vstack((self._f, f))
         self._ids = np.concatenate((self._ids, np.arange(self._next_id, self._next_id + n)))
         self._next_id += n

@@ -181,3 +181,22 @@ def test_a_low_score_detection_recovers_a_lost_track_and_confirms_a_newborn():
     for _ in range(4):
         assert tr.update(box, np.array([0.3]), 0.1) == []
     assert len(tr) == 0
+
+
+def test_assignment_matches_the_exhaustive_optimum_with_and_without_conflicts():
+    """`assign` takes a shortcut when no two allowed pairs share a row or a column; either way its matching has
+    the most allowed pairs and, among those, the largest total similarity."""
+    from itertools import permutations
+
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        n, m = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        sim = rng.uniform(0, 1, (n, m)) * (rng.uniform(0, 1, (n, m)) < (0.3 if trial % 2 else 0.8))
+        rows, cols = assign(sim, 0.2)
+        got = (len(rows), round(float(sim[rows, cols].sum()), 9))
+        assert all(sim[rows, cols] >= 0.2) and len(set(rows.tolist())) == len(rows) == len(set(cols.tolist()))
+        best = (0, 0.0)
+        for perm in permutations(list(range(m)) + [None] * n, n):
+            pairs = [(r, c) for r, c in enumerate(perm) if c is not None and sim[r, c] >= 0.2]
+            best = max(best, (len(pairs), round(float(sum(sim[r, c] for r, c in pairs)), 9)))
+        assert got == best
