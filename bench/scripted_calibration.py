@@ -3,6 +3,8 @@
 and the score distributions of true and false detections. The defaults in hal/scripted.py copy what this
 prints; `--check` also replays the scripted detector and prints its own figures measured the same way.
 
+The real detector runs as the bench run configures it (`bench/configs/pets09.toml` [detector]).
+
 `python -m bench.scripted_calibration [--threshold 0.3] [--check]`"""
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def scripted_detections(gt_path, frames: int, **kw) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.detcache import pets_detections
+    from bench.detcache import detector_detections
+    from bench.run import CONFIG
+    from firmware.config import load
 
     ap = argparse.ArgumentParser(prog="python -m bench.scripted_calibration", description=__doc__)
     ap.add_argument("--threshold", type=float, default=0.3, help="score threshold for a detection to count")
@@ -91,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     gt_path = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
     gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
-    real = measure(pets_detections(), gt, args.threshold)
-    rows = [("real SSD, 2x2 tiles", real)]
+    dcfg = load(CONFIG).detector  # the detector as the bench run configures it (tiles, overlap)
+    dets = detector_detections(dcfg)
+    real = measure(dets, gt, args.threshold)
+    rows = [(f"real SSD, {dcfg.tiles[0]}x{dcfg.tiles[1]} tiles", real)]
     if args.check:
-        rows.append(("scripted (defaults)", measure(scripted_detections(gt_path, len(pets_detections())), gt,
-                                                     args.threshold)))
+        rows.append(("scripted (defaults)", measure(scripted_detections(gt_path, len(dets)), gt, args.threshold)))
     keys = list(real)
     print(f"{'detector':22s} " + " ".join(f"{k:>13s}" for k in keys))
     for name, m in rows:
