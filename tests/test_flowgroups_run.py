@@ -306,14 +306,7 @@ def test_umbra_run_releases_flow_groups_that_the_reference_cloud_accepts(tmp_pat
             # 50 ms an embedding): the 40 frames (4 s) give the basis its 12 crops
             "flowgroups": {"enabled": True, "window_s": 10, "basis_min": 12, "crop_gap_s": 0.1,
                            "max_embeds_per_tick": 2, "tick_share": 1.0},
-            "sync": {
-                "enabled": True,
-                "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
-                        "pins_file": dev.tls.pins_file, "fleet_root_public_key": dev.tls.fleet_root_public_key},
-                "outbox": {"path": dev.outbox_path},
-                "uploader": {"url": dev.uploader.url, "device_id": dev.uploader.device_id,
-                             "keyring_file": dev.uploader.keyring_file},
-            },
+            "sync": dev.sync_table(),
         }
         (tmp_path / "sensor.toml").write_text(to_toml(table))
         assert main(["run", "--config", str(tmp_path / "sensor.toml"), "--max-frames", "40"]) == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import stat
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -189,21 +190,10 @@ def test_umbra_run_loads_the_stored_grants_and_signs_the_audit_head(tmp_path, sh
             "device": {"id": DEV_DEVICE, "state_dir": str(tmp_path / "state")},
             "camera": {"kind": "video", "source": str(shared_data / "video/vtest.avi"), "fps": 7.0},
             "detector": {"kind": "scripted", "ground_truth": str(shared_data / "mot/MOT15/PETS09-S2L1/gt/gt.txt")},
-            "geometry": {
-                "homography": [list(r) for r in base.geometry.homography],
-                "zones": [{"name": z.name, "polygon": [list(p) for p in z.polygon]} for z in base.geometry.zones],
-                "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b)} for ln in base.geometry.lines],
-            },
+            "geometry": asdict(base.geometry),
             "privacy": {"budget_file": str(tmp_path / "budget.sqlite"), "audit_file": str(tmp_path / "audit.jsonl")},
             "authorization": {"customer_public_key": public_key_b64(key)},
-            "sync": {
-                "enabled": True,
-                "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
-                        "pins_file": dev.tls.pins_file, "fleet_root_public_key": dev.tls.fleet_root_public_key},
-                "outbox": {"path": dev.outbox_path},
-                "uploader": {"url": dev.uploader.url, "device_id": dev.uploader.device_id,
-                             "keyring_file": dev.uploader.keyring_file},
-            },
+            "sync": dev.sync_table(),
         }
         cfg_path = tmp_path / "sensor.toml"
         cfg_path.write_text(to_toml(table))

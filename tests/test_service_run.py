@@ -4,6 +4,7 @@ reference cloud over mutual TLS on 127.0.0.1; the cloud ends up with exactly the
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from bench.cloud.app import DEV_DEVICE
@@ -26,23 +27,12 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
             "camera": {"kind": "video", "source": str(shared_data / "video/vtest.avi"), "fps": 7.0},
             "detector": {"kind": "scripted", "ground_truth": str(shared_data / "mot/MOT15/PETS09-S2L1/gt/gt.txt")},
             "loop": {"detect_hz": 25.0, "emit_hz": 2.0},
-            "geometry": {
-                "homography": [list(r) for r in base.geometry.homography],
-                "zones": [{"name": z.name, "polygon": [list(p) for p in z.polygon]} for z in base.geometry.zones],
-                "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b)} for ln in base.geometry.lines],
-            },
+            "geometry": asdict(base.geometry),
             "output": {"tracks_file": str(tmp_path / "released.jsonl")},
             "samples": {"enabled": False},  # sampled at a random instant of the hour: tests/test_samples_in_loop.py
             "privacy": {"profile": "tracks", "window_s": 60, "budget_file": str(tmp_path / "budget.sqlite"),
                         "audit_file": str(tmp_path / "audit.jsonl")},
-            "sync": {
-                "enabled": True,
-                "tls": {"ca_file": dev.tls.ca_file, "cert_file": dev.tls.cert_file, "key_file": dev.tls.key_file,
-                        "pins_file": dev.tls.pins_file, "fleet_root_public_key": dev.tls.fleet_root_public_key},
-                "outbox": {"path": dev.outbox_path},
-                "uploader": {"url": dev.uploader.url, "device_id": dev.uploader.device_id,
-                             "keyring_file": dev.uploader.keyring_file},
-            },
+            "sync": dev.sync_table(),
         }
         cfg_path = tmp_path / "sensor.toml"
         cfg_path.write_text(to_toml(table))

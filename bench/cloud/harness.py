@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.cloud.app import DEV_DEVICE, Cloud, CloudConfig
@@ -21,6 +21,12 @@ class DeviceSetup:
     tls: TlsConfig
     uploader: UploaderConfig
     outbox_path: str
+
+    def sync_table(self) -> dict[str, object]:
+        """The `[sync]` section of a sensor config for this device (for `to_toml`), sync on."""
+        up = self.uploader
+        return {"enabled": True, "tls": asdict(self.tls), "outbox": {"path": self.outbox_path},
+                "uploader": {"url": up.url, "device_id": up.device_id, "keyring_file": up.keyring_file}}
 
 
 def device_setup(cloud: Cloud, device_dir: Path, port: int, **uploader_overrides: object) -> DeviceSetup:
