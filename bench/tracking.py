@@ -179,11 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         best_idf1 = max(r["IDF1"] for r in results.values())
         best_hota = max(r["HOTA"] for r in results.values())
         fastest = min(r["ms_per_frame"] for r in results.values())
-        verdicts.append((name, ours["IDF1"] >= best_idf1, ours["HOTA"] >= best_hota,
+        verdicts.append((name, ours["IDF1"] - best_idf1, ours["HOTA"] - best_hota,
                          ours["ms_per_frame"] / fastest))
     print("\ngoal: umbra's IDF1 and HOTA >= the best of the others; step time <= 0.5 x the fastest other")
-    for name, idf1_ok, hota_ok, ratio in verdicts:
-        print(f"  {name:28s} IDF1 {'met' if idf1_ok else 'NOT met':7s}  HOTA {'met' if hota_ok else 'NOT met':7s}"
+    print("  (beside each verdict: umbra's margin over the best other, negative when short of it)")
+    for name, idf1_margin, hota_margin, ratio in verdicts:
+        print(f"  {name:28s} IDF1 {'met' if idf1_margin >= 0 else 'NOT met':7s} {idf1_margin:+.3f}  "
+              f"HOTA {'met' if hota_margin >= 0 else 'NOT met':7s} {hota_margin:+.3f}"
               f"  step time {ratio:.2f} x fastest ({'met' if ratio <= 0.5 else 'NOT met'})")
     return 0
 
