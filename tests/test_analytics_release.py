@@ -118,9 +118,9 @@ def test_contributions_are_bounded(tmp_path):
     stated = [x for r in out for x in (r["sensitivity"] if isinstance(r["sensitivity"], list) else [r["sensitivity"]])]
     assert min(stated) > 0
     occ = next(r for r in out if r["metric"] == "occupancy")
-    # visitors and peak: 1 person; mean: the cap over the window's 60 samples, the cap being 30 s, as no one
-    # stayed in a zone longer than 30 s (the person spent 30 s in each)
-    assert occ["sensitivity"] == [1, 0.5, 1]
+    # visitors and peak: 1 person; mean: the cap over the window's 60 samples, the cap being the least
+    # candidate (15 s, a quarter of the minute), as one person beyond it is within the rule's tail
+    assert occ["sensitivity"] == [1, 0.25, 1]
 
 
 def test_budget_is_spent_then_refused_and_a_restart_does_not_refresh_it(tmp_path):

@@ -14,6 +14,7 @@ from firmware.analytics import (
     TAIL_SHRINK,
     Analytics,
     PrivacyConfig,
+    fine_edges,
     live_buckets,
     presence_cap,
     threshold,
@@ -104,3 +105,10 @@ def test_the_mean_gets_back_what_the_cap_cut():
     assert short >= 10
     assert abs(np.mean(means) - true_mean) < 0.08 * true_mean
     assert math.sqrt(laplace_var(Fraction(1))) * TAIL_SHRINK < 5  # the lingerers clear the threshold
+
+
+def test_short_windows_get_a_quarter_window_cap_candidate():
+    assert fine_edges(PrivacyConfig(window_s=60)) == [15.0, 30.0, 120.0]
+    assert fine_edges(PrivacyConfig(window_s=120)) == [30.0, 60.0, 120.0]
+    assert fine_edges(PrivacyConfig()) == EDGES
+    assert live_buckets(fine_edges(PrivacyConfig(window_s=60)), 60) == 3  # [120, inf) is an exact zero
