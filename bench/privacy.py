@@ -262,21 +262,27 @@ def table(scenes: list[Scene], window: int, runs: int) -> None:
     main_scenes = [i for i, sc in enumerate(scenes) if not sc.name.startswith("PETS")] or list(range(len(scenes)))
     pets = [i for i, sc in enumerate(scenes) if sc.name.startswith("PETS")]
     print(f"\n{window} s windows: accuracy = 1 - sum|released - true| / sum true (suppressed counts as 0)")
-    print(f"{'configuration':15s} {'occupancy':>9s} {'flow':>6s} {'visitors':>8s} | {'PETS09':>13s} | "
+    print("(s.e.: the standard error of the scene mean's occupancy/flow over the seeds; each ETH/UCY scene is one"
+          " 15-minute window, so a few seeds move the mean)")
+    print(f"{'configuration':15s} {'occupancy':>9s} {'flow':>6s} {'s.e.':>9s} {'visitors':>8s} | {'PETS09':>13s} | "
           f"{'published':>9s} {'flow':>6s} | {'verdict':14s} | occupancy/flow per scene")
     for name, k, eps in ROWS:
-        per_scene = []
+        per_scene, per_seed = [], []
         for sc in scenes:
             res = [run_scene(sc, k, eps, window, seed) for seed in range(runs if eps else 1)]
             per_scene.append([float(np.mean([r[i][0] for r in res])) for i in range(3)])
+            per_seed.append([[r[i][0] for i in range(2)] for r in res])
         occ, flow, vis = (float(np.mean([per_scene[j][i] for j in main_scenes])) for i in range(3))
+        seed_means = np.mean([per_seed[j] for j in main_scenes], axis=0)  # (seeds, occupancy/flow)
+        se = seed_means.std(axis=0, ddof=1) / np.sqrt(len(seed_means)) if len(seed_means) > 1 else np.zeros(2)
         pets_col = f"{per_scene[pets[0]][0]:6.1%}/{per_scene[pets[0]][1]:5.1%}" if pets else "-"
         p_occ, p_flow = PUBLISHED[name]
         verdict = "beats both" if occ > p_occ and flow > p_flow else (
             "occupancy only" if occ > p_occ else ("flow only" if flow > p_flow else "behind"))
-        detail = "  ".join(f"{ps[0]:.0%}/{ps[1]:.0%}" for ps in per_scene)
-        print(f"{name:15s} {occ:9.1%} {flow:6.1%} {vis:8.1%} | {pets_col:>13s} | {p_occ:9.1%} {p_flow:6.1%} | "
-              f"{verdict:14s} | {detail}")
+        detail = "  ".join(f"{ps[0]:.1%}/{ps[1]:.1%}" for ps in per_scene)
+        se_col = f"{se[0]:.1%}/{se[1]:.1%}"
+        print(f"{name:15s} {occ:9.1%} {flow:6.1%} {se_col:>9s} {vis:8.1%} | {pets_col:>13s} | {p_occ:9.1%} "
+              f"{p_flow:6.1%} | {verdict:14s} | {detail}")
 
 
 if __name__ == "__main__":
