@@ -262,8 +262,8 @@ def table(scenes: list[Scene], window: int, runs: int) -> None:
     main_scenes = [i for i, sc in enumerate(scenes) if not sc.name.startswith("PETS")] or list(range(len(scenes)))
     pets = [i for i, sc in enumerate(scenes) if sc.name.startswith("PETS")]
     print(f"\n{window} s windows: accuracy = 1 - sum|released - true| / sum true (suppressed counts as 0)")
-    print("(s.e.: the standard error of the scene mean's occupancy/flow over the seeds; each ETH/UCY scene is one"
-          " 15-minute window, so a few seeds move the mean)")
+    print("(s.e.: the standard error of the scene mean's occupancy/flow over the seeds; at 15 minutes each ETH/UCY"
+          " scene is a single window, so a few seeds move the mean)")
     print(f"{'configuration':15s} {'occupancy':>9s} {'flow':>6s} {'s.e.':>9s} {'visitors':>8s} | {'PETS09':>13s} | "
           f"{'published':>9s} {'flow':>6s} | {'verdict':14s} | occupancy/flow per scene")
     for name, k, eps in ROWS:
