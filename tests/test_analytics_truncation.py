@@ -14,7 +14,6 @@ from firmware.analytics import (
     PrivacyConfig,
     fine_edges,
     live_buckets,
-    presence_cap,
     threshold,
     truncation_estimate,
 )
@@ -72,15 +71,6 @@ def test_an_empty_bucket_is_counted_at_most_beta_of_the_time():
         hits += truncation_estimate(EDGES, hist, 60, 900, scale, beta) > 0
     assert hits / 20_000 <= beta
     assert hits > 0
-
-
-def test_presence_cap_counts_only_live_buckets_in_its_noise_allowance():
-    cfg = PrivacyConfig()
-    e = Fraction(4, 5)
-    # 9 beyond 60 s: within 5 + sqrt(4 * 4 live buckets beyond) = 9, so 60 with a 900 s window...
-    assert presence_cap(cfg, EDGES, [50, 10, 4, 5, 0, 0], e, 900, bucket_var=4.0) == 60
-    # ...and with 200 samples only [60, 120) and [120, 240) are live beyond 60: allowance sqrt(8) < 4
-    assert presence_cap(cfg, EDGES, [50, 10, 4, 5, 0, 0], e, 200, bucket_var=4.0) == 120
 
 
 def run(window_s: int, stays: dict[int, int], seed: int, samples: int) -> list[dict]:
