@@ -100,7 +100,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cfg.output.aggregates_file:
         agg = _open_append(cfgmod.resolve_path(cfg.output.aggregates_file, base), files)
         emit_aggregates.append(lambda recs, f=agg: f.writelines(json.dumps(r) + "\n" for r in recs))
-    audit = _audit_log(cfg, base)
+    from firmware.devicekey import audit_log_for
+
+    audit = audit_log_for(cfg, base)  # its head signed with the device key when there is one
     analytics = _analytics(cfg, base, emit_aggregates, audit)
     sinks.append(analytics)
     from ota.watchdog import Watchdog
@@ -248,15 +250,6 @@ def _sample_hook(cfg, sync, audit, detector=None, rng=None):
     taker = SampleTaker(s, scheduler, FaceDetector(FaceConfig()),
                         put=lambda record: sync.outbox.enqueue([record]), audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
-
-
-
-def _audit_log(cfg, base: Path):
-    """The privacy audit log (`[privacy] audit_file`), or None when that is empty; its head signed with the
-    device key when there is one (firmware.devicekey)."""
-    from firmware.devicekey import audit_log_for
-
-    return audit_log_for(cfg, base)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
