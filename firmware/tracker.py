@@ -179,13 +179,15 @@ class Tracker:
         t_all: list[np.ndarray] = []
         d_all: list[np.ndarray] = []
 
-        def take(t_mask: np.ndarray, d_mask: np.ndarray, threshold: float, fuse: bool = False,
+        def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: float, fuse: bool = False,
                  bonus: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-            # On the whole matrix, the pairs allowed masked: no index mapping.
+            # On the whole matrix, the pairs allowed masked (None: all): no index mapping.
             sim = iou * scores if fuse else iou
             ok = sim >= threshold
-            ok &= t_mask[:, None]
-            ok &= d_mask
+            if t_mask is not None:
+                ok &= t_mask[:, None]
+            if d_mask is not None:
+                ok &= d_mask
             t, d = _match(sim, ok, bonus)
             if len(t):
                 track_used[t] = True
@@ -200,14 +202,20 @@ class Tracker:
             heading = (lambda ok: self._heading(z, scores, ok)) if cfg.direction_weight else None
             # First pass: high-score detections against established tracks (tracked and lost).
             newborn = state == _TENTATIVE
-            take(~newborn, is_high, cfg.match_iou, cfg.fuse_score, heading)
+            some_newborn = np.count_nonzero(newborn) > 0
+            some_low = np.count_nonzero(is_high) < len(is_high)
+            established = ~newborn if some_newborn else None
+            take(established, is_high if some_low else None, cfg.match_iou, cfg.fuse_score, heading)
             # Second pass: low-score detections keep established tracks alive, lost ones too (a person the
             # detector is unsure of is still the person it lost a moment ago).
-            if np.count_nonzero(is_high) < len(is_high):
-                take(~track_used & ~newborn, ~is_high, cfg.low_match_iou, False, heading)
+            if some_low:
+                left = ~track_used
+                if established is not None:
+                    left &= established
+                take(left, ~is_high, cfg.low_match_iou, False, heading)
             # Newborn tracks take their second sighting from whatever detections are left: a high score started
             # them, so a low one may confirm them.
-            if np.count_nonzero(newborn):
+            if some_newborn:
                 take(newborn, ~det_used, cfg.tentative_match_iou)
 
         if t_all:
