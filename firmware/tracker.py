@@ -27,6 +27,7 @@ _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12,
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
 _ONE = 24  # a constant 1, so the prediction's clocks are part of its product
 _COLS = 25
+_HEADING_COLS = np.array([0, 1, 4, 5, 16, 17, _UNSEEN])  # centre, its velocity and variances, time unseen
 _K, _KP = np.r_[0:4, 0:4, 4:8], np.r_[0:4, 4:8, 4:8]  # the covariance update's gains and terms (see _correct)
 
 
@@ -44,7 +45,7 @@ class TrackerConfig:
     pos_noise: float = 0.1  # process noise, position, as a share of box height per sqrt(second)
     vel_noise: float = 0.1  # process noise, velocity, as a share of box height per second per sqrt(second)
     meas_noise: float = 0.05  # measurement noise as a share of box height
-    # Crossing and lost tracks (see _heading, _correct and _iou; 0 turns each off):
+    # Crossing and lost tracks (see _heading, _correct and _buffered_iou; 0 turns each off):
     direction_weight: float = 0.2  # similarity bonus, times the cosine, for a detection along a track's heading
     heading_sure: float = 2.0  # the bonus shrinks for a track whose speed is within this many variances of zero
     refound_after_s: float = 0.5  # a track found after this long unseen takes the straight path's velocity
@@ -114,17 +115,19 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
 
 
 def _match(similarity: np.ndarray, ok: np.ndarray,
-           bonus: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`assign` over the pairs `ok` allows; where pairs conflict, `bonus(ok)`, when given, adds to the
-    similarity (it decides between allowed pairs, it allows none)."""
+           bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`assign` over the pairs `ok` allows; where pairs conflict, `bonus(rows, cols)`, when given, adds to the
+    similarity of the allowed pairs (rows[k], cols[k]) (it decides between allowed pairs, it allows none)."""
     n = np.count_nonzero(ok)  # (count_nonzero: a quarter of any()'s cost on small arrays)
     if not n:
         return _NONE, _NONE
     if n == 1 or (np.count_nonzero(ok.any(0)) == n and np.count_nonzero(ok.any(1)) == n):
         return ok.nonzero()  # no two pairs share a row or a column: the optimum takes them all
+    cost = np.where(ok, 1.0 - similarity, 1e6)
     if bonus is not None:
-        similarity = similarity + bonus(ok)
-    rows, cols = linear_sum_assignment(np.where(ok, 1.0 - similarity, 1e6))
+        rows, cols = ok.nonzero()
+        cost[rows, cols] -= bonus(rows, cols)
+    rows, cols = linear_sum_assignment(cost)
     keep = ok[rows, cols]
     if np.count_nonzero(keep) == len(keep):
         return rows, cols
@@ -152,6 +155,7 @@ class Tracker:
         self._ended: list[int] = []
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
         self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
+        self._buffered = bool(self.config.buffer or self.config.lost_buffer or self.config.sigma_buffer)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -180,7 +184,7 @@ class Tracker:
         d_all: list[np.ndarray] = []
 
         def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: float, fuse: bool = False,
-                 bonus: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None) -> None:
             # On the whole matrix, the pairs allowed masked (None: all): no index mapping.
             sim = iou * scores if fuse else iou
             ok = sim >= threshold
@@ -197,9 +201,13 @@ class Tracker:
 
         state = self._state
         if n_tracks and len(boxes):
-            iou = self._iou(boxes, z, dt)  # every track against every detection, once
+            f = self._f  # every track against every detection, once:
+            if self._buffered:
+                iou = self._buffered_iou(boxes, z, dt)
+            else:
+                iou = iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
             # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
-            heading = (lambda ok: self._heading(z, scores, ok)) if cfg.direction_weight else None
+            heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
             # First pass: high-score detections against established tracks (tracked and lost).
             newborn = state == _TENTATIVE
             some_newborn = np.count_nonzero(newborn) > 0
@@ -262,15 +270,13 @@ class Tracker:
             self._motion_dt, self._motion_m = dt, (a, q)
         return self._motion_m
 
-    def _iou(self, boxes: np.ndarray, z: np.ndarray, dt: float) -> np.ndarray:
+    def _buffered_iou(self, boxes: np.ndarray, z: np.ndarray, dt: float) -> np.ndarray:
         """IoU of every predicted track box with every detection, the boxes buffered for matching (C-BIoU: Yang
         et al., WACV 2023): all by `buffer` of their size on each side, a track's further by `lost_buffer` of its
         size per second missed and by `sigma_buffer` deviations of its predicted position (which grow while it
         goes unseen), so a track that drifted while unseen can still meet its person. Off by default: on the
         tracking bench each won a row or two (ETH-Sunnyday) and lost others or the PETS09 counts."""
         cfg, f = self.config, self._f
-        if not (cfg.buffer or cfg.lost_buffer or cfg.sigma_buffer):
-            return iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
         t = f[:, _POS].copy()
         missed = np.maximum(f[:, _UNSEEN] - dt, 0.0)  # (a track seen last tick has been unseen for dt)
         t[:, 2:] *= (1.0 + 2.0 * (cfg.buffer + cfg.lost_buffer * missed))[:, None]
@@ -282,30 +288,26 @@ class Tracker:
             boxes = z @ _XYXY
         return iou_matrix(t @ _XYXY, boxes, t[:, 2] * t[:, 3], z[:, 2] * z[:, 3])
 
-    def _heading(self, z: np.ndarray, scores: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    def _heading(self, z: np.ndarray, scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[float]:
         """OC-SORT's momentum term (Cao et al., CVPR 2023) with the filter's velocity for the heading, for the pairs
-        `ok` allows (zero elsewhere): the cosine between a track's heading and the way from where it was last
-        seen to the detection, times the detection's score and `direction_weight`. Walkers whose paths cross keep
-        their headings; a swap would turn both round. A heading counts as far as the speed stands out of its
-        own uncertainty (s^2 / (s^2 + heading_sure var)): a newborn's or a standing person's heading is noise.
+        of tracks `rows` and detections `cols`: the cosine between a track's heading and the way from where it was
+        last seen to the detection, times the detection's score and `direction_weight`. Walkers whose paths
+        cross keep their headings; a swap would turn both round. A heading counts as far as the speed stands out
+        of its own uncertainty (s^2 / (s^2 + heading_sure var)): a newborn's or a standing person's is noise.
         In plain floats: a conflict involves a few pairs, and numpy's per-call cost would dominate."""
         cfg = self.config
-        rows, cols = ok.nonzero()
-        tracks = self._f[:, [0, 1, 4, 5, 16, 17, _UNSEEN]].tolist()
-        dets, weight = z[:, :2].tolist(), (scores * cfg.direction_weight).tolist()
-        sure = cfg.heading_sure
+        pairs = self._f[rows[:, None], _HEADING_COLS].tolist()  # a row per pair
+        dets, score = z.tolist(), scores.tolist()
+        w, sure = cfg.direction_weight, cfg.heading_sure
         out = []
-        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-            x, y, vx, vy, var_x, var_y, unseen = tracks[i]
+        for (x, y, vx, vy, var_x, var_y, unseen), j in zip(pairs, cols.tolist(), strict=True):
+            var = var_x + var_y
             wx = dets[j][0] - x + vx * unseen  # the way from where the track was last seen
             wy = dets[j][1] - y + vy * unseen
             s2 = vx * vx + vy * vy
             norm = math.sqrt((wx * wx + wy * wy) * s2)
-            out.append((wx * vx + wy * vy) / norm * s2 / (s2 + sure * (var_x + var_y)) * weight[j] if norm > 1e-9
-                       else 0.0)
-        bonus = np.zeros(ok.shape)
-        bonus[rows, cols] = out
-        return bonus
+            out.append((wx * vx + wy * vy) / norm * s2 / (s2 + sure * var) * w * score[j] if norm > 1e-9 else 0.0)
+        return out
 
     def _correct(self, idx: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
         """Tracks `idx` take their measurements `z` (centre x, centre y, width, height). A track unseen for more
@@ -322,13 +324,12 @@ class Tracker:
         p = f[:, 8:16]  # p11 and p12 side by side, so the gains k1 = p11 / s and k2 = p12 / s are one division
         gain = p / np.concatenate((s, s), 1)
         innov = z - f[:, _POS]
-        after = self.config.refound_after_s
-        gap = f[:, _UNSEEN] > max(after, 1.5 * dt) if after else None
-        if gap is not None and np.count_nonzero(gap):
+        after = max(self.config.refound_after_s, 1.5 * dt)  # (at least a tick missed)
+        gap = None
+        if self.config.refound_after_s and max(f[:, _UNSEEN].tolist()) > after:  # (plain floats: a few rows)
+            gap = f[:, _UNSEEN] > after
             # (the state as predicted, before the filter's own velocity update below)
             path_v = f[gap, _VEL] + innov[gap] / f[gap, _UNSEEN:_UNSEEN + 1]
-        else:
-            gap = None
         f[:, :8] += gain * np.concatenate((innov, innov), 1)  # position += k1 innov, velocity += k2 innov
         f[:, 8:20] -= gain[:, _K] * p[:, _KP]  # p11 -= k1 p11, p12 -= k1 p12, p22 -= k2 p12
         if gap is not None:
@@ -374,9 +375,10 @@ class Tracker:
         self._state = np.concatenate((self._state, np.full(n, _TRACKED if first else _TENTATIVE, np.int8)))
 
     def _report(self) -> list[Track]:
-        live = (self._state == _TRACKED).nonzero()[0]
         out = []
-        for i, r in zip(self._ids[live].tolist(), self._f[live].tolist(), strict=True):  # few rows: plain floats
+        for i, st, r in zip(self._ids.tolist(), self._state.tolist(), self._f.tolist(), strict=True):  # plain floats
+            if st != _TRACKED:
+                continue
             cx, cy, hw, hh = r[0], r[1], max(r[2], 1.0) / 2, max(r[3], 1.0) / 2
             # The foot point moves with the centre plus half the height's rate.
             out.append(Track(i, (cx - hw, cy - hh, cx + hw, cy + hh), r[_SCORE], (r[4], r[5] + r[7] / 2), r[_AGE],

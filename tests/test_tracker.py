@@ -232,25 +232,24 @@ def test_headings_keep_ids_where_people_pass_head_on():
     assert swapped(OLD_ASSOCIATION, seqs[5]) and not swapped(TrackerConfig(), seqs[5])
 
 
-def test_the_heading_bonus_only_decides_conflicts_and_follows_the_way_walked():
+def test_the_heading_bonus_follows_the_way_walked_and_how_sure_the_heading_is():
     tr = Tracker()
     box = np.array([[100.0, 100.0, 140.0, 200.0]])
     for k in range(10):  # walking right at 50 px/s
         tr.update(box + [5.0 * k, 0, 5.0 * k, 0], np.array([0.9]), 0.1)
     z = np.array([[180.0, 150.0, 40, 100], [120.0, 150.0, 40, 100], [150.0, 190.0, 40, 100]])  # ahead, behind, aside
-    ok = np.ones((1, 3), bool)
-    ok[0, 2] = False
-    bonus = tr._heading(z, np.array([1.0, 1.0, 1.0]), ok)
+    bonus = tr._heading(z, np.array([1.0, 1.0, 1.0]), np.array([0, 0, 0]), np.array([0, 1, 2]))
     vx, vy, var = tr._f[0, 4], tr._f[0, 5], tr._f[0, 16] + tr._f[0, 17]
     trust = (vx * vx + vy * vy) / (vx * vx + vy * vy + 2.0 * var)  # heading_sure 2
     assert 0.5 < trust < 1.0
-    assert bonus[0, 0] == pytest.approx(0.2 * trust) and bonus[0, 1] == pytest.approx(-0.2 * trust)
-    assert bonus[0, 2] == 0.0  # not an allowed pair
+    assert bonus[0] == pytest.approx(0.2 * trust) and bonus[1] == pytest.approx(-0.2 * trust)
+    # the third lies across and a little behind (the track is at x 165 now): the cosine of that way
+    assert bonus[2] == pytest.approx(0.2 * trust * -15 / np.hypot(15, 40), abs=0.005)
     # A newborn's heading counts for next to nothing (its velocity is all uncertainty).
     fresh = Tracker()
     fresh.update(box, np.array([0.9]), 0.1)
     fresh._f[:, 4] = 5.0
-    assert abs(fresh._heading(z, np.array([1.0, 1.0, 1.0]), ok)[0, 0]) < 0.01
+    assert abs(fresh._heading(z, np.array([1.0, 1.0, 1.0]), np.array([0]), np.array([0]))[0]) < 0.01
 
 
 def slows_down_while_hidden(cfg: TrackerConfig) -> list[list]:
