@@ -174,14 +174,14 @@ class SensorLoop:
                     boxes = persons.to_pixels(*frame.source_size)
                     scores = persons.scores
                 if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
-                    tracks = self.tracker.update(boxes, scores, dt)
+                    tracks = _seen(self.tracker.update(boxes, scores, dt))
                     wall = self.clock.wall()
                     for track_hook in self.track_hooks:
                         track_hook(frame, tracks, wall)
             if self.profile:
                 self.stats.hold_ns.append(time.perf_counter_ns() - held)
         if tracks is None:
-            tracks = self.tracker.update(boxes, scores, dt)
+            tracks = _seen(self.tracker.update(boxes, scores, dt))
         self._emit(now, tracks)
         if self.profile:
             self.stats.own_ns.append(time.thread_time_ns() - own0 - detect_ns)
@@ -271,3 +271,10 @@ class SensorLoop:
         self._last_ground = {int(i): ground.xy[j].copy() for j, i in enumerate(ids)}
         return found
 
+
+def _seen(tracks: list) -> list:
+    """The tracks seen this tick: one the tracker coasts (reports at its prediction while the detector misses
+    it) is neither released nor counted, nor shown to a hook; the device says where people were seen."""
+    if all(t.unseen_s == 0.0 for t in tracks):
+        return tracks
+    return [t for t in tracks if t.unseen_s == 0.0]

@@ -26,9 +26,11 @@ _LOST_I8 = np.int8(_LOST)
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
 _ONE = 24  # a constant 1, so the prediction's clocks are part of its product
+# Camera motion (see _camera): a pair counts at this IoU; the median shift is shrunk towards 0 by its noise
+# times this (more pairs, less shrinking); a correction under this many pixels (and 0.1% in size) is left out.
+_CAMERA_IOU, _CAMERA_SHRINK, _CAMERA_MIN_PX = 0.3, 4.0, 0.25
 _COLS = 25
 _HEADING_COLS = np.array([0, 1, 4, 5, 16, 17, _UNSEEN])  # centre, its velocity and variances, time unseen
-_K, _KP = np.r_[0:4, 0:4, 4:8], np.r_[0:4, 4:8, 4:8]  # the covariance update's gains and terms (see _correct)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +54,13 @@ class TrackerConfig:
     buffer: float = 0.0  # buffered IoU for matching: every box grows by this share of its size on each side
     lost_buffer: float = 0.0  # a track's predicted box grows further, this share of its size per second missed
     sigma_buffer: float = 0.0  # a track's predicted box grows further, this many position deviations on each side
+    coast_s: float = 0.3  # a lost track is still reported (Track.unseen_s > 0), at its prediction, this long
+    # (at most until max_lost_s ends it)
+    camera_motion: float = 0.0  # share of the camera's own motion (told from the tracks) taken out; 0: fixed camera
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
-                     "tentative_match_iou"):
+                     "tentative_match_iou", "camera_motion"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}: must be between 0 and 1, got {v}")
@@ -65,7 +70,8 @@ class TrackerConfig:
             raise ValueError(f"min_hits: must be 1 or more, got {self.min_hits}")
         if self.max_lost_s <= 0:
             raise ValueError(f"max_lost_s: must be positive, got {self.max_lost_s}")
-        for name in ("direction_weight", "heading_sure", "refound_after_s", "buffer", "lost_buffer", "sigma_buffer"):
+        for name in ("coast_s", "direction_weight", "heading_sure", "refound_after_s", "buffer", "lost_buffer",
+                     "sigma_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative, got {getattr(self, name)}")
         for name in ("pos_noise", "vel_noise", "meas_noise"):
@@ -83,6 +89,7 @@ class Track(NamedTuple):
     velocity: tuple[float, float]
     age_s: float
     hits: int
+    unseen_s: float = 0.0  # 0 when seen this tick; a coasting track's time since (its box is the prediction)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
@@ -112,6 +119,20 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
     `threshold`. Returns the matched rows and columns, each shape (K,)."""
     return _match(similarity, similarity >= threshold)
+
+
+def _median(v: list[float]) -> float:
+    v = sorted(v)
+    h = len(v) // 2
+    return v[h] if len(v) % 2 else 0.5 * (v[h - 1] + v[h])
+
+
+def _shrunk(v: list[float], k: float, floor: float) -> float:
+    """The median of `v`, shrunk towards zero as m^2 / (m^2 + k sd^2) (sd from the median absolute deviation,
+    at least `floor`): a median within its own noise of zero counts for little."""
+    m = _median(v)
+    sd = max(1.4826 * _median([abs(x - m) for x in v]), floor)
+    return m * m * m / (m * m + k * sd * sd) if m else 0.0
 
 
 def _match(similarity: np.ndarray, ok: np.ndarray,
@@ -169,11 +190,11 @@ class Tracker:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
-        ok = z[:, 2] > 0
-        ok &= z[:, 3] > 0
-        if cfg.low_score > 0:
-            ok &= scores >= cfg.low_score
-        if np.count_nonzero(ok) < len(ok):
+        if len(z) and (z[:, 2:].min() <= 0 or scores.min() < cfg.low_score):  # (one test for the usual case)
+            ok = z[:, 2] > 0
+            ok &= z[:, 3] > 0
+            if cfg.low_score > 0:
+                ok &= scores >= cfg.low_score
             boxes, scores, z = boxes[ok], scores[ok], z[ok]
         self._predict(max(dt, 0.0))
         n_tracks = len(self._ids)
@@ -201,11 +222,9 @@ class Tracker:
 
         state = self._state
         if n_tracks and len(boxes):
-            f = self._f  # every track against every detection, once:
-            if self._buffered:
-                iou = self._buffered_iou(boxes, z, dt)
-            else:
-                iou = iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
+            iou = self._iou(boxes, z, dt)  # every track against every detection, once
+            if cfg.camera_motion and self._camera(iou, z):
+                iou = self._iou(boxes, z, dt)
             # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
             heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
             # First pass: high-score detections against established tracks (tracked and lost).
@@ -270,6 +289,13 @@ class Tracker:
             self._motion_dt, self._motion_m = dt, (a, q)
         return self._motion_m
 
+    def _iou(self, boxes: np.ndarray, z: np.ndarray, dt: float) -> np.ndarray:
+        """IoU of every predicted track box with every detection (buffered when a buffer is set)."""
+        if self._buffered:
+            return self._buffered_iou(boxes, z, dt)
+        f = self._f
+        return iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
+
     def _buffered_iou(self, boxes: np.ndarray, z: np.ndarray, dt: float) -> np.ndarray:
         """IoU of every predicted track box with every detection, the boxes buffered for matching (C-BIoU: Yang
         et al., WACV 2023): all by `buffer` of their size on each side, a track's further by `lost_buffer` of its
@@ -287,6 +313,35 @@ class Tracker:
             z[:, 2:] *= 1.0 + 2.0 * cfg.buffer
             boxes = z @ _XYXY
         return iou_matrix(t @ _XYXY, boxes, t[:, 2] * t[:, 3], z[:, 2] * z[:, 3])
+
+    def _camera(self, iou: np.ndarray, z: np.ndarray) -> bool:
+        """Takes the camera's own motion out of the predictions, as far as this tick's detections show it: when
+        the camera pans or shakes, every person moves in the image at once, by more than the filter expects.
+        Each established track is paired with the detection it overlaps most (IoU >= 0.3); the pairs' median
+        shift and size ratio, each shrunk towards zero by its spread over the number of pairs (a fixed camera's
+        median is noise: it shrinks to nothing), moves and scales every prediction, times `camera_motion`.
+        True when the predictions moved (the IoU must be computed again). Plain floats: a handful of pairs."""
+        d = iou.argmax(1)
+        t = (iou[np.arange(len(d)), d] >= _CAMERA_IOU) & (self._state != _TENTATIVE)
+        t = t.nonzero()[0]
+        n = len(t)
+        if n < 2:
+            return False
+        f = self._f
+        z = z[d[t]]
+        k = _CAMERA_SHRINK * 1.25**2 / n  # (the median's variance is about (1.25 sd)^2 / n)
+        floor = 0.02 * _median(f[t, 3].tolist())  # a spread below 2% of a height is not believed
+        r = (z[:, :2] - f[t, 0:2]).tolist()
+        sx = _shrunk([p[0] for p in r], k, floor)
+        sy = _shrunk([p[1] for p in r], k, floor)
+        scale = _shrunk(np.log(z[:, 3] / np.maximum(f[t, 3], 1.0)).tolist(), k, 0.02)
+        w = self.config.camera_motion
+        if w * (abs(sx) + abs(sy)) < _CAMERA_MIN_PX and w * abs(scale) < 1e-3:
+            return False
+        f[:, 0] += w * sx
+        f[:, 1] += w * sy
+        f[:, 2:4] *= math.exp(w * scale)
+        return True
 
     def _heading(self, z: np.ndarray, scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[float]:
         """OC-SORT's momentum term (Cao et al., CVPR 2023) with the filter's velocity for the heading, for the pairs
@@ -321,8 +376,9 @@ class Tracker:
         r *= self.config.meas_noise
         r *= r
         s = f[:, _P11] + r  # the innovation's variance
+        s = np.concatenate((s, s), 1)
         p = f[:, 8:16]  # p11 and p12 side by side, so the gains k1 = p11 / s and k2 = p12 / s are one division
-        gain = p / np.concatenate((s, s), 1)
+        gain = p / s
         innov = z - f[:, _POS]
         after = max(self.config.refound_after_s, 1.5 * dt)  # (at least a tick missed)
         gap = None
@@ -331,7 +387,8 @@ class Tracker:
             # (the state as predicted, before the filter's own velocity update below)
             path_v = f[gap, _VEL] + innov[gap] / f[gap, _UNSEEN:_UNSEEN + 1]
         f[:, :8] += gain * np.concatenate((innov, innov), 1)  # position += k1 innov, velocity += k2 innov
-        f[:, 8:20] -= gain[:, _K] * p[:, _KP]  # p11 -= k1 p11, p12 -= k1 p12, p22 -= k2 p12
+        f[:, _P22] -= gain[:, 4:] * p[:, 4:]  # p22 -= k2 p12 (p12 as it was) ...
+        p *= r / s  # ... then p11 -= k1 p11 and p12 -= k1 p12, as 1 - k1 = r / s
         if gap is not None:
             f[gap, _VEL] = path_v
         f[:, _HITS] += 1
@@ -376,11 +433,12 @@ class Tracker:
 
     def _report(self) -> list[Track]:
         out = []
+        coast = self.config.coast_s
         for i, st, r in zip(self._ids.tolist(), self._state.tolist(), self._f.tolist(), strict=True):  # plain floats
-            if st != _TRACKED:
+            if st != _TRACKED and not (coast and st == _LOST and r[_UNSEEN] <= coast):
                 continue
             cx, cy, hw, hh = r[0], r[1], max(r[2], 1.0) / 2, max(r[3], 1.0) / 2
             # The foot point moves with the centre plus half the height's rate.
             out.append(Track(i, (cx - hw, cy - hh, cx + hw, cy + hh), r[_SCORE], (r[4], r[5] + r[7] / 2), r[_AGE],
-                             int(r[_HITS])))
+                             int(r[_HITS]), r[_UNSEEN]))
         return out

@@ -97,3 +97,43 @@ def test_a_stalled_camera_is_reopened_with_backoff_while_the_loop_keeps_cadence(
 def test_bad_loop_config_is_refused():
     with pytest.raises(ValueError, match="emit_hz"):
         LoopConfig(detect_hz=1.0, emit_hz=2.0).validate()
+
+
+def test_a_coasting_track_is_neither_released_nor_counted_and_keeps_its_id():
+    """The tracker reports a track the detector missed for a moment at its prediction (`coast_s`); the device
+    releases only where people were seen: on the missed ticks nothing is emitted, after them the same
+    pseudonyms go on."""
+    from hal.detections import Detections
+
+    class Blinking:  # the synthetic walkers, missed altogether on some frames, as a real detector does
+        backend = "synthetic"
+
+        def __init__(self, miss: set[int]) -> None:
+            self.inner, self.miss = SyntheticCrowd(3, seed=4), miss
+
+        def detect(self, frame):
+            dets = self.inner.detect(frame)
+            return Detections.empty() if frame.seq in self.miss else dets
+
+        def close(self) -> None:
+            pass
+
+    class Spy(Tracker):  # what the tracker itself reports, tick by tick
+        def update(self, boxes, scores, dt):
+            out = super().update(boxes, scores, dt)
+            reported.append(out)
+            return out
+
+    clock = FakeClock(start_wall=1_700_000_000.0)
+    reported: list = []
+    got: list = []
+    loop = make_loop(clock, SyntheticCamera(clock, frames=30), Blinking({15, 16, 17}), sinks=[got.append],
+                     detect_hz=10.0, emit_hz=10.0)
+    loop.tracker = Spy(TrackerConfig(coast_s=1.0))
+    loop.run()
+    missed = range(14, 17)  # ticks (0-based) of frames 15-17
+    assert all(reported[i] and all(t.unseen_s > 0 for t in reported[i]) for i in missed)  # coasted...
+    assert all(not got[i].records and not len(got[i].ground.track_ids) for i in missed)  # ...not released
+    before = {r.pseudonym for r in got[13].records}
+    after = {r.pseudonym for r in got[17].records}
+    assert before and before == after

@@ -54,7 +54,7 @@ def test_a_low_score_detection_keeps_a_track_alive_in_the_second_pass():
         seen = []
         for _ in range(6):  # the detector's confidence sags (occlusion): 0.3, below high_score
             score = np.array([0.3]) if low_pass else np.array([0.05])  # 0.05 is below low_score: no detection
-            seen.append(len(tr.update(box, score, 0.1)))
+            seen.append(sum(t.unseen_s == 0 for t in tr.update(box, score, 0.1)))  # (not those coasting)
         if low_pass:
             assert seen == [1] * 6
         else:
@@ -73,7 +73,7 @@ def test_time_not_ticks_drives_the_filter():
 
 
 def test_a_track_is_confirmed_only_after_min_hits_and_lost_tracks_recover_their_id():
-    tr = Tracker(TrackerConfig(min_hits=3))
+    tr = Tracker(TrackerConfig(min_hits=3, coast_s=0.0))  # (a lost track not coasting: see the coasting test)
     box = np.array([[10.0, 10.0, 50.0, 110.0]])
     counts = [len(tr.update(box, np.array([0.9]), 0.1)) for _ in range(4)]
     assert counts == [0, 0, 1, 1]
@@ -87,6 +87,10 @@ def test_bad_settings_are_named():
         TrackerConfig(low_score=0.8, high_score=0.5).validate()
     with pytest.raises(ValueError, match="max_lost_s"):
         Tracker(TrackerConfig(max_lost_s=0))
+    with pytest.raises(ValueError, match="coast_s"):
+        TrackerConfig(coast_s=-0.1).validate()
+    with pytest.raises(ValueError, match="camera_motion"):
+        TrackerConfig(camera_motion=1.5).validate()
 
 
 def test_assignment_is_optimal_and_gated():
@@ -152,7 +156,7 @@ def test_the_prediction_is_the_constant_velocity_kalman_step():
 
 
 def test_a_newborn_missed_once_is_dropped_unreported_and_a_confirmed_one_ends_once():
-    tr = Tracker(TrackerConfig(min_hits=2, max_lost_s=0.25))
+    tr = Tracker(TrackerConfig(min_hits=2, max_lost_s=0.25, coast_s=0.0))
     box, hi, none = np.array([[10.0, 10.0, 50.0, 110.0]]), np.array([0.9]), (np.zeros((0, 4)), np.zeros(0))
     assert tr.update(box, hi, 0.1) == []  # newborn (id 1)
     assert tr.update(*none, 0.1) == []  # missed once: dropped
@@ -166,7 +170,7 @@ def test_a_newborn_missed_once_is_dropped_unreported_and_a_confirmed_one_ends_on
 
 def test_a_low_score_detection_recovers_a_lost_track_and_confirms_a_newborn():
     box, none = np.array([[100.0, 100.0, 140.0, 200.0]]), (np.zeros((0, 4)), np.zeros(0))
-    tr = Tracker(TrackerConfig(max_lost_s=1.0))
+    tr = Tracker(TrackerConfig(max_lost_s=1.0, coast_s=0.0))
     for _ in range(3):
         tr.update(box, np.array([0.9]), 0.1)
     assert tr.update(*none, 0.1) == []  # missed: lost
@@ -300,3 +304,54 @@ def test_association_settings_must_not_be_negative():
     for name in ("direction_weight", "heading_sure", "refound_after_s", "buffer", "lost_buffer", "sigma_buffer"):
         with pytest.raises(ValueError, match=name):
             TrackerConfig(**{name: -0.1}).validate()
+
+
+def test_a_lost_track_coasts_at_its_prediction_for_coast_s_then_stops_being_reported():
+    none = (np.zeros((0, 4)), np.zeros(0))
+    tr = Tracker(TrackerConfig(coast_s=0.25, max_lost_s=1.0))
+    for k in range(5):  # walking right at 50 px/s
+        seen = tr.update(np.array([[100.0 + 5 * k, 100.0, 140.0 + 5 * k, 200.0]]), np.array([0.9]), 0.1)
+    assert [t.unseen_s for t in seen] == [0.0]
+    coasting = [tr.update(*none, 0.1) for _ in range(4)]
+    assert [len(c) for c in coasting] == [1, 1, 0, 0]  # 0.1 and 0.2 s unseen: reported; 0.3 s: not
+    assert [c[0].unseen_s for c in coasting[:2]] == pytest.approx([0.1, 0.2])
+    assert coasting[1][0].box[0] > coasting[0][0].box[0] > seen[0].box[0]  # at its prediction: still walking
+    assert tr.ended() == []  # lost, not ended (max_lost_s)
+    back = tr.update(np.array([[145.0, 100.0, 185.0, 200.0]]), np.array([0.9]), 0.1)
+    assert [(t.track_id, t.unseen_s) for t in back] == [(1, 0.0)]
+
+
+def panned_crowd(seed: int, pan_px: float):
+    """Six people standing in a row, 80 px apart (boxes 40x100, jitter 1 px), seen at 10 Hz by a camera that
+    starts to pan at frame 10 (`pan_px` a frame: the whole picture slides); the detector misses person 3 on
+    frames 12-17. Yields boxes, scores and which rows are person 3."""
+    rng = np.random.default_rng(seed)
+    base = np.array([[60.0 + 80 * i, 200.0, 100.0 + 80 * i, 300.0] for i in range(6)])
+    for f in range(30):
+        boxes = base + [pan_px * max(f - 10, 0), 0.0, pan_px * max(f - 10, 0), 0.0] + rng.normal(0, 1.0, (6, 4))
+        keep = np.arange(6) != 3 if 12 <= f <= 17 else np.ones(6, bool)
+        yield boxes[keep], np.full(int(keep.sum()), 0.9)
+
+
+def ids_of_person_3(out: list) -> tuple[int, int]:
+    """The id on person 3 (x about 300 + pan) before the gap (frame 11) and after it (frame 20)."""
+    def near(tick, x):
+        return min(tick, key=lambda t: abs(t.box[0] - x)).track_id
+    return near(out[11], 300 + 12), near(out[20], 300 + 120)
+
+
+def test_camera_motion_carries_a_missed_person_along_with_a_panning_picture():
+    for seed in range(5):
+        seq = list(panned_crowd(seed, 12.0))
+        before, after = ids_of_person_3(run(Tracker(TrackerConfig(camera_motion=1.0)), seq, 10.0))
+        assert before == after  # the others showed the pan: the missed one's prediction moved with them
+        before, after = ids_of_person_3(run(Tracker(), seq, 10.0))
+        assert before != after  # without: it stood still while the picture slid 72 px, and was lost
+        # A still camera: the median shift of jittered boxes shrinks to almost nothing: the same ids, tick by
+        # tick, as the plain tracker's, and boxes within a pixel of them.
+        still = list(panned_crowd(seed, 0.0))
+        a, b = run(Tracker(TrackerConfig(camera_motion=1.0)), still, 10.0), run(Tracker(), still, 10.0)
+        assert [[t.track_id for t in tick] for tick in a] == [[t.track_id for t in tick] for tick in b]
+        gaps = [abs(p - q) for ta, tb in zip(a, b, strict=True) for x, y in zip(ta, tb, strict=True)
+                for p, q in zip(x.box, y.box, strict=True)]
+        assert max(gaps) < 1.0
