@@ -272,7 +272,7 @@ class SensorLoop:
         return found
 
 
-def _seen(tracks: list) -> list:
+def _seen(tracks: Sequence) -> Sequence:
     """The tracks seen this tick: one the tracker coasts (reports at its prediction while the detector misses
     it) is neither released nor counted, nor shown to a hook; the device says where people were seen."""
     if all(t.unseen_s == 0.0 for t in tracks):

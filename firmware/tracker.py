@@ -143,7 +143,8 @@ def _match(similarity: np.ndarray, ok: np.ndarray,
     if not n:
         return _NONE, _NONE
     if n == 1 or (np.count_nonzero(ok.any(0)) == n and np.count_nonzero(ok.any(1)) == n):
-        return ok.nonzero()  # no two pairs share a row or a column: the optimum takes them all
+        rows, cols = ok.nonzero()  # no two pairs share a row or a column: the optimum takes them all
+        return rows, cols
     cost = np.where(ok, 1.0 - similarity, 1e6)
     if bonus is not None:
         rows, cols = ok.nonzero()
