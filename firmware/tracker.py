@@ -143,12 +143,11 @@ def _match(similarity: np.ndarray, ok: np.ndarray,
     n = np.count_nonzero(ok)  # (count_nonzero: a quarter of any()'s cost on small arrays)
     if not n:
         return _NONE, _NONE
-    if n == 1 or (np.count_nonzero(ok.any(0)) == n and np.count_nonzero(ok.any(1)) == n):
-        rows, cols = ok.nonzero()  # no two pairs share a row or a column: the optimum takes them all
-        return rows, cols
+    rows, cols = ok.nonzero()
+    if n == 1 or len(set(rows.tolist())) == n == len(set(cols.tolist())):
+        return rows, cols  # no two pairs share a row or a column: the optimum takes them all
     cost = np.where(ok, 1.0 - similarity, 1e6)
     if bonus is not None:
-        rows, cols = ok.nonzero()
         cost[rows, cols] -= bonus(rows, cols)
     rows, cols = linear_sum_assignment(cost)
     keep = ok[rows, cols]
