@@ -249,7 +249,7 @@ class Tracker:
         if t_all:
             t_idx = np.concatenate(t_all) if len(t_all) > 1 else t_all[0]
             d_idx = np.concatenate(d_all) if len(d_all) > 1 else d_all[0]
-            self._correct(t_idx, z[d_idx], scores[d_idx], dt)
+            self._correct(t_idx, d_idx, z, scores, dt)
         self._settle(track_used)
         fresh = ~det_used & (scores >= cfg.new_track_score)
         if np.count_nonzero(fresh):
@@ -365,18 +365,19 @@ class Tracker:
             out.append((wx * vx + wy * vy) / norm * s2 / (s2 + sure * var) * w * score[j] if norm > 1e-9 else 0.0)
         return out
 
-    def _correct(self, idx: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
-        """Tracks `idx` take their measurements `z` (centre x, centre y, width, height). A track unseen for more
-        than `refound_after_s` (and a tick) leaves with the velocity of the straight path from where it was last
-        seen to `z`, as OC-SORT's observation-centric re-update (Cao et al., CVPR 2023) would give it, in closed
-        form: the prediction kept the velocity, so that path's is the predicted one plus the innovation over the
-        time unseen. The filter's own gain after a long gap is a little short of that, and the velocity it
-        carried through the gap (from before the occlusion) keeps too much weight. A few tracks (the usual
-        tick) in plain floats, as numpy's per-call cost would dominate: `_correct_rows`, the same arithmetic."""
+    def _correct(self, idx: np.ndarray, det: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
+        """Tracks `idx` take their measurements, the rows `det` of `z` (centre x, centre y, width, height). A
+        track unseen for more than `refound_after_s` (and a tick) leaves with the velocity of the straight path
+        from where it was last seen to its measurement, as OC-SORT's observation-centric re-update (Cao et al.,
+        CVPR 2023) would give it, in closed form: the prediction kept the velocity, so that path's is the predicted
+        one plus the innovation over the time unseen. The filter's own gain after a long gap is a little short of
+        that, and the velocity it carried through the gap (from before the occlusion) keeps too much weight. A
+        few tracks (the usual tick) in plain floats, as numpy's per-call cost would dominate: `_correct_rows`,
+        the same arithmetic."""
         if len(idx) <= _FEW_ROWS:
-            self._correct_rows(idx, z, scores, dt)
+            self._correct_rows(idx, det, z, scores, dt)
             return
-        f = self._f[idx]
+        f, z, scores = self._f[idx], z[det], scores[det]
         r = np.maximum(z[:, 3:4], 1.0)
         r *= self.config.meas_noise
         r *= r
@@ -401,13 +402,14 @@ class Tracker:
         f[:, _SCORE] = scores
         self._f[idx] = f
 
-    def _correct_rows(self, idx: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
+    def _correct_rows(self, idx: np.ndarray, det: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
         """`_correct` in plain floats, row by row and coordinate by coordinate, each step as `_correct` orders it
         (so the results are the same to the bit)."""
         noise, refound = self.config.meas_noise, self.config.refound_after_s
         after = max(refound, 1.5 * dt)
-        rows = self._f[idx].tolist()
-        for row, zs, score in zip(rows, z.tolist(), scores.tolist(), strict=True):
+        rows, z_all, score_all = self._f[idx].tolist(), z.tolist(), scores.tolist()
+        for row, j in zip(rows, det.tolist(), strict=True):
+            zs, score = z_all[j], score_all[j]
             r = max(zs[3], 1.0) * noise
             r *= r
             unseen = row[_UNSEEN]
