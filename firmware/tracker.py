@@ -191,7 +191,10 @@ class Tracker:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
-        if len(z) and (z[:, 2:].min() <= 0 or scores.min() < cfg.low_score):  # (one test for the usual case)
+        # (One test for the usual case, first in plain floats, cheaper than numpy's minima on a few boxes; these
+        # then decide, as before: Python's min() may pass over a NaN, numpy's returns it.)
+        if len(z) and (min(z[:, 2:].ravel().tolist()) <= 0 or min(scores.tolist()) < cfg.low_score) and (
+                z[:, 2:].min() <= 0 or scores.min() < cfg.low_score):
             ok = z[:, 2] > 0
             ok &= z[:, 3] > 0
             if cfg.low_score > 0:
