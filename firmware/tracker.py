@@ -80,6 +80,29 @@ class TrackerConfig:
                 raise ValueError(f"{name}: must be positive")
 
 
+def _const(value: float, dtype: type = np.float64) -> np.ndarray:
+    """`value` as a read-only 0-d array: a ufunc converts a Python number argument on every call, a fifth of its
+    cost on the few boxes of a tick (so the hot paths take constants and thresholds as these)."""
+    a: np.ndarray = np.array(value, dtype)
+    a.flags.writeable = False
+    return a
+
+
+_ZERO, _ONE_PX, _TINY, _TENTATIVE_I8 = _const(0.0), _const(1.0), _const(1e-12), _const(_TENTATIVE, np.int8)
+
+
+class _Limits(NamedTuple):
+    """The config's thresholds as read-only 0-d arrays (see _const)."""
+
+    high_score: np.ndarray
+    match_iou: np.ndarray
+    low_match_iou: np.ndarray
+    tentative_match_iou: np.ndarray
+    new_track_score: np.ndarray
+    min_hits: np.ndarray
+    max_lost_s: np.ndarray
+
+
 class Track(NamedTuple):
     """A confirmed track as the tracker reports it: pixels, xyxy; `velocity` is the foot point's (bottom
     centre's) velocity in pixels per second."""
@@ -100,7 +123,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
         return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.maximum(rb - lt, 0.0)
+    wh = np.maximum(rb - lt, _ZERO)
     inter = wh[..., 0] * wh[..., 1]
     if area_a is None:
         area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
@@ -108,7 +131,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
         area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b
     union -= inter
-    np.maximum(union, 1e-12, out=union)  # boxes without area meet nothing
+    np.maximum(union, _TINY, out=union)  # boxes without area meet nothing
     inter /= union
     return inter
 
@@ -177,6 +200,7 @@ class Tracker:
         self._ended: list[int] = []
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
         self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
+        self._limits = _Limits(*(_const(getattr(self.config, name)) for name in _Limits._fields))
         self._buffered = bool(self.config.buffer or self.config.lost_buffer or self.config.sigma_buffer)
 
     def __len__(self) -> int:
@@ -187,7 +211,7 @@ class Tracker:
         return out
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float) -> list[Track]:
-        cfg = self.config
+        cfg, lim = self.config, self._limits
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
@@ -204,11 +228,11 @@ class Tracker:
         n_tracks = len(self._ids)
         track_used = np.zeros(n_tracks, bool)
         det_used = np.zeros(len(boxes), bool)
-        is_high = scores >= cfg.high_score
+        is_high = scores >= lim.high_score
         t_all: list[np.ndarray] = []
         d_all: list[np.ndarray] = []
 
-        def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: float, fuse: bool = False,
+        def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: np.ndarray, fuse: bool = False,
                  bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None) -> None:
             # On the whole matrix, the pairs allowed masked (None: all): no index mapping.
             sim = iou * scores if fuse else iou
@@ -232,29 +256,29 @@ class Tracker:
             # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
             heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
             # First pass: high-score detections against established tracks (tracked and lost).
-            newborn = state == _TENTATIVE
+            newborn = state == _TENTATIVE_I8
             some_newborn = np.count_nonzero(newborn) > 0
             some_low = np.count_nonzero(is_high) < len(is_high)
             established = ~newborn if some_newborn else None
-            take(established, is_high if some_low else None, cfg.match_iou, cfg.fuse_score, heading)
+            take(established, is_high if some_low else None, lim.match_iou, cfg.fuse_score, heading)
             # Second pass: low-score detections keep established tracks alive, lost ones too (a person the
             # detector is unsure of is still the person it lost a moment ago).
             if some_low:
                 left = ~track_used
                 if established is not None:
                     left &= established
-                take(left, ~is_high, cfg.low_match_iou, False, heading)
+                take(left, ~is_high, lim.low_match_iou, False, heading)
             # Newborn tracks take their second sighting from whatever detections are left: a high score started
             # them, so a low one may confirm them.
             if some_newborn:
-                take(newborn, ~det_used, cfg.tentative_match_iou)
+                take(newborn, ~det_used, lim.tentative_match_iou)
 
         if t_all:
             t_idx = np.concatenate(t_all) if len(t_all) > 1 else t_all[0]
             d_idx = np.concatenate(d_all) if len(d_all) > 1 else d_all[0]
             self._correct(t_idx, d_idx, z, scores, dt)
         self._settle(track_used)
-        fresh = ~det_used & (scores >= cfg.new_track_score)
+        fresh = ~det_used & (scores >= lim.new_track_score)
         if np.count_nonzero(fresh):
             self._birth(z[fresh], scores[fresh])
         return self._report()
@@ -266,7 +290,7 @@ class Tracker:
             return
         a, q = self._motion(dt)
         f = self._f
-        h2 = np.maximum(f[:, 3:4], 1.0)
+        h2 = np.maximum(f[:, 3:4], _ONE_PX)
         h2 *= h2
         g = f @ a  # state, covariance terms, age and time unseen: one product for the whole row
         g += h2 * q
@@ -434,16 +458,16 @@ class Tracker:
         self._f[idx] = rows
 
     def _settle(self, matched: np.ndarray) -> None:
-        cfg = self.config
+        lim = self._limits
         # A track with min_hits sightings is confirmed for good (sightings only grow); one without is a newborn.
-        newborn = self._f[:, _HITS] < cfg.min_hits
+        newborn = self._f[:, _HITS] < lim.min_hits
         # Confirmed: tracked when seen, lost when missed. A newborn stays one until it has its sightings.
         st = _LOST_I8 - matched  # lost (2) less one when seen: tracked (1)
         st[newborn] = _TENTATIVE
         # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
         # clock is zero).
         dead = newborn > matched  # (newborn and not seen)
-        dead |= self._f[:, _UNSEEN] > cfg.max_lost_s
+        dead |= self._f[:, _UNSEEN] > lim.max_lost_s
         if np.count_nonzero(dead):
             self._ended.extend(int(i) for i in self._ids[dead & ~newborn])
             keep = ~dead
