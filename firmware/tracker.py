@@ -434,8 +434,8 @@ class Tracker:
         (so the results are the same to the bit)."""
         noise, refound = self.config.meas_noise, self.config.refound_after_s
         after = max(refound, 1.5 * dt)
-        rows, z_all, score_all = self._f[idx].tolist(), z.tolist(), scores.tolist()
-        for row, j in zip(rows, det.tolist(), strict=True):
+        f, z_all, score_all = self._f, z.tolist(), scores.tolist()
+        for i, row, j in zip(idx.tolist(), f[idx].tolist(), det.tolist(), strict=True):
             zs, score = z_all[j], score_all[j]
             r = max(zs[3], 1.0) * noise
             r *= r
@@ -455,7 +455,7 @@ class Tracker:
             row[_HITS] += 1
             row[_UNSEEN] = 0.0
             row[_SCORE] = score
-        self._f[idx] = rows
+            f[i] = row  # (a row at a time: cheaper than one fancy-indexed write of the list of rows)
 
     def _settle(self, matched: np.ndarray) -> None:
         lim = self._limits
