@@ -211,7 +211,7 @@ class Tracker:
         return out
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float) -> list[Track]:
-        cfg, lim = self.config, self._limits
+        cfg = self.config
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
@@ -225,10 +225,26 @@ class Tracker:
                 ok &= scores >= cfg.low_score
             boxes, scores, z = boxes[ok], scores[ok], z[ok]
         self._predict(max(dt, 0.0))
-        n_tracks = len(self._ids)
-        track_used = np.zeros(n_tracks, bool)
+        track_used = np.zeros(len(self._ids), bool)
         det_used = np.zeros(len(boxes), bool)
-        is_high = scores >= lim.high_score
+        if len(self._ids) and len(boxes):
+            pairs = self._associate(boxes, z, scores, dt, track_used, det_used)
+            if pairs is not None:
+                self._correct(*pairs, z, scores, dt)
+        self._settle(track_used)
+        fresh = ~det_used & (scores >= self._limits.new_track_score)
+        if np.count_nonzero(fresh):
+            self._birth(z[fresh], scores[fresh])
+        return self._report()
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _associate(self, boxes: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float, track_used: np.ndarray,
+                   det_used: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """ByteTrack's passes over the predicted tracks and the detections (`boxes`, and `z` as centre and size):
+        marks the tracks and detections matched in `track_used` and `det_used` and returns the pairs (tracks,
+        detections), None when there are none."""
+        cfg, lim = self.config, self._limits
         t_all: list[np.ndarray] = []
         d_all: list[np.ndarray] = []
 
@@ -248,42 +264,34 @@ class Tracker:
                 t_all.append(t)
                 d_all.append(d)
 
-        state = self._state
-        if n_tracks and len(boxes):
-            iou = self._iou(boxes, z, dt)  # every track against every detection, once
-            if cfg.camera_motion and self._camera(iou, z):
-                iou = self._iou(boxes, z, dt)
-            # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
-            heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
-            # First pass: high-score detections against established tracks (tracked and lost).
-            newborn = state == _TENTATIVE_I8
-            some_newborn = np.count_nonzero(newborn) > 0
-            some_low = np.count_nonzero(is_high) < len(is_high)
-            established = ~newborn if some_newborn else None
-            take(established, is_high if some_low else None, lim.match_iou, cfg.fuse_score, heading)
-            # Second pass: low-score detections keep established tracks alive, lost ones too (a person the
-            # detector is unsure of is still the person it lost a moment ago).
-            if some_low:
-                left = ~track_used
-                if established is not None:
-                    left &= established
-                take(left, ~is_high, lim.low_match_iou, False, heading)
-            # Newborn tracks take their second sighting from whatever detections are left: a high score started
-            # them, so a low one may confirm them.
-            if some_newborn:
-                take(newborn, ~det_used, lim.tentative_match_iou)
-
-        if t_all:
-            t_idx = np.concatenate(t_all) if len(t_all) > 1 else t_all[0]
-            d_idx = np.concatenate(d_all) if len(d_all) > 1 else d_all[0]
-            self._correct(t_idx, d_idx, z, scores, dt)
-        self._settle(track_used)
-        fresh = ~det_used & (scores >= lim.new_track_score)
-        if np.count_nonzero(fresh):
-            self._birth(z[fresh], scores[fresh])
-        return self._report()
-
-    # -- internals -------------------------------------------------------------------------------------
+        iou = self._iou(boxes, z, dt)  # every track against every detection, once
+        if cfg.camera_motion and self._camera(iou, z):
+            iou = self._iou(boxes, z, dt)
+        # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
+        heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
+        # First pass: high-score detections against established tracks (tracked and lost).
+        is_high = scores >= lim.high_score
+        newborn = self._state == _TENTATIVE_I8
+        some_newborn = np.count_nonzero(newborn) > 0
+        some_low = np.count_nonzero(is_high) < len(is_high)
+        established = ~newborn if some_newborn else None
+        take(established, is_high if some_low else None, lim.match_iou, cfg.fuse_score, heading)
+        # Second pass: low-score detections keep established tracks alive, lost ones too (a person the detector is
+        # unsure of is still the person it lost a moment ago).
+        if some_low:
+            left = ~track_used
+            if established is not None:
+                left &= established
+            take(left, ~is_high, lim.low_match_iou, False, heading)
+        # Newborn tracks take their second sighting from whatever detections are left: a high score started them,
+        # so a low one may confirm them.
+        if some_newborn:
+            take(newborn, ~det_used, lim.tentative_match_iou)
+        if not t_all:
+            return None
+        if len(t_all) == 1:
+            return t_all[0], d_all[0]
+        return np.concatenate(t_all), np.concatenate(d_all)
 
     def _predict(self, dt: float) -> None:
         if not len(self._ids) or dt == 0.0:
