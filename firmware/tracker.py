@@ -21,7 +21,6 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
-_LOST_I8 = np.int8(_LOST)
 # Columns of the per-track float array.
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
@@ -89,6 +88,7 @@ def _const(value: float, dtype: type = np.float64) -> np.ndarray:
 
 
 _ZERO, _ONE_PX, _TINY, _TENTATIVE_I8 = _const(0.0), _const(1.0), _const(1e-12), _const(_TENTATIVE, np.int8)
+_LOST_I8 = _const(_LOST, np.int8)
 
 
 class _Limits(NamedTuple):
@@ -471,7 +471,7 @@ class Tracker:
         newborn = self._f[:, _HITS] < lim.min_hits
         # Confirmed: tracked when seen, lost when missed. A newborn stays one until it has its sightings.
         st = _LOST_I8 - matched  # lost (2) less one when seen: tracked (1)
-        st[newborn] = _TENTATIVE
+        st[newborn] = _TENTATIVE_I8
         # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
         # clock is zero).
         dead = newborn > matched  # (newborn and not seen)
