@@ -21,7 +21,6 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
-_LOST_I8 = np.int8(_LOST)
 # Columns of the per-track float array.
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
@@ -30,6 +29,7 @@ _ONE = 24  # a constant 1, so the prediction's clocks are part of its product
 # times this (more pairs, less shrinking); a correction under this many pixels (and 0.1% in size) is left out.
 _CAMERA_IOU, _CAMERA_SHRINK, _CAMERA_MIN_PX = 0.3, 4.0, 0.25
 _COLS = 25
+_FEW_ROWS = 6  # a correction of at most this many tracks runs in plain floats (see _correct_rows)
 _HEADING_COLS = np.array([0, 1, 4, 5, 16, 17, _UNSEEN])  # centre, its velocity and variances, time unseen
 
 
@@ -79,6 +79,30 @@ class TrackerConfig:
                 raise ValueError(f"{name}: must be positive")
 
 
+def _const(value: float, dtype: type = np.float64) -> np.ndarray:
+    """`value` as a read-only 0-d array: a ufunc converts a Python number argument on every call, a fifth of its
+    cost on the few boxes of a tick (so the hot paths take constants and thresholds as these)."""
+    a: np.ndarray = np.array(value, dtype)
+    a.flags.writeable = False
+    return a
+
+
+_ZERO, _ONE_PX, _TINY, _TENTATIVE_I8 = _const(0.0), _const(1.0), _const(1e-12), _const(_TENTATIVE, np.int8)
+_LOST_I8 = _const(_LOST, np.int8)
+
+
+class _Limits(NamedTuple):
+    """The config's thresholds as read-only 0-d arrays (see _const)."""
+
+    high_score: np.ndarray
+    match_iou: np.ndarray
+    low_match_iou: np.ndarray
+    tentative_match_iou: np.ndarray
+    new_track_score: np.ndarray
+    min_hits: np.ndarray
+    max_lost_s: np.ndarray
+
+
 class Track(NamedTuple):
     """A confirmed track as the tracker reports it: pixels, xyxy; `velocity` is the foot point's (bottom
     centre's) velocity in pixels per second."""
@@ -99,7 +123,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
         return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.maximum(rb - lt, 0.0)
+    wh = np.maximum(rb - lt, _ZERO)
     inter = wh[..., 0] * wh[..., 1]
     if area_a is None:
         area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
@@ -107,7 +131,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
         area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b
     union -= inter
-    np.maximum(union, 1e-12, out=union)  # boxes without area meet nothing
+    np.maximum(union, _TINY, out=union)  # boxes without area meet nothing
     inter /= union
     return inter
 
@@ -142,12 +166,11 @@ def _match(similarity: np.ndarray, ok: np.ndarray,
     n = np.count_nonzero(ok)  # (count_nonzero: a quarter of any()'s cost on small arrays)
     if not n:
         return _NONE, _NONE
-    if n == 1 or (np.count_nonzero(ok.any(0)) == n and np.count_nonzero(ok.any(1)) == n):
-        rows, cols = ok.nonzero()  # no two pairs share a row or a column: the optimum takes them all
-        return rows, cols
+    rows, cols = ok.nonzero()
+    if n == 1 or len(set(rows.tolist())) == n == len(set(cols.tolist())):
+        return rows, cols  # no two pairs share a row or a column: the optimum takes them all
     cost = np.where(ok, 1.0 - similarity, 1e6)
     if bonus is not None:
-        rows, cols = ok.nonzero()
         cost[rows, cols] -= bonus(rows, cols)
     rows, cols = linear_sum_assignment(cost)
     keep = ok[rows, cols]
@@ -177,6 +200,7 @@ class Tracker:
         self._ended: list[int] = []
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
         self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
+        self._limits = _Limits(*(_const(getattr(self.config, name)) for name in _Limits._fields))
         self._buffered = bool(self.config.buffer or self.config.lost_buffer or self.config.sigma_buffer)
 
     def __len__(self) -> int:
@@ -191,21 +215,40 @@ class Tracker:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
-        if len(z) and (z[:, 2:].min() <= 0 or scores.min() < cfg.low_score):  # (one test for the usual case)
+        # (One test for the usual case, first in plain floats, cheaper than numpy's minima on a few boxes; these
+        # then decide, as before: Python's min() may pass over a NaN, numpy's returns it.)
+        if len(z) and (min(z[:, 2:].ravel().tolist()) <= 0 or min(scores.tolist()) < cfg.low_score) and (
+                z[:, 2:].min() <= 0 or scores.min() < cfg.low_score):
             ok = z[:, 2] > 0
             ok &= z[:, 3] > 0
             if cfg.low_score > 0:
                 ok &= scores >= cfg.low_score
             boxes, scores, z = boxes[ok], scores[ok], z[ok]
         self._predict(max(dt, 0.0))
-        n_tracks = len(self._ids)
-        track_used = np.zeros(n_tracks, bool)
+        track_used = np.zeros(len(self._ids), bool)
         det_used = np.zeros(len(boxes), bool)
-        is_high = scores >= cfg.high_score
+        if len(self._ids) and len(boxes):
+            pairs = self._associate(boxes, z, scores, dt, track_used, det_used)
+            if pairs is not None:
+                self._correct(*pairs, z, scores, dt)
+        self._settle(track_used)
+        fresh = ~det_used & (scores >= self._limits.new_track_score)
+        if np.count_nonzero(fresh):
+            self._birth(z[fresh], scores[fresh])
+        return self._report()
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _associate(self, boxes: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float, track_used: np.ndarray,
+                   det_used: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """ByteTrack's passes over the predicted tracks and the detections (`boxes`, and `z` as centre and size):
+        marks the tracks and detections matched in `track_used` and `det_used` and returns the pairs (tracks,
+        detections), None when there are none."""
+        cfg, lim = self.config, self._limits
         t_all: list[np.ndarray] = []
         d_all: list[np.ndarray] = []
 
-        def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: float, fuse: bool = False,
+        def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: np.ndarray, fuse: bool = False,
                  bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None) -> None:
             # On the whole matrix, the pairs allowed masked (None: all): no index mapping.
             sim = iou * scores if fuse else iou
@@ -221,49 +264,41 @@ class Tracker:
                 t_all.append(t)
                 d_all.append(d)
 
-        state = self._state
-        if n_tracks and len(boxes):
-            iou = self._iou(boxes, z, dt)  # every track against every detection, once
-            if cfg.camera_motion and self._camera(iou, z):
-                iou = self._iou(boxes, z, dt)
-            # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
-            heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
-            # First pass: high-score detections against established tracks (tracked and lost).
-            newborn = state == _TENTATIVE
-            some_newborn = np.count_nonzero(newborn) > 0
-            some_low = np.count_nonzero(is_high) < len(is_high)
-            established = ~newborn if some_newborn else None
-            take(established, is_high if some_low else None, cfg.match_iou, cfg.fuse_score, heading)
-            # Second pass: low-score detections keep established tracks alive, lost ones too (a person the
-            # detector is unsure of is still the person it lost a moment ago).
-            if some_low:
-                left = ~track_used
-                if established is not None:
-                    left &= established
-                take(left, ~is_high, cfg.low_match_iou, False, heading)
-            # Newborn tracks take their second sighting from whatever detections are left: a high score started
-            # them, so a low one may confirm them.
-            if some_newborn:
-                take(newborn, ~det_used, cfg.tentative_match_iou)
-
-        if t_all:
-            t_idx = np.concatenate(t_all) if len(t_all) > 1 else t_all[0]
-            d_idx = np.concatenate(d_all) if len(d_all) > 1 else d_all[0]
-            self._correct(t_idx, z[d_idx], scores[d_idx], dt)
-        self._settle(track_used)
-        fresh = ~det_used & (scores >= cfg.new_track_score)
-        if np.count_nonzero(fresh):
-            self._birth(z[fresh], scores[fresh])
-        return self._report()
-
-    # -- internals -------------------------------------------------------------------------------------
+        iou = self._iou(boxes, z, dt)  # every track against every detection, once
+        if cfg.camera_motion and self._camera(iou, z):
+            iou = self._iou(boxes, z, dt)
+        # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
+        heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
+        # First pass: high-score detections against established tracks (tracked and lost).
+        is_high = scores >= lim.high_score
+        newborn = self._state == _TENTATIVE_I8
+        some_newborn = np.count_nonzero(newborn) > 0
+        some_low = np.count_nonzero(is_high) < len(is_high)
+        established = ~newborn if some_newborn else None
+        take(established, is_high if some_low else None, lim.match_iou, cfg.fuse_score, heading)
+        # Second pass: low-score detections keep established tracks alive, lost ones too (a person the detector is
+        # unsure of is still the person it lost a moment ago).
+        if some_low:
+            left = ~track_used
+            if established is not None:
+                left &= established
+            take(left, ~is_high, lim.low_match_iou, False, heading)
+        # Newborn tracks take their second sighting from whatever detections are left: a high score started them,
+        # so a low one may confirm them.
+        if some_newborn:
+            take(newborn, ~det_used, lim.tentative_match_iou)
+        if not t_all:
+            return None
+        if len(t_all) == 1:
+            return t_all[0], d_all[0]
+        return np.concatenate(t_all), np.concatenate(d_all)
 
     def _predict(self, dt: float) -> None:
         if not len(self._ids) or dt == 0.0:
             return
         a, q = self._motion(dt)
         f = self._f
-        h2 = np.maximum(f[:, 3:4], 1.0)
+        h2 = np.maximum(f[:, 3:4], _ONE_PX)
         h2 *= h2
         g = f @ a  # state, covariance terms, age and time unseen: one product for the whole row
         g += h2 * q
@@ -365,14 +400,19 @@ class Tracker:
             out.append((wx * vx + wy * vy) / norm * s2 / (s2 + sure * var) * w * score[j] if norm > 1e-9 else 0.0)
         return out
 
-    def _correct(self, idx: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
-        """Tracks `idx` take their measurements `z` (centre x, centre y, width, height). A track unseen for more
-        than `refound_after_s` (and a tick) leaves with the velocity of the straight path from where it was last
-        seen to `z`, as OC-SORT's observation-centric re-update (Cao et al., CVPR 2023) would give it, in closed
-        form: the prediction kept the velocity, so that path's is the predicted one plus the innovation over the
-        time unseen. The filter's own gain after a long gap is a little short of that, and the velocity it
-        carried through the gap (from before the occlusion) keeps too much weight."""
-        f = self._f[idx]
+    def _correct(self, idx: np.ndarray, det: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
+        """Tracks `idx` take their measurements, the rows `det` of `z` (centre x, centre y, width, height). A
+        track unseen for more than `refound_after_s` (and a tick) leaves with the velocity of the straight path
+        from where it was last seen to its measurement, as OC-SORT's observation-centric re-update (Cao et al.,
+        CVPR 2023) would give it, in closed form: the prediction kept the velocity, so that path's is the predicted
+        one plus the innovation over the time unseen. The filter's own gain after a long gap is a little short of
+        that, and the velocity it carried through the gap (from before the occlusion) keeps too much weight. A
+        few tracks (the usual tick) in plain floats, as numpy's per-call cost would dominate: `_correct_rows`,
+        the same arithmetic."""
+        if len(idx) <= _FEW_ROWS:
+            self._correct_rows(idx, det, z, scores, dt)
+            return
+        f, z, scores = self._f[idx], z[det], scores[det]
         r = np.maximum(z[:, 3:4], 1.0)
         r *= self.config.meas_noise
         r *= r
@@ -397,17 +437,45 @@ class Tracker:
         f[:, _SCORE] = scores
         self._f[idx] = f
 
+    def _correct_rows(self, idx: np.ndarray, det: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
+        """`_correct` in plain floats, row by row and coordinate by coordinate, each step as `_correct` orders it
+        (so the results are the same to the bit)."""
+        noise, refound = self.config.meas_noise, self.config.refound_after_s
+        after = max(refound, 1.5 * dt)
+        f, z_all, score_all = self._f, z.tolist(), scores.tolist()
+        for i, row, j in zip(idx.tolist(), f[idx].tolist(), det.tolist(), strict=True):
+            zs, score = z_all[j], score_all[j]
+            r = max(zs[3], 1.0) * noise
+            r *= r
+            unseen = row[_UNSEEN]
+            gap = refound and unseen > after
+            for c in range(4):
+                p11, p12 = row[8 + c], row[12 + c]
+                s = p11 + r
+                k2 = p12 / s
+                innov = zs[c] - row[c]
+                row[c] += p11 / s * innov
+                v = row[4 + c]
+                row[4 + c] = v + innov / unseen if gap else v + k2 * innov
+                row[16 + c] -= k2 * p12
+                q = r / s
+                row[8 + c], row[12 + c] = p11 * q, p12 * q
+            row[_HITS] += 1
+            row[_UNSEEN] = 0.0
+            row[_SCORE] = score
+            f[i] = row  # (a row at a time: cheaper than one fancy-indexed write of the list of rows)
+
     def _settle(self, matched: np.ndarray) -> None:
-        cfg = self.config
+        lim = self._limits
         # A track with min_hits sightings is confirmed for good (sightings only grow); one without is a newborn.
-        newborn = self._f[:, _HITS] < cfg.min_hits
+        newborn = self._f[:, _HITS] < lim.min_hits
         # Confirmed: tracked when seen, lost when missed. A newborn stays one until it has its sightings.
         st = _LOST_I8 - matched  # lost (2) less one when seen: tracked (1)
-        st[newborn] = _TENTATIVE
+        st[newborn] = _TENTATIVE_I8
         # A newborn missed once has ended; so has any track unseen too long (only lost ones are: a seen track's
         # clock is zero).
         dead = newborn > matched  # (newborn and not seen)
-        dead |= self._f[:, _UNSEEN] > cfg.max_lost_s
+        dead |= self._f[:, _UNSEEN] > lim.max_lost_s
         if np.count_nonzero(dead):
             self._ended.extend(int(i) for i in self._ids[dead & ~newborn])
             keep = ~dead

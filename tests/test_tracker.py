@@ -355,3 +355,27 @@ def test_camera_motion_carries_a_missed_person_along_with_a_panning_picture():
         gaps = [abs(p - q) for ta, tb in zip(a, b, strict=True) for x, y in zip(ta, tb, strict=True)
                 for p, q in zip(x.box, y.box, strict=True)]
         assert max(gaps) < 1.0
+
+
+def test_the_correction_in_plain_floats_is_the_vectorized_one_to_the_bit(monkeypatch):
+    """A few tracks take their measurements in plain floats (numpy's per-call cost would dominate), many in
+    arrays: the same arithmetic in the same order, so the same bits, a refound track's velocity included."""
+    import firmware.tracker as tracker
+
+    rng = np.random.default_rng(5)
+    corner = rng.uniform(0, 400, (6, 2))
+    boxes = np.hstack((corner, corner + rng.uniform(20, 60, (6, 2))))
+    tr = Tracker()
+    tr.update(boxes, np.full(6, 0.9), 0.1)
+    tr._predict(0.1)
+    tr._f[:, :20] += rng.uniform(0.5, 3.0, (6, 20))
+    tr._f[[1, 4], 21] = [0.8, 2.0]  # unseen past refound_after_s: they take the straight path's velocity
+    idx, det = np.array([4, 0, 1, 5]), np.array([2, 0, 5, 1])
+    z, scores = boxes + rng.normal(0, 3, (6, 4)), rng.uniform(0, 1, 6)
+    before = tr._f.copy()
+    tr._correct(idx, det, z, scores, 0.1)
+    rows = tr._f.tolist()
+    tr._f = before.copy()
+    monkeypatch.setattr(tracker, "_FEW_ROWS", 0)
+    tr._correct(idx, det, z, scores, 0.1)
+    assert rows == tr._f.tolist() and rows != before.tolist()
