@@ -20,14 +20,14 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from firmware import camera_motion
+
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
 # Columns of the per-track float array.
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
 _ONE = 24  # a constant 1, so the prediction's clocks are part of its product
-# Camera motion (see _camera): a pair counts at this IoU; the median shift is shrunk towards 0 by its noise
-# times this (more pairs, less shrinking); a correction under this many pixels (and 0.1% in size) is left out.
-_CAMERA_IOU, _CAMERA_SHRINK, _CAMERA_MIN_PX = 0.3, 4.0, 0.25
+_CAMERA_MIN_PX = 0.25  # a camera-motion correction under this many pixels (and 0.1% in size) is left out
 _COLS = 25
 _FEW_ROWS = 6  # a correction of at most this many tracks runs in plain floats (see _correct_rows)
 _HEADING_COLS = np.array([0, 1, 4, 5, 16, 17, _UNSEEN])  # centre, its velocity and variances, time unseen
@@ -143,20 +143,6 @@ def assign(similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     """Optimal one-to-one matching that maximizes total similarity, keeping only pairs at or above
     `threshold`. Returns the matched rows and columns, each shape (K,)."""
     return _match(similarity, similarity >= threshold)
-
-
-def _median(v: list[float]) -> float:
-    v = sorted(v)
-    h = len(v) // 2
-    return v[h] if len(v) % 2 else 0.5 * (v[h - 1] + v[h])
-
-
-def _shrunk(v: list[float], k: float, floor: float) -> float:
-    """The median of `v`, shrunk towards zero as m^2 / (m^2 + k sd^2) (sd from the median absolute deviation,
-    at least `floor`): a median within its own noise of zero counts for little."""
-    m = _median(v)
-    sd = max(1.4826 * _median([abs(x - m) for x in v]), floor)
-    return m * m * m / (m * m + k * sd * sd) if m else 0.0
 
 
 def _match(similarity: np.ndarray, ok: np.ndarray,
@@ -351,32 +337,24 @@ class Tracker:
         return iou_matrix(t @ _XYXY, boxes, t[:, 2] * t[:, 3], z[:, 2] * z[:, 3])
 
     def _camera(self, iou: np.ndarray, z: np.ndarray) -> bool:
-        """Takes the camera's own motion out of the predictions, as far as this tick's detections show it: when
-        the camera pans or shakes, every person moves in the image at once, by more than the filter expects.
-        Each established track is paired with the detection it overlaps most (IoU >= 0.3); the pairs' median
-        shift and size ratio, each shrunk towards zero by its spread over the number of pairs (a fixed camera's
-        median is noise: it shrinks to nothing), moves and scales every prediction, times `camera_motion`.
-        True when the predictions moved (the IoU must be computed again). Plain floats: a handful of pairs."""
+        """Takes the camera's own motion out of the predictions, as far as this tick's detections show it
+        (firmware.camera_motion): each established track is paired with the detection it overlaps most, and the
+        pairs' shrunk median shift and size ratio, times `camera_motion`, move and scale every prediction. True
+        when the predictions moved (the IoU must be computed again)."""
         d = iou.argmax(1)
-        t = (iou[np.arange(len(d)), d] >= _CAMERA_IOU) & (self._state != _TENTATIVE)
+        t = (iou[np.arange(len(d)), d] >= camera_motion.PAIR_IOU) & (self._state != _TENTATIVE)
         t = t.nonzero()[0]
-        n = len(t)
-        if n < 2:
-            return False
         f = self._f
-        z = z[d[t]]
-        k = _CAMERA_SHRINK * 1.25**2 / n  # (the median's variance is about (1.25 sd)^2 / n)
-        floor = 0.02 * _median(f[t, 3].tolist())  # a spread below 2% of a height is not believed
-        r = (z[:, :2] - f[t, 0:2]).tolist()
-        sx = _shrunk([p[0] for p in r], k, floor)
-        sy = _shrunk([p[1] for p in r], k, floor)
-        scale = _shrunk(np.log(z[:, 3] / np.maximum(f[t, 3], 1.0)).tolist(), k, 0.02)
-        w = self.config.camera_motion
-        if w * (abs(sx) + abs(sy)) < _CAMERA_MIN_PX and w * abs(scale) < 1e-3:
+        est = camera_motion.estimate(f[t, :4], z[d[t]])
+        if est is None:
             return False
-        f[:, 0] += w * sx
-        f[:, 1] += w * sy
-        f[:, 2:4] *= math.exp(w * scale)
+        w = self.config.camera_motion
+        sx, sy, scale = w * est[0], w * est[1], w * est[2]
+        if abs(sx) + abs(sy) < _CAMERA_MIN_PX and abs(scale) < 1e-3:
+            return False
+        f[:, 0] += sx
+        f[:, 1] += sy
+        f[:, 2:4] *= math.exp(scale)
         return True
 
     def _heading(self, z: np.ndarray, scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[float]:

@@ -379,3 +379,19 @@ def test_the_correction_in_plain_floats_is_the_vectorized_one_to_the_bit(monkeyp
     monkeypatch.setattr(tracker, "_FEW_ROWS", 0)
     tr._correct(idx, det, z, scores, 0.1)
     assert rows == tr._f.tolist() and rows != before.tolist()
+
+
+def test_camera_motion_estimate_finds_the_common_shift_despite_a_mismatch_and_shrinks_noise_to_nothing():
+    from firmware import camera_motion
+
+    rng = np.random.default_rng(5)
+    pred = np.column_stack((rng.uniform(50, 600, 8), rng.uniform(100, 300, 8), np.full(8, 40.0), np.full(8, 100.0)))
+    seen = pred + [12.0, -3.0, 0.0, 0.0] + rng.normal(0, 1.0, (8, 4))
+    seen[:, 2:] = pred[:, 2:] * 1.05
+    seen[0, :2] += (-80.0, 40.0)  # one pair is the wrong person
+    sx, sy, scale = camera_motion.estimate(pred, seen)
+    assert 0.85 * 12.0 < sx < 12.5 and -3.5 < sy < -0.5 * 3.0  # the common shift, shrunk a little towards 0
+    assert 0.8 * np.log(1.05) < scale <= np.log(1.05)  # 5% larger, shrunk a little too
+    still = pred + rng.normal(0, 1.0, (8, 4))  # a fixed camera: jitter only
+    assert max(abs(v) for v in camera_motion.estimate(pred, still)) < 0.25
+    assert camera_motion.estimate(pred[:1], seen[:1]) is None  # one pair tells nothing
