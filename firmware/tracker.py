@@ -31,6 +31,11 @@ _CAMERA_MIN_PX = 0.25  # a camera-motion correction under this many pixels (and 
 _COLS = 25
 _FEW_ROWS = 6  # a correction of at most this many tracks runs in plain floats (see _correct_rows)
 _HEADING_COLS = np.array([0, 1, 4, 5, 16, 17, _UNSEEN])  # centre, its velocity and variances, time unseen
+_GROW_COLS = np.array([3, 7, 19, _UNSEEN])  # height, its rate and the rate's variance, time unseen
+_GROW_M = np.zeros((3, _COLS))  # (1, 1/a, 1/a^2) -> a row's multipliers (see _perspective)
+_GROW_M[0] = 1.0
+_GROW_M[0, _VEL] = _GROW_M[0, _P12] = _GROW_M[0, _P22] = 0.0
+_GROW_M[1, _VEL] = _GROW_M[1, _P12] = _GROW_M[2, _P22] = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,8 @@ class TrackerConfig:
     coast_s: float = 0.3  # a lost track is still reported (Track.unseen_s > 0), at its prediction, this long
     # (at most until max_lost_s ends it)
     camera_motion: float = 0.0  # share of the camera's own motion (told from the tracks) taken out; 0: fixed camera
+    perspective: bool = False  # predict seen tracks at constant velocity in the world, not the image (_perspective)
+    birth_speed: float = 0.5  # a newborn's speed prior (deviation), box heights per second
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
@@ -74,7 +81,7 @@ class TrackerConfig:
                      "sigma_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative, got {getattr(self, name)}")
-        for name in ("pos_noise", "vel_noise", "meas_noise"):
+        for name in ("pos_noise", "vel_noise", "meas_noise", "birth_speed"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive")
 
@@ -286,9 +293,35 @@ class Tracker:
         f = self._f
         h2 = np.maximum(f[:, 3:4], _ONE_PX)
         h2 *= h2
-        g = f @ a  # state, covariance terms, age and time unseen: one product for the whole row
-        g += h2 * q
+        if not self.config.perspective:
+            g = f @ a  # state, covariance terms, age and time unseen: one product for the whole row
+            g += h2 * q
+        else:
+            m = self._perspective(dt)
+            g = (f * m) @ a
+            g += h2 * q
+            g *= m
         self._f = g
+
+    def _perspective(self, dt: float) -> np.ndarray:
+        """Constant velocity in the world rather than the image: a person of fixed height moving at constant
+        velocity relative to a pinhole camera has cx/h, cy/h, w/h and 1/h linear in time (cx/h is proportional to
+        cx Z, linear whatever the principal point). In the image that is, with a = 1 - dt vh / h: position += dt
+        velocity / a, velocity /= a^2: a box that grows (people at the roadside seen from a car, a person walking
+        up to the camera) speeds up as it grows, where constant image velocity lags. As a product: the rows times
+        the returned multipliers (velocity and p12 by 1/a, p22 by 1/a^2) before and after the constant-velocity
+        step. The growth rate counts as far as it stands out of its own noise (vh^2 / (vh^2 + var vh)); a lost
+        track (unseen on the last tick) keeps constant image velocity; a step at most grows a box 2 times or
+        shrinks it to 2/3. In plain floats: a row is a few terms."""
+        out = []
+        for h, vh, var, unseen in self._f[:, _GROW_COLS].tolist():
+            if unseen > 0.0 or vh == 0.0:
+                out.append((1.0, 1.0, 1.0))
+                continue
+            v2 = vh * vh
+            a = min(max(1.0 - dt * vh * v2 / ((v2 + var) * max(h, 1.0)), 0.5), 1.5)
+            out.append((1.0, 1.0 / a, 1.0 / (a * a)))
+        return np.array(out) @ _GROW_M
 
     def _motion(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """The prediction over `dt` as a matrix on the whole row and the process noise per unit of squared box
@@ -468,7 +501,7 @@ class Tracker:
         f = np.zeros((n, _COLS))
         f[:, _POS] = z
         f[:, _P11] = (2 * self.config.meas_noise) ** 2 * h2
-        f[:, _P22] = 0.25 * h2  # a walker's speed: up to about a body height per second
+        f[:, _P22] = self.config.birth_speed**2 * h2  # a walker's: up to about a body height per second
         f[:, _SCORE] = scores
         f[:, _HITS] = 1
         f[:, _ONE] = 1.0

@@ -91,6 +91,8 @@ def test_bad_settings_are_named():
         TrackerConfig(coast_s=-0.1).validate()
     with pytest.raises(ValueError, match="camera_motion"):
         TrackerConfig(camera_motion=1.5).validate()
+    with pytest.raises(ValueError, match="birth_speed"):
+        TrackerConfig(birth_speed=0.0).validate()
 
 
 def test_assignment_is_optimal_and_gated():
@@ -395,3 +397,63 @@ def test_camera_motion_estimate_finds_the_common_shift_despite_a_mismatch_and_sh
     still = pred + rng.normal(0, 1.0, (8, 4))  # a fixed camera: jitter only
     assert max(abs(v) for v in camera_motion.estimate(pred, still)) < 0.25
     assert camera_motion.estimate(pred[:1], seen[:1]) is None  # one pair tells nothing
+
+
+def roadside(seed: int, frames: int = 16, fps: float = 10.0):
+    """A person 3 m beside the road, seen from a car driving at 10 m/s (pinhole, focal length 700 px): from
+    20 m to 5 m away, the box grows from 60 to 238 px high (x1.1 a frame at the end) and runs outwards ever
+    faster. Yields the true box and the detection (jittered by 2% of the height)."""
+    rng = np.random.default_rng(seed)
+    for k in range(frames):
+        z = 20.0 - 10.0 * k / fps
+        h = 700 * 1.7 / z
+        cx, cy, w = 620 + 700 * 3.0 / z, 190 + 700 * 0.6 / z, 0.4 * h
+        true = np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
+        yield true, true + rng.normal(0, 0.02 * h, (1, 4))
+
+
+def roadside_overlaps(cfg: TrackerConfig, seed: int) -> tuple[set[int], list[float]]:
+    """The ids reported and the reported box's IoU with the person's on each tick after the first four."""
+    tr, ids, overlaps = Tracker(cfg), set(), []
+    for k, (true, det) in enumerate(roadside(seed)):
+        out = tr.update(det, np.array([0.9]), 0.1)
+        ids.update(t.track_id for t in out)
+        if k >= 4:
+            overlaps.append(max((float(iou_matrix(np.array([t.box]), true)[0, 0]) for t in out), default=0.0))
+    return ids, overlaps
+
+
+def test_perspective_keeps_a_person_the_car_drives_past():
+    for seed in range(5):
+        ids, overlaps = roadside_overlaps(TrackerConfig(perspective=True), seed)
+        assert len(ids) == 1 and min(overlaps) >= 0.4  # one track, on the person every tick
+        ids, overlaps = roadside_overlaps(TrackerConfig(), seed)
+        assert min(overlaps) == 0.0  # constant image velocity lags the growing, speeding box and loses it
+
+
+def test_the_perspective_prediction_is_constant_velocity_in_the_world():
+    """A seen track whose height grows at 0.5/s (its rate well out of its noise): over dt = 0.1 s, a = 0.95,
+    its centre moves by dt v / a, its size grows by dt vh / a, and its rates grow by 1 / a^2 (so cx/h and 1/h
+    move linearly); a track unseen on the last tick keeps the constant image velocity."""
+    tr = Tracker(TrackerConfig(perspective=True))
+    tr.update(np.array([[250.0, 150.0, 290.0, 250.0], [450.0, 150.0, 490.0, 250.0]]), np.array([0.9, 0.9]), 0.1)
+    f = tr._f
+    f[:, 4:8] = [80.0, -10.0, 20.0, 50.0]
+    f[:, 16:20] = 1e-6  # the rates' variances: sure of them
+    f[1, 21] = 0.1  # the second was missed on the last tick
+    before = f.copy()
+    tr._predict(0.1)
+    after, a = tr._f, 0.95
+    for c in range(4):
+        assert after[0, c] == pytest.approx(before[0, c] + 0.1 * before[0, 4 + c] / a)
+        assert after[0, 4 + c] == pytest.approx(before[0, 4 + c] / a**2)
+        assert after[1, c] == pytest.approx(before[1, c] + 0.1 * before[1, 4 + c])
+        assert after[1, 4 + c] == pytest.approx(before[1, 4 + c])
+    # cx / h and 1 / h change by the same amounts as they would in the next step: linear in time
+    ratio, inv = before[0, 0] / before[0, 3], 1 / before[0, 3]
+    ratio2, inv2 = after[0, 0] / after[0, 3], 1 / after[0, 3]
+    tr._f[:, 16:20] = 1e-6
+    tr._f[:, 21] = 0.0
+    tr._predict(0.1)
+    assert tr._f[0, 0] / tr._f[0, 3] - ratio2 == pytest.approx(ratio2 - ratio)
+    assert 1 / tr._f[0, 3] - inv2 == pytest.approx(inv2 - inv)
