@@ -1,7 +1,10 @@
 """Multi-object tracker: a constant-velocity Kalman filter per track and optimal assignment, with ByteTrack's
 second pass that lets low-score detections keep existing tracks alive (Zhang et al., ECCV 2022). Where pairs
 conflict, a track's heading helps decide (OC-SORT's momentum), and a track found after a long gap takes the
-velocity of the way it went unseen (OC-SORT's re-update); buffered IoU for lost tracks is there, off.
+velocity of the way it went unseen (OC-SORT's re-update); buffered IoU for lost tracks is there, off. A track
+seen on the last tick moves at constant velocity in the world, not the image (`perspective`: a box that grows
+as its person comes closer speeds up as it grows); a lost one is still reported at its prediction for
+`coast_s`; `camera_motion` (off) takes the camera's own motion out of the predictions.
 
 Time-aware: `update()` takes the seconds since the previous call, so the filter behaves the same at 7 Hz as at
 30 Hz and through dropped frames. Deterministic (no randomness; ties broken by the assignment solver's fixed
@@ -62,8 +65,8 @@ class TrackerConfig:
     coast_s: float = 0.3  # a lost track is still reported (Track.unseen_s > 0), at its prediction, this long
     # (at most until max_lost_s ends it)
     camera_motion: float = 0.0  # share of the camera's own motion (told from the tracks) taken out; 0: fixed camera
-    perspective: bool = False  # predict seen tracks at constant velocity in the world, not the image (_perspective)
-    birth_speed: float = 0.5  # a newborn's speed prior (deviation), box heights per second
+    perspective: bool = True  # predict seen tracks at constant velocity in the world, not the image (_perspective)
+    birth_speed: float = 1.0  # a newborn's speed prior (deviation), box heights per second
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
