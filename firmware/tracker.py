@@ -1,7 +1,7 @@
 """Multi-object tracker: a constant-velocity Kalman filter per track and optimal assignment, with ByteTrack's
 second pass that lets low-score detections keep existing tracks alive (Zhang et al., ECCV 2022). Where pairs
 conflict, a track's heading helps decide (OC-SORT's momentum), and a track found after a long gap takes the
-velocity of the way it went unseen (OC-SORT's re-update); buffered IoU for lost tracks is there, off. A track
+velocity of the way it went unseen (OC-SORT's re-update). A track
 seen on the last tick moves at constant velocity in the world, not the image (`perspective`: a box that grows
 as its person comes closer speeds up as it grows); a lost one is still reported at its prediction for
 `coast_s`; `camera_motion` (off) takes the camera's own motion out of the predictions.
@@ -55,13 +55,10 @@ class TrackerConfig:
     pos_noise: float = 0.1  # process noise, position, as a share of box height per sqrt(second)
     vel_noise: float = 0.1  # process noise, velocity, as a share of box height per second per sqrt(second)
     meas_noise: float = 0.05  # measurement noise as a share of box height
-    # Crossing and lost tracks (see _heading, _correct and _buffered_iou; 0 turns each off):
+    # Crossing and lost tracks (see _heading and _correct; 0 turns each off):
     direction_weight: float = 0.2  # similarity bonus, times the cosine, for a detection along a track's heading
     heading_sure: float = 2.0  # the bonus shrinks for a track whose speed is within this many variances of zero
     refound_after_s: float = 0.5  # a track found after this long unseen takes the straight path's velocity
-    buffer: float = 0.0  # buffered IoU for matching: every box grows by this share of its size on each side
-    lost_buffer: float = 0.0  # a track's predicted box grows further, this share of its size per second missed
-    sigma_buffer: float = 0.0  # a track's predicted box grows further, this many position deviations on each side
     coast_s: float = 0.3  # a lost track is still reported (Track.unseen_s > 0), at its prediction, this long
     # (at most until max_lost_s ends it)
     camera_motion: float = 0.0  # share of the camera's own motion (told from the tracks) taken out; 0: fixed camera
@@ -80,8 +77,7 @@ class TrackerConfig:
             raise ValueError(f"min_hits: must be 1 or more, got {self.min_hits}")
         if self.max_lost_s <= 0:
             raise ValueError(f"max_lost_s: must be positive, got {self.max_lost_s}")
-        for name in ("coast_s", "direction_weight", "heading_sure", "refound_after_s", "buffer", "lost_buffer",
-                     "sigma_buffer"):
+        for name in ("coast_s", "direction_weight", "heading_sure", "refound_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative, got {getattr(self, name)}")
         for name in ("pos_noise", "vel_noise", "meas_noise", "birth_speed"):
@@ -197,7 +193,6 @@ class Tracker:
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
         self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
         self._limits = _Limits(*(_const(getattr(self.config, name)) for name in _Limits._fields))
-        self._buffered = bool(self.config.buffer or self.config.lost_buffer or self.config.sigma_buffer)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -224,7 +219,7 @@ class Tracker:
         track_used = np.zeros(len(self._ids), bool)
         det_used = np.zeros(len(boxes), bool)
         if len(self._ids) and len(boxes):
-            pairs = self._associate(boxes, z, scores, dt, track_used, det_used)
+            pairs = self._associate(boxes, z, scores, track_used, det_used)
             if pairs is not None:
                 self._correct(*pairs, z, scores, dt)
         self._settle(track_used)
@@ -235,7 +230,7 @@ class Tracker:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _associate(self, boxes: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float, track_used: np.ndarray,
+    def _associate(self, boxes: np.ndarray, z: np.ndarray, scores: np.ndarray, track_used: np.ndarray,
                    det_used: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """ByteTrack's passes over the predicted tracks and the detections (`boxes`, and `z` as centre and size):
         marks the tracks and detections matched in `track_used` and `det_used` and returns the pairs (tracks,
@@ -260,9 +255,9 @@ class Tracker:
                 t_all.append(t)
                 d_all.append(d)
 
-        iou = self._iou(boxes, z, dt)  # every track against every detection, once
+        iou = self._iou(boxes, z)  # every track against every detection, once
         if cfg.camera_motion and self._camera(iou, z):
-            iou = self._iou(boxes, z, dt)
+            iou = self._iou(boxes, z)
         # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
         heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
         # First pass: high-score detections against established tracks (tracked and lost).
@@ -347,30 +342,10 @@ class Tracker:
             self._motion_dt, self._motion_m = dt, (a, q)
         return self._motion_m
 
-    def _iou(self, boxes: np.ndarray, z: np.ndarray, dt: float) -> np.ndarray:
-        """IoU of every predicted track box with every detection (buffered when a buffer is set)."""
-        if self._buffered:
-            return self._buffered_iou(boxes, z, dt)
+    def _iou(self, boxes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """IoU of every predicted track box with every detection."""
         f = self._f
         return iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
-
-    def _buffered_iou(self, boxes: np.ndarray, z: np.ndarray, dt: float) -> np.ndarray:
-        """IoU of every predicted track box with every detection, the boxes buffered for matching (C-BIoU: Yang
-        et al., WACV 2023): all by `buffer` of their size on each side, a track's further by `lost_buffer` of its
-        size per second missed and by `sigma_buffer` deviations of its predicted position (which grow while it
-        goes unseen), so a track that drifted while unseen can still meet its person. Off by default: on the
-        tracking bench each won a row or two (ETH-Sunnyday) and lost others or the PETS09 counts."""
-        cfg, f = self.config, self._f
-        t = f[:, _POS].copy()
-        missed = np.maximum(f[:, _UNSEEN] - dt, 0.0)  # (a track seen last tick has been unseen for dt)
-        t[:, 2:] *= (1.0 + 2.0 * (cfg.buffer + cfg.lost_buffer * missed))[:, None]
-        if cfg.sigma_buffer:
-            t[:, 2:] += 2.0 * cfg.sigma_buffer * np.sqrt(f[:, 8:10])
-        if cfg.buffer:
-            z = z.copy()
-            z[:, 2:] *= 1.0 + 2.0 * cfg.buffer
-            boxes = z @ _XYXY
-        return iou_matrix(t @ _XYXY, boxes, t[:, 2] * t[:, 3], z[:, 2] * z[:, 3])
 
     def _camera(self, iou: np.ndarray, z: np.ndarray) -> bool:
         """Takes the camera's own motion out of the predictions, as far as this tick's detections show it

@@ -282,28 +282,8 @@ def test_a_track_found_again_takes_the_velocity_of_the_way_it_went_unseen():
     assert slows_down_while_hidden(short)[30][0].velocity == old[30][0].velocity
 
 
-def stops_while_hidden(cfg: TrackerConfig) -> set[int]:
-    """Walks right at 40 px/s for 2 s, stops hidden for 1 s, is seen again where it stopped: the prediction has
-    run on 40 px, a box width, past it. The ids reported."""
-    tr, ids = Tracker(cfg), set()
-    for f in range(40):
-        t = f / 10
-        x = 100 + 40 * min(t, 2.0)
-        b = np.zeros((0, 4)) if 2 <= t < 3 else np.array([[x - 20, 150, x + 20, 250]])
-        ids |= {k.track_id for k in tr.update(b, np.ones(len(b)) * 0.9, 0.1)}
-    return ids
-
-
-def test_buffered_iou_finds_a_track_whose_prediction_ran_past_its_person():
-    assert stops_while_hidden(TrackerConfig()) == {1, 2}  # no overlap left: a new id
-    for kw in ({"lost_buffer": 0.5}, {"sigma_buffer": 1.0}, {"buffer": 0.3}):
-        assert stops_while_hidden(TrackerConfig(**kw)) == {1}, kw
-    # too large a buffer dilutes the IoU instead (the grown box dwarfs the person's)
-    assert stops_while_hidden(TrackerConfig(lost_buffer=2.0)) == {1, 2}
-
-
 def test_association_settings_must_not_be_negative():
-    for name in ("direction_weight", "heading_sure", "refound_after_s", "buffer", "lost_buffer", "sigma_buffer"):
+    for name in ("direction_weight", "heading_sure", "refound_after_s"):
         with pytest.raises(ValueError, match=name):
             TrackerConfig(**{name: -0.1}).validate()
 
