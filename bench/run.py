@@ -39,10 +39,10 @@ class RecordingTracker:
         self.frame = 0
         self.step_ns: list[int] = []
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float):
+    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float, frame_size: tuple[int, int] | None = None):
         self.frame += 1
         t0 = time.perf_counter_ns()
-        tracks = self.inner.update(boxes, scores, dt)
+        tracks = self.inner.update(boxes, scores, dt, frame_size)
         self.step_ns.append(time.perf_counter_ns() - t0)
         for t in tracks:
             x0, y0, x1, y1 = t.box

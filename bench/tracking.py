@@ -24,18 +24,19 @@ from bench.motscore import load_gt, score
 from firmware.tracker import Tracker
 
 Step = Callable[[np.ndarray, float], list[tuple[int, np.ndarray]]]
+Size = tuple[int, int]  # a sequence's frame (width, height)
 
 
-def umbra_tracker(fps: float) -> Step:
+def umbra_tracker(fps: float, size: Size) -> Step:
     tr = Tracker()
 
     def step(d: np.ndarray, dt: float) -> list[tuple[int, np.ndarray]]:
-        return [(t.track_id, t.box) for t in tr.update(d[:, :4], d[:, 4], dt)]
+        return [(t.track_id, t.box) for t in tr.update(d[:, :4], d[:, 4], dt, size)]
 
     return step
 
 
-def roboflow_tracker(kind: str, fps: float) -> Step:
+def roboflow_tracker(kind: str, fps: float, size: Size) -> Step:
     import supervision as sv
     from trackers import ByteTrackTracker, OCSORTTracker, SORTTracker
 
@@ -50,7 +51,7 @@ def roboflow_tracker(kind: str, fps: float) -> Step:
     return step
 
 
-def norfair_tracker(fps: float) -> Step:
+def norfair_tracker(fps: float, size: Size) -> Step:
     from norfair import Detection
     from norfair import Tracker as NorfairTracker
 
@@ -65,20 +66,20 @@ def norfair_tracker(fps: float) -> Step:
     return step
 
 
-TRACKERS: dict[str, Callable[[float], Step]] = {
+Make = Callable[[float, Size], Step]  # (frame rate, frame size) -> a fresh tracker's step
+TRACKERS: dict[str, Make] = {
     "umbra": umbra_tracker,
-    "bytetrack (trackers)": lambda fps: roboflow_tracker("bytetrack", fps),
-    "oc-sort (trackers)": lambda fps: roboflow_tracker("ocsort", fps),
-    "sort (trackers)": lambda fps: roboflow_tracker("sort", fps),
+    "bytetrack (trackers)": lambda fps, size: roboflow_tracker("bytetrack", fps, size),
+    "oc-sort (trackers)": lambda fps, size: roboflow_tracker("ocsort", fps, size),
+    "sort (trackers)": lambda fps, size: roboflow_tracker("sort", fps, size),
     "norfair": norfair_tracker,
 }
 
 
-def run_pass(make: Callable[[float], Step], dets: list[np.ndarray], fps: float,
-             rows: list | None = None) -> float:
+def run_pass(make: Make, dets: list[np.ndarray], fps: float, size: Size, rows: list | None = None) -> float:
     """One pass of a fresh tracker over the sequence: its step's CPU time per frame in ms (the thread's own
     time, so another process on the machine does not count); the tracks go to `rows` when given."""
-    step = make(fps)
+    step = make(fps, size)
     spent = 0
     for f, d in enumerate(dets, 1):
         t0 = time.thread_time_ns()
@@ -90,22 +91,22 @@ def run_pass(make: Callable[[float], Step], dets: list[np.ndarray], fps: float,
     return spent / 1e6 / max(len(dets), 1)
 
 
-def evaluate_all(trackers: dict[str, Callable[[float], Step]], dets: list[np.ndarray], gt: np.ndarray,
-                 fps: float, budget_s: float = 1.0, most: int = 7) -> dict[str, dict[str, float]]:
+def evaluate_all(trackers: dict[str, Make], dets: list[np.ndarray], gt: np.ndarray, fps: float, size: Size,
+                 budget_s: float = 1.0, most: int = 7) -> dict[str, dict[str, float]]:
     """Every tracker on the same detections: scores from the first pass; step time the least over passes
     taken in turn (tracker A, B, C, ..., then again) until each has had about `budget_s` of passes (at most
     `most`), so a noisy moment weighs on all of them alike."""
     out, times = {}, {}
     for name, make in trackers.items():
         rows: list = []
-        times[name] = [run_pass(make, dets, fps, rows)]
+        times[name] = [run_pass(make, dets, fps, size, rows)]
         out[name] = score(rows, gt)
     for _ in range(most - 1):
         due = [n for n in trackers if sum(times[n]) * len(dets) / 1e3 < budget_s]
         if not due:
             break
         for name in due:
-            times[name].append(run_pass(trackers[name], dets, fps))
+            times[name].append(run_pass(trackers[name], dets, fps, size))
     for name in trackers:
         out[name]["ms_per_frame"] = min(times[name])
         out[name]["passes"] = len(times[name])
@@ -113,11 +114,19 @@ def evaluate_all(trackers: dict[str, Callable[[float], Step]], dets: list[np.nda
 
 
 def _fps(gt: Path) -> float:
+    return _seqinfo(gt)[0]
+
+
+def _seqinfo(gt: Path) -> tuple[float, Size]:
+    """(frame rate, frame size) from the seqinfo.ini beside a gt folder (30 fps, 1920x1080 without one)."""
     import configparser
 
     cp = configparser.ConfigParser()
     cp.read(gt.parent.parent / "seqinfo.ini")
-    return float(cp["Sequence"]["frameRate"]) if "Sequence" in cp else 30.0
+    if "Sequence" not in cp:
+        return 30.0, (1920, 1080)
+    seq = cp["Sequence"]
+    return float(seq["frameRate"]), (int(seq["imWidth"]), int(seq["imHeight"]))
 
 
 MOT15 = ("PETS09-S2L1", "ETH-Sunnyday", "KITTI-13", "TUD-Campus")
@@ -135,7 +144,8 @@ def public_detections(det_txt: Path, frames: int) -> list[np.ndarray]:
     return by
 
 
-def sequences(names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray, float]]:
+def sequences(names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray, float, Size]]:
+    """(name, per-frame detections, gt, frame rate, frame size) for each sequence named."""
     from bench.scripted_calibration import scripted_detections
 
     out = []
@@ -149,20 +159,21 @@ def sequences(names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray,
             gt_path = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
             gt = load_gt(gt_path)
             real = pets_detections(tuple(dcfg.tiles), 0.1, False, dcfg.overlap)
-            out.append((f"PETS09-S2L1 real SSD {dcfg.tiles[0]}x{dcfg.tiles[1]}", real, gt, 7.0))
-            out.append(("PETS09-S2L1 scripted", scripted_detections(gt_path, len(real)), gt, 7.0))
+            size = _seqinfo(gt_path)[1]
+            out.append((f"PETS09-S2L1 real SSD {dcfg.tiles[0]}x{dcfg.tiles[1]}", real, gt, 7.0, size))
+            out.append(("PETS09-S2L1 scripted", scripted_detections(gt_path, len(real)), gt, 7.0, size))
         elif name == "MOT15":
             for seq in MOT15:
                 gt_path = data.find(f"mot/MOT15/{seq}/gt/gt.txt")
                 gt = load_gt(gt_path)
                 frames = int(gt[:, 0].max())
                 dets = public_detections(gt_path.parent.parent / "det" / "det.txt", frames)
-                out.append((f"{seq} MOT15 public", dets, gt, _fps(gt_path)))
+                out.append((f"{seq} MOT15 public", dets, gt, *_seqinfo(gt_path)))
         else:
             gt_path = data.find(f"mot/MOT17/{name}/gt/gt.txt")
             gt = load_gt(gt_path)
             frames = int(gt[:, 0].max())
-            out.append((f"{name} scripted", scripted_detections(gt_path, frames), gt, _fps(gt_path)))
+            out.append((f"{name} scripted", scripted_detections(gt_path, frames), gt, *_seqinfo(gt_path)))
     return out
 
 
@@ -173,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'sequence':28s} {'tracker':21s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDsw':>5s} {'recall':>6s} "
           f"{'prec':>6s} {'ms/frame':>8s}")
     verdicts = []
-    for name, dets, gt, fps in sequences(args.sequences):
-        results = evaluate_all(TRACKERS, dets, gt, fps)
+    for name, dets, gt, fps, size in sequences(args.sequences):
+        results = evaluate_all(TRACKERS, dets, gt, fps, size)
         for tname, s in results.items():
             print(f"{name:28s} {tname:21s} {s['MOTA']:6.3f} {s['IDF1']:6.3f} {s['HOTA']:6.3f} {int(s['IDSW']):5d} "
                   f"{s['recall']:6.3f} {s['precision']:6.3f} {s['ms_per_frame']:8.3f}")

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class TrackerLike(Protocol):
-    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float) -> Sequence: ...
+    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float,
+               frame_size: tuple[int, int] | None = None) -> Sequence: ...
 
 
 _END = object()  # the camera has no more frames (a video file ended)
@@ -158,7 +159,9 @@ class SensorLoop:
         boxes = np.zeros((0, 4))
         scores = np.zeros((0,))
         tracks = None
+        size = None  # the frame's (width, height): the tracker keeps the last it was told
         if isinstance(frame, Frame):
+            size = frame.source_size
             held = time.perf_counter_ns()
             with frame:  # released, and so zeroed, on the way out whatever happens
                 self.stats.frames += 1
@@ -174,14 +177,14 @@ class SensorLoop:
                     boxes = persons.to_pixels(*frame.source_size)
                     scores = persons.scores
                 if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
-                    tracks = _seen(self.tracker.update(boxes, scores, dt))
+                    tracks = _seen(self.tracker.update(boxes, scores, dt, size))
                     wall = self.clock.wall()
                     for track_hook in self.track_hooks:
                         track_hook(frame, tracks, wall)
             if self.profile:
                 self.stats.hold_ns.append(time.perf_counter_ns() - held)
         if tracks is None:
-            tracks = _seen(self.tracker.update(boxes, scores, dt))
+            tracks = _seen(self.tracker.update(boxes, scores, dt, size))
         self._emit(now, tracks)
         if self.profile:
             self.stats.own_ns.append(time.thread_time_ns() - own0 - detect_ns)

@@ -5,7 +5,9 @@ can score it with the standard tools (TrackEval, motmetrics) on any sequence.
 
 Detections are `frame, id, x, y, w, h, score, ...` (pixels, 1-based frames). Scores outside 0..1 (MOT15's ACF
 detections) are replaced by their rank within the file, 0..1, unless `--raw-scores` is given. The frame rate
-from seqinfo.ini sets the time step; the tracker's settings come from `[tracker]` of a config file if given.
+from seqinfo.ini sets the time step, and its imWidth and imHeight (when given) the frame, so a lost track's
+guess is not reported once it has left the picture; the tracker's settings come from `[tracker]` of a config
+file if given.
 """
 
 from __future__ import annotations
@@ -48,20 +50,28 @@ def read_detections(path: Path, raw_scores: bool = False) -> np.ndarray:
     return det
 
 
-def read_seqinfo(path: Path) -> tuple[float, int]:
-    """(frame rate, sequence length) from a MOTChallenge seqinfo.ini."""
+def read_seqinfo(path: Path) -> tuple[float, int, tuple[int, int] | None]:
+    """(frame rate, sequence length, frame size or None) from a MOTChallenge seqinfo.ini; the size is the
+    optional imWidth and imHeight."""
     cp = configparser.ConfigParser()
     try:
         if not cp.read(path):
             raise FirmwareError(f"{path}: cannot read seqinfo.ini")
         seq = cp["Sequence"]
-        return float(seq["frameRate"]), int(seq["seqLength"])
+        fps, frames = float(seq["frameRate"]), int(seq["seqLength"])
     except (KeyError, ValueError, configparser.Error) as e:
         raise FirmwareError(f"{path}: needs [Sequence] with frameRate and seqLength ({e})") from e
+    try:
+        w, h = int(seq["imWidth"]), int(seq["imHeight"])
+    except (KeyError, ValueError):
+        return fps, frames, None
+    return fps, frames, ((w, h) if w > 0 and h > 0 else None)
 
 
-def track(det: np.ndarray, fps: float, frames: int, config: TrackerConfig | None = None) -> np.ndarray:
-    """MOTChallenge result rows (frame, id, x, y, w, h) for every frame 1..frames."""
+def track(det: np.ndarray, fps: float, frames: int, config: TrackerConfig | None = None,
+          frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """MOTChallenge result rows (frame, id, x, y, w, h) for every frame 1..frames (of `frame_size` pixels,
+    when known: see Tracker.update)."""
     tracker = Tracker(config)
     order = np.argsort(det[:, 0], kind="stable")
     det = det[order]
@@ -69,7 +79,7 @@ def track(det: np.ndarray, fps: float, frames: int, config: TrackerConfig | None
     out = []
     for f in range(1, frames + 1):
         d = det[bounds[f - 1]:bounds[f]]
-        for t in tracker.update(d[:, 1:5], d[:, 5], 1.0 / fps):
+        for t in tracker.update(d[:, 1:5], d[:, 5], 1.0 / fps, frame_size):
             x0, y0, x1, y1 = t.box
             out.append((f, t.track_id, x0, y0, x1 - x0, y1 - y0))
     return np.array(out, dtype=np.float64).reshape(-1, 6)
@@ -101,11 +111,11 @@ def _cmd_track(args: argparse.Namespace) -> int:
         from firmware.config import load
 
         cfg = load(args.config).tracker
-    fps, frames = read_seqinfo(args.seqinfo)
+    fps, frames, size = read_seqinfo(args.seqinfo)
     det = read_detections(args.det, args.raw_scores)
     if len(det) and det[:, 0].max() > frames:
         raise ConfigError(f"{args.det}: detections for frame {int(det[:, 0].max())}, but seqinfo says {frames}")
-    rows = track(det, fps, frames, cfg)
+    rows = track(det, fps, frames, cfg, size)
     write_results(rows, args.out)
     print(f"{len(rows)} boxes in {len(np.unique(rows[:, 1]))} tracks over {frames} frames -> {args.out}",
           file=sys.stderr)

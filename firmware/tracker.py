@@ -176,6 +176,13 @@ _XYWH = np.array([[0.5, 0.0, -1.0, 0.0], [0.0, 0.5, 0.0, -1.0], [0.5, 0.0, 1.0, 
 _XYXY = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [-0.5, 0.0, 0.5, 0.0], [0.0, -0.5, 0.0, 0.5]])
 
 
+def _inside(cx: float, cy: float, hw: float, hh: float, frame: tuple[float, float]) -> float:
+    """The share of the box (centre, half width and height) inside a frame (width, height) at the origin."""
+    w = min(cx + hw, frame[0]) - max(cx - hw, 0.0)
+    h = min(cy + hh, frame[1]) - max(cy - hh, 0.0)
+    return max(w, 0.0) * max(h, 0.0) / (4.0 * hw * hh)
+
+
 class Tracker:
     """`update(boxes, scores, dt)` -> the confirmed tracks seen this tick. `ended()` -> ids of tracks that
     ended since the last call (for dwell times)."""
@@ -193,6 +200,7 @@ class Tracker:
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
         self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
         self._limits = _Limits(*(_const(getattr(self.config, name)) for name in _Limits._fields))
+        self._frame: tuple[float, float] | None = None  # (width, height), once update() has been told
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -201,8 +209,14 @@ class Tracker:
         out, self._ended = self._ended, []
         return out
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float) -> list[Track]:
+    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float,
+               frame_size: tuple[float, float] | None = None) -> list[Track]:
+        """`boxes` (N,4 pixels, xyxy) and their `scores`, seen `dt` seconds after the last call; `frame_size`, the
+        (width, height) of the image the boxes are in, kept from the last call that gave it: a coasting track whose
+        prediction is more than half out of the frame is not reported (the person has left)."""
         cfg = self.config
+        if frame_size is not None:
+            self._frame = frame_size
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         z = boxes @ _XYWH  # centre and size
@@ -491,11 +505,13 @@ class Tracker:
 
     def _report(self) -> list[Track]:
         out = []
-        coast = self.config.coast_s
+        coast, frame = self.config.coast_s, self._frame
         for i, st, r in zip(self._ids.tolist(), self._state.tolist(), self._f.tolist(), strict=True):  # plain floats
             if st != _TRACKED and not (coast and st == _LOST and r[_UNSEEN] <= coast):
                 continue
             cx, cy, hw, hh = r[0], r[1], max(r[2], 1.0) / 2, max(r[3], 1.0) / 2
+            if st == _LOST and frame is not None and _inside(cx, cy, hw, hh, frame) < 0.5:
+                continue  # a guess of where a person out of the frame is: nothing to report
             # The foot point moves with the centre plus half the height's rate.
             out.append(Track(i, (cx - hw, cy - hh, cx + hw, cy + hh), r[_SCORE], (r[4], r[5] + r[7] / 2), r[_AGE],
                              int(r[_HITS]), r[_UNSEEN]))

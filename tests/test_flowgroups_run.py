@@ -202,8 +202,8 @@ def test_loop_track_hooks_see_this_ticks_tracks_with_the_pixels_alive(shared_dat
     returned: list = []
     real_update = loop.tracker.update
 
-    def update(boxes, scores, dt):
-        returned.append(real_update(boxes, scores, dt))
+    def update(boxes, scores, dt, frame_size=None):
+        returned.append(real_update(boxes, scores, dt, frame_size))
         return returned[-1]
 
     loop.tracker.update = update  # type: ignore[method-assign]

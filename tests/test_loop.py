@@ -118,16 +118,19 @@ def test_a_coasting_track_is_neither_released_nor_counted_and_keeps_its_id():
         def close(self) -> None:
             pass
 
-    class Spy(Tracker):  # what the tracker itself reports, tick by tick
-        def update(self, boxes, scores, dt):
-            out = super().update(boxes, scores, dt)
+    class Spy(Tracker):  # what the tracker itself reports, tick by tick, and the frame size it is told
+        def update(self, boxes, scores, dt, frame_size=None):
+            out = super().update(boxes, scores, dt, frame_size)
             reported.append(out)
+            sizes.add(frame_size)
             return out
 
     clock = FakeClock(start_wall=1_700_000_000.0)
     reported: list = []
+    sizes: set = set()
     got: list = []
-    loop = make_loop(clock, SyntheticCamera(clock, frames=30), Blinking({15, 16, 17}), sinks=[got.append],
+    camera = SyntheticCamera(clock, frames=30)
+    loop = make_loop(clock, camera, Blinking({15, 16, 17}), sinks=[got.append],
                      detect_hz=10.0, emit_hz=10.0)
     loop.tracker = Spy(TrackerConfig(coast_s=1.0))
     loop.run()
@@ -137,3 +140,4 @@ def test_a_coasting_track_is_neither_released_nor_counted_and_keeps_its_id():
     before = {r.pseudonym for r in got[13].records}
     after = {r.pseudonym for r in got[17].records}
     assert before and before == after
+    assert sizes == {camera.source_size}  # the boxes' frame, so a guess that has left it is not reported

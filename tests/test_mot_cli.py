@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from firmware.app import main
-from firmware.mot import read_detections
+from firmware.mot import read_detections, read_seqinfo
 
 
 def test_track_writes_motchallenge_results_a_scorer_accepts(shared_data, tmp_path, capsys):
@@ -40,3 +40,10 @@ def test_unbounded_scores_become_ranks_unless_raw(tmp_path):
     assert read_detections(det, raw_scores=True)[:, 5].tolist() == [50, -3, 120]
     with pytest.raises(Exception, match="cannot read"):
         read_detections(tmp_path / "missing.txt")
+
+
+def test_seqinfo_gives_the_frame_size_when_it_has_one(tmp_path, shared_data):
+    assert read_seqinfo(shared_data / "mot/MOT15/KITTI-13/seqinfo.ini") == (10.0, 340, (1242, 375))
+    bare = tmp_path / "seqinfo.ini"
+    bare.write_text("[Sequence]\nframeRate=25\nseqLength=71\n")
+    assert read_seqinfo(bare) == (25.0, 71, None)  # the tracker then reports coasting tracks wherever they go

@@ -411,6 +411,30 @@ def test_perspective_keeps_a_person_the_car_drives_past():
         assert min(overlaps) == 0.0  # constant image velocity lags the growing, speeding box and loses it
 
 
+def test_a_coasting_track_that_has_left_the_frame_is_not_reported():
+    """A person walks out of the right edge of a 640 px frame at 200 px/s; the detector loses them as they go.
+    Told the frame's size, the tracker stops reporting the guess once it is more than half outside; a person
+    lost in the middle of the frame still coasts."""
+    none = (np.zeros((0, 4)), np.zeros(0))
+
+    def walk_out(size):
+        tr = Tracker(TrackerConfig(coast_s=0.5, max_lost_s=1.0))
+        for k in range(8):  # the box's right edge reaches 620
+            x = 420.0 + 20 * k
+            tr.update(np.array([[x, 100.0, x + 60, 250.0]]), np.array([0.9]), 0.1, size)
+        return [[t.box for t in tr.update(*none, 0.1)] for _ in range(4)]
+    told, untold = walk_out((640, 480)), walk_out(None)
+    assert [len(c) for c in untold] == [1, 1, 1, 1]  # the guess runs on, out of the picture
+    assert all(untold[k][0][0] > 600 for k in (2, 3))  # (its left edge past 600: more than half outside)
+    assert [len(c) for c in told] == [1, 1, 0, 0]
+    assert told[:2] == untold[:2]  # still half inside: reported as before
+
+    tr = Tracker(TrackerConfig(coast_s=0.5, max_lost_s=1.0))
+    for k in range(8):
+        tr.update(np.array([[200.0 + 5 * k, 100.0, 260.0 + 5 * k, 250.0]]), np.array([0.9]), 0.1, (640, 480))
+    assert [len(tr.update(*none, 0.1)) for _ in range(4)] == [1, 1, 1, 1]  # the frame size is kept
+
+
 def test_the_perspective_prediction_is_constant_velocity_in_the_world():
     """A seen track whose height grows at 0.5/s (its rate well out of its noise): over dt = 0.1 s, a = 0.95,
     its centre moves by dt v / a, its size grows by dt vh / a, and its rates grow by 1 / a^2 (so cx/h and 1/h
