@@ -354,6 +354,8 @@ def test_the_correction_in_plain_floats_is_the_vectorized_one_to_the_bit(monkeyp
     tr._f[[1, 4], 21] = [0.8, 2.0]  # unseen past refound_after_s: they take the straight path's velocity
     idx, det = np.array([4, 0, 1, 5]), np.array([2, 0, 5, 1])
     z, scores = boxes + rng.normal(0, 3, (6, 4)), rng.uniform(0, 1, 6)
+    side = np.sign(z[det, 0] - tr._f[idx, 0])
+    tr._f[idx, 25] = side * [9.0, 9.0, 9.0, -9.0]  # row 0 off the same side again: it lags; row 5 does not
     before = tr._f.copy()
     tr._correct(idx, det, z, scores, 0.1)
     rows = tr._f.tolist()
@@ -361,6 +363,10 @@ def test_the_correction_in_plain_floats_is_the_vectorized_one_to_the_bit(monkeyp
     monkeypatch.setattr(tracker, "_FEW_ROWS", 0)
     tr._correct(idx, det, z, scores, 0.1)
     assert rows == tr._f.tolist() and rows != before.tolist()
+    tr._f = before.copy()
+    tr.config = TrackerConfig(lag_sigma=0)
+    tr._correct(idx, det, z, scores, 0.1)
+    assert tr._f[0].tolist() != rows[0] and tr._f[5, :25].tolist() == rows[5][:25]  # the lag test ran on row 0
 
 
 def test_camera_motion_estimate_finds_the_common_shift_despite_a_mismatch_and_shrinks_noise_to_nothing():
@@ -407,8 +413,42 @@ def test_perspective_keeps_a_person_the_car_drives_past():
     for seed in range(5):
         ids, overlaps = roadside_overlaps(TrackerConfig(perspective=True), seed)
         assert len(ids) == 1 and min(overlaps) >= 0.4  # one track, on the person every tick
-        ids, overlaps = roadside_overlaps(TrackerConfig(perspective=False), seed)
+        ids, overlaps = roadside_overlaps(TrackerConfig(perspective=False, lag_sigma=0), seed)
         assert min(overlaps) == 0.0  # constant image velocity lags the growing, speeding box and loses it
+        # The lag test alone catches up with it too, on evidence, a sighting later than the prediction would.
+        ids, overlaps = roadside_overlaps(TrackerConfig(perspective=False), seed)
+        assert len(ids) == 1 and min(overlaps) >= 0.4
+
+
+def standing(cfg: TrackerConfig) -> Tracker:
+    """A tracker that has seen one person stand still (box 40x100 at x 100) for a second at 10 Hz."""
+    tr = Tracker(cfg)
+    for _ in range(10):
+        tr.update(np.array([[100.0, 100.0, 140.0, 200.0]]), np.array([0.9]), 0.1)
+    return tr
+
+
+def test_two_sightings_off_the_same_side_widen_the_estimate_and_jitter_does_not():
+    """The person steps right: 15 px (2 deviations off the prediction), then 30 (2.8): the second sighting
+    finds the track lagging, so it widens the horizontal estimate and pulls position and velocity harder than
+    the plain filter. Sightings that alternate sides (a jittery detector) leave the filter exactly as it is."""
+    def walk(cfg, offsets):
+        tr = standing(cfg)
+        for o in offsets:
+            tr.update(np.array([[100.0 + o, 100.0, 140.0 + o, 200.0]]), np.array([0.9]), 0.1)
+        return tr._f[0]
+    on, off = walk(TrackerConfig(), [15]), walk(TrackerConfig(lag_sigma=0), [15])
+    assert on[:25].tolist() == off[:25].tolist() and on[25] > 1.5  # one sighting off: nothing yet
+    on, off = walk(TrackerConfig(), [15, 30]), walk(TrackerConfig(lag_sigma=0), [15, 30])
+    assert 150 - on[0] < 0.75 * (150 - off[0])  # closer to the sighting (centre 150) ...
+    assert on[4] > 1.2 * off[4] > 0  # ... and faster
+    assert on[8] > off[8]  # and less sure
+    on, off = walk(TrackerConfig(), [15, -15, 15, -15]), walk(TrackerConfig(lag_sigma=0), [15, -15, 15, -15])
+    assert on[:25].tolist() == off[:25].tolist()
+    with pytest.raises(ValueError, match="lag_fade"):
+        TrackerConfig(lag_fade=0.5).validate()
+    with pytest.raises(ValueError, match="lag_sigma"):
+        TrackerConfig(lag_sigma=-1.0).validate()
 
 
 def test_a_coasting_track_that_has_left_the_frame_is_not_reported():
