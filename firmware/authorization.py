@@ -139,11 +139,12 @@ class Authorizer:
         self._revoked = frozenset(config.revoked_token_ids) | frozenset(revoked)
         self._key = _public_key(config.customer_public_key) if config.customer_public_key else None
 
-    def verify(self, token: str, now: float, *, accept_future: bool = False) -> Grant:
+    def verify(self, token: str, now: float, *, accept_future: bool = False, revoked: Collection[str] = ()) -> Grant:
         """The grant a token carries, valid at `now` (or, with `accept_future`, from a later not_before: a
-        customer may authorize ahead); raises AuthorizationRefused (audited) otherwise."""
+        customer may authorize ahead); raises AuthorizationRefused (audited) otherwise. `revoked`: ids withdrawn
+        since this Authorizer was made (the token store's, read under its lock), refused as well."""
         try:
-            grant = self._check(token, now, accept_future)
+            grant = self._check(token, now, accept_future, frozenset(revoked))
         except AuthorizationRefused as e:
             self._audit.append("authorization_refused", now, reason=e.reason, detail=e.detail,
                                claimed_token_id=_token_id_or_none(token))
@@ -159,7 +160,7 @@ class Authorizer:
         self._audit.append("authorization_used", now, token_id=grant.token_id, purpose=purpose,
                            rate_per_hour=grant.rate_per_hour, expires=grant.expires)
 
-    def _check(self, token: str, now: float, accept_future: bool) -> Grant:
+    def _check(self, token: str, now: float, accept_future: bool, revoked: frozenset[str]) -> Grant:
         payload, fields = _parse(token)
         if self._key is None:
             raise AuthorizationRefused("no-customer-key", "no customer public key is configured on this device")
@@ -169,12 +170,13 @@ class Authorizer:
             raise AuthorizationRefused(
                 "bad-signature", "the signature does not match the customer's key (altered or foreign token)"
             ) from None
-        return self._check_fields(fields, now, accept_future)
+        return self._check_fields(fields, now, accept_future, revoked)
 
-    def _check_fields(self, f: Mapping[str, Any], now: float, accept_future: bool) -> Grant:
+    def _check_fields(self, f: Mapping[str, Any], now: float, accept_future: bool,
+                      revoked: frozenset[str]) -> Grant:
         if f["device_id"] != self.device_id:
             raise AuthorizationRefused("wrong-device", f"issued for device {f['device_id']!r}, not this one")
-        if f["token_id"] in self._revoked:
+        if f["token_id"] in self._revoked or f["token_id"] in revoked:
             raise AuthorizationRefused("revoked", f"token {f['token_id']!r} was revoked by the customer")
         if f["expires"] <= f["not_before"]:
             raise AuthorizationRefused("empty", f"expires ({f['expires']}) is not after not_before ({f['not_before']})")

@@ -139,13 +139,15 @@ def token_text(arg: str) -> str:
 
 def accept(store: TokenStore, authorizer: Authorizer, token: str, now: float) -> Grant:
     """Verifies `token` (audited) and stores it; a token with the same id is replaced. Raises
-    AuthorizationRefused (nothing stored changes) or TokenStoreError."""
-    held = store.read().tokens
-    if len(held) >= MAX_TOKENS and _token_id(token) not in {_token_id(t) for t in held}:
-        raise TokenStoreError(f"the device holds {MAX_TOKENS} tokens already; revoke old ones first")
-    grant = authorizer.verify(token, now, accept_future=True)
+    AuthorizationRefused (nothing stored changes) or TokenStoreError. The check and the write are one step
+    under the store's lock, against the revocations stored at that moment: a `revoke` that lands while the
+    token is being taken in (another process, or the cloud's relay) is never undone by it."""
     with store.changing() as box:
-        kept = [t for t in box[0].tokens if _token_id(t) != grant.token_id]
+        held = box[0].tokens
+        if len(held) >= MAX_TOKENS and _token_id(token) not in {_token_id(t) for t in held}:
+            raise TokenStoreError(f"the device holds {MAX_TOKENS} tokens already; revoke old ones first")
+        grant = authorizer.verify(token, now, accept_future=True, revoked=box[0].revoked)
+        kept = [t for t in held if _token_id(t) != grant.token_id]
         box[0] = StoredTokens((*kept, token), box[0].revoked)
     log.info("sampling authorization %s stored: %d per hour", grant.token_id, grant.rate_per_hour)
     return grant

@@ -97,6 +97,23 @@ def test_a_bad_token_is_refused_with_its_reason_and_the_stored_ones_stay(tmp_pat
     assert _events(tmp_path)[-1]["fields"]["reason"] == reason
 
 
+def test_a_revoke_that_lands_while_a_token_is_taken_in_is_not_undone(tmp_path: Path) -> None:
+    """`umbra samples authorize` (or the cloud relay) builds its Authorizer from the store, then another process
+    revokes the token before it is stored: the store's revocation, read under its lock, still refuses it."""
+    key = Ed25519PrivateKey.generate()
+    cfg = load(_config(tmp_path, public_key_b64(key)))
+    store, log = store_for(cfg, tmp_path), audit.AuditLog(tmp_path / "audit.jsonl")
+    token = sign_token(key, device_id=DEV, rate_per_hour=3, not_before=T0, expires=T0 + 86400, token_id="late")
+    auth = authorizer_for(cfg, store, log)  # knows of no revocation yet
+    revoke(store, "late", T0 + 5, log)  # the customer withdraws it meanwhile
+    before = store.path.read_bytes()
+    with pytest.raises(AuthorizationRefused) as info:
+        accept(store, auth, token, T0 + 10)
+    assert info.value.reason == "revoked"
+    assert store.path.read_bytes() == before and store.read().tokens == ()
+    assert [e["event"] for e in _events(tmp_path)] == ["authorization_revoked", "authorization_refused"]
+
+
 def test_load_drops_expired_tokens_audited_and_keeps_future_ones(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     cfg = load(_config(tmp_path, public_key_b64(key)))
