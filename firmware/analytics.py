@@ -250,7 +250,7 @@ class Analytics:
         if second != self._last_second:  # 1 Hz sampling for occupancy and the heatmap
             self._last_second = second
             w.samples += 1
-            cells = np.floor(g.xy / self.config.heatmap_cell_m).astype(np.int64) if len(ids) else []
+            cells = np.floor(g.xy / self.config.heatmap_cell_m).astype(np.int64) if len(ids) else np.zeros((0, 2), int)
             for j, (tid, zone) in enumerate(zip(ids, zones, strict=True)):
                 if zone is not None:
                     w.present[tid][zone].append(w.samples)

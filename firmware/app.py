@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from firmware.errors import FirmwareError
 
@@ -85,7 +87,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     base = args.config.resolve().parent
     clock = SystemClock()
     files: list = []
-    sinks, emit_aggregates = [], []
+    sinks: list = []
+    emit_aggregates: list[Callable[[Iterable[Mapping[str, Any]]], object]] = []
     sync = None
     if cfg.sync.enabled:
         from firmware.service import SyncService
@@ -99,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sinks.append(JsonlSink(out))
     if cfg.output.aggregates_file:
         agg = _open_append(cfgmod.resolve_path(cfg.output.aggregates_file, base), files)
-        emit_aggregates.append(lambda recs, f=agg: f.writelines(json.dumps(r) + "\n" for r in recs))
+        emit_aggregates.append(functools.partial(_write_json_lines, agg))
     from firmware.devicekey import audit_log_for
 
     audit = audit_log_for(cfg, base)  # its head signed with the device key when there is one
@@ -186,6 +189,10 @@ def _start_ota(cfg, base: Path, loop, sync):
     scheduler = agent.Scheduler(run_check, cfg.ota.check_every_s)
     scheduler.start()
     return scheduler
+
+
+def _write_json_lines(f: IO[str], records: Iterable[Mapping[str, Any]]) -> None:
+    f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 def _open_append(path: Path, files: list):

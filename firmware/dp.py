@@ -13,7 +13,7 @@ from typing import Protocol
 
 
 class RandomSource(Protocol):
-    def randrange(self, stop: int) -> int: ...
+    def randrange(self, stop: int, /) -> int: ...
 
 
 SYSTEM = secrets.SystemRandom()

@@ -275,8 +275,10 @@ def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
     """The image as the cloud will see it: through the sample's JPEG encoding and back."""
     import cv2
 
-    jpeg = encode_sample(rgb, quality)
-    return np.ascontiguousarray(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
+    bgr = cv2.imdecode(np.frombuffer(encode_sample(rgb, quality), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("the sample's own JPEG does not decode")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def fit_main(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:

@@ -476,7 +476,7 @@ class Tracker:
                 lag.append(k)
         f[:, _LAG] = now
         if lag:
-            f[np.ix_(lag, _FADE_COLS)] *= self.config.lag_fade
+            f[np.array(lag)[:, None], _FADE_COLS] *= self.config.lag_fade
 
     def _correct_rows(self, idx: np.ndarray, det: np.ndarray, z: np.ndarray, scores: np.ndarray, dt: float) -> None:
         """`_correct` in plain floats, row by row and coordinate by coordinate, each step as `_correct` orders it

@@ -49,7 +49,7 @@ def build(src: Path, out: Path, version: str, hardware: list[str], min_from: str
     files = sorted(p for p in src.rglob("*") if p.is_file())
     if not files:
         raise OtaError(f"{src} holds no files to release")
-    entries = {}
+    entries: dict[str, dict[str, int | str]] = {}
     for p in files:
         data = p.read_bytes()
         entries[p.relative_to(src).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "length": len(data)}

@@ -73,7 +73,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_check)
     p = sub.add_parser("timestamp", help="re-sign the timestamp (run daily)")
     p.add_argument("--repo", type=Path, required=True)
-    p.set_defaults(func=lambda a: (Repository(a.repo).refresh_timestamp(), 0)[1])
+    p.set_defaults(func=_timestamp)
+
+
+def _timestamp(args: argparse.Namespace) -> int:
+    Repository(args.repo).refresh_timestamp()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,6 +199,8 @@ class DeviceAgent:
         if args.get("device_id") != self.state.get("device_id"):
             raise Refusal("bad_args", "device_id differs from the one the key was made for")
         try:
+            if not isinstance(pins, dict) or not isinstance(root, str) or not isinstance(key, dict):
+                raise ValueError("pins and signing_key are maps, fleet_root_public_key a string")
             verify_pin_message(pins, pki.load_root_public(root))
             batch_key = BatchKey.from_json(key)
             if not isinstance(ota_root, bytes) or len(ota_root) > 64 * 1024:

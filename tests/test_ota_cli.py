@@ -35,5 +35,8 @@ def test_the_ops_flow_from_init_to_a_halted_rollout(tmp_path, capsys):
     root_v = json.loads((repo / "public/metadata/root.json").read_text())["signed"]["version"]
     assert main(["ota", "rotate-keys", "--repo", str(repo), "--role", "timestamp"]) == 0
     assert json.loads((repo / "public/metadata/root.json").read_text())["signed"]["version"] == root_v + 1
+    ts_v = json.loads((repo / "public/metadata/timestamp.json").read_text())["signed"]["version"]
+    assert main(["ota", "timestamp", "--repo", str(repo)]) == 0  # the daily re-signing
+    assert json.loads((repo / "public/metadata/timestamp.json").read_text())["signed"]["version"] > ts_v
     assert main(["ota", "init", "--repo", str(repo)]) == 2  # never over an existing repository
     assert "already holds" in capsys.readouterr().err
