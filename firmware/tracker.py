@@ -32,7 +32,7 @@ _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
 _POS, _VEL, _P11, _P12, _P22 = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
 _AGE, _UNSEEN, _SCORE, _HITS = 20, 21, 22, 23
 _ONE = 24  # a constant 1, so the prediction's clocks are part of its product
-_LAG = 25  # the last sighting's horizontal innovation, in deviations (0 after a gap; see _correct)
+_LAG = 25  # the last sighting's horizontal innovation, in deviations (0 after a gap; see _lag)
 _CAMERA_MIN_PX = 0.25  # a camera-motion correction under this many pixels (and 0.1% in size) is left out
 _COLS = 26
 _FEW_ROWS = 6  # a correction of at most this many tracks runs in plain floats (see _correct_rows)
@@ -194,8 +194,8 @@ def _inside(cx: float, cy: float, hw: float, hh: float, frame: tuple[float, floa
 
 
 class Tracker:
-    """`update(boxes, scores, dt)` -> the confirmed tracks seen this tick. `ended()` -> ids of tracks that
-    ended since the last call (for dwell times)."""
+    """`update(boxes, scores, dt[, frame_size])` -> the confirmed tracks seen this tick, and those coasting
+    (`Track.unseen_s` > 0). `ended()` -> ids of tracks that ended since the last call (for dwell times)."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
