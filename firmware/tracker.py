@@ -193,6 +193,15 @@ def _inside(cx: float, cy: float, hw: float, hh: float, frame: tuple[float, floa
     return max(w, 0.0) * max(h, 0.0) / (4.0 * hw * hh)
 
 
+def _lag_test(last: float, innov: float, s: float, unseen: float, next_tick: float,
+              sigma: float) -> tuple[float, bool]:
+    """One track's lag test (Tracker._lag) on its horizontal innovation `innov` of variance `s`: this sighting's
+    innovation in deviations (0 after a gap: there is no run to continue), and whether it and the `last` one
+    both fell off the same side by more than `sigma` deviations."""
+    nu = innov / math.sqrt(s) if unseen <= next_tick else 0.0
+    return nu, last * nu > 0.0 and min(abs(last), abs(nu)) > sigma
+
+
 class Tracker:
     """`update(boxes, scores, dt[, frame_size])` -> the confirmed tracks seen this tick, and those coasting
     (`Track.unseen_s` > 0). `ended()` -> ids of tracks that ended since the last call (for dwell times)."""
@@ -421,11 +430,11 @@ class Tracker:
         one plus the innovation over the time unseen. The filter's own gain after a long gap is a little short of
         that, and the velocity it carried through the gap (from before the occlusion) keeps too much weight. A
         few tracks (the usual tick) in plain floats, as numpy's per-call cost would dominate: `_correct_rows`,
-        the same arithmetic."""
+        the same arithmetic. A track that lags horizontally first has that estimate's uncertainty widened
+        (`_lag`)."""
         if len(idx) <= _FEW_ROWS:
             self._correct_rows(idx, det, z, scores, dt)
             return
-        # (A track that lags horizontally first has that estimate's uncertainty widened: _lag.)
         f, z, scores = self._f[idx], z[det], scores[det]
         r = np.maximum(z[:, 3:4], 1.0)
         r *= self.config.meas_noise
@@ -470,9 +479,9 @@ class Tracker:
         # (In plain floats, as _correct_rows does it: a few numbers a row, where numpy's per-call cost dominates.)
         for k, (d, v, unseen, last) in enumerate(zip(innov.tolist(), s.tolist(), f[:, _UNSEEN].tolist(),
                                                      f[:, _LAG].tolist(), strict=True)):
-            nu = d / math.sqrt(v) if unseen <= next_tick else 0.0  # (after a gap: no run to continue)
+            nu, lags = _lag_test(last, d, v, unseen, next_tick, sigma)
             now.append(nu)
-            if last * nu > 0.0 and min(abs(last), abs(nu)) > sigma:
+            if lags:
                 lag.append(k)
         f[:, _LAG] = now
         if lag:
@@ -495,9 +504,8 @@ class Tracker:
                 p11, p12 = row[8 + c], row[12 + c]
                 s = p11 + r
                 if c == 0 and lag_sigma:  # (_lag)
-                    nu = (zs[0] - row[0]) / math.sqrt(s) if unseen <= next_tick else 0.0
-                    last, row[_LAG] = row[_LAG], nu
-                    if last * nu > 0.0 and min(abs(last), abs(nu)) > lag_sigma:
+                    row[_LAG], lags = _lag_test(row[_LAG], zs[0] - row[0], s, unseen, next_tick, lag_sigma)
+                    if lags:
                         p11 *= fade
                         p12 *= fade
                         row[16] *= fade
