@@ -21,10 +21,11 @@ import numpy as np
 
 from bench import data
 from bench.motscore import load_gt, score
+from firmware.mot import read_seqinfo
 from firmware.tracker import Tracker
 
 Step = Callable[[np.ndarray, float], list[tuple[int, np.ndarray]]]
-Size = tuple[int, int]  # a sequence's frame (width, height)
+Size = tuple[int, int] | None  # a sequence's frame (width, height); None: its seqinfo.ini does not say
 
 
 def umbra_tracker(fps: float, size: Size) -> Step:
@@ -118,15 +119,9 @@ def _fps(gt: Path) -> float:
 
 
 def _seqinfo(gt: Path) -> tuple[float, Size]:
-    """(frame rate, frame size) from the seqinfo.ini beside a gt folder (30 fps, 1920x1080 without one)."""
-    import configparser
-
-    cp = configparser.ConfigParser()
-    cp.read(gt.parent.parent / "seqinfo.ini")
-    if "Sequence" not in cp:
-        return 30.0, (1920, 1080)
-    seq = cp["Sequence"]
-    return float(seq["frameRate"]), (int(seq["imWidth"]), int(seq["imHeight"]))
+    """(frame rate, frame size) from the seqinfo.ini beside a gt folder, as `umbra track` reads it."""
+    fps, _, size = read_seqinfo(gt.parent.parent / "seqinfo.ini")
+    return fps, size
 
 
 MOT15 = ("PETS09-S2L1", "ETH-Sunnyday", "KITTI-13", "TUD-Campus")
