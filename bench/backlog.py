@@ -1,7 +1,7 @@
 """Backlog and cost: how fast the device drains a long-offline outbox to the reference cloud, with how much
 memory, and what enqueueing and a routine 30 s upload cycle cost.
 
-The reference cloud runs as its own process (`python -m bench.cloud serve`, real mutual TLS with pins on
+The reference cloud runs as its own process (`python -m cloud serve`, real mutual TLS with pins on
 127.0.0.1) so this process measures only the device. PETS density: PETS09-S2L1 shows about 6 people at a
 time, 2 records per track per second, so about 12 records/s and ~1 million records in 24 h.
 
@@ -38,7 +38,7 @@ def track(i: int, t0: int) -> dict:
 
 def start_cloud(tmp: Path, port: int) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
-    p = subprocess.Popen([sys.executable, "-m", "bench.cloud", "serve", "--dir", str(tmp / "cloud"), "--port",
+    p = subprocess.Popen([sys.executable, "-m", "cloud", "serve", "--dir", str(tmp / "cloud"), "--port",
                           str(port)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -68,15 +68,16 @@ def measure_enqueue(outbox_cls, cfg_cls, tmp: Path, per_tx: int, n: int, sync: s
 
 
 async def device(args: argparse.Namespace, tmp: Path, port: int) -> None:
-    from bench.cloud.app import CloudConfig
-    from bench.cloud.harness import device_setup
-    from firmware.outbox import Outbox, OutboxConfig
-    from firmware.uploader import Uploader
+    from cloud.app import CloudConfig
+    from cloud.harness import device_setup
+    from firmware.config.sync import OutboxConfig
+    from firmware.sync.outbox import Outbox
+    from firmware.sync.uploader import Uploader
     from hal.clock import SystemClock
 
     class _CloudFiles:  # device_setup needs only the PKI paths of the cloud the other process made
         def __init__(self) -> None:
-            from firmware import pki
+            from trust import pki
 
             self.pki = pki.DevPkiPaths(tmp / "cloud" / "pki")
             self.config = CloudConfig(data_dir=str(tmp / "cloud"))

@@ -28,8 +28,8 @@ from scipy.optimize import linear_sum_assignment
 
 from bench.counting import Crossing, crossing_events, paths_from_records, record_paths
 from bench.replay import Replay
-from firmware.geometry import LineConfig
-from firmware.tracker import iou_matrix
+from firmware.config.sensing import LineConfig
+from firmware.sensing.tracker import iou_matrix
 
 WINDOW_S = 4.0  # a counted crossing matches a true one on the same line and way at most this far apart
 SIDE_S = 3.0  # who a track follows is read over this long on each side of a crossing

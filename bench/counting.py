@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.geometry import LineConfig
-from firmware.quantize import cell_centre
+from firmware.config.sensing import LineConfig
+from firmware.sensing.quantize import cell_centre
 
 Key = tuple[str, str]  # (line name, "+" or "-")
 

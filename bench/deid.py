@@ -3,7 +3,7 @@
     python -m bench.deid [--out out/deid] [--data DIR]
 
 For each photo (cut to 4:3 and sized to the 640x480 main stream): persons found by the person detector
-(score >= its threshold) and faces found by BlazeFace, then `firmware.samples.deidentify`, then both
+(score >= its threshold) and faces found by BlazeFace, then `firmware.samples.taking.deidentify`, then both
 detectors again. Prints the counts and, after blurring, the best person score inside any blurred region
 and the number of faces anywhere. Saves `<name>_before.png` and `<name>_after.png` (the after image is the
 JPEG-encoded sample, decoded) into the output folder.
@@ -40,7 +40,7 @@ def person_detector():  # noqa: ANN201 - a hal Detector
                           num_threads=d.threads)
 
 
-def person_finder(detector):  # noqa: ANN001, ANN201 - a hal Detector -> firmware.samples.PersonFinder
+def person_finder(detector):  # noqa: ANN001, ANN201 - a hal Detector -> firmware.samples.taking.PersonFinder
     """The de-identification's re-check: the detector's persons above PERSON_THRESHOLD, normalized."""
     return lambda rgb: detect_persons(detector, rgb).boxes
 
@@ -68,7 +68,7 @@ def run_photo(path: Path, persons, faces, verify_faces) -> dict:  # noqa: ANN001
     """De-identifies one photo; returns the figures and the before/after images."""
     import cv2
 
-    from firmware.samples import deidentify_regions, encode_sample, fit_main
+    from firmware.samples.taking import deidentify_regions, encode_sample, fit_main
 
     rgb = fit_main(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
     before_p = detect_persons(persons, rgb)

@@ -11,7 +11,7 @@ import random
 import time
 from fractions import Fraction
 
-from firmware.dp import discrete_gaussian, discrete_laplace, laplace_pmf
+from firmware.privacy.dp import discrete_gaussian, discrete_laplace, laplace_pmf
 
 
 def chi_square_p(samples, pmf) -> float:

@@ -26,14 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.flowgroups import (
-    FlowGroupConfig,
-    FlowGroupWindow,
-    FlowHasher,
-    effective_groups,
-    estimate_transitions,
-    fit_basis,
-)
+from firmware.config.flows import FlowGroupConfig
+from firmware.flows.groups import FlowGroupWindow, FlowHasher, effective_groups, estimate_transitions, fit_basis
 
 KEY = b"bench-device-key"
 ZONES = ("left", "right")

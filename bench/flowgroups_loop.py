@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
-from firmware.assemble import build_loop
+from firmware.cli.assemble import build_loop
 from firmware.config import load
-from firmware.flowgroups import FlowGroupConfig
-from firmware.flowhook import build_flow_hook
+from firmware.config.flows import FlowGroupConfig
+from firmware.flows.hook import build_flow_hook
 from hal.clock import FakeClock
 
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
@@ -95,8 +95,8 @@ def one_run(cfg, frames: int, embedder: TimedEmbedder | None, seed: int = 0) -> 
 
 def consistency(cfg, embedder, seeds: int = 3) -> None:  # noqa: ANN001
     """Per window, each released track's (zone, group), captured by a recording FlowGroupWindow (bench only)."""
-    from firmware import flowhook
-    from firmware.flowgroups import FlowGroupWindow
+    from firmware.flows import hook as flowhook
+    from firmware.flows.groups import FlowGroupWindow
 
     log: list[tuple[int, dict[int, int]]] = []
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
-from firmware.assemble import build_detector, build_loop, model_input_size
+from firmware.cli.assemble import build_detector, build_loop, model_input_size
 from firmware.config import load
 from hal.clock import FakeClock
 from hal.synthetic import SyntheticCamera, SyntheticCrowd

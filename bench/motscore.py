@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.tracker import iou_matrix
+from firmware.sensing.tracker import iou_matrix
 
 
 def load_gt(path: Path) -> np.ndarray:

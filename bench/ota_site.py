@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.cloud.harness import CloudThread
-from firmware.tls import PinStore, client_context
+from cloud.harness import CloudThread
 from hal.clock import SystemClock
 from ota import bundle
 from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
 from ota.repo import Repository
 from ota.slots import DirectoryBootControl
+from trust.tls import PinStore, client_context
 
 HW = "umbra-pi4"
 
@@ -33,7 +33,7 @@ class Site:
         self.root = self.repo.init()
         self.cloud = CloudThread(tmp / "cloud", SystemClock(), ota_dir=str(self.repo.public))
         p = self.cloud.cloud.pki
-        from firmware import pki
+        from trust import pki
 
         pins = PinStore(str(p.pins), pki.root_public_b64(pki.load_root_key(p.root_key)))
         self.fetcher = PinnedFetcher(client_context(p.ca_cert, p.device_cert, p.device_key), pin_checker(pins.pins))

@@ -3,7 +3,7 @@ published table for this kind of sensor.
 
 Data: the shared ETH/UCY pedestrian trajectories (five real scenes, 36 minutes, world coordinates) and the
 PETS09-S2L1 ground truth, each scene one zone (or, with `--zones 4`, four quadrants at its median x and y) with
-two count lines (through the medians), fed to `firmware.analytics` tick by tick (2.5 Hz) as the loop would,
+two count lines (through the medians), fed to `firmware.privacy.analytics` tick by tick (2.5 Hz) as the loop would,
 in 15-minute (the default) and 1-minute windows. The trajectories
 are ground truth, so the figures isolate what privacy costs; the sensor's own errors (tracking and counting
 on PETS09: `umbra bench run`) come on top, as they do in the published figures.
@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
-from firmware.accountant import Accountant
-from firmware.analytics import Analytics, PrivacyConfig
-from firmware.dp import laplace_pmf
-from firmware.geometry import Geometry, GeometryConfig, LineConfig, ZoneConfig
-from firmware.loop import TickResult
-from firmware.quantize import GroundState
+from firmware.config.privacy import PrivacyConfig
+from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
+from firmware.privacy.accountant import Accountant
+from firmware.privacy.analytics import Analytics
+from firmware.privacy.dp import laplace_pmf
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import TickResult
+from firmware.sensing.quantize import GroundState
 
 SCENES = ("biwi_eth", "biwi_hotel", "crowds_zara01", "crowds_zara02", "students001")
 PUBLISHED = {  # configuration -> (occupancy accuracy, flow accuracy), the published table
@@ -220,7 +222,7 @@ def ceiling(scenes: list[Scene], window: int, epsilon: float, caps=(15, 30, 45, 
     when the occupancy stream's whole epsilon goes to the mean (no peak, no suppression, no zone bound), as
     1 - E|discrete Laplace noise - truncation loss| / true, exactly from the noise's distribution; the best
     cap for the scene mean, picked in hindsight (a device cannot). The device does better by picking its cap
-    per window from the noised dwell histogram (firmware.analytics.presence_cap); this line shows by how much."""
+    per window from the noised dwell histogram (firmware.privacy.analytics.presence_cap); this line shows by how much."""
     main = [sc for sc in scenes if not sc.name.startswith("PETS")] or scenes
     per_cap = []
     for cap in caps:

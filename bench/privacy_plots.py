@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.accountant import Accountant
-from firmware.analytics import Analytics, PrivacyConfig
+from firmware.config.privacy import PrivacyConfig
+from firmware.privacy.accountant import Accountant
+from firmware.privacy.analytics import Analytics
 
 
 def _release(sc, window: int) -> list[dict]:

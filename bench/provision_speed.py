@@ -13,11 +13,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import pki
-from firmware.keys import BatchKey
 from provisioning.agent import DeviceAgent
 from provisioning.fakepty import FakeDevice
 from provisioning.station import FileCA, FleetSettings, Station, StationLog, wire_time_s
+from trust import pki
+from trust.keys import BatchKey
 
 BAUD = 115_200
 

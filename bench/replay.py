@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
-from firmware.assemble import JsonlSink, build_loop
+from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import UmbraConfig, load
-from firmware.loop import TickResult
+from firmware.sensing.loop import TickResult
 from hal.clock import FakeClock
 from hal.detections import Detections
 from hal.frame import Frame

@@ -19,10 +19,10 @@ import numpy as np
 from bench import data
 from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
 from bench.motscore import load_gt, score
-from firmware.assemble import JsonlSink, build_loop
-from firmware.audit import AuditLog, verify
+from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import load
-from firmware.frameaudit import FrameAuditSink
+from firmware.privacy.audit import AuditLog, verify
+from firmware.privacy.frameaudit import FrameAuditSink
 from hal.clock import FakeClock
 
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             frames_audit.flush(clock.wall())
             cloud_line = sync.finish() if sync else "  cloud: not run (--no-cloud)"
     print(summary(cfg, loop, stats, recorder, elapsed, records_path))
-    from firmware.analytics import release_counts
+    from firmware.privacy.analytics import release_counts
 
     print(f"  aggregates ({cfg.privacy.window_s} s windows, k={cfg.privacy.k}, epsilon {cfg.privacy.epsilon} per "
           f"release): {release_counts(aggregates)}")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _audit(out: Path, key_file: str) -> AuditLog:
     """A fresh privacy audit log per bench run, its head signed with the bench device's key when it has one."""
-    from firmware.devicekey import device_signer
+    from trust.devicekey import device_signer
 
     for stale in out.glob("audit.jsonl*"):
         stale.unlink()
@@ -119,9 +119,9 @@ def _audit(out: Path, key_file: str) -> AuditLog:
 
 def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
     """Aggregates beside the tracks, with a fresh budget file per bench run."""
-    from firmware.accountant import Accountant
-    from firmware.analytics import Analytics
-    from firmware.geometry import Geometry
+    from firmware.privacy.accountant import Accountant
+    from firmware.privacy.analytics import Analytics
+    from firmware.sensing.geometry import Geometry
 
     budget = out / "privacy-budget.sqlite"
     for stale in out.glob("privacy-budget.sqlite*"):
@@ -140,9 +140,10 @@ class BenchSync:
         import random
         import shutil
 
-        from bench.cloud.harness import CloudThread, device_setup
-        from firmware.outbox import Outbox, OutboxConfig
-        from firmware.uploader import Uploader
+        from cloud.harness import CloudThread, device_setup
+        from firmware.config.sync import OutboxConfig
+        from firmware.sync.outbox import Outbox
+        from firmware.sync.uploader import Uploader
 
         shutil.rmtree(folder, ignore_errors=True)  # each bench run starts from a fresh cloud and device
         self.clock = clock

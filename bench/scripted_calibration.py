@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from bench import data
-from firmware.tracker import iou_matrix
+from firmware.sensing.tracker import iou_matrix
 
 
 def measure(dets: list[np.ndarray], gt: np.ndarray, threshold: float) -> dict[str, float]:

@@ -58,10 +58,11 @@ class SetClock:
 
 
 def child(args: argparse.Namespace) -> int:
-    from firmware.outbox import Outbox, OutboxConfig
-    from firmware.tls import TlsConfig
-    from firmware.uploader import Uploader, UploaderConfig
+    from firmware.config.sync import OutboxConfig, UploaderConfig
+    from firmware.sync.outbox import Outbox
+    from firmware.sync.uploader import Uploader
     from hal.clock import FakeClock
+    from trust.tls import TlsConfig
 
     logging.basicConfig(level=logging.ERROR)  # upload failures during outages are expected here
     d = Path(args.dir) / "device"
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parent(args: argparse.Namespace, tmp: Path) -> int:
-    from bench.cloud.app import DEV_DEVICE, Cloud, CloudConfig
-    from bench.cloud.harness import device_setup
+    from cloud.app import DEV_DEVICE, Cloud, CloudConfig
+    from cloud.harness import device_setup
 
     rng = random.Random(args.seed)
     clock = SetClock(time.time())

@@ -21,8 +21,8 @@ import numpy as np
 
 from bench import data
 from bench.motscore import load_gt, score
-from firmware.mot import read_seqinfo
-from firmware.tracker import Tracker
+from firmware.sensing.mot import read_seqinfo
+from firmware.sensing.tracker import Tracker
 
 Step = Callable[[np.ndarray, float], list[tuple[int, np.ndarray]]]
 Size = tuple[int, int] | None  # a sequence's frame (width, height); None: its seqinfo.ini does not say

@@ -149,7 +149,7 @@ def _download(m: ModelManifest, fetch: Fetcher) -> Path:
 def write_file(dest: Path, data: bytes) -> None:
     """Writes `data` to `dest` whole or not at all: a temporary file beside it, synced, then renamed over it, so
     a power cut leaves the old file or the new one. (Standard library only, like the rest of this module, which
-    the set-up uses before the project's dependencies are installed; firmware.pki.write_atomic is the
+    the set-up uses before the project's dependencies are installed; trust.pki.write_atomic is the
     firmware's own, which also syncs the folder and can make the file private.)"""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")

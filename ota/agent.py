@@ -9,39 +9,17 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
+from ota.config import OtaConfig
 from ota.errors import OtaError, Refused
 from ota.health import HealthResult, check
 from ota.slots import BootControl, DirectoryBootControl, TrybootBootControl
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class OtaConfig:
-    enabled: bool = False
-    base_url: str = ""  # the OTA repository, e.g. https://cloud.example:8443/ota
-    hardware: str = "umbra-pi4"
-    version_floor: str = "0"  # never install below this version, whatever is signed
-    state_dir: str = "/var/lib/umbra/ota"
-    trusted_root: str = "/var/lib/umbra/provisioning/ota_root.json"  # embedded at provisioning
-    boot: str = "tryboot"  # "tryboot" (Raspberry Pi firmware A/B) or "directory:<path>" (bench)
-    check_every_s: float = 6 * 3600.0
-    health_deadline_s: float = 300.0
-    max_restarts: int = 3  # more systemd restarts than this during the trial fails it
-
-    def validate(self) -> None:
-        if self.enabled and not self.base_url.startswith("https://"):
-            raise ValueError("base_url: the https:// address of the OTA repository")
-        if not (self.boot == "tryboot" or self.boot.startswith("directory:")):
-            raise ValueError("boot: 'tryboot' or 'directory:<path>'")
-        if self.check_every_s < 60 or self.health_deadline_s < 10:
-            raise ValueError("check_every_s >= 60 and health_deadline_s >= 10")
 
 
 def make_boot(spec: str, base: Path | None = None) -> BootControl:
@@ -53,7 +31,7 @@ def make_boot(spec: str, base: Path | None = None) -> BootControl:
 
 def make_client(cfg: OtaConfig, tls: Any, boot: BootControl, device_id: str, version: str) -> OtaClient:
     """The device's client: its TLS identity and pins (the uploader's), its embedded root."""
-    from firmware.tls import PinStore, client_context
+    from trust.tls import PinStore, client_context
 
     fetcher = PinnedFetcher(client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version),
                             pin_checker(PinStore(tls.pins_file, tls.fleet_root_public_key).pins))

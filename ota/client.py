@@ -248,8 +248,8 @@ class OtaClient:
 
 
 def pin_checker(pins: Callable[[], frozenset[str]]) -> Callable[[bytes], None]:
-    """A `pin_check` for PinnedFetcher from the device's pin store (firmware.tls.PinStore.pins)."""
-    from firmware.pki import spki_sha256_der_cert
+    """A `pin_check` for PinnedFetcher from the device's pin store (trust.tls.PinStore.pins)."""
+    from trust.pki import spki_sha256_der_cert
 
     def check(der: bytes) -> None:
         got = spki_sha256_der_cert(der)

@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Protocol
 
-from firmware.pki import write_atomic
 from ota.errors import OtaError
+from trust.files import write_atomic
 
 SLOTS = ("a", "b")
 

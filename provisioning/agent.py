@@ -21,9 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from firmware import pki
 from provisioning.framing import Deframer, FrameError
 from provisioning.protocol import OPS, VERSION, ProvisioningError, pack, unpack
+from trust import pki
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ class DeviceAgent:
     def _op_set_config(self, args: dict) -> dict[str, Any]:
         if self.state["state"] not in ("certified", "configured"):
             raise Refusal("wrong_state", "install the certificate chain first")
-        from firmware.keys import BatchKey
-        from firmware.tls import verify_pin_message
+        from trust.keys import BatchKey
+        from trust.tls import verify_pin_message
 
         url, pins, root, ota_root, key = (args.get(k) for k in
                                           ("cloud_url", "pins", "fleet_root_public_key", "ota_root", "signing_key"))

@@ -23,9 +23,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from firmware import pki
 from hal.serial import open_serial
 from provisioning.protocol import Client, ProvisioningError
+from trust import pki
 
 STEPS = ("hello", "generate_key", "sign", "install_chain", "set_config", "verify", "self_test", "lock")
 Progress = Callable[[str, str, int, int], None]  # (port, step, index, total)
@@ -67,7 +67,7 @@ class FleetSettings:
     """What every device of the fleet is told at provisioning."""
 
     cloud_url: str
-    pins_message: dict[str, Any]  # signed by the fleet root key (firmware.pki.sign_pin_update)
+    pins_message: dict[str, Any]  # signed by the fleet root key (trust.pki.sign_pin_update)
     fleet_root_public_key: str
     ota_root: bytes  # the TUF root metadata the device will trust
     signing_key: Callable[[str], dict[str, Any]]  # device id -> its first batch-signing key (from the cloud)

@@ -61,14 +61,14 @@ def _init_ca(args: argparse.Namespace) -> int:
 
 
 def load_fleet(path: Path) -> FleetSettings:
-    from firmware.keys import BatchKey
+    from trust.keys import BatchKey
 
     doc = json.loads(path.read_text())
     ota_root = Path(doc["ota_root"]).read_bytes() if doc.get("ota_root") else b"{}"
 
     def key_for(device_id: str) -> dict[str, Any]:
         if doc.get("cloud_data"):
-            from bench.cloud.store import Store
+            from cloud.store import Store
 
             key = BatchKey.generate(time.time(), 30 * 86_400)
             Store(Path(doc["cloud_data"]) / "cloud.sqlite").add_key(device_id, key)

@@ -9,13 +9,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from firmware.accountant import Accountant, BudgetError
-from firmware.analytics import Analytics, PrivacyConfig, threshold
-from firmware.dp import discrete_laplace, laplace_tail
-from firmware.geometry import Crossing, Geometry, GeometryConfig, LineConfig, ZoneConfig
-from firmware.loop import TickResult
-from firmware.quantize import GroundState
+from firmware.config.privacy import PrivacyConfig
+from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
+from firmware.privacy.accountant import Accountant, BudgetError
+from firmware.privacy.analytics import Analytics, threshold
+from firmware.privacy.dp import discrete_laplace, laplace_tail
 from firmware.schemas import validate
+from firmware.sensing.geometry import Crossing, Geometry
+from firmware.sensing.loop import TickResult
+from firmware.sensing.quantize import GroundState
 
 GEO = Geometry(GeometryConfig(
     zones=(ZoneConfig("west", ((-10, -10), (0, -10), (0, 10), (-10, 10))),
@@ -172,7 +174,7 @@ def test_privacy_bench_ceiling_is_the_truncation_loss_plus_the_noise():
 def test_presence_cap_follows_the_noised_dwell_histogram():
     """The cap is the least candidate that at most ceil(3.5 / e_mean) people stayed beyond (5 at 0.8), from
     the noised histogram alone; the most is presence_cap_s, and never more than the window's samples."""
-    from firmware.analytics import fine_edges, presence_cap
+    from firmware.privacy.analytics import fine_edges, presence_cap
 
     cfg = PrivacyConfig()
     edges = fine_edges(cfg)

@@ -8,19 +8,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from firmware.accountant import Accountant
-from firmware.analytics import (
-    Analytics,
-    PrivacyConfig,
-    fine_edges,
-    live_buckets,
-    threshold,
-    truncation_estimate,
-)
-from firmware.dp import discrete_laplace, laplace_tail
-from firmware.geometry import Geometry, GeometryConfig, ZoneConfig
-from firmware.loop import TickResult
-from firmware.quantize import GroundState
+from firmware.config.privacy import PrivacyConfig
+from firmware.config.sensing import GeometryConfig, ZoneConfig
+from firmware.privacy.accountant import Accountant
+from firmware.privacy.analytics import Analytics, fine_edges, live_buckets, threshold, truncation_estimate
+from firmware.privacy.dp import discrete_laplace, laplace_tail
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import TickResult
+from firmware.sensing.quantize import GroundState
 
 SITE = Geometry(GeometryConfig(zones=(ZoneConfig("site", ((-10, -10), (10, -10), (10, 10), (-10, 10))),)))
 EDGES = [30.0, 60.0, 120.0, 240.0, 480.0]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import audit
-from firmware.authorization import public_key_b64
-from firmware.frameaudit import FrameAudit
+from firmware.privacy import audit
+from firmware.privacy.frameaudit import FrameAudit
+from firmware.samples.authorization import public_key_b64
 
 
 def _make_log(tmp_path: Path, n: int = 6, signer=None) -> Path:

@@ -13,9 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import audit, pki
-from firmware.app import main
-from firmware.devicekey import KeyFileSigner, device_signer, key_b64
+from firmware.cli.main import main
+from firmware.privacy import audit
+from trust import pki
+from trust.devicekey import KeyFileSigner, device_signer, key_b64
 
 NOW = dt.datetime(2027, 1, 15, tzinfo=dt.UTC)
 
@@ -187,7 +188,7 @@ def test_two_writers_on_one_log_keep_one_chain(tmp_path: Path, device) -> None:
 
 
 def test_no_device_key_runs_unsigned_and_says_so(tmp_path: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="firmware.devicekey"):
+    with caplog.at_level(logging.WARNING, logger="trust.devicekey"):
         assert device_signer(str(tmp_path / "missing.key"), tmp_path / "audit.jsonl") is None
     assert "NOT signed" in caplog.text
 

@@ -9,7 +9,7 @@ import pytest
 from bench.countexplain import explain
 from bench.counting import crossing_events
 from bench.replay import pets_config, replay
-from firmware.geometry import LineConfig
+from firmware.config.sensing import LineConfig
 
 FPS = 7
 

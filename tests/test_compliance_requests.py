@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware import audit
-from firmware.authorization import Grant
-from firmware.compliance import (
+from firmware.privacy import audit
+from firmware.privacy.compliance import (
     ComplianceError,
     HeldItem,
     SubjectRequest,
@@ -19,6 +18,7 @@ from firmware.compliance import (
     generate_dpia,
     lookup,
 )
+from firmware.samples.authorization import Grant
 
 T0 = 1_800_000_000
 

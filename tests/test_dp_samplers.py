@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from firmware.dp import (
+from firmware.privacy.dp import (
     bernoulli_exp,
     discrete_gaussian,
     discrete_laplace,
@@ -108,7 +108,7 @@ def test_mechanism_and_helpers():
 def test_default_randomness_is_the_os_csprng():
     import secrets
 
-    from firmware import dp
+    from firmware.privacy import dp
 
     assert isinstance(dp.SYSTEM, secrets.SystemRandom)
 

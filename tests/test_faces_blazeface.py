@@ -83,7 +83,7 @@ def test_bad_input_and_bad_config_are_refused(tmp_path: Path) -> None:
 
 
 def test_scripted_faces_fake_drives_deidentification() -> None:
-    from firmware.samples import deidentify, deidentify_regions
+    from firmware.samples.taking import deidentify, deidentify_regions
     from hal.faces import ScriptedFaces
 
     rng = np.random.default_rng(0)

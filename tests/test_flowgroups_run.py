@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from firmware import schemas
-from firmware.assemble import build_loop
+from firmware.cli.assemble import build_loop
 from firmware.config import load
-from firmware.flowgroups import FlowGroupConfig
-from firmware.flowhook import FlowGroupHook, build_flow_hook
-from firmware.geometry import Geometry
+from firmware.config.flows import FlowGroupConfig
+from firmware.flows.hook import FlowGroupHook, build_flow_hook
+from firmware.sensing.geometry import Geometry
 from hal.clock import FakeClock
 from hal.embedder import Embedder, FakeEmbedder
 
@@ -172,7 +172,7 @@ def test_crops_are_spread_over_a_track_life_and_bounded_per_tick() -> None:
 
     hook = FlowGroupHook(replace(FLOW, window_s=3600, crop_gap_s=1.0), Recorder(), geometry, out.extend,
                          rng=np.random.default_rng(0))
-    from firmware.tracker import Track
+    from firmware.sensing.tracker import Track
     from hal.frame import Frame
 
     rng = np.random.default_rng(1)
@@ -217,9 +217,9 @@ def test_loop_track_hooks_see_this_ticks_tracks_with_the_pixels_alive(shared_dat
 
 
 def test_with_the_section_off_umbra_run_does_no_embedding_work(tmp_path, shared_data, monkeypatch) -> None:
-    from firmware import flowhook
-    from firmware.app import main
+    from firmware.cli.main import main
     from firmware.config import to_toml
+    from firmware.flows import hook as flowhook
 
     monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
     built: list[object] = []
@@ -256,7 +256,7 @@ def test_with_the_section_off_umbra_run_does_no_embedding_work(tmp_path, shared_
 def test_population_stats_give_the_basis_without_keeping_embeddings() -> None:
     """Exact (as fit_basis, up to signs) while the population's rank fits the kept rank; close beyond it on
     embedding-like data (a few strong directions in noise); small (no array near a frame's size)."""
-    from firmware.flowgroups import PopulationStats, fit_basis
+    from firmware.flows.groups import PopulationStats, fit_basis
 
     rng = np.random.default_rng(0)
     for n, tol in ((30, 1e-9), (400, 2e-2)):
@@ -279,11 +279,11 @@ def test_population_stats_give_the_basis_without_keeping_embeddings() -> None:
 def test_umbra_run_releases_flow_groups_that_the_reference_cloud_accepts(tmp_path, shared_data, monkeypatch):
     """End to end: `umbra run` with sync on and [flowgroups] on (the real embedder), a real reference cloud
     over mutual TLS; the cloud holds exactly the flow-group records the audit log says were released."""
-    from bench.cloud.app import DEV_DEVICE
-    from bench.cloud.harness import CloudThread, device_setup
-    from firmware.app import main
-    from firmware.audit import verify
+    from cloud.app import DEV_DEVICE
+    from cloud.harness import CloudThread, device_setup
+    from firmware.cli.main import main
     from firmware.config import to_toml
+    from firmware.privacy.audit import verify
     from hal.clock import SystemClock
 
     monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
@@ -326,7 +326,7 @@ def test_umbra_run_releases_flow_groups_that_the_reference_cloud_accepts(tmp_pat
 
 
 def test_the_dpia_of_the_running_config_states_flow_groups_only_when_on(shared_data) -> None:
-    from firmware.compliance import generate_dpia
+    from firmware.privacy.compliance import generate_dpia
 
     off = generate_dpia(pets_config(shared_data, FlowGroupConfig()))
     on = generate_dpia(pets_config(shared_data, replace(FLOW, window_s=60, min_count=7)))

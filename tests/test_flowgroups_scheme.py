@@ -9,14 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from firmware.flowgroups import (
-    FlowGroupConfig,
-    FlowGroupWindow,
-    FlowHasher,
-    effective_groups,
-    estimate_transitions,
-    fit_basis,
-)
+from firmware.config.flows import FlowGroupConfig
+from firmware.flows.groups import FlowGroupWindow, FlowHasher, effective_groups, estimate_transitions, fit_basis
 from hal.embedder import DIM, Embedder
 
 
@@ -116,7 +110,7 @@ def test_real_embedder_dequantizes_and_separates_different_people(shared_data: P
 def test_released_record_validates_against_its_schema(basis) -> None:
     import jsonschema
 
-    from firmware.flowgroups import RECORD_SCHEMA
+    from firmware.flows.groups import RECORD_SCHEMA
 
     cfg = FlowGroupConfig()
     win = FlowGroupWindow(cfg, 900)

@@ -4,8 +4,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.calibrate import fit_homography_from_mot
-from firmware.geometry import Geometry, GeometryConfig, LineConfig, ZoneConfig, segment_crossings
+from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
+from firmware.sensing.calibrate import fit_homography_from_mot
+from firmware.sensing.geometry import Geometry, segment_crossings
 
 
 def test_homography_maps_points_and_scale():

@@ -80,7 +80,7 @@ def test_bad_settings_and_models_are_refused(tmp_path):
 def test_pieces_of_people_cut_by_tile_edges_are_dropped_on_real_footage(shared_data):
     """vtest.avi frame 9 on 3x2 tiles overlapping by 0.3 (the bench config): plain NMS keeps two boxes cut by
     an inner tile edge that match no one in the ground truth; the detector drops them and nothing else."""
-    from firmware.tracker import iou_matrix
+    from firmware.sensing.tracker import iou_matrix
 
     cam = VideoCamera(shared_data / "video/vtest.avi", clock=FakeClock(), lores_size=(900, 600), main_size=None)
     cam.open()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.app import main
-from firmware.mot import read_detections, read_seqinfo
+from firmware.cli.main import main
+from firmware.sensing.mot import read_detections, read_seqinfo
 
 
 def test_track_writes_motchallenge_results_a_scorer_accepts(shared_data, tmp_path, capsys):

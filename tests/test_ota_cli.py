@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from firmware.app import main
+from firmware.cli.main import main
 from ota.repo import Repository
 from ota.rollout import position
 

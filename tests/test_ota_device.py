@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from bench.ota_site import Site
-from firmware import pki
-from firmware.app import main
+from firmware.cli.main import main
 from firmware.config import to_toml
 from firmware.schemas import validate
 from ota.agent import Scheduler, TrialMonitor, record, sensor_probes
 from ota.slots import DirectoryBootControl
+from trust import pki
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from firmware.loop import TickResult
+from firmware.sensing.loop import TickResult
 from ota.watchdog import Watchdog, notify
 
 

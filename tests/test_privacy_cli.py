@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from firmware.app import main
-from firmware.audit import verify
+from firmware.cli.main import main
 from firmware.config import to_toml
-from firmware.outbox import Outbox, OutboxConfig
-from firmware.records import QuantizedTrack
-from firmware.samples import sample_record
+from firmware.config.sync import OutboxConfig
+from firmware.privacy.audit import verify
+from firmware.samples.taking import sample_record
+from firmware.sensing.records import QuantizedTrack
+from firmware.sync.outbox import Outbox
 
 T0 = 1_700_000_000
 

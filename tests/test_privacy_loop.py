@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from firmware.geometry import Geometry, GeometryConfig
-from firmware.loop import LoopConfig, SensorLoop
-from firmware.pseudonym import Pseudonymizer
-from firmware.quantize import QuantizeConfig, Quantizer
-from firmware.tracker import Tracker, TrackerConfig
+from firmware.config.sensing import GeometryConfig, LoopConfig, QuantizeConfig, TrackerConfig
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import SensorLoop
+from firmware.sensing.pseudonym import Pseudonymizer
+from firmware.sensing.quantize import Quantizer
+from firmware.sensing.tracker import Tracker
 from hal.clock import FakeClock
 from hal.synthetic import SyntheticCamera, SyntheticCrowd
 

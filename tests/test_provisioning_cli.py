@@ -7,8 +7,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import pki
-from firmware.app import main
+from firmware.cli.main import main
+from trust import pki
 
 
 def test_init_run_and_show(tmp_path, capsys, monkeypatch):

@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from bench.cloud.harness import CloudThread
-from firmware import pki
-from firmware.keys import BatchKey
-from firmware.outbox import Outbox, OutboxConfig
-from firmware.tls import TlsConfig
-from firmware.uploader import Uploader, UploaderConfig
+from cloud.harness import CloudThread
+from firmware.config.sync import OutboxConfig, UploaderConfig
+from firmware.sync.outbox import Outbox
+from firmware.sync.uploader import Uploader
 from hal.clock import SystemClock
 from provisioning.agent import DeviceAgent
 from provisioning.fakepty import FakeDevice
 from provisioning.protocol import ProvisioningError
 from provisioning.station import STEPS, FileCA, FleetSettings, Station, StationLog
+from trust import pki
+from trust.keys import BatchKey
+from trust.tls import TlsConfig
 
 
 def fleet_for(root_key, pins_message, url="https://localhost:8443", keys=None) -> FleetSettings:

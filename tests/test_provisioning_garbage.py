@@ -12,13 +12,13 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import pki
-from firmware.keys import BatchKey
 from provisioning.agent import DeviceAgent
 from provisioning.fakepty import FakeDevice
 from provisioning.framing import MAX_BODY, Deframer, FrameError, decode, encode
 from provisioning.protocol import pack, unpack
 from provisioning.station import FileCA, FleetSettings, Station, StationLog
+from trust import pki
+from trust.keys import BatchKey
 
 
 @given(st.binary(max_size=MAX_BODY))

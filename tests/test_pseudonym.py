@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from firmware.pseudonym import Pseudonymizer
+from firmware.sensing.pseudonym import Pseudonymizer
 
 
 def seeded(seed):

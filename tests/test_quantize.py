@@ -11,10 +11,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.geometry import Geometry, GeometryConfig, ZoneConfig
-from firmware.pseudonym import Pseudonymizer
-from firmware.quantize import GroundState, QuantizeConfig, Quantizer
-from firmware.records import QuantizedTrack
+from firmware.config.sensing import GeometryConfig, QuantizeConfig, ZoneConfig
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.pseudonym import Pseudonymizer
+from firmware.sensing.quantize import GroundState, Quantizer
+from firmware.sensing.records import QuantizedTrack
 
 FIELDS = {"schema", "pseudonym", "epoch", "t", "cell", "grid_m", "size", "heading", "zone", "cls"}
 PETS_H = ((0.0534514045, -0.6041246, 88.5765506), (-0.139303754, -0.399810678, 120.417519),

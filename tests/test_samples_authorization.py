@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import audit
-from firmware.authorization import (
-    AuthorizationConfig,
-    AuthorizationRefused,
-    Authorizer,
-    _b64d,
-    _b64e,
-    public_key_b64,
-    sign_token,
-)
+from firmware.config.samples import AuthorizationConfig
+from firmware.privacy import audit
+from firmware.samples.authorization import AuthorizationRefused, Authorizer, _b64d, _b64e, public_key_b64, sign_token
 
 NOW = 1_800_000_000
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bench.deid import PERSON_THRESHOLD, detect_persons, inside_regions, person_detector, person_finder
-from firmware.samples import SamplesConfig, deidentify_regions, encode_sample, fit_main
+from firmware.config.samples import SamplesConfig
+from firmware.samples.taking import deidentify_regions, encode_sample, fit_main
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from firmware.app import _sample_hook
-from firmware.audit import AuditLog, verify
+from firmware.cli.main import _sample_hook
 from firmware.config import load
-from firmware.outbox import Outbox, OutboxConfig
+from firmware.config.sync import OutboxConfig
+from firmware.privacy.audit import AuditLog, verify
+from firmware.sync.outbox import Outbox
 from hal.detections import Detections
 from hal.frame import Frame
 

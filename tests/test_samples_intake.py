@@ -13,13 +13,22 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import audit
-from firmware.app import main
-from firmware.authorization import AuthorizationConfig, AuthorizationRefused, public_key_b64, sign_token
+from firmware.cli.main import main
+from firmware.cli.samples import load_customer_key
 from firmware.config import load, to_toml
-from firmware.grantstore import GrantRefresher, TokenStore, accept, authorizer_for, load_grants, revoke, store_for
-from firmware.samples import SampleScheduler, SamplesConfig
-from firmware.samples_cmd import load_customer_key
+from firmware.config.samples import AuthorizationConfig, SamplesConfig
+from firmware.privacy import audit
+from firmware.samples.authorization import AuthorizationRefused, public_key_b64, sign_token
+from firmware.samples.grantstore import (
+    GrantRefresher,
+    TokenStore,
+    accept,
+    authorizer_for,
+    load_grants,
+    revoke,
+    store_for,
+)
+from firmware.samples.taking import SampleScheduler
 
 T0 = 1_800_000_000 - (1_800_000_000 % 3600)  # an hour boundary
 DEV = "shop-7"
@@ -135,7 +144,7 @@ def test_load_drops_expired_tokens_audited_and_keeps_future_ones(tmp_path: Path)
 
 
 def test_a_damaged_token_file_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
-    from firmware.grantstore import TokenStoreError
+    from firmware.samples.grantstore import TokenStoreError
 
     store = TokenStore(tmp_path / "sampling_tokens.json")
     store.path.write_text('{"tokens": ["x"]')
@@ -193,8 +202,8 @@ def test_the_scheduler_uses_stored_grants_and_drops_a_revoked_one_at_once(tmp_pa
 def test_umbra_run_loads_the_stored_grants_and_signs_the_audit_head(tmp_path, shared_data, monkeypatch):
     """`umbra run` with a device key and a stored token: the token is re-verified at start (audited), the
     audit log names the device key, and its head verifies against the device certificate."""
-    from bench.cloud.app import DEV_DEVICE
-    from bench.cloud.harness import CloudThread, device_setup
+    from cloud.app import DEV_DEVICE
+    from cloud.harness import CloudThread, device_setup
     from hal.clock import SystemClock
 
     monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
@@ -267,10 +276,11 @@ def test_tokens_relayed_by_the_cloud_reach_the_sensor_and_a_withdrawal_too(tmp_p
     import asyncio
     import time
 
-    from bench.cloud.app import DEV_DEVICE
-    from bench.cloud.harness import CloudThread, device_setup
-    from firmware.outbox import Outbox, OutboxConfig
-    from firmware.uploader import Uploader
+    from cloud.app import DEV_DEVICE
+    from cloud.harness import CloudThread, device_setup
+    from firmware.config.sync import OutboxConfig
+    from firmware.sync.outbox import Outbox
+    from firmware.sync.uploader import Uploader
     from hal.clock import FakeClock
 
     clock = FakeClock(start_wall=time.time())
@@ -315,7 +325,7 @@ def test_tokens_relayed_by_the_cloud_reach_the_sensor_and_a_withdrawal_too(tmp_p
 
 
 def test_the_store_holds_at_most_its_limit_and_refuses_the_next_before_auditing_it(tmp_path: Path) -> None:
-    from firmware.grantstore import MAX_TOKENS, TokenStoreError
+    from firmware.samples.grantstore import MAX_TOKENS, TokenStoreError
 
     key = Ed25519PrivateKey.generate()
     cfg = load(_config(tmp_path, public_key_b64(key)))
@@ -338,7 +348,7 @@ def test_the_store_holds_at_most_its_limit_and_refuses_the_next_before_auditing_
 
 
 def test_a_damaged_token_file_does_not_stop_the_sensor(tmp_path: Path, caplog) -> None:
-    from firmware.grantstore import sensor_grants
+    from firmware.samples.grantstore import sensor_grants
 
     key = Ed25519PrivateKey.generate()
     cfg = load(_config(tmp_path, public_key_b64(key)))

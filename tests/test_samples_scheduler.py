@@ -12,21 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scipy import stats
 
-from firmware import audit
-from firmware.authorization import (
-    AuthorizationConfig,
-    AuthorizationRefused,
-    Authorizer,
-    public_key_b64,
-    sign_token,
-)
-from firmware.samples import (
-    SampleScheduler,
-    SamplesConfig,
-    SampleTaker,
-    purge_expired,
-    sample_record,
-)
+from firmware.config.samples import AuthorizationConfig, SamplesConfig
+from firmware.privacy import audit
+from firmware.samples.authorization import AuthorizationRefused, Authorizer, public_key_b64, sign_token
+from firmware.samples.taking import SampleScheduler, SampleTaker, purge_expired, sample_record
 from hal.detections import Detections
 
 T0 = 1_800_000_000 - (1_800_000_000 % 3600)  # an hour boundary
@@ -122,7 +111,7 @@ def test_taker_puts_a_deidentified_record_and_audits_it(tmp_path: Path) -> None:
 
 
 def test_record_names_the_authorization_it_was_taken_under() -> None:
-    from firmware.authorization import Grant
+    from firmware.samples.authorization import Grant
 
     rec = sample_record(b"\xff\xd8x", T0 + 5.7, Grant("tok-9", "dev-1", 4, T0, T0 + 10))
     assert rec["authorization"] == "tok-9" and rec["taken_at"] == T0 + 5
@@ -155,7 +144,7 @@ def test_config_validation() -> None:
 def test_sample_record_validates_against_its_schema() -> None:
     import jsonschema
 
-    from firmware.samples import RECORD_SCHEMA, encode_sample
+    from firmware.samples.taking import RECORD_SCHEMA, encode_sample
 
     jpeg = encode_sample(np.zeros((480, 640, 3), np.uint8))
     jsonschema.validate(sample_record(jpeg, T0), RECORD_SCHEMA)

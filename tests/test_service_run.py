@@ -7,9 +7,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.cloud.app import DEV_DEVICE
-from bench.cloud.harness import CloudThread, device_setup
-from firmware.app import main
+from cloud.app import DEV_DEVICE
+from cloud.harness import CloudThread, device_setup
+from firmware.cli.main import main
 from firmware.config import load, to_toml
 from hal.clock import SystemClock
 
@@ -46,7 +46,7 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     assert len(status) == 1 and status[0]["detector"] == "scripted"  # the first tick reports health
     assert [r for r in held if r["schema"] == "umbra.track/1"] == released
     # the partial window's aggregates were paid for at shutdown (whatever k let through)
-    from firmware.accountant import Accountant
+    from firmware.privacy.accountant import Accountant
 
     budget = Accountant(tmp_path / "budget.sqlite", {"occupancy": 1})
     assert budget.spent("occupancy", released[-1]["t"]) in (1, 2)  # 1 window, or 2 if a minute began mid-run
@@ -55,7 +55,7 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
             assert r["window_s"] == 60 and r["epsilon"] == 1.0
     # the privacy audit log: a valid chain with the frames the loop took and destroyed, the budget spent and
     # what was released
-    from firmware.audit import verify
+    from firmware.privacy.audit import verify
 
     assert verify(tmp_path / "audit.jsonl").ok
     entries = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]

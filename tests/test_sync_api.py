@@ -17,10 +17,10 @@ import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from bench.cloud.app import Cloud, CloudConfig
+from cloud.app import Cloud, CloudConfig
 from hal.clock import FakeClock
 
-OPENAPI = Path(__file__).resolve().parents[1] / "bench" / "cloud" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[1] / "cloud" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(OPENAPI)
 
 

@@ -16,15 +16,16 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from bench.cloud.app import DEV_DEVICE, Cloud, CloudConfig
-from bench.cloud.harness import device_setup
-from firmware import pki
-from firmware.keys import KeyRing, sign_headers
-from firmware.outbox import Outbox, OutboxConfig, OutboxError
-from firmware.records import QuantizedTrack
-from firmware.tls import PinnedConnector, PinStore, client_context
-from firmware.uploader import Uploader, parse_retry_after
+from cloud.app import DEV_DEVICE, Cloud, CloudConfig
+from cloud.harness import device_setup
+from firmware.config.sync import OutboxConfig
+from firmware.sensing.records import QuantizedTrack
+from firmware.sync.outbox import Outbox, OutboxError
+from firmware.sync.uploader import Uploader, parse_retry_after
 from hal.clock import FakeClock
+from trust import pki
+from trust.keys import KeyRing, sign_headers
+from trust.tls import PinnedConnector, PinStore, client_context
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -183,7 +184,7 @@ def test_keys_and_server_certificate_rotate_under_load(tmp_path: Path) -> None:
 
     cfg = {"key_lifetime_s": 400, "rotate_lead_s": 150}
     (n, keys_received, old), = [with_cloud(tmp_path, body, cloud_cfg=cfg, key_lead_s=60)]
-    store = __import__("bench.cloud.store", fromlist=["Store"]).Store(tmp_path / "cloud" / "cloud.sqlite")
+    store = __import__("cloud.store", fromlist=["Store"]).Store(tmp_path / "cloud" / "cloud.sqlite")
     assert store.count("records") == n == 2400 and store.count("duplicate_records") == 0
     assert keys_received >= 4  # 1800 s of flow with 400 s keys
     assert old[0] == 401 and old[1]["error"] == "key_expired"  # the first key, refused after its expiry

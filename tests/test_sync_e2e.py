@@ -1,5 +1,5 @@
 """End to end on 127.0.0.1: the sensor loop on the shared PETS09 footage (real video decode, scripted detector
-replaying the ground truth, real tracker and quantizer, built by firmware.assemble.build_loop) feeds the
+replaying the ground truth, real tracker and quantizer, built by firmware.cli.assemble.build_loop) feeds the
 outbox as a sink; the uploader sends every 30 s of (fake) clock over real mutual TLS with pins to the
 reference cloud; the cloud holds exactly what the loop released, in order, once."""
 
@@ -11,13 +11,14 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from bench.cloud.app import DEV_DEVICE, Cloud, CloudConfig
-from bench.cloud.harness import device_setup
-from firmware.assemble import build_loop
+from cloud.app import DEV_DEVICE, Cloud, CloudConfig
+from cloud.harness import device_setup
+from firmware.cli.assemble import build_loop
 from firmware.config import load
-from firmware.loop import TickResult
-from firmware.outbox import Outbox, OutboxConfig
-from firmware.uploader import Uploader
+from firmware.config.sync import OutboxConfig
+from firmware.sensing.loop import TickResult
+from firmware.sync.outbox import Outbox
+from firmware.sync.uploader import Uploader
 from hal.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,10 +7,11 @@ import asyncio
 import random
 import time
 
-from bench.cloud.app import DEV_DEVICE, Cloud, CloudConfig
-from bench.cloud.harness import device_setup
-from firmware.outbox import Outbox, OutboxConfig
-from firmware.uploader import Uploader
+from cloud.app import DEV_DEVICE, Cloud, CloudConfig
+from cloud.harness import device_setup
+from firmware.config.sync import OutboxConfig
+from firmware.sync.outbox import Outbox
+from firmware.sync.uploader import Uploader
 from hal.clock import FakeClock
 
 

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import schemas
-from firmware.loop import TickResult
-from firmware.outbox import Outbox, OutboxConfig, OutboxError
-from firmware.records import QuantizedTrack
+from firmware.config.sync import OutboxConfig
+from firmware.sensing.loop import TickResult
+from firmware.sensing.records import QuantizedTrack
+from firmware.sync.outbox import Outbox, OutboxError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ def test_full_outbox_drops_tracks_first_and_audit_last(tmp_path: Path) -> None:
 
 
 def test_sink_writes_one_tick(tmp_path: Path) -> None:
-    from firmware.quantize import GroundState
+    from firmware.sensing.quantize import GroundState
 
     with Outbox(OutboxConfig(path=str(tmp_path / "o.sqlite"))) as ob:
         recs = [QuantizedTrack("0" * 16, 0, 10, (0, 0), 0.5, "S", None, None)]
@@ -98,7 +99,7 @@ def test_sink_writes_one_tick(tmp_path: Path) -> None:
 
 CHILD = """
 import sys
-from firmware.outbox import Outbox, OutboxConfig, OutboxError
+from firmware.sync.outbox import Outbox, OutboxConfig, OutboxError
 ob = Outbox(OutboxConfig(path=sys.argv[1], validate_records=False))
 i = 0
 while True:
@@ -159,7 +160,7 @@ def test_every_record_schema_loads_and_refuses_junk() -> None:
 
 
 def test_samples_past_retention_are_purged_but_not_from_a_batch_in_flight(tmp_path: Path) -> None:
-    from firmware.samples import purge_expired, sample_record
+    from firmware.samples.taking import purge_expired, sample_record
 
     day = 86400
     now = 1_700_000_000 + 40 * day

@@ -12,15 +12,9 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import pki
-from firmware.tls import (
-    PinMismatch,
-    PinnedConnector,
-    PinStore,
-    PinUpdateRefused,
-    client_context,
-    server_context,
-)
+from trust import pki
+from trust.errors import PinMismatch, PinUpdateRefused
+from trust.tls import PinnedConnector, PinStore, client_context, server_context
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.tracker import Tracker, TrackerConfig, assign, iou_matrix
+from firmware.config.sensing import TrackerConfig
+from firmware.sensing.tracker import Tracker, assign, iou_matrix
 
 
 def walkers(frames: int, fps: float, rng: np.random.Generator, jitter: float = 1.0):
@@ -342,7 +343,7 @@ def test_camera_motion_carries_a_missed_person_along_with_a_panning_picture():
 def test_the_correction_in_plain_floats_is_the_vectorized_one_to_the_bit(monkeypatch):
     """A few tracks take their measurements in plain floats (numpy's per-call cost would dominate), many in
     arrays: the same arithmetic in the same order, so the same bits, a refound track's velocity included."""
-    import firmware.tracker as tracker
+    import firmware.sensing.tracker as tracker
 
     rng = np.random.default_rng(5)
     corner = rng.uniform(0, 400, (6, 2))
@@ -370,7 +371,7 @@ def test_the_correction_in_plain_floats_is_the_vectorized_one_to_the_bit(monkeyp
 
 
 def test_camera_motion_estimate_finds_the_common_shift_despite_a_mismatch_and_shrinks_noise_to_nothing():
-    from firmware import camera_motion
+    from firmware.sensing import camera_motion
 
     rng = np.random.default_rng(5)
     pred = np.column_stack((rng.uniform(50, 600, 8), rng.uniform(100, 300, 8), np.full(8, 40.0), np.full(8, 100.0)))

@@ -2,7 +2,7 @@
 
 Schemas here (`<kind>.json`): umbra.track/1, umbra.aggregate/1, umbra.audit/1, umbra.status/1, umbra.ota/1 and the
 envelope umbra.batch/1. The sample and flow-group schemas stay where their engineer defined them
-(`firmware.samples.RECORD_SCHEMA`, `firmware.flowgroups.RECORD_SCHEMA`) and are registered from there.
+(`firmware.samples.taking.RECORD_SCHEMA`, `firmware.flows.groups.RECORD_SCHEMA`) and are registered from there.
 
 `validate(record)` picks the schema by the record's `schema` field. jsonschema costs ~100 us a record,
 too slow for a 10,000 records/s drain, so each schema is also compiled into a plain-Python check for the
@@ -26,7 +26,7 @@ from firmware.errors import FirmwareError
 
 LOCAL = {"umbra.track/1": "track.json", "umbra.aggregate/1": "aggregate.json", "umbra.audit/1": "audit.json",
          "umbra.status/1": "status.json", "umbra.batch/1": "batch.json", "umbra.ota/1": "ota.json"}
-ELSEWHERE = {"umbra.sample/1": "firmware.samples", "umbra.flowgroups/1": "firmware.flowgroups"}
+ELSEWHERE = {"umbra.sample/1": "firmware.samples.taking", "umbra.flowgroups/1": "firmware.flows.groups"}
 RECORD_SCHEMAS = tuple(sorted(set(LOCAL) - {"umbra.batch/1"} | set(ELSEWHERE)))
 
 Check = Callable[[Any], bool]

@@ -1,1 +1,0 @@
-"""The reference cloud (see bench/cloud/app.py and openapi.yaml)."""

@@ -1,0 +1,36 @@
+"""`umbra-cloud serve` (or `python -m cloud serve`): the reference cloud on this machine.
+
+On first start it makes a development CA, server certificate (plus a backup key named in the pin set),
+a device certificate and key, the fleet root key that signs pin sets, and the dev device's first signing key,
+all under `<dir>/pki/`. Copy those to a bench device (or point its config at them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from cloud.app import Cloud, CloudConfig, serve_forever
+from hal.clock import SystemClock
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="umbra-cloud", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the HTTPS reference cloud")
+    s.add_argument("--dir", default="cloud-data", help="data folder (PKI, SQLite store, OTA repo)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8443)
+    s.add_argument("--ota-dir", default="", help="folder served at /ota/ (default <dir>/ota)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir), SystemClock())
+    try:
+        asyncio.run(serve_forever(cloud))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

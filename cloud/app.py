@@ -1,0 +1,297 @@
+"""The reference cloud: an aiohttp HTTPS server that requires fleet client certificates, verifies signed
+batches, validates records against the project's schemas, drops duplicates, stores what it accepts, rotates
+signing keys and device certificates, publishes the signed pin set and serves the OTA repository.
+
+The API is described in `cloud/openapi.yaml`. Every refusal is a 4xx JSON `{"error", "detail"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from cloud.store import Store
+from firmware import schemas
+from hal.clock import Clock
+from trust import pki
+from trust.keys import H_KEY, H_NONCE, H_SIG, H_TS, BatchKey, KeyRing, signature_ok
+from trust.tls import server_context
+
+log = logging.getLogger(__name__)
+
+DEV_DEVICE = "umbra-dev-0001"
+
+
+@dataclass(frozen=True, slots=True)
+class CloudConfig:
+    data_dir: str = "cloud-data"
+    host: str = "127.0.0.1"
+    port: int = 8443
+    hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")
+    key_lifetime_s: int = 86_400
+    rotate_lead_s: int = 7_200  # issue the next key this long before the current one expires (the overlap)
+    replay_window_s: int = 300
+    max_body_bytes: int = 8 * 1024 * 1024  # as sent (gzip)
+    max_inflated_bytes: int = 64 * 1024 * 1024
+    cert_days: int = 30
+    ota_dir: str = ""  # default: <data_dir>/ota
+
+    def validate(self) -> None:
+        if not 0 < self.rotate_lead_s < self.key_lifetime_s:
+            raise ValueError("rotate_lead_s: above 0 and below key_lifetime_s")
+        if not 10 <= self.replay_window_s <= 3600:
+            raise ValueError("replay_window_s: 10 to 3600")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port: 0 to 65535")
+
+
+class Refused(Exception):
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+
+
+def _json_error(e: Refused) -> web.Response:
+    return web.json_response({"error": e.error, "detail": e.detail}, status=e.status, headers=e.headers)
+
+
+class Cloud:
+    def __init__(self, config: CloudConfig, clock: Clock, *, insecure_identity_header: bool = False) -> None:
+        config.validate()
+        self.config = config
+        self.clock = clock
+        self.dir = Path(config.data_dir)
+        self.pki = pki.ensure_dev_pki(self.dir / "pki", config.hostnames, DEV_DEVICE)
+        self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
+        self.ota_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.dir / "cloud.sqlite")
+        self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
+        self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
+        self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
+        self.unavailable_until = 0.0  # wall time: answer 503 + Retry-After until then (outage simulation)
+        self.refusals: Counter[str] = Counter()
+        self.duplicate_batches = 0  # resends of batches already stored (acknowledged, not stored again)
+        if self.store.newest_key(DEV_DEVICE) is None:
+            ring = KeyRing(self.pki.root / "device_keys.json")
+            ring.add(self.issue_key(DEV_DEVICE), clock.wall())
+
+    # --- keys and certificates ------------------------------------------------------------------------------
+
+    def issue_key(self, device_id: str) -> BatchKey:
+        key = BatchKey.generate(self.clock.wall(), self.config.key_lifetime_s)
+        self.store.add_key(device_id, key)
+        return key
+
+    def next_key_for(self, device_id: str, used: BatchKey | None) -> BatchKey | None:
+        """The key the device should have next: a fresh one when the newest is near expiry."""
+        now = self.clock.wall()
+        newest = self.store.newest_key(device_id)
+        if newest is None or newest.expires - now <= self.config.rotate_lead_s:
+            newest = self.issue_key(device_id)
+        return None if used is not None and used.key_id == newest.key_id else newest
+
+    def rotate_server_cert(self, key_path: Path) -> str:
+        """Serve a new certificate for the key at `key_path` (e.g. the backup-pinned key); returns its pin.
+        New handshakes use it at once; connections already open keep the old one."""
+        key = pki.load_key(key_path)
+        cert = pki.issue_cert(self._ca_key, self._ca, key.public_key(), "umbra-cloud",
+                              pki.utcnow(), 825, server_names=self.config.hostnames)
+        pki.write_atomic(self.pki.server_cert, pki.cert_pem(cert))
+        pki.write_atomic(self.pki.server_key, pki.key_pem(key), private=True)
+        self.ssl.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+        return pki.spki_sha256(key.public_key())
+
+    # --- request helpers ------------------------------------------------------------------------------------
+
+    def _device(self, request: web.Request) -> str:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        if peer:
+            for rdn in peer.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        return str(v)
+        if self.insecure_identity_header and request.headers.get("X-Umbra-Device"):
+            return request.headers["X-Umbra-Device"][:64]
+        raise Refused(401, "unauthenticated", "a fleet client certificate is required")
+
+    def _check_signature(self, request: web.Request, device: str, body: bytes) -> BatchKey:
+        h = request.headers
+        if not all(x in h for x in (H_KEY, H_TS, H_NONCE, H_SIG)):
+            raise Refused(401, "unsigned", f"headers {H_KEY}, {H_TS}, {H_NONCE}, {H_SIG} are required")
+        now = self.clock.wall()
+        key = self.store.key(device, h[H_KEY])
+        if key is None:
+            raise Refused(401, "unknown_key", "this key id was never issued to this device; fetch /v1/keys/next")
+        if not key.valid_at(now):
+            raise Refused(401, "key_expired", "this key is no longer accepted; fetch /v1/keys/next")
+        try:
+            ts = int(h[H_TS])
+        except ValueError:
+            raise Refused(401, "bad_timestamp", f"{H_TS} must be whole Unix seconds") from None
+        window = self.config.replay_window_s
+        if abs(ts - now) > window:
+            raise Refused(401, "stale", f"timestamp is more than {window} s from the cloud's clock")
+        if not signature_ok(key, h, request.method, request.path, device, body):
+            raise Refused(401, "bad_signature", "the HMAC does not match the request (edited, or wrong key)")
+        if len(h[H_NONCE]) > 64 or self.store.seen_nonce(h[H_NONCE], ts, int(now) - 2 * window):
+            raise Refused(409, "replay", "this signed request was already received")
+        return key
+
+    def _inflate(self, request: web.Request, body: bytes) -> bytes:
+        enc = request.headers.get("Content-Encoding", "identity").lower()
+        if enc == "identity":
+            return body
+        if enc != "gzip":
+            raise Refused(415, "encoding", "Content-Encoding must be gzip or identity")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = d.decompress(body, self.config.max_inflated_bytes)
+        except zlib.error as e:
+            raise Refused(400, "bad_gzip", f"body is not valid gzip: {e}") from None
+        if d.unconsumed_tail:
+            raise Refused(413, "too_large", f"batch inflates beyond {self.config.max_inflated_bytes} bytes")
+        if not d.eof:
+            raise Refused(400, "bad_gzip", "gzip stream is truncated")
+        return out
+
+    def _parse_batch(self, device: str, raw: bytes) -> dict[str, Any]:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise Refused(400, "bad_json", f"body is not JSON: {e}") from None
+        try:
+            schemas.validate(doc, "umbra.batch/1")
+        except schemas.SchemaError as e:
+            raise Refused(422, "bad_batch", str(e)) from None
+        if doc["device_id"] != device:
+            raise Refused(403, "wrong_device", "device_id differs from the client certificate")
+        if len(doc["seqs"]) != len(doc["records"]) or len(set(doc["seqs"])) != len(doc["seqs"]):
+            raise Refused(422, "bad_batch", "seqs must be distinct and one per record")
+        for i, rec in enumerate(doc["records"]):
+            if rec.get("schema") not in schemas.RECORD_SCHEMAS:
+                raise Refused(422, "bad_record", f"records/{i}: unknown schema {rec.get('schema')!r}")
+            try:
+                schemas.validate(rec)
+            except schemas.SchemaError as e:
+                raise Refused(422, "bad_record", f"records/{i}: {e}") from None
+        return doc
+
+    # --- handlers -------------------------------------------------------------------------------------------
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        device = self._device(request)
+        now = self.clock.wall()
+        if now < self.unavailable_until:
+            wait = max(1, int(self.unavailable_until - now))
+            raise Refused(503, "unavailable", "the cloud is down for maintenance", {"Retry-After": str(wait)})
+        if request.content_type != "application/json":
+            raise Refused(415, "content_type", "Content-Type must be application/json")
+        body = await request.read()  # bounded by client_max_size (413 above it)
+        key = self._check_signature(request, device, body)
+        doc = self._parse_batch(device, self._inflate(request, body))
+        rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
+                for s, r in zip(doc["seqs"], doc["records"], strict=True)]
+        new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows)
+        self.duplicate_batches += not new
+        nxt = self.next_key_for(device, key)
+        return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
+                                  "next_key": nxt.to_json() if nxt else None})
+
+    async def keys_next(self, request: web.Request) -> web.Response:
+        device = self._device(request)
+        key = self.next_key_for(device, None)
+        assert key is not None
+        return web.json_response({"next_key": key.to_json()})
+
+    async def certificate(self, request: web.Request) -> web.Response:
+        device = self._device(request)
+        if (request.content_length or 0) > 16384:
+            raise Refused(413, "too_large", "a CSR is at most 16 KiB")
+        csr = await request.read()
+        try:
+            cert = pki.sign_csr(self._ca_key, self._ca, csr, pki.utcnow(), self.config.cert_days,
+                                expect_common_name=device)
+        except (pki.PkiError, ValueError) as e:
+            raise Refused(400, "bad_csr", str(e)) from None
+        return web.json_response({"certificate": pki.cert_pem(cert).decode("ascii")})
+
+    def authorize(self, device_id: str, token: str) -> str:
+        """The operator side: relay a customer's sampling token to a device (stored as is; the device verifies
+        it against the customer's key). Returns its token id."""
+        from firmware.samples.authorization import _token_id_or_none
+
+        token_id = _token_id_or_none(token.strip())
+        if token_id is None:
+            raise ValueError("not a sampling-authorization token (umbra.sampling-authorization/1)")
+        self.store.put_authorization(device_id, token_id, token.strip())
+        return token_id
+
+    def revoke_authorization(self, device_id: str, token_id: str) -> None:
+        self.store.put_authorization(device_id, token_id, None)
+
+    async def authorizations(self, request: web.Request) -> web.Response:
+        tokens, revoked = self.store.authorizations(self._device(request))
+        return web.json_response({"schema": "umbra.sampling-tokens/1", "tokens": tokens, "revoked": revoked})
+
+    async def pins(self, request: web.Request) -> web.Response:
+        self._device(request)
+        return web.json_response(pki.pins_message(self.pki.pins))
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "records": self.store.count("records")})
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Refused as e:
+            self.refusals[e.error] += 1
+            return _json_error(e)
+        except web.HTTPException as e:
+            if e.status >= 400:
+                self.refusals[str(e.status)] += 1
+                return web.json_response({"error": e.reason.lower().replace(" ", "_"), "detail": e.text or e.reason},
+                                         status=e.status, headers={k: v for k, v in e.headers.items()
+                                                                   if k in ("Allow", "Retry-After")})
+            raise
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
+        app.router.add_post("/v1/batches", self.ingest)
+        app.router.add_post("/v1/keys/next", self.keys_next)
+        app.router.add_post("/v1/certificate", self.certificate)
+        app.router.add_get("/v1/pins", self.pins)
+        app.router.add_get("/v1/authorizations", self.authorizations)
+        app.router.add_get("/v1/health", self.health)
+        app.router.add_static("/ota/", self.ota_dir, follow_symlinks=False, show_index=False)
+        return app
+
+    async def start(self, host: str | None = None, port: int | None = None,
+                    tls: bool = True) -> tuple[web.AppRunner, int]:
+        """Start serving; returns the runner (call `await runner.cleanup()`) and the bound port."""
+        runner = web.AppRunner(self.app(), access_log=None, auto_decompress=False)  # we inflate, bounded
+        await runner.setup()
+        site = web.TCPSite(runner, host or self.config.host, self.config.port if port is None else port,
+                           ssl_context=self.ssl if tls else None)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
+
+
+async def serve_forever(cloud: Cloud) -> None:
+    runner, port = await cloud.start()
+    log.warning("umbra-cloud on https://%s:%d (data in %s)", cloud.config.host, port, cloud.dir)
+    print(f"umbra-cloud serving https://{cloud.config.host}:{port}  CA {cloud.pki.ca_cert}  "
+          f"device cert {cloud.pki.device_cert}  keys {cloud.pki.root / 'device_keys.json'}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

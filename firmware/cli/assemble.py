@@ -1,0 +1,105 @@
+"""Wiring: build the devices and the loop from a config. Hardware implementations are imported here, on
+demand, so the rest of firmware/ imports on any laptop."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from firmware.config import UmbraConfig, resolve_path
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import FrameHook, SensorLoop, TickResult, TickSink
+from firmware.sensing.pseudonym import Pseudonymizer
+from firmware.sensing.quantize import Quantizer
+from firmware.sensing.tracker import Tracker
+from hal.camera import Camera
+from hal.clock import Clock
+from hal.detector import Detector
+
+log = logging.getLogger(__name__)
+
+
+def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[int, int]) -> Camera:
+    c = cfg.camera
+    if c.kind == "pi":
+        from hal.picam import PiCamera
+
+        return PiCamera(lores_size=lores_size, main_size=c.main_size, clock=clock)
+    from hal.video import VideoCamera
+
+    return VideoCamera(
+        resolve_path(c.source, base),
+        lores_size=lores_size,
+        main_size=c.main_size,
+        fps=c.fps or None,
+        realtime=c.realtime,
+        clock=clock,
+        stall_timeout_s=c.stall_timeout_s,
+    )
+
+
+def build_detector(cfg: UmbraConfig, base: Path) -> Detector:
+    d = cfg.detector
+    if d.kind == "scripted":
+        from hal.scripted import ScriptedDetector
+
+        return ScriptedDetector.from_mot(resolve_path(d.ground_truth, base))
+    from hal.tflite import TfliteDetector
+
+    return TfliteDetector(
+        d.model,
+        edgetpu={"auto": None, "on": True, "off": False}[d.edgetpu],
+        tiles=d.tiles,
+        overlap=d.overlap,
+        score_threshold=d.score_threshold,
+        num_threads=d.threads,
+    )
+
+
+def model_input_size(cfg: UmbraConfig) -> tuple[int, int]:
+    """The low-res stream's size: the model's input, times the tiling, so each tile needs no resize."""
+    from models import manifest
+
+    m = manifest(cfg.detector.model)
+    h, w = m.input_shape[1], m.input_shape[2]
+    nx, ny = cfg.detector.tiles if cfg.detector.kind == "tflite" else (1, 1)
+    return (int(w * nx), int(h * ny)) if nx * ny > 1 else (int(w), int(h))
+
+
+def build_loop(
+    cfg: UmbraConfig,
+    base: Path,
+    clock: Clock,
+    *,
+    camera: Camera | None = None,
+    detector: Detector | None = None,
+    sinks: Sequence[TickSink] = (),
+    frame_hooks: Sequence[FrameHook] = (),
+    profile: bool = False,
+) -> SensorLoop:
+    geometry = Geometry(cfg.geometry)
+    quantizer = Quantizer(cfg.quantize, geometry, Pseudonymizer(cfg.pseudonym.rotate_s))
+    if camera is None:
+        camera = build_camera(cfg, base, clock, model_input_size(cfg))
+    if detector is None:
+        detector = build_detector(cfg, base)
+    return SensorLoop(
+        cfg.loop, camera, detector, Tracker(cfg.tracker), quantizer, clock,
+        sinks=sinks, frame_hooks=frame_hooks, profile=profile,
+    )
+
+
+class JsonlSink:
+    """Writes released track records as JSON lines (the bench's view of what leaves the device)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def __call__(self, result: TickResult) -> None:
+        for rec in result.records:
+            self.stream.write(json.dumps(rec.to_json(), separators=(",", ":")) + "\n")
+        self.count += len(result.records)

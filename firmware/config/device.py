@@ -1,0 +1,21 @@
+"""The [device] and [output] sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    id: str = "bench-0001"
+    state_dir: str = "~/.local/state/umbra"
+
+    def validate(self) -> None:
+        if not self.id or len(self.id) > 64 or not all(c.isalnum() or c in "-_." for c in self.id):
+            raise ValueError(f"id: {self.id!r} must be 1 to 64 letters, digits, '-', '_' or '.'")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    tracks_file: str = ""  # JSON lines of released track records (bench); empty: none
+    aggregates_file: str = ""  # JSON lines of released aggregates (bench); empty: none

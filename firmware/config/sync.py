@@ -1,0 +1,87 @@
+"""The [sync] section: the outbox and the uploader ([sync.tls] is trust.tls.TlsConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trust.tls import TlsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    path: str = "/var/lib/umbra/outbox.sqlite"
+    max_records: int = 2_000_000  # ~24 h of tracks at a busy site, then drops by kind
+    max_bytes: int = 512 * 1024 * 1024
+    batch_records: int = 5000
+    batch_bytes: int = 2 * 1024 * 1024  # uncompressed JSON of one batch's records
+    synchronous: str = "FULL"  # or "NORMAL" (kill-safe, may lose the last commits on power loss)
+    validate_records: bool = True  # check each record against its schema (firmware.schemas) before storing
+
+    def validate(self) -> None:
+        if self.max_records < 1 or self.max_bytes < 1024:
+            raise ValueError("max_records/max_bytes: at least 1 record and 1024 bytes")
+        if not 1 <= self.batch_records <= 100_000:
+            raise ValueError("batch_records: 1 to 100000")
+        if not 1024 <= self.batch_bytes <= 64 * 1024 * 1024:
+            raise ValueError("batch_bytes: 1 KiB to 64 MiB")
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous: 'FULL' or 'NORMAL'")
+
+
+@dataclass(frozen=True, slots=True)
+class UploaderConfig:
+    url: str = "https://cloud.umbra.invalid:8443"
+    server_hostname: str = ""  # the name checked against the certificate; "" = the URL's host
+    device_id: str = ""
+    keyring_file: str = "/var/lib/umbra/keys.json"
+    period_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 60.0
+    max_response_bytes: int = 256 * 1024
+    gzip_level: int = 6
+    max_batches_per_cycle: int = 1000
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 900.0
+    key_lead_s: float = 3600.0  # ask for the next key when none is valid this far ahead
+    pins_refresh_s: float = 6 * 3600.0
+    cert_renew_before_s: float = 7 * 86400.0
+    authorizations_file: str = ""  # where customer sampling tokens from the cloud land ("" = not fetched)
+    authorizations_refresh_s: float = 300.0
+
+    def validate(self) -> None:
+        if not self.url.startswith("https://"):
+            raise ValueError("url: must be https:// (plain HTTP is never used)")
+        if not self.device_id:
+            raise ValueError("device_id: the device's certificate common name")
+        if not 1.0 <= self.period_s <= 3600:
+            raise ValueError("period_s: 1 to 3600 seconds")
+        if not (0 < self.connect_timeout_s <= self.request_timeout_s <= 600):
+            raise ValueError("connect_timeout_s/request_timeout_s: 0 < connect <= request <= 600")
+        if not 1024 <= self.max_response_bytes <= 16 * 1024 * 1024:
+            raise ValueError("max_response_bytes: 1 KiB to 16 MiB")
+        if not 0 <= self.gzip_level <= 9:
+            raise ValueError("gzip_level: 0 to 9")
+        if not 0 < self.backoff_base_s <= self.backoff_max_s:
+            raise ValueError("backoff_base_s/backoff_max_s: 0 < base <= max")
+        if not 30 <= self.authorizations_refresh_s <= 86400:
+            raise ValueError("authorizations_refresh_s: 30 to 86400 seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Cloud sync: the durable outbox and the uploader (mutual TLS with pins, signed batches)."""
+
+    enabled: bool = False
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    uploader: UploaderConfig = field(default_factory=UploaderConfig)
+
+    def validate(self) -> None:
+        if self.enabled:
+            self.tls.validate()
+            try:
+                self.tls.check_fleet_root()
+            except ValueError as e:
+                raise ValueError(f"tls.{e}; sync needs it to check pin-set updates") from None
+            self.outbox.validate()
+            self.uploader.validate()

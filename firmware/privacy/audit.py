@@ -1,0 +1,444 @@
+"""The privacy audit log: append-only, hash-chained JSON lines, fsynced, with an anchored head.
+
+Each line is one entry `{"seq", "t", "event", "fields", "prev_hash", "hash"}` where
+`hash = sha256(canonical JSON of the entry without "hash")` and `prev_hash` is the previous entry's hash
+(64 zeros for the first). Editing, removing, inserting or reordering any entry breaks the chain at that
+point, and `verify()` names it. A head file beside the log (`<log>.head`, replaced atomically after every
+append) holds the last seq and hash, signed by the device key on devices: it exposes truncation from the
+tail. Someone who can rewrite the whole file AND the head can forge a consistent log unless the head is
+signed and checked against the device key (`verify(..., cert=)`): the running sensor signs it with its TLS
+client key (`trust.devicekey`). The log names each key that signs its heads in an `audit_signing` entry
+(the first signed append, and after each certificate renewal), so a head re-written unsigned or with another
+key fails even without the certificate, unless the whole log was forged. A writer that opens the log (or
+finds it shrunk under it) checks the head against it; a mismatch means entries were cut or the log was
+rewritten while nobody was writing, and is recorded for good as an `audit_tamper_found` entry, so a restart
+cannot hide it under a fresh, valid signature.
+
+Frame events are aggregated (`firmware.privacy.frameaudit`): one `frames` entry per wall-clock minute with the counts
+of frames processed, destroyed (buffers zeroed) and dropped, not one row per frame. Other events are written
+as they happen: `records_released`, `budget_spent`,
+`sample_taken`, `samples_purged`, `authorization_accepted`/`_refused`/`_used`/`_dropped`/`_revoked`,
+`dsr_access`, `dsr_erasure`, and the log's own `audit_signing`, `audit_tamper_found` and
+`audit_unanchored` (on opening, the last entry was not yet under a head: a crash between the two writes, or
+an entry appended by someone else while nobody was writing; the chain cannot tell which).
+
+CLI: `umbra audit verify FILE [--cert DEVICE_CERT.pem | --public-key B64]` exits 0 when the log verifies,
+1 when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from firmware.errors import FirmwareError
+from trust.files import canonical, write_atomic
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+KEYS = ("seq", "t", "event", "fields", "prev_hash", "hash")
+SIGNING_MARKER = b'"event":"audit_signing"'  # canonical JSON: a string value cannot hold it unescaped
+
+
+class AuditSink(Protocol):
+    """What the parts that audit need: `AuditLog` fits, and so does `NoAudit`."""
+
+    def append(self, event: str, t: float, **fields: Any) -> Any: ...
+
+
+class NoAudit:
+    """An audit sink that keeps nothing (a device configured without an audit log)."""
+
+    def append(self, event: str, t: float, **fields: Any) -> None:
+        return None
+
+
+class AuditError(FirmwareError):
+    """The audit log cannot be opened or written (the device must stop releasing data when this happens)."""
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: entry[k] for k in KEYS[:-1]})).hexdigest()
+
+
+def _head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _head_message(seq: int, digest: str) -> bytes:
+    return canonical({"seq": seq, "hash": digest})
+
+
+class HeadSigner(Protocol):
+    """A signer that names its key (`trust.devicekey.KeyFileSigner`): the head then carries `alg` and `key`
+    (base64 DER SPKI) beside `sig`, and the log records each new key in an `audit_signing` entry."""
+
+    @property
+    def alg(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+    def public_key_b64(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    """What resuming needs from a log: its last two (seq, hash) and the signing keys it names by seq."""
+
+    last: tuple[int, str]
+    before_last: tuple[int, str]
+    keys: tuple[tuple[int, str, str], ...]  # (seq of the audit_signing entry, alg, key)
+
+    def key_at(self, seq: int) -> tuple[str, str] | None:
+        named = [(alg, key) for s, alg, key in self.keys if s <= seq]
+        return named[-1] if named else None
+
+
+def _scan(data: bytes) -> _Tail:
+    """The tail of complete log bytes; `audit_signing` entries are found by their marker, so a long log is not
+    parsed line by line (verify() does that)."""
+    ends: list[dict[str, Any]] = []
+    stop = len(data.rstrip(b"\n"))
+    while len(ends) < 2 and stop > 0:
+        start = data.rfind(b"\n", 0, stop) + 1
+        if data[start:stop]:
+            ends.insert(0, json.loads(data[start:stop]))
+        stop = start - 1
+    pairs = [(int(e["seq"]), str(e["hash"])) for e in ends]
+    pairs = [(0, GENESIS)] * (2 - len(pairs)) + pairs
+    keys = []
+    pos = data.find(SIGNING_MARKER)
+    while pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        stop = data.find(b"\n", pos)
+        entry = json.loads(data[start:stop if stop >= 0 else len(data)])
+        if entry.get("event") == "audit_signing":
+            keys.append((int(entry["seq"]), str(entry["fields"]["alg"]), str(entry["fields"]["key"])))
+        pos = data.find(SIGNING_MARKER, pos + 1)
+    return _Tail(pairs[1], pairs[0], tuple(keys))
+
+
+def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_last: tuple[int, str] | None,
+                  named: tuple[str, str] | None) -> list[str]:
+    """What is wrong with a head for a log ending at `last` (`before_last` accepted too: a crash between the
+    line and its head), when the log names `named` = (alg, key) as the key of that head (None: unsigned)."""
+    if head is None:
+        return [] if last[0] <= 1 else [f"no head file, though the log holds {last[0]} entries"]
+    anchored = (head.get("seq"), head.get("hash"))
+    if anchored != last and (before_last is None or anchored != before_last):
+        return [f"the head anchors seq {head.get('seq')} but the log ends at seq {last[0]}: entries were removed "
+                "from the tail or the log was rewritten"]
+    if named is None:
+        return []
+    if "sig" not in head:
+        return ["the head is not signed, though the log says its heads are signed by the device key"]
+    from trust.devicekey import public_key_from_b64, signature_ok
+    from trust.errors import DeviceKeyError
+
+    try:
+        ok = signature_ok(public_key_from_b64(named[1]), base64.b64decode(head["sig"]),
+                          _head_message(int(head["seq"]), str(head["hash"])))
+    except (DeviceKeyError, ValueError, TypeError):
+        ok = False
+    return [] if ok else ["the head signature does not verify with the device key the log names"]
+
+
+class AuditLog:
+    """Appends entries to `path`. `signer` signs the head: a `HeadSigner` (the device key, see
+    `trust.devicekey.audit_log_for`) or a plain `signer(message) -> signature` (e.g. an Ed25519 key's
+    `sign`). Opening an existing log resumes its chain; a torn last line (a crash mid-write, not covered by
+    the head) is cut off. Opening also checks the head it finds against the log (and, when the log names a
+    signing key, its signature): a mismatch means the log was cut or rewritten while nobody was writing, and
+    is recorded for good as an `audit_tamper_found` entry (which `verify()` reports), so a restart cannot
+    launder it under a fresh signature. Appends are serialized by a lock within a process and by an flock on
+    the file across processes (the sensor and `umbra samples`/`umbra privacy` may append to one log)."""
+
+    def __init__(self, path: str | os.PathLike[str], signer: HeadSigner | Callable[[bytes], bytes] | None = None
+                 ) -> None:
+        self.path = Path(path)
+        self._signer: HeadSigner | None = signer if hasattr(signer, "public_key_b64") else None  # type: ignore[assignment]
+        self._sign_raw: Callable[[bytes], bytes] | None = None if self._signer is not None else signer  # type: ignore[assignment]
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.seq, self.last_hash, self._size = 0, GENESIS, 0
+        self._logged_key: str | None = None
+        self._unanchored: int | None = None
+        with self._lock, self._locked_file() as f:
+            problems = self._resume(f)
+            if problems:
+                log.error("audit log %s: %s", self.path, "; ".join(problems))
+                self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
+            elif self._unanchored is not None:  # said in the log: that entry was never under a head before
+                self._append(f, "audit_unanchored", self._last_t, {"seq": self._unanchored})
+
+    def append(self, event: str, t: float, **fields: Any) -> dict[str, Any]:
+        """Writes one entry (fsynced) and the new head; returns the entry. Raises AuditError."""
+        with self._lock, self._locked_file() as f:
+            if os.fstat(f.fileno()).st_size != self._size:  # another process appended since
+                self._refresh(f)
+            return self._append(f, event, t, fields)
+
+    @contextlib.contextmanager
+    def _locked_file(self) -> Iterator[Any]:
+        try:
+            f = open(self.path, "a+b")
+        except OSError as e:
+            raise AuditError(f"cannot open the audit log {self.path}: {e.strerror}") from e
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            yield f
+        finally:
+            f.close()  # releases the flock
+
+    def _append(self, f: Any, event: str, t: float, fields: Mapping[str, Any]) -> dict[str, Any]:
+        key = self._signer.public_key_b64() if self._signer is not None else None
+        if self._signer is not None and key != self._logged_key:  # a new device key (first signed run, renewal)
+            self._logged_key = key
+            self._append(f, "audit_signing", t, {"alg": self._signer.alg, "key": key})
+        entry: dict[str, Any] = {
+            "seq": self.seq + 1, "t": round(float(t), 3), "event": str(event),
+            "fields": json.loads(canonical(fields)), "prev_hash": self.last_hash,
+        }
+        entry["hash"] = entry_hash(entry)
+        line = canonical(entry) + b"\n"
+        try:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+            self._write_head(entry["seq"], entry["hash"])
+        except OSError as e:
+            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror}") from e
+        self.seq, self.last_hash, self._last_t = entry["seq"], entry["hash"], entry["t"]
+        self._size = os.fstat(f.fileno()).st_size
+        return entry
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        head: dict[str, Any] = {"seq": seq, "hash": digest}
+        message = _head_message(seq, digest)
+        if self._signer is not None:
+            head.update(sig=base64.b64encode(self._signer.sign(message)).decode("ascii"), alg=self._signer.alg,
+                        key=self._logged_key)
+        elif self._sign_raw is not None:
+            head["sig"] = base64.b64encode(self._sign_raw(message)).decode("ascii")
+        write_atomic(_head_path(self.path), canonical(head))
+
+    def _read(self, f: Any) -> bytes:
+        try:
+            f.seek(0)
+            return f.read()
+        except OSError as e:
+            raise AuditError(f"cannot read the audit log {self.path}: {e.strerror}") from e
+
+    def _resume(self, f: Any) -> list[str]:
+        """Takes up the chain where the file ends; returns what is wrong with the head found beside it."""
+        data = self._read(f)
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):  # torn last line: written but never completed nor anchored
+            log.warning("audit log %s: cutting off a torn last line (%d bytes)", self.path, len(data) - cut)
+            f.truncate(cut)
+            os.fsync(f.fileno())
+            data = data[:cut]
+        self._size, self._last_t = len(data), 0.0
+        try:
+            tail = _scan(data)
+            if data.strip():
+                self._last_t = float(json.loads(data[data.rfind(b"\n", 0, len(data) - 1) + 1:])["t"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise AuditError(f"audit log {self.path}: last entries unreadable; run `umbra audit verify`") from e
+        self.seq, self.last_hash = tail.last
+        self._logged_key = tail.keys[-1][2] if tail.keys else None
+        try:
+            head = json.loads(_head_path(self.path).read_bytes())
+        except FileNotFoundError:
+            head = None
+        except (OSError, ValueError):
+            return ["the head file is unreadable"]
+        if head is not None and not isinstance(head, dict):
+            return ["the head file is not a head"]
+        named = tail.key_at(head["seq"]) if head is not None and isinstance(head.get("seq"), int) else None
+        problems = head_problems(head, tail.last, tail.before_last, named)
+        if not problems and head is not None and (head.get("seq"), head.get("hash")) != tail.last:
+            self._unanchored = tail.last[0]  # a crash between the last line and its head
+        return problems
+
+    def _refresh(self, f: Any) -> None:
+        """The file changed under us: another process appended (take up the chain after its entries, and any
+        key it named: only the new bytes are read), or it shrank (checked as on opening, damage recorded)."""
+        if os.fstat(f.fileno()).st_size < self._size:
+            problems = self._resume(f)
+            if problems:
+                log.error("audit log %s: %s", self.path, "; ".join(problems))
+                self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
+            return
+        start = max(0, self._size - 1)
+        try:
+            f.seek(start)
+            new = f.read()
+        except OSError as e:
+            raise AuditError(f"cannot read the audit log {self.path}: {e.strerror}") from e
+        complete = new[:new.rfind(b"\n") + 1]
+        if len(complete) < len(new):  # that process died mid-line: cut it, as opening would
+            f.truncate(start + len(complete))
+        tail = _scan(complete)
+        if tail.last[0]:
+            self.seq, self.last_hash = tail.last
+        if tail.keys:
+            self._logged_key = tail.keys[-1][2]
+        self._size = start + len(complete)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    problems: tuple[str, ...] = field(default_factory=tuple)
+    first_bad_seq: int | None = None
+
+
+def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
+           cert: str | os.PathLike[str] | None = None) -> VerifyResult:
+    """Checks every entry's hash, the chain, the sequence numbers and the head; reports every
+    `audit_tamper_found` entry (damage the device itself found on opening the log). The head signature is
+    checked against the key the log names for it (`audit_signing` entries) and, when given, against the device
+    key: `cert` (the device certificate, PEM) or `public_key` (base64: raw Ed25519, or DER SubjectPublicKeyInfo).
+    Only the given key proves the log against a forger who rewrote all of it. Never raises on a bad log."""
+    p = Path(path)
+    try:
+        raw_lines = p.read_bytes().split(b"\n")
+    except OSError as e:
+        return VerifyResult(False, 0, (f"cannot read {p}: {e.strerror}",), None)
+    problems: list[str] = []
+    first_bad: int | None = None
+    prev_hash, prev_seq, n = GENESIS, 0, 0
+    keys: list[tuple[int, str, str]] = []
+    for lineno, raw in enumerate(raw_lines, 1):
+        if not raw:
+            continue
+        n += 1
+        problem, entry = _check_line(raw, lineno, prev_hash, prev_seq)
+        if problem is None and entry is not None:
+            problem = _entry_note(entry, keys)
+        if problem:
+            problems.append(problem)
+            if first_bad is None:
+                first_bad = prev_seq + 1
+        if entry is not None:
+            prev_hash, prev_seq = entry["hash"], entry["seq"]
+    problems.extend(_check_head(p, prev_seq, prev_hash, _Tail((0, ""), (0, ""), tuple(keys)), public_key, cert))
+    if problems and first_bad is None:
+        first_bad = prev_seq + 1
+    return VerifyResult(not problems, n, tuple(problems), first_bad)
+
+
+def _entry_note(entry: Mapping[str, Any], keys: list[tuple[int, str, str]]) -> str | None:
+    fields = entry["fields"] if isinstance(entry["fields"], dict) else {}
+    if entry["event"] == "audit_signing":
+        keys.append((entry["seq"], str(fields.get("alg")), str(fields.get("key"))))
+    if entry["event"] == "audit_tamper_found":
+        return (f"seq {entry['seq']}: on opening the log the device found it damaged: "
+                + "; ".join(map(str, fields.get("problems", []))))
+    return None
+def _check_line(raw: bytes, lineno: int, prev_hash: str, prev_seq: int) -> tuple[str | None, dict | None]:
+    try:
+        entry = json.loads(raw)
+        if not isinstance(entry, dict) or set(entry) != set(KEYS):
+            return f"line {lineno}: not an audit entry (keys {sorted(entry) if isinstance(entry, dict) else '?'})", None
+    except ValueError:
+        return f"line {lineno}: not JSON (torn or edited)", None
+    seq = entry["seq"]
+    if entry["hash"] != entry_hash(entry):
+        return f"line {lineno} (seq {seq}): hash does not match its content: the entry was edited", entry
+    if entry["prev_hash"] != prev_hash:
+        return (f"line {lineno} (seq {seq}): prev_hash does not match the entry before it: an entry was "
+                f"removed, inserted or reordered before it"), entry
+    if seq != prev_seq + 1:
+        return f"line {lineno}: seq {seq} follows seq {prev_seq}: entries removed, inserted or reordered", entry
+    return None, entry
+
+
+def _check_head(p: Path, last_seq: int, last_hash: str, tail: _Tail, public_key: str | None,
+                cert: str | os.PathLike[str] | None) -> list[str]:
+    head_path = _head_path(p)
+    try:
+        head = json.loads(head_path.read_bytes())
+    except FileNotFoundError:
+        return [f"no head file {head_path.name}: truncation from the tail cannot be ruled out"]
+    except (OSError, ValueError):
+        return [f"head file {head_path.name} is unreadable"]
+    if not isinstance(head, dict):
+        return [f"head file {head_path.name} is not a head"]
+    named = tail.key_at(head["seq"]) if isinstance(head.get("seq"), int) else None
+    problems = head_problems(head, (last_seq, last_hash), None, named)
+    if (public_key is not None or cert is not None) and ("sig" in head or named is None):  # else said above
+        problems.extend(_check_head_signature(head, public_key, cert))
+    return problems
+
+
+def _check_head_signature(head: Mapping[str, Any], public_key: str | None,
+                          cert: str | os.PathLike[str] | None) -> list[str]:
+    from trust.devicekey import key_b64, public_key_from_b64, public_key_from_cert, signature_ok
+    from trust.errors import DeviceKeyError
+
+    try:
+        key = public_key_from_cert(cert) if cert is not None else public_key_from_b64(str(public_key))
+    except DeviceKeyError as e:
+        return [str(e)]
+    if "sig" not in head:
+        return ["the head is not signed"]
+    try:
+        ok = signature_ok(key, base64.b64decode(head["sig"]), _head_message(int(head["seq"]), str(head["hash"])))
+    except (ValueError, TypeError):
+        ok = False
+    if ok:
+        return []
+    if head.get("key") and head["key"] != key_b64(key):
+        return ["the head signature does not verify with the given key: the head names another key (a device "
+                "key renewed since that certificate? use the current one) or the log was forged"]
+    return ["the head signature does not verify with the given key"]
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Fills the `umbra audit` parser (the app creates it and calls this)."""
+    sub = parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    ver = sub.add_parser("verify", help="check the hash chain and head of an audit log")
+    ver.add_argument("file", type=Path)
+    ver.add_argument("--public-key", default=None,
+                     help="the device key that signs the head: base64 of a raw Ed25519 key or of a DER SPKI")
+    ver.add_argument("--cert", type=Path, default=None, help="the device certificate (PEM) whose key signs the head")
+    ver.set_defaults(func=_cmd_verify)
+
+
+def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds `audit` to a subparsers object (for a CLI other than `umbra`)."""
+    parser = subparsers.add_parser("audit", help="verify the privacy audit log")
+    add_parser(parser)
+    return parser
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    if not Path(args.file).is_file():
+        raise AuditError(f"no audit log at {args.file}; give the path of the log (e.g. <state_dir>/audit.jsonl)")
+    if args.cert is not None and args.public_key is not None:
+        raise AuditError("give --cert or --public-key, not both")
+    result = verify(args.file, args.public_key, cert=args.cert)
+    if result.ok:
+        signed = ("head signature checked against the device key" if args.cert or args.public_key else
+                  "head signature NOT checked against the device key (give --cert DEVICE_CERT.pem)")
+        print(f"{args.file}: OK, {result.entries} entries, chain and head intact; {signed}")
+        return 0
+    print(f"{args.file}: TAMPERED or damaged ({result.entries} entries); first bad seq {result.first_bad_seq}")
+    for problem in result.problems:
+        print(f"  - {problem}")
+    return 1

@@ -1,0 +1,352 @@
+"""De-identified sample images: one per hour at a uniformly random instant (more only with a customer's
+signed authorization), every person and every face blurred before encoding, 640x480 JPEG quality 50.
+
+The pixels of a sample exist only in memory: `deidentify()` returns a new blurred array, `encode_sample()`
+turns it into JPEG bytes, and the record goes to the outbox (the integrator's `put`); nothing here writes
+pixels to disk. `purge_expired()` removes samples older than the retention (30 days) from the outbox.
+
+Blur: each region (person box plus a margin, face box plus a margin) is averaged, together with one block of
+its surroundings, into blocks of a quarter of the region's longer side (at least 8 px), Gaussian-blurred at
+that scale (sigma one block) and smoothly upsampled: the region keeps about one colour per block (a 4 x 4
+grid for a whole person), so neither the edges nor the silhouette of a face or body are left.
+`deidentify()` then runs the face detector again on the result and blurs anything it still finds (up to
+`verify_passes` times); the bench and tests show that on the shared photos neither faces nor persons are
+re-detected inside the blurred regions.
+
+Pure with respect to time and randomness: the scheduler takes the wall time and an RNG as arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from firmware.config.samples import SamplesConfig
+from firmware.errors import FirmwareError
+from firmware.privacy.audit import AuditSink
+from firmware.samples.authorization import AuthorizationRefused, Authorizer, Grant
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "umbra.sample/1"
+HOUR_S = 3600
+MAX_JPEG_B64 = 400_000  # a 640x480 q50 JPEG is 20 to 60 kB; anything larger is not a sample
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "umbra.sample/1",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema", "taken_at", "width", "height", "jpeg_b64", "authorization"],
+    "properties": {
+        "schema": {"const": SCHEMA},
+        "taken_at": {"type": "integer", "minimum": 0},
+        "width": {"const": 640},
+        "height": {"const": 480},
+        "jpeg_b64": {"type": "string", "minLength": 8, "maxLength": MAX_JPEG_B64, "pattern": "^/9j/"},
+        "authorization": {"type": ["string", "null"], "maxLength": 128},
+    },
+}
+
+
+class SampleError(FirmwareError):
+    """A sample could not be made (encoding failed, bad image)."""
+
+
+PersonFinder = Callable[[np.ndarray], np.ndarray]  # HxWx3 RGB -> (N, 4) normalized boxes of persons found
+
+
+class FaceFinder(Protocol):
+    """`hal.faces.FaceDetector` fits: faces in an RGB image, boxes normalized xyxy."""
+
+    def detect(self, rgb: np.ndarray) -> Any: ...
+
+
+class SampleStore(Protocol):
+    """What the retention and erasure rules need from the outbox."""
+
+    def purge_samples(self, before: float) -> int:
+        """Deletes every stored (not yet uploaded) sample taken before `before`; returns how many."""
+        ...
+
+
+
+# ---------------------------------------------------------------- scheduling
+
+@dataclass(frozen=True, slots=True)
+class SampleSlot:
+    """A sampling instant that came due; `grant` is set when it exists only thanks to an authorization."""
+
+    instant: float
+    grant: Grant | None
+
+class SampleScheduler:
+    """Picks the sampling instants. For an hour starting at H with rate r, the hour is cut into r equal slots
+    and one instant is drawn uniformly in each slot (r = 1: a uniform instant in the hour). The rate of an
+    hour is fixed at its start: the configured rate, or the highest rate among the verified grants valid
+    then (a grant accepted or starting mid-hour counts from the next hour). If the hour's grant expires or is
+    withdrawn within the hour, instants that exceed the default rate are dropped. A missed instant (the loop
+    was busy) is taken late, once; missed instants never pile up."""
+
+    def __init__(self, config: SamplesConfig, rng: random.Random, authorizer: Authorizer | None = None) -> None:
+        config.validate()
+        self.config = config
+        self._rng = rng
+        self._authorizer = authorizer
+        self.grants: tuple[Grant, ...] = ()
+        self._hour: int | None = None
+        self._pending: list[float] = []
+        self._taken_this_hour = 0
+        self._hour_grant: Grant | None = None
+
+    @property
+    def grant(self) -> Grant | None:
+        """The grant the current hour runs under (None: the default rate)."""
+        return self._hour_grant
+
+    def authorize(self, token: str, now: float) -> Grant:
+        """Raises the rate with a customer token (verified and audited by the Authorizer). Raises
+        AuthorizationRefused; without an Authorizer every token is refused."""
+        if self._authorizer is None:
+            raise AuthorizationRefused("no-authorizer", "this device accepts no sampling authorizations")
+        grant = self._authorizer.verify(token, now)
+        self.set_grants([*(g for g in self.grants if g.token_id != grant.token_id), grant])
+        return grant
+
+    def set_grants(self, grants: Sequence[Grant]) -> None:
+        """The verified grants in force (the device's stored tokens, re-verified). A grant the current hour
+        runs under that is no longer among them stops at once: the rest of the hour is at the default rate."""
+        self.grants = tuple(grants)
+        if self._hour_grant is not None and self._hour_grant not in self.grants:
+            self._hour_grant = None
+
+    def instants_for_hour(self, hour_start: float, rate: int) -> list[float]:
+        slot = HOUR_S / rate if rate else HOUR_S
+        return [hour_start + i * slot + self._rng.random() * slot for i in range(rate)]
+
+    def due(self, now: float) -> SampleSlot | None:
+        """The slot to take a sample for now (with the grant it is taken under, if above the default
+        rate), or None. Each slot returned is consumed."""
+        hour = int(now // HOUR_S)
+        if hour != self._hour:
+            self._plan(hour)
+        ready = [t for t in self._pending if t <= now]
+        if not ready:
+            return None
+        self._pending = [t for t in self._pending if t > now]
+        over_default = self._taken_this_hour >= self.config.rate_per_hour
+        if over_default and (self._hour_grant is None or not self._hour_grant.valid_at(now)):
+            self._pending = []  # the grant lapsed: the rest of this hour runs at the default rate (used up)
+            return None
+        self._taken_this_hour += 1
+        if over_default and self._hour_grant is not None:
+            if self._authorizer is not None:
+                self._authorizer.record_use(self._hour_grant, now)
+            return SampleSlot(ready[0], self._hour_grant)
+        return SampleSlot(ready[0], None)
+
+    def _plan(self, hour: int) -> None:
+        start = hour * HOUR_S
+        valid = [g for g in self.grants if g.valid_at(start) and g.rate_per_hour > self.config.rate_per_hour]
+        grant = max(valid, key=lambda g: (g.rate_per_hour, g.expires)) if valid else None
+        rate = grant.rate_per_hour if grant else self.config.rate_per_hour
+        self._hour, self._hour_grant, self._taken_this_hour = hour, grant, 0
+        self._pending = self.instants_for_hour(start, rate) if self.config.enabled else []
+
+
+# ---------------------------------------------------------------- de-identification
+
+def _expand(box: np.ndarray, margin: float, w: int, h: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return (max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my))),
+            min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my))))
+
+
+def blur_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, min_block_px: int = 8) -> None:
+    """Averages img[y0:y1, x0:x1] into blocks of a quarter of its longer side (at least `min_block_px`),
+    blurs at that scale and upsamples smoothly, in place. The blocks are taken over the region plus one block
+    of surroundings, so a small person's colours melt into the background instead of leaving a blob."""
+    import cv2
+
+    h, w = img.shape[:2]
+    rw, rh = x1 - x0, y1 - y0
+    if rw < 2 or rh < 2:
+        return
+    block = max(min_block_px, max(rw, rh) // 4)
+    cx0, cy0 = max(0, x0 - block), max(0, y0 - block)
+    cx1, cy1 = min(w, x1 + block), min(h, y1 + block)
+    context = img[cy0:cy1, cx0:cx1]
+    cw, ch = cx1 - cx0, cy1 - cy0
+    small = cv2.resize(context, (max(1, round(cw / block)), max(1, round(ch / block))), interpolation=cv2.INTER_AREA)
+    # blur at block scale (sigma of one block), then smooth upsampling: the region keeps at most one colour
+    # per block of information, and costs the same whatever its size
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=1.0, borderType=cv2.BORDER_REFLECT)
+    smooth = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    img[y0:y1, x0:x1] = smooth[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+
+
+def deidentify(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
+               config: SamplesConfig | None = None) -> np.ndarray:
+    """A blurred copy of `main_rgb`: see `deidentify_regions`."""
+    return deidentify_regions(main_rgb, person_boxes, face_detector, config)[0]
+
+
+def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
+                       config: SamplesConfig | None = None, person_finder: PersonFinder | None = None,
+                       ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A blurred copy of `main_rgb` (HxWx3 uint8) and the pixel regions blurred. `person_boxes`: (N, 4)
+    normalized xyxy (the loop's person detections, which are normalized to the frame). Every person box
+    plus margin and every face the face detector finds plus margin is blurred. Then, up to `verify_passes`
+    times, the face detector and `person_finder` (the person detector on the image, normalized boxes of the
+    persons above its threshold) run again on the result: a face still found is blurred again, and a person
+    still found is blurred again at twice the block size (a crowd's blurred blobs can still read as a person,
+    and a person the first detection missed shows once its neighbours are blurred). The input is not
+    modified."""
+    cfg = config or SamplesConfig()
+    if main_rgb.ndim != 3 or main_rgb.shape[2] != 3 or main_rgb.dtype != np.uint8:
+        raise SampleError(f"a sample is HxWx3 uint8, got {main_rgb.shape} {main_rgb.dtype}")
+    h, w = main_rgb.shape[:2]
+    scale = np.array([w, h, w, h], dtype=np.float64)
+    regions = [_expand(b, cfg.person_margin, w, h) for b in np.asarray(person_boxes, np.float64).reshape(-1, 4) * scale]
+    if face_detector is not None:
+        faces = face_detector.detect(main_rgb)
+        regions += [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
+    out = main_rgb.copy()
+    for r in regions:
+        blur_region(out, *r, min_block_px=cfg.min_block_px)
+    for _ in range(cfg.verify_passes):
+        more: list[tuple[int, int, int, int]] = []
+        seen = _as_sent(out, cfg.jpeg_quality)  # check what will leave: JPEG blocks can redraw an edge
+        if face_detector is not None:
+            faces = face_detector.detect(seen)
+            more += [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
+            for r in more:
+                blur_region(out, *r, min_block_px=cfg.min_block_px)
+        if person_finder is not None:
+            people = [_expand(b, cfg.person_margin, w, h)
+                      for b in np.asarray(person_finder(seen), np.float64).reshape(-1, 4) * scale]
+            for r in people:
+                blur_region(out, *r, min_block_px=max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2))
+            more += people
+        if not more:
+            break
+        log.info("sample: %d face(s) or person(s) still found after blurring; blurring again", len(more))
+        regions += more
+    return out, regions
+
+
+def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """The image as the cloud will see it: through the sample's JPEG encoding and back."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(encode_sample(rgb, quality), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("the sample's own JPEG does not decode")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def fit_main(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """An image of another size cut to 4:3 around its centre and resized to the main stream's size."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    target = width / height
+    if w / h > target:
+        cw = int(round(h * target))
+        rgb = rgb[:, (w - cw) // 2:(w - cw) // 2 + cw]
+    else:
+        ch = int(round(w / target))
+        rgb = rgb[(h - ch) // 2:(h - ch) // 2 + ch]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def encode_sample(deidentified_rgb: np.ndarray, quality: int = 50) -> bytes:
+    """640x480 JPEG at `quality` of an already de-identified RGB image."""
+    import cv2
+
+    img = fit_main(deidentified_rgb)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise SampleError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def sample_record(jpeg: bytes, taken_at: float, grant: Grant | None = None, width: int = 640,
+                  height: int = 480) -> dict[str, Any]:
+    """The record that leaves the device. `authorization` is the token id the sample was taken under
+    (None at the default rate)."""
+    return {
+        "schema": SCHEMA, "taken_at": int(taken_at), "width": width, "height": height,
+        "jpeg_b64": base64.b64encode(jpeg).decode("ascii"),
+        "authorization": grant.token_id if grant is not None else None,
+    }
+
+
+class SampleTaker:
+    """The loop calls `maybe_take(main_rgb, person_boxes, now)` every tick it has a main image; at the
+    scheduled instants it de-identifies, encodes, audits, and hands the record to `put` (the outbox)."""
+
+    def __init__(self, config: SamplesConfig, scheduler: SampleScheduler, face_detector: FaceFinder | None,
+                 put: Callable[[Mapping[str, Any]], Any], audit: AuditSink,
+                 person_finder: PersonFinder | None = None) -> None:
+        config.validate()
+        self.config, self.scheduler, self.faces = config, scheduler, face_detector
+        self.persons = person_finder
+        self._put, self._audit = put, audit
+
+    def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float) -> dict | None:
+        if main_rgb is None:  # no main image this tick: a due slot stays pending until one comes
+            return None
+        slot = self.scheduler.due(now)
+        if slot is None:
+            return None
+        grant = slot.grant
+        blurred, regions = deidentify_regions(main_rgb, person_boxes, self.faces, self.config, self.persons)
+        jpeg = encode_sample(blurred, self.config.jpeg_quality)
+        blurred.fill(0)
+        record = sample_record(jpeg, now, grant)
+        self._put(record)
+        self._audit.append("sample_taken", now, bytes=len(jpeg), regions_blurred=len(regions),
+                           authorization=record["authorization"])
+        return record
+
+
+class SampleHook:
+    """The loop's frame hook for samples: hands each frame's main image and its person boxes to the taker (a
+    sample is taken only at its scheduled instant; the image is copied, blurred and encoded within the tick,
+    before the frame is zeroed), and once a day applies the retention rule to the store. The de-identification
+    runs in the tick that takes the sample, so that tick overruns once an hour (the loop drops the frames it
+    could not take; the tracker is time-aware)."""
+
+    def __init__(self, taker: SampleTaker, store: SampleStore, audit: AuditSink) -> None:
+        self.taker, self.store, self.audit = taker, store, audit
+        self._purged_day: int | None = None
+
+    def __call__(self, frame: Any, detections: Any, wall: float) -> None:
+        day = int(wall // 86400)
+        if day != self._purged_day:
+            self._purged_day = day
+            purge_expired(self.store, wall, self.taker.config.retention_days, self.audit)
+        boxes = detections.persons().boxes if detections is not None else np.zeros((0, 4))
+        self.taker.maybe_take(frame.main, boxes, wall)
+
+
+def purge_expired(store: SampleStore, now: float, retention_days: int = 30,
+                  audit: AuditSink | None = None) -> int:
+    """Deletes samples older than `retention_days` (at most 30) from the outbox; the integrator calls it at
+    least daily. Returns how many were deleted (audited when any)."""
+    days = min(int(retention_days), 30)
+    cutoff = now - days * 86400
+    n = store.purge_samples(cutoff)
+    if audit is not None and n:
+        audit.append("samples_purged", now, count=n, before=int(cutoff), reason="retention")
+    return n

@@ -1,0 +1,100 @@
+"""Ground-plane geometry: image pixels to metres through a homography, zones as polygons, count lines.
+Pure: no clock, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware.config.sensing import GeometryConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    track_id: int
+    line: str
+    direction: str  # "+" or "-"
+
+
+@dataclass(slots=True)
+class Geometry:
+    config: GeometryConfig
+    _h: np.ndarray = field(init=False)
+    _zones: list[tuple[str, np.ndarray]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._h = np.asarray(self.config.homography, dtype=np.float64)
+        self._zones = [(z.name, np.asarray(z.polygon, dtype=np.float64)) for z in self.config.zones]
+
+    def to_ground(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) image pixels -> (N, 2) ground metres."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        hom = pts @ self._h[:, :2].T + self._h[:, 2]
+        w = hom[:, 2:3]
+        w = np.where(np.abs(w) < 1e-12, 1e-12, w)
+        return hom[:, :2] / w
+
+    def metres_per_pixel(self, points: np.ndarray) -> np.ndarray:
+        """Local ground scale at (N, 2) image points: metres spanned by one pixel, horizontally."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        a = self.to_ground(pts)
+        b = self.to_ground(pts + np.array([1.0, 0.0]))
+        return np.linalg.norm(b - a, axis=1)
+
+    def zone_of(self, ground: np.ndarray) -> list[str | None]:
+        """The first zone containing each (N, 2) ground point, or None."""
+        pts = np.asarray(ground, dtype=np.float64).reshape(-1, 2)
+        out: list[str | None] = [None] * len(pts)
+        for name, poly in self._zones:
+            inside = points_in_polygon(pts, poly)
+            for i in np.flatnonzero(inside):
+                if out[i] is None:
+                    out[i] = name
+        return out
+
+    def crossings(self, track_ids: np.ndarray, prev: np.ndarray, cur: np.ndarray) -> list[Crossing]:
+        """Count-line crossings of the segments prev[i] -> cur[i] (ground metres) for each track."""
+        found: list[Crossing] = []
+        if not len(track_ids):
+            return found
+        for ln in self.config.lines:
+            sign = segment_crossings(prev, cur, np.asarray(ln.a), np.asarray(ln.b))
+            for i in np.flatnonzero(sign):
+                found.append(Crossing(int(track_ids[i]), ln.name, "+" if sign[i] > 0 else "-"))
+        return found
+
+
+def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd rule, vectorised over points."""
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x0, y0 = poly[:, 0], poly[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    straddle = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    hits = straddle & (x < x_at)
+    return (np.count_nonzero(hits, axis=1) % 2) == 1
+
+
+def segment_crossings(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For segments p[i] -> q[i] against the line segment a -> b: +1 when crossing from the right of a->b to
+    its left, -1 the other way, 0 when not crossing. A point exactly on the line counts as the left side,
+    so a track that stops on the line and goes back is not counted twice."""
+    p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+    q = np.asarray(q, dtype=np.float64).reshape(-1, 2)
+    d = b - a
+    side_p = d[0] * (p[:, 1] - a[1]) - d[1] * (p[:, 0] - a[0]) >= 0  # True = left (or on)
+    side_q = d[0] * (q[:, 1] - a[1]) - d[1] * (q[:, 0] - a[0]) >= 0
+    changed = side_p != side_q
+    # the crossing point must lie within the segment a-b
+    e = q - p
+    denom = d[0] * e[:, 1] - d[1] * e[:, 0]  # d x e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = ((p[:, 0] - a[0]) * e[:, 1] - (p[:, 1] - a[1]) * e[:, 0]) / denom  # (p - a) x e / (d x e)
+    within = (u >= 0.0) & (u <= 1.0) & (denom != 0)
+    out = np.zeros(len(p), dtype=np.int8)
+    hit = changed & within
+    out[hit & side_q] = 1
+    out[hit & ~side_q] = -1
+    return out

@@ -1,0 +1,265 @@
+"""The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize and emit
+at the emit rate. Ticks are scheduled on the monotonic clock at start + k * period, so the loop never
+drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
+queued). A stalled camera is reported and reopened with backoff while the loop keeps its cadence."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from firmware.config.sensing import LoopConfig
+from firmware.sensing.geometry import Crossing
+from firmware.sensing.quantize import GroundState, Quantizer
+from firmware.sensing.records import QuantizedTrack
+from hal.camera import Camera
+from hal.clock import Clock
+from hal.detections import Detections
+from hal.detector import Detector
+from hal.errors import CameraError, CameraStalled, DetectorError, EndOfStream
+from hal.frame import Frame
+
+log = logging.getLogger(__name__)
+
+
+class TrackerLike(Protocol):
+    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float,
+               frame_size: tuple[int, int] | None = None) -> Sequence: ...
+
+
+_END = object()  # the camera has no more frames (a video file ended)
+
+
+@dataclass(slots=True)
+class LoopStats:
+    ticks: int = 0
+    frames: int = 0
+    overruns: int = 0  # deadlines missed (each one is a frame not taken)
+    detector_errors: int = 0
+    camera_stalls: int = 0
+    camera_reopens: int = 0
+    records: int = 0
+    # profile only, one entry per frame: CPU of the loop's own work (not decode, not inference), wall time
+    # in the detector, and wall time from the frame's capture to its zeroed release
+    own_ns: list[int] = field(default_factory=list)
+    detect_ns: list[int] = field(default_factory=list)
+    hold_ns: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick produced, for sinks: quantized records (on emit ticks only), count-line crossings and
+    the ground state (on-device analytics). Never holds pixels."""
+
+    wall: float
+    records: Sequence[QuantizedTrack]
+    crossings: Sequence[Crossing]
+    ground: GroundState
+
+
+FrameHook = Callable[[Frame, Detections | None, float], None]
+# (frame, this tick's confirmed tracks in source pixels, wall): called inside the frame's scope, after the
+# tracker, so a consumer sees the pixels with the tracks; it must copy nothing it does not zero itself
+TrackHook = Callable[[Frame, Sequence, float], None]
+TickSink = Callable[[TickResult], None]
+
+
+class SensorLoop:
+    def __init__(
+        self,
+        config: LoopConfig,
+        camera: Camera,
+        detector: Detector,
+        tracker: TrackerLike,
+        quantizer: Quantizer,
+        clock: Clock,
+        sinks: Sequence[TickSink] = (),
+        frame_hooks: Sequence[FrameHook] = (),
+        profile: bool = False,
+        track_hooks: Sequence[TrackHook] = (),
+    ) -> None:
+        self.config = config
+        self.camera = camera
+        self.detector = detector
+        self.tracker = tracker
+        self.quantizer = quantizer
+        self.clock = clock
+        self.sinks = list(sinks)
+        self.frame_hooks = list(frame_hooks)
+        self.track_hooks = list(track_hooks)  # with none, the tracker runs after the frame is released
+        self.profile = profile
+        self.stats = LoopStats()
+        self._period_ns = int(round(1e9 / config.detect_hz))
+        self._emit_ns = int(round(1e9 / config.emit_hz))
+        self._camera_open = False
+        self._reopen_at_ns = 0
+        self._backoff_s = config.reopen_backoff_s[0]
+        self._last_ground: dict[int, np.ndarray] = {}
+        self._prev_tick_ns: int | None = None
+        self._next_emit_ns: int | None = None
+        self._stop = False
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self, max_ticks: int | None = None) -> LoopStats:
+        """Tick until stopped, the camera ends, or `max_ticks` ticks have run."""
+        start = self.clock.monotonic_ns()
+        k = 0
+        try:
+            while not self._stop and (max_ticks is None or self.stats.ticks < max_ticks):
+                deadline = start + k * self._period_ns
+                self.clock.sleep_until_ns(deadline)
+                if not self.tick():
+                    break
+                now = self.clock.monotonic_ns()
+                k += 1
+                behind = (now - start) // self._period_ns + 1  # the first deadline still ahead
+                if behind > k:
+                    self.stats.overruns += int(behind - k)
+                    k = int(behind)
+        finally:
+            self._close_camera()
+        return self.stats
+
+    def tick(self) -> bool:
+        """One tick. Returns False when the camera has no more frames."""
+        now = self.clock.monotonic_ns()
+        dt = 0.0 if self._prev_tick_ns is None else (now - self._prev_tick_ns) / 1e9
+        self._prev_tick_ns = now
+        self.stats.ticks += 1
+        frame = self._capture(now)
+        if frame is _END:
+            return False
+        own0 = time.thread_time_ns() if self.profile else 0
+        detect_ns = 0
+        boxes = np.zeros((0, 4))
+        scores = np.zeros((0,))
+        tracks = None
+        size = None  # the frame's (width, height): the tracker keeps the last it was told
+        if isinstance(frame, Frame):
+            size = frame.source_size
+            held = time.perf_counter_ns()
+            with frame:  # released, and so zeroed, on the way out whatever happens
+                self.stats.frames += 1
+                d0, w0 = (time.thread_time_ns(), time.perf_counter_ns()) if self.profile else (0, 0)
+                dets = self._detect(frame)
+                if self.profile:
+                    detect_ns = time.thread_time_ns() - d0
+                    self.stats.detect_ns.append(time.perf_counter_ns() - w0)
+                for hook in self.frame_hooks:
+                    hook(frame, dets, self.clock.wall())
+                if dets is not None:
+                    persons = dets.persons(self.config.min_score)
+                    boxes = persons.to_pixels(*frame.source_size)
+                    scores = persons.scores
+                if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
+                    tracks = _seen(self.tracker.update(boxes, scores, dt, size))
+                    wall = self.clock.wall()
+                    for track_hook in self.track_hooks:
+                        track_hook(frame, tracks, wall)
+            if self.profile:
+                self.stats.hold_ns.append(time.perf_counter_ns() - held)
+        if tracks is None:
+            tracks = _seen(self.tracker.update(boxes, scores, dt, size))
+        self._emit(now, tracks)
+        if self.profile:
+            self.stats.own_ns.append(time.thread_time_ns() - own0 - detect_ns)
+        return True
+
+    def _capture(self, now: int) -> Frame | object | None:
+        if not self._camera_open:
+            if now < self._reopen_at_ns:
+                return None
+            try:
+                self.camera.open()
+                self._camera_open = True
+                if self.stats.camera_stalls:
+                    self.stats.camera_reopens += 1
+                    log.info("camera reopened", extra={"stalls": self.stats.camera_stalls})
+            except CameraError as e:
+                self._schedule_reopen(now, f"camera open failed: {e}")
+                return None
+        try:
+            return self.camera.capture()
+        except EndOfStream:
+            return _END
+        except CameraStalled as e:
+            self.stats.camera_stalls += 1
+            self._close_camera()
+            self._schedule_reopen(self.clock.monotonic_ns(), f"camera stalled: {e}")
+        except CameraError as e:
+            self.stats.camera_stalls += 1
+            self._close_camera()
+            self._schedule_reopen(self.clock.monotonic_ns(), f"camera failed: {e}")
+        return None
+
+    def _schedule_reopen(self, now: int, why: str) -> None:
+        log.warning("%s; reopening in %.1f s", why, self._backoff_s)
+        self._reopen_at_ns = now + int(self._backoff_s * 1e9)
+        self._backoff_s = min(self._backoff_s * 2, self.config.reopen_backoff_s[1])
+
+    def _close_camera(self) -> None:
+        if self._camera_open:
+            self._camera_open = False
+            try:
+                self.camera.close()
+            except CameraError as e:
+                log.warning("camera close failed: %s", e)
+
+    def _detect(self, frame: Frame) -> Detections | None:
+        try:
+            dets = self.detector.detect(frame)
+        except DetectorError as e:
+            self.stats.detector_errors += 1
+            log.warning("detector failed on frame %d: %s", frame.seq, e)
+            return None
+        self._backoff_s = self.config.reopen_backoff_s[0]  # a good frame resets the camera backoff
+        return dets
+
+    def _emit(self, now: int, tracks: Sequence) -> None:
+        if not self.sinks:
+            return
+        ground = self.quantizer.ground(tracks)
+        crossings = self._crossings(ground)
+        if self._next_emit_ns is None:
+            self._next_emit_ns = now
+        records: list[QuantizedTrack] = []
+        wall = self.clock.wall()
+        if now >= self._next_emit_ns:
+            records = self.quantizer.quantize(ground, wall)
+            self.stats.records += len(records)
+            missed = (now - self._next_emit_ns) // self._emit_ns + 1
+            self._next_emit_ns += missed * self._emit_ns
+        result = TickResult(wall, records, crossings, ground)
+        for sink in self.sinks:
+            sink(result)
+
+    def _crossings(self, ground: GroundState) -> list[Crossing]:
+        last = self._last_ground
+        ids = ground.track_ids
+        if last and len(ids):
+            known = np.fromiter((int(i) in last for i in ids), dtype=bool, count=len(ids))
+            if known.any():
+                kid = ids[known]
+                prev = np.array([last[int(i)] for i in kid])
+                found = self.quantizer.geometry.crossings(kid, prev, ground.xy[known])
+            else:
+                found = []
+        else:
+            found = []
+        self._last_ground = {int(i): ground.xy[j].copy() for j, i in enumerate(ids)}
+        return found
+
+
+def _seen(tracks: Sequence) -> Sequence:
+    """The tracks seen this tick: one the tracker coasts (reports at its prediction while the detector misses
+    it) is neither released nor counted, nor shown to a hook; the device says where people were seen."""
+    if all(t.unseen_s == 0.0 for t in tracks):
+        return tracks
+    return [t for t in tracks if t.unseen_s == 0.0]

@@ -1,0 +1,82 @@
+"""Quantization: from a tracker's tracks (pixels, exact times) to records with nothing finer than the
+configured grid, time bucket, size class and heading sector. Pure: time is an argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from firmware.config.sensing import QuantizeConfig
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.pseudonym import Pseudonymizer
+from firmware.sensing.records import HEADING_SECTORS, SIZE_CLASSES, QuantizedTrack
+
+
+class TrackLike(Protocol):
+    track_id: int
+    box: tuple[float, float, float, float]  # xyxy, source-image pixels
+    velocity: tuple[float, float]  # box-centre pixels per second
+
+
+@dataclass(frozen=True, slots=True)
+class GroundState:
+    """Where tracks stand on the ground at one instant, before quantization (on-device only)."""
+
+    track_ids: np.ndarray  # (N,) int64
+    xy: np.ndarray  # (N, 2) metres
+    velocity: np.ndarray  # (N, 2) metres per second
+    height_m: np.ndarray  # (N,) apparent height
+
+
+class Quantizer:
+    def __init__(self, config: QuantizeConfig, geometry: Geometry, pseudonyms: Pseudonymizer) -> None:
+        self.config = config
+        self.geometry = geometry
+        self.pseudonyms = pseudonyms
+
+    def ground(self, tracks: Sequence[TrackLike]) -> GroundState:
+        n = len(tracks)
+        ids = np.fromiter((t.track_id for t in tracks), dtype=np.int64, count=n)
+        boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(n, 4)
+        vel = np.array([t.velocity for t in tracks], dtype=np.float64).reshape(n, 2)
+        feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) * 0.5, boxes[:, 3]))
+        horizon = 0.5  # seconds: project the foot point forward and difference on the ground
+        both = self.geometry.to_ground(np.vstack((feet, feet + vel * horizon)))
+        xy, ahead = both[:n], both[n:]
+        mpp = self.geometry.metres_per_pixel(feet)
+        height = (boxes[:, 3] - boxes[:, 1]) * mpp
+        return GroundState(ids, xy, (ahead - xy) / horizon, height)
+
+    def quantize(self, state: GroundState, wall: float) -> list[QuantizedTrack]:
+        cfg = self.config
+        t_bucket = int(wall // cfg.time_bucket_s) * cfg.time_bucket_s
+        cells = np.floor(state.xy / cfg.grid_m).astype(np.int64)
+        zones = self.geometry.zone_of(state.xy)
+        sizes = np.searchsorted(np.asarray(cfg.size_edges_m), state.height_m, side="right")
+        speed = np.hypot(state.velocity[:, 0], state.velocity[:, 1])
+        angle = np.arctan2(state.velocity[:, 1], state.velocity[:, 0])
+        sectors = np.round(angle / (2 * math.pi / HEADING_SECTORS)).astype(np.int64) % HEADING_SECTORS
+        out = []
+        for i in range(len(state.track_ids)):
+            epoch, pseud = self.pseudonyms.pseudonym(int(state.track_ids[i]), wall)
+            out.append(
+                QuantizedTrack(
+                    pseudonym=pseud,
+                    epoch=epoch,
+                    t=t_bucket,
+                    cell=(int(cells[i, 0]), int(cells[i, 1])),
+                    grid_m=cfg.grid_m,
+                    size=SIZE_CLASSES[int(sizes[i])],
+                    heading=int(sectors[i]) if speed[i] >= cfg.min_speed_mps else None,
+                    zone=zones[i],
+                )
+            )
+        return out
+
+
+def cell_centre(cell: Sequence[int], grid_m: float) -> tuple[float, float]:
+    return ((cell[0] + 0.5) * grid_m, (cell[1] + 0.5) * grid_m)

@@ -1,0 +1,334 @@
+"""The durable outbox: records wait here, in SQLite, until the cloud acknowledges the batch that carried them.
+
+- WAL journal with `synchronous=FULL`: a commit returns only after the WAL is fsynced, so a record whose
+  `enqueue` returned survives a SIGKILL at any instant and a power cut (NORMAL would be kill-safe but could
+  lose the last commits on power loss; at 2 commits a second the fsync costs nothing that matters).
+- `enqueue(records)` writes one transaction (the loop calls `sink(tick)` once per tick).
+- `take_batch()` assigns the oldest unbatched records (capped by count and bytes) to a new batch with a fresh
+  id and the next value of a monotonic batch sequence, in one transaction; until that batch is acknowledged,
+  `take_batch()` returns the same batch again (same id, same records), so a resend after a lost
+  acknowledgement is byte-identical and the cloud's dedup drops it.
+- `ack(batch_id)` deletes the batch and its records.
+- Bounded: above `max_records` or `max_bytes`, the oldest records of the most expendable kind are dropped
+  first (tracks, then samples, flow groups, status; released aggregates and audit entries last), never records
+  already in an unacknowledged batch. Drops are counted per kind, persisted, and reported by `stats()`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware.config.sync import OutboxConfig
+from firmware.errors import FirmwareError
+from firmware.privacy.compliance import HeldItem
+from firmware.sensing.loop import TickResult
+
+log = logging.getLogger(__name__)
+
+# dropped first ... dropped last when the outbox is full
+DROP_ORDER = ("track", "sample", "flowgroups", "status", "ota", "aggregate", "audit")
+_PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
+
+
+class OutboxError(FirmwareError):
+    """The outbox database cannot be opened or written, or a record cannot be stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records taken for one upload. `bodies` are the records' compact JSON texts, `seqs` their outbox
+    sequence numbers (strictly increasing; the cloud keys records by (outbox id, seq))."""
+
+    batch_id: str
+    seq: int
+    outbox_id: str
+    seqs: tuple[int, ...]
+    bodies: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def payload(self, device_id: str) -> bytes:
+        """The batch's JSON document (umbra.batch/1), built without re-parsing the records."""
+        head = json.dumps({"schema": "umbra.batch/1", "device_id": device_id, "outbox_id": self.outbox_id,
+                           "batch_id": self.batch_id, "seq": self.seq, "seqs": list(self.seqs)},
+                          separators=(",", ":"))
+        return (head[:-1] + ',"records":[' + ",".join(self.bodies) + "]}").encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    records: int
+    bytes: int
+    pending_batch: str | None
+    dropped: Mapping[str, int]
+    enqueued_total: int
+    acked_total: int
+
+
+def _time_and_zone(kind: str, record: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """When a record's data was observed (None for kinds without one) and its zone, if it has one."""
+    t = record.get({"sample": "taken_at", "aggregate": "window_start", "flowgroups": "window_start"}.get(kind, "t"))
+    zone = record.get("zone")
+    return (float(t) if isinstance(t, int | float) else None), (zone if isinstance(zone, str) else None)
+
+
+def kind_of(record: Mapping[str, Any]) -> str:
+    """'umbra.track/1' -> 'track'."""
+    schema = record.get("schema")
+    if not isinstance(schema, str) or not schema.startswith("umbra.") or "/" not in schema:
+        raise OutboxError(f"record has no umbra schema id (got {schema!r}); cannot store it")
+    kind = schema[6:schema.index("/")]
+    if kind not in _PRIORITY:
+        raise OutboxError(f"record kind {kind!r} has no drop priority; known: {', '.join(DROP_ORDER)}")
+    return kind
+
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+  prio INTEGER NOT NULL, size INTEGER NOT NULL, body TEXT NOT NULL, batch TEXT);
+CREATE INDEX IF NOT EXISTS records_batch ON records(batch, seq);
+CREATE INDEX IF NOT EXISTS records_drop ON records(prio, seq) WHERE batch IS NULL;
+CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+CREATE TABLE IF NOT EXISTS dropped (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+
+
+class Outbox:
+    """Thread-safe (one connection, one lock): the loop enqueues while the uploader takes and acks."""
+
+    def __init__(self, config: OutboxConfig, validate: Callable[[Any], None] | None = None) -> None:
+        """`validate(record)` raises on a bad record; default `firmware.schemas.validate` when the config's
+        `validate_records` is on. Raises OutboxError if the database cannot be opened."""
+        config.validate()
+        self.config = config
+        if validate is None and config.validate_records:
+            from firmware.schemas import validate as schema_validate
+
+            validate = schema_validate
+        self._validate = validate
+        self._lock = threading.Lock()
+        try:
+            Path(config.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(config.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={config.synchronous}")
+            self._db.executescript(_DDL)
+            with self._tx():
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('outbox_id', ?)", (secrets.token_hex(8),))
+                for k in ("batch_seq", "enqueued", "acked"):
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (k,))
+            self.outbox_id = self._meta("outbox_id")
+            n, b = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records").fetchone()
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot open the outbox {config.path}: {e}") from e
+        self._count, self._bytes = int(n), int(b)
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+
+    def _tx(self) -> Any:
+        db = self._db
+
+        class _Tx:
+            def __enter__(self) -> None:
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+                db.execute("COMMIT" if et is None else "ROLLBACK")
+
+        return _Tx()
+
+    def _meta(self, k: str) -> Any:
+        return self._db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- device side: enqueue -------------------------------------------------------------------------------
+
+    def enqueue(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Store records in one transaction; returns how many. Raises OutboxError (nothing stored)."""
+        rows = []
+        for r in records:
+            kind = kind_of(r)
+            if self._validate is not None:
+                try:
+                    self._validate(r)
+                except FirmwareError as e:
+                    raise OutboxError(f"record refused, nothing of this transaction stored: {e}") from e
+            body = json.dumps(r, separators=(",", ":"), ensure_ascii=False)
+            rows.append((kind, _PRIORITY[kind], len(body), body))
+        if not rows:
+            return 0
+        size = sum(r[2] for r in rows)
+        with self._lock:
+            try:
+                with self._tx():
+                    self._db.executemany("INSERT INTO records (kind, prio, size, body) VALUES (?, ?, ?, ?)", rows)
+                    self._db.execute("UPDATE meta SET v = v + ? WHERE k = 'enqueued'", (len(rows),))
+                    dropped = self._enforce_bounds(self._count + len(rows), self._bytes + size)
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox write failed ({len(rows)} records not stored): {e}") from e
+            self._count += len(rows) - dropped[0]
+            self._bytes += size - dropped[1]
+        return len(rows)
+
+    def sink(self, tick: TickResult) -> None:
+        """A SensorLoop sink: the tick's released records, one transaction."""
+        if tick.records:
+            self.enqueue([r.to_json() for r in tick.records])
+
+    def _enforce_bounds(self, count: int, nbytes: int) -> tuple[int, int]:
+        over_n = count - self.config.max_records
+        over_b = nbytes - self.config.max_bytes
+        if over_n <= 0 and over_b <= 0:
+            return 0, 0
+        gone_n = gone_b = 0
+        cur = self._db.execute("SELECT seq, kind, size FROM records WHERE batch IS NULL ORDER BY prio, seq")
+        victims: list[tuple[int]] = []
+        per_kind: dict[str, int] = {}
+        for seq, kind, size in cur:
+            if gone_n >= over_n and gone_b >= over_b:
+                break
+            victims.append((seq,))
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+            gone_n += 1
+            gone_b += size
+        cur.close()
+        self._db.executemany("DELETE FROM records WHERE seq = ?", victims)
+        for kind, n in per_kind.items():
+            self._db.execute("INSERT INTO dropped VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET n = n + ?",
+                             (kind, n, n))
+        log.warning("outbox full: dropped %s", per_kind)
+        return gone_n, gone_b
+
+    # --- uploader side --------------------------------------------------------------------------------------
+
+    def take_batch(self) -> Batch | None:
+        """The unacknowledged batch if there is one, else a new batch of the oldest records (or None)."""
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT batch_id, seq FROM batches ORDER BY seq LIMIT 1").fetchone()
+                if row is None:
+                    row = self._new_batch()
+                    if row is None:
+                        return None
+                got = self._db.execute("SELECT seq, body FROM records WHERE batch = ? ORDER BY seq",
+                                       (row[0],)).fetchall()
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox read failed: {e}") from e
+        return Batch(row[0], int(row[1]), self.outbox_id, tuple(s for s, _ in got), tuple(b for _, b in got))
+
+    def _new_batch(self) -> tuple[str, int] | None:
+        cap_n, cap_b = self.config.batch_records, self.config.batch_bytes
+        cur = self._db.execute("SELECT seq, size FROM records WHERE batch IS NULL ORDER BY seq LIMIT ?", (cap_n,))
+        last, total = None, 0
+        for seq, size in cur:
+            if last is not None and total + size > cap_b:
+                break
+            last, total = seq, total + size
+        cur.close()
+        if last is None:
+            return None
+        batch_id = secrets.token_hex(16)
+        with self._tx():
+            self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'batch_seq'")
+            seq = int(self._meta("batch_seq"))
+            self._db.execute("INSERT INTO batches VALUES (?, ?)", (batch_id, seq))
+            self._db.execute("UPDATE records SET batch = ? WHERE batch IS NULL AND seq <= ?", (batch_id, last))
+        return batch_id, seq
+
+    def ack(self, batch_id: str) -> int:
+        """The cloud holds this batch: delete it and its records. Returns how many records went."""
+        with self._lock:
+            try:
+                with self._tx():
+                    n, b = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE batch = ?",
+                                            (batch_id,)).fetchone()
+                    self._db.execute("DELETE FROM records WHERE batch = ?", (batch_id,))
+                    self._db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+                    self._db.execute("UPDATE meta SET v = v + ? WHERE k = 'acked'", (n,))
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox ack failed: {e}") from e
+            self._count -= int(n)
+            self._bytes -= int(b)
+        return int(n)
+
+    def purge_samples(self, before: float) -> int:
+        """Deletes the sample images taken before `before` (epoch seconds) that are still waiting, not yet in
+        a batch (the retention rule: a sample the cloud has not taken within its days is not kept). Returns
+        how many went."""
+        with self._lock:
+            try:
+                with self._tx():
+                    rows = self._db.execute(
+                        "SELECT seq, size, body FROM records WHERE kind = 'sample' AND batch IS NULL").fetchall()
+                    old = [(seq, size) for seq, size, body in rows if float(json.loads(body)["taken_at"]) < before]
+                    self._db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq, _ in old])
+            except (sqlite3.Error, ValueError, KeyError) as e:
+                raise OutboxError(f"outbox sample purge failed: {e}") from e
+            self._count -= len(old)
+            self._bytes -= sum(size for _, size in old)
+        return len(old)
+
+    def held(self, start: float, end: float) -> list[HeldItem]:
+        """Every record waiting here (in a batch or not) with start <= its time < end, as compliance sees it
+        (firmware.privacy.compliance.HeldItem: kind, time, zone, size)."""
+        from firmware.privacy.compliance import HeldItem
+
+        with self._lock:
+            rows = self._db.execute("SELECT kind, size, body FROM records ORDER BY seq").fetchall()
+        out = []
+        for kind, size, body in rows:
+            t, zone = _time_and_zone(kind, json.loads(body))
+            if t is not None and start <= t < end:
+                out.append(HeldItem(kind, t, zone, int(size)))
+        return out
+
+    def erase(self, start: float, end: float, kinds: Iterable[str]) -> int:
+        """Deletes the waiting records of `kinds` with start <= time < end, in a batch or not (a batch in
+        flight then resends without them). Returns how many."""
+        kinds = tuple(kinds)
+        with self._lock:
+            try:
+                with self._tx():
+                    marks = ",".join("?" * len(kinds))
+                    rows = self._db.execute(f"SELECT seq, kind, size, body FROM records WHERE kind IN ({marks})",
+                                            kinds).fetchall()
+                    gone = []
+                    for seq, kind, size, body in rows:
+                        t = _time_and_zone(kind, json.loads(body))[0]
+                        if t is not None and start <= t < end:
+                            gone.append((seq, size))
+                    self._db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq, _ in gone])
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox erasure failed: {e}") from e
+            self._count -= len(gone)
+            self._bytes -= sum(size for _, size in gone)
+        return len(gone)
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            dropped = dict(self._db.execute("SELECT kind, n FROM dropped").fetchall())
+            pending = self._db.execute("SELECT batch_id FROM batches ORDER BY seq LIMIT 1").fetchone()
+            return OutboxStats(self._count, self._bytes, pending[0] if pending else None, dropped,
+                               int(self._meta("enqueued")), int(self._meta("acked")))
+
+    def __len__(self) -> int:
+        return self._count

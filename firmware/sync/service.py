@@ -1,0 +1,106 @@
+"""Cloud sync as the running sensor uses it: the outbox is a sink of the loop (one transaction per tick), and
+the uploader runs on its own thread with its own asyncio loop, so a slow or absent network never delays a
+tick. `stop()` ends the uploader cleanly (a batch in flight is either acknowledged or resent next time)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+
+from firmware.config import SyncConfig
+from firmware.errors import FirmwareError
+from firmware.sensing.loop import SensorLoop, TickResult, TickSink
+from firmware.sync.outbox import Outbox
+from firmware.sync.uploader import Uploader
+from hal.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class SyncService:
+    def __init__(self, config: SyncConfig, clock: Clock) -> None:
+        config.validate()
+        self.config = config
+        self.clock = clock
+        self.outbox = Outbox(config.outbox)
+        self.uploader: Uploader | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._flush_s = 0.0
+
+    @property
+    def sink(self):  # the loop's TickSink
+        return self.outbox.sink
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="umbra-uploader", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=30)
+        if self._failure is not None:
+            raise FirmwareError(f"uploader could not start: {self._failure}") from self._failure
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # reported to start() or logged: the thread must not die silently
+            self._failure = e
+            self._ready.set()
+            log.error("uploader stopped: %s", e)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.uploader = Uploader(self.config.uploader, self.config.tls, self.outbox, self.clock, random.Random())
+        self._ready.set()
+        await self.uploader.run(self._stop)
+        if self._flush_s > 0:  # a last attempt at what is pending; whatever fails stays in the outbox
+            try:
+                res = await asyncio.wait_for(self.uploader.cycle(), self._flush_s)
+                if res.error:
+                    log.warning("final upload failed (%s); records stay in the outbox", res.error)
+            except TimeoutError:
+                log.warning("final upload took over %.0f s; records stay in the outbox", self._flush_s)
+            finally:
+                await self.uploader.close()
+
+    def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0) -> TickSink:
+        """A loop sink that puts a health record (umbra.status/1) into the outbox every `period_s` of wall
+        time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks."""
+        from firmware import __version__
+
+        started = self.clock.wall()
+        due = [started]
+
+        def sink(tick: TickResult) -> None:
+            if tick.wall < due[0]:
+                return
+            due[0] = tick.wall + period_s
+            st = self.outbox.stats()
+            self.outbox.enqueue([{
+                "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": profile,
+                "uptime_s": round(tick.wall - started, 1), "outbox_records": st.records,
+                "dropped": dict(st.dropped), "detector": loop.detector.backend, "overruns": loop.stats.overruns,
+            }])
+
+        return sink
+
+    def kick(self) -> None:
+        """Upload now (after an outage ends, or on command)."""
+        if self._loop is not None and self.uploader is not None:
+            self._loop.call_soon_threadsafe(self.uploader.kick)
+
+    def stop(self, timeout_s: float = 30.0, flush: bool = True) -> None:
+        """Stop the uploader; with `flush`, first try once (within half the timeout) to send what is pending."""
+        self._flush_s = timeout_s / 2 if flush else 0.0
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("uploader did not stop within %.0f s; records stay in the outbox", timeout_s)
+        self.outbox.close()

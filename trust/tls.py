@@ -1,0 +1,209 @@
+"""TLS for everything that leaves the device: mutual TLS to the fleet's private CA, plus SPKI pinning.
+
+The client context trusts the fleet CA file and nothing else (no system store), checks the hostname,
+presents the device certificate, and refuses anything below the configured floor (TLS 1.3 by default,
+1.2 at the least). On top of that normal verification, `PinnedConnector` checks the server's public key
+(sha256 of its SubjectPublicKeyInfo) against the pin set as soon as the handshake completes and before
+aiohttp writes a byte of the request; a mismatch aborts the connection and raises `PinMismatch`.
+(aiohttp's own `Fingerprint` pins one leaf certificate and turns off CA and hostname checks, so it is not
+used.)
+
+The pin set lives in a file holding a message signed by the fleet root key (Ed25519, see
+`trust.pki.sign_pin_update`); `PinStore` verifies it on load and accepts a replacement only if it is
+signed by that key, has a higher version, and names at least two pins (one in use, at least one backup).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from trust.errors import PinMismatch, PinUpdateRefused, TlsError
+from trust.files import canonical, write_atomic
+from trust.pki import PINS_SCHEMA, load_root_public, spki_sha256_der_cert
+
+log = logging.getLogger(__name__)
+
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+MAX_PIN_MESSAGE = 16_384
+MIN_PINS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca_file: str = "/var/lib/umbra/pki/ca.pem"  # the fleet CA: the only trust anchor
+    cert_file: str = "/var/lib/umbra/pki/device.pem"
+    key_file: str = "/var/lib/umbra/pki/device.key"
+    pins_file: str = "/var/lib/umbra/pki/pins.json"  # signed pin set (umbra.pins/1)
+    fleet_root_public_key: str = ""  # base64 of the raw 32-byte Ed25519 key that signs pin sets
+    min_version: str = "1.3"
+
+    def validate(self) -> None:
+        if self.min_version not in TLS_VERSIONS:
+            raise ValueError(f"min_version: {self.min_version!r}; allowed: '1.2' or '1.3'")
+        for name in ("ca_file", "cert_file", "key_file", "pins_file"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: needs a file path")
+        if self.fleet_root_public_key:
+            self.check_fleet_root()
+
+    def check_fleet_root(self) -> None:
+        """The pin-set signer's key: needed once sync runs (the uploader checks pin updates with it), not before,
+        so a device with sync off may name its key files (the audit head is signed with the key) without it."""
+        try:
+            if len(base64.b64decode(self.fleet_root_public_key, validate=True)) != 32:
+                raise ValueError
+        except (ValueError, binascii.Error):
+            raise ValueError("fleet_root_public_key: base64 of the raw 32-byte Ed25519 public key") from None
+
+
+def client_context(ca_file: str | Path, cert_file: str | Path, key_file: str | Path,
+                   min_version: str = "1.3") -> ssl.SSLContext:
+    """Client side of mutual TLS: fleet CA only, hostname checked, device certificate, version floor."""
+    if min_version not in TLS_VERSIONS:
+        raise TlsError(f"min_version {min_version!r}: use '1.2' or '1.3'")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname on; no default CAs loaded
+    ctx.minimum_version = TLS_VERSIONS[min_version]
+    try:
+        ctx.load_verify_locations(cafile=str(ca_file))
+        ctx.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"cannot load TLS files (CA {ca_file}, cert {cert_file}, key {key_file}): {e}") from e
+    return ctx
+
+
+def server_context(cert_file: str | Path, key_file: str | Path, ca_file: str | Path,
+                   min_version: str = "1.2", max_version: str | None = None,
+                   require_client_cert: bool = True) -> ssl.SSLContext:
+    """Server side: its certificate, and (by default) a client certificate from the fleet CA required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = TLS_VERSIONS[min_version]
+    if max_version is not None:
+        ctx.maximum_version = TLS_VERSIONS[max_version]
+    try:
+        ctx.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+        ctx.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"cannot load server TLS files (cert {cert_file}, key {key_file}, CA {ca_file}): {e}") from e
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+# --- pins -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PinSet:
+    version: int
+    pins: frozenset[str]
+    issued: int
+
+
+def verify_pin_message(message: Mapping[str, Any], root: Ed25519PublicKey) -> PinSet:
+    """Check a signed pin-set message and return its pins; raises PinUpdateRefused."""
+    try:
+        payload = message["payload"]
+        sig = base64.b64decode(message["signature"], validate=True)
+        version, issued, pins = payload["version"], payload["issued"], payload["pins"]
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        raise PinUpdateRefused(f"malformed pin-set message: {e!r}") from e
+    if payload.get("schema") != PINS_SCHEMA or set(payload) != {"schema", "version", "issued", "pins"}:
+        raise PinUpdateRefused(f"pin-set payload must be exactly {PINS_SCHEMA} with version, issued, pins")
+    try:
+        root.verify(sig, canonical(payload))
+    except InvalidSignature:
+        raise PinUpdateRefused("pin-set signature does not verify with the fleet root key") from None
+    if not (isinstance(version, int) and isinstance(issued, int) and isinstance(pins, list)
+            and all(isinstance(p, str) and len(p) == 44 for p in pins)):
+        raise PinUpdateRefused("pin-set fields have the wrong types (pins are base64 sha256)")
+    if len(set(pins)) < MIN_PINS:
+        raise PinUpdateRefused(f"a pin set needs at least {MIN_PINS} pins (one in use, one backup)")
+    return PinSet(version, frozenset(pins), issued)
+
+
+class PinStore:
+    """The device's current pin set, file-backed. `pins()` is what `PinnedConnector` calls per connection."""
+
+    def __init__(self, path: str | Path, root_public_b64: str) -> None:
+        self.path = Path(path)
+        self._root = load_root_public(root_public_b64)
+        self._current = verify_pin_message(self._read(self.path), self._root)
+
+    @staticmethod
+    def _read(path: Path) -> Mapping[str, Any]:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_PIN_MESSAGE + 1)
+            if len(raw) > MAX_PIN_MESSAGE:
+                raise TlsError(f"pin file {path} is larger than {MAX_PIN_MESSAGE} bytes")
+            return json.loads(raw)
+        except (OSError, ValueError) as e:
+            raise TlsError(f"cannot read the pin file {path}: {e}") from e
+
+    @property
+    def current(self) -> PinSet:
+        return self._current
+
+    def pins(self) -> frozenset[str]:
+        return self._current.pins
+
+    def update(self, message: Mapping[str, Any]) -> PinSet:
+        """Replace the pin set with a newer one signed by the fleet root key (atomic on disk)."""
+        new = verify_pin_message(message, self._root)
+        if new.version <= self._current.version:
+            raise PinUpdateRefused(f"pin-set version {new.version} is not newer than {self._current.version}")
+        write_atomic(self.path, canonical(dict(message)))
+        self._current = new
+        log.info("pin set updated", extra={"pin_version": new.version, "pins": len(new.pins)})
+        return new
+
+
+def check_pins(transport: Any, pins: frozenset[str]) -> str:
+    """The peer's SPKI pin if it is in `pins`; else PinMismatch. Call only after a verified handshake."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise PinMismatch("no server certificate on this connection; refusing to send")
+    got = spki_sha256_der_cert(der)
+    if got not in pins:
+        peer = transport.get_extra_info("peername")
+        raise PinMismatch(f"server {peer} key {got} is not in the pin set; connection closed before sending")
+    return got
+
+
+class PinnedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that checks SPKI pins right after the (fully verified) TLS handshake.
+
+    The check sits in `_wrap_create_connection`, where aiohttp itself checks `Fingerprint`: the transport
+    is connected and verified, and no request byte has been written. Plain (non-TLS) connections are
+    refused outright."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext, pins: Callable[[], frozenset[str]], **kwargs: Any) -> None:
+        if not ssl_context.check_hostname or ssl_context.verify_mode != ssl.CERT_REQUIRED:
+            raise TlsError("PinnedConnector needs a verifying context (CERT_REQUIRED, check_hostname)")
+        super().__init__(ssl=ssl_context, **kwargs)
+        self._pins = pins
+        self.pin_failures = 0
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, proto = await super()._wrap_create_connection(*args, **kwargs)
+        try:
+            if not kwargs.get("ssl"):
+                raise PinMismatch("plain-text connection refused: only https with pinning is allowed")
+            check_pins(transport, self._pins())
+        except PinMismatch:
+            self.pin_failures += 1
+            transport.abort()
+            raise
+        return transport, proto
