@@ -2,11 +2,13 @@
 # One command each for Umbra's two jobs, doing all of their own set-up on a fresh machine:
 #   bash bench/go.sh run    # set up, then the bench run (mock camera on vtest.avi, real model, reference cloud)
 #   bash bench/go.sh test   # set up, then the test suite
-# Set-up: a virtual environment in .venv with the project and its dev extra installed (skipped when
+# Set-up: the Debian packages of bench/apt-packages.txt, a virtual environment in .venv with the project and its dev extra installed (skipped when
 # pyproject.toml has not changed since), then the bench data checked by hash (fetched where it can be).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-run}"; shift || true
+
+bash bench/setup-system.sh
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -208,7 +208,7 @@ def test_umbra_run_loads_the_stored_grants_and_signs_the_audit_head(tmp_path, sh
 
     monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
     key = Ed25519PrivateKey.generate()
-    base = load(Path(__file__).resolve().parents[1] / "bench/configs/pets09.toml")
+    base = load(Path(__file__).resolve().parents[3] / "bench/configs/pets09.toml")
     cloud = CloudThread(tmp_path / "cloud", SystemClock())
     try:
         dev = device_setup(cloud.cloud, tmp_path / "device", cloud.port)

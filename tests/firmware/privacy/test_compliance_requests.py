@@ -139,7 +139,7 @@ def test_dpia_of_the_real_config_states_the_daily_budget_the_accountant_derives(
     """privacy.daily_epsilon = 0 means epsilon times the windows of a day: the DPIA says that number."""
     from firmware.config import load
 
-    cfg = load(Path(__file__).parent.parent / "bench" / "configs" / "pets09.toml")
+    cfg = load(Path(__file__).resolve().parents[3] / "bench" / "configs" / "pets09.toml")
     md = generate_dpia(cfg)
     assert "epsilon = 1.0 per release, 1440 (epsilon times the 1440 windows of a day) per day" in md
     assert cfg.privacy.budgets()["occupancy"] == 1440

@@ -21,7 +21,7 @@ from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader
 from hal.clock import FakeClock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TICKS = 280  # 40 s of the 7 fps sequence
 
 

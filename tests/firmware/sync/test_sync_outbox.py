@@ -21,7 +21,7 @@ from firmware.sensing.loop import TickResult
 from firmware.sensing.records import QuantizedTrack
 from firmware.sync.outbox import Outbox, OutboxError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def track(i: int) -> dict:

@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 from cloud.app import Cloud, CloudConfig
 from hal.clock import FakeClock
 
-OPENAPI = Path(__file__).resolve().parents[1] / "cloud" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "cloud" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(OPENAPI)
 
 

@@ -13,7 +13,7 @@ from firmware.cli.main import main
 from firmware.config import load, to_toml
 from hal.clock import SystemClock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, monkeypatch):

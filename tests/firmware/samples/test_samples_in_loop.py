@@ -21,7 +21,7 @@ from firmware.sync.outbox import Outbox
 from hal.detections import Detections
 from hal.frame import Frame
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 HOUR = 1_700_002_800  # a whole hour, epoch seconds
 
 

@@ -24,7 +24,7 @@ from firmware.sensing.geometry import Geometry
 from hal.clock import FakeClock
 from hal.embedder import Embedder, FakeEmbedder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 WALL0 = 1_700_000_000.0  # a multiple of the 10 s window
 FLOW = FlowGroupConfig(enabled=True, window_s=10, basis_min=16, crops_per_track=5, crop_gap_s=0.5)
 
