@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ota_site import HW, Site
+from bench.lib.ota_site import HW, Site
 from ota.client import OtaClient, OtaClientConfig
 from ota.health import after_boot
 from ota.rollout import evaluate, make_plan, position

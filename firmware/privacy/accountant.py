@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from firmware.errors import FirmwareError
+from firmware.errors import BudgetError
 from firmware.privacy.dp import exact
 
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
-
-
-class BudgetError(FirmwareError):
-    """The budget store cannot be read or written."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import FirmwareError
+from firmware.errors import AuthorizationRefused, TokenStoreError
 from firmware.privacy.audit import AuditSink
-from firmware.samples.authorization import MAX_TOKEN_CHARS, AuthorizationRefused, Authorizer, Grant
+from firmware.samples.authorization import MAX_TOKEN_CHARS, Authorizer, Grant
 from trust.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ FILE_NAME = "sampling_tokens.json"
 MAX_TOKENS = 32
 MAX_FILE_BYTES = MAX_TOKENS * (MAX_TOKEN_CHARS + 8) + 4096 + MAX_TOKENS * 80
 FINAL = frozenset({"expired", "revoked"})  # refusals a token never recovers from
-
-
-class TokenStoreError(FirmwareError):
-    """The token file cannot be read or written, or is not a token file (it is then left untouched)."""
 
 
 @dataclass(frozen=True, slots=True)

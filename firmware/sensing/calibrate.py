@@ -8,11 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.errors import FirmwareError
-
-
-class CalibrationError(FirmwareError):
-    """The points given cannot determine a homography."""
+from firmware.errors import CalibrationError
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.ota_site import Site
+from bench.lib.ota_site import Site
 from firmware.cli.main import main
 from firmware.config import to_toml
 from firmware.schemas import validate
