@@ -3,11 +3,11 @@ device's outbox really holds, each audited in the config's audit log."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from firmware.config import load, resolve_path
 from firmware.errors import AuthorizationRefused, ComplianceError
@@ -18,7 +18,7 @@ from firmware.samples.grantstore import authorizer_for, store_for
 from firmware.sync.outbox import Outbox
 
 
-def add_parser(parser: Any) -> None:
+def add_parser(parser: argparse.ArgumentParser) -> None:
     """Fills the `umbra privacy` parser: the DPIA of a config, and data-subject requests answered from the
     device's outbox (what it really holds), each audited in the config's audit log."""
     sub = parser.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
@@ -37,7 +37,7 @@ def add_parser(parser: Any) -> None:
         p.set_defaults(func=_cmd_request, kind=kind)
 
 
-def _cmd_dpia(args: Any) -> int:
+def _cmd_dpia(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     grants = []
     if cfg.authorization.customer_public_key:  # the stored tokens that verify now (a look: nothing audited)
@@ -52,15 +52,15 @@ def _cmd_dpia(args: Any) -> int:
     return 0
 
 
-def _cmd_request(args: Any) -> int:
+def _cmd_request(args: argparse.Namespace) -> int:
 
     from firmware.config import load
 
     cfg = load(args.config)
     base = args.config.resolve().parent
-    if not cfg.privacy.audit_file:
-        raise ComplianceError("[privacy] audit_file is empty: data-subject requests are audited, so set it")
     audit = audit_log_for(cfg, base)  # signed with the device key like umbra run's, so the head stays signed
+    if audit is None:
+        raise ComplianceError("[privacy] audit_file is empty: data-subject requests are audited, so set it")
     req = SubjectRequest(args.id, args.kind, args.start, args.end, getattr(args, "zone", None))
     with Outbox(replace(cfg.sync.outbox, path=str(resolve_path(cfg.sync.outbox.path, base)))) as store:
         answer = (answer_access if args.kind == "access" else answer_erasure)(

@@ -199,7 +199,7 @@ def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: Aud
                      audit=audit.append if audit is not None else None)
 
 
-def sample_hook(cfg: UmbraConfig, sync: Any, audit: AuditSink | None, detector: Detector | None = None,
+def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | None, detector: Detector | None = None,
                 rng: random.Random | None = None) -> SampleHook | None:
     """[samples]: one de-identified sample image an hour at a random instant, from the main stream, into the
     outbox (kept there until uploaded, never past retention_days). Needs sync and a main stream. `sync` is

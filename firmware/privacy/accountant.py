@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,7 +43,7 @@ class Charge:
 class Accountant:
     """`charge(stream, epsilon, now)` -> Charge. `budgets` maps a stream to its daily epsilon."""
 
-    def __init__(self, path: str | Path, budgets: dict[str, float | Fraction]) -> None:
+    def __init__(self, path: str | Path, budgets: Mapping[str, float | Fraction]) -> None:
         self.budgets = {k: exact(v) for k, v in budgets.items()}
         for k, v in self.budgets.items():
             if v <= 0:

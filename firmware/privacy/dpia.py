@@ -10,11 +10,23 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from firmware.config import UmbraConfig
 from firmware.config.privacy import STREAMS
-from firmware.samples.authorization import Grant
+
+
+class GrantView(Protocol):
+    """What the DPIA states of a sampling authorization in force (firmware.samples.authorization.Grant)."""
+
+    @property
+    def token_id(self) -> str: ...
+    @property
+    def rate_per_hour(self) -> int: ...
+    @property
+    def not_before(self) -> float: ...
+    @property
+    def expires(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +152,7 @@ RIGHTS = ("Access and erasure requests are answered by time range (and zone), be
           "is handled by the operator's cloud service.")
 
 
-def generate_dpia(cfg: UmbraConfig, *, grants: Sequence[Grant] = (), now: float | None = None) -> str:
+def generate_dpia(cfg: UmbraConfig, *, grants: Sequence[GrantView] = (), now: float | None = None) -> str:
     """A DPIA (Markdown) stating what the running configuration does; `grants`: the sampling authorizations
     in force."""
     f = facts(cfg)

@@ -32,6 +32,8 @@ from firmware.config.samples import SamplesConfig
 from firmware.errors import AuthorizationRefused, SampleError
 from firmware.privacy.audit import AuditSink
 from firmware.samples.authorization import Authorizer, Grant
+from hal.detections import Detections
+from hal.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +316,7 @@ class SampleHook:
         self.taker, self.store, self.audit = taker, store, audit
         self._purged_day: int | None = None
 
-    def __call__(self, frame: Any, detections: Any, wall: float) -> None:
+    def __call__(self, frame: Frame, detections: Detections | None, wall: float) -> None:
         day = int(wall // 86400)
         if day != self._purged_day:
             self._purged_day = day

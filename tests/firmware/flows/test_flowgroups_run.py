@@ -217,9 +217,9 @@ def test_loop_track_hooks_see_this_ticks_tracks_with_the_pixels_alive(shared_dat
 
 
 def test_with_the_section_off_umbra_run_does_no_embedding_work(tmp_path, shared_data, monkeypatch) -> None:
+    from firmware.cli import run as flowhook  # where umbra run looks the hook builder up
     from firmware.cli.main import main
     from firmware.config import to_toml
-    from firmware.cli import run as flowhook  # where umbra run looks the hook builder up
 
     monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
     built: list[object] = []
