@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trust.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 MANIFESTS = Path(__file__).parent / "manifests"
@@ -141,23 +143,9 @@ def _download(m: ModelManifest, fetch: Fetcher) -> Path:
     if actual != m.sha256:
         raise ModelError(f"download of {m.name} from {m.url} has sha256 {actual}, expected {m.sha256}: refused")
     dest = cache_dir() / m.file
-    write_file(dest, body)
+    write_atomic(dest, body)
     log.info("downloaded model %s into %s", m.name, dest)
     return dest
-
-
-def write_file(dest: Path, data: bytes) -> None:
-    """Writes `data` to `dest` whole or not at all: a temporary file beside it, synced, then renamed over it, so
-    a power cut leaves the old file or the new one. (Standard library only, like the rest of this module, which
-    the set-up uses before the project's dependencies are installed; trust.pki.write_atomic is the
-    firmware's own, which also syncs the folder and can make the file private.)"""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
 
 
 def urllib_fetch(url: str, max_bytes: int) -> bytes:

@@ -16,7 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import sha256_file, write_file
+from models import sha256_file
+from trust.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".data"
@@ -127,7 +128,7 @@ def _fetch(f: DataFile) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != f.sha256:
         raise ValueError(f"downloaded {f.path} has sha256 {actual}, expected {f.sha256}")
-    write_file(dest, data)
+    write_atomic(dest, data)
 
 
 def _from_debian(package: str, member: str) -> bytes:

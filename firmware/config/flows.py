@@ -19,7 +19,7 @@ class FlowGroupConfig:
     enabled: bool = False
     groups: int = 1000  # group ids 0 to groups - 1 (the hyperplane code modulo groups)
     hyperplanes: int = 10  # random hyperplanes of the hash (2**hyperplanes >= groups)
-    dims: int = 4  # population basis size (4: best same-person rate at a low collision rate on PETS09)
+    dims: int = 4  # population basis size (docs/TUNING.md)
     noise: float = 0.1  # std of the noise per basis dimension (the projected vector has unit norm)
     min_count: int = 5  # fictitious members pad every released group to at least this
     decoy_ratio: float = 1.0  # decoy groups per real group, each of min_count fictitious members
@@ -27,7 +27,7 @@ class FlowGroupConfig:
     window_s: int = 900  # one record per zone per window (windows start at multiples of window_s)
     period_s: int = 86400  # hyperplanes re-drawn and the basis refitted every period
     crop_gap_s: float = 1.0  # a track's first crop when seen in a window, the next after this, each gap doubled
-    max_embeds_per_tick: int = 1  # crops embedded per loop tick at most (CPU ~10 ms each on a laptop core pair)
+    max_embeds_per_tick: int = 1  # crops embedded per loop tick at most
     basis_min: int = 100  # crop embeddings needed before a population basis is fitted (nothing released before)
     tick_share: float = 0.8  # embed only while the tick so far plus one embedding (its recent cost) stays
     # within this share of the loop's period, on the loop's clock: embedding does not make the loop drop frames

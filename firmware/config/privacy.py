@@ -52,9 +52,8 @@ class PrivacyConfig:
     @property
     def crossing_cap(self) -> int:
         """Crossings one person counts for per window: `max_crossings`, or when that is 0, 2 for windows under
-        five minutes and 4 for longer ones. In a minute a walker crosses a line or two; over a quarter of an
-        hour some come back. On the ETH/UCY bench at epsilon 1, a cap of 2 lifts flow accuracy at 1-minute
-        windows from 44% to 60% and would cost 15-minute windows 5 points (95% -> 90%)."""
+        five minutes and 4 for longer ones: in a minute a walker crosses a line or two; over a quarter of an
+        hour some come back (figures: docs/TUNING.md)."""
         return self.max_crossings or (2 if self.window_s < 300 else 4)
 
     def budgets(self) -> dict[str, Fraction]:

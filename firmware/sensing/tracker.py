@@ -423,7 +423,7 @@ class Tracker:
         evidence. A jittery detector's innovations change sign and do not trigger it. Horizontal only: that is
         where people and a moving camera's view move; the vertical centre and the size follow the detector's
         box, whose errors repeat from one frame to the next (legs cut off, a scale step), so runs there are not
-        motion (with the vertical centre too, MOT17-04 lost 0.08 IDF1)."""
+        motion (docs/TUNING.md)."""
         sigma, next_tick = self.config.lag_sigma, 1.5 * dt
         now, lag = [], []
         # (In plain floats, as _correct_rows does it: a few numbers a row, where numpy's per-call cost dominates.)
