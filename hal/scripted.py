@@ -9,6 +9,7 @@ detections whatever order frames are asked in.
 
 from __future__ import annotations
 
+import configparser
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +171,6 @@ class ScriptedDetector:
 
 
 def _seqinfo_size(path: Path) -> tuple[int, int]:
-    import configparser
 
     cp = configparser.ConfigParser()
     if not cp.read(path) or "Sequence" not in cp:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from hal.clock import Clock
-from hal.errors import CameraError, CameraStalled, EndOfStream
+from hal.detections import Detections
+from hal.errors import CameraError, CameraStalled, DetectorError, EndOfStream
 from hal.frame import Frame, FramePool
 
 
@@ -110,8 +111,6 @@ class SyntheticCrowd:
         self.calls = 0
 
     def detect(self, frame: Frame):
-        from hal.detections import Detections
-        from hal.errors import DetectorError
 
         self.calls += 1
         cost = self.cost_s.get(frame.seq, 0.0) if isinstance(self.cost_s, dict) else self.cost_s

@@ -14,6 +14,7 @@ from hal.errors import DetectorError
 from hal.frame import Frame
 from hal.litert import DelegateLoader, Runtime, load_interpreter
 from hal.nms import merge_tiles
+from models import ModelError, manifest, resolve
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class TfliteDetector:
     ) -> None:
         import cv2  # noqa: F401  (fail here, not mid-run, if OpenCV is missing)
 
-        from models import ModelError, manifest, resolve
 
         try:
             self.manifest = manifest(manifest_name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import tarfile
 import time
@@ -163,7 +164,6 @@ def _status(args: argparse.Namespace) -> int:
 def _cloud_reports(folder: Path, release: str) -> dict[str, str]:
     """Each device's latest outcome for `release` from what it reported to the reference cloud (the
     umbra.ota/1 records its uploader sent); "installed" alone is not an outcome yet."""
-    import sqlite3
 
     db = sqlite3.connect(f"file:{folder / 'cloud.sqlite'}?mode=ro", uri=True)
     out: dict[str, str] = {}

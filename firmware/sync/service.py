@@ -9,6 +9,7 @@ import logging
 import random
 import threading
 
+from firmware import __version__
 from firmware.config import SyncConfig
 from firmware.errors import FirmwareError
 from firmware.sensing.loop import SensorLoop, TickResult, TickSink
@@ -71,7 +72,6 @@ class SyncService:
     def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0) -> TickSink:
         """A loop sink that puts a health record (umbra.status/1) into the outbox every `period_s` of wall
         time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks."""
-        from firmware import __version__
 
         started = self.clock.wall()
         due = [started]
