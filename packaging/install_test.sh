@@ -64,9 +64,9 @@ in_root runuser -u umbra -- /usr/bin/env HOME=/var/lib/umbra UMBRA_DATA_DIR=/dat
   UMBRA_MODEL_DIR=/usr/share/umbra/models /opt/umbra/current/bin/umbra run \
   --config /srv/bench/bench/configs/pets09.toml > "$root.run.out" 2> "$root.run.err" || {
   echo "umbra run FAILED:"; tail -20 "$root.run.err"; exit 1; }
-echo "umbra run: exit 0 in $(( $(date +%s) - t0 )) s; last lines:"; tail -3 "$root.run.out"
-echo "outputs: $(ls -l "$root/srv/bench/out" | awk 'NR>1 {print $3":"$4, $5, $9}' | tr '\n' ';')"
-umount "$root/data"; rm -rf "$root/srv/bench"
+echo "umbra run: exit 0 in $(( $(date +%s) - t0 )) s; its last log lines:"; tail -n 3 "$root.run.err" | cut -c1-200
+echo "outputs:"; in_root sh -c 'stat -c "  %U:%G %s bytes %n" /srv/bench/out/*'
+umount "$root/data"; rmdir "$root/data"; rm -rf "$root/srv/bench"
 
 echo "== upgrade to $(basename "$UMBRA_DEB_N1")"
 echo '# changed by the maker' >> "$root/etc/umbra/sensor.toml"
