@@ -22,10 +22,10 @@ from typing import Any
 
 import tomli_w
 
-from firmware import pki
 from firmware.config import parse
 from firmware.errors import ConfigError
 from provisioning.agent import DeviceAgent, SelfTest
+from trust import pki
 
 STATE_DIR = Path("/var/lib/umbra/provisioning")
 log = logging.getLogger(__name__)

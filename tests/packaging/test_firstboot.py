@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware import pki
 from firmware.config import parse
 from provisioning import firstboot
 from provisioning.station import FileCA, FleetSettings, Station, StationLog
+from trust import pki
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "packaging" / "sensor.toml"
 
@@ -55,7 +55,7 @@ class Relay:
 
 
 def fleet(tmp_path: Path) -> FleetSettings:
-    from firmware.keys import BatchKey
+    from trust.keys import BatchKey
 
     root = Ed25519PrivateKey.generate()
     pins = pki.sign_pin_update(root, ["A" * 43 + "=", "B" * 43 + "="], 1, int(time.time()))
