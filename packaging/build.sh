@@ -41,7 +41,7 @@ for arch in $arches; do
   install -D -m 0644 packaging/debian/sysusers.conf "$root/usr/lib/sysusers.d/umbra.conf"
   install -D -m 0644 packaging/debian/tmpfiles.conf "$root/usr/lib/tmpfiles.d/umbra.conf"
   install -D -m 0644 packaging/sensor.toml "$root/usr/share/umbra/sensor.toml.template"
-  "$PY" packaging/models.py "$root/usr/share/umbra/models"
+  "$PY" packaging/ship_models.py "$root/usr/share/umbra/models"
   doc="$root/usr/share/doc/umbra"
   install -D -m 0644 -t "$doc" docs/INSTALL.md SECURITY.md docs/SECURITY-BASELINE.md
   printf 'Umbra\nLicense: Apache-2.0\nThe wheels in /usr/lib/umbra/wheelhouse carry their own licences in their metadata.\n' > "$doc/copyright"

@@ -1,6 +1,6 @@
 """Copy the models the default config uses into the package, each checked against its manifest's sha256.
 
-    python3 packaging/models.py DEST     # DEST/<name>/<file> (+ labels), found locally or downloaded
+    python3 packaging/ship_models.py DEST     # DEST/<name>/<file> (+ labels), found locally or downloaded
 """
 
 from __future__ import annotations
