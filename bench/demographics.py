@@ -1,0 +1,196 @@
+"""Demographics benchmarks: the estimator's accuracy, the released histograms' utility, and the cost.
+
+    python -m bench.demographics accuracy [--data DIR]
+    python -m bench.demographics utility [--windows 200] [--seed 1]
+    python -m bench.demographics cost [--frames 300]
+
+accuracy: the shared labeled faces (faces/labels.csv, 420 UTKFace photos, 35 per age band and gender), each
+through the device's estimator (BlazeFace keypoints, eye-aligned chips, dlib's ONNX networks): gender
+accuracy, age band exact and within one band, mean absolute age error, per band and gender, beside always
+answering the most common class (chosen on the other half of the faces: the set is balanced by construction).
+utility: synthetic windows of 50, 200 and 1,000 visitors drawn (with replacement) from those faces; the
+total-variation distance between the released histogram's distribution and the true band-by-gender
+distribution of the window's visitors, at k=5 and epsilon=1, beside the same distance with no privacy (the
+estimator's own error) and the distance of the noise alone (released against the estimator's histogram).
+cost: one estimate's CPU time on a face photo, and the bench run's loop frame rate with demographics on and
+off (interleaved runs, one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware.demographics.bands import BANDS, GENDERS, band_index, band_of, gender_of
+from firmware.demographics.config import DemographicsConfig
+from firmware.demographics.release import distribution, histogram, release, tv_distance
+
+
+def data_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    if os.environ.get("UMBRA_DATA_DIR"):
+        return Path(os.environ["UMBRA_DATA_DIR"])
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_faces(data: Path) -> list[dict[str, Any]]:
+    path = data / "faces" / "labels.csv"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise SystemExit(f"bench.demographics: cannot read {path}: {e.strerror}") from None
+    return [{"file": data / "faces" / r["file"], "age": int(r["age"]), "band": band_index(r["age_band"]),
+             "gender": GENDERS.index(r["gender"])} for r in rows]
+
+
+def estimate_all(faces: list[dict[str, Any]]) -> list[tuple[float, float] | None]:
+    """(expected age, p_male) of each face photo, None where no face was found."""
+    import cv2
+
+    from hal.agegender import OnnxAgeGender
+
+    out: list[tuple[float, float] | None] = []
+    with OnnxAgeGender() as est:
+        for f in faces:
+            bgr = cv2.imread(str(f["file"]))
+            if bgr is None:
+                raise SystemExit(f"bench.demographics: cannot read image {f['file']}")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            e = est.estimate(rgb)
+            rgb.fill(0)
+            out.append(None if e is None else (e.age, e.p_male))
+    return out
+
+
+def _scores(faces: Sequence[dict[str, Any]], preds: Sequence[tuple[float, float] | None]) -> dict[str, float]:
+    found = [(f, p) for f, p in zip(faces, preds, strict=True) if p is not None]
+    if not found:
+        return {"n": len(faces), "found": 0.0, "gender": float("nan"), "band": float("nan"),
+                "within1": float("nan"), "mae": float("nan")}
+    g = np.mean([gender_of(p[1]) == f["gender"] for f, p in found])
+    b = np.array([band_of(p[0]) - f["band"] for f, p in found])
+    mae = np.mean([abs(p[0] - f["age"]) for f, p in found])
+    return {"n": len(faces), "found": len(found) / len(faces), "gender": float(g), "band": float(np.mean(b == 0)),
+            "within1": float(np.mean(np.abs(b) <= 1)), "mae": float(mae)}
+
+
+def _baseline(faces: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Always the most common gender, band and (median) age of the other half, averaged over both halves."""
+    halves = (faces[0::2], faces[1::2])
+    out = {"gender": 0.0, "band": 0.0, "within1": 0.0, "mae": 0.0}
+    for fit, test in (halves, halves[::-1]):
+        gender = int(np.bincount([f["gender"] for f in fit], minlength=2).argmax())
+        band = int(np.bincount([f["band"] for f in fit], minlength=len(BANDS)).argmax())
+        age = float(np.median([f["age"] for f in fit]))
+        out["gender"] += np.mean([f["gender"] == gender for f in test]) / 2
+        out["band"] += np.mean([f["band"] == band for f in test]) / 2
+        out["within1"] += np.mean([abs(f["band"] - band) <= 1 for f in test]) / 2
+        out["mae"] += np.mean([abs(f["age"] - age) for f in test]) / 2
+    return out
+
+
+def accuracy(args: argparse.Namespace) -> int:
+    faces = load_faces(data_dir(args.data))
+    t0 = time.perf_counter()
+    preds = estimate_all(faces)
+    took = time.perf_counter() - t0
+    print(f"estimator on {len(faces)} labeled face photos ({took / len(faces) * 1000:.1f} ms a photo, face "
+          f"detection included; faces with no face found are left out of the rates and counted in 'found')")
+    print(f"{'group':<16}{'n':>4}{'found':>7}{'gender':>8}{'band':>7}{'±1 band':>9}{'MAE y':>7}")
+
+    def row(name: str, idx: list[int]) -> None:
+        s = _scores([faces[i] for i in idx], [preds[i] for i in idx])
+        print(f"{name:<16}{s['n']:>4}{s['found']:>7.0%}{s['gender']:>8.1%}{s['band']:>7.1%}{s['within1']:>9.1%}"
+              f"{s['mae']:>7.1f}")
+
+    for b, label in enumerate(BANDS):
+        for g, gender in enumerate(GENDERS):
+            row(f"{label} {gender}", [i for i, f in enumerate(faces) if f["band"] == b and f["gender"] == g])
+    for b, label in enumerate(BANDS):
+        row(f"{label} all", [i for i, f in enumerate(faces) if f["band"] == b])
+    for g, gender in enumerate(GENDERS):
+        row(f"all {gender}", [i for i, f in enumerate(faces) if f["gender"] == g])
+    row("all", list(range(len(faces))))
+    base = _baseline(faces)
+    print(f"{'most common':<16}{len(faces):>4}{'':>7}{base['gender']:>8.1%}{base['band']:>7.1%}"
+          f"{base['within1']:>9.1%}{base['mae']:>7.1f}   (class of the other half; age: its median)")
+    confusion = np.zeros((len(BANDS), len(BANDS)), int)
+    for f, p in zip(faces, preds, strict=True):
+        if p is not None:
+            confusion[f["band"], band_of(p[0])] += 1
+    print("age band confusion (rows: true band, columns: estimated band)")
+    print(" " * 8 + "".join(f"{b:>7}" for b in BANDS))
+    for b, label in enumerate(BANDS):
+        print(f"{label:<8}" + "".join(f"{c:>7}" for c in confusion[b]))
+    return 0
+
+
+def utility(args: argparse.Namespace) -> int:
+    faces = load_faces(data_dir(args.data))
+    preds = estimate_all(faces)
+    found = [i for i, p in enumerate(preds) if p is not None]
+    rng = np.random.default_rng(args.seed)
+    from firmware.dp import SYSTEM
+
+    print(f"synthetic windows of visitors drawn from {len(faces)} labeled faces ({len(found)} with a face found; "
+          f"the others are visitors the device cannot estimate and are missing from its histogram); "
+          f"{args.windows} windows per row; TV distance to the window's true band x gender distribution")
+    print(f"{'visitors':>8}{'k':>3}{'eps':>5}{'cells':>12}{'released':>10}{'no privacy':>12}{'noise only':>12}"
+          f"{'zones out':>11}")
+    for n in (50, 200, 1000):
+        for suppress in (False, True):
+            cfg = DemographicsConfig(enabled=True, k=5, epsilon=1.0, suppress_cells=suppress)
+            tv_rel, tv_est, tv_noise, held = [], [], [], 0
+            for _ in range(args.windows):
+                drawn = rng.integers(0, len(faces), n)
+                truth = np.zeros((len(BANDS), len(GENDERS)), np.int64)
+                for i in drawn:
+                    truth[faces[i]["band"], faces[i]["gender"]] += 1
+                est = histogram(preds[i] for i in drawn if preds[i] is not None)
+                recs = release({"z": est}, cfg, 0, rng=SYSTEM)
+                tv_est.append(tv_distance(distribution(est), distribution(truth)))
+                if not recs:
+                    held += 1
+                    continue
+                cells = recs[0]["counts"]
+                tv_rel.append(tv_distance(distribution(cells), distribution(truth)))
+                tv_noise.append(tv_distance(distribution(cells), distribution(est)))
+            print(f"{n:>8}{cfg.k:>3}{cfg.epsilon:>5.1f}{'per cell k' if suppress else 'zone k':>12}"
+                  f"{np.mean(tv_rel):>10.3f}{np.mean(tv_est):>12.3f}{np.mean(tv_noise):>12.3f}{held:>11}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.demographics", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    for name in ("accuracy", "utility", "cost"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default=None, help="the bench data folder (default: ../shared/data)")
+        if name == "utility":
+            p.add_argument("--windows", type=int, default=200)
+            p.add_argument("--seed", type=int, default=1)
+        if name == "cost":
+            p.add_argument("--frames", type=int, default=300)
+            p.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    if args.what == "accuracy":
+        return accuracy(args)
+    if args.what == "utility":
+        return utility(args)
+    from bench.demographics_cost import cost
+
+    return cost(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
