@@ -131,8 +131,8 @@ class FaceMarker:
         finally:
             self._scrub()
         merged, best = weighted_nms(np.concatenate(rows), np.concatenate(scores), self.config.iou_threshold)
-        return [FaceMarks(tuple(float(v) for v in row[:4]), float(sc), row[4:].reshape(6, 2).copy())
-                for row, sc in zip(merged, best, strict=True)]
+        return [FaceMarks((float(row[0]), float(row[1]), float(row[2]), float(row[3])), float(sc),
+                          row[4:].reshape(6, 2).copy()) for row, sc in zip(merged, best, strict=True)]
 
     def _square(self, rgb: np.ndarray, x0: int, y0: int, side: int) -> tuple[np.ndarray, np.ndarray]:
         import cv2

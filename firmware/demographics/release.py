@@ -8,10 +8,10 @@ count: the band of its mean age by the class of its mean male probability, in it
 
 Release (`release`): neighbouring windows differ by one track; a track adds 1 to one cell of one zone's
 histogram, so the window's histograms (all zones together) have L1 sensitivity 1 and one epsilon pays for the
-whole window. Each of a zone's 12 cells gets discrete Laplace noise of scale 1/epsilon (firmware.dp, the same
-sampler as the other aggregates). Private k-thresholding as firmware.analytics does it: a zone is released only
-when the sum of its noised cells reaches `analytics.threshold(k, 1/epsilon, beta, parts=12)`, so a zone with
-fewer than k people is released with probability at most beta and the decision is itself DP. With
+whole window. Each of a zone's 12 cells gets discrete Laplace noise of scale 1/epsilon (firmware.privacy.dp,
+the same sampler as the other aggregates). Private k-thresholding as firmware.privacy.analytics does it: a zone
+is released only when the sum of its noised cells reaches `analytics.threshold(k, 1/epsilon, beta, parts=12)`,
+so a zone with fewer than k people is released with probability at most beta and the decision is itself DP. With
 `suppress_cells`, each cell must also reach `threshold(k, 1/epsilon, beta)` alone, or is released as null.
 Released values are clipped at 0 (post-processing).
 
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from firmware.analytics import threshold
+from firmware.config.demographics import DemographicsConfig
 from firmware.demographics.bands import BANDS, CELLS, GENDERS, band_of, gender_of
-from firmware.demographics.config import DemographicsConfig
-from firmware.dp import SYSTEM, RandomSource, discrete_laplace, exact
+from firmware.privacy.analytics import threshold
+from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact
 
 SCHEMA = "umbra.demographics/1"
 SENSITIVITY = 1  # L1, per window over all zones: one track, one cell

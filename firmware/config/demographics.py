@@ -1,6 +1,6 @@
-"""`[demographics]`: age band by gender histograms per zone and window, noised and k-thresholded (off by
-default). The section's frozen dataclass; it imports nothing from firmware (validate raises ValueError, which
-the loader turns into a ConfigError naming the section), so it can move into firmware/config/ unchanged."""
+"""The [demographics] section: age band by gender histograms per zone and window, noised and k-thresholded (off by
+default). Like every section here it imports nothing from the rest of firmware; validate raises ValueError, which
+the loader turns into a ConfigError naming the section."""
 
 from __future__ import annotations
 
