@@ -1,5 +1,5 @@
 """`umbra run`: the one place that wires a running sensor, one `init_*` step per subsystem (outputs, sync,
-audit, analytics, flow groups, samples, OTA), then runs the loop and closes everything in order."""
+audit, analytics, flow groups, demographics, samples, OTA), then runs the loop and closes everything in order."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import IO, Any
 from firmware import __version__
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import UmbraConfig, load, resolve_path
+from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
@@ -56,6 +57,7 @@ class Sensor:
     analytics: Analytics | None = None
     loop: SensorLoop | None = None
     flows: FlowGroupHook | None = None
+    demographics: DemographicsHook | None = None
     frames: FrameAuditSink | None = None
     ota: agent.Scheduler | None = None
 
@@ -109,11 +111,16 @@ def init_outputs(sensor: Sensor) -> None:
 
 
 def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
-    """Flow groups, sample images (with customer grants), the cloud status record and the frame audit."""
+    """Flow groups, demographics, sample images (with customer grants), the cloud status record and the frame audit."""
     cfg, audit, sync = sensor.cfg, sensor.audit, sensor.sync
     sensor.flows = build_flow_hook(cfg.flowgroups, loop, sensor.emit_aggregates, audit)
     if sensor.flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
         loop.track_hooks.append(sensor.flows)
+    if sensor.analytics is not None:  # [demographics]: head crops estimated in the frame's scope, noised histograms
+        sensor.demographics = build_demographics_hook(cfg.demographics, loop, sensor.emit_aggregates,
+                                                      sensor.analytics.accountant, audit)
+        if sensor.demographics is not None:
+            loop.track_hooks.append(sensor.demographics)
     sampler = sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall())
@@ -126,8 +133,8 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
 
 
 def close(sensor: Sensor) -> None:
-    """In order: OTA checks, the partial window's aggregates and flow groups (paid for like any other), the
-    budget, the frame audit, the uploader, the output files."""
+    """In order: OTA checks, the partial window's aggregates, flow groups and demographics (paid for like any
+    other), the budget, the frame audit, the uploader, the output files."""
     wall = sensor.clock.wall()
     if sensor.ota is not None:
         sensor.ota.stop()
@@ -135,6 +142,8 @@ def close(sensor: Sensor) -> None:
         sensor.analytics.close_window()
     if sensor.flows is not None:
         sensor.flows.close_window(wall)
+    if sensor.demographics is not None:
+        sensor.demographics.close_window(wall)
     if sensor.analytics is not None:
         sensor.analytics.accountant.close()
     if sensor.frames is not None:
@@ -188,8 +197,10 @@ def _open_append(path: Path, files: ExitStack) -> IO[str]:
 
 
 def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None) -> Analytics:
-    """The aggregates sink: zones and lines from the config, the budget in its own file."""
-    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base), cfg.privacy.budgets())
+    """The aggregates sink: zones and lines from the config, the budget in its own file (the demographics
+    stream's too: one accountant for every stream)."""
+    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base),
+                            {**cfg.privacy.budgets(), **cfg.demographics.budgets()})
 
     def emit(records: list) -> None:
         for target in emit_to:

@@ -34,7 +34,7 @@ from firmware.sensing.loop import TickResult
 log = logging.getLogger(__name__)
 
 # dropped first ... dropped last when the outbox is full
-DROP_ORDER = ("track", "sample", "flowgroups", "status", "ota", "aggregate", "audit")
+DROP_ORDER = ("track", "sample", "flowgroups", "demographics", "status", "ota", "aggregate", "audit")
 _PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
 
 
@@ -72,7 +72,8 @@ class OutboxStats:
 
 def _time_and_zone(kind: str, record: Mapping[str, Any]) -> tuple[float | None, str | None]:
     """When a record's data was observed (None for kinds without one) and its zone, if it has one."""
-    t = record.get({"sample": "taken_at", "aggregate": "window_start", "flowgroups": "window_start"}.get(kind, "t"))
+    t = record.get({"sample": "taken_at", "aggregate": "window_start", "flowgroups": "window_start",
+                    "demographics": "window_start"}.get(kind, "t"))
     zone = record.get("zone")
     return (float(t) if isinstance(t, int | float) else None), (zone if isinstance(zone, str) else None)
 

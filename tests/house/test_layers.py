@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("firmware.config", "firmware.schemas"),  # every config section; the record schemas
     ("firmware.sensing",),  # loop, tick types, tracker, geometry, calibration, quantizer, pseudonym
     ("firmware.privacy",),  # dp, accountant, analytics, audit log, DPIA, data-subject requests
-    ("firmware.samples", "firmware.flows"),  # sample images and customer grants; customer-flow groups
+    ("firmware.samples", "firmware.flows", "firmware.demographics"),  # sample images and customer grants;
+    # customer-flow groups; demographics
     ("firmware.sync",),  # outbox, uploader, sync service
     ("firmware.cli",),  # the umbra command; the one place that wires a sensor
     ("cloud",),  # the reference cloud
