@@ -22,6 +22,7 @@ DELEGATED = (
     ("track", "firmware.sensing.mot", "run the tracker alone on a MOTChallenge detection file"),
     ("audit", "firmware.privacy.audit", "verify the privacy audit log"),
     ("samples", "firmware.cli.samples", "customer sampling authorizations: key pair, tokens, intake"),
+    ("installer", "firmware.cli.installer", "installer mode: the operator's key pair and short-lived tokens"),
     ("privacy", "firmware.privacy.compliance", "the DPIA of a config; data-subject access and erasure requests"),
     ("provision", "provisioning.station_cli", "factory provisioning station"),
     ("ota", "ota.cli", "OTA releases and rollouts (ops)"),

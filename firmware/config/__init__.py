@@ -12,6 +12,7 @@ from typing import Any
 
 from firmware.config.device import DeviceConfig, OutputConfig
 from firmware.config.flows import FlowGroupConfig
+from firmware.config.installer import InstallerConfig
 from firmware.config.loader import build
 from firmware.config.privacy import PrivacyConfig
 from firmware.config.samples import AuthorizationConfig, SamplesConfig
@@ -46,6 +47,7 @@ class UmbraConfig:
     flowgroups: FlowGroupConfig = field(default_factory=FlowGroupConfig)  # off by default; see its docstring
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)  # customer sampling tokens
     ota: OtaConfig = field(default_factory=OtaConfig)
+    installer: InstallerConfig = field(default_factory=InstallerConfig)  # off by default: firmware.installer
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:
