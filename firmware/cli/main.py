@@ -19,6 +19,7 @@ log = logging.getLogger("umbra")
 
 # Subcommands whose parsers live with the part they drive: (command, module, help).
 DELEGATED = (
+    ("calibrate", "firmware.cli.calibrate", "the image-to-ground homography from point pairs (or MOT15 gt)"),
     ("track", "firmware.sensing.mot", "run the tracker alone on a MOTChallenge detection file"),
     ("audit", "firmware.privacy.audit", "verify the privacy audit log"),
     ("samples", "firmware.cli.samples", "customer sampling authorizations: key pair, tokens, intake"),
@@ -50,10 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("name", choices=sorted(BENCH), help="which bench to run")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for that bench (see --help)")
     bench.set_defaults(func=_cmd_bench)
-
-    cal = sub.add_parser("calibrate", help="fit the image-to-ground homography from MOT15 gt world coordinates")
-    cal.add_argument("--gt", required=True, type=Path)
-    cal.set_defaults(func=_cmd_calibrate)
 
     for name, module, help_text in DELEGATED:
         try:
@@ -263,18 +260,6 @@ def _sample_hook(cfg, sync, audit, detector=None, rng=None):
 def _cmd_bench(args: argparse.Namespace) -> int:
     mod = importlib.import_module(BENCH[args.name])
     return int(mod.main(args.args) or 0)
-
-
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from firmware.sensing.calibrate import fit_homography_from_mot
-
-    fit = fit_homography_from_mot(args.gt)
-    print(f"# fitted on {fit.points} foot points; ground error median {fit.median_error_m:.3f} m, "
-          f"p95 {fit.p95_error_m:.3f} m")
-    print("[geometry]")
-    rows = ", ".join("[" + ", ".join(f"{v:.10g}" for v in row) + "]" for row in fit.homography)
-    print(f"homography = [{rows}]")
-    return 0
 
 
 if __name__ == "__main__":
