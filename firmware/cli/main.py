@@ -21,6 +21,7 @@ log = logging.getLogger("umbra")
 DELEGATED = (
     ("calibrate", "firmware.cli.calibrate", "the image-to-ground homography from point pairs (or MOT15 gt)"),
     ("audit-counts", "firmware.cli.auditcounts", "the device's counts against an installer's hand counts"),
+    ("draw", "firmware.cli.draw", "the installer view's overlay on a de-identified snapshot, as PNG"),
     ("track", "firmware.sensing.mot", "run the tracker alone on a MOTChallenge detection file"),
     ("audit", "firmware.privacy.audit", "verify the privacy audit log"),
     ("samples", "firmware.cli.samples", "customer sampling authorizations: key pair, tokens, intake"),
