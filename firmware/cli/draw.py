@@ -54,6 +54,8 @@ def render(jpeg: bytes, state: dict):  # noqa: ANN201 - an RGB array
     from firmware.installer.overlay import draw_overlay
 
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InstallerError("the view's JPEG does not decode")
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
     draw_overlay(rgb, state)
     return rgb
