@@ -23,8 +23,8 @@ def snapshot(cfg, base: Path, frames: int, clock=None, camera=None, detector=Non
     from dataclasses import replace
 
     from firmware.cli.assemble import build_loop
+    from firmware.cli.installer import make_view
     from firmware.installer.counts import RunCounts
-    from firmware.installer.view import InstallerView
     from firmware.sensing.geometry import Geometry
     from hal.clock import FakeClock, SystemClock
 
@@ -32,12 +32,7 @@ def snapshot(cfg, base: Path, frames: int, clock=None, camera=None, detector=Non
         clock = FakeClock() if cfg.camera.kind == "video" else SystemClock()
     counts = RunCounts(Geometry(cfg.geometry))
     loop = build_loop(cfg, base, clock, sinks=[counts], camera=camera, detector=detector)
-    if faces is None:
-        from hal.faces import FaceConfig, FaceDetector
-
-        faces = FaceDetector(FaceConfig())
-    ic = replace(cfg.installer, view_hz=10.0, watch_timeout_s=60.0)
-    view = InstallerView(ic, cfg.geometry, counts, clock, faces, samples=cfg.samples, min_score=cfg.loop.min_score)
+    view = make_view(cfg, counts, clock, faces, replace(cfg.installer, view_hz=10.0, watch_timeout_s=60.0))
     loop.frame_hooks.append(view.on_frame)
     loop.track_hooks.append(view.on_tracks)
     view.watch()
