@@ -1,17 +1,19 @@
 """The installer's live view, made in the loop's tick: while someone watches (a request in the last
 `watch_timeout_s`), at most `view_hz` times a second, the low-res frame is copied, resized to 640 x 480,
 every person (this tick's detections and confirmed tracks) and every face blurred as sample images are
-(firmware.samples.taking.deidentify_regions), encoded as JPEG, and every copy zeroed before the frame is
-released. Only the encoded bytes and the overlay data (boxes, scores, ids, counts) are kept, for the web
-server's thread to serve. Hooks: `on_frame` (a frame hook: keeps this tick's detections, no pixels) and
-`on_tracks` (a track hook: makes the view)."""
+(firmware.samples.taking.deidentify_regions), encoded as JPEG; then the JPEG exactly as it would be served is
+checked by the face detector and the person re-check, what they find blurred again and the new JPEG checked,
+until one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted). Every copy is
+zeroed before the frame is released. Only the encoded bytes and the overlay data (boxes, scores, ids,
+counts) are kept, for the web server's thread to serve. Hooks: `on_frame` (a frame hook: keeps this tick's
+detections, no pixels) and `on_tracks` (a track hook: makes the view)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ from firmware.config.samples import SamplesConfig
 from firmware.config.sensing import GeometryConfig
 from firmware.installer.counts import RunCounts
 from firmware.installer.overlay import ImagePlane, ground_grid, overlay_state
-from firmware.samples.taking import FaceFinder, PersonFinder, deidentify_regions
+from firmware.samples.taking import FaceFinder, PersonFinder, blur_region, deidentify_regions
 from hal.clock import Clock
 from hal.detections import Detections
 
@@ -53,6 +55,7 @@ class InstallerView:
         self.min_score = min_score
         self.latest: ViewFrame | None = None
         self.made = 0
+        self.withheld = 0  # views not served: someone was still found after every re-check
         self.listeners: list[Callable[[ViewFrame], None]] = []  # each new view (tests, benchmarks)
         self._period_ns = int(1e9 / config.view_hz)
         self._next_ns = 0
@@ -88,14 +91,17 @@ class InstallerView:
             return
         self._next_ns = now + self._period_ns
         view = self.make(frame.pixels, frame.source_size, tracks, frame.seq, wall)
+        if view is None:
+            return
         self.latest = view
         self.made += 1
         for listener in self.listeners:
             listener(view)
 
     def make(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
-             wall: float) -> ViewFrame:
-        """The view of one frame; every pixel copy made here is zeroed before it returns."""
+             wall: float) -> ViewFrame | None:
+        """The view of one frame, or None when it cannot be made clean (withheld, counted); every pixel copy
+        made here is zeroed before it returns."""
         import cv2
 
         boxes, scores = self._dets
@@ -105,23 +111,62 @@ class InstallerView:
         small = cv2.resize(pixels, VIEW_SIZE, interpolation=cv2.INTER_AREA)
         try:
             blurred, regions = deidentify_regions(small, np.vstack((boxes, track_boxes)), self.faces,
-                                                  self.samples, self.persons)
+                                                  replace(self.samples, verify_passes=0))
             try:
-                bgr = cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR)
-                ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
-                bgr.fill(0)
+                jpeg = self._checked_jpeg(blurred, regions)
             finally:
                 blurred.fill(0)
         finally:
             small.fill(0)
-        if not ok:
-            raise ValueError("the view's JPEG encoding failed")
+        if jpeg is None:
+            self.withheld += 1
+            return None
         vw, vh = VIEW_SIZE
         norm = tuple((r[0] / vw, r[1] / vh, r[2] / vw, r[3] / vh) for r in regions)
         state = overlay_state(self.geometry, source_size, (boxes, scores), tracks,
                               self.counts.snapshot().to_json(), self._grid_of(source_size))
         state.update(seq=seq, wall=wall)
-        return ViewFrame(seq, wall, buf.tobytes(), state, norm)
+        return ViewFrame(seq, wall, jpeg, state, norm)
+
+    def _checked_jpeg(self, rgb: np.ndarray, regions: list[tuple[int, int, int, int]]) -> bytes | None:
+        """Encodes `rgb`, then checks the JPEG exactly as it would be served with the face detector and the
+        person re-check; what they find is blurred again (persons at twice the block, as samples) and the
+        result checked again, up to `verify_passes` + 1 times. Returns the first JPEG in which nothing is
+        found, or None."""
+        import cv2
+
+        cfg = self.samples
+        vw, vh = VIEW_SIZE
+        scale = np.array([vw, vh, vw, vh], dtype=np.float64)
+        for _ in range(cfg.verify_passes + 1):
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+            bgr.fill(0)
+            if not ok:
+                raise ValueError("the view's JPEG encoding failed")
+            seen = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            if seen is None:
+                raise ValueError("the view's own JPEG does not decode")
+            try:
+                seen_rgb = np.ascontiguousarray(seen[:, :, ::-1])
+                found = []
+                if self.faces is not None:
+                    found += [(_grow(b * scale, cfg.face_margin), cfg.min_block_px)
+                              for b in np.asarray(self.faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
+                if self.persons is not None:
+                    for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4):
+                        r = _grow(b * scale, cfg.person_margin)
+                        found.append((r, max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2)))
+                seen_rgb.fill(0)
+            finally:
+                seen.fill(0)
+            if not found:
+                return buf.tobytes()
+            for r, block in found:
+                blur_region(rgb, *r, min_block_px=block)
+                regions.append(r)
+        log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
+        return None
 
     def _grid_of(self, size: tuple[int, int]) -> dict[str, Any]:
         if self._grid_for != (self.geometry, size):
@@ -129,3 +174,12 @@ class InstallerView:
             self._grid_for = (self.geometry, size)
         assert self._grid is not None
         return self._grid
+
+
+def _grow(box: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """A pixel box plus `margin` of its size on every side, clipped to the view."""
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    vw, vh = VIEW_SIZE
+    return (max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my))),
+            min(vw, int(np.ceil(x1 + mx))), min(vh, int(np.ceil(y1 + my))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -79,7 +80,8 @@ def rig(tmp_path: Path):
     loop = SensorLoop(cfg.loop, SyntheticCamera(clock, frames=60), SyntheticCrowd(6), Tracker(cfg.tracker),
                       Quantizer(cfg.quantize, geo, Pseudonymizer(3600)), clock, sinks=[counts])
     audit = AuditLog(tmp_path / "audit.jsonl")
-    inst = attach_installer(replace(cfg), path, loop, counts, audit, clock, faces=ScriptedFaces())
+    inst = attach_installer(replace(cfg), path, loop, counts, audit, clock, faces=ScriptedFaces(),
+                            persons=lambda rgb: np.zeros((0, 4)))
     assert inst is not None
     yield Rig(cfg, path, key, clock, loop, inst, audit)
     inst.stop()
