@@ -112,7 +112,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sinks.append(watchdog)
+    from firmware.installer.counts import RunCounts
+    from firmware.sensing.geometry import Geometry
+
+    counts = RunCounts(Geometry(cfg.geometry))  # for the stop summary and the installer view
+    sinks.append(counts)
+    emit_aggregates.append(counts.released)
     loop = build_loop(cfg, base, clock, sinks=sinks)
+    from firmware.cli.installer import attach_installer
+
+    installer = attach_installer(cfg, args.config, loop, counts, audit, clock)  # [installer], off by default
     from firmware.flows.hook import build_flow_hook
 
     flows = build_flow_hook(cfg.flowgroups, loop, emit_aggregates, audit)
@@ -143,6 +152,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stats = loop.stats
     finally:
+        if installer is not None:
+            installer.stop()
         if ota is not None:
             ota.stop()
         analytics.close_window()  # the partial window's aggregates, paid for like any other
@@ -155,10 +166,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             sync.stop()
         for f in files:
             f.close()
-    log.info(
-        "stopped: %d ticks, %d frames, %d overruns, %d detector errors, %d camera stalls, %d records",
-        stats.ticks, stats.frames, stats.overruns, stats.detector_errors, stats.camera_stalls, stats.records,
-    )
+    from firmware.cli.summary import stop_summary
+
+    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile))
     return 0
 
 

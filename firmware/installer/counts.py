@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
@@ -58,11 +60,11 @@ class RunCounts:
             if result.records:
                 self._kinds["umbra.track/1"] += len(result.records)
 
-    def released(self, records: list) -> None:
+    def released(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Counts records released beside the tracks (aggregates, flow groups, samples) by schema."""
         with self._lock:
             for r in records:
-                self._kinds[str(r.get("schema", "?")) if isinstance(r, dict) else "?"] += 1
+                self._kinds[str(r.get("schema", "?"))] += 1
 
     def snapshot(self) -> CountSnapshot:
         with self._lock:
