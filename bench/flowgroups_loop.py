@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data
+from bench.lib import data
 from firmware.cli.assemble import build_loop
 from firmware.config import load
 from firmware.config.flows import FlowGroupConfig

@@ -26,7 +26,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-.venv/bin/python -m bench.data
+.venv/bin/python -m bench.lib.data
 
 case "$job" in
   run)  exec .venv/bin/umbra bench run "$@" ;;

@@ -4,7 +4,7 @@ alternate between nobody watching (no view is made) and a client polling the pag
 (`/state` and `/view.jpg` every 0.4 s, over HTTP on 127.0.0.1). Both kinds of block run in the same process
 on the same footage, so the ratio of their frame rates is measured in one run, whatever else loads the
 machine. With --privacy, every view made is then checked: persons found by the shared person detector
-(bench.deid, score >= 0.3) anywhere, and faces found by BlazeFace inside a blurred region.
+(score >= 0.3, bench.lib.viewcheck) anywhere, and faces found by BlazeFace inside a blurred region.
 
     python -m bench.installer_cost [--frames 795] [--block 28] [--privacy]"""
 
@@ -18,9 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from bench import data
+from bench.lib import data
 
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
 
@@ -114,26 +112,12 @@ def run(frames: int, block: int, privacy: bool) -> str:
 
 
 def _privacy(views: list) -> str:
-    import cv2
+    from bench.lib.viewcheck import PERSON_THRESHOLD, Checker
 
-    from bench.deid import PERSON_THRESHOLD, detect_persons, inside_regions, person_detector
-    from hal.faces import FaceConfig, FaceDetector
-
-    persons = person_detector()
-    checkers = (FaceDetector(FaceConfig(variant="full_range", tiles=(1, 2, 3, 4))),
-                FaceDetector(FaceConfig(variant="short_range", tiles=(1, 2, 3))))
-    found_p = found_f = 0
-    best = 0.0
-    for v in views:
-        rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(v.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        all_p = detect_persons(persons, rgb, 0.0)
-        best = max(best, float(all_p.scores.max()) if len(all_p) else 0.0)
-        found_p += int((all_p.scores >= PERSON_THRESHOLD).sum())
-        regions = [(a * 640, b * 480, c * 640, d * 480) for a, b, c, d in v.regions]
-        for ch in checkers:
-            found_f += int(inside_regions(ch.detect(rgb).to_pixels(640, 480), regions).sum())
-    return (f"  privacy of the {len(views)} views made: {found_p} persons found at >= {PERSON_THRESHOLD} (best "
-            f"person score anywhere {best:.2f}), {found_f} faces inside blurred regions (two BlazeFace variants)")
+    c = Checker().check(views)
+    return (f"  privacy of the {c.views} views made: {c.persons} persons found at >= {PERSON_THRESHOLD} (best "
+            f"person score anywhere {c.best_person:.2f}), {c.faces_in_blur} faces inside blurred regions (two "
+            f"BlazeFace variants){'; frames ' + str(list(c.bad_seqs)) if c.bad_seqs else ''}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data
+from bench.lib import data
 from firmware.cli.assemble import build_detector, build_loop, model_input_size
 from firmware.config import load
 from hal.clock import FakeClock

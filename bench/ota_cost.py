@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ota_site import Site
+from bench.lib.ota_site import Site
 from ota.bundle import verify_and_extract
 
 

@@ -14,11 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ota_site import HW, Site
+from bench.lib.ota_site import HW, Site
+from hal.boot import DirectoryBootControl
 from ota.client import OtaClient, OtaClientConfig
 from ota.health import after_boot
 from ota.rollout import evaluate, make_plan, position
-from ota.slots import DirectoryBootControl
 
 PERCENTS = (1, 10, 50, 100)
 DAY = 86_400.0

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hal.boot import DirectoryBootControl
 from ota import bundle
-from ota.slots import DirectoryBootControl
 
 HW = "umbra-pi4"
 
@@ -28,7 +28,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from ota.client import OtaClient, OtaClientConfig, Update
-from ota.slots import DirectoryBootControl
+from hal.boot import DirectoryBootControl
 boot = DirectoryBootControl(Path(sys.argv[1]))
 client = OtaClient(OtaClientConfig("https://unused", "d", "umbra-pi4", "1.0.0"), Path(sys.argv[2]), b"", None, boot)
 print("go", flush=True)

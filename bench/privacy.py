@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data
+from bench.lib import data
+from bench.lib.scenes import truth
 from firmware.config.privacy import PrivacyConfig
 from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
 from firmware.privacy.accountant import Accountant
@@ -58,10 +59,10 @@ def load_trajectories(path: Path) -> tuple[np.ndarray, float]:
     """(rows of frame, id, x, y in metres, seconds per frame unit) from an ETH/UCY file (frame id x y, frames
     10 apart at 25 fps) or a MOT15 gt.txt with world coordinates (columns 8-9, its seqinfo.ini frame rate)."""
     if path.name == "gt.txt":
-        from bench.tracking import _fps
+        from bench.lib.sequences import fps_of
 
         gt = np.loadtxt(path, delimiter=",", ndmin=2)
-        return np.column_stack((gt[:, 0], gt[:, 1], gt[:, 7], gt[:, 8])), 1.0 / _fps(path)
+        return np.column_stack((gt[:, 0], gt[:, 1], gt[:, 7], gt[:, 8])), 1.0 / fps_of(path)
     rows = np.loadtxt(path, ndmin=2)
     if rows.shape[1] < 4:
         raise SystemExit(f"{path}: expected 'frame id x y' rows (ETH/UCY format)")
@@ -108,31 +109,6 @@ def default_paths() -> list[Path]:
     if missing:
         raise SystemExit(data.missing_message(missing))
     return [p for p in paths if p is not None]
-
-
-def truth(ticks: list[TickResult], geo: Geometry, window_s: int) -> tuple[dict, dict]:
-    """Unbounded true values: mean present per (window, zone) at 1 Hz, crossings per (window, line, dir)."""
-    present: dict[tuple[int, str], list[int]] = defaultdict(list)
-    seen: dict[tuple[int, str], set[int]] = defaultdict(set)
-    samples: dict[int, int] = defaultdict(int)
-    flow: dict[tuple[int, str, str], int] = defaultdict(int)
-    last_second = None
-    for t in ticks:
-        w = int(t.wall // window_s) * window_s
-        for c in t.crossings:
-            flow[(w, c.line, c.direction)] += 1
-        if int(t.wall) != last_second:
-            last_second = int(t.wall)
-            samples[w] += 1
-            zones = geo.zone_of(t.ground.xy)
-            for z in geo.config.zones:
-                present[(w, z.name)].append(sum(1 for x in zones if x == z.name))
-            for tid, x in zip(t.ground.track_ids, zones, strict=True):
-                if x is not None:
-                    seen[(w, x)].add(int(tid))
-    occ = {key: float(np.sum(v)) / samples[key[0]] for key, v in present.items()}
-    visitors = {key: float(len(v)) for key, v in seen.items()}
-    return occ, dict(flow), visitors
 
 
 def released(records: list[dict]) -> tuple[dict, dict, dict]:
@@ -210,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu.append(f"{window} s windows: release {np.median(releases):.2f} ms (max {max(releases):.2f}), "
                    f"accumulation {per_tick:.0f} us per tick")
     print(f"CPU on {pets[0].name} at k=5 eps=1: " + "; ".join(cpu) + " (goal: <= 5 ms per window)")
-    from bench.privacy_plots import draw
+    from bench.lib.privacy_plots import draw
 
     for path in draw(scenes[0], args.plots):
         print(f"picture: {path}")

@@ -16,38 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data
-from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
-from bench.motscore import load_gt, score
+from bench.lib import data
+from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.motscore import load_gt, score
+from bench.lib.replay import CONFIG, PETS_START_WALL, RecordingTracker
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import load
 from firmware.privacy.audit import AuditLog, verify
 from firmware.privacy.frameaudit import FrameAuditSink
 from hal.clock import FakeClock
-
-CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
-PETS_START_WALL = 1_700_000_000.0  # a fixed wall clock start so bench runs replay exactly
-
-
-class RecordingTracker:
-    """Bench-only: keeps each tick's confirmed tracks in MOTChallenge rows to score against the gt. Never on
-    a device: these are unquantized boxes."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.rows: list[tuple[int, int, float, float, float, float]] = []
-        self.frame = 0
-        self.step_ns: list[int] = []
-
-    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float, frame_size: tuple[int, int] | None = None):
-        self.frame += 1
-        t0 = time.perf_counter_ns()
-        tracks = self.inner.update(boxes, scores, dt, frame_size)
-        self.step_ns.append(time.perf_counter_ns() - t0)
-        for t in tracks:
-            x0, y0, x1, y1 = t.box
-            self.rows.append((self.frame, t.track_id, x0, y0, x1 - x0, y1 - y0))
-        return tracks
 
 
 def main(argv: list[str] | None = None) -> int:

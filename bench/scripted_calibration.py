@@ -14,7 +14,8 @@ import argparse
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bench import data
+from bench.lib import data
+from bench.lib.scripted import scripted_detections
 from firmware.sensing.tracker import iou_matrix
 
 
@@ -70,23 +71,9 @@ def _runs(flags: list[bool]) -> list[list[bool]]:
     return out
 
 
-def scripted_detections(gt_path, frames: int, **kw) -> list[np.ndarray]:
-    from hal.frame import Frame
-    from hal.scripted import ScriptedDetector
-
-    det = ScriptedDetector.from_mot(gt_path, **kw)
-    buf = np.zeros((1, 1, 3), np.uint8)
-    w, h = det.source_size
-    out = []
-    for seq in range(1, frames + 1):
-        d = det.detect(Frame(buf, None, 0, seq, (w, h)))
-        out.append(np.hstack((d.to_pixels(w, h), d.scores[:, None])))
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.detcache import detector_detections
-    from bench.run import CONFIG
+    from bench.lib.detcache import detector_detections
+    from bench.lib.replay import CONFIG
     from firmware.config import load
 
     ap = argparse.ArgumentParser(prog="python -m bench.scripted_calibration", description=__doc__)

@@ -10,13 +10,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from hal.boot import BootControl, DirectoryBootControl, TrybootBootControl
 from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
 from ota.config import OtaConfig
 from ota.errors import OtaError, Refused
 from ota.health import HealthResult, check
-from ota.slots import BootControl, DirectoryBootControl, TrybootBootControl
+from ota.watchdog import restart_count
+from trust.tls import PinStore, TlsConfig, client_context
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
@@ -29,10 +31,8 @@ def make_boot(spec: str, base: Path | None = None) -> BootControl:
     return DirectoryBootControl(path if path.is_absolute() or base is None else base / path)
 
 
-def make_client(cfg: OtaConfig, tls: Any, boot: BootControl, device_id: str, version: str) -> OtaClient:
+def make_client(cfg: OtaConfig, tls: TlsConfig, boot: BootControl, device_id: str, version: str) -> OtaClient:
     """The device's client: its TLS identity and pins (the uploader's), its embedded root."""
-    from trust.tls import PinStore, client_context
-
     fetcher = PinnedFetcher(client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version),
                             pin_checker(PinStore(tls.pins_file, tls.fleet_root_public_key).pins))
     try:
@@ -71,12 +71,40 @@ def check_and_install(client: OtaClient, report: Report) -> str | None:
     return update.version
 
 
-def sensor_probes(loop: Any, sync: Any, detect_hz: float, max_restarts: int,
+class _Stats(Protocol):
+    ticks: int
+    frames: int
+    camera_stalls: int
+    detector_errors: int
+
+
+class LoopView(Protocol):
+    """What the health check reads of the running loop (firmware's SensorLoop)."""
+
+    @property
+    def stats(self) -> _Stats: ...
+
+
+class _UploaderStats(Protocol):
+    batches: int
+
+
+class _Uploader(Protocol):
+    @property
+    def stats(self) -> _UploaderStats: ...
+
+
+class SyncView(Protocol):
+    """What the health check reads of cloud sync (firmware's SyncService)."""
+
+    @property
+    def uploader(self) -> _Uploader | None: ...
+
+
+def sensor_probes(loop: LoopView, sync: SyncView | None, detect_hz: float, max_restarts: int,
                   restarts: Callable[[], int] | None = None) -> dict[str, Callable[[], bool]]:
     """What 'healthy' means for a slot on trial: the loop ticks at its rate, the camera delivers and the
     detector answers, the uploader reached the cloud (when sync is on), and systemd did not keep restarting."""
-    from ota.watchdog import restart_count
-
     started = time.monotonic()
     first_ticks = loop.stats.ticks
 

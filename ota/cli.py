@@ -25,7 +25,9 @@ from ota.repo import ROLES, Repository
 from ota.rollout import evaluate, make_plan
 
 
-def add_parser(parser: argparse.ArgumentParser) -> None:
+def add_parser(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """Fills the `umbra ota` parser with the ops commands; returns the subparsers, so the device's own command
+    (`umbra ota check`, which reads the sensor's config: firmware.cli.ota) can join them."""
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="ota_command", required=True)
@@ -67,13 +69,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--role", choices=ROLES, required=True)
     p.set_defaults(func=_rotate)
-    p = sub.add_parser("check", help="(on the device) check for an update now; --install installs it")
-    p.add_argument("--config", type=Path, required=True, help="the sensor's config (its [ota] and [sync])")
-    p.add_argument("--install", action="store_true", help="download, verify, install and boot it on trial")
-    p.set_defaults(func=_check)
     p = sub.add_parser("timestamp", help="re-sign the timestamp (run daily)")
     p.add_argument("--repo", type=Path, required=True)
     p.set_defaults(func=_timestamp)
+    return sub
 
 
 def _timestamp(args: argparse.Namespace) -> int:
@@ -158,29 +157,6 @@ def _status(args: argparse.Namespace) -> int:
         if args.apply:
             repo.set_rollout(new_plan)
             print("halt published")
-    return 0
-
-
-def _check(args: argparse.Namespace) -> int:
-    from firmware import __version__
-    from firmware.config import load
-    from ota import agent
-
-    cfg = load(args.config)
-    base = args.config.resolve().parent
-    boot = agent.make_boot(cfg.ota.boot, base)
-    client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
-                               __version__)
-    if not args.install:
-        update = client.check()
-        print(f"update available: {update.version} ({update.length} bytes)" if update else "up to date")
-        return 0
-    reports: list[dict] = []
-    release = agent.check_and_install(client, reports.append)
-    for r in reports:
-        print(json.dumps(r))
-    if release:
-        print(f"{release} installed into slot {boot.state().get('trying')}; it runs on trial at the next boot")
     return 0
 
 

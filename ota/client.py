@@ -23,11 +23,11 @@ from tuf.api.exceptions import DownloadError as TufDownloadError
 from tuf.api.exceptions import DownloadHTTPError, RepositoryError
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
+from hal.boot import BootControl
 from ota.bundle import parse_version, verify_and_extract
 from ota.errors import Refused
 from ota.repo import ROLLOUT
 from ota.rollout import in_stage
-from ota.slots import BootControl
 
 log = logging.getLogger(__name__)
 

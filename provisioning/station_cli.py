@@ -23,6 +23,8 @@ from typing import Any
 
 from provisioning.station import FileCA, FleetSettings, Station, StationLog
 
+HELP = "factory provisioning station"
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__

@@ -136,16 +136,3 @@ def device_signer(key_file: str, audit_path: Any = None) -> KeyFileSigner | None
     log.warning("audit log %s: no device key at %r, so its head is NOT signed (truncation or a rewritten log "
                 "cannot be proven against the device certificate)", audit_path or "", key_file)
     return None
-
-
-def audit_log_for(cfg: Any, base: Path) -> Any:
-    """The config's privacy audit log (`[privacy] audit_file`, None when empty), its head signed with the device
-    key (`[sync.tls] key_file`) when the device has one. Every writer of the log (umbra run, umbra privacy,
-    umbra samples) opens it through here, so no writer leaves an unsigned head behind a signed one."""
-    if not cfg.privacy.audit_file:
-        return None
-    from firmware.config import resolve_path
-    from firmware.privacy.audit import AuditLog
-
-    path = resolve_path(cfg.privacy.audit_file, base)
-    return AuditLog(path, signer=device_signer(cfg.sync.tls.key_file, path))

@@ -16,8 +16,8 @@ import json
 import math
 from pathlib import Path
 
+from firmware.errors import InstallerError
 from firmware.installer.countaudit import gt_crossings, read_hand_counts, record_crossings, report, within
-from firmware.installer.errors import InstallerError
 
 BENCH_START_WALL = 1_700_000_000.0  # the bench run's fake clock starts here (bench.run.PETS_START_WALL)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from firmware.installer.errors import InstallerError
+from firmware.errors import InstallerError
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.cli.samples import SamplesCommandError, load_customer_key
+from firmware.cli.samples import load_customer_key
 from firmware.config import UmbraConfig
 from firmware.config.installer import MAX_VALIDITY_S, InstallerConfig
+from firmware.errors import SamplesCommandError
 from firmware.installer.counts import RunCounts
 from firmware.installer.server import InstallerServer
 from firmware.installer.token import InstallerAuthorizer, sign_installer_token

@@ -21,13 +21,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware.errors import FirmwareError
-from firmware.samples.authorization import AuthorizationRefused, Authorizer, public_key_b64, sign_token
+from firmware.errors import AuthorizationRefused, SamplesCommandError
+from firmware.samples.authorization import Authorizer, public_key_b64, sign_token
 from trust.files import write_atomic
-
-
-class SamplesCommandError(FirmwareError):
-    """A customer key or token file cannot be made or read."""
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -100,9 +96,8 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 def _device(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, token store, audit sink) of the device a config describes."""
     from firmware.config import load
-    from firmware.privacy.audit import NoAudit
+    from firmware.privacy.audit import NoAudit, audit_log_for
     from firmware.samples.grantstore import store_for
-    from trust.devicekey import audit_log_for
 
     cfg = load(args.config)
     base = args.config.resolve().parent

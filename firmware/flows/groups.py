@@ -34,29 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from firmware import schemas
 from firmware.config.flows import DIM, FlowGroupConfig
 
 SCHEMA = "umbra.flowgroups/1"
 
-RECORD_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": SCHEMA,
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["schema", "window_start", "window_s", "zone", "min_count", "groups"],
-    "properties": {
-        "schema": {"const": SCHEMA},
-        "window_start": {"type": "integer"},
-        "window_s": {"type": "integer", "minimum": 10},
-        "zone": {"type": "string", "minLength": 1, "maxLength": 64},
-        "min_count": {"type": "integer", "minimum": 2},
-        "groups": {
-            "type": "array", "maxItems": 1 << 24,
-            "items": {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0},
-                                                       {"type": "integer", "minimum": 2}], "items": False},
-        },
-    },
-}
+RECORD_SCHEMA = schemas.schema("umbra.flowgroups/1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,11 @@ from firmware.flows.groups import Basis, FlowGroupWindow, FlowHasher, Population
 from firmware.privacy.audit import AuditSink, NoAudit
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
+from firmware.sensing.tracker import Track
 from hal.clock import Clock
 from hal.embedder import cut
 from hal.errors import DetectorError
+from hal.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class FlowGroupHook:
         self.errors = 0
         self._window_embedded = self._window_deferred = 0
 
-    def __call__(self, frame: Any, tracks: Sequence[Any], wall: float) -> None:
+    def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
         cfg = self.config
         start = int(wall // cfg.window_s) * cfg.window_s
         if self._window is not None and self._window.window_start != start:
@@ -115,18 +117,18 @@ class FlowGroupHook:
                 break
             self._embed(frame, t)
 
-    def _room(self, frame: Any) -> bool:
+    def _room(self, frame: Frame) -> bool:
         if self._clock is None or self._budget_ns <= 0:
             return True
         used = self._clock.monotonic_ns() - frame.t_mono_ns
         return used + self._embed_ns <= self._budget_ns
 
-    def _zones(self, tracks: Sequence[Any]) -> list[str | None]:
+    def _zones(self, tracks: Sequence[Track]) -> list[str | None]:
         boxes = np.array([t.box for t in tracks], np.float64).reshape(-1, 4)
         feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) * 0.5, boxes[:, 3]))
         return self.geometry.zone_of(self.geometry.to_ground(feet))
 
-    def _pick(self, tracks: Sequence[Any], zones: Sequence[str | None], now_ns: int) -> list[Any]:
+    def _pick(self, tracks: Sequence[Track], zones: Sequence[str | None], now_ns: int) -> list[Track]:
         """The tracks due a crop this tick, fewest crops first, at most `max_embeds_per_tick`."""
         cfg = self.config
         gap = int(cfg.crop_gap_s * 1e9)
@@ -140,7 +142,7 @@ class FlowGroupHook:
         due.sort(key=lambda x: (x[0], x[1]))
         return [t for _, _, t in due[: cfg.max_embeds_per_tick]]
 
-    def _embed(self, frame: Any, track: Any) -> None:
+    def _embed(self, frame: Frame, track: Track) -> None:
         d = self._due[track.track_id]
         d.crops += 1  # a crop too small or failed still uses its turn, so one track cannot starve others
         d.due_ns = frame.t_mono_ns + d.gap_ns

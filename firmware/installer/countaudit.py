@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware.config.sensing import LineConfig
-from firmware.installer.errors import InstallerError
+from firmware.errors import InstallerError
 from firmware.sensing.quantize import cell_centre
 
 Key = tuple[str, str]

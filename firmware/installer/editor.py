@@ -11,8 +11,7 @@ from pathlib import Path
 import tomlkit
 
 from firmware import config as cfgmod
-from firmware.errors import ConfigError
-from firmware.installer.errors import InstallerError
+from firmware.errors import ConfigError, InstallerError
 from trust.files import write_atomic
 
 Ground = tuple[float, float]

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from firmware.config.installer import InstallerConfig, local_only
-from firmware.installer.errors import InstallerError, InstallerRefused
+from firmware.errors import InstallerError, InstallerRefused
 from firmware.installer.overlay import ImagePlane
 from firmware.installer.token import InstallerAuthorizer, InstallerGrant
 from firmware.installer.view import InstallerView

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.config.installer import InstallerConfig
-from firmware.installer.errors import InstallerRefused
+from firmware.errors import InstallerRefused
 from firmware.privacy.audit import AuditSink
 from firmware.samples.authorization import MAX_TOKEN_CHARS, TOKEN_ID
 from firmware.samples.authorization import SCHEMA as SAMPLING_SCHEMA

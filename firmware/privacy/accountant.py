@@ -13,20 +13,17 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from firmware.errors import FirmwareError
+from firmware.errors import BudgetError
 from firmware.privacy.dp import exact
 
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
-
-
-class BudgetError(FirmwareError):
-    """The budget store cannot be read or written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +43,7 @@ class Charge:
 class Accountant:
     """`charge(stream, epsilon, now)` -> Charge. `budgets` maps a stream to its daily epsilon."""
 
-    def __init__(self, path: str | Path, budgets: dict[str, float | Fraction]) -> None:
+    def __init__(self, path: str | Path, budgets: Mapping[str, float | Fraction]) -> None:
         self.budgets = {k: exact(v) for k, v in budgets.items()}
         for k, v in self.budgets.items():
             if v <= 0:

@@ -28,7 +28,6 @@ CLI: `umbra audit verify FILE [--cert DEVICE_CERT.pem | --public-key B64]` exits
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import fcntl
@@ -42,7 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from firmware.errors import FirmwareError
+from firmware.config import UmbraConfig, resolve_path
+from firmware.errors import AuditError
+from trust.devicekey import device_signer, key_b64, public_key_from_b64, public_key_from_cert, signature_ok
+from trust.errors import DeviceKeyError
 from trust.files import canonical, write_atomic
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,6 @@ class NoAudit:
 
     def append(self, event: str, t: float, **fields: Any) -> None:
         return None
-
-
-class AuditError(FirmwareError):
-    """The audit log cannot be opened or written (the device must stop releasing data when this happens)."""
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -144,9 +142,6 @@ def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_
         return []
     if "sig" not in head:
         return ["the head is not signed, though the log says its heads are signed by the device key"]
-    from trust.devicekey import public_key_from_b64, signature_ok
-    from trust.errors import DeviceKeyError
-
     try:
         ok = signature_ok(public_key_from_b64(named[1]), base64.b64decode(head["sig"]),
                           _head_message(int(head["seq"]), str(head["hash"])))
@@ -157,7 +152,7 @@ def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_
 
 class AuditLog:
     """Appends entries to `path`. `signer` signs the head: a `HeadSigner` (the device key, see
-    `trust.devicekey.audit_log_for`) or a plain `signer(message) -> signature` (e.g. an Ed25519 key's
+    `audit_log_for`) or a plain `signer(message) -> signature` (e.g. an Ed25519 key's
     `sign`). Opening an existing log resumes its chain; a torn last line (a crash mid-write, not covered by
     the head) is cut off. Opening also checks the head it finds against the log (and, when the log names a
     signing key, its signature): a mismatch means the log was cut or rewritten while nobody was writing, and
@@ -388,9 +383,6 @@ def _check_head(p: Path, last_seq: int, last_hash: str, tail: _Tail, public_key:
 
 def _check_head_signature(head: Mapping[str, Any], public_key: str | None,
                           cert: str | os.PathLike[str] | None) -> list[str]:
-    from trust.devicekey import key_b64, public_key_from_b64, public_key_from_cert, signature_ok
-    from trust.errors import DeviceKeyError
-
     try:
         key = public_key_from_cert(cert) if cert is not None else public_key_from_b64(str(public_key))
     except DeviceKeyError as e:
@@ -409,36 +401,11 @@ def _check_head_signature(head: Mapping[str, Any], public_key: str | None,
     return ["the head signature does not verify with the given key"]
 
 
-def add_parser(parser: argparse.ArgumentParser) -> None:
-    """Fills the `umbra audit` parser (the app creates it and calls this)."""
-    sub = parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    ver = sub.add_parser("verify", help="check the hash chain and head of an audit log")
-    ver.add_argument("file", type=Path)
-    ver.add_argument("--public-key", default=None,
-                     help="the device key that signs the head: base64 of a raw Ed25519 key or of a DER SPKI")
-    ver.add_argument("--cert", type=Path, default=None, help="the device certificate (PEM) whose key signs the head")
-    ver.set_defaults(func=_cmd_verify)
-
-
-def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Adds `audit` to a subparsers object (for a CLI other than `umbra`)."""
-    parser = subparsers.add_parser("audit", help="verify the privacy audit log")
-    add_parser(parser)
-    return parser
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    if not Path(args.file).is_file():
-        raise AuditError(f"no audit log at {args.file}; give the path of the log (e.g. <state_dir>/audit.jsonl)")
-    if args.cert is not None and args.public_key is not None:
-        raise AuditError("give --cert or --public-key, not both")
-    result = verify(args.file, args.public_key, cert=args.cert)
-    if result.ok:
-        signed = ("head signature checked against the device key" if args.cert or args.public_key else
-                  "head signature NOT checked against the device key (give --cert DEVICE_CERT.pem)")
-        print(f"{args.file}: OK, {result.entries} entries, chain and head intact; {signed}")
-        return 0
-    print(f"{args.file}: TAMPERED or damaged ({result.entries} entries); first bad seq {result.first_bad_seq}")
-    for problem in result.problems:
-        print(f"  - {problem}")
-    return 1
+def audit_log_for(cfg: UmbraConfig, base: Path) -> AuditLog | None:
+    """The config's privacy audit log (`[privacy] audit_file`, None when empty), its head signed with the device
+    key (`[sync.tls] key_file`) when the device has one. Every writer of the log (umbra run, umbra privacy,
+    umbra samples) opens it through here, so no writer leaves an unsigned head behind a signed one."""
+    if not cfg.privacy.audit_file:
+        return None
+    path = resolve_path(cfg.privacy.audit_file, base)
+    return AuditLog(path, signer=device_signer(cfg.sync.tls.key_file, path))

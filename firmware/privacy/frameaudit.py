@@ -4,9 +4,8 @@ frame (10 fps would mean 864,000 rows a day and an fsync per frame)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from firmware.privacy.audit import AuditSink
+from firmware.sensing.loop import SensorLoop, TickResult
 
 
 class FrameAudit:
@@ -46,11 +45,11 @@ class FrameAuditSink:
     """A loop sink feeding `FrameAudit` from the loop's counters (every frame taken is released, and so zeroed,
     within its tick) and, where quantized tracks leave the device, from the records each tick released."""
 
-    def __init__(self, loop: Any, audit: AuditSink, tracks_leave: bool) -> None:
+    def __init__(self, loop: SensorLoop, audit: AuditSink, tracks_leave: bool) -> None:
         self._loop, self._frames, self._tracks_leave = loop, FrameAudit(audit), tracks_leave
         self._seen = (0, 0)
 
-    def __call__(self, result: Any) -> None:
+    def __call__(self, result: TickResult) -> None:
         st = self._loop.stats
         taken, missed = st.frames - self._seen[0], st.overruns - self._seen[1]
         self._seen = (st.frames, st.overruns)

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.config.samples import AuthorizationConfig
-from firmware.errors import FirmwareError
+from firmware.errors import AuthorizationRefused
 from firmware.privacy.audit import AuditSink
 from trust.files import canonical
 from trust.keys import ed25519_public_key
@@ -40,16 +40,6 @@ SCHEMA = "umbra.sampling-authorization/1"
 FIELDS = frozenset({"device_id", "expires", "not_before", "rate_per_hour", "schema", "token_id"})
 MAX_TOKEN_CHARS = 2048
 TOKEN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-class AuthorizationRefused(FirmwareError):
-    """A sampling authorization was refused; `reason` is a short machine-readable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"sampling authorization refused ({reason}): {detail}")
-        self.reason = reason
-        self.detail = detail
-
 
 
 @dataclass(frozen=True, slots=True)

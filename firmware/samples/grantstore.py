@@ -21,14 +21,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from firmware.errors import FirmwareError
+from firmware.config import UmbraConfig
+from firmware.errors import AuthorizationRefused, TokenStoreError
 from firmware.privacy.audit import AuditSink
-from firmware.samples.authorization import MAX_TOKEN_CHARS, AuthorizationRefused, Authorizer, Grant
+from firmware.samples.authorization import MAX_TOKEN_CHARS, Authorizer, Grant
+from firmware.samples.taking import SampleScheduler
+from hal.detections import Detections
+from hal.frame import Frame
 from trust.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,6 @@ FILE_NAME = "sampling_tokens.json"
 MAX_TOKENS = 32
 MAX_FILE_BYTES = MAX_TOKENS * (MAX_TOKEN_CHARS + 8) + 4096 + MAX_TOKENS * 80
 FINAL = frozenset({"expired", "revoked"})  # refusals a token never recovers from
-
-
-class TokenStoreError(FirmwareError):
-    """The token file cannot be read or written, or is not a token file (it is then left untouched)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +104,18 @@ class TokenStore:
             raise TokenStoreError(f"cannot write {self.path}: {e.strerror}") from e
 
 
-def store_for(cfg: Any, base: Path) -> TokenStore:
+def store_for(cfg: UmbraConfig, base: Path) -> TokenStore:
     from firmware.config import resolve_path
 
     return TokenStore(resolve_path(cfg.device.state_dir, base) / FILE_NAME)
 
 
-def device_id_of(cfg: Any) -> str:
+def device_id_of(cfg: UmbraConfig) -> str:
     """The id a token must name: the device's certificate name (what the customer and the cloud know it by)."""
     return cfg.sync.uploader.device_id or cfg.device.id
 
 
-def authorizer_for(cfg: Any, store: TokenStore, audit: AuditSink) -> Authorizer:
+def authorizer_for(cfg: UmbraConfig, store: TokenStore, audit: AuditSink) -> Authorizer:
     """The device's Authorizer: the configured customer key, the config's and the device's revocations."""
     return Authorizer(cfg.authorization, device_id_of(cfg), audit, revoked=store.read().revoked)
 
@@ -188,7 +187,7 @@ def _token_id(token: str) -> str | None:
     return _token_id_or_none(token)
 
 
-def take_delivered(delivered: StoredTokens, store: TokenStore, authorizer_of: Any, now: float,
+def take_delivered(delivered: StoredTokens, store: TokenStore, authorizer_of: Callable[[], Authorizer], now: float,
                    audit: AuditSink, seen: set[str]) -> int:
     """Intake of what the cloud relayed (`inbox`, written by the uploader): each new token is verified, stored
     and audited like `umbra samples authorize` (a refused one is audited once per run: `seen`), and each
@@ -217,7 +216,7 @@ class GrantRefresher:
     or `revoke` ran), re-loads the grants into the scheduler; with an `inbox` (the tokens the uploader fetched
     from the cloud), takes in what arrived there first."""
 
-    def __init__(self, store: TokenStore, authorizer_of: Any, scheduler: Any, audit: AuditSink,
+    def __init__(self, store: TokenStore, authorizer_of: Callable[[], Authorizer], scheduler: SampleScheduler, audit: AuditSink,
                  period_s: float = 60.0, inbox: TokenStore | None = None) -> None:
         self.store, self._authorizer_of, self.scheduler, self.audit = store, authorizer_of, scheduler, audit
         self.period_s = period_s
@@ -234,7 +233,7 @@ class GrantRefresher:
         self.scheduler.set_grants(grants)
         return grants
 
-    def __call__(self, frame: Any, detections: Any, wall: float) -> None:
+    def __call__(self, frame: Frame, detections: Detections | None, wall: float) -> None:
         if wall < self._next:
             return
         self._next = wall + self.period_s
@@ -248,7 +247,7 @@ class GrantRefresher:
             log.error("sampling tokens not reloaded: %s", e)
 
 
-def sensor_grants(cfg: Any, base: Path, scheduler: Any, audit: AuditSink | None, now: float,
+def sensor_grants(cfg: UmbraConfig, base: Path, scheduler: SampleScheduler, audit: AuditSink | None, now: float,
                   ) -> GrantRefresher | None:
     """`umbra run`: the stored tokens loaded (re-verified) into the sample scheduler, and the hook that keeps
     them current; None when no customer key is configured (no token can verify then)."""

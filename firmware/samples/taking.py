@@ -27,10 +27,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from firmware import schemas
 from firmware.config.samples import SamplesConfig
-from firmware.errors import FirmwareError
+from firmware.errors import AuthorizationRefused, SampleError
 from firmware.privacy.audit import AuditSink
-from firmware.samples.authorization import AuthorizationRefused, Authorizer, Grant
+from firmware.samples.authorization import Authorizer, Grant
+from hal.detections import Detections
+from hal.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +41,7 @@ SCHEMA = "umbra.sample/1"
 HOUR_S = 3600
 MAX_JPEG_B64 = 400_000  # a 640x480 q50 JPEG is 20 to 60 kB; anything larger is not a sample
 
-RECORD_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "umbra.sample/1",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["schema", "taken_at", "width", "height", "jpeg_b64", "authorization"],
-    "properties": {
-        "schema": {"const": SCHEMA},
-        "taken_at": {"type": "integer", "minimum": 0},
-        "width": {"const": 640},
-        "height": {"const": 480},
-        "jpeg_b64": {"type": "string", "minLength": 8, "maxLength": MAX_JPEG_B64, "pattern": "^/9j/"},
-        "authorization": {"type": ["string", "null"], "maxLength": 128},
-    },
-}
-
-
-class SampleError(FirmwareError):
-    """A sample could not be made (encoding failed, bad image)."""
+RECORD_SCHEMA = schemas.schema("umbra.sample/1")
 
 
 PersonFinder = Callable[[np.ndarray], np.ndarray]  # HxWx3 RGB -> (N, 4) normalized boxes of persons found
@@ -331,7 +316,7 @@ class SampleHook:
         self.taker, self.store, self.audit = taker, store, audit
         self._purged_day: int | None = None
 
-    def __call__(self, frame: Any, detections: Any, wall: float) -> None:
+    def __call__(self, frame: Frame, detections: Detections | None, wall: float) -> None:
         day = int(wall // 86400)
         if day != self._purged_day:
             self._purged_day = day

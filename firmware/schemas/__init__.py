@@ -1,8 +1,7 @@
 """JSON schemas of the records that leave the device, and validation for both sides (device and cloud).
 
-Schemas here (`<kind>.json`): umbra.track/1, umbra.aggregate/1, umbra.audit/1, umbra.status/1, umbra.ota/1 and the
-envelope umbra.batch/1. The sample and flow-group schemas stay where their engineer defined them
-(`firmware.samples.taking.RECORD_SCHEMA`, `firmware.flows.groups.RECORD_SCHEMA`) and are registered from there.
+Schemas here (`<kind>.json`): umbra.track/1, umbra.aggregate/1, umbra.audit/1, umbra.status/1, umbra.ota/1,
+umbra.sample/1, umbra.flowgroups/1 and the envelope umbra.batch/1.
 
 `validate(record)` picks the schema by the record's `schema` field. jsonschema costs ~100 us a record,
 too slow for a 10,000 records/s drain, so each schema is also compiled into a plain-Python check for the
@@ -22,18 +21,14 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from firmware.errors import FirmwareError
+from firmware.errors import SchemaError
 
 LOCAL = {"umbra.track/1": "track.json", "umbra.aggregate/1": "aggregate.json", "umbra.audit/1": "audit.json",
-         "umbra.status/1": "status.json", "umbra.batch/1": "batch.json", "umbra.ota/1": "ota.json"}
-ELSEWHERE = {"umbra.sample/1": "firmware.samples.taking", "umbra.flowgroups/1": "firmware.flows.groups"}
-RECORD_SCHEMAS = tuple(sorted(set(LOCAL) - {"umbra.batch/1"} | set(ELSEWHERE)))
+         "umbra.status/1": "status.json", "umbra.batch/1": "batch.json", "umbra.ota/1": "ota.json",
+         "umbra.sample/1": "sample.json", "umbra.flowgroups/1": "flowgroups.json"}
+RECORD_SCHEMAS = tuple(sorted(set(LOCAL) - {"umbra.batch/1"}))
 
 Check = Callable[[Any], bool]
-
-
-class SchemaError(FirmwareError):
-    """A record does not match its schema (or names none we know); the message says where."""
 
 
 @cache
@@ -41,11 +36,7 @@ def schema(schema_id: str) -> Mapping[str, Any]:
     """The JSON schema document for `schema_id` (e.g. 'umbra.track/1')."""
     if schema_id in LOCAL:
         return json.loads(resources.files(__name__).joinpath(LOCAL[schema_id]).read_text("utf-8"))
-    if schema_id in ELSEWHERE:
-        import importlib
-
-        return importlib.import_module(ELSEWHERE[schema_id]).RECORD_SCHEMA
-    raise SchemaError(f"unknown record schema {schema_id!r}; known: {', '.join(sorted(LOCAL) + sorted(ELSEWHERE))}")
+    raise SchemaError(f"unknown record schema {schema_id!r}; known: {', '.join(sorted(LOCAL))}")
 
 
 _TYPES: dict[str, Check] = {

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.errors import FirmwareError
-
-
-class CalibrationError(FirmwareError):
-    """The points given cannot determine a homography."""
-
+from firmware.errors import CalibrationError
 
 MAX_MEDIAN_ERROR_M = 0.25  # a fit from point pairs whose median ground error is larger is refused
 MIN_SPREAD = 1e-3  # smallest/largest singular value of centred points below this: they lie on a line

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config.sync import OutboxConfig
-from firmware.errors import FirmwareError
+from firmware.errors import FirmwareError, OutboxError
 from firmware.privacy.compliance import HeldItem
 from firmware.sensing.loop import TickResult
 
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 # dropped first ... dropped last when the outbox is full
 DROP_ORDER = ("track", "sample", "flowgroups", "status", "ota", "aggregate", "audit")
 _PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
-
-
-class OutboxError(FirmwareError):
-    """The outbox database cannot be opened or written, or a record cannot be stored."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from firmware.config.sync import UploaderConfig
-from firmware.errors import FirmwareError
+from firmware.errors import UploadError
 from firmware.sync.outbox import Batch, Outbox
 from hal.clock import Clock
 from trust import pki
@@ -48,15 +48,6 @@ log = logging.getLogger(__name__)
 
 BATCH_PATH = "/v1/batches"
 MAX_RETRY_AFTER_S = 86_400.0
-
-
-class UploadError(FirmwareError):
-    """One upload step failed; `retry_after` is the server's Retry-After in seconds, if it sent one."""
-
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.status = status
 
 
 @dataclass(slots=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.countexplain import explain
-from bench.counting import crossing_events
-from bench.replay import pets_config, replay
+from bench.lib.crossings import crossing_events
+from bench.lib.explain import explain
+from bench.lib.replay import pets_config, replay
 from firmware.config.sensing import LineConfig
 
 FPS = 7

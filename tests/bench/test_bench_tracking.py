@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.tracking import every
+from bench.lib.sequences import every
 
 
 def test_every_second_frame_is_the_sequence_a_detector_half_as_fast_sees():

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cloud.app import DEV_DEVICE, Cloud, CloudConfig
 from cloud.harness import device_setup
 from firmware.config.sync import OutboxConfig
+from firmware.errors import OutboxError
 from firmware.sensing.records import QuantizedTrack
-from firmware.sync.outbox import Outbox, OutboxError
+from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader, parse_retry_after
 from hal.clock import FakeClock
 from trust import pki

@@ -102,9 +102,9 @@ def test_pieces_of_people_cut_by_tile_edges_are_dropped_on_real_footage(shared_d
 
 
 def test_the_detection_cache_merges_raw_tiles_as_the_detector_does(shared_data):
-    """bench.detcache keeps every tile's boxes before merging and merges on loading: on real frames that
+    """bench.lib.detcache keeps every tile's boxes before merging and merges on loading: on real frames that
     gives exactly what `detect` gives."""
-    from bench.detcache import merge_raw
+    from bench.lib.detcache import merge_raw
 
     det = TfliteDetector(tiles=(3, 2), overlap=0.3, score_threshold=0.1, edgetpu=False)
     raw = TfliteDetector(tiles=(3, 2), overlap=0.3, score_threshold=0.05, edgetpu=False)

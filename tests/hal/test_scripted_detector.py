@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scripted_calibration import measure, scripted_detections
+from bench.lib.scripted import scripted_detections
+from bench.scripted_calibration import measure
 from hal.errors import DetectorError
 from hal.frame import Frame
 from hal.scripted import PERFECT, DetectorErrors, ScriptedDetector

@@ -11,7 +11,7 @@ import pytest
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata
 
-from bench.ota_site import Site
+from bench.lib.ota_site import Site
 from ota import bundle
 from ota.errors import Refused
 

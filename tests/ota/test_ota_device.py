@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.ota_site import Site
+from bench.lib.ota_site import Site
 from firmware.cli.main import main
 from firmware.config import to_toml
 from firmware.schemas import validate
+from hal.boot import DirectoryBootControl
 from ota.agent import Scheduler, TrialMonitor, record, sensor_probes
-from ota.slots import DirectoryBootControl
 from trust import pki
 
 

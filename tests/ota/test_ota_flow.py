@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.ota_site import Site
+from bench.lib.ota_site import Site
 from ota.errors import Refused
 from ota.health import after_boot
 from ota.rollout import evaluate, in_stage, make_plan, position

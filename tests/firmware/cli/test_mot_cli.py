@@ -10,7 +10,7 @@ from firmware.sensing.mot import read_detections, read_seqinfo
 
 
 def test_track_writes_motchallenge_results_a_scorer_accepts(shared_data, tmp_path, capsys):
-    from bench.motscore import load_gt, score
+    from bench.lib.motscore import load_gt, score
 
     seq = shared_data / "mot/MOT15/TUD-Campus"
     out = tmp_path / "TUD-Campus.txt"

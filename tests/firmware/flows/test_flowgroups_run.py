@@ -217,9 +217,9 @@ def test_loop_track_hooks_see_this_ticks_tracks_with_the_pixels_alive(shared_dat
 
 
 def test_with_the_section_off_umbra_run_does_no_embedding_work(tmp_path, shared_data, monkeypatch) -> None:
+    from firmware.cli import run as flowhook  # where umbra run looks the hook builder up
     from firmware.cli.main import main
     from firmware.config import to_toml
-    from firmware.flows import hook as flowhook
 
     monkeypatch.setenv("UMBRA_DATA_DIR", str(shared_data))
     built: list[object] = []
@@ -326,7 +326,7 @@ def test_umbra_run_releases_flow_groups_that_the_reference_cloud_accepts(tmp_pat
 
 
 def test_the_dpia_of_the_running_config_states_flow_groups_only_when_on(shared_data) -> None:
-    from firmware.privacy.compliance import generate_dpia
+    from firmware.privacy.dpia import generate_dpia
 
     off = generate_dpia(pets_config(shared_data, FlowGroupConfig()))
     on = generate_dpia(pets_config(shared_data, replace(FLOW, window_s=60, min_count=7)))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.counting import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
 from firmware import config as cfgmod
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.cli.main import main
+from firmware.errors import InstallerError
 from firmware.installer.countaudit import read_hand_counts
-from firmware.installer.errors import InstallerError
 from hal.clock import FakeClock
 from hal.scripted import ScriptedDetector
 from hal.synthetic import SyntheticCamera

@@ -11,7 +11,8 @@ import pytest
 
 from firmware.config.privacy import PrivacyConfig
 from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
-from firmware.privacy.accountant import Accountant, BudgetError
+from firmware.errors import BudgetError
+from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics, threshold
 from firmware.privacy.dp import discrete_laplace, laplace_tail
 from firmware.schemas import validate

@@ -134,10 +134,12 @@ def test_frame_audit_writes_one_entry_per_minute(tmp_path: Path) -> None:
 def test_cli_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
+    from firmware.cli.audit import add_parser
+
     path = _make_log(tmp_path)
     parser = argparse.ArgumentParser()
-    audit.add_audit_parser(parser.add_subparsers())
-    args = parser.parse_args(["audit", "verify", str(path)])
+    add_parser(parser)
+    args = parser.parse_args(["verify", str(path)])
     assert args.func(args) == 0
     lines = _lines(path)
     del lines[1]

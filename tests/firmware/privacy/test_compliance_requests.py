@@ -8,17 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from firmware.errors import ComplianceError
 from firmware.privacy import audit
-from firmware.privacy.compliance import (
-    ComplianceError,
-    HeldItem,
-    SubjectRequest,
-    answer_access,
-    answer_erasure,
-    generate_dpia,
-    lookup,
-)
-from firmware.samples.authorization import Grant
+from firmware.privacy.compliance import HeldItem, SubjectRequest, answer_access, answer_erasure
 
 T0 = 1_800_000_000
 
@@ -90,56 +82,3 @@ def test_erasure_removes_everything_held_in_range_only(store: SqliteStore, tmp_p
 def test_malformed_requests_are_refused(req: SubjectRequest, store: SqliteStore, tmp_path: Path) -> None:
     with pytest.raises(ComplianceError, match="request x"):
         answer_access(req, store, audit.AuditLog(tmp_path / "a.jsonl"), T0)
-
-
-def test_dpia_from_a_plain_mapping_states_the_running_config() -> None:
-    cfg = {"device": {"id": "shop-7"}, "privacy": {"profile": "aggregates"},
-           "analytics": {"k": 5, "epsilon": 1.0, "epsilon_per_day": 8.0, "window_s": 900},
-           "pseudonym": {"rotate_s": 1800}, "samples": {"enabled": True, "rate_per_hour": 1, "retention_days": 7},
-           "authorization": {"customer_public_key": "", "max_rate_per_hour": 6},
-           "flowgroups": {"enabled": True, "min_count": 5}}
-    md = generate_dpia(cfg, grants=[Grant("tok-1", "shop-7", 4, T0, T0 + 86400)], now=T0)
-    assert md.startswith("# Data-protection impact assessment: Umbra sensor shop-7")
-    assert "**aggregates** (only aggregates leave)" in md
-    assert "k = 5" in md and "epsilon = 1.0 per release, 8.0 per day" in md
-    assert "quantized tracks (pseudonym" not in md  # the aggregates profile sends no tracks
-    assert "at most 7 days" in md and "token tok-1: 4 per hour" in md and "customer-flow group" in md
-
-
-def test_dpia_from_attribute_style_config() -> None:
-    """The integrator's config is nested frozen dataclasses: attribute access works the same as a mapping."""
-    from dataclasses import dataclass, field
-
-    @dataclass(frozen=True)
-    class Pseudonym:
-        rotate_s: float = 3600.0
-
-    @dataclass(frozen=True)
-    class Quantize:
-        grid_m: float = 0.5
-        time_bucket_s: int = 5
-
-    @dataclass(frozen=True)
-    class Device:
-        id: str = "bench-0001"
-
-    @dataclass(frozen=True)
-    class Config:
-        device: Device = field(default_factory=Device)
-        pseudonym: Pseudonym = field(default_factory=Pseudonym)
-        quantize: Quantize = field(default_factory=Quantize)
-
-    cfg = Config()
-    md = generate_dpia(cfg)
-    assert "**tracks**" in md and "every 3600 s" in md and "cells of 0.5 m, time buckets of 5 s" in md
-    assert lookup(cfg, "nope.x", "device.id") == "bench-0001" and lookup(cfg, "a.b", default=3) == 3
-
-
-def test_dpia_of_the_real_config_states_the_daily_budget_the_accountant_derives() -> None:
-    """privacy.daily_epsilon = 0 means epsilon times the windows of a day: the DPIA says that number."""
-    from firmware.config import load
-
-    cfg = load(Path(__file__).resolve().parents[3] / "bench" / "configs" / "pets09.toml")
-    md = generate_dpia(cfg)
-    assert "epsilon = 1.0 per release, 1440 (epsilon times the 1440 windows of a day) per day" in md
-    assert cfg.privacy.budgets()["occupancy"] == 1440

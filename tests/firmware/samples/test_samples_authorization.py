@@ -8,8 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.config.samples import AuthorizationConfig
+from firmware.errors import AuthorizationRefused
 from firmware.privacy import audit
-from firmware.samples.authorization import AuthorizationRefused, Authorizer, _b64d, _b64e, public_key_b64, sign_token
+from firmware.samples.authorization import Authorizer, _b64d, _b64e, public_key_b64, sign_token
 
 NOW = 1_800_000_000
 

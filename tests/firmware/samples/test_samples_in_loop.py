@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from firmware.cli.main import _sample_hook
+from firmware.cli.run import sample_hook as _sample_hook
 from firmware.config import load
 from firmware.config.sync import OutboxConfig
 from firmware.privacy.audit import AuditLog, verify

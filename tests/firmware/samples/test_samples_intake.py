@@ -17,8 +17,9 @@ from firmware.cli.main import main
 from firmware.cli.samples import load_customer_key
 from firmware.config import load, to_toml
 from firmware.config.samples import AuthorizationConfig, SamplesConfig
+from firmware.errors import AuthorizationRefused
 from firmware.privacy import audit
-from firmware.samples.authorization import AuthorizationRefused, public_key_b64, sign_token
+from firmware.samples.authorization import public_key_b64, sign_token
 from firmware.samples.grantstore import (
     GrantRefresher,
     TokenStore,
@@ -144,7 +145,7 @@ def test_load_drops_expired_tokens_audited_and_keeps_future_ones(tmp_path: Path)
 
 
 def test_a_damaged_token_file_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
-    from firmware.samples.grantstore import TokenStoreError
+    from firmware.errors import TokenStoreError
 
     store = TokenStore(tmp_path / "sampling_tokens.json")
     store.path.write_text('{"tokens": ["x"]')
@@ -325,7 +326,8 @@ def test_tokens_relayed_by_the_cloud_reach_the_sensor_and_a_withdrawal_too(tmp_p
 
 
 def test_the_store_holds_at_most_its_limit_and_refuses_the_next_before_auditing_it(tmp_path: Path) -> None:
-    from firmware.samples.grantstore import MAX_TOKENS, TokenStoreError
+    from firmware.errors import TokenStoreError
+    from firmware.samples.grantstore import MAX_TOKENS
 
     key = Ed25519PrivateKey.generate()
     cfg = load(_config(tmp_path, public_key_b64(key)))

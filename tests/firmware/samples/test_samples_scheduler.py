@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scipy import stats
 
 from firmware.config.samples import AuthorizationConfig, SamplesConfig
+from firmware.errors import AuthorizationRefused
 from firmware.privacy import audit
-from firmware.samples.authorization import AuthorizationRefused, Authorizer, public_key_b64, sign_token
+from firmware.samples.authorization import Authorizer, public_key_b64, sign_token
 from firmware.samples.taking import SampleScheduler, SampleTaker, purge_expired, sample_record
 from hal.detections import Detections
 

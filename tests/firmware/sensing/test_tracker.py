@@ -106,8 +106,8 @@ def test_assignment_is_optimal_and_gated():
 
 
 def test_accuracy_floor_on_pets09_with_the_calibrated_scripted_detector(shared_data):
-    from bench.motscore import load_gt, score
-    from bench.scripted_calibration import scripted_detections
+    from bench.lib.motscore import load_gt, score
+    from bench.lib.scripted import scripted_detections
 
     gt_path = shared_data / "mot/MOT15/PETS09-S2L1/gt/gt.txt"
     dets = scripted_detections(gt_path, 795)

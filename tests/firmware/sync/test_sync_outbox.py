@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from firmware import schemas
 from firmware.config.sync import OutboxConfig
+from firmware.errors import OutboxError
 from firmware.sensing.loop import TickResult
 from firmware.sensing.records import QuantizedTrack
-from firmware.sync.outbox import Outbox, OutboxError
+from firmware.sync.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud.harness import CloudThread
+from hal.boot import DirectoryBootControl
 from hal.clock import SystemClock
 from ota import bundle
 from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
 from ota.repo import Repository
-from ota.slots import DirectoryBootControl
 from trust.tls import PinStore, client_context
 
 HW = "umbra-pi4"

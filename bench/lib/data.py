@@ -1,6 +1,6 @@
 """Bench data: find it (UMBRA_DATA_DIR, ../shared/data, or the project's own .data/ cache), check every file
 against its pinned sha256, and fetch what is missing from its official source where this machine can.
-`python -m bench.data` checks (and fetches); it prints exactly what is missing and how to provide it."""
+`python -m bench.lib.data` checks (and fetches); it prints exactly what is missing and how to provide it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from models import sha256_file, write_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".data"
 MOT15_ZIP = "https://motchallenge.net/data/MOT15.zip"
 

@@ -1,5 +1,5 @@
 """The bench run's device path (loop, tracker, geometry, quantizer) replayed on cached real detections
-(bench.detcache) in a few seconds instead of a minute of inference, so detector settings and counting can be
+(bench.lib.detcache) in a few seconds instead of a minute of inference, so detector settings and counting can be
 compared crossing by crossing. Same config, same fake clock, same ticks as `umbra bench run`: on the same
 detections it releases the same records, field for field, but for the pseudonyms (their key is drawn afresh
 in every run).
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench import data
+from bench.lib import data
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import UmbraConfig, load
 from firmware.sensing.loop import TickResult
@@ -25,7 +26,7 @@ from hal.detections import Detections
 from hal.frame import Frame
 from hal.synthetic import SyntheticCamera
 
-CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pets09.toml"
 PETS_START_WALL = 1_700_000_000.0  # as bench.run
 PETS_SIZE = (768, 576)
 
@@ -93,8 +94,6 @@ def replay(per_frame: list[np.ndarray], cfg: UmbraConfig | None = None, base: Pa
     tracker or `tracker` (anything with the tracker's `update`)."""
     import json
 
-    from bench.run import RecordingTracker
-
     cfg = cfg or pets_config()
     clock = FakeClock(start_wall=PETS_START_WALL)
     cam = SyntheticCamera(clock, lores_size=(8, 8), main_size=None, source_size=PETS_SIZE,
@@ -110,3 +109,24 @@ def replay(per_frame: list[np.ndarray], cfg: UmbraConfig | None = None, base: Pa
     out.rows = recorder.rows
     out.records = [json.loads(x) for x in collect.stream.getvalue().splitlines() if x.strip()]
     return out
+
+
+class RecordingTracker:
+    """Bench-only: keeps each tick's confirmed tracks in MOTChallenge rows to score against the gt. Never on
+    a device: these are unquantized boxes."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.rows: list[tuple[int, int, float, float, float, float]] = []
+        self.frame = 0
+        self.step_ns: list[int] = []
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float, frame_size: tuple[int, int] | None = None):
+        self.frame += 1
+        t0 = time.perf_counter_ns()
+        tracks = self.inner.update(boxes, scores, dt, frame_size)
+        self.step_ns.append(time.perf_counter_ns() - t0)
+        for t in tracks:
+            x0, y0, x1, y1 = t.box
+            self.rows.append((self.frame, t.track_id, x0, y0, x1 - x0, y1 - y0))
+        return tracks

@@ -35,7 +35,7 @@ def draw(sc, folder: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.privacy import truth
+    from bench.lib.scenes import truth
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

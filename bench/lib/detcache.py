@@ -4,7 +4,7 @@ detector's calibration run on what the real model sees without paying for infere
 What is cached is every tile's person detections before merging (at scores from 0.05), keyed by the model's
 sha256, the tiling and overlap, that floor and the video's size; merging and the score threshold are applied
 on loading, as the detector applies them. The cache lives under `out/cache/` (never committed).
-`python -m bench.detcache [--tiles NX NY] [--overlap F]` fills it and prints the cost."""
+`python -m bench.lib.detcache [--tiles NX NY] [--overlap F]` fills it and prints the cost."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data
+from bench.lib import data
 
 CACHE = Path("out/cache")
 PETS_SIZE = (768, 576)  # vtest.avi's frame size: cached boxes are in its pixels
@@ -110,7 +110,7 @@ def _run_raw(video: Path, tiles: tuple[int, int], overlap: float, floor: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.detcache", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m bench.lib.detcache", description=__doc__)
     ap.add_argument("--tiles", type=int, nargs=2, default=(2, 2))
     ap.add_argument("--overlap", type=float, default=0.15)
     ap.add_argument("--threshold", type=float, default=0.1)

@@ -1,5 +1,5 @@
 """Counting errors crossing by crossing: the bench run's device path is replayed on cached real detections
-(bench.replay), every true crossing (ground-truth world paths) is matched to a counted one (released records)
+(bench.lib.replay), every true crossing (ground-truth world paths) is matched to a counted one (released records)
 on the same line and way, close in time, and each one left unmatched is given its cause:
 
 - missed true crossings: `detector miss` (no track covers the person on one side of the crossing, and the
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bench.counting import Crossing, crossing_events, paths_from_records, record_paths
-from bench.replay import Replay
+from bench.lib.crossings import Crossing, crossing_events, paths_from_records, record_paths
+from bench.lib.replay import Replay
 from firmware.config.sensing import LineConfig
 from firmware.sensing.tracker import iou_matrix
 
@@ -214,9 +214,9 @@ def run(config: Path, band: float = 0.5, tiles: tuple[int, int] | None = None, o
     """Replay the bench run on the config's detector settings (cached detections) and explain its counting."""
     from dataclasses import replace
 
-    from bench import data
-    from bench.detcache import detector_detections
-    from bench.replay import pets_config, replay
+    from bench.lib import data
+    from bench.lib.detcache import detector_detections
+    from bench.lib.replay import pets_config, replay
 
     cfg = pets_config(config)
     if tiles is not None:

@@ -1,0 +1,2 @@
+"""The small library the benchmarks share (data, cached detections, replay, crossings, scenes, scoring);
+no benchmark imports another."""

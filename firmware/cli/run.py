@@ -1,0 +1,240 @@
+"""`umbra run`: the one place that wires a running sensor, one `init_*` step per subsystem (outputs, sync,
+audit, analytics, flow groups, samples, OTA), then runs the loop and closes everything in order."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import random
+import signal
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from firmware import __version__
+from firmware.cli.assemble import JsonlSink, build_loop
+from firmware.cli.installer import Installer, attach_installer
+from firmware.cli.summary import stop_summary
+from firmware.config import UmbraConfig, load, resolve_path
+from firmware.flows.hook import FlowGroupHook, build_flow_hook
+from firmware.installer.counts import RunCounts
+from firmware.privacy.accountant import Accountant
+from firmware.privacy.analytics import Analytics
+from firmware.privacy.audit import AuditLog, AuditSink, NoAudit, audit_log_for
+from firmware.privacy.frameaudit import FrameAuditSink
+from firmware.samples.authorization import Authorizer
+from firmware.samples.grantstore import device_id_of, sensor_grants
+from firmware.samples.taking import SampleHook, SampleScheduler, SampleTaker
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import SensorLoop, TickSink
+from firmware.sync.service import SyncService
+from hal.clock import SystemClock
+from hal.detector import Detector
+from hal.faces import FaceConfig, FaceDetector
+from hal.frame import Frame
+from ota import agent
+from ota.watchdog import Watchdog
+
+log = logging.getLogger("umbra")
+
+Emit = Callable[[Iterable[Mapping[str, Any]]], object]
+
+
+@dataclass
+class Sensor:
+    """What `umbra run` wired: the loop and the parts that need closing when it stops."""
+
+    cfg: UmbraConfig
+    base: Path
+    clock: SystemClock
+    files: ExitStack = field(default_factory=ExitStack)
+    sinks: list[TickSink] = field(default_factory=list)
+    emit_aggregates: list[Emit] = field(default_factory=list)
+    sync: SyncService | None = None
+    audit: AuditLog | None = None
+    analytics: Analytics | None = None
+    loop: SensorLoop | None = None
+    flows: FlowGroupHook | None = None
+    frames: FrameAuditSink | None = None
+    ota: agent.Scheduler | None = None
+    counts: RunCounts | None = None
+    installer: Installer | None = None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    sensor = Sensor(cfg, args.config.resolve().parent, SystemClock())
+    init_sync(sensor)
+    init_outputs(sensor)
+    sensor.audit = audit_log_for(cfg, sensor.base)  # its head signed with the device key when there is one
+    sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit)
+    sensor.sinks.append(sensor.analytics)
+    watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
+    sensor.sinks.append(watchdog)
+    counts = sensor.counts = RunCounts(Geometry(cfg.geometry))  # the stop summary's and the installer view's
+    sensor.sinks.append(counts)
+    sensor.emit_aggregates.append(counts.released)
+    loop = sensor.loop = build_loop(cfg, sensor.base, sensor.clock, sinks=sensor.sinks)
+    init_hooks(sensor, loop)
+    sensor.installer = attach_installer(cfg, args.config, loop, counts, sensor.audit, sensor.clock)  # [installer]
+    watchdog.ready()
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    if sensor.sync is not None:
+        sensor.sync.start()
+    sensor.ota = start_ota(cfg, sensor.base, loop, sensor.sync)
+    try:
+        stats = loop.run(max_ticks=args.max_frames)
+    except KeyboardInterrupt:
+        stats = loop.stats
+    finally:
+        close(sensor)
+    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile))
+    return 0
+
+
+def init_sync(sensor: Sensor) -> None:
+    """[sync]: the outbox takes track records (tracks profile only) and aggregates; the uploader drains it."""
+    cfg = sensor.cfg
+    if not cfg.sync.enabled:
+        return
+    sync = sensor.sync = SyncService(cfg.sync, sensor.clock)
+    if cfg.privacy.profile == "tracks":  # quantized tracks leave only in the tracks profile
+        sensor.sinks.append(sync.sink)
+    sensor.emit_aggregates.append(sync.outbox.enqueue)
+
+
+def init_outputs(sensor: Sensor) -> None:
+    """[output]: the bench's JSON-lines files of released tracks and aggregates."""
+    out = sensor.cfg.output
+    if out.tracks_file:
+        sensor.sinks.append(JsonlSink(_open_append(resolve_path(out.tracks_file, sensor.base), sensor.files)))
+    if out.aggregates_file:
+        agg = _open_append(resolve_path(out.aggregates_file, sensor.base), sensor.files)
+        sensor.emit_aggregates.append(functools.partial(write_json_lines, agg))
+
+
+def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
+    """Flow groups, sample images (with customer grants), the cloud status record and the frame audit."""
+    cfg, audit, sync = sensor.cfg, sensor.audit, sensor.sync
+    sensor.flows = build_flow_hook(cfg.flowgroups, loop, sensor.emit_aggregates, audit)
+    if sensor.flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
+        loop.track_hooks.append(sensor.flows)
+    sampler = sample_hook(cfg, sync, audit, loop.detector)
+    if sampler is not None:
+        refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall())
+        loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
+    if sync is not None:
+        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
+    if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only
+        sensor.frames = FrameAuditSink(loop, audit, tracks_leave=sync is not None and cfg.privacy.profile == "tracks")
+        loop.sinks.append(sensor.frames)
+
+
+def close(sensor: Sensor) -> None:
+    """In order: OTA checks, the partial window's aggregates and flow groups (paid for like any other), the
+    budget, the frame audit, the uploader, the output files."""
+    wall = sensor.clock.wall()
+    if sensor.installer is not None:
+        sensor.installer.stop()
+    if sensor.ota is not None:
+        sensor.ota.stop()
+    if sensor.analytics is not None:
+        sensor.analytics.close_window()
+    if sensor.flows is not None:
+        sensor.flows.close_window(wall)
+    if sensor.analytics is not None:
+        sensor.analytics.accountant.close()
+    if sensor.frames is not None:
+        sensor.frames.flush(wall)
+    if sensor.sync is not None:
+        sensor.sync.stop()
+    sensor.files.close()
+
+
+def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService | None) -> agent.Scheduler | None:
+    """With [ota] enabled: a slot on trial gets its health check (commit or roll back), and updates are
+    checked on a schedule; outcomes go to the outbox as umbra.ota/1 records."""
+    if not cfg.ota.enabled:
+        return None
+    boot = agent.make_boot(cfg.ota.boot, base)
+
+    def report(rec: dict) -> None:
+        if sync is not None:
+            sync.outbox.enqueue([rec])
+        log.info("ota: %s", rec)
+
+    if boot.state().get("trying") or boot.state().get("trying_now"):
+        agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
+                           cfg.ota.health_deadline_s, report, __version__, "?").start()
+    client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
+                               __version__)
+
+    def run_check() -> None:
+        if agent.check_and_install(client, report):
+            boot.boot()  # on a Pi: reboot into the new slot, on trial once
+
+    scheduler = agent.Scheduler(run_check, cfg.ota.check_every_s)
+    scheduler.start()
+    return scheduler
+
+
+def write_json_lines(f: IO[str], records: Iterable[Mapping[str, Any]]) -> None:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def _open_append(path: Path, files: ExitStack) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return files.enter_context(path.open("a", encoding="utf-8"))
+
+
+def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None) -> Analytics:
+    """The aggregates sink: zones and lines from the config, the budget in its own file."""
+    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base), cfg.privacy.budgets())
+
+    def emit(records: list) -> None:
+        for target in emit_to:
+            target(records)
+
+    return Analytics(cfg.privacy, Geometry(cfg.geometry), accountant, emit,
+                     audit=audit.append if audit is not None else None)
+
+
+def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | None, detector: Detector | None = None,
+                rng: random.Random | None = None) -> SampleHook | None:
+    """[samples]: one de-identified sample image an hour at a random instant, from the main stream, into the
+    outbox (kept there until uploaded, never past retention_days). Needs sync and a main stream. `sync` is
+    the SyncService (anything with an `outbox`)."""
+    s = cfg.samples
+    if not s.enabled or s.rate_per_hour == 0:
+        return None
+    if sync is None:
+        log.info("samples: sync is off, so no sample images are taken (they may wait only in the outbox)")
+        return None
+    if not cfg.camera.main_size:
+        log.warning("samples: the camera has no main stream, so no sample images are taken")
+        return None
+    sink: AuditSink = audit if audit is not None else NoAudit()
+    authorizer = None
+    if cfg.authorization.customer_public_key:  # customer tokens may raise the rate (firmware.samples.grantstore)
+        authorizer = Authorizer(cfg.authorization, device_id_of(cfg), sink)
+    scheduler = SampleScheduler(s, rng or random.SystemRandom(), authorizer)
+    taker = SampleTaker(s, scheduler, FaceDetector(FaceConfig()), put=lambda record: sync.outbox.enqueue([record]),
+                        audit=sink, person_finder=_person_finder(cfg, detector))
+    return SampleHook(taker, sync.outbox, sink)
+
+
+def _person_finder(cfg: UmbraConfig, detector: Detector | None) -> Callable[[Any], Any] | None:
+    """The re-check on the blurred sample: the loop's detector at its own threshold (a scripted detector
+    replays ground truth, it cannot look)."""
+    if detector is None or cfg.detector.kind == "scripted":
+        return None
+
+    def finder(rgb: Any) -> Any:
+        h, w = rgb.shape[:2]
+        return detector.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
+
+    return finder

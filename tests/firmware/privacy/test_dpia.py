@@ -1,0 +1,83 @@
+"""The DPIA states what the typed config says: every fact it prints is read from the key it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from firmware.config import UmbraConfig, load, parse
+from firmware.privacy.dpia import FACT_KEYS, facts, generate_dpia
+from firmware.samples.authorization import Grant
+
+ROOT = Path(__file__).resolve().parents[3]
+T0 = 1_700_000_000.0
+
+SHOP = """
+[device]
+id = "shop-7"
+[privacy]
+profile = "aggregates"
+k = 7
+epsilon = 0.5
+daily_epsilon = 8.0
+window_s = 600
+[pseudonym]
+rotate_s = 1800.0
+[quantize]
+grid_m = 1.5
+time_bucket_s = 10
+[samples]
+retention_days = 7
+jpeg_quality = 40
+[authorization]
+max_rate_per_hour = 6
+[flowgroups]
+enabled = true
+min_count = 9
+window_s = 300
+"""
+
+
+def _get(cfg: UmbraConfig, key: str) -> object:
+    node: object = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def test_every_fact_is_the_value_at_its_key() -> None:
+    for cfg in (parse(SHOP), load(ROOT / "bench" / "configs" / "pets09.toml"), UmbraConfig()):
+        f = facts(cfg)
+        for name, key in FACT_KEYS.items():
+            assert f[name].key == key and f[name].value == _get(cfg, key), name
+        assert f["epsilon_day"].value == {s: float(v) for s, v in cfg.privacy.budgets().items()}
+
+
+def test_the_dpia_states_the_configured_values() -> None:
+    cfg = parse(SHOP)
+    md = generate_dpia(cfg, grants=[Grant("tok-1", "shop-7", 4, T0, T0 + 86400)], now=T0)
+    assert md.startswith("# Data-protection impact assessment: Umbra sensor shop-7")
+    assert "**aggregates** (only aggregates leave)" in md
+    assert "k = 7" in md and "epsilon = 0.5 per release, 8 per day per stream; windows of 600 s" in md
+    assert "quantized tracks (pseudonym" not in md  # the aggregates profile sends no tracks
+    assert "at most 7 days" in md and "q40" in md and "6 per hour" in md and "token tok-1: 4 per hour" in md
+    assert "per zone and window of 300 s" in md and "padded to at least 9" in md
+
+
+def test_the_tracks_profile_states_cells_buckets_and_rotation() -> None:
+    cfg = parse(SHOP.replace('profile = "aggregates"', 'profile = "tracks"'))
+    md = generate_dpia(cfg)
+    assert "**tracks**" in md and "rotated every 1800 s" in md and "cells of 1.5 m, time buckets of 10 s" in md
+
+
+def test_the_default_profile_is_the_one_the_config_has() -> None:
+    """The old DPIA guessed 'tracks' when it found no key; the typed config's default is 'aggregates'."""
+    md = generate_dpia(UmbraConfig())
+    assert UmbraConfig().privacy.profile == "aggregates" and "**aggregates**" in md
+
+
+def test_dpia_of_the_real_config_states_the_daily_budget_the_accountant_derives() -> None:
+    """privacy.daily_epsilon = 0 means epsilon times the windows of a day: the DPIA says that number."""
+    cfg = load(ROOT / "bench" / "configs" / "pets09.toml")
+    md = generate_dpia(cfg)
+    assert "epsilon = 1.0 per release, 1440 (epsilon times the 1440 windows of a day) per day" in md
+    assert cfg.privacy.budgets()["occupancy"] == 1440
