@@ -152,3 +152,30 @@ def test_installer_mode_is_off_by_default_and_tokens_are_short() -> None:
     assert cfgmod.UmbraConfig().installer.enabled is False
     with pytest.raises(ValueError, match="max_validity_s"):
         replace(InstallerConfig(), max_validity_s=24 * 3600).validate()
+
+
+def test_calibration_from_the_page_fits_reports_and_saves_the_homography(rig) -> None:
+    # a camera at 3 cm per source pixel, shifted 1 m: the installer's measured pairs (image points normalized)
+    pairs = [((0.1, 0.1), (1.0 + 0.03 * 76.8, 0.03 * 57.6)), ((0.9, 0.1), (1.0 + 0.03 * 691.2, 0.03 * 57.6)),
+             ((0.9, 0.9), (1.0 + 0.03 * 691.2, 0.03 * 518.4)), ((0.1, 0.9), (1.0 + 0.03 * 76.8, 0.03 * 518.4)),
+             ((0.5, 0.5), (1.0 + 0.03 * 384.0, 0.03 * 288.0))]
+    body = {"points": [{"image": list(i), "ground": list(g)} for i, g in pairs], "save": True}
+
+    async def go():
+        s, _ = await _session(rig, rig.token())
+        async with s:
+            async with s.get(rig.base + "/state"):
+                pass
+            await asyncio.to_thread(rig.loop.run, 10)
+            async with s.post(rig.base + "/calibrate", json=body) as r:
+                ok = (r.status, await r.json())
+            few = {"points": body["points"][:3]}
+            async with s.post(rig.base + "/calibrate", json=few) as r:
+                refused = (r.status, await r.json())
+        return ok, refused
+
+    ok, refused = _run(go())
+    assert ok[0] == 200 and ok[1]["median_m"] < 0.01 and len(ok[1]["errors_m"]) == 5 and ok[1]["saved"]
+    h = cfgmod.load(rig.path).geometry.homography
+    assert h[0][0] == pytest.approx(0.03, rel=1e-3) and h[0][2] == pytest.approx(1.0, abs=1e-3)
+    assert refused[0] == 400 and "at least 4 point pairs" in refused[1]["detail"]
