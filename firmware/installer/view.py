@@ -3,7 +3,9 @@
 every person (this tick's detections and confirmed tracks) and every face blurred as sample images are
 (firmware.samples.taking.deidentify_regions), encoded as JPEG; then the JPEG exactly as it would be served is
 checked by the face detector and the person re-check, what they find blurred again and the new JPEG checked,
-until one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted). Every copy is
+until one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted); the regions
+re-checks found are blurred up front for the next 10 s of views (often a far person or a post the model
+reads as one, so a second check is seldom needed). Every copy is
 zeroed before the frame is released. Only the encoded bytes and the overlay data (boxes, scores, ids,
 counts) are kept, for the web server's thread to serve. Hooks: `on_frame` (a frame hook: keeps this tick's
 detections, no pixels) and `on_tracks` (a track hook: makes the view)."""
@@ -30,6 +32,7 @@ from hal.detections import Detections
 log = logging.getLogger(__name__)
 
 VIEW_SIZE = (640, 480)
+RECENT_NS = 10_000_000_000  # a region a re-check found someone in is blurred up front in views this long after
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class InstallerView:
         self._grid: dict[str, Any] | None = None
         self._grid_for: tuple[GeometryConfig, tuple[int, int]] | None = None
         self._lock = threading.Lock()
+        self._recent: list[tuple[int, tuple[int, int, int, int], int]] = []  # (until, region, block): no pixels
 
     def watch(self) -> None:
         """A request came in: make views for the next `watch_timeout_s`."""
@@ -112,6 +116,11 @@ class InstallerView:
         try:
             blurred, regions = deidentify_regions(small, np.vstack((boxes, track_boxes)), self.faces,
                                                   replace(self.samples, verify_passes=0))
+            now = self.clock.monotonic_ns()
+            self._recent = [(t, r, b) for t, r, b in self._recent if t > now]
+            for _, r, block in self._recent:  # where a re-check found someone lately: blurred up front
+                blur_region(blurred, *r, min_block_px=block)
+                regions.append(r)
             try:
                 jpeg = self._checked_jpeg(blurred, regions)
             finally:
@@ -162,9 +171,11 @@ class InstallerView:
                 seen.fill(0)
             if not found:
                 return buf.tobytes()
+            until = self.clock.monotonic_ns() + RECENT_NS
             for r, block in found:
                 blur_region(rgb, *r, min_block_px=block)
                 regions.append(r)
+                self._recent.append((until, r, block))
         log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
         return None
 
