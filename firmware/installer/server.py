@@ -1,8 +1,9 @@
 """The installer web server (aiohttp, its own thread and event loop), on a loopback or link-local address
 only. Nothing is served before a session: `POST /session` with a valid installer token (firmware.installer.
 token) opens one (an HttpOnly, SameSite=Strict cookie, valid until the token expires); every other request
-without a live session is refused with 401 and a page saying what is needed, and audited. Sessions opened and
-closed are audited.
+without a live session is refused with 401 and a page saying what is needed, and audited (repeats from one
+address within 10 s counted into its next entry). Every token refused, every session opened and closed is
+audited.
 
 Routes: `GET /` the page (or the locked page), `GET /view.jpg` the latest de-identified view, `GET /state`
 its overlay and counts, `POST /geometry` zones and lines drawn on the view (normalized image points), saved
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 COOKIE = "umbra_installer"
 MAX_BODY = 64 * 1024
+REFUSAL_GAP_S = 10.0
 LOCKED = """<!doctype html><html><head><meta charset="utf-8"><title>Umbra installer: locked</title></head>
 <body><h1>Installer mode is locked</h1><p id="refusal">{reason}</p>
 <p>Paste an installer authorization for device <b>{device}</b> (signed by the operator, valid for at most a few
@@ -48,6 +50,7 @@ class InstallerServer:
         self.config, self.view, self.authorizer = config, view, authorizer
         self.config_path, self.clock, self.audit = config_path, clock, audit
         self.sessions: dict[str, InstallerGrant] = {}
+        self._refusals: dict[str, tuple[float, int]] = {}  # remote -> (last audited, refusals since)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -119,10 +122,22 @@ class InstallerServer:
             reason = "no installer session: unlock with a signed installer authorization"
             if sid:
                 reason = "the installer session has ended (its authorization expired or the sensor restarted)"
-            self.authorizer.refuse(now, "no-session", reason, request.remote or "")
+            self._refused(now, reason, request.remote or "")
             return self._locked(reason, request)
         self.view.watch()
         return await handler(request)
+
+    def _refused(self, now: float, detail: str, remote: str) -> None:
+        """Audits a request refused for want of a session: at once, or, within REFUSAL_GAP_S of the last
+        such entry from the same address, counted into the next entry (`repeats`), so a page left open
+        polling cannot flood the audit log."""
+        last, repeats = self._refusals.get(remote, (float("-inf"), 0))
+        if now - last < REFUSAL_GAP_S:
+            self._refusals[remote] = (last, repeats + 1)
+            return
+        self._refusals[remote] = (now, 0)
+        self.audit.append("installer_refused", now, reason="no-session", detail=detail, remote=remote,
+                          repeats=repeats, claimed_token_id=None)
 
     def _locked(self, reason: str, request: web.Request, status: int = 401, html: bool = False) -> web.Response:
         if html or request.path == "/":
