@@ -183,3 +183,19 @@ def test_calibration_from_the_page_fits_reports_and_saves_the_homography(rig) ->
     h = cfgmod.load(rig.path).geometry.homography
     assert h[0][0] == pytest.approx(0.03, rel=1e-3) and h[0][2] == pytest.approx(1.0, abs=1e-3)
     assert refused[0] == 400 and "at least 4 point pairs" in refused[1]["detail"]
+
+
+def test_the_view_zeroes_its_copies_of_the_frame(rig, monkeypatch) -> None:
+    import cv2
+    import numpy as np
+
+    made: list = []
+    real_resize, real_cvt, real_dec = cv2.resize, cv2.cvtColor, cv2.imdecode
+    monkeypatch.setattr(cv2, "resize", lambda *a, **k: made.append(real_resize(*a, **k)) or made[-1])
+    monkeypatch.setattr(cv2, "cvtColor", lambda *a, **k: made.append(real_cvt(*a, **k)) or made[-1])
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: made.append(real_dec(*a, **k)) or made[-1])
+    rig.installer.view.watch()
+    rig.loop.run(12)
+    assert rig.installer.view.made >= 1
+    full = [m for m in made if m.shape[:2] == (480, 640)]  # the frame's copy, the BGR copy, the decoded check
+    assert len(full) >= 3 * rig.installer.view.made and all(not np.any(m) for m in full)
