@@ -15,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import threading
+from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,10 @@ class InstallerServer:
         self.audit.append("installer_refused", now, reason="no-session", detail=detail, remote=remote,
                           repeats=repeats, claimed_token_id=None)
 
-    def _locked(self, reason: str, request: web.Request, status: int = 401, html: bool = False) -> web.Response:
-        if html or request.path == "/":
+    def _locked(self, reason: str, request: web.Request, status: int = 401, page: bool = False) -> web.Response:
+        if page or request.path == "/":
             return web.Response(status=status, content_type="text/html",
-                                text=LOCKED.format(reason=reason, device=self.authorizer.device_id))
+                                text=LOCKED.format(reason=escape(reason), device=escape(self.authorizer.device_id)))
         return web.json_response({"error": "locked", "detail": reason}, status=status)
 
     async def _session(self, request: web.Request) -> web.StreamResponse:
@@ -152,7 +153,7 @@ class InstallerServer:
         try:
             grant = self.authorizer.verify(token, now, request.remote or "")
         except InstallerRefused as e:
-            return self._locked(str(e), request, status=403, html=request.content_type != "application/json")
+            return self._locked(str(e), request, status=403, page=request.content_type != "application/json")
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = grant
         self.audit.append("installer_session_opened", now, token_id=grant.token_id, expires=grant.expires,

@@ -144,6 +144,22 @@ def test_drawn_zones_and_lines_are_saved_into_the_config_with_its_comments(rig) 
     assert any(e["event"] == "installer_config_saved" for e in rig.events())
 
 
+def test_the_locked_page_escapes_what_a_token_says(rig) -> None:
+    now = int(rig.clock.wall())
+    from firmware.installer.token import sign_installer_token
+
+    token = sign_installer_token(rig.key, device_id="<script>alert(1)</script>", not_before=now - 1,
+                                 expires=now + 60, token_id="x")
+
+    async def go():
+        async with aiohttp.ClientSession() as s, s.post(rig.base + "/session", data={"token": token}) as r:
+            return r.status, await r.text()
+
+    status, page = _run(go())
+    assert status == 403 and "wrong-device" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
 @pytest.mark.parametrize("bind", ["0.0.0.0", "192.168.1.20", "10.0.0.1", "::", "example.org"])
 def test_only_loopback_and_link_local_binds_are_accepted(bind: str) -> None:
     with pytest.raises(ConfigError, match="bind"):
