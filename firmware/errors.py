@@ -63,3 +63,17 @@ class OutboxError(FirmwareError):
 
 class BudgetError(FirmwareError):
     """The budget store cannot be read or written."""
+
+
+class InstallerError(FirmwareError):
+    """The installer view, editor, calibration or count audit cannot do what was asked."""
+
+
+class InstallerRefused(InstallerError):
+    """An installer authorization (or a request without a live installer session) was refused; `reason` is a
+    short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"installer authorization refused ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from firmware.cli import audit, ota, privacy, samples, track
+from firmware.cli import audit, auditcounts, calibrate, draw, installer, ota, privacy, samples, track
 from firmware.cli.run import cmd_run
 from firmware.errors import FirmwareError
-from firmware.sensing.calibrate import fit_homography_from_mot
 
 log = logging.getLogger("umbra")
 
@@ -25,6 +24,10 @@ BUILTIN: tuple[tuple[str, AddParser, str], ...] = (
     ("samples", samples.add_parser, "customer sampling authorizations: key pair, tokens, intake"),
     ("privacy", privacy.add_parser, "the DPIA of a config; data-subject access and erasure requests"),
     ("ota", ota.add_parser, "OTA releases and rollouts (ops); `ota check` on the device"),
+    ("calibrate", calibrate.add_parser, "the image-to-ground homography from point pairs (or MOT15 gt)"),
+    ("installer", installer.add_parser, "installer mode: the operator's key pair and short-lived tokens"),
+    ("draw", draw.add_parser, "the installer view's overlay on a de-identified snapshot, as PNG"),
+    ("audit-counts", auditcounts.add_parser, "the device's counts against an installer's hand counts"),
 )
 PLUGINS = "umbra.commands"  # entry points: name = "module:add_parser"; the module's HELP (or docstring) is the help
 # Error families of the other packages: their messages are for the user, like FirmwareError's.
@@ -40,10 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--max-frames", type=int, default=None)
     run.set_defaults(func=cmd_run)
-
-    cal = sub.add_parser("calibrate", help="fit the image-to-ground homography from MOT15 gt world coordinates")
-    cal.add_argument("--gt", required=True, type=Path)
-    cal.set_defaults(func=_cmd_calibrate)
 
     for name, add, help_text in BUILTIN:
         add(sub.add_parser(name, help=help_text))
@@ -67,17 +66,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"umbra: {e}", file=sys.stderr)
             return 2
         raise
-
-
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    fit = fit_homography_from_mot(args.gt)
-    print(f"# fitted on {fit.points} foot points; ground error median {fit.median_error_m:.3f} m, "
-          f"p95 {fit.p95_error_m:.3f} m")
-    print("[geometry]")
-    rows = ", ".join("[" + ", ".join(f"{v:.10g}" for v in row) + "]" for row in fit.homography)
-    print(f"homography = [{rows}]")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

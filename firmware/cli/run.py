@@ -17,9 +17,12 @@ from typing import IO, Any
 
 from firmware import __version__
 from firmware.cli.assemble import JsonlSink, build_loop
+from firmware.cli.installer import Installer, attach_installer
+from firmware.cli.summary import stop_summary
 from firmware.config import UmbraConfig, load, resolve_path
 from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
+from firmware.installer.counts import RunCounts
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
 from firmware.privacy.audit import AuditLog, AuditSink, NoAudit, audit_log_for
@@ -28,7 +31,7 @@ from firmware.samples.authorization import Authorizer
 from firmware.samples.grantstore import device_id_of, sensor_grants
 from firmware.samples.taking import SampleHook, SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import LoopStats, SensorLoop, TickSink
+from firmware.sensing.loop import SensorLoop, TickSink
 from firmware.sync.service import SyncService
 from hal.clock import SystemClock
 from hal.detector import Detector
@@ -60,6 +63,8 @@ class Sensor:
     demographics: DemographicsHook | None = None
     frames: FrameAuditSink | None = None
     ota: agent.Scheduler | None = None
+    counts: RunCounts | None = None
+    installer: Installer | None = None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -72,8 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     sensor.sinks.append(sensor.analytics)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sensor.sinks.append(watchdog)
+    counts = sensor.counts = RunCounts(Geometry(cfg.geometry))  # the stop summary's and the installer view's
+    sensor.sinks.append(counts)
+    sensor.emit_aggregates.append(counts.released)
     loop = sensor.loop = build_loop(cfg, sensor.base, sensor.clock, sinks=sensor.sinks)
     init_hooks(sensor, loop)
+    sensor.installer = attach_installer(cfg, args.config, loop, counts, sensor.audit, sensor.clock)  # [installer]
     watchdog.ready()
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sensor.sync is not None:
@@ -85,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = loop.stats
     finally:
         close(sensor)
-    _log_stop(stats)
+    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile))
     return 0
 
 
@@ -136,6 +145,8 @@ def close(sensor: Sensor) -> None:
     """In order: OTA checks, the partial window's aggregates, flow groups and demographics (paid for like any
     other), the budget, the frame audit, the uploader, the output files."""
     wall = sensor.clock.wall()
+    if sensor.installer is not None:
+        sensor.installer.stop()
     if sensor.ota is not None:
         sensor.ota.stop()
     if sensor.analytics is not None:
@@ -151,13 +162,6 @@ def close(sensor: Sensor) -> None:
     if sensor.sync is not None:
         sensor.sync.stop()
     sensor.files.close()
-
-
-def _log_stop(stats: LoopStats) -> None:
-    log.info(
-        "stopped: %d ticks, %d frames, %d overruns, %d detector errors, %d camera stalls, %d records",
-        stats.ticks, stats.frames, stats.overruns, stats.detector_errors, stats.camera_stalls, stats.records,
-    )
 
 
 def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService | None) -> agent.Scheduler | None:

@@ -13,6 +13,7 @@ from typing import Any
 from firmware.config.demographics import DemographicsConfig
 from firmware.config.device import DeviceConfig, OutputConfig
 from firmware.config.flows import FlowGroupConfig
+from firmware.config.installer import InstallerConfig
 from firmware.config.loader import build
 from firmware.config.privacy import PrivacyConfig
 from firmware.config.samples import AuthorizationConfig, SamplesConfig
@@ -48,6 +49,7 @@ class UmbraConfig:
     demographics: DemographicsConfig = field(default_factory=DemographicsConfig)  # off by default
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)  # customer sampling tokens
     ota: OtaConfig = field(default_factory=OtaConfig)
+    installer: InstallerConfig = field(default_factory=InstallerConfig)  # off by default: firmware.installer
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("firmware.privacy",),  # dp, accountant, analytics, audit log, DPIA, data-subject requests
     ("firmware.samples", "firmware.flows", "firmware.demographics"),  # sample images and customer grants;
     # customer-flow groups; demographics
-    ("firmware.sync",),  # outbox, uploader, sync service
+    ("firmware.sync", "firmware.installer"),  # outbox, uploader, sync service; the installer view and editor
     ("firmware.cli",),  # the umbra command; the one place that wires a sensor
     ("cloud",),  # the reference cloud
     ("provisioning",),  # the serial protocol, device agent, factory station (registers devices in the cloud)

@@ -1,0 +1,140 @@
+"""What serving the installer view costs the sensor loop: the bench run's loop (PETS09 through VideoCamera,
+the real SSD on CPU, the real tracker) with the installer server attached, in blocks of frames that
+alternate between nobody watching (no view is made) and a client polling the page as the browser does
+(`/state` and `/view.jpg` every 0.4 s, over HTTP on 127.0.0.1). Both kinds of block run in the same process
+on the same footage, so the ratio of their frame rates is measured in one run, whatever else loads the
+machine. With --privacy, every view made is then checked: persons found by the shared person detector
+(score >= 0.3, bench.lib.viewcheck) anywhere, and faces found by BlazeFace inside a blurred region.
+
+    python -m bench.installer_cost [--frames 795] [--block 28] [--privacy]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.lib import data
+
+CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
+
+
+def _client(base: str, token: str, stop: threading.Event, watching: threading.Event, served: list) -> None:
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    op = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    op.open(base + "/session", data=urllib.parse.urlencode({"token": token}).encode(), timeout=10).read()
+    while not stop.is_set():
+        if watching.is_set():
+            op.open(base + "/state", timeout=10).read()
+            try:
+                served.append(len(op.open(base + "/view.jpg", timeout=10).read()))
+            except OSError:
+                pass  # 503 before the first view
+        time.sleep(0.4)
+
+
+def run(frames: int, block: int, privacy: bool) -> str:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from firmware import config as cfgmod
+    from firmware.cli.assemble import build_loop
+    from firmware.cli.installer import attach_installer
+    from firmware.installer.counts import RunCounts
+    from firmware.installer.token import sign_installer_token
+    from firmware.privacy.audit import NoAudit
+    from firmware.samples.authorization import public_key_b64
+    from firmware.sensing.geometry import Geometry
+    from hal.clock import FakeClock
+
+    key = Ed25519PrivateKey.generate()
+    cfg = cfgmod.load(CONFIG)
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.find("video/vtest.avi"))),
+                  installer=replace(cfg.installer, enabled=True, port=0, authority_public_key=public_key_b64(key)))
+    clock = FakeClock()
+    counts = RunCounts(Geometry(cfg.geometry))
+    loop = build_loop(cfg, CONFIG.parent, clock, sinks=[counts])
+    inst = attach_installer(cfg, CONFIG, loop, counts, NoAudit(), clock)
+    assert inst is not None
+    views: list = []
+    inst.view.listeners.append(views.append)
+    tick_wall: list[float] = []
+    loop.frame_hooks.append(lambda f, d, w: tick_wall.append(time.perf_counter()))
+    now = int(clock.wall())
+    token = sign_installer_token(key, device_id=cfg.device.id, not_before=now - 1, expires=now + 3600, token_id="b")
+    stop, watching, served = threading.Event(), threading.Event(), []
+    client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{inst.server.port}", token, stop, watching,
+                                                    served), daemon=True)
+    client.start()
+    spent = {"off": [0.0, 0], "on": [0.0, 0]}
+    try:
+        done = 0
+        while done < frames:
+            kind = "on" if (done // block) % 2 else "off"
+            if kind == "on":
+                watching.set()
+                inst.view.watch()
+            else:
+                watching.clear()
+                inst.view._watched_ns = None  # nobody watching from this block's first tick
+            n = min(block, frames - done)
+            t0 = time.perf_counter()
+            stats = loop.run(max_ticks=loop.stats.ticks + n)
+            spent[kind][0] += time.perf_counter() - t0
+            spent[kind][1] += n
+            done += n
+            if stats.frames < done:
+                break  # the video ended
+    finally:
+        stop.set()
+        client.join(5)
+        inst.stop()
+    rate = {k: n / s if s else 0.0 for k, (s, n) in spent.items()}
+    ratio = rate["on"] / rate["off"] if rate["off"] else 0.0
+    lines = [
+        f"installer view cost on PETS09 ({loop.stats.frames} frames, blocks of {block}, view_hz "
+        f"{cfg.installer.view_hz} at the footage's 7 fps):",
+        f"  nobody watching: {spent['off'][1]} frames in {spent['off'][0]:.1f} s = {rate['off']:.2f} frames/s",
+        f"  page polled:     {spent['on'][1]} frames in {spent['on'][0]:.1f} s = {rate['on']:.2f} frames/s "
+        f"({inst.view.made} views made, {inst.view.withheld} withheld, {len(served)} JPEGs served)",
+        f"  ratio on/off {ratio:.3f}: the view costs {1 - ratio:.1%} of the loop's frame rate (goal: at most 10%)",
+    ]
+    if privacy:
+        lines.append(_privacy(views))
+    return "\n".join(lines)
+
+
+def _privacy(views: list) -> str:
+    from bench.lib.viewcheck import PERSON_THRESHOLD, Checker
+
+    c = Checker().check(views)
+    return (f"  privacy of the {c.views} views made: {c.persons} persons found at >= {PERSON_THRESHOLD} (best "
+            f"person score anywhere {c.best_person:.2f}), {c.faces_in_blur} faces inside blurred regions (two "
+            f"BlazeFace variants){'; frames ' + str(list(c.bad_seqs)) if c.bad_seqs else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.installer_cost", description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=795)
+    ap.add_argument("--block", type=int, default=28, help="frames per block (4 s of footage)")
+    ap.add_argument("--privacy", action="store_true", help="check every view made for persons and faces")
+    args = ap.parse_args(argv)
+    try:
+        ddir = data.ensure(verbose=False)
+    except data.DataMissing as e:
+        print(e, file=sys.stderr)
+        return 1
+    os.environ.setdefault("UMBRA_DATA_DIR", str(ddir))
+    print(run(args.frames, args.block, args.privacy))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""`umbra installer`: the operator's side of installer mode (a key pair, signed short-lived tokens), and the
+wiring that attaches the installer view to a running sensor loop (`attach_installer`, called by `umbra run`).
+
+    umbra installer keygen --out installer-authority.pem   # prints the public key for [installer]
+    umbra installer sign-token --key installer-authority.pem --device ID [--hours 2] [--out token.txt]
+
+With `[installer] enabled = true` the sensor serves http://127.0.0.1:8765/ (or the link-local address
+configured); the page asks for the token, then shows the de-identified view and the editor."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware.cli.samples import load_customer_key
+from firmware.config import UmbraConfig
+from firmware.config.installer import MAX_VALIDITY_S, InstallerConfig
+from firmware.errors import SamplesCommandError
+from firmware.installer.counts import RunCounts
+from firmware.installer.server import InstallerServer
+from firmware.installer.token import InstallerAuthorizer, sign_installer_token
+from firmware.installer.view import InstallerView
+from firmware.privacy.audit import AuditSink, NoAudit
+from firmware.samples.authorization import public_key_b64
+from hal.clock import Clock
+
+log = logging.getLogger(__name__)
+VIEW_VERIFY_PASSES = 2  # as samples: a second re-check only when the first still found someone
+PERSON_RECHECK_SCORE = 0.2  # below the 0.3 the privacy test checks the served views at
+
+
+@dataclass
+class Installer:
+    view: InstallerView
+    server: InstallerServer
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def attach_installer(cfg: UmbraConfig, config_path: Path, loop: Any, counts: RunCounts, audit: AuditSink | None,
+                     clock: Clock, faces: Any = None, port: int | None = None, persons: Any = None
+                     ) -> Installer | None:
+    """With [installer] enabled: the view's hooks on the loop and the server started. `faces`, `persons`:
+    the view's face detector and person re-check (defaults: see make_view); `port` overrides the config's."""
+    ic = cfg.installer
+    if not ic.enabled:
+        return None
+    from dataclasses import replace
+
+    from firmware.config import resolve_path
+    from firmware.samples.grantstore import device_id_of
+
+    sink = audit if audit is not None else NoAudit()
+    view = make_view(cfg, counts, clock, faces, persons=persons)
+    loop.frame_hooks.append(view.on_frame)
+    loop.track_hooks.append(view.on_tracks)
+    target = resolve_path(ic.config_file, config_path.resolve().parent) if ic.config_file else config_path
+    if port is not None:
+        ic = replace(ic, port=port)
+    server = InstallerServer(ic, view, InstallerAuthorizer(ic, device_id_of(cfg), sink), target, clock, sink)
+    server.start()
+    sink.append("installer_mode_started", clock.wall(), bind=ic.bind, port=server.port)
+    return Installer(view, server)
+
+
+def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = None,
+              ic: InstallerConfig | None = None, persons: Any = None) -> InstallerView:
+    """The view as the sensor makes it: de-identified as samples are (the same blur, then one re-check of the
+    result by a face detector and by the person detector, blurring what they still find, twice), with lighter
+    passes than a sample's: BlazeFace short range on the whole frame and 2 x 2 tiles, and the person model
+    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings), so that at one view
+    every two seconds the loop keeps 90% of its rate (bench.installer_cost). A scripted detector cannot
+    look: no person re-check then."""
+    from dataclasses import replace
+
+    if faces is None:
+        from hal.faces import FaceConfig, FaceDetector
+
+        faces = FaceDetector(FaceConfig(variant="short_range", tiles=(1, 2)))
+    if persons is None and cfg.detector.kind == "tflite":
+        persons = person_recheck(cfg)
+    ic = ic or cfg.installer
+    samples = replace(cfg.samples, verify_passes=max(cfg.samples.verify_passes, VIEW_VERIFY_PASSES),
+                      jpeg_quality=ic.jpeg_quality)  # the re-checks see the JPEG as it is served
+    return InstallerView(ic, cfg.geometry, counts, clock, faces, samples=samples,
+                         min_score=cfg.loop.min_score, person_finder=persons or None)
+
+
+def person_recheck(cfg: UmbraConfig) -> Any:
+    """The person model on the blurred view, 2 x 2 tiles: normalized boxes of persons above
+    PERSON_RECHECK_SCORE."""
+    from firmware.config.sensing import DetectorConfig
+    from hal.frame import Frame
+    from hal.tflite import TfliteDetector
+
+    d = DetectorConfig()
+    det = TfliteDetector(cfg.detector.model, edgetpu={"auto": None, "on": True, "off": False}[cfg.detector.edgetpu],
+                         tiles=d.tiles, overlap=d.overlap, score_threshold=PERSON_RECHECK_SCORE,
+                         num_threads=cfg.detector.threads)
+
+    def find(rgb: Any) -> Any:
+        h, w = rgb.shape[:2]
+        return det.detect(Frame(rgb, None, 0, 0, (w, h))).persons(PERSON_RECHECK_SCORE).boxes
+
+    return find
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="installer_command", required=True, metavar="ACTION")
+    kg = sub.add_parser("keygen", help="operator: make the installer-authority key pair")
+    kg.add_argument("--out", required=True, type=Path, help="where the private key goes (PEM, mode 0600)")
+    kg.set_defaults(func=_cmd_keygen)
+    st = sub.add_parser("sign-token", help="operator: sign a token that unlocks one device's installer mode")
+    st.add_argument("--key", required=True, type=Path)
+    st.add_argument("--device", required=True)
+    st.add_argument("--hours", type=float, default=2.0, help=f"validity (at most {MAX_VALIDITY_S // 3600} h)")
+    st.add_argument("--out", type=Path, default=None)
+    st.set_defaults(func=_cmd_sign)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from trust.files import write_atomic
+
+    if args.out.exists():
+        raise SamplesCommandError(f"{args.out} exists; a key is not overwritten (choose another --out)")
+    key = Ed25519PrivateKey.generate()
+    write_atomic(args.out, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), private=True)
+    print(f"# private key written to {args.out} (the operator's; devices hold only the public key)")
+    print("[installer]")
+    print(f'authority_public_key = "{public_key_b64(key)}"')
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    if not 0 < args.hours * 3600 <= MAX_VALIDITY_S:
+        raise SamplesCommandError(f"--hours: above 0 and at most {MAX_VALIDITY_S // 3600}")
+    now = int(time.time())
+    token = sign_installer_token(load_customer_key(args.key), device_id=args.device, not_before=now,
+                                 expires=now + int(args.hours * 3600), token_id="inst-" + secrets.token_hex(6))
+    if args.out is not None:
+        from trust.files import write_atomic
+
+        write_atomic(args.out, (token + "\n").encode(), private=True)
+    else:
+        print(token)
+    return 0

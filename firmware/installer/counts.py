@@ -1,0 +1,73 @@
+"""Running counts of a sensor run: crossings per count line and direction (the loop's exact crossings, at
+its detect rate) and occupancy per zone (tracks standing in it now, the most at once, the mean over ticks).
+A loop sink; it holds counts only, no track ids or positions. Read from another thread through `snapshot()`."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import TickResult
+
+
+@dataclass(frozen=True, slots=True)
+class CountSnapshot:
+    lines: dict[tuple[str, str], int]  # (line, "+"/"-") -> crossings
+    zones_now: dict[str, int]
+    zones_peak: dict[str, int]
+    zones_mean: dict[str, float]
+    ticks: int
+    records_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "lines": [{"line": ln, "direction": d, "count": n} for (ln, d), n in sorted(self.lines.items())],
+            "zones": [{"zone": z, "now": self.zones_now[z], "peak": self.zones_peak[z],
+                       "mean": round(self.zones_mean[z], 3)} for z in self.zones_now],
+        }
+
+
+class RunCounts:
+    """`sink(result)` each tick; `snapshot()` at any time."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        self.geometry = geometry
+        self._lines: Counter[tuple[str, str]] = Counter(
+            {(ln.name, d): 0 for ln in geometry.config.lines for d in "+-"})
+        self._zones = [z.name for z in geometry.config.zones]
+        self._now = dict.fromkeys(self._zones, 0)
+        self._peak = dict.fromkeys(self._zones, 0)
+        self._sum = dict.fromkeys(self._zones, 0)
+        self._ticks = 0
+        self._kinds: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, result: TickResult) -> None:
+        inside = Counter(z for z in self.geometry.zone_of(result.ground.xy) if z is not None) if self._zones else {}
+        with self._lock:
+            for c in result.crossings:
+                self._lines[(c.line, c.direction)] += 1
+            self._ticks += 1
+            for z in self._zones:
+                n = inside.get(z, 0)
+                self._now[z] = n
+                self._peak[z] = max(self._peak[z], n)
+                self._sum[z] += n
+            if result.records:
+                self._kinds["umbra.track/1"] += len(result.records)
+
+    def released(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Counts records released beside the tracks (aggregates, flow groups, samples) by schema."""
+        with self._lock:
+            for r in records:
+                self._kinds[str(r.get("schema", "?"))] += 1
+
+    def snapshot(self) -> CountSnapshot:
+        with self._lock:
+            t = max(self._ticks, 1)
+            return CountSnapshot(dict(self._lines), dict(self._now), dict(self._peak),
+                                 {z: self._sum[z] / t for z in self._zones}, self._ticks, dict(self._kinds))
