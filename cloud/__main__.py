@@ -22,9 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8443)
     s.add_argument("--ota-dir", default="", help="folder served at /ota/ (default <dir>/ota)")
+    s.add_argument("--database", default="", help="postgresql:// URL (workers share it); default SQLite in --dir")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir), SystemClock())
+    cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
+                              database=args.database), SystemClock())
     try:
         asyncio.run(serve_forever(cloud))
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud.store import Store
+from cloud.store import Peer, Store
 from firmware import schemas
 from hal.clock import Clock
 from trust import pki
@@ -44,6 +44,7 @@ class CloudConfig:
     max_inflated_bytes: int = 64 * 1024 * 1024
     cert_days: int = 30
     ota_dir: str = ""  # default: <data_dir>/ota
+    database: str = ""  # a postgresql:// URL for a fleet (several workers); default: SQLite <data_dir>/cloud.sqlite
 
     def validate(self) -> None:
         if not 0 < self.rotate_lead_s < self.key_lifetime_s:
@@ -73,7 +74,7 @@ class Cloud:
         self.pki = pki.ensure_dev_pki(self.dir / "pki", config.hostnames, DEV_DEVICE)
         self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
         self.ota_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.dir / "cloud.sqlite")
+        self.store = Store(config.database or self.dir / "cloud.sqlite")
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
         self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
@@ -122,6 +123,13 @@ class Cloud:
         if self.insecure_identity_header and request.headers.get("X-Umbra-Device"):
             return request.headers["X-Umbra-Device"][:64]
         raise Refused(401, "unauthenticated", "a fleet client certificate is required")
+
+    def _peer(self, request: web.Request) -> Peer:
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        if not cert:
+            return Peer()
+        expires = int(ssl.cert_time_to_seconds(cert["notAfter"])) if cert.get("notAfter") else None
+        return Peer(cert.get("serialNumber"), expires)
 
     def _check_signature(self, request: web.Request, device: str, body: bytes) -> BatchKey:
         h = request.headers
@@ -200,7 +208,8 @@ class Cloud:
         doc = self._parse_batch(device, self._inflate(request, body))
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
-        new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows)
+        new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
+                                              self._peer(request))
         self.duplicate_batches += not new
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
