@@ -19,8 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.read_api import ApiRefused, ReadApi
 from cloud.store import Peer, Store
 from firmware import schemas
+from firmware.config.flows import FlowGroupConfig
 from hal.clock import Clock
 from trust import pki
 from trust.keys import H_KEY, H_NONCE, H_SIG, H_TS, BatchKey, KeyRing, signature_ok
@@ -44,6 +46,12 @@ class CloudConfig:
     max_inflated_bytes: int = 64 * 1024 * 1024
     cert_days: int = 30
     ota_dir: str = ""  # default: <data_dir>/ota
+    api_port: int = 8444  # the customer and ops API (server TLS only; callers present API keys)
+    max_range_s: int = 31 * 86_400  # the longest from..to a read may ask for
+    api_rate: float = 10.0  # requests a second per API key (per worker), bursts up to api_burst
+    api_burst: float = 50.0
+    online_within_s: float = 900.0  # a device heard from within this is online (3 status periods)
+    flow_p_same: float = 0.26  # flow groups: the same person's same-group rate (bench/flowgroups.py, default noise)
     database: str = ""  # a postgresql:// URL for a fleet (several workers); default: SQLite <data_dir>/cloud.sqlite
 
     def validate(self) -> None:
@@ -51,18 +59,16 @@ class CloudConfig:
             raise ValueError("rotate_lead_s: above 0 and below key_lifetime_s")
         if not 10 <= self.replay_window_s <= 3600:
             raise ValueError("replay_window_s: 10 to 3600")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port: 0 to 65535")
+        if not (0 <= self.port <= 65535 and 0 <= self.api_port <= 65535):
+            raise ValueError("port, api_port: 0 to 65535")
+        if not (self.api_rate > 0 and self.api_burst >= 1 and self.max_range_s >= 60):
+            raise ValueError("api_rate above 0, api_burst at least 1, max_range_s at least 60")
 
 
 class Refused(Exception):
     def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
-
-
-def _json_error(e: Refused) -> web.Response:
-    return web.json_response({"error": e.error, "detail": e.detail}, status=e.status, headers=e.headers)
 
 
 class Cloud:
@@ -77,6 +83,12 @@ class Cloud:
         self.store = Store(config.database or self.dir / "cloud.sqlite")
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
+        self.api_ssl = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert,
+                                      require_client_cert=False)
+        self.api_ssl.verify_mode = ssl.CERT_NONE  # customers hold API keys, not fleet certificates
+        self.read_api = ReadApi(self.store, clock, max_range_s=config.max_range_s, rate=config.api_rate,
+                                burst=config.api_burst, online_within_s=config.online_within_s,
+                                flow_p_same=config.flow_p_same, flow_groups=FlowGroupConfig().groups)
         self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
         self.unavailable_until = 0.0  # wall time: answer 503 + Retry-After until then (outage simulation)
         self.refusals: Counter[str] = Counter()
@@ -262,9 +274,9 @@ class Cloud:
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
-        except Refused as e:
+        except (Refused, ApiRefused) as e:
             self.refusals[e.error] += 1
-            return _json_error(e)
+            return web.json_response({"error": e.error, "detail": e.detail}, status=e.status, headers=e.headers)
         except web.HTTPException as e:
             if e.status >= 400:
                 self.refusals[str(e.status)] += 1
@@ -272,6 +284,21 @@ class Cloud:
                                          status=e.status, headers={k: v for k, v in e.headers.items()
                                                                    if k in ("Allow", "Retry-After")})
             raise
+
+    def api_app(self) -> web.Application:
+        """The customer and ops API (and the dashboard): API keys, no client certificates."""
+        app = web.Application(client_max_size=16 * 1024, middlewares=[self._errors])
+        self.read_api.add_routes(app)
+        return app
+
+    async def start_api(self, host: str | None = None, port: int | None = None,
+                        tls: bool = True) -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(self.api_app(), access_log=None, max_line_size=4096, max_field_size=4096)
+        await runner.setup()
+        site = web.TCPSite(runner, host or self.config.host, self.config.api_port if port is None else port,
+                           ssl_context=self.api_ssl if tls else None)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
@@ -297,10 +324,13 @@ class Cloud:
 
 async def serve_forever(cloud: Cloud) -> None:
     runner, port = await cloud.start()
-    log.warning("umbra-cloud on https://%s:%d (data in %s)", cloud.config.host, port, cloud.dir)
+    api_runner, api_port = await cloud.start_api()
+    log.warning("umbra-cloud on https://%s:%d, API on https://%s:%d (data in %s)", cloud.config.host, port,
+                cloud.config.host, api_port, cloud.dir)
     print(f"umbra-cloud serving https://{cloud.config.host}:{port}  CA {cloud.pki.ca_cert}  "
           f"device cert {cloud.pki.device_cert}  keys {cloud.pki.root / 'device_keys.json'}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
+        await api_runner.cleanup()
         await runner.cleanup()

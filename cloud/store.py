@@ -113,6 +113,12 @@ class Store:
     def _derive(self, device_id: str, outbox_id: str, seq: int, schema: str, body: str) -> None:
         if schema == "umbra.status/1":
             self._status(device_id, json.loads(body))
+        elif schema in ("umbra.aggregate/1", "umbra.flowgroups/1"):
+            r = json.loads(body)
+            metric, vals = (r["metric"], r["values"]) if "metric" in r else ("flowgroups", r["groups"])
+            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            (device_id, outbox_id, seq, metric, r["zone"], r["window_start"], r["window_s"],
+                             json.dumps(vals)))
         elif schema == "umbra.ota/1":
             r = json.loads(body)
             self.db.execute(
@@ -152,3 +158,15 @@ class Store:
         """device id -> its latest umbra.ota/1 result for `release`."""
         return {r[0]: r[1] for r in self.db.all("SELECT device_id, result FROM ota_results WHERE release = ?",
                                                 (release,))}
+
+    def device_ids(self) -> list[str]:
+        return [r[0] for r in self.db.all("SELECT device_id FROM devices ORDER BY device_id")]
+
+    def devices(self, after: str = "", limit: int = 100_000) -> list[tuple]:
+        """Fleet rows in device-id order (keyset paging from `after`), columns as `DEVICE_COLUMNS`."""
+        return self.db.all(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE device_id > ? "
+                           "ORDER BY device_id LIMIT ?", (after, limit))
+
+
+DEVICE_COLUMNS = ("device_id", "hardware_id", "cert_serial", "cert_expires", "firmware", "slot", "profile",
+                  "last_seen", "status_t", "uptime_s", "fps", "overruns", "detector", "outbox_records", "last_error")
