@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.push import Push, PushConfig
 from cloud.read_api import ApiRefused, ReadApi
 from cloud.store import Peer, Store
 from firmware import schemas
@@ -52,6 +53,7 @@ class CloudConfig:
     api_burst: float = 50.0
     online_within_s: float = 900.0  # a device heard from within this is online (3 status periods)
     flow_p_same: float = 0.26  # flow groups: the same person's same-group rate (bench/flowgroups.py, default noise)
+    push: PushConfig = PushConfig()  # MQTT and webhooks (off unless a broker or webhook is named)
     database: str = ""  # a postgresql:// URL for a fleet (several workers); default: SQLite <data_dir>/cloud.sqlite
 
     def validate(self) -> None:
@@ -89,6 +91,7 @@ class Cloud:
         self.read_api = ReadApi(self.store, clock, max_range_s=config.max_range_s, rate=config.api_rate,
                                 burst=config.api_burst, online_within_s=config.online_within_s,
                                 flow_p_same=config.flow_p_same, flow_groups=FlowGroupConfig().groups)
+        self.push = Push(config.push) if config.push.mqtt_host or config.push.webhooks else None
         self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
         self.unavailable_until = 0.0  # wall time: answer 503 + Retry-After until then (outage simulation)
         self.refusals: Counter[str] = Counter()
@@ -220,8 +223,12 @@ class Cloud:
         doc = self._parse_batch(device, self._inflate(request, body))
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
+        fresh: list[tuple[int, str, str]] = []
         new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
-                                              self._peer(request))
+                                             self._peer(request), fresh)
+        if self.push is not None and fresh:
+            by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
+            self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
         self.duplicate_batches += not new
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,

@@ -34,6 +34,7 @@ _STATUS_SET = ("firmware", "slot", "profile", "status_t", "uptime_s", "fps", "ov
 class Store:
     def __init__(self, url: str | Path) -> None:
         self.db = Db(url)
+        self._nonces = 0
 
     def close(self) -> None:
         self.db.close()
@@ -72,34 +73,51 @@ class Store:
 
     # replay
     def seen_nonce(self, nonce: str, t: int, forget_before: int) -> bool:
-        """Record `nonce`; True if it was already there (a replay). Forgets nonces older than the window."""
-        with self.db.tx():
+        """Record `nonce`; True if it was already there (a replay). Nonces older than the window are forgotten
+        every 256th call (one statement per request otherwise)."""
+        self._nonces += 1
+        if self._nonces % 256 == 1:
             self.db.execute("DELETE FROM nonces WHERE t < ?", (forget_before,))
-            cur = self.db.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING", (nonce, t))
-            return int(cur.rowcount) == 0
+        cur = self.db.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING", (nonce, t))
+        return int(cur.rowcount) == 0
 
     # batches
     def has_batch(self, device_id: str, batch_id: str) -> bool:
         return self.db.one("SELECT 1 FROM batches WHERE device_id=? AND batch_id=?", (device_id, batch_id)) is not None
 
     def store_batch(self, device_id: str, batch_id: str, outbox_id: str, seq: int, received: float,
-                    rows: Sequence[tuple[int, str, str]], peer: Peer | None = None) -> tuple[bool, int]:
-        """Store a batch and its records in one transaction. Returns (new batch?, records newly stored)."""
+                    rows: Sequence[tuple[int, str, str]], peer: Peer | None = None,
+                    fresh_out: list[tuple[int, str, str]] | None = None) -> tuple[bool, int]:
+        """Store a batch and its records in one transaction. Returns (new batch?, records newly stored);
+        appends the newly stored rows to `fresh_out` once committed."""
         with self.db.tx() as db:
             self._seen(device_id, received, peer or Peer())
             cur = db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                              (device_id, batch_id, outbox_id, seq, len(rows), received))
             if int(cur.rowcount) == 0:
                 return False, 0
-            fresh = [r for r in rows if int(db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?) ON CONFLICT DO "
-                                                       "NOTHING", (device_id, outbox_id, *r)).rowcount)]
+            fresh = self._insert_records(device_id, outbox_id, rows)
             dup = len(rows) - len(fresh)
             if dup:
                 db.execute("INSERT INTO counters VALUES ('duplicate_records', ?) "
                            "ON CONFLICT(name) DO UPDATE SET n = counters.n + ?", (dup, dup))
             for s, sc, b in fresh:
                 self._derive(device_id, outbox_id, s, sc, b)
+        if fresh_out is not None:
+            fresh_out.extend(fresh)
         return True, len(fresh)
+
+    def _insert_records(self, device_id: str, outbox_id: str, rows: Sequence[tuple[int, str, str]]
+                        ) -> list[tuple[int, str, str]]:
+        """Insert the records not already held (one statement per 200); returns those newly stored."""
+        new: set[int] = set()
+        for i in range(0, len(rows), 200):
+            part = rows[i:i + 200]
+            sql = ("INSERT INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+                   + " ON CONFLICT DO NOTHING RETURNING seq")
+            args = [x for s, sc, b in part for x in (device_id, outbox_id, s, sc, b)]
+            new.update(int(r[0]) for r in self.db.all(sql, args))
+        return [r for r in rows if r[0] in new]
 
     def _seen(self, device_id: str, now: float, peer: Peer) -> None:
         self.db.execute(
@@ -158,6 +176,10 @@ class Store:
         """device id -> its latest umbra.ota/1 result for `release`."""
         return {r[0]: r[1] for r in self.db.all("SELECT device_id, result FROM ota_results WHERE release = ?",
                                                 (release,))}
+
+    def owner(self, device_id: str) -> str | None:
+        row = self.db.one("SELECT tenant FROM sensors WHERE device_id = ?", (device_id,))
+        return str(row[0]) if row else None
 
     def device_ids(self) -> list[str]:
         return [r[0] for r in self.db.all("SELECT device_id FROM devices ORDER BY device_id")]

@@ -45,7 +45,9 @@ def _rows(n: int, base: int = 1) -> list[tuple[int, str, str]]:
 def test_a_batch_is_stored_once_and_its_records_never_twice(cloud_db: str, tmp_path: Path) -> None:
     s = Store(_url(cloud_db, tmp_path))
     assert s.store_batch("d1", "b" * 32, "o" * 16, 1, 100.0, _rows(5)) == (True, 5)
-    assert s.store_batch("d1", "b" * 32, "o" * 16, 1, 101.0, _rows(5)) == (False, 0)
+    fresh: list = []
+    assert s.store_batch("d1", "b" * 32, "o" * 16, 1, 101.0, _rows(5), fresh_out=fresh) == (False, 0)
+    assert fresh == []  # a resend pushes nothing
     assert s.store_batch("d1", "c" * 32, "o" * 16, 2, 102.0, _rows(5, base=4)) == (True, 3)  # seqs 4, 5 held
     assert s.count("records") == 8 and s.count("duplicate_records") == 2 and s.count("batches") == 2
     assert s.record_seqs("d1") == list(range(1, 9))
