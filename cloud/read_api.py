@@ -44,6 +44,7 @@ SERIES: dict[str, tuple[str, Callable[[list], Row], tuple[str, ...]]] = {
     "occupancy": ("occupancy", _occupancy, ("visitors", "mean_present", "peak_present")),
     "dwell": ("dwell_histogram", lambda v: {"histogram": v}, ("histogram",)),
     "heatmap": ("heatmap", lambda v: {"people_seconds": v[0], "cell_m": v[1]}, ("people_seconds", "cell_m")),
+    "alerts": ("alert", lambda v: dict(v), ("rule", "value", "limit")),
 }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.config.alerts import AlertsConfig
 from firmware.config.device import DeviceConfig, OutputConfig
 from firmware.config.flows import FlowGroupConfig
 from firmware.config.loader import build
@@ -46,6 +47,7 @@ class UmbraConfig:
     flowgroups: FlowGroupConfig = field(default_factory=FlowGroupConfig)  # off by default; see its docstring
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)  # customer sampling tokens
     ota: OtaConfig = field(default_factory=OtaConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # zone rules on the device; off by default
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:

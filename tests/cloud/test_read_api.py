@@ -22,7 +22,7 @@ from ota.repo import Repository
 from ota.rollout import in_stage, make_plan, position
 
 T0 = 1_700_000_400
-SERIES = ("counts", "occupancy", "dwell", "heatmap", "flows")
+SERIES = ("counts", "occupancy", "dwell", "heatmap", "flows", "alerts")
 
 
 def _agg(metric: str, zone: str, w: int, values: list) -> dict:
@@ -38,7 +38,9 @@ def _groups(zone: str, w: int, ids: list[int]) -> dict:
 RECORDS = [_agg("line_flow", "door", 0, [12, 7]), _agg("line_flow", "door", 1, [None, 4]),
            _agg("occupancy", "shop", 0, [30, 4.5, 9]), _agg("dwell_histogram", "shop", 0, [3, 5, 0, 1]),
            _agg("heatmap", "2,3", 0, [41.0, 0.5]), _groups("shop", 0, list(range(40))),
-           _groups("till", 1, list(range(30)) + [900, 901])]
+           _groups("till", 1, list(range(30)) + [900, 901]),
+           {"schema": "umbra.alert/1", "t": T0 + 60, "rule": "occupancy_above", "zone": "shop", "value": 31.0,
+            "limit": 30.0}]
 
 
 class Api:
@@ -88,6 +90,8 @@ def test_every_read_endpoint_serves_its_own_tenant_the_released_values(api: Api)
                                        "cell_m": 0.5}
     (flow,) = rows["flows"]
     assert (flow["from_zone"], flow["to_zone"], flow["window_start"]) == ("shop", "till", T0) and flow["people"] > 50
+    assert rows["alerts"] == [{"zone": "shop", "window_start": T0 + 60, "window_s": 0, "rule": "occupancy_above",
+                               "value": 31.0, "limit": 30.0}]
     zoned = api.get("/api/v1/sensors/shop-1/counts", api.acme, zone="elsewhere", **WINDOW).json()["rows"]
     assert zoned == []
     assert api.get("/api/v1/sensors", api.acme).json() == {"tenant": "acme",
