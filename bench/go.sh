@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 job="${1:-run}"; shift || true
 
 bash bench/setup-system.sh
+bash bench/setup-web.sh
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -54,10 +54,12 @@ class CloudThread:
         self.cloud = Cloud(CloudConfig(data_dir=str(data_dir), **config), clock)  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self.runner, self.port = self.loop.run_until_complete(self.cloud.start(port=0))
+        self.api_runner, self.api_port = self.loop.run_until_complete(self.cloud.start_api(port=0))
         self.thread = threading.Thread(target=self.loop.run_forever, name="reference-cloud", daemon=True)
         self.thread.start()
 
     def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.api_runner.cleanup(), self.loop).result(10)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

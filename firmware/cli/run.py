@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware import __version__
+from firmware.alerts.rules import alert_sink
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
@@ -134,6 +135,9 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
     if sampler is not None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall())
         loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
+    alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates)
+    if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
+        loop.sinks.append(alerts)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
     if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only

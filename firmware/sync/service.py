@@ -75,16 +75,20 @@ class SyncService:
 
         started = self.clock.wall()
         due = [started]
+        last = [started, loop.stats.frames]  # fps: frames taken since the previous record
 
         def sink(tick: TickResult) -> None:
             if tick.wall < due[0]:
                 return
             due[0] = tick.wall + period_s
             st = self.outbox.stats()
+            span, frames = tick.wall - last[0], loop.stats.frames - last[1]
+            last[:] = [tick.wall, loop.stats.frames]
             self.outbox.enqueue([{
                 "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": profile,
                 "uptime_s": round(tick.wall - started, 1), "outbox_records": st.records,
                 "dropped": dict(st.dropped), "detector": loop.detector.backend, "overruns": loop.stats.overruns,
+                "fps": round(min(frames / span, 1000.0), 2) if span > 0 else 0.0,
             }])
 
         return sink
