@@ -39,7 +39,7 @@ from firmware.errors import UploadError
 from firmware.sync.outbox import Batch, Outbox
 from hal.clock import Clock
 from trust import pki
-from trust.errors import NoUsableKey, PinMismatch, PinUpdateRefused
+from trust.errors import NoUsableKey, PinMismatch, TrustError
 from trust.keys import BatchKey, KeyRing, sign_headers
 from trust.tls import PinnedConnector as _PinnedConnector
 from trust.tls import PinStore, TlsConfig, client_context
@@ -127,14 +127,17 @@ class Uploader:
         try:
             async with self._client().request(method, self.config.url + path, data=body, headers=headers,
                                               timeout=self._timeout, allow_redirects=False, **kw) as r:
-                raw = await r.content.read(self.config.max_response_bytes + 1)
+                raw = await _read_bounded(r.content, self.config.max_response_bytes)
                 if len(raw) > self.config.max_response_bytes:
                     raise UploadError(f"{path}: answer larger than {self.config.max_response_bytes} bytes",
                                       status=r.status)
                 if r.status != 200:
                     ra = parse_retry_after(r.headers.get("Retry-After"), self.clock.wall())
                     raise UploadError(f"{path}: HTTP {r.status} {raw[:200]!r}", ra, r.status)
-                return json.loads(raw)
+                answer = json.loads(raw)
+                if not isinstance(answer, dict):
+                    raise UploadError(f"{path}: answer is JSON {type(answer).__name__}, not an object", status=200)
+                return answer
         except PinMismatch as e:
             self.stats.pin_failures += 1
             raise UploadError(f"{path}: {e}") from e
@@ -207,15 +210,20 @@ class Uploader:
             await self._fetch_key()
             return self.keyring.current(self.clock.wall())
 
-    def _store_key(self, d: dict[str, Any]) -> None:
-        key = BatchKey.from_json(d)
+    def _store_key(self, d: object) -> None:
+        try:
+            if not isinstance(d, dict):
+                raise TypeError(f"a JSON {type(d).__name__}")
+            key = BatchKey.from_json(d)
+        except (KeyError, TypeError, ValueError, AttributeError, TrustError) as e:
+            raise UploadError(f"next_key: malformed signing key from the cloud ({e!r})", status=200) from e
         if key.key_id not in {k.key_id for k in self.keyring.keys()}:
             self.keyring.add(key, self.clock.wall())
             self.stats.keys_received += 1
 
     async def _fetch_key(self) -> None:
         answer = await self._call("POST", "/v1/keys/next")
-        self._store_key(answer["next_key"])
+        self._store_key(answer.get("next_key"))
 
     async def _housekeeping(self) -> None:
         now = self.clock.wall()
@@ -223,11 +231,16 @@ class Uploader:
             await self._fetch_key()
         if now >= self._next_pins_at:
             msg = await self._call("GET", "/v1/pins")
-            if int(msg.get("payload", {}).get("version", 0)) > self.pins.current.version:
+            payload = msg.get("payload")
+            version = payload.get("version", 0) if isinstance(payload, dict) else None
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise UploadError(f"/v1/pins: malformed pin-set message (payload {type(payload).__name__})",
+                                  status=200)
+            if version > self.pins.current.version:
                 try:
                     self.pins.update(msg)
-                except PinUpdateRefused as e:
-                    log.error("pin-set update refused: %s", e)
+                except (TrustError, KeyError, TypeError, ValueError, AttributeError) as e:
+                    log.error("pin-set update refused: %r", e)
             self._next_pins_at = now + self.config.pins_refresh_s
         if self.config.authorizations_file and now >= self._next_authorizations_at:
             self._next_authorizations_at = now + self.config.authorizations_refresh_s
@@ -325,6 +338,17 @@ class Uploader:
                 return
             except (OSError, TimeoutError):
                 continue
+
+async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole answer, however small the pieces it arrives in, up to `limit` + 1 bytes (more is refused)."""
+    raw = bytearray()
+    while len(raw) <= limit:
+        chunk = await stream.read(limit + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
+
 
 def cert_expires(cert_file: str) -> float:
     return pki.load_cert(Path(cert_file)).not_valid_after_utc.timestamp()
