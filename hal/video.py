@@ -80,6 +80,22 @@ class VideoCamera:
         self._decode = np.zeros((h, w, 3), np.uint8)
         self._t0_ns = self.clock.monotonic_ns()
 
+    def probe(self) -> tuple[int, int]:
+        """Check the source once, before the loop starts, and return its (width, height): a missing, empty or
+        undecodable source is a CameraError naming it (the loop would otherwise retry it for ever)."""
+        if self.source.is_file() and self.source.stat().st_size == 0:
+            raise CameraError(f"video {self.source} is empty (0 bytes)")
+        self.open()
+        try:
+            if self._cap is not None and self._decode is not None and not self._read_into(self._decode):
+                raise CameraError(f"{self.source} is not a video this camera can decode (no first frame)")
+            if self.source_size[0] < 1 or self.source_size[1] < 1:
+                raise CameraError(f"{self.source} has no picture size")
+            return self.source_size
+        finally:
+            self.close()
+            self._seq, self._index = 0, 0
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()

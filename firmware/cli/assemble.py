@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from firmware.config import UmbraConfig, resolve_path
+from firmware.errors import ConfigError
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import FrameHook, SensorLoop, TickResult, TickSink
 from firmware.sensing.pseudonym import Pseudonymizer
@@ -27,10 +28,11 @@ def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[i
     if c.kind == "pi":
         from hal.picam import PiCamera
 
+        check_image_size(cfg, c.main_size, "camera.main_size")
         return PiCamera(lores_size=lores_size, main_size=c.main_size, clock=clock)
     from hal.video import VideoCamera
 
-    return VideoCamera(
+    cam = VideoCamera(
         resolve_path(c.source, base),
         lores_size=lores_size,
         main_size=c.main_size,
@@ -39,6 +41,17 @@ def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[i
         clock=clock,
         stall_timeout_s=c.stall_timeout_s,
     )
+    check_image_size(cfg, cam.probe(), f"camera.source {cam.source}")
+    return cam
+
+
+def check_image_size(cfg: UmbraConfig, size: tuple[int, int], what: str) -> None:
+    """The camera's picture must be the size the homography was calibrated on ([geometry] image_size), or
+    every zone and line would silently move."""
+    want = tuple(cfg.geometry.image_size)
+    if want != (0, 0) and tuple(size) != want:
+        raise ConfigError(f"{what} is {size[0]}x{size[1]} pixels but [geometry] image_size (the calibration's) is "
+                          f"{want[0]}x{want[1]}; recalibrate, or use a source of that size")
 
 
 def build_detector(cfg: UmbraConfig, base: Path) -> Detector:

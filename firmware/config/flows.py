@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from firmware.config.checks import number
+
 DIM = 1024
 
 
@@ -35,26 +37,22 @@ class FlowGroupConfig:
     threads: int = 2  # CPU threads of the embedding model
 
     def validate(self) -> None:
+        if not 1 <= self.hyperplanes <= 24:  # before groups: 1 << 2**62 would exhaust memory
+            raise ValueError("hyperplanes: 1 to 24")
         if not 2 <= self.groups <= 1 << self.hyperplanes:
             raise ValueError(f"groups: 2 to 2**hyperplanes ({1 << self.hyperplanes})")
-        if not 1 <= self.hyperplanes <= 24:
-            raise ValueError("hyperplanes: 1 to 24")
         if not 1 <= self.dims <= DIM:
             raise ValueError(f"dims: 1 to {DIM}")
-        if not 0.0 <= self.noise <= 10.0:
-            raise ValueError("noise: 0 to 10")
+        number("noise", self.noise, 0, 10)
         if not 2 <= self.min_count <= 100:
             raise ValueError("min_count: 2 to 100")
-        if not 0.0 <= self.decoy_ratio <= 10.0:
-            raise ValueError("decoy_ratio: 0 to 10")
+        number("decoy_ratio", self.decoy_ratio, 0, 10)
         if not 1 <= self.crops_per_track <= 100:
             raise ValueError("crops_per_track: 1 to 100")
         if not 10 <= self.window_s <= 86400 or not 3600 <= self.period_s <= 7 * 86400:
             raise ValueError("window_s: 10 to 86400; period_s: 3600 to 604800")
-        if not 0.0 < self.crop_gap_s <= 3600.0:
-            raise ValueError("crop_gap_s: above 0, at most 3600")
-        if not 0.0 < self.tick_share <= 1.0:
-            raise ValueError("tick_share: above 0, at most 1")
+        number("crop_gap_s", self.crop_gap_s, 0, 3600, lo_open=True, unit="s")
+        number("tick_share", self.tick_share, 0, 1, lo_open=True)
         if not 1 <= self.max_embeds_per_tick <= 16:
             raise ValueError("max_embeds_per_tick: 1 to 16")
         if not self.dims + 2 <= self.basis_min <= 1_000_000:

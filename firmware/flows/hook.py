@@ -212,12 +212,12 @@ class FlowGroupHook:
                                deferred_ticks=deferred)
             return []
         records = [r.to_json() for r in win.close(hasher, self._rng, self.zones)]
-        if records:
-            self._emit(records)
+        if records:  # audited first: records the log never recorded must never leave (a full disk fails here)
             self._audit.append("flowgroups_released", wall, window_start=win.window_start,
                                window_s=self.config.window_s, records=len(records),
                                groups=sum(len(r["groups"]) for r in records), min_count=self.config.min_count,
                                crops=embedded, deferred_ticks=deferred)
+            self._emit(records)
         return records
 
     def held_tracks(self) -> int:

@@ -299,9 +299,10 @@ class SampleTaker:
         jpeg = encode_sample(blurred, self.config.jpeg_quality)
         blurred.fill(0)
         record = sample_record(jpeg, now, grant)
-        self._put(record)
+        # the audit entry first: a sample the log never recorded must never leave (a full disk fails it here)
         self._audit.append("sample_taken", now, bytes=len(jpeg), regions_blurred=len(regions),
                            authorization=record["authorization"])
+        self._put(record)
         return record
 
 

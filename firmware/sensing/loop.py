@@ -213,6 +213,11 @@ class SensorLoop:
                 log.warning("camera close failed: %s", e)
 
     def _detect(self, frame: Frame) -> Detections | None:
+        bad = frame_problem(frame.pixels)
+        if bad is not None:  # a detector fed this would fail, or worse find no one, silently
+            self.stats.detector_errors += 1
+            log.warning("frame %d refused before the detector: %s", frame.seq, bad)
+            return None
         try:
             dets = self.detector.detect(frame)
         except DetectorError as e:
@@ -255,6 +260,17 @@ class SensorLoop:
             found = []
         self._last_ground = {int(i): ground.xy[j].copy() for j, i in enumerate(ids)}
         return found
+
+
+def frame_problem(pixels: np.ndarray) -> str | None:
+    """Why a frame's model-input pixels break the detector contract (HxWx3 uint8 RGB), or None."""
+    if not isinstance(pixels, np.ndarray):
+        return f"pixels are a {type(pixels).__name__}, not an array"
+    if pixels.dtype != np.uint8:
+        return f"pixels are {pixels.dtype}, not uint8"
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 1:
+        return f"pixels have shape {pixels.shape}, not (height, width, 3)"
+    return None
 
 
 def _seen(tracks: Sequence) -> Sequence:

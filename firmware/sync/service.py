@@ -101,8 +101,11 @@ class SyncService:
     def stop(self, timeout_s: float = 30.0, flush: bool = True) -> None:
         """Stop the uploader; with `flush`, first try once (within half the timeout) to send what is pending."""
         self._flush_s = timeout_s / 2 if flush else 0.0
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the uploader's loop ended meanwhile (its failure was logged)
+                pass
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
