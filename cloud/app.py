@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.privacy_watch import PrivacyWatch
 from cloud.store import Store
 from firmware import schemas
 from hal.clock import Clock
@@ -74,6 +75,7 @@ class Cloud:
         self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
         self.ota_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.dir / "cloud.sqlite")
+        self.watch = PrivacyWatch(self.dir / "privacy_watch.sqlite")  # audit heads and epsilon, per device
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
         self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
@@ -202,6 +204,8 @@ class Cloud:
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
         new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows)
         self.duplicate_batches += not new
+        if new:
+            self.watch.observe(device, doc, now)
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
                                   "next_key": nxt.to_json() if nxt else None})
