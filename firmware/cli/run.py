@@ -67,6 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     init_sync(sensor)
     init_outputs(sensor)
     sensor.audit = audit_log_for(cfg, sensor.base)  # its head signed with the device key when there is one
+    if sensor.sync is not None and sensor.audit is not None:
+        audit = sensor.audit
+        sensor.sync.audit_head = lambda: audit.head  # travels with every batch: the cloud sees a log going back
     sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit)
     sensor.sinks.append(sensor.analytics)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
@@ -190,7 +193,8 @@ def _open_append(path: Path, files: ExitStack) -> IO[str]:
 
 def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None) -> Analytics:
     """The aggregates sink: zones and lines from the config, the budget in its own file."""
-    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base), cfg.privacy.budgets())
+    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base), cfg.privacy.budgets(),
+                            ledger=audit)  # each spend chained into the signed audit log
 
     def emit(records: list) -> None:
         for target in emit_to:

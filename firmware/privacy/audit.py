@@ -204,6 +204,7 @@ class AuditLog:
         self._unanchored: int | None = None
         with self._lock, self._locked_file() as f:
             problems = self._resume(f)
+            self.tamper_found = tuple(problems)  # what opening found (the budget ledger then trusts no spend)
             if problems:
                 log.error("audit log %s: %s", self.path, "; ".join(problems))
                 self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
