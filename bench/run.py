@@ -103,7 +103,7 @@ def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
     budget = out / "privacy-budget.sqlite"
     for stale in out.glob("privacy-budget.sqlite*"):
         stale.unlink()
-    return Analytics(cfg.privacy, Geometry(cfg.geometry), Accountant(budget, cfg.privacy.budgets()),
+    return Analytics(cfg.privacy, Geometry(cfg.geometry), Accountant(budget, cfg.privacy.budgets(), ledger=audit),
                      lambda recs: [t(recs) for t in targets], audit=audit.append)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from cloud import dashboard
+from cloud.privacy_watch import PrivacyWatch
 from cloud.push import Push, PushConfig
 from cloud.read_api import ApiRefused, ReadApi
 from cloud.store import Peer, Store
@@ -85,6 +86,7 @@ class Cloud:
         self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
         self.ota_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.database or self.dir / "cloud.sqlite")
+        self.watch = PrivacyWatch(self.dir / "privacy_watch.sqlite")  # audit heads and epsilon, per device
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
         self.api_ssl = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert,
@@ -235,6 +237,8 @@ class Cloud:
             by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
             self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
         self.duplicate_batches += not new
+        if new:
+            self.watch.observe(device, doc, now)
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
                                   "next_key": nxt.to_json() if nxt else None})

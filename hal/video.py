@@ -1,6 +1,7 @@
 """VideoCamera: the bench's mock camera, over a video file or a folder of images, at the source's own rate or
 as fast as asked. Like the Pi camera it owns a small pool of buffers it reuses: each capture decodes into
-one reusable decode buffer, resizes into the pool's low-res (model input) and main buffers, and zeroes the
+one reusable decode buffer, resizes into the pool's low-res (model input) buffer and fits the whole view into
+the main buffer (aspect ratio kept, black bars: `hal.frame.letterbox_rect`), and zeroes the
 decode buffer; the frame's `release()` zeroes the rest."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from hal.clock import Clock
 from hal.errors import CameraError, EndOfStream
-from hal.frame import Frame, FramePool
+from hal.frame import Frame, FramePool, letterbox_into
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -118,7 +119,7 @@ class VideoCamera:
             cv2.resize(self._decode, self.lores_size, dst=lores, interpolation=cv2.INTER_AREA)
             cv2.cvtColor(lores, cv2.COLOR_BGR2RGB, dst=lores)
             if main is not None:
-                cv2.resize(self._decode, self.main_size, dst=main, interpolation=cv2.INTER_AREA)
+                letterbox_into(self._decode, main)  # the whole view, aspect ratio kept: never stretched
                 cv2.cvtColor(main, cv2.COLOR_BGR2RGB, dst=main)
         except cv2.error as e:
             self._pool.give_back(lores, main)

@@ -36,6 +36,7 @@ from firmware.sensing.loop import SensorLoop, TickSink
 from firmware.sync.service import SyncService
 from hal.clock import SystemClock
 from hal.detector import Detector
+from hal.errors import DetectorError
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
 from ota import agent
@@ -74,6 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     init_sync(sensor)
     init_outputs(sensor)
     sensor.audit = audit_log_for(cfg, sensor.base)  # its head signed with the device key when there is one
+    if sensor.sync is not None and sensor.audit is not None:
+        audit = sensor.audit
+        sensor.sync.audit_head = lambda: audit.head  # travels with every batch: the cloud sees a log going back
     sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit)
     sensor.sinks.append(sensor.analytics)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
@@ -206,9 +210,9 @@ def _open_append(path: Path, files: ExitStack) -> IO[str]:
 
 def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None) -> Analytics:
     """The aggregates sink: zones and lines from the config, the budget in its own file (the demographics
-    stream's too: one accountant for every stream)."""
+    stream's too: one accountant for every stream), each spend chained into the signed audit log."""
     accountant = Accountant(resolve_path(cfg.privacy.budget_file, base),
-                            {**cfg.privacy.budgets(), **cfg.demographics.budgets()})
+                            {**cfg.privacy.budgets(), **cfg.demographics.budgets()}, ledger=audit)
 
     def emit(records: list) -> None:
         for target in emit_to:
@@ -233,23 +237,37 @@ def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | N
         log.warning("samples: the camera has no main stream, so no sample images are taken")
         return None
     sink: AuditSink = audit if audit is not None else NoAudit()
+    finder = _person_finder(cfg, detector)
+    if finder is None:
+        log.warning("samples: no person detector to re-check a blurred sample with, so no sample images are taken")
+        return None
     authorizer = None
     if cfg.authorization.customer_public_key:  # customer tokens may raise the rate (firmware.samples.grantstore)
         authorizer = Authorizer(cfg.authorization, device_id_of(cfg), sink)
     scheduler = SampleScheduler(s, rng or random.SystemRandom(), authorizer)
     taker = SampleTaker(s, scheduler, FaceDetector(FaceConfig()), put=lambda record: sync.outbox.enqueue([record]),
-                        audit=sink, person_finder=_person_finder(cfg, detector))
+                        audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
 
 
 def _person_finder(cfg: UmbraConfig, detector: Detector | None) -> Callable[[Any], Any] | None:
-    """The re-check on the blurred sample: the loop's detector at its own threshold (a scripted detector
-    replays ground truth, it cannot look)."""
+    """The re-check on the blurred sample: the loop's detector at its own threshold, or (when the loop's detector
+    replays a script and cannot look) the configured TFLite person model; None when neither can run."""
     if detector is None or cfg.detector.kind == "scripted":
-        return None
+        from hal.tflite import TfliteDetector  # the person model only a sample needs: loaded when it does
+        from models import ModelError
+
+        d = cfg.detector
+        try:
+            detector = TfliteDetector(d.model, tiles=d.tiles, overlap=d.overlap, score_threshold=d.score_threshold,
+                                      num_threads=d.threads)
+        except (DetectorError, ModelError, OSError) as e:
+            log.warning("samples: cannot load the person model %s: %s", d.model, e)
+            return None
+    looker: Detector = detector
 
     def finder(rgb: Any) -> Any:
         h, w = rgb.shape[:2]
-        return detector.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
+        return looker.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
 
     return finder

@@ -53,11 +53,14 @@ class Batch:
     def __len__(self) -> int:
         return len(self.bodies)
 
-    def payload(self, device_id: str) -> bytes:
-        """The batch's JSON document (umbra.batch/1), built without re-parsing the records."""
-        head = json.dumps({"schema": "umbra.batch/1", "device_id": device_id, "outbox_id": self.outbox_id,
-                           "batch_id": self.batch_id, "seq": self.seq, "seqs": list(self.seqs)},
-                          separators=(",", ":"))
+    def payload(self, device_id: str, audit_head: Mapping[str, Any] | None = None) -> bytes:
+        """The batch's JSON document (umbra.batch/1), built without re-parsing the records; `audit_head`: the
+        audit log's signed head as it stands (its counter lets the cloud see a log that goes backwards)."""
+        doc: dict[str, Any] = {"schema": "umbra.batch/1", "device_id": device_id, "outbox_id": self.outbox_id,
+                               "batch_id": self.batch_id, "seq": self.seq, "seqs": list(self.seqs)}
+        if audit_head is not None:
+            doc["audit_head"] = dict(audit_head)
+        head = json.dumps(doc, separators=(",", ":"))
         return (head[:-1] + ',"records":[' + ",".join(self.bodies) + "]}").encode("utf-8")
 
 

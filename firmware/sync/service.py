@@ -8,6 +8,8 @@ import asyncio
 import logging
 import random
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from firmware import __version__
 from firmware.config import SyncConfig
@@ -33,6 +35,7 @@ class SyncService:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._flush_s = 0.0
+        self.audit_head: Callable[[], Mapping[str, Any] | None] | None = None  # set before start()
 
     @property
     def sink(self):  # the loop's TickSink
@@ -56,7 +59,8 @@ class SyncService:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.uploader = Uploader(self.config.uploader, self.config.tls, self.outbox, self.clock, random.Random())
+        self.uploader = Uploader(self.config.uploader, self.config.tls, self.outbox, self.clock, random.Random(),
+                                 audit_head=self.audit_head)
         self._ready.set()
         await self.uploader.run(self._stop)
         if self._flush_s > 0:  # a last attempt at what is pending; whatever fails stays in the outbox

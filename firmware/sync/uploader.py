@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +91,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 class Uploader:
     def __init__(self, config: UploaderConfig, tls: TlsConfig, outbox: Outbox, clock: Clock,
-                 rng: random.Random, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 rng: random.Random, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 audit_head: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
         """`clock`: a TrustedClock holds key validity, signing times and renewal until wall time is trusted
-        (learnt from the cloud's Date when nothing else gave it); any other Clock is taken as trusted."""
+        (learnt from the cloud's Date when nothing else gave it); any other Clock is taken as trusted.
+        `audit_head`: the audit log's current signed head, sent with every batch."""
         config.validate()
+        self.audit_head = audit_head  # the audit log's current signed head, sent with every batch
         self.config, self.tls, self.outbox, self.clock, self.rng = config, tls, outbox, clock, rng
         self.time = clock if isinstance(clock, TrustedClock) else TrustedClock.always_trusted(clock)
         self._sleep = sleep
@@ -209,7 +212,8 @@ class Uploader:
         log.warning("upload failed (%d in a row): %s", self._failures, res.error)
 
     async def _send(self, batch: Batch) -> bool:
-        body = gzip.compress(batch.payload(self.config.device_id), self.config.gzip_level, mtime=0)
+        head = self.audit_head() if self.audit_head is not None else None
+        body = gzip.compress(batch.payload(self.config.device_id, head), self.config.gzip_level, mtime=0)
         for attempt in (0, 1):
             key = await self._key()
             headers = sign_headers(key, "POST", BATCH_PATH, self.config.device_id, body, self.time.wall())
