@@ -32,7 +32,7 @@ def walkers(frames: int, people: int, spacing: float = 45.0, visibility: float |
 
 def found(det: CrowdDetector, gt: np.ndarray) -> np.ndarray:
     """(frames, people) whether each gt box has a detection of IoU >= 0.5."""
-    from firmware.tracker import iou_matrix
+    from firmware.sensing.tracker import iou_matrix
 
     people = int(gt[:, 1].max())
     out = np.zeros((det.frames, people), bool)
