@@ -54,10 +54,20 @@ class TrackerConfig:
     # deviations) has its horizontal estimate's uncertainty multiplied by lag_fade before the second (0: off):
     lag_sigma: float = 1.5
     lag_fade: float = 4.0
+    # Score thresholds that follow the detector's own scale (firmware.sensing.score_scale): once confirmed tracks
+    # have taken score_samples detections, high_score and new_track_score become these quantiles of those
+    # detections' scores (the fixed values above are the prior until then); False: fixed thresholds.
+    adaptive_scores: bool = False
+    # Matching IoU buffered by the prediction's uncertainty: boxes grown by gate_sigma position deviations
+    # (Tracker._iou; 0: plain IoU).
+    gate_sigma: float = 0.0
+    high_quantile: float = 0.1
+    birth_quantile: float = 0.3
+    score_samples: int = 50
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "camera_motion"):
+                     "tentative_match_iou", "camera_motion", "high_quantile", "birth_quantile"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}: must be between 0 and 1, got {v}")
@@ -67,7 +77,7 @@ class TrackerConfig:
             raise ValueError(f"min_hits: must be 1 or more, got {self.min_hits}")
         if self.max_lost_s <= 0:
             raise ValueError(f"max_lost_s: must be positive, got {self.max_lost_s}")
-        for name in ("coast_s", "direction_weight", "heading_sure", "refound_after_s", "lag_sigma"):
+        for name in ("coast_s", "direction_weight", "heading_sure", "refound_after_s", "lag_sigma", "gate_sigma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative, got {getattr(self, name)}")
         for name in ("pos_noise", "vel_noise", "meas_noise", "birth_speed"):
@@ -75,6 +85,8 @@ class TrackerConfig:
                 raise ValueError(f"{name}: must be positive")
         if self.lag_fade < 1:
             raise ValueError(f"lag_fade: must be 1 or more, got {self.lag_fade}")
+        if self.score_samples < 1:
+            raise ValueError(f"score_samples: must be 1 or more, got {self.score_samples}")
 
 
 @dataclass(frozen=True, slots=True)
