@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import sys
 import time
 from dataclasses import asdict, replace
 from functools import lru_cache
@@ -39,10 +40,10 @@ RATES = (1, 2, 4)
 MOT_SEQ = ("02", "04", "05", "09", "10")
 # The grid: the few settings that matter most across scenes, each axis a list of overrides of the defaults.
 GRID_AXES: dict[str, tuple[dict, ...]] = {
-    "scores": ({}, {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3},
+    "scores": ({}, {"high_score": 0.4, "new_track_score": 0.6},
+               {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3},
                {"adaptive_scores": True, "high_quantile": 0.2, "birth_quantile": 0.5}),
-    "gate": ({}, {"gate_sigma": 1.0}, {"gate_sigma": 2.0}),
-    "lost": ({}, {"max_lost_s": 3.0}),
+    "gate": ({"gate_sigma": 0.0}, {}, {"gate_sigma": 2.0}),  # (the default is 1)
 }
 
 
@@ -53,12 +54,14 @@ class Row(NamedTuple):
     gt_rel: str  # the gt.txt under the data folder
 
 
-def rows() -> list[Row]:
+def rows(mot16: bool = False) -> list[Row]:
+    """The rows; MOT16's are the same five videos as MOT17's (with older gt): only with `mot16`."""
     out = [Row(s, f"{s} MOT15 public", "public", f"mot/MOT15/{s}/gt/gt.txt") for s in MOT15]
     pets = "mot/MOT15/PETS09-S2L1/gt/gt.txt"
     out.append(Row("PETS09-S2L1", "PETS09-S2L1 real SSD 3x2", "ssd", pets))
     seqs = [("PETS09-S2L1", "PETS09-S2L1", pets)]
-    seqs += [(s, f"MOT16-{s}", f"mot/MOT16/MOT16-{s}/gt/gt.txt") for s in MOT_SEQ]
+    if mot16:
+        seqs += [(s, f"MOT16-{s}", f"mot/MOT16/MOT16-{s}/gt/gt.txt") for s in MOT_SEQ]
     seqs += [(s, f"MOT17-{s}", f"mot/MOT17/MOT17-{s}-FRCNN/gt/gt.txt") for s in MOT_SEQ]
     seqs.append(("MOT20-01", "MOT20-01", "mot/MOT20/MOT20-01/gt/gt.txt"))
     for kind in ("scripted", "crowd"):
@@ -245,15 +248,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.tracking_loso", description=__doc__)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="the defaults only, no grid (a look at the rows)")
+    ap.add_argument("--mot16", action="store_true", help="also MOT16's rows (the same videos as MOT17's)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    all_rows = rows()
+    all_rows = rows(args.mot16)
     prepare(all_rows)
     configs = [TrackerConfig()] if args.quick else grid()
     with Pool(args.workers) as pool:
         other = others(all_rows, pool)
         tasks = [(r, k, ci, c) for r in all_rows for k in RATES for ci, c in enumerate(configs)]
-        scores = {(n, k, ci): s for n, k, ci, s in pool.imap_unordered(_umbra_task, _by_cost(tasks), chunksize=2)}
+        scores = {}
+        for i, (n, k, ci, s) in enumerate(pool.imap_unordered(_umbra_task, _by_cost(tasks), chunksize=2)):
+            scores[(n, k, ci)] = s
+            if i % 50 == 49:
+                print(f"  ({i + 1} of {len(tasks)} runs, {time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                      flush=True)
         names = [r.name for r in all_rows]
         chosen = {g: select(scores, [r.name for r in all_rows if r.group != g], len(configs))
                   for g in sorted({r.group for r in all_rows})}
@@ -261,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         timing = {(n, k): t for n, k, t in pool.imap_unordered(
             _timing_task, _by_cost([(r, k, configs[chosen[r.group]]) for r in all_rows for k in RATES]))}
     report(all_rows, configs, scores, other, timing, chosen, everything)
+    out = CACHE.parent / "tracking_loso.json"  # every figure of the run, for a second look without a rerun
+    out.write_text(json.dumps({"configs": [_label(c) for c in configs], "chosen": chosen, "everything": everything,
+                               "umbra": {f"{n}|{k}|{ci}": v for (n, k, ci), v in scores.items()},
+                               "others": {f"{n}|{k}": v for (n, k), v in other.items()},
+                               "timing": {f"{n}|{k}": v for (n, k), v in timing.items()}}, indent=0))
     print(f"\n{len(all_rows)} rows x {len(RATES)} rates, {len(configs)} settings, {args.workers} workers: "
           f"{time.perf_counter() - t0:.0f} s")
     return 0

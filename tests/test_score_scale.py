@@ -72,8 +72,8 @@ def test_at_a_quarter_rate_a_buffered_gate_keeps_a_fast_walker_on_one_track():
             out |= {x.track_id for x in tr.update(box, np.array([0.9]), 0.5)}
         return out
 
-    assert len(ids(TrackerConfig())) == 0  # never confirmed
-    assert len(ids(TrackerConfig(gate_sigma=1.0))) == 1
+    assert len(ids(TrackerConfig(gate_sigma=0.0))) == 0  # never confirmed
+    assert len(ids(TrackerConfig(gate_sigma=1.0))) == 1  # (the default)
 
 
 def test_new_settings_are_checked():
