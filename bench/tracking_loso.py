@@ -43,7 +43,7 @@ GRID_AXES: dict[str, tuple[dict, ...]] = {
     "scores": ({}, {"high_score": 0.4, "new_track_score": 0.6},
                {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3},
                {"adaptive_scores": True, "high_quantile": 0.2, "birth_quantile": 0.5}),
-    "gate": ({"gate_sigma": 0.0}, {}, {"gate_sigma": 2.0}),  # (the default is 1)
+    "gate": ({}, {"gate_sigma": 1.0}, {"gate_sigma": 2.0}),
 }
 
 

@@ -73,7 +73,7 @@ def test_at_a_quarter_rate_a_buffered_gate_keeps_a_fast_walker_on_one_track():
         return out
 
     assert len(ids(TrackerConfig(gate_sigma=0.0))) == 0  # never confirmed
-    assert len(ids(TrackerConfig(gate_sigma=1.0))) == 1  # (the default)
+    assert len(ids(TrackerConfig(gate_sigma=1.0))) == 1
 
 
 def test_new_settings_are_checked():

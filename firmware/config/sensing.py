@@ -60,7 +60,7 @@ class TrackerConfig:
     adaptive_scores: bool = False
     # Matching IoU buffered by the prediction's uncertainty: boxes grown by gate_sigma position deviations
     # (Tracker._iou; 0: plain IoU).
-    gate_sigma: float = 1.0
+    gate_sigma: float = 0.0
     high_quantile: float = 0.1
     birth_quantile: float = 0.3
     score_samples: int = 50
