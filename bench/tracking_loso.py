@@ -40,8 +40,7 @@ RATES = (1, 2, 4)
 MOT_SEQ = ("02", "04", "05", "09", "10")
 # The grid: the few settings that matter most across scenes, each axis a list of overrides of the defaults.
 GRID_AXES: dict[str, tuple[dict, ...]] = {
-    "scores": ({}, {"high_score": 0.4, "new_track_score": 0.6},
-               {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3},
+    "scores": ({}, {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3},
                {"adaptive_scores": True, "high_quantile": 0.2, "birth_quantile": 0.5}),
     "gate": ({}, {"gate_sigma": 1.0}, {"gate_sigma": 2.0}),
 }
