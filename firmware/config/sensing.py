@@ -62,10 +62,20 @@ class TrackerConfig:
     # deviations) has its horizontal estimate's uncertainty multiplied by lag_fade before the second (0: off):
     lag_sigma: float = 1.5
     lag_fade: float = 4.0
+    # Score thresholds that follow the detector's own scale (firmware.sensing.score_scale): once confirmed tracks
+    # have taken score_samples detections, high_score and new_track_score become these quantiles of those
+    # detections' scores (the fixed values above are the prior until then); False: fixed thresholds.
+    adaptive_scores: bool = False
+    # Matching IoU buffered by the prediction's uncertainty: boxes grown by gate_sigma position deviations
+    # (Tracker._iou; 0: plain IoU).
+    gate_sigma: float = 0.0
+    high_quantile: float = 0.1
+    birth_quantile: float = 0.3
+    score_samples: int = 50
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "camera_motion"):
+                     "tentative_match_iou", "camera_motion", "high_quantile", "birth_quantile"):
             number(name, getattr(self, name), 0, 1)
         if self.low_score > self.high_score:
             raise ValueError(f"low_score: must not exceed high_score ({self.high_score}), got {self.low_score}")
@@ -73,12 +83,13 @@ class TrackerConfig:
         number("max_lost_s", self.max_lost_s, 0, 600, lo_open=True, unit="s")
         for name in ("coast_s", "refound_after_s"):
             number(name, getattr(self, name), 0, 600, unit="s")
-        for name in ("direction_weight", "heading_sure", "lag_sigma"):
+        for name in ("direction_weight", "heading_sure", "lag_sigma", "gate_sigma"):
             number(name, getattr(self, name), 0, 100)
         for name in ("pos_noise", "vel_noise", "meas_noise"):
             number(name, getattr(self, name), 0, 10, lo_open=True, unit="box heights")
         number("birth_speed", self.birth_speed, 0, 100, lo_open=True, unit="box heights per second")
         number("lag_fade", self.lag_fade, 1, 1000)
+        whole("score_samples", self.score_samples, 1, 100_000)
 
 
 @dataclass(frozen=True, slots=True)
