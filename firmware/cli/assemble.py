@@ -11,6 +11,7 @@ from typing import IO
 
 from firmware.config import UmbraConfig, resolve_path
 from firmware.errors import ConfigError
+from firmware.sensing.gating import Gate
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import FrameHook, SensorLoop, TickResult, TickSink
 from firmware.sensing.pseudonym import Pseudonymizer
@@ -101,8 +102,21 @@ def build_loop(
         detector = build_detector(cfg, base)
     return SensorLoop(
         cfg.loop, camera, detector, Tracker(cfg.tracker), quantizer, clock,
-        sinks=sinks, frame_hooks=frame_hooks, profile=profile,
+        sinks=sinks, frame_hooks=frame_hooks, profile=profile, gate=build_gate(cfg, detector),
     )
+
+
+def build_gate(cfg: UmbraConfig, detector: Detector) -> Gate | None:
+    """The region gate when `[detector] gating = "motion"`, over the detector's own tile grid (for its sweep)."""
+    d = cfg.detector
+    if d.gating != "motion":
+        return None
+    grid = getattr(detector, "grid", None)
+    if grid is None:
+        from hal.tflite import tile_grid
+
+        grid = tile_grid(int(d.tiles[0]), int(d.tiles[1]), d.overlap)
+    return Gate(d, grid)
 
 
 class JsonlSink:

@@ -244,16 +244,43 @@ class DetectorConfig:
     score_threshold: float = 0.3
     threads: int = 2
     ground_truth: str = ""  # scripted only: a MOTChallenge gt.txt to replay
+    # Where inference is spent (firmware.sensing.gating): "tiles" runs every tile every frame; "motion" runs
+    # regions (tile-sized) around motion on the low-res stream and around tracked people's predicted boxes,
+    # at most max_invokes a frame, and sweeps every tile (spread over frames) at least every sweep_s.
+    gating: Literal["tiles", "motion"] = "tiles"
+    max_invokes: int = 6  # the budget of detector invokes per frame (gating = "motion")
+    sweep_s: float = 10.0  # a full sweep of the tiles at least this often, so no one standing still is lost
+    region_grow: float = 0.3  # a tracked person's predicted box grows by this share of its size on each side
+    motion_threshold: int = 20  # grey-level change (0-255) from the running background counted as motion
+    motion_min_area: float = 0.0002  # least share of the frame a motion blob covers to count
+    motion_alpha: float = 0.1  # weight of each new frame in the running background
 
     def validate(self) -> None:
         if not (1 <= self.tiles[0] <= 8 and 1 <= self.tiles[1] <= 8):
             raise ValueError("tiles: each of [nx, ny] must be 1 to 8")
+        self._validate_gating()
         number("overlap", self.overlap, 0, 0.5, hi_open=True)
         number("score_threshold", self.score_threshold, 0, 1, lo_open=True, hi_open=True)
         if not 1 <= self.threads <= 16:
             raise ValueError("threads: must be 1 to 16")
         if self.kind == "scripted" and not self.ground_truth:
             raise ValueError('ground_truth: a scripted detector needs a gt.txt to replay')
+
+    def _validate_gating(self) -> None:
+        if self.gating not in ("tiles", "motion"):
+            raise ValueError(f'gating: must be "tiles" or "motion", got {self.gating!r}')
+        if not 1 <= self.max_invokes <= 64:
+            raise ValueError(f"max_invokes: must be 1 to 64, got {self.max_invokes}")
+        if not 0.5 <= self.sweep_s <= 600:
+            raise ValueError(f"sweep_s: must be 0.5 to 600 seconds, got {self.sweep_s}")
+        if not 0 <= self.region_grow <= 2:
+            raise ValueError(f"region_grow: must be 0 to 2 (a share of the box's size), got {self.region_grow}")
+        if not 1 <= self.motion_threshold <= 254:
+            raise ValueError(f"motion_threshold: must be 1 to 254 grey levels, got {self.motion_threshold}")
+        if not 0 <= self.motion_min_area < 0.5:
+            raise ValueError(f"motion_min_area: must be at least 0 and below 0.5, got {self.motion_min_area}")
+        if not 0 < self.motion_alpha <= 1:
+            raise ValueError(f"motion_alpha: must be above 0 and at most 1, got {self.motion_alpha}")
 
 
 @dataclass(frozen=True, slots=True)
