@@ -41,6 +41,29 @@ def _client(base: str, token: str, stop: threading.Event, watching: threading.Ev
         time.sleep(0.4)
 
 
+def _alternate(loop, inst, frames: int, block: int, watching: threading.Event) -> dict[str, list[float]]:
+    """Blocks of `block` frames, nobody watching and the page polled in turn: seconds and frames of each."""
+    spent = {"off": [0.0, 0], "on": [0.0, 0]}
+    done = 0
+    while done < frames:
+        kind = "on" if (done // block) % 2 else "off"
+        if kind == "on":
+            watching.set()
+            inst.view.watch()
+        else:
+            watching.clear()
+            inst.view._watched_ns = None  # nobody watching from this block's first tick
+        n = min(block, frames - done)
+        t0 = time.perf_counter()
+        stats = loop.run(max_ticks=loop.stats.ticks + n)
+        spent[kind][0] += time.perf_counter() - t0
+        spent[kind][1] += n
+        done += n
+        if stats.frames < done:
+            break  # the video ended
+    return spent
+
+
 def run(frames: int, block: int, privacy: bool) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -73,25 +96,8 @@ def run(frames: int, block: int, privacy: bool) -> str:
     client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{inst.server.port}", token, stop, watching,
                                                     served), daemon=True)
     client.start()
-    spent = {"off": [0.0, 0], "on": [0.0, 0]}
     try:
-        done = 0
-        while done < frames:
-            kind = "on" if (done // block) % 2 else "off"
-            if kind == "on":
-                watching.set()
-                inst.view.watch()
-            else:
-                watching.clear()
-                inst.view._watched_ns = None  # nobody watching from this block's first tick
-            n = min(block, frames - done)
-            t0 = time.perf_counter()
-            stats = loop.run(max_ticks=loop.stats.ticks + n)
-            spent[kind][0] += time.perf_counter() - t0
-            spent[kind][1] += n
-            done += n
-            if stats.frames < done:
-                break  # the video ended
+        spent = _alternate(loop, inst, frames, block, watching)
     finally:
         stop.set()
         client.join(5)

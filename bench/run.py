@@ -28,7 +28,7 @@ from firmware.privacy.frameaudit import FrameAuditSink
 from hal.clock import FakeClock
 
 
-def main(argv: list[str] | None = None) -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="umbra bench run", description=__doc__)
     ap.add_argument("--frames", type=int, default=None, help="stop after N frames (default: the whole video)")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gated", action="store_true", help="inference where people are (bench.gating), native rate")
     ap.add_argument("--pi4", action="store_true", help="the Pi 4 CPU scenario: a camera that skips what came due "
                     "while the loop was busy, 3 frames a second, gated at 4 invokes a frame (bench.gating.pi4)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     try:
         ddir = data.ensure(verbose=False)
     except data.DataMissing as e:
@@ -86,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             frames_audit.flush(clock.wall())
             cloud_line = sync.finish() if sync else "  cloud: not run (--no-cloud)"
     print(summary(cfg, loop, stats, recorder, elapsed, records_path, rep, seqs))
+    return _report_release(cfg, aggregates, cloud_line, audit, sync)
+
+
+def _report_release(cfg, aggregates: list[dict], cloud_line: str, audit: AuditLog, sync) -> int:
+    """What was released, what the cloud holds, and the audit log's check; 0 when the log verifies."""
     from firmware.privacy.analytics import release_counts
 
     print(f"  aggregates ({cfg.privacy.window_s} s windows, k={cfg.privacy.k}, epsilon {cfg.privacy.epsilon} per "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from firmware.config.checks import number
+
 RULES = ("occupancy_above", "presence_outside_hours", "dwell_above", "wrong_way")
 
 
@@ -32,8 +34,7 @@ class AlertRule:
             raise ValueError("limit: at least 1 for occupancy_above")
         if not 0 <= self.open_hour < self.close_hour <= 24:
             raise ValueError("open_hour, close_hour: 0 <= open_hour < close_hour <= 24")
-        if self.rule == "dwell_above" and self.dwell_s <= 0:
-            raise ValueError("dwell_s: above 0 for dwell_above")
+        number("dwell_s", self.dwell_s, 0, 7 * 86400, unit="s", lo_open=self.rule == "dwell_above")
         if self.direction not in ("+", "-"):
             raise ValueError("direction: '+' or '-' (the allowed direction)")
 
@@ -52,9 +53,7 @@ class AlertsConfig:
     def validate(self) -> None:
         if not 1 <= self.time_bucket_s <= 3600:
             raise ValueError("time_bucket_s: 1 to 3600")
-        if self.cooldown_s < self.time_bucket_s:
-            raise ValueError("cooldown_s: at least time_bucket_s")
-        if not -14 <= self.utc_offset_h <= 14:
-            raise ValueError("utc_offset_h: -14 to 14")
+        number("cooldown_s", self.cooldown_s, self.time_bucket_s, 7 * 86400, unit="s")
+        number("utc_offset_h", self.utc_offset_h, -14, 14, unit="h")
         if self.enabled and not self.rules:
             raise ValueError("rules: at least one when enabled")

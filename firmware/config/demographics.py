@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from firmware.config.checks import number, whole
+from firmware.config.privacy import MAX_DAILY_EPSILON
+
 STREAM = "demographics"  # the accountant's stream name
 
 
@@ -36,23 +39,19 @@ class DemographicsConfig:
     threads: int = 1  # ONNX Runtime threads per model
 
     def validate(self) -> None:
-        checks = (
-            (10 <= self.window_s <= 86_400, "window_s: 10 to 86400"),
-            (1 <= self.k <= 1000, "k: 1 to 1000"),
-            (0 < self.epsilon <= 10, "epsilon: above 0 and at most 10"),
-            (self.daily_epsilon >= 0, "daily_epsilon: 0 (derived) or positive"),
-            (0 < self.beta < 0.5, "beta: between 0 and 0.5"),
-            (1 <= self.crops_per_track <= 20, "crops_per_track: 1 to 20"),
-            (0 < self.crop_gap_s <= 3600, "crop_gap_s: above 0, at most 3600"),
-            (1 <= self.max_estimates_per_tick <= 16, "max_estimates_per_tick: 1 to 16"),
-            (0 < self.tick_share <= 1, "tick_share: above 0, at most 1"),
-            (0.1 <= self.head_share <= 1, "head_share: 0.1 to 1"),
-            (4 <= self.min_head_px <= 4096, "min_head_px: 4 to 4096"),
-            (1 <= self.threads <= 8, "threads: 1 to 8"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)  # the loader names the section: "[demographics] ..."
+        whole("window_s", self.window_s, 10, 86_400, unit="s")
+        whole("k", self.k, 1, 1000)
+        number("epsilon", self.epsilon, 0, 10, lo_open=True)
+        number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
+               unit="(0: epsilon times the windows of a day)")
+        number("beta", self.beta, 0, 0.5, lo_open=True, hi_open=True)
+        whole("crops_per_track", self.crops_per_track, 1, 20)
+        number("crop_gap_s", self.crop_gap_s, 0, 3600, lo_open=True, unit="s")
+        whole("max_estimates_per_tick", self.max_estimates_per_tick, 1, 16)
+        number("tick_share", self.tick_share, 0, 1, lo_open=True)
+        number("head_share", self.head_share, 0.1, 1)
+        whole("min_head_px", self.min_head_px, 4, 4096, unit="px")
+        whole("threads", self.threads, 1, 8)
 
     def daily_budget(self) -> Fraction:
         if self.daily_epsilon:

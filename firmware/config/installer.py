@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from firmware.config.checks import number
 from trust.keys import ed25519_public_key
 
 MAX_VALIDITY_S = 4 * 3600  # an installer token is good for a visit, never longer than this
@@ -52,9 +53,7 @@ class InstallerConfig:
                 raise ValueError(f"authority_public_key: {e}") from None
         if not 60 <= self.max_validity_s <= MAX_VALIDITY_S:
             raise ValueError(f"max_validity_s: 60 to {MAX_VALIDITY_S} seconds (a token is good for one visit)")
-        if not 0.1 <= self.view_hz <= 10:
-            raise ValueError("view_hz: 0.1 to 10 frames per second")
+        number("view_hz", self.view_hz, 0.1, 10, unit="views per second")
         if not 10 <= self.jpeg_quality <= 95:
             raise ValueError("jpeg_quality: 10 to 95")
-        if not 0.5 <= self.watch_timeout_s <= 60:
-            raise ValueError("watch_timeout_s: 0.5 to 60 seconds")
+        number("watch_timeout_s", self.watch_timeout_s, 0.5, 60, unit="s")

@@ -54,18 +54,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {tp}")
+        return _union(tp, value, path)
     if origin is typing.Literal:
         allowed = get_args(tp)
         if value not in allowed:
@@ -74,22 +63,41 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build(tp, value, path)
     if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path} must be an array, not {type(value).__name__} {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{path} must have exactly {len(args)} items, not {len(value)}")
-            items = [_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
-        else:
-            item_tp = args[0] if args else Any
-            items = [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _sequence(tp, origin, value, path)
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path} must be a table")
         return dict(value)
     return _scalar(tp, value, path)
+
+
+def _union(tp: Any, value: Any, path: str) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value, path)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {tp}")
+
+
+def _sequence(tp: Any, origin: Any, value: Any, path: str) -> tuple[Any, ...] | list[Any]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{path} must be an array, not {type(value).__name__} {value!r}")
+    args = get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{path} must have exactly {len(args)} items, not {len(value)}")
+        items = [_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
+    else:
+        item_tp = args[0] if args else Any
+        items = [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
 
 
 def _scalar(tp: Any, value: Any, path: str) -> Any:

@@ -121,8 +121,8 @@ def _direction(s: str, where: str) -> str:
     return d
 
 
-def read_hand_counts(path: Path, lines: Sequence[LineConfig]) -> HandCounts:
-    names = {ln.name for ln in lines}
+def _rows(path: Path) -> tuple[str, list[list[str]]]:
+    """The file's kind ("crossings" or "tallies", from its header) and its rows, comments left out."""
     try:
         rows = [r for r in csv.reader(Path(path).read_text(encoding="utf-8").splitlines())
                 if r and not r[0].lstrip().startswith("#")]
@@ -132,12 +132,17 @@ def read_hand_counts(path: Path, lines: Sequence[LineConfig]) -> HandCounts:
         raise InstallerError(f"{path}: no hand counts in it")
     head = [c.strip().lower() for c in rows[0]]
     if head == ["time", "line", "direction"]:
-        kind = "crossings"
-    elif head == ["start", "end", "line", "direction", "count"]:
-        kind = "tallies"
-    else:
-        raise InstallerError(f"{path}: the first row must be 'time,line,direction' (one row per crossing) or "
-                             f"'start,end,line,direction,count' (tallies), not {','.join(rows[0])!r}")
+        return "crossings", rows
+    if head == ["start", "end", "line", "direction", "count"]:
+        return "tallies", rows
+    raise InstallerError(f"{path}: the first row must be 'time,line,direction' (one row per crossing) or "
+                         f"'start,end,line,direction,count' (tallies), not {','.join(rows[0])!r}")
+
+
+def read_hand_counts(path: Path, lines: Sequence[LineConfig]) -> HandCounts:
+    names = {ln.name for ln in lines}
+    kind, rows = _rows(path)
+    head = rows[0]
     counts: Counter[Key] = Counter()
     periods: list[tuple[float, float]] = []
     times: list[float] = []

@@ -288,6 +288,27 @@ class Analytics:
                 "epsilon": float(eps) if self.noise else 0.0, "sensitivity": sens,
                 "mechanism": "discrete_laplace" if self.noise else "none"}
 
+    def _true_dwell(self, w: _Window, allowed: dict[int, list[str]], edges: Sequence[float]) -> dict[str, list[int]]:
+        """Each zone's exact dwell histogram on the fine edges (before noise)."""
+        true = {z: [0] * (len(edges) + 1) for z in self.zones}
+        for tid, zones in allowed.items():
+            for z in zones:
+                true[z][int(np.searchsorted(edges, min(w.seconds[tid][z], w.samples), side="right"))] += 1
+        return true
+
+    def _per_sample(self, w: _Window, allowed: dict[int, list[str]], cap: int | None) -> dict[str, np.ndarray]:
+        """People present in each zone at each sample (before noise); a person adds at most `cap` samples in
+        all zones together."""
+        per_sample: dict[str, np.ndarray] = {z: np.zeros(w.samples + 1, np.int64) for z in self.zones}
+        for tid, zones in allowed.items():
+            budget = cap
+            for z in zones:
+                seen = w.present[tid][z][:budget]
+                per_sample[z][seen] += 1
+                if budget is not None:
+                    budget -= len(seen)
+        return per_sample
+
     def _occupancy_and_dwell(self, w: _Window, allowed: dict[int, list[str]]) -> list[dict]:
         cfg = self.config
         eps = exact(cfg.epsilon)
@@ -298,24 +319,14 @@ class Analytics:
         # The dwell stream: one histogram per zone on a fine grid (the configured edges and the cap grid); a
         # person adds 1 to one bucket in each of at most mz zones, so the L1 sensitivity is mz.
         edges = fine_edges(cfg)
-        true = {z: [0] * (len(edges) + 1) for z in self.zones}
-        for tid, zones in allowed.items():
-            for z in zones:
-                true[z][int(np.searchsorted(edges, min(w.seconds[tid][z], w.samples), side="right"))] += 1
+        true = self._true_dwell(w, allowed, edges)
         live = live_buckets(edges, w.samples) if self.noise else len(edges) + 1
         noisy = {z: [self._noisy(c, mz, eps) for c in true[z][:live]] + true[z][live:] for z in self.zones}
         # From here on, the dwell histograms are only post-processed: the presence cap, the visitor counts
         # and the configured buckets all come from them at no further cost in privacy.
         cap = presence_cap(cfg, edges, [sum(col) for col in zip(*noisy.values(), strict=True)], e_mean,
                            w.samples, len(self.zones) * laplace_var(Fraction(mz) / eps)) if self.noise else None
-        per_sample: dict[str, np.ndarray] = {z: np.zeros(w.samples + 1, np.int64) for z in self.zones}
-        for tid, zones in allowed.items():
-            budget = cap
-            for z in zones:
-                seen = w.present[tid][z][:budget]  # a person adds at most `cap` samples in all zones together
-                per_sample[z][seen] += 1
-                if budget is not None:
-                    budget -= len(seen)
+        per_sample = self._per_sample(w, allowed, cap)
         sens_mean = cap or w.samples  # people-seconds one person adds to the zones' sums (L1)
         groups = np.searchsorted(cfg.dwell_edges_s, edges, side="right")  # fine bucket i+1 -> configured bucket
         out, released = [], {}

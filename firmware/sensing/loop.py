@@ -142,34 +142,13 @@ class SensorLoop:
         dt = 0.0 if self._prev_tick_ns is None else max(seen_ns - self._prev_tick_ns, 0) / 1e9
         self._prev_tick_ns = seen_ns
         own0 = time.thread_time_ns() if self.profile else 0
-        detect_ns = 0
-        boxes = np.zeros((0, 4))
-        scores = np.zeros((0,))
-        tracks = None
-        size = None  # the frame's (width, height): the tracker keeps the last it was told
+        detect_ns, tracks, size = 0, None, None
+        boxes, scores = np.zeros((0, 4)), np.zeros((0,))
         if isinstance(frame, Frame):
-            size = frame.source_size
+            size = frame.source_size  # the frame's (width, height): the tracker keeps the last it was told
             held = time.perf_counter_ns()
             with frame:  # released, and so zeroed, on the way out whatever happens
-                self.stats.frames += 1
-                # the gate's motion and regions are the loop's own work, not inference
-                regions = self.gate.plan(frame.pixels, seen_ns / 1e9) if self.gate is not None else None
-                d0, w0 = (time.thread_time_ns(), time.perf_counter_ns()) if self.profile else (0, 0)
-                dets = self._detect(frame, regions)
-                if self.profile:
-                    detect_ns = time.thread_time_ns() - d0
-                    self.stats.detect_ns.append(time.perf_counter_ns() - w0)
-                for hook in self.frame_hooks:
-                    hook(frame, dets, self.clock.wall())
-                if dets is not None:
-                    persons = dets.persons(self.config.min_score)
-                    boxes = persons.to_pixels(*frame.source_size)
-                    scores = persons.scores
-                if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
-                    tracks = self._track(boxes, scores, dt, size, seen_ns)
-                    wall = self.clock.wall()
-                    for track_hook in self.track_hooks:
-                        track_hook(frame, tracks, wall)
+                boxes, scores, tracks, detect_ns = self._in_frame(frame, dt, seen_ns)
             if self.profile:
                 self.stats.hold_ns.append(time.perf_counter_ns() - held)
         if tracks is None:
@@ -178,6 +157,33 @@ class SensorLoop:
         if self.profile:
             self.stats.own_ns.append(time.thread_time_ns() - own0 - detect_ns)
         return True
+
+    def _in_frame(self, frame: Frame, dt: float, seen_ns: int) -> tuple[np.ndarray, np.ndarray, Sequence | None, int]:
+        """What the tick does while it holds the frame: gate, detect, frame hooks, and (when track hooks need
+        the pixels) track. Returns (boxes, scores, tracks or None, detector CPU ns)."""
+        self.stats.frames += 1
+        # the gate's motion and regions are the loop's own work, not inference
+        regions = self.gate.plan(frame.pixels, seen_ns / 1e9) if self.gate is not None else None
+        d0, w0 = (time.thread_time_ns(), time.perf_counter_ns()) if self.profile else (0, 0)
+        dets = self._detect(frame, regions)
+        detect_ns = 0
+        if self.profile:
+            detect_ns = time.thread_time_ns() - d0
+            self.stats.detect_ns.append(time.perf_counter_ns() - w0)
+        for hook in self.frame_hooks:
+            hook(frame, dets, self.clock.wall())
+        boxes, scores = np.zeros((0, 4)), np.zeros((0,))
+        if dets is not None:
+            persons = dets.persons(self.config.min_score)
+            boxes = persons.to_pixels(*frame.source_size)
+            scores = persons.scores
+        tracks = None
+        if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
+            tracks = self._track(boxes, scores, dt, frame.source_size, seen_ns)
+            wall = self.clock.wall()
+            for track_hook in self.track_hooks:
+                track_hook(frame, tracks, wall)
+        return boxes, scores, tracks, detect_ns
 
     def _track(self, boxes: np.ndarray, scores: np.ndarray, dt: float, size: tuple[int, int] | None,
                t_ns: int) -> Sequence:

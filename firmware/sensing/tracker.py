@@ -178,6 +178,50 @@ def _lag_test(last: float, innov: float, s: float, unseen: float, next_tick: flo
     return nu, last * nu > 0.0 and min(abs(last), abs(nu)) > sigma
 
 
+Bonus = Callable[[np.ndarray, np.ndarray], list[float]]
+
+
+class _Pairs:
+    """The pairs one tick's passes have matched so far, and the tracks and detections they used (marked in
+    `track_used` and `det_used`)."""
+
+    def __init__(self, iou: np.ndarray, scores: np.ndarray, track_used: np.ndarray, det_used: np.ndarray) -> None:
+        self.iou, self.scores, self.track_used, self.det_used = iou, scores, track_used, det_used
+        self.t_all: list[np.ndarray] = []
+        self.d_all: list[np.ndarray] = []
+
+    def left(self, established: np.ndarray | None) -> np.ndarray:
+        """The established tracks not matched yet (every track when none is a newborn)."""
+        left = ~self.track_used
+        if established is not None:
+            left &= established
+        return left
+
+    def take(self, t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: np.ndarray, fuse: bool = False,
+             bonus: Bonus | None = None, over: np.ndarray | None = None) -> None:
+        """One pass on the whole matrix (`over`, else the IoU, times the scores with `fuse`), the pairs allowed
+        masked (None: all): no index mapping."""
+        sim = over if over is not None else self.iou * self.scores if fuse else self.iou
+        ok = sim >= threshold
+        if t_mask is not None:
+            ok &= t_mask[:, None]
+        if d_mask is not None:
+            ok &= d_mask
+        t, d = _match(sim, ok, bonus)
+        if len(t):
+            self.track_used[t] = True
+            self.det_used[d] = True
+            self.t_all.append(t)
+            self.d_all.append(d)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.t_all:
+            return None
+        if len(self.t_all) == 1:
+            return self.t_all[0], self.d_all[0]
+        return np.concatenate(self.t_all), np.concatenate(self.d_all)
+
+
 class Tracker:
     """`update(boxes, scores, dt[, frame_size])` -> the confirmed tracks seen this tick, and those coasting
     (`Track.unseen_s` > 0). `ended()` -> ids of tracks that ended since the last call (for dwell times)."""
@@ -267,29 +311,10 @@ class Tracker:
         marks the tracks and detections matched in `track_used` and `det_used` and returns the pairs (tracks,
         detections), None when there are none."""
         cfg, lim = self.config, self._limits
-        t_all: list[np.ndarray] = []
-        d_all: list[np.ndarray] = []
-
-        def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: np.ndarray, fuse: bool = False,
-                 bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None,
-                 over: np.ndarray | None = None) -> None:
-            # On the whole matrix (`over`, else the IoU), the pairs allowed masked (None: all): no index mapping.
-            sim = over if over is not None else iou * scores if fuse else iou
-            ok = sim >= threshold
-            if t_mask is not None:
-                ok &= t_mask[:, None]
-            if d_mask is not None:
-                ok &= d_mask
-            t, d = _match(sim, ok, bonus)
-            if len(t):
-                track_used[t] = True
-                det_used[d] = True
-                t_all.append(t)
-                d_all.append(d)
-
         iou = self._iou(boxes, z)  # every track against every detection, once
         if cfg.camera_motion and self._camera(iou, z):
             iou = self._iou(boxes, z)
+        p = _Pairs(iou, scores, track_used, det_used)
         # Where pairs conflict, the established tracks' headings help decide (a newborn's has no weight).
         heading = (lambda r, c: self._heading(z, scores, r, c)) if cfg.direction_weight else None
         # First pass: high-score detections against established tracks (tracked and lost).
@@ -298,35 +323,33 @@ class Tracker:
         some_newborn = np.count_nonzero(newborn) > 0
         some_low = np.count_nonzero(is_high) < len(is_high)
         established = ~newborn if some_newborn else None
-        take(established, is_high if some_low else None, lim.match_iou, cfg.fuse_score, heading)
+        p.take(established, is_high if some_low else None, lim.match_iou, cfg.fuse_score, heading)
         # Second pass: low-score detections keep established tracks alive, lost ones too (a person the detector is
         # unsure of is still the person it lost a moment ago).
         if some_low:
-            left = ~track_used
-            if established is not None:
-                left &= established
-            take(left, ~is_high, lim.low_match_iou, False, heading)
-        # With gate_sigma, what is left is matched again on the IoU buffered by each prediction's uncertainty:
-        # established tracks the plain IoU could not place (a slow detector, a track unseen a while) take
-        # high-score detections, and newborns (whose speed is unknown) take their second sighting.
+            p.take(p.left(established), ~is_high, lim.low_match_iou, False, heading)
         buffered = None
         if cfg.gate_sigma and np.count_nonzero(det_used) < len(det_used):
-            left = ~track_used
-            if established is not None:
-                left &= established
-            if some_newborn or np.count_nonzero(left):
-                buffered = self._buffered(boxes, z)
-            if np.count_nonzero(left):
-                take(left, is_high & ~det_used, lim.match_iou, False, heading, buffered)
+            buffered = self._buffered_pass(p, boxes, z, established, bool(some_newborn), is_high, heading)
         # Newborn tracks take their second sighting from whatever detections are left: a high score started them,
         # so a low one may confirm them.
         if some_newborn:
-            take(newborn, ~det_used, lim.tentative_match_iou, over=buffered)
-        if not t_all:
-            return None
-        if len(t_all) == 1:
-            return t_all[0], d_all[0]
-        return np.concatenate(t_all), np.concatenate(d_all)
+            p.take(newborn, ~det_used, lim.tentative_match_iou, over=buffered)
+        return p.result()
+
+    def _buffered_pass(self, p: _Pairs, boxes: np.ndarray, z: np.ndarray, established: np.ndarray | None,
+                       some_newborn: bool, is_high: np.ndarray, heading: Bonus | None) -> np.ndarray | None:
+        """With gate_sigma, what is left is matched again on the IoU buffered by each prediction's uncertainty:
+        established tracks the plain IoU could not place (a slow detector, a track unseen a while) take
+        high-score detections, and newborns (whose speed is unknown) take their second sighting. Returns the
+        buffered IoU (None when nothing needs it)."""
+        left = p.left(established)
+        buffered = None
+        if some_newborn or np.count_nonzero(left):
+            buffered = self._buffered(boxes, z)
+        if np.count_nonzero(left):
+            p.take(left, is_high & ~p.det_used, self._limits.match_iou, False, heading, buffered)
+        return buffered
 
     def _predict(self, dt: float) -> None:
         if not len(self._ids) or dt == 0.0:

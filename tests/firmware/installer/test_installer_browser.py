@@ -92,7 +92,6 @@ return [yellow, green];"""
 
 
 def test_the_page_in_chromium_shows_the_view_and_saves_a_drawn_zone_and_line(site) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     profile = Path(tempfile.mkdtemp(prefix="umbra-chromium-"))
@@ -116,25 +115,7 @@ def test_the_page_in_chromium_shows_the_view_and_saves_a_drawn_zone_and_line(sit
         assert any(r.startswith("north-south") for r in rows) and any(r.startswith("east-west") for r in rows)
         assert driver.find_elements(By.CSS_SELECTOR, "#zones tbody tr")
 
-        canvas = driver.find_element(By.ID, "overlay")
-
-        def click(fx: float, fy: float) -> None:  # offsets from the canvas centre, in CSS pixels
-            ActionChains(driver).move_to_element_with_offset(canvas, int(fx * 640), int(fy * 480)).click().perform()
-
-        name = driver.find_element(By.ID, "name")
-        name.clear()
-        name.send_keys("bench-door")
-        driver.find_element(By.ID, "draw-zone").click()
-        for p in ((-0.2, 0.1), (0.1, 0.1), (0.1, 0.35), (-0.2, 0.35)):
-            click(*p)
-        driver.find_element(By.ID, "finish").click()
-        name.clear()
-        name.send_keys("bench-gate")
-        driver.find_element(By.ID, "draw-line").click()
-        click(-0.3, 0.2)
-        click(0.3, 0.25)
-        driver.find_element(By.ID, "save").click()
-        _wait(driver, "return document.getElementById('status').textContent.startsWith('saved to')")
+        _draw_zone_and_line(driver)
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -147,6 +128,32 @@ def test_the_page_in_chromium_shows_the_view_and_saves_a_drawn_zone_and_line(sit
     events = [e["event"] for e in _events(site["audit"])]
     assert "installer_refused" in events and "installer_session_opened" in events
     assert "installer_config_saved" in events
+
+
+def _draw_zone_and_line(driver) -> None:
+    """On the page: a zone of four clicks named bench-door and a line of two named bench-gate, then save."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.ID, "overlay")
+
+    def click(fx: float, fy: float) -> None:  # offsets from the canvas centre, in CSS pixels
+        ActionChains(driver).move_to_element_with_offset(canvas, int(fx * 640), int(fy * 480)).click().perform()
+
+    name = driver.find_element(By.ID, "name")
+    name.clear()
+    name.send_keys("bench-door")
+    driver.find_element(By.ID, "draw-zone").click()
+    for p in ((-0.2, 0.1), (0.1, 0.1), (0.1, 0.35), (-0.2, 0.35)):
+        click(*p)
+    driver.find_element(By.ID, "finish").click()
+    name.clear()
+    name.send_keys("bench-gate")
+    driver.find_element(By.ID, "draw-line").click()
+    click(-0.3, 0.2)
+    click(0.3, 0.25)
+    driver.find_element(By.ID, "save").click()
+    _wait(driver, "return document.getElementById('status').textContent.startsWith('saved to')")
 
 
 def _events(audit: AuditLog) -> list[dict]:
