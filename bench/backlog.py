@@ -22,8 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:  # the device's classes, imported at run time only in the device process
+    from firmware.sync.outbox import Outbox
+    from firmware.sync.uploader import Uploader
 
 PETS_RECORDS_PER_S = 12
 DAY_RECORDS = PETS_RECORDS_PER_S * 86_400  # 1,036,800
@@ -83,7 +88,15 @@ async def device(args: argparse.Namespace, tmp: Path, port: int) -> None:
             self.config = CloudConfig(data_dir=str(tmp / "cloud"))
 
     dev = device_setup(_CloudFiles(), tmp / "device", port)  # type: ignore[arg-type]
-    proc = psutil.Process()
+    _enqueue_rates(tmp, Outbox, OutboxConfig)
+    outbox = Outbox(OutboxConfig(path=dev.outbox_path, max_records=2 * DAY_RECORDS, batch_records=args.batch))
+    up = Uploader(dev.uploader, dev.tls, outbox, SystemClock(), random.Random(0))
+    await _routine_cycles(up, outbox, args.cycles)
+    _backlog(outbox, args.records)
+    await _drain(up, outbox, args.batch)
+
+
+def _enqueue_rates(tmp: Path, Outbox: type, OutboxConfig: type) -> None:  # noqa: N803 (classes passed in)
     print(f"enqueue into {tmp}:\n"
           f"  12 records/transaction (one PETS tick), synchronous=FULL: "
           f"{measure_enqueue(Outbox, OutboxConfig, tmp, 12, 12_000)}\n"
@@ -92,12 +105,11 @@ async def device(args: argparse.Namespace, tmp: Path, port: int) -> None:
           f"  1000 records/transaction, synchronous=FULL:              "
           f"{measure_enqueue(Outbox, OutboxConfig, tmp, 1000, 100_000)}  (target >= 20,000)", flush=True)
 
-    outbox = Outbox(OutboxConfig(path=dev.outbox_path, max_records=2 * DAY_RECORDS, batch_records=args.batch))
-    up = Uploader(dev.uploader, dev.tls, outbox, SystemClock(), random.Random(0))
 
-    # routine cycles: 30 s of PETS records each (360), CPU of this process per cycle
+async def _routine_cycles(up: Uploader, outbox: Outbox, cycles: int) -> None:
+    """Routine cycles: 30 s of PETS records each (360), CPU of this process per cycle."""
     cpu = []
-    for c in range(args.cycles + 1):
+    for c in range(cycles + 1):
         outbox.enqueue([track(c * 360 + i, 1_700_000_000) for i in range(360)])
         t = time.process_time()
         res = await up.cycle()
@@ -107,7 +119,8 @@ async def device(args: argparse.Namespace, tmp: Path, port: int) -> None:
     print(f"upload cycle at PETS density (360 records / 30 s): CPU median {statistics.median(cpu):.1f} ms, "
           f"max {max(cpu):.1f} ms over {len(cpu)} cycles (target <= 20 ms)", flush=True)
 
-    n = args.records
+
+def _backlog(outbox: Outbox, n: int) -> None:
     t = time.perf_counter()
     base = 10_000_000
     for k in range(0, n, 10_000):
@@ -115,6 +128,9 @@ async def device(args: argparse.Namespace, tmp: Path, port: int) -> None:
     print(f"backlog: {n:,} records enqueued in {time.perf_counter() - t:.1f} s "
           f"({n / DAY_RECORDS * 24:.1f} h at PETS density)", flush=True)
 
+
+async def _drain(up: Uploader, outbox: Outbox, batch: int) -> None:
+    proc = psutil.Process()
     rss = [proc.memory_info().rss]
     sent, batches0 = 0, up.stats.batches
     t = time.perf_counter()
@@ -130,7 +146,7 @@ async def device(args: argparse.Namespace, tmp: Path, port: int) -> None:
     await up.close()
     q = len(rss) // 10 or 1
     print(f"drain: {sent:,} records in {dt:.1f} s = {sent / dt:,.0f} records/s to the reference cloud "
-          f"(target >= 10,000); {up.stats.batches - batches0} batches of up to {args.batch}")
+          f"(target >= 10,000); {up.stats.batches - batches0} batches of up to {batch}")
     print(f"device RSS over the drain: start {rss[0] / 2**20:.0f} MiB, first tenth max "
           f"{max(rss[:q]) / 2**20:.0f} MiB, last tenth max {max(rss[-q:]) / 2**20:.0f} MiB, overall max "
           f"{max(rss) / 2**20:.0f} MiB (flat when the last tenth is no higher than the first)")

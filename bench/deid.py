@@ -1,12 +1,19 @@
 """De-identification on the shared photos: detections before and after, and before/after PNGs.
 
-    python -m bench.deid [--out out/deid] [--data DIR]
+    python -m bench.deid [--out out/deid] [--data DIR] [--pets-every N] [--photos-only]
 
 For each photo (cut to 4:3 and sized to the 640x480 main stream): persons found by the person detector
 (score >= its threshold) and faces found by BlazeFace, then `firmware.samples.taking.deidentify`, then both
 detectors again. Prints the counts and, after blurring, the best person score inside any blurred region
 and the number of faces anywhere. Saves `<name>_before.png` and `<name>_after.png` (the after image is the
 JPEG-encoded sample, decoded) into the output folder.
+
+Then the sample taker's whole path on footage the blur was not tuned on: every frame of every MOT17 frame
+folder, the shared photos, and every N-th frame of PETS09 (`video/vtest.avi`). Each frame is fitted whole
+into 640x480 (letterboxed, as the camera's main stream), cleaned by `clean_sample` (blur, re-check with the
+person detector and BlazeFace, blur harder, or drop), and every sample that would be sent is checked again
+as sent: by the same gate (must find 0) and by independent checkers (the person detector on 3x3 tiles, the
+full-range BlazeFace on 1..6 tiles).
 """
 
 from __future__ import annotations
@@ -89,6 +96,80 @@ def run_photo(path: Path, persons, faces, verify_faces) -> dict:  # noqa: ANN001
     }
 
 
+def footage(data: Path, pets_every: int) -> list[tuple[str, list[Path] | tuple[Path, int]]]:
+    """(source name, image files) per MOT17 frame folder and the photos; (name, (video, every)) for PETS09."""
+    mot = sorted(p for p in (data / "mot" / "MOT17-frames").iterdir() if (p / "img1").is_dir())
+    out: list[tuple[str, list[Path] | tuple[Path, int]]] = [
+        (p.name, sorted((p / "img1").glob("*.jpg"))) for p in mot]
+    out.append(("photos", [data / "images" / n for n in PHOTOS]))
+    out.append((f"PETS09 1/{pets_every}", (data / "video" / "vtest.avi", pets_every)))
+    return out
+
+
+def frames_of(src: list[Path] | tuple[Path, int]):  # noqa: ANN201 - yields RGB frames
+    import cv2
+
+    if isinstance(src, list):
+        for path in src:
+            yield cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        return
+    cap = cv2.VideoCapture(str(src[0]))
+    i = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i % src[1] == 0:
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        i += 1
+    cap.release()
+
+
+def sample_path(rgb: np.ndarray, persons, faces, checkers) -> dict:  # noqa: ANN001
+    """One frame through the taker's path: detect, letterbox, clean or drop, and the checks on what is sent."""
+    import cv2
+
+    from firmware.samples.taking import clean_sample, encode_sample, letterbox
+
+    boxes = detect_persons(persons, rgb).boxes
+    fitted, mapped = letterbox(rgb, boxes)
+    finder = person_finder(persons)
+    cleaned = clean_sample(fitted, mapped, faces, finder)
+    r = {"persons_before": len(boxes), "dropped": cleaned.image is None, "harder": cleaned.harder > 0}
+    if cleaned.image is None:
+        return r
+    jpeg = encode_sample(cleaned.image)
+    sent = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    person_check, face_check = checkers
+    r.update(gate_persons=len(finder(sent)), gate_faces=len(faces.detect(sent)),
+             check_persons=len(detect_persons(person_check, sent)), check_faces=len(face_check.detect(sent)))
+    return r
+
+
+def run_footage(data: Path, pets_every: int, persons, faces, face_checker) -> int:  # noqa: ANN001
+    """Prints the footage table; returns how many sent samples any check found a person or face on."""
+    from firmware.config import DetectorConfig
+    from hal.tflite import TfliteDetector
+
+    d = DetectorConfig()
+    person_check = TfliteDetector(d.model, tiles=(3, 3), overlap=d.overlap, score_threshold=PERSON_THRESHOLD,
+                                  num_threads=d.threads)
+    print(f"\n{'source':18s} {'frames':>6s} {'persons':>7s} {'harder':>6s} {'dropped':>7s} | on sent samples: "
+          f"{'gate persons':>12s} {'gate faces':>10s} | {'check persons':>13s} {'check faces':>11s}")
+    bad = 0
+    for name, src in footage(data, pets_every):
+        rows = [sample_path(rgb, persons, faces, (person_check, face_checker)) for rgb in frames_of(src)]
+        sent = [r for r in rows if not r["dropped"]]
+        tot = {k: sum(r[k] for r in sent) for k in ("gate_persons", "gate_faces", "check_persons", "check_faces")}
+        bad += sum(1 for r in sent if r["gate_persons"] or r["gate_faces"] or r["check_persons"] or r["check_faces"])
+        print(f"{name:18s} {len(rows):6d} {sum(r['persons_before'] for r in rows):7d} "
+              f"{sum(r['harder'] for r in rows):6d} {len(rows) - len(sent):7d} | {'':16s} {tot['gate_persons']:12d} "
+              f"{tot['gate_faces']:10d} | {tot['check_persons']:13d} {tot['check_faces']:11d}")
+    print("persons: found before blurring (loop detector, whole frame); harder: samples the last stage re-blurred; "
+          "gate = the taker's own re-check; check = 3x3-tile person detector and 1..6-tile full-range BlazeFace")
+    return bad
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
@@ -97,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="umbra bench deid", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("out/deid"))
     ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--pets-every", type=int, default=10, help="every N-th PETS09 frame (default 10)")
+    ap.add_argument("--photos-only", action="store_true", help="only the per-photo table")
     args = ap.parse_args(argv)
     images = (args.data or data_dir()) / "images"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv2.imwrite(str(args.out / f"{stem}_before.png"), cv2.cvtColor(r["before"], cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(args.out / f"{stem}_after.png"), cv2.cvtColor(r["after"], cv2.COLOR_RGB2BGR))
     print(f"person threshold {PERSON_THRESHOLD}; pictures in {args.out}/")
-    return 0
+    if args.photos_only:
+        return 0
+    bad = run_footage(args.data or data_dir(), max(1, args.pets_every), persons, faces, checker)
+    print(f"sent samples with a person or face found on them: {bad}")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command each for Umbra's two jobs, doing all of their own set-up on a fresh machine:
 #   bash bench/go.sh run    # set up, then the bench run (mock camera on vtest.avi, real model, reference cloud)
-#   bash bench/go.sh test   # set up, then the test suite
+#   bash bench/go.sh test   # set up, then lint (ruff), types (mypy) and the test suite
 # Set-up: the Debian packages of bench/apt-packages.txt, a virtual environment in .venv with the project and its dev extra installed (skipped when
 # pyproject.toml has not changed since), then the bench data checked by hash (fetched where it can be).
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 job="${1:-run}"; shift || true
 
 bash bench/setup-system.sh
+bash bench/setup-web.sh
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
@@ -28,8 +29,13 @@ fi
 
 .venv/bin/python -m bench.lib.data
 
+lint() {  # ruff on the whole tree, mypy on the shipped packages (versions pinned in pyproject.toml)
+  .venv/bin/ruff check . && .venv/bin/mypy firmware trust hal ota cloud provisioning models
+}
+
 case "$job" in
   run)  exec .venv/bin/umbra bench run "$@" ;;
-  test) exec .venv/bin/python -m pytest tests "$@" ;;
-  *)    echo "usage: bash bench/go.sh run|test [args...]" >&2; exit 2 ;;
+  test) lint && exec .venv/bin/python -m pytest tests "$@" ;;
+  lint) lint ;;
+  *)    echo "usage: bash bench/go.sh run|test|lint [args...]" >&2; exit 2 ;;
 esac

@@ -198,7 +198,8 @@ def ceiling(scenes: list[Scene], window: int, epsilon: float, caps=(15, 30, 45, 
     when the occupancy stream's whole epsilon goes to the mean (no peak, no suppression, no zone bound), as
     1 - E|discrete Laplace noise - truncation loss| / true, exactly from the noise's distribution; the best
     cap for the scene mean, picked in hindsight (a device cannot). The device does better by picking its cap
-    per window from the noised dwell histogram (firmware.privacy.analytics.presence_cap); this line shows by how much."""
+    per window from the noised dwell histogram (firmware.privacy.analytics.presence_cap); this line shows by
+    how much."""
     main = [sc for sc in scenes if not sc.name.startswith("PETS")] or scenes
     per_cap = []
     for cap in caps:

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 RECORDS_PER_TICK = 8
@@ -149,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         return parent(args, Path(tmp))
 
 
+@dataclass
+class _Outage:
+    """The cloud outage in progress: "down" (no server) or "503" (answers 503), for `runs` more runs."""
+
+    kind: str
+    runs: int
+    start: float
+
+
 def parent(args: argparse.Namespace, tmp: Path) -> int:
     from cloud.app import DEV_DEVICE, Cloud, CloudConfig
     from cloud.harness import device_setup
@@ -163,58 +173,71 @@ def parent(args: argparse.Namespace, tmp: Path) -> int:
     committed: dict[int, int] = {}
     stats: Counter[str] = Counter()
     t0, sim0 = time.perf_counter(), clock.wall()
-    outage, outage_runs, outage_start = None, 0, 0.0
+    outage: _Outage | None = None
     for run in range(args.runs + 1):
         drain = run == args.runs
         if outage is None and not drain and rng.random() < args.outage_share / 3:
-            # an outage episode spans 2 to 8 runs (simulated minutes); the device is killed inside it too
-            outage, outage_runs, outage_start = rng.choice(["down", "503"]), rng.randrange(2, 9), clock.wall()
-            stats[f"outage_{outage}"] += 1
-            if outage == "down":
-                ct.down()
-        if outage == "503":
+            outage = _start_outage(rng, clock, ct, stats)
+        if outage is not None and outage.kind == "503":
             cloud.unavailable_until = clock.wall() + rng.randrange(60, 600)
         stats["runs_in_outage"] += outage is not None
         cmd = [sys.executable, "-m", "bench.sync_kill", "--child", "--dir", str(tmp), "--port", str(ct.port),
                "--run", str(run), "--start-wall", f"{clock.wall():.1f}", "--seed", str(rng.randrange(1 << 30)),
                "--root-pub", dev.tls.fleet_root_public_key] + (["--drain"] if drain else [])
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-        assert p.stdout is not None
-        kill_after = rng.randrange(1, 400)
-        seen = 0
-        for line in p.stdout:
-            kind, *rest = line.split()
-            if kind == "C":
-                committed[run] = int(rest[0])
-                clock.set(float(rest[1]))
-                seen += 1
-            elif kind == "U":
-                stats["uploads_ok" if rest[0] == "1" else "uploads_failed"] += 1
-                clock.set(float(rest[2]))
-            elif kind == "D":
-                clock.set(float(rest[0]))
-            if not drain and seen >= kill_after:
-                time.sleep(rng.random() * 0.03)  # land anywhere: in an enqueue, an upload, an ack
-                os.kill(p.pid, signal.SIGKILL)
-                stats["kills"] += 1
-                break
-        for line in p.stdout:  # what it printed before the kill landed (committed and reported)
-            kind, *rest = line.split()
-            if kind == "C":
-                committed[run] = int(rest[0])
-                clock.set(float(rest[1]))
-        p.wait(60)
-        outage_runs -= 1
-        if outage is not None and (outage_runs <= 0 or run + 1 == args.runs):
-            stats["outage_sim_s"] += int(clock.wall() - outage_start)
-            if outage == "down":
-                ct.up()
-            cloud.unavailable_until = 0
-            outage = None
+        _run_child(cmd, run, drain, rng, clock, committed, stats)
+        if outage is not None:
+            outage.runs -= 1
+            if outage.runs <= 0 or run + 1 == args.runs:
+                stats["outage_sim_s"] += int(clock.wall() - outage.start)
+                if outage.kind == "down":
+                    ct.up()
+                cloud.unavailable_until = 0
+                outage = None
     elapsed = time.perf_counter() - t0
     report(cloud, DEV_DEVICE, committed, stats, elapsed, args.runs, clock.wall() - sim0)
     ct.down()
     return 0
+
+
+def _start_outage(rng: random.Random, clock: SetClock, ct: CloudThread, stats: Counter[str]) -> _Outage:
+    """An outage episode spans 2 to 8 runs (simulated minutes); the device is killed inside it too."""
+    outage = _Outage(rng.choice(["down", "503"]), rng.randrange(2, 9), clock.wall())
+    stats[f"outage_{outage.kind}"] += 1
+    if outage.kind == "down":
+        ct.down()
+    return outage
+
+
+def _run_child(cmd: list[str], run: int, drain: bool, rng: random.Random, clock: SetClock,
+               committed: dict[int, int], stats: Counter[str]) -> None:
+    """One device run in a child process, SIGKILLed after a random number of commits (unless draining);
+    what it printed (commits, uploads, clock) is read back, up to the kill and after it."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert p.stdout is not None
+    kill_after = rng.randrange(1, 400)
+    seen = 0
+    for line in p.stdout:
+        kind, *rest = line.split()
+        if kind == "C":
+            committed[run] = int(rest[0])
+            clock.set(float(rest[1]))
+            seen += 1
+        elif kind == "U":
+            stats["uploads_ok" if rest[0] == "1" else "uploads_failed"] += 1
+            clock.set(float(rest[2]))
+        elif kind == "D":
+            clock.set(float(rest[0]))
+        if not drain and seen >= kill_after:
+            time.sleep(rng.random() * 0.03)  # land anywhere: in an enqueue, an upload, an ack
+            os.kill(p.pid, signal.SIGKILL)
+            stats["kills"] += 1
+            break
+    for line in p.stdout:  # what it printed before the kill landed (committed and reported)
+        kind, *rest = line.split()
+        if kind == "C":
+            committed[run] = int(rest[0])
+            clock.set(float(rest[1]))
+    p.wait(60)
 
 
 def report(cloud: object, device: str, committed: dict[int, int], stats: Counter, elapsed: float,

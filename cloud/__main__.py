@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
+from cloud import ops_cli
 from cloud.app import Cloud, CloudConfig, serve_forever
+from cloud.customers import AccessError
+from cloud.db import DbError
 from hal.clock import SystemClock
+from ota.errors import OtaError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8443)
     s.add_argument("--ota-dir", default="", help="folder served at /ota/ (default <dir>/ota)")
+    s.add_argument("--database", default="", help="postgresql:// URL (workers share it); default SQLite in --dir")
+    ops_cli.add_parsers(sub)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir), SystemClock())
+    if args.cmd != "serve":
+        try:
+            return int(args.func(args))
+        except (DbError, AccessError, OtaError) as e:
+            print(f"umbra-cloud: {e}", file=sys.stderr)
+            return 2
+    cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
+                              database=args.database), SystemClock())
     try:
         asyncio.run(serve_forever(cloud))
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ The API is described in `cloud/openapi.yaml`. Every refusal is a 4xx JSON `{"err
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import ssl
@@ -19,8 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud.store import Store
+from cloud import dashboard
+from cloud.privacy_watch import PrivacyWatch
+from cloud.push import Push, PushConfig
+from cloud.read_api import ApiRefused, ReadApi
+from cloud.store import Peer, Store
 from firmware import schemas
+from firmware.config.flows import FlowGroupConfig
 from hal.clock import Clock
 from trust import pki
 from trust.keys import H_KEY, H_NONCE, H_SIG, H_TS, BatchKey, KeyRing, signature_ok
@@ -41,27 +47,33 @@ class CloudConfig:
     rotate_lead_s: int = 7_200  # issue the next key this long before the current one expires (the overlap)
     replay_window_s: int = 300
     max_body_bytes: int = 8 * 1024 * 1024  # as sent (gzip)
-    max_inflated_bytes: int = 64 * 1024 * 1024
+    max_inflated_bytes: int = 8 * 1024 * 1024  # bounded as the raw body is: 30 MB of JSON costs ~0.9 GB parsed
     cert_days: int = 30
     ota_dir: str = ""  # default: <data_dir>/ota
+    api_port: int = 8444  # the customer and ops API (server TLS only; callers present API keys)
+    max_range_s: int = 31 * 86_400  # the longest from..to a read may ask for
+    api_rate: float = 10.0  # requests a second per API key (per worker), bursts up to api_burst
+    api_burst: float = 50.0
+    online_within_s: float = 900.0  # a device heard from within this is online (3 status periods)
+    flow_p_same: float = 0.26  # flow groups: the same person's same-group rate (bench/flowgroups.py, default noise)
+    push: PushConfig = PushConfig()  # MQTT and webhooks (off unless a broker or webhook is named)
+    database: str = ""  # a postgresql:// URL for a fleet (several workers); default: SQLite <data_dir>/cloud.sqlite
 
     def validate(self) -> None:
         if not 0 < self.rotate_lead_s < self.key_lifetime_s:
             raise ValueError("rotate_lead_s: above 0 and below key_lifetime_s")
         if not 10 <= self.replay_window_s <= 3600:
             raise ValueError("replay_window_s: 10 to 3600")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port: 0 to 65535")
+        if not (0 <= self.port <= 65535 and 0 <= self.api_port <= 65535):
+            raise ValueError("port, api_port: 0 to 65535")
+        if not (self.api_rate > 0 and self.api_burst >= 1 and self.max_range_s >= 60):
+            raise ValueError("api_rate above 0, api_burst at least 1, max_range_s at least 60")
 
 
 class Refused(Exception):
     def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
-
-
-def _json_error(e: Refused) -> web.Response:
-    return web.json_response({"error": e.error, "detail": e.detail}, status=e.status, headers=e.headers)
 
 
 class Cloud:
@@ -73,12 +85,21 @@ class Cloud:
         self.pki = pki.ensure_dev_pki(self.dir / "pki", config.hostnames, DEV_DEVICE)
         self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
         self.ota_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.dir / "cloud.sqlite")
+        self.store = Store(config.database or self.dir / "cloud.sqlite")
+        self.watch = PrivacyWatch(self.dir / "privacy_watch.sqlite")  # audit heads and epsilon, per device
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
+        self.api_ssl = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert,
+                                      require_client_cert=False)
+        self.api_ssl.verify_mode = ssl.CERT_NONE  # customers hold API keys, not fleet certificates
+        self.read_api = ReadApi(self.store, clock, max_range_s=config.max_range_s, rate=config.api_rate,
+                                burst=config.api_burst, online_within_s=config.online_within_s,
+                                flow_p_same=config.flow_p_same, flow_groups=FlowGroupConfig().groups)
+        self.push = Push(config.push) if config.push.mqtt_host or config.push.webhooks else None
         self.insecure_identity_header = insecure_identity_header  # schemathesis over plain HTTP only
         self.unavailable_until = 0.0  # wall time: answer 503 + Retry-After until then (outage simulation)
         self.refusals: Counter[str] = Counter()
+        self._keys: dict[tuple[str, str], BatchKey] = {}
         self.duplicate_batches = 0  # resends of batches already stored (acknowledged, not stored again)
         if self.store.newest_key(DEV_DEVICE) is None:
             ring = KeyRing(self.pki.root / "device_keys.json")
@@ -123,12 +144,21 @@ class Cloud:
             return request.headers["X-Umbra-Device"][:64]
         raise Refused(401, "unauthenticated", "a fleet client certificate is required")
 
+    def _peer(self, request: web.Request) -> Peer:
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        if not cert:
+            return Peer()
+        expires = int(ssl.cert_time_to_seconds(cert["notAfter"])) if cert.get("notAfter") else None
+        return Peer(cert.get("serialNumber"), expires)
+
     def _check_signature(self, request: web.Request, device: str, body: bytes) -> BatchKey:
         h = request.headers
         if not all(x in h for x in (H_KEY, H_TS, H_NONCE, H_SIG)):
             raise Refused(401, "unsigned", f"headers {H_KEY}, {H_TS}, {H_NONCE}, {H_SIG} are required")
         now = self.clock.wall()
-        key = self.store.key(device, h[H_KEY])
+        key = self._keys.get((device, h[H_KEY])) or self.store.key(device, h[H_KEY])
+        if key is not None and len(self._keys) < 200_000:
+            self._keys[(device, h[H_KEY])] = key  # keys never change once issued
         if key is None:
             raise Refused(401, "unknown_key", "this key id was never issued to this device; fetch /v1/keys/next")
         if not key.valid_at(now):
@@ -200,8 +230,15 @@ class Cloud:
         doc = self._parse_batch(device, self._inflate(request, body))
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
-        new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows)
+        fresh: list[tuple[int, str, str]] = []
+        new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
+                                             self._peer(request), fresh)
+        if self.push is not None and fresh:
+            by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
+            self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
         self.duplicate_batches += not new
+        if new:
+            self.watch.observe(device, doc, now)
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
                                   "next_key": nxt.to_json() if nxt else None})
@@ -249,13 +286,16 @@ class Cloud:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "records": self.store.count("records")})
 
+    async def _date(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Date"] = email.utils.formatdate(self.clock.wall(), usegmt=True)
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
-        except Refused as e:
+        except (Refused, ApiRefused) as e:
             self.refusals[e.error] += 1
-            return _json_error(e)
+            return web.json_response({"error": e.error, "detail": e.detail}, status=e.status, headers=e.headers)
         except web.HTTPException as e:
             if e.status >= 400:
                 self.refusals[str(e.status)] += 1
@@ -264,8 +304,25 @@ class Cloud:
                                                                    if k in ("Allow", "Retry-After")})
             raise
 
+    def api_app(self) -> web.Application:
+        """The customer and ops API (and the dashboard): API keys, no client certificates."""
+        app = web.Application(client_max_size=16 * 1024, middlewares=[self._errors])
+        self.read_api.add_routes(app)
+        dashboard.add_routes(app)
+        return app
+
+    async def start_api(self, host: str | None = None, port: int | None = None,
+                        tls: bool = True) -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(self.api_app(), access_log=None, max_line_size=4096, max_field_size=4096)
+        await runner.setup()
+        site = web.TCPSite(runner, host or self.config.host, self.config.api_port if port is None else port,
+                           ssl_context=self.api_ssl if tls else None)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
+        app.on_response_prepare.append(self._date)  # devices without a trusted clock learn the time from it
         app.router.add_post("/v1/batches", self.ingest)
         app.router.add_post("/v1/keys/next", self.keys_next)
         app.router.add_post("/v1/certificate", self.certificate)
@@ -288,10 +345,13 @@ class Cloud:
 
 async def serve_forever(cloud: Cloud) -> None:
     runner, port = await cloud.start()
-    log.warning("umbra-cloud on https://%s:%d (data in %s)", cloud.config.host, port, cloud.dir)
+    api_runner, api_port = await cloud.start_api()
+    log.warning("umbra-cloud on https://%s:%d, API on https://%s:%d (data in %s)", cloud.config.host, port,
+                cloud.config.host, api_port, cloud.dir)
     print(f"umbra-cloud serving https://{cloud.config.host}:{port}  CA {cloud.pki.ca_cert}  "
           f"device cert {cloud.pki.device_cert}  keys {cloud.pki.root / 'device_keys.json'}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
+        await api_runner.cleanup()
         await runner.cleanup()

@@ -4,7 +4,6 @@ dev PKI's device files into a device folder and build the TLS and uploader confi
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +34,8 @@ def device_setup(cloud: Cloud, device_dir: Path, port: int, **uploader_overrides
     p = cloud.pki
     for src, name in ((p.device_cert, "device.pem"), (p.device_key, "device.key"), (p.pins, "pins.json"),
                       (p.root / "device_keys.json", "keys.json")):
-        if not (d / name).exists():
-            shutil.copyfile(src, d / name)
+        if not (d / name).exists():  # keys 0600 (copyfile would leave them 0644 under the usual umask)
+            pki.write_atomic(d / name, Path(src).read_bytes(), private=name.endswith((".key", "keys.json")))
     tls = TlsConfig(ca_file=str(p.ca_cert), cert_file=str(d / "device.pem"), key_file=str(d / "device.key"),
                     pins_file=str(d / "pins.json"),
                     fleet_root_public_key=pki.root_public_b64(pki.load_root_key(p.root_key)))
@@ -54,10 +53,12 @@ class CloudThread:
         self.cloud = Cloud(CloudConfig(data_dir=str(data_dir), **config), clock)  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self.runner, self.port = self.loop.run_until_complete(self.cloud.start(port=0))
+        self.api_runner, self.api_port = self.loop.run_until_complete(self.cloud.start_api(port=0))
         self.thread = threading.Thread(target=self.loop.run_forever, name="reference-cloud", daemon=True)
         self.thread.start()
 
     def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.api_runner.cleanup(), self.loop).result(10)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

@@ -1,125 +1,199 @@
-"""The reference cloud's SQLite store: per-device signing keys, accepted batches, records, seen nonces.
+"""The reference cloud's store: per-device signing keys, accepted batches, records, seen nonces, and what ops
+read (the fleet inventory, each device's update outcomes), over SQLite or PostgreSQL (`cloud.db`).
 
-Records are keyed by (device, outbox id, outbox seq), so even a batch re-cut with a new id (it cannot be:
-the outbox resends the same batch) would not count a record twice; batches by (device, batch id)."""
+Exactly once holds across worker processes through the database alone: a batch is stored in one transaction
+that first claims its (device, batch id) row, and records are keyed by (device, outbox id, outbox seq), so a
+second worker storing the same batch finds the claim taken (it waits for the first to commit, then does
+nothing) and a record can never be stored twice. Rows derived from records (the fleet view, update outcomes)
+are written in the same transaction, only for records newly stored."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from cloud.db import Db
 from trust.keys import BatchKey
 
-_DDL = """
-PRAGMA journal_mode=WAL;
-CREATE TABLE IF NOT EXISTS keys (device_id TEXT NOT NULL, key_id TEXT NOT NULL, secret BLOB NOT NULL,
-  not_before INTEGER NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (device_id, key_id));
-CREATE TABLE IF NOT EXISTS batches (device_id TEXT NOT NULL, batch_id TEXT NOT NULL, outbox_id TEXT NOT NULL,
-  seq INTEGER NOT NULL, n INTEGER NOT NULL, received REAL NOT NULL, PRIMARY KEY (device_id, batch_id));
-CREATE TABLE IF NOT EXISTS records (device_id TEXT NOT NULL, outbox_id TEXT NOT NULL, seq INTEGER NOT NULL,
-  schema TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (device_id, outbox_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, t INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS authorizations (device_id TEXT NOT NULL, token_id TEXT NOT NULL, token TEXT,
-  revoked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device_id, token_id));
-"""
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """What the TLS handshake says of the device that sent a batch."""
+
+    cert_serial: str | None = None
+    cert_expires: int | None = None
+
+
+_STATUS_SET = ("firmware", "slot", "profile", "status_t", "uptime_s", "fps", "overruns", "detector",
+               "outbox_records", "last_error", "hardware_id")
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.executescript(_DDL)
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most unacked work
-        self._lock = threading.Lock()
+    def __init__(self, url: str | Path) -> None:
+        self.db = Db(url)
+        self._nonces = 0
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
 
     # keys
     def add_key(self, device_id: str, key: BatchKey) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
-                             (device_id, key.key_id, key.secret, key.not_before, key.expires))
+        self.db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
+                        (device_id, key.key_id, key.secret, key.not_before, key.expires))
 
     def key(self, device_id: str, key_id: str) -> BatchKey | None:
-        row = self._db.execute("SELECT key_id, secret, not_before, expires FROM keys WHERE device_id=? AND key_id=?",
-                               (device_id, key_id)).fetchone()
+        row = self.db.one("SELECT key_id, secret, not_before, expires FROM keys WHERE device_id=? AND key_id=?",
+                          (device_id, key_id))
         return BatchKey(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     def newest_key(self, device_id: str) -> BatchKey | None:
-        row = self._db.execute("SELECT key_id, secret, not_before, expires FROM keys WHERE device_id=? "
-                               "ORDER BY expires DESC LIMIT 1", (device_id,)).fetchone()
+        row = self.db.one("SELECT key_id, secret, not_before, expires FROM keys WHERE device_id=? "
+                          "ORDER BY expires DESC LIMIT 1", (device_id,))
         return BatchKey(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     # customer sampling authorizations, relayed to the device as they are (the device verifies them)
     def put_authorization(self, device_id: str, token_id: str, token: str | None) -> None:
         """Store a token for a device (token None: revoke that id; a revoked id stays revoked)."""
-        with self._lock:
-            if token is None:
-                self._db.execute("INSERT INTO authorizations VALUES (?, ?, NULL, 1) ON CONFLICT(device_id, "
-                                 "token_id) DO UPDATE SET token = NULL, revoked = 1", (device_id, token_id))
-            else:
-                self._db.execute("INSERT INTO authorizations VALUES (?, ?, ?, 0) ON CONFLICT(device_id, token_id) "
-                                 "DO UPDATE SET token = excluded.token WHERE revoked = 0", (device_id, token_id, token))
+        if token is None:
+            self.db.execute("INSERT INTO authorizations VALUES (?, ?, NULL, 1) ON CONFLICT(device_id, "
+                            "token_id) DO UPDATE SET token = NULL, revoked = 1", (device_id, token_id))
+        else:
+            self.db.execute("INSERT INTO authorizations VALUES (?, ?, ?, 0) ON CONFLICT(device_id, token_id) "
+                            "DO UPDATE SET token = excluded.token WHERE authorizations.revoked = 0",
+                            (device_id, token_id, token))
 
     def authorizations(self, device_id: str) -> tuple[list[str], list[str]]:
         """(tokens in force, revoked token ids) for a device."""
-        rows = self._db.execute("SELECT token_id, token, revoked FROM authorizations WHERE device_id=? "
-                                "ORDER BY token_id", (device_id,)).fetchall()
+        rows = self.db.all("SELECT token_id, token, revoked FROM authorizations WHERE device_id=? "
+                           "ORDER BY token_id", (device_id,))
         return [r[1] for r in rows if not r[2]], [r[0] for r in rows if r[2]]
 
     # replay
     def seen_nonce(self, nonce: str, t: int, forget_before: int) -> bool:
-        """Record `nonce`; True if it was already there (a replay). Forgets nonces older than the window."""
-        with self._lock:
-            self._db.execute("DELETE FROM nonces WHERE t < ?", (forget_before,))
-            cur = self._db.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?)", (nonce, t))
-            return cur.rowcount == 0
+        """Record `nonce`; True if it was already there (a replay). Nonces older than the window are forgotten
+        every 256th call (one statement per request otherwise)."""
+        self._nonces += 1
+        if self._nonces % 256 == 1:
+            self.db.execute("DELETE FROM nonces WHERE t < ?", (forget_before,))
+        cur = self.db.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING", (nonce, t))
+        return int(cur.rowcount) == 0
 
     # batches
     def has_batch(self, device_id: str, batch_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM batches WHERE device_id=? AND batch_id=?",
-                                (device_id, batch_id)).fetchone() is not None
+        return self.db.one("SELECT 1 FROM batches WHERE device_id=? AND batch_id=?", (device_id, batch_id)) is not None
 
     def store_batch(self, device_id: str, batch_id: str, outbox_id: str, seq: int, received: float,
-                    rows: Sequence[tuple[int, str, str]]) -> tuple[bool, int]:
-        """Store a batch and its records in one transaction. Returns (new batch?, records newly stored)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?)",
-                                       (device_id, batch_id, outbox_id, seq, len(rows), received))
-                if cur.rowcount == 0:
-                    self._db.execute("ROLLBACK")
-                    return False, 0
-                before = self._db.total_changes
-                self._db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?)",
-                                     [(device_id, outbox_id, s, sc, b) for s, sc, b in rows])
-                fresh = self._db.total_changes - before
-                dup = len(rows) - fresh
-                if dup:
-                    self._db.execute("INSERT INTO counters VALUES ('duplicate_records', ?) "
-                                     "ON CONFLICT(name) DO UPDATE SET n = n + ?", (dup, dup))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return True, fresh
+                    rows: Sequence[tuple[int, str, str]], peer: Peer | None = None,
+                    fresh_out: list[tuple[int, str, str]] | None = None) -> tuple[bool, int]:
+        """Store a batch and its records in one transaction. Returns (new batch?, records newly stored);
+        appends the newly stored rows to `fresh_out` once committed."""
+        with self.db.tx() as db:
+            self._seen(device_id, received, peer or Peer())
+            cur = db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             (device_id, batch_id, outbox_id, seq, len(rows), received))
+            if int(cur.rowcount) == 0:
+                return False, 0
+            fresh = self._insert_records(device_id, outbox_id, rows)
+            dup = len(rows) - len(fresh)
+            if dup:
+                db.execute("INSERT INTO counters VALUES ('duplicate_records', ?) "
+                           "ON CONFLICT(name) DO UPDATE SET n = counters.n + ?", (dup, dup))
+            for s, sc, b in fresh:
+                self._derive(device_id, outbox_id, s, sc, b)
+        if fresh_out is not None:
+            fresh_out.extend(fresh)
+        return True, len(fresh)
+
+    def _insert_records(self, device_id: str, outbox_id: str, rows: Sequence[tuple[int, str, str]]
+                        ) -> list[tuple[int, str, str]]:
+        """Insert the records not already held (one statement per 200); returns those newly stored."""
+        new: set[int] = set()
+        for i in range(0, len(rows), 200):
+            part = rows[i:i + 200]
+            sql = ("INSERT INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+                   + " ON CONFLICT DO NOTHING RETURNING seq")
+            args = [x for s, sc, b in part for x in (device_id, outbox_id, s, sc, b)]
+            new.update(int(r[0]) for r in self.db.all(sql, args))
+        return [r for r in rows if r[0] in new]
+
+    def _seen(self, device_id: str, now: float, peer: Peer) -> None:
+        self.db.execute(
+            "INSERT INTO devices (device_id, last_seen, cert_serial, cert_expires) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(device_id) DO UPDATE SET last_seen = CASE WHEN devices.last_seen IS NULL OR "
+            "excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END, "
+            "cert_serial = COALESCE(excluded.cert_serial, devices.cert_serial), "
+            "cert_expires = COALESCE(excluded.cert_expires, devices.cert_expires)",
+            (device_id, now, peer.cert_serial, peer.cert_expires))
+
+    def _derive(self, device_id: str, outbox_id: str, seq: int, schema: str, body: str) -> None:
+        if schema == "umbra.status/1":
+            self._status(device_id, json.loads(body))
+        elif schema in ("umbra.aggregate/1", "umbra.flowgroups/1"):
+            r = json.loads(body)
+            metric, vals = (r["metric"], r["values"]) if "metric" in r else ("flowgroups", r["groups"])
+            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            (device_id, outbox_id, seq, metric, r["zone"], r["window_start"], r["window_s"],
+                             json.dumps(vals)))
+        elif schema == "umbra.alert/1":
+            r = json.loads(body)
+            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, 'alert', ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                            (device_id, outbox_id, seq, r["zone"], r["t"],
+                             json.dumps({"rule": r["rule"], "value": r["value"], "limit": r["limit"]})))
+        elif schema == "umbra.ota/1":
+            r = json.loads(body)
+            self.db.execute(
+                "INSERT INTO ota_results VALUES (?, ?, ?, ?) ON CONFLICT(device_id, release) DO UPDATE SET "
+                "result = excluded.result, t = excluded.t WHERE excluded.t > ota_results.t OR "
+                "(excluded.t = ota_results.t AND ota_results.result = 'installed')",
+                (device_id, r["release"], r["result"], r["t"]))
+
+    def _status(self, device_id: str, r: dict[str, Any]) -> None:
+        vals = {"firmware": r["firmware"], "slot": r.get("slot"), "profile": r["profile"], "status_t": r["t"],
+                "uptime_s": r["uptime_s"], "fps": r.get("fps"), "overruns": r.get("overruns"),
+                "detector": r.get("detector"), "outbox_records": r["outbox_records"],
+                "last_error": r.get("last_error"), "hardware_id": r.get("hardware")}
+        sets = ", ".join(f"{k} = ?" for k in _STATUS_SET)
+        self.db.execute(f"UPDATE devices SET {sets} WHERE device_id = ? AND (status_t IS NULL OR status_t <= ?)",
+                        [vals[k] for k in _STATUS_SET] + [device_id, r["t"]])
 
     def count(self, what: str) -> int:
         if what == "duplicate_records":
-            row = self._db.execute("SELECT n FROM counters WHERE name = 'duplicate_records'").fetchone()
+            row = self.db.one("SELECT n FROM counters WHERE name = 'duplicate_records'")
             return int(row[0]) if row else 0
-        if what not in ("records", "batches"):
+        if what not in ("records", "batches", "devices"):
             raise ValueError(what)
-        return int(self._db.execute(f"SELECT COUNT(*) FROM {what}").fetchone()[0])
+        row = self.db.one(f"SELECT COUNT(*) FROM {what}")
+        return int(row[0]) if row else 0
 
     def record_seqs(self, device_id: str, outbox_id: str | None = None) -> list[int]:
         q = "SELECT seq FROM records WHERE device_id=?" + (" AND outbox_id=?" if outbox_id else "") + " ORDER BY seq"
-        return [r[0] for r in self._db.execute(q, (device_id, outbox_id) if outbox_id else (device_id,))]
+        return [int(r[0]) for r in self.db.all(q, (device_id, outbox_id) if outbox_id else (device_id,))]
 
-    def bodies(self, device_id: str) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT body FROM records WHERE device_id=? ORDER BY outbox_id, seq", (device_id,))]
+    def bodies(self, device_id: str, schema: str | None = None) -> list[str]:
+        q = "SELECT body FROM records WHERE device_id=?" + (" AND schema=?" if schema else "")
+        return [r[0] for r in self.db.all(q + " ORDER BY outbox_id, seq", (device_id, schema) if schema
+                                          else (device_id,))]
+
+    def ota_results(self, release: str) -> dict[str, str]:
+        """device id -> its latest umbra.ota/1 result for `release`."""
+        return {r[0]: r[1] for r in self.db.all("SELECT device_id, result FROM ota_results WHERE release = ?",
+                                                (release,))}
+
+    def owner(self, device_id: str) -> str | None:
+        row = self.db.one("SELECT tenant FROM sensors WHERE device_id = ?", (device_id,))
+        return str(row[0]) if row else None
+
+    def device_ids(self) -> list[str]:
+        return [r[0] for r in self.db.all("SELECT device_id FROM devices ORDER BY device_id")]
+
+    def devices(self, after: str = "", limit: int = 100_000) -> list[tuple]:
+        """Fleet rows in device-id order (keyset paging from `after`), columns as `DEVICE_COLUMNS`."""
+        return self.db.all(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE device_id > ? "
+                           "ORDER BY device_id LIMIT ?", (after, limit))
+
+
+DEVICE_COLUMNS = ("device_id", "hardware_id", "cert_serial", "cert_expires", "firmware", "slot", "profile",
+                  "last_seen", "status_t", "uptime_s", "fps", "overruns", "detector", "outbox_records", "last_error")

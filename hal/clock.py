@@ -64,3 +64,19 @@ class FakeClock:
     def sleep_until_ns(self, deadline_ns: int) -> None:
         if deadline_ns > self._mono:
             self._mono = deadline_ns
+
+
+def due_ns(t0_ns: int, fps: float, index: int) -> int:
+    """When frame `index` (0-based) of a source started at `t0_ns` and running at `fps` comes due."""
+    return t0_ns + int(round(index * 1e9 / fps))
+
+
+def due_frame(clock: Clock, t0_ns: int, fps: float, nxt: int) -> int:
+    """For a source that runs at its own rate (a camera): the index (0-based) of the frame to deliver now.
+    The next one, `nxt`, waited for when it is not due yet; or, when later ones came due while the caller
+    was busy, the newest one due (those between are skipped, as a camera drops them)."""
+    latest = int((clock.monotonic_ns() - t0_ns) * fps / 1e9 + 1e-6)
+    if latest <= nxt:
+        clock.sleep_until_ns(due_ns(t0_ns, fps, nxt))
+        return nxt
+    return latest

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from hal.errors import DelegateError, DetectorError
+from hal.litert import edgetpu_library_present, load_interpreter
+from models import ModelError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ class EmbedderConfig:
 def _load(config: EmbedderConfig, model_path: Path | None) -> tuple[Any, str]:
     """The Edge TPU twin through the delegate when asked for or (auto) usable, else the CPU model; both found
     and hash-checked by models.resolve, loaded through hal.litert."""
-    from hal.litert import edgetpu_library_present, load_interpreter
-    from models import ModelError, resolve
 
     want_tpu = {"auto": None, "on": True, "off": False}[config.edgetpu]
     try:

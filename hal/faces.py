@@ -20,6 +20,8 @@ import numpy as np
 
 from hal.detections import Detections
 from hal.errors import DetectorError
+from hal.litert import load_interpreter
+from models import ModelError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +157,6 @@ def square_tiles(width: int, height: int, grid: int) -> list[tuple[int, int, int
 
 def _load_interpreter(spec: BlazeFaceSpec, threads: int, model_path: Path | None) -> Any:
     """The BlazeFace model (found and hash-checked by models.resolve) on the CPU through hal.litert."""
-    from hal.litert import load_interpreter
-    from models import ModelError, resolve
 
     try:
         path = model_path or resolve(spec.model)

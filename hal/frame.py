@@ -128,3 +128,28 @@ class FramePool:
     def _give_back(self, frame: Frame) -> None:
         bufs = frame.buffers()
         self._free.append((bufs[0], bufs[1] if len(bufs) > 1 else None))
+
+
+def letterbox_rect(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an image of size `src` (w, h) lands inside `dst` (w, h) when fitted whole, aspect ratio kept and
+    centred: (x0, y0, w, h). The main stream is the sensor's view fitted this way (never stretched); bars
+    around it are black."""
+    sw, sh = src
+    dw, dh = dst
+    if sw <= 0 or sh <= 0:
+        return 0, 0, dw, dh
+    scale = min(dw / sw, dh / sh)
+    w, h = min(dw, max(1, round(sw * scale))), min(dh, max(1, round(sh * scale)))
+    return (dw - w) // 2, (dh - h) // 2, w, h
+
+
+def letterbox_into(src: np.ndarray, dst: np.ndarray, interpolation: int | None = None) -> None:
+    """Fits `src` whole into the preallocated `dst` (aspect ratio kept, centred, black bars), in place."""
+    import cv2
+
+    x0, y0, w, h = letterbox_rect((src.shape[1], src.shape[0]), (dst.shape[1], dst.shape[0]))
+    if (w, h) == (dst.shape[1], dst.shape[0]):
+        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA if interpolation is None else interpolation)
+        return
+    dst.fill(0)
+    dst[y0:y0 + h, x0:x0 + w] = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)

@@ -1,17 +1,15 @@
 """A detector that replays MOTChallenge ground truth with the errors a real detector makes: misses that come
 in runs (occlusion, not coin flips), box jitter, false positives, and scores drawn like the real ones.
 
-The default error model was fitted (Nelder-Mead on the printed figures) to the shared SSD MobileNet as the bench
-run configures it (3x2 tiles, overlap 0.3) on PETS09-S2L1, as `python -m bench.scripted_calibration --check`
-measures both: the parameters differ from the printed figures
-because jitter makes misses of its own and ghosts add false positives. A known gap: the real detector's misses
-are also correlated across people (crowds), so trackers score higher on the replay than on the real thing
-(bench.tracking prints both). The replay is seeded and deterministic: the same seed and frame gives the same
+The default error model is fitted to the shared SSD MobileNet as the bench run configures it
+(`python -m bench.scripted_calibration --check` compares the two; how it was fitted and its known gaps:
+docs/TUNING.md). The replay is seeded and deterministic: the same seed and frame gives the same
 detections whatever order frames are asked in.
 """
 
 from __future__ import annotations
 
+import configparser
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +171,6 @@ class ScriptedDetector:
 
 
 def _seqinfo_size(path: Path) -> tuple[int, int]:
-    import configparser
 
     cp = configparser.ConfigParser()
     if not cp.read(path) or "Sequence" not in cp:

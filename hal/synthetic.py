@@ -4,10 +4,13 @@ optional end of stream) and costs almost nothing, so loop tests and benchmarks m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from hal.clock import Clock
-from hal.errors import CameraError, CameraStalled, EndOfStream
+from hal.clock import Clock, due_frame, due_ns
+from hal.detections import Detections
+from hal.errors import CameraError, CameraStalled, DetectorError, EndOfStream
 from hal.frame import Frame, FramePool
 
 
@@ -25,8 +28,12 @@ class SyntheticCamera:
         pool_size: int = 2,
         stall_frames: frozenset[int] = frozenset(),
         stall_timeout_s: float = 2.0,
+        realtime: bool = False,
     ) -> None:
         self.clock = clock
+        self.realtime = realtime  # frames come due at open + n / fps; a busy caller's missed ones are skipped
+        self.skipped = 0
+        self._t0_ns = 0
         self.stall_frames = stall_frames  # captures (by attempt number) that time out, as a stuck sensor does
         self.stall_timeout_s = stall_timeout_s
         self.attempts = 0
@@ -52,6 +59,7 @@ class SyntheticCamera:
     def open(self) -> None:
         self._open = True
         self.opens += 1
+        self._t0_ns = self.clock.monotonic_ns() - (due_ns(0, self.fps, self._seq) if self.realtime else 0)
 
     def close(self) -> None:
         self._open = False
@@ -59,6 +67,11 @@ class SyntheticCamera:
     def capture(self) -> Frame:
         if not self._open:
             raise CameraError("synthetic camera is not open")
+        t_ns = self.clock.monotonic_ns()
+        if self.realtime:
+            index = due_frame(self.clock, self._t0_ns, self.fps, self._seq)
+            self.skipped += index - self._seq
+            self._seq, t_ns = index, due_ns(self._t0_ns, self.fps, index)
         if self.frames is not None and self._seq >= self.frames:
             raise EndOfStream("synthetic camera reached its last frame")
         self.attempts += 1
@@ -72,7 +85,8 @@ class SyntheticCamera:
         if main is not None:
             main[...] = 127
         self._seq += 1
-        return self._pool.frame(lores, main, self.clock.monotonic_ns(), self._seq, self.source_size)
+        return self._pool.frame(lores, main, t_ns if self.realtime else self.clock.monotonic_ns(), self._seq,
+                                self.source_size)
 
     def __enter__(self) -> SyntheticCamera:
         self.open()
@@ -110,8 +124,6 @@ class SyntheticCrowd:
         self.calls = 0
 
     def detect(self, frame: Frame):
-        from hal.detections import Detections
-        from hal.errors import DetectorError
 
         self.calls += 1
         cost = self.cost_s.get(frame.seq, 0.0) if isinstance(self.cost_s, dict) else self.cost_s
@@ -129,3 +141,93 @@ class SyntheticCrowd:
 
     def close(self) -> None:
         pass
+
+
+People = Callable[[int], np.ndarray]  # frame seq -> (N, 4) people boxes [x0, y0, x1, y1] normalized
+
+
+class SceneCamera:
+    """Frames of a fixed scene: a still textured background with a little sensor noise, and people drawn as
+    dark boxes where `people(seq)` puts them. An empty or still scene for the region gate, and one where a
+    person walks in and stands."""
+
+    def __init__(self, clock: Clock, people: People, *, lores_size: tuple[int, int] = (900, 600),
+                 source_size: tuple[int, int] = (768, 576), fps: float = 7.0, frames: int | None = None,
+                 noise: float = 2.0, seed: int = 0) -> None:
+        self.clock, self.people, self.fps, self.frames = clock, people, fps, frames
+        self.lores_size, self.main_size, self.source_size = lores_size, None, source_size
+        self._rng = np.random.default_rng(seed)
+        w, h = lores_size
+        yy, xx = np.mgrid[0:h, 0:w]
+        self._bg = (110 + 40 * np.sin(xx / 23.0) * np.cos(yy / 17.0)).astype(np.float32)
+        self._noise = noise
+        self._pool = FramePool((h, w, 3), None, 2)
+        self._seq = 0
+        self._open = False
+
+    def open(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def capture(self) -> Frame:
+        if not self._open:
+            raise CameraError("scene camera is not open")
+        if self.frames is not None and self._seq >= self.frames:
+            raise EndOfStream("scene camera reached its last frame")
+        self._seq += 1
+        lores, _ = self._pool.acquire()
+        img = self._bg + self._rng.normal(0, self._noise, self._bg.shape).astype(np.float32)
+        w, h = self.lores_size
+        for x0, y0, x1, y1 in np.asarray(self.people(self._seq), dtype=np.float64).reshape(-1, 4):
+            img[int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)] = 30.0
+        lores[...] = np.clip(img, 0, 255).astype(np.uint8)[..., None]
+        return self._pool.frame(lores, None, self.clock.monotonic_ns(), self._seq, self.source_size)
+
+    def __enter__(self) -> SceneCamera:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SceneDetector:
+    """Finds a `SceneCamera`'s people (score 0.8) as a detector run on regions would: only those lying
+    whole (`whole` of their area) inside one of the regions asked for, everywhere when none are given.
+    `invokes` counts regions (one pass of the whole frame without)."""
+
+    backend = "synthetic"
+
+    def __init__(self, people: People, whole: float = 0.9) -> None:
+        self.people, self.whole = people, whole
+        self.invokes = 0
+
+    def detect(self, frame: Frame, regions: np.ndarray | None = None):
+        from hal.detections import Detections
+
+        _ = frame.pixels[0, 0, 0]  # the frame must be live
+        boxes = np.asarray(self.people(frame.seq), dtype=np.float64).reshape(-1, 4)
+        if regions is None:
+            self.invokes += 1
+        else:
+            r = np.asarray(regions, dtype=np.float64).reshape(-1, 4)
+            self.invokes += len(r)
+            boxes = boxes[_inside_any(boxes, r, self.whole)]
+        n = len(boxes)
+        return Detections(boxes.astype(np.float32), np.full(n, 0.8, np.float32), np.zeros(n, np.int32))
+
+    def close(self) -> None:
+        pass
+
+
+def _inside_any(boxes: np.ndarray, regions: np.ndarray, whole: float) -> np.ndarray:
+    if not len(regions) or not len(boxes):
+        return np.zeros(len(boxes), dtype=bool)
+    ix = np.maximum(np.minimum(boxes[:, None, 2], regions[None, :, 2]) - np.maximum(boxes[:, None, 0],
+                    regions[None, :, 0]), 0)
+    iy = np.maximum(np.minimum(boxes[:, None, 3], regions[None, :, 3]) - np.maximum(boxes[:, None, 1],
+                    regions[None, :, 1]), 0)
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[:, None]
+    return np.any(ix * iy >= whole * area, axis=1)

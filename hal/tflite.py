@@ -14,6 +14,7 @@ from hal.errors import DetectorError
 from hal.frame import Frame
 from hal.litert import DelegateLoader, Runtime, load_interpreter
 from hal.nms import merge_tiles
+from models import ModelError, manifest, resolve
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class TfliteDetector:
     ) -> None:
         import cv2  # noqa: F401  (fail here, not mid-run, if OpenCV is missing)
 
-        from models import ModelError, manifest, resolve
 
         try:
             self.manifest = manifest(manifest_name)
@@ -66,6 +66,7 @@ class TfliteDetector:
         self.classes = np.array(classes, dtype=np.int32)
         self.num_threads = num_threads
         self.fallbacks = 0
+        self.invokes = 0  # model invokes so far (one per tile or region)
         self._delegate_loader = delegate_loader
         self._rt = rt
         self._load(edgetpu)
@@ -77,30 +78,46 @@ class TfliteDetector:
         )
         inp = self._interp.get_input_details()[0]
         self._in_idx = inp["index"]
-        self._in_hw = (int(inp["shape"][1]), int(inp["shape"][2]))
+        self._in_hw = (int(inp["shape"][1]), int(inp["shape"][2]))  # the model's own (300x300, 320x320, ...)
+        stated = tuple(int(v) for v in self.manifest.input_shape[1:3])
+        if stated != self._in_hw:
+            raise DetectorError(f"{self.model_path.name}: the model takes {self._in_hw[1]}x{self._in_hw[0]} input, "
+                                f"its manifest says {stated[1]}x{stated[0]}: fix models/manifests/"
+                                f"{self.manifest.name}.toml")
         if inp["dtype"] != np.uint8:
             raise DetectorError(f"{self.model_path.name}: input is {inp['dtype']}, this detector feeds uint8")
         outs = self._interp.get_output_details()
         order = {name: outs[i]["index"] for i, name in enumerate(self.manifest.outputs)}
         self._out = (order["boxes"], order["classes"], order["scores"])
 
-    def detect(self, frame: Frame) -> Detections:
-        boxes, scores, classes, tile_of = self.detect_tiles(frame)
-        if len(self._grid) == 1:
+    def detect(self, frame: Frame, regions: np.ndarray | None = None) -> Detections:
+        """Detections in the whole frame by the fixed tiling, or, given `regions` ((R, 4) [x0, y0, x1, y1]
+        normalized; firmware.sensing.gating chooses them), in those regions only: one invoke each, merged
+        as tiles are. No regions: no invoke, no detections."""
+        grid = self._grid if regions is None else regions_checked(regions)
+        boxes, scores, classes, tile_of = self.detect_tiles(frame, grid)
+        self.invokes += len(grid)
+        if len(grid) == 1:
             return Detections(boxes.astype(np.float32), scores, classes)
-        keep = merge_tiles(boxes, scores, tile_of, self._grid, self.iou_threshold, self.drop_fragments)
+        keep = merge_tiles(boxes, scores, tile_of, grid, self.iou_threshold, self.drop_fragments)
         return Detections(boxes[keep].astype(np.float32), scores[keep], classes[keep])
 
-    def detect_tiles(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every tile's detections before merging: boxes (N, 4) normalized to the frame, scores, classes and
-        the index of the tile each came from."""
+    @property
+    def grid(self) -> np.ndarray:
+        """The fixed tiling's tiles, (T, 4) normalized."""
+        return self._grid.copy()
+
+    def detect_tiles(self, frame: Frame, grid: np.ndarray | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every tile's (or region's) detections before merging: boxes (N, 4) normalized to the frame, scores,
+        classes and the index of the tile each came from."""
         import cv2
 
         img = frame.pixels
         h, w = img.shape[:2]
         boxes, scores, classes, tile_of = [], [], [], []
         try:
-            for t, tile in enumerate(self._grid):
+            for t, tile in enumerate(self._grid if grid is None else grid):
                 x0, y0 = int(round(tile[0] * w)), int(round(tile[1] * h))
                 x1, y1 = int(round(tile[2] * w)), int(round(tile[3] * h))
                 view = img[y0:y1, x0:x1]
@@ -150,6 +167,16 @@ class TfliteDetector:
 
     def close(self) -> None:
         self._interp = None
+
+
+def regions_checked(regions: np.ndarray) -> np.ndarray:
+    """Regions as (R, 4) float64 inside [0, 1], each at least a pixel's worth wide and high."""
+    r = np.asarray(regions, dtype=np.float64).reshape(-1, 4)
+    if not np.all(np.isfinite(r)):
+        raise DetectorError("regions must be finite [x0, y0, x1, y1] in [0, 1]")
+    r = np.clip(r, 0.0, 1.0)
+    ok = (r[:, 2] - r[:, 0] > 1e-2) & (r[:, 3] - r[:, 1] > 1e-2)
+    return r[ok]
 
 
 def tiles_checked(tiles: tuple[int, int]) -> tuple[int, int]:

@@ -1,7 +1,14 @@
 """VideoCamera: the bench's mock camera, over a video file or a folder of images, at the source's own rate or
 as fast as asked. Like the Pi camera it owns a small pool of buffers it reuses: each capture decodes into
-one reusable decode buffer, resizes into the pool's low-res (model input) and main buffers, and zeroes the
-decode buffer; the frame's `release()` zeroes the rest."""
+one reusable decode buffer, resizes into the pool's low-res (model input) buffer and fits the whole view into
+the main buffer (aspect ratio kept, black bars: `hal.frame.letterbox_rect`), and zeroes the
+decode buffer; the frame's `release()` zeroes the rest.
+
+With `realtime` it behaves as a camera does: frame n of the source comes due at open + n / fps on the
+injected clock; a capture waits for the next frame not yet taken, or, when the caller was busy and later
+ones came due meanwhile, skips to the latest one due (`skipped` counts the frames never delivered). Each
+frame carries its own capture time on that timeline (`t_mono_ns`) and its source frame number (`seq`,
+1-based), not the time or the count of captures."""
 
 from __future__ import annotations
 
@@ -10,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from hal.clock import Clock
+from hal.clock import Clock, due_frame, due_ns
 from hal.errors import CameraError, EndOfStream
-from hal.frame import Frame, FramePool
+from hal.frame import Frame, FramePool, letterbox_into
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -48,8 +55,9 @@ class VideoCamera:
         self._index = 0
         self._decode: np.ndarray | None = None
         self.source_size = (0, 0)
-        self._seq = 0
+        self._seq = 0  # the source frame number of the last frame delivered (1-based)
         self._t0_ns = 0
+        self.skipped = 0  # realtime: frames that came due while the caller was busy, never delivered
 
     @property
     def pool(self) -> FramePool:
@@ -79,6 +87,24 @@ class VideoCamera:
         self.source_size = (w, h)
         self._decode = np.zeros((h, w, 3), np.uint8)
         self._t0_ns = self.clock.monotonic_ns()
+        if self.realtime:  # the source starts again from its first frame, on a timeline that starts now
+            self._seq = 0
+
+    def probe(self) -> tuple[int, int]:
+        """Check the source once, before the loop starts, and return its (width, height): a missing, empty or
+        undecodable source is a CameraError naming it (the loop would otherwise retry it for ever)."""
+        if self.source.is_file() and self.source.stat().st_size == 0:
+            raise CameraError(f"video {self.source} is empty (0 bytes)")
+        self.open()
+        try:
+            if self._cap is not None and self._decode is not None and not self._read_into(self._decode):
+                raise CameraError(f"{self.source} is not a video this camera can decode (no first frame)")
+            if self.source_size[0] < 1 or self.source_size[1] < 1:
+                raise CameraError(f"{self.source} has no picture size")
+            return self.source_size
+        finally:
+            self.close()
+            self._seq, self._index = 0, 0
 
     def close(self) -> None:
         if self._cap is not None:
@@ -93,8 +119,7 @@ class VideoCamera:
 
         if self._decode is None or (self._cap is None and not self._images):
             raise CameraError("camera is not open")
-        if self.realtime:
-            self.clock.sleep_until_ns(self._t0_ns + int(self._seq * 1e9 / self.fps))
+        t_ns = self._wait_and_skip() if self.realtime else None
         if not self._read_into(self._decode):
             raise EndOfStream(f"{self.source.name}: no more frames after {self._seq}")
         lores, main = self._pool.acquire()
@@ -102,7 +127,7 @@ class VideoCamera:
             cv2.resize(self._decode, self.lores_size, dst=lores, interpolation=cv2.INTER_AREA)
             cv2.cvtColor(lores, cv2.COLOR_BGR2RGB, dst=lores)
             if main is not None:
-                cv2.resize(self._decode, self.main_size, dst=main, interpolation=cv2.INTER_AREA)
+                letterbox_into(self._decode, main)  # the whole view, aspect ratio kept: never stretched
                 cv2.cvtColor(main, cv2.COLOR_BGR2RGB, dst=main)
         except cv2.error as e:
             self._pool.give_back(lores, main)
@@ -110,7 +135,37 @@ class VideoCamera:
         finally:
             self._decode.fill(0)
         self._seq += 1
-        return self._pool.frame(lores, main, self.clock.monotonic_ns(), self._seq, self.source_size)
+        stamp = self.clock.monotonic_ns() if t_ns is None else t_ns  # as fast as asked: when it was ready
+        return self._pool.frame(lores, main, stamp, self._seq, self.source_size)
+
+    def _wait_and_skip(self) -> int:
+        """Realtime: wait for the next frame, or skip past the ones that came due while the caller was busy;
+        returns the capture time of the frame about to be read (frame `self._seq`, 0-based)."""
+        index = due_frame(self.clock, self._t0_ns, self.fps, self._seq)
+        while self._seq < index:
+            if not self._skip_one():
+                raise EndOfStream(f"{self.source.name}: no more frames after {self._seq}")
+            self._seq += 1
+            self.skipped += 1
+        return due_ns(self._t0_ns, self.fps, index)
+
+    def _skip_one(self) -> bool:
+        """Pass over one source frame without decoding it into a buffer."""
+        if self._cap is not None:
+            if self._cap.grab():
+                return True
+            if not self.loop:
+                return False
+            import cv2
+
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            return bool(self._cap.grab())
+        if self._index >= len(self._images):
+            if not self.loop:
+                return False
+            self._index = 0
+        self._index += 1
+        return True
 
     def _read_into(self, buf: np.ndarray) -> bool:
         import cv2

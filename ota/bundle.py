@@ -71,16 +71,22 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
 def verify_and_extract(bundle: Path, dest: Path, hardware: str) -> Manifest:
-    """Check every member against the manifest (no paths outside, no links, nothing extra) and write the
-    files under `dest`. Raises Refused."""
+    """Check every member against the manifest (no paths outside, no links, no sparse members, nothing extra,
+    every declared size within the bundle's own) and write the files under `dest`, streaming. Raises Refused."""
     try:
+        limit = Path(bundle).stat().st_size  # a plain member's bytes are inside the file: no more can be real
         with tarfile.open(bundle, "r:") as tar:
             members = {m.name: m for m in tar.getmembers()}
+            _check_declared_sizes(members, limit)
             if "manifest.json" not in members:
                 raise Refused("bad_bundle", "no manifest.json")
-            doc = json.loads(tar.extractfile(members["manifest.json"]).read())  # type: ignore[union-attr]
-            if doc.get("schema") != SCHEMA:
+            doc = json.loads(tar.extractfile(members["manifest.json"]).read(MAX_MANIFEST_BYTES))  # type: ignore[union-attr]
+            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
                 raise Refused("bad_bundle", f"manifest is not {SCHEMA}")
             man = Manifest(doc["version"], tuple(doc["hardware"]), doc["min_from"], doc["files"])
             if hardware not in man.hardware:
@@ -92,13 +98,47 @@ def verify_and_extract(bundle: Path, dest: Path, hardware: str) -> Manifest:
                 m = members["files/" + name]
                 if not m.isfile() or ".." in Path(name).parts or name.startswith("/"):
                     raise Refused("bad_bundle", f"member {name!r} is not a plain file inside the bundle")
-                data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                if len(data) != entry["length"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                    raise Refused("bad_bundle", f"{name} does not match its manifest hash")
-                target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-    except (tarfile.TarError, KeyError, ValueError, OSError) as e:
+                if m.size != entry["length"]:
+                    raise Refused("bad_bundle", f"{name}: declared size {m.size} is not its manifest length")
+            for name, entry in man.files.items():
+                _extract_checked(tar, members["files/" + name], dest / name, str(entry["sha256"]))
+    except (tarfile.TarError, KeyError, ValueError, TypeError, OSError) as e:
         raise Refused("bad_bundle", f"unreadable bundle: {e}") from e
     (dest / "manifest.json").write_text(json.dumps(man.to_json(), sort_keys=True))
     return man
+
+
+def _check_declared_sizes(members: dict[str, tarfile.TarInfo], limit: int) -> None:
+    """Refuse by the headers alone, before a byte is read: a sparse member (its holes read as gigabytes of
+    zeros), or members declaring more bytes than the bundle file holds."""
+    total = 0
+    for m in members.values():
+        if m.issparse() or m.size < 0 or m.size > limit:
+            raise Refused("bad_bundle", f"member {m.name!r} declares {m.size} bytes (sparse or beyond the bundle's "
+                                        f"{limit}); refused before reading it")
+        total += m.size
+    if total > limit:
+        raise Refused("bad_bundle", f"members declare {total} bytes in a bundle of {limit}")
+    if "manifest.json" in members and members["manifest.json"].size > MAX_MANIFEST_BYTES:
+        raise Refused("bad_bundle", f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
+
+
+def _extract_checked(tar: tarfile.TarFile, m: tarfile.TarInfo, target: Path, sha256: str) -> None:
+    """Stream one member to `target` (a .part file, renamed once its hash matches)."""
+    src = tar.extractfile(m)
+    if src is None:
+        raise Refused("bad_bundle", f"member {m.name!r} has no data")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    h, n = hashlib.sha256(), 0
+    with part.open("wb") as out:
+        while chunk := src.read(CHUNK):
+            n += len(chunk)
+            if n > m.size:
+                break
+            h.update(chunk)
+            out.write(chunk)
+    if n != m.size or h.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise Refused("bad_bundle", f"{m.name.removeprefix('files/')} does not match its manifest hash")
+    part.replace(target)

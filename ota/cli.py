@@ -5,7 +5,9 @@
     umbra ota publish --repo R --bundle umbra-1.4.0.tar       # a signed target per hardware
     umbra ota stage --repo R --release 1.4.0 --percents 1 10 50 100 --every-hours 24 --budget 0.02
     umbra ota stage --repo R --pause | --resume | --abort
-    umbra ota status --repo R --fleet devices.txt --reports reports.jsonl [--apply]
+    umbra ota status --repo R --fleet devices.txt --reports reports.jsonl [--apply] [--devices]
+      (exits 3 when the rollout is halted or aborted, or a started stage is over its failure budget;
+       `umbra-cloud rollout` reads the fleet and results from the cloud's database instead)
     umbra ota rotate-keys --repo R --role timestamp
     umbra ota timestamp --repo R                              # re-sign the timestamp (daily)
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import tarfile
 import time
@@ -22,7 +25,9 @@ from pathlib import Path
 from ota import bundle
 from ota.errors import OtaError
 from ota.repo import ROLES, Repository
-from ota.rollout import evaluate, make_plan
+from ota.rollout import evaluate, make_plan, outcome, stage_views, transition
+
+EXIT_HALTED = 3  # `status`: the rollout is halted or aborted, or a started stage is over its budget
 
 
 def add_parser(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
@@ -64,6 +69,7 @@ def add_parser(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     src.add_argument("--reports", type=Path, help='JSON lines {"device": ..., "result": ...}')
     src.add_argument("--cloud-data", type=Path, help="a reference cloud's folder: its umbra.ota/1 records")
     p.add_argument("--apply", action="store_true", help="publish the halt when a stage is over budget")
+    p.add_argument("--devices", action="store_true", help="list each stage's devices by state")
     p.set_defaults(func=_status)
     p = sub.add_parser("rotate-keys", help="replace a role's keys (a new root version)")
     p.add_argument("--repo", type=Path, required=True)
@@ -126,10 +132,13 @@ def _stage(args: argparse.Namespace) -> int:
         plan = repo.rollout(args.release)
         if not plan:
             raise OtaError("no rollout to change: set one with --release first")
-        plan["state"] = "paused" if args.pause else ("running" if args.resume else "aborted")
+        plan = transition(plan, "paused" if args.pause else ("running" if args.resume else "aborted"))
     else:
         if not args.release:
             raise OtaError("--release is needed to set stages")
+        if repo.rollout(args.release).get("state") == "aborted":
+            raise OtaError(f"the rollout of {args.release} was aborted, and an abort is final: "
+                           "build and stage a new release instead")
         now = time.time()
         starts = [now + i * args.every_hours * 3600 for i in range(len(args.percents))]
         plan = make_plan(args.release, args.percents, starts, [args.budget] * len(args.percents))
@@ -143,35 +152,65 @@ def _status(args: argparse.Namespace) -> int:
     plan = repo.rollout()
     if not plan:
         raise OtaError("no rollout in this repository")
-    fleet = [line.strip() for line in args.fleet.read_text().splitlines() if line.strip()]
-    reports = _cloud_reports(args.cloud_data, plan["release"]) if args.cloud_data else {}
-    for line in args.reports.read_text().splitlines() if args.reports else []:
-        if line.strip():
-            r = json.loads(line)
-            reports[r["device"]] = r["result"]
+    fleet, reports = _fleet_and_reports(args, plan["release"])
+    return report_status(repo, plan, fleet, reports, apply=args.apply, devices=args.devices)
+
+
+def report_status(repo: Repository, plan: dict, fleet: list[str], reports: dict[str, str], *, apply: bool,
+                  devices: bool) -> int:
+    """Print a rollout's progress and each stage's devices; publish a halt with `apply`. Returns the exit code."""
     new_plan, st = evaluate(plan, reports, fleet)
     print(f"release {plan['release']}: stage {st.stage + 1} of {len(plan['stages'])}, {st.members} devices in it, "
           f"{st.updated} reported, {st.failed} failed ({st.failure_share:.1%}); state {new_plan['state']}")
+    over = False
+    for v in stage_views(new_plan, reports, fleet):
+        budget = float(new_plan["stages"][v.stage]["failure_budget"])
+        bad = v.started and v.over_budget(budget)
+        over |= bad
+        print(f"  stage {v.stage + 1} ({v.percent:g}%{'' if v.started else ', not started'}): {v.members} devices, "
+              f"{len(v.healthy)} healthy, {len(v.installed)} installed, {len(v.failed)} failed, "
+              f"{len(v.pending)} pending{'  FAILED (over budget)' if bad else ''}")
+        if devices:
+            for kind in ("failed", "installed", "healthy", "pending"):
+                for d in getattr(v, kind):
+                    print(f"    {kind:9} {d}")
     if new_plan is not plan and new_plan["state"] == "halted":
         print(f"HALT: {new_plan['reason']}")
-        if args.apply:
+        if apply:
             repo.set_rollout(new_plan)
             print("halt published")
-    return 0
+    return EXIT_HALTED if over or new_plan["state"] in ("halted", "aborted") else 0
+
+
+def _fleet_and_reports(args: argparse.Namespace, release: str) -> tuple[list[str], dict[str, str]]:
+    reports = _cloud_reports(args.cloud_data, release) if args.cloud_data else {}
+    for n, line in enumerate(args.reports.read_text().splitlines() if args.reports else [], 1):
+        if line.strip():
+            try:
+                r = json.loads(line)
+                device, result = str(r["device"]), r["result"]
+            except (ValueError, KeyError, TypeError):
+                raise OtaError(f"{args.reports}:{n}: not a JSON object with device and result") from None
+            outcome(result)
+            reports[device] = result
+    return _read_fleet(args.fleet), reports
+
+
+def _read_fleet(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def _cloud_reports(folder: Path, release: str) -> dict[str, str]:
     """Each device's latest outcome for `release` from what it reported to the reference cloud (the
-    umbra.ota/1 records its uploader sent); "installed" alone is not an outcome yet."""
-    import sqlite3
+    umbra.ota/1 records its uploader sent); "installed" alone is not an outcome yet, nor overrides one."""
 
     db = sqlite3.connect(f"file:{folder / 'cloud.sqlite'}?mode=ro", uri=True)
     out: dict[str, str] = {}
     for device, body in db.execute("SELECT device_id, body FROM records WHERE schema = 'umbra.ota/1' "
                                    "ORDER BY device_id, outbox_id, seq"):
         r = json.loads(body)
-        if r.get("release") == release and r["result"] != "installed":
-            out[device] = "committed" if r["result"] == "committed" else "failed"
+        if r.get("release") == release and not (r["result"] == "installed" and device in out):
+            out[device] = r["result"]
     db.close()
     return out
 

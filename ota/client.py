@@ -28,6 +28,7 @@ from ota.bundle import parse_version, verify_and_extract
 from ota.errors import Refused
 from ota.repo import ROLLOUT
 from ota.rollout import in_stage
+from trust.pki import spki_sha256_der_cert
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,6 @@ class OtaClient:
 
 def pin_checker(pins: Callable[[], frozenset[str]]) -> Callable[[bytes], None]:
     """A `pin_check` for PinnedFetcher from the device's pin store (trust.tls.PinStore.pins)."""
-    from trust.pki import spki_sha256_der_cert
 
     def check(der: bytes) -> None:
         got = spki_sha256_der_cert(der)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -23,5 +24,13 @@ class OtaConfig:
             raise ValueError("base_url: the https:// address of the OTA repository")
         if not (self.boot == "tryboot" or self.boot.startswith("directory:")):
             raise ValueError("boot: 'tryboot' or 'directory:<path>'")
-        if self.check_every_s < 60 or self.health_deadline_s < 10:
-            raise ValueError("check_every_s >= 60 and health_deadline_s >= 10")
+        _seconds("check_every_s", self.check_every_s, 60, 30 * 86400)
+        _seconds("health_deadline_s", self.health_deadline_s, 10, 86400)
+        if not 0 <= self.max_restarts <= 100:
+            raise ValueError(f"max_restarts: {self.max_restarts!r} is not allowed; use a whole number from 0 to 100")
+
+
+def _seconds(key: str, value: float, lo: float, hi: float) -> None:
+    # ota/ imports nothing from firmware/, so the range check is written out here
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{key}: {value!r} is not allowed; use a finite number from {lo:g} to {hi:g} s")

@@ -31,6 +31,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from ota.errors import OtaError
+from trust.files import write_atomic
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
@@ -64,8 +65,7 @@ class Repository:
     def _new_key(self, role: str, n: int) -> CryptoSigner:
         signer = CryptoSigner.generate_ed25519()
         path = self.keys_dir / f"{role}-{n}.pem"
-        path.write_bytes(signer.private_bytes)
-        path.chmod(0o600)
+        write_atomic(path, signer.private_bytes, private=True)  # 0600 from its first byte
         return signer
 
     # -- metadata io --------------------------------------------------------------------------------------

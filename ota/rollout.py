@@ -9,7 +9,8 @@ to [0, 1); a stage of p% takes the devices whose position is below p/100. So eve
 
 A device takes the release when the plan names it, the state is running, and the latest stage whose start
 has passed includes it. `evaluate()` is the controller: from device reports it halts a stage whose failure
-share passes its budget.
+share passes its budget. `stage_views()` lists each stage's devices as installed, healthy, failed or pending.
+An aborted plan is final (`transition()` refuses to leave it): a new release restarts a rollout.
 """
 
 from __future__ import annotations
@@ -56,6 +57,33 @@ def in_stage(doc: Mapping[str, Any], device_id: str, release: str, now: float | 
     return position(device_id, release) < float(plan["stages"][idx]["percent"]) / 100
 
 
+# A device's umbra.ota/1 result -> what it means for the rollout; anything else is refused.
+OUTCOMES = {"installed": "installed", "committed": "healthy", "rolled_back": "failed", "failed": "failed",
+            "refused": "failed"}
+STATES = ("running", "paused", "halted", "aborted")
+
+
+def outcome(result: str) -> str:
+    """"installed", "healthy" or "failed" for a reported result; OtaError for one this project never sends."""
+    try:
+        return OUTCOMES[result]
+    except (KeyError, TypeError):
+        raise OtaError(f"unknown install result {result!r}; one of {', '.join(OUTCOMES)}") from None
+
+
+def transition(plan: Mapping[str, Any], state: str) -> dict:
+    """The plan in `state`. An aborted rollout stays aborted: publish a new release to go again."""
+    if state not in STATES:
+        raise OtaError(f"unknown rollout state {state!r}; one of {', '.join(STATES)}")
+    if plan.get("state") == "aborted" and state != "aborted":
+        raise OtaError(f"the rollout of {plan.get('release')} was aborted, and an abort is final: "
+                       "build and stage a new release instead")
+    out = {**plan, "state": state}
+    if state == "running":
+        out.pop("reason", None)
+    return out
+
+
 def make_plan(release: str, percents: Iterable[float], starts: Iterable[float], budgets: Iterable[float]) -> dict:
     stages = [{"percent": float(p), "start": float(s), "failure_budget": float(b)}
               for p, s, b in zip(percents, starts, budgets, strict=True)]
@@ -83,15 +111,17 @@ class StageStatus:
 
 def evaluate(plan: dict, reports: Mapping[str, str], fleet: Iterable[str],
              now: float | None = None) -> tuple[dict, StageStatus]:
-    """reports: device id -> "committed" | "rolled_back" | "failed". Halts the plan when the running
-    stage's failures pass its budget; returns the (possibly updated) plan and the stage's figures."""
+    """reports: device id -> its latest umbra.ota/1 result ("installed" is not an outcome yet; an unknown
+    result raises OtaError). Halts the plan when the running stage's failures pass its budget; returns the
+    (possibly updated) plan and the stage's figures."""
+    kinds = {d: outcome(r) for d, r in reports.items()}
     idx = current_stage(plan, now)
     if idx < 0:
         return plan, StageStatus(-1, 0, 0, 0)
     pct = float(plan["stages"][idx]["percent"]) / 100
     members = [d for d in fleet if position(d, plan["release"]) < pct]
-    done = [reports[d] for d in members if d in reports]
-    failed = sum(1 for r in done if r != "committed")
+    done = [kinds[d] for d in members if kinds.get(d, "installed") != "installed"]
+    failed = sum(1 for k in done if k == "failed")
     status = StageStatus(idx, len(done), failed, len(members))
     budget = float(plan["stages"][idx]["failure_budget"])
     if plan.get("state") == "running" and done and failed / max(len(members), 1) > budget:
@@ -99,3 +129,42 @@ def evaluate(plan: dict, reports: Mapping[str, str], fleet: Iterable[str],
                 "reason": f"stage {idx + 1} ({plan['stages'][idx]['percent']}%): {failed} of {len(members)} failed, "
                           f"over its budget of {budget:.0%}"}
     return plan, status
+
+
+@dataclass(frozen=True, slots=True)
+class StageView:
+    """One stage's devices (a stage holds every device of the stages before it) by where they are."""
+
+    stage: int
+    percent: float
+    start: float
+    started: bool
+    installed: tuple[str, ...]
+    healthy: tuple[str, ...]
+    failed: tuple[str, ...]
+    pending: tuple[str, ...]
+
+    @property
+    def members(self) -> int:
+        return len(self.installed) + len(self.healthy) + len(self.failed) + len(self.pending)
+
+    def over_budget(self, budget: float) -> bool:
+        return bool(self.failed) and len(self.failed) / max(self.members, 1) > budget
+
+
+def stage_views(plan: Mapping[str, Any], reports: Mapping[str, str], fleet: Iterable[str],
+                now: float | None = None) -> list[StageView]:
+    kinds = {d: outcome(r) for d, r in reports.items()}
+    now = time.time() if now is None else now
+    ranked = sorted((position(d, plan["release"]), d) for d in set(fleet))
+    views = []
+    for i, st in enumerate(plan.get("stages", [])):
+        pct = float(st["percent"]) / 100
+        groups: dict[str, list[str]] = {"installed": [], "healthy": [], "failed": [], "pending": []}
+        for pos, d in ranked:
+            if pos >= pct:
+                break
+            groups[kinds.get(d, "pending")].append(d)
+        views.append(StageView(i, float(st["percent"]), float(st.get("start", 0)), float(st.get("start", 0)) <= now,
+                               *(tuple(groups[k]) for k in ("installed", "healthy", "failed", "pending"))))
+    return views

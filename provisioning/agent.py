@@ -21,8 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from provisioning.framing import Deframer, FrameError
-from provisioning.protocol import OPS, VERSION, ProvisioningError, pack, unpack
+from provisioning.errors import FrameError, ProvisioningError, Refusal
+from provisioning.framing import Deframer
+from provisioning.protocol import OPS, VERSION, pack, unpack
 from trust import pki
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,6 @@ class FileKeyStore:
         return pki.make_csr(self._key(), common_name).public_bytes(serialization.Encoding.PEM)
 
 
-class Refusal(ProvisioningError):
-    pass
-
-
 class DeviceAgent:
     def __init__(self, state_dir: Path, *, hardware_id: str, model: str, firmware: str, trusted_ca_pem: bytes,
                  self_tests: dict[str, SelfTest] | None = None, keystore: KeyStore | None = None) -> None:
@@ -106,7 +103,7 @@ class DeviceAgent:
             if isinstance(item, FrameError):
                 self.refused += 1
                 out.append(pack({"v": VERSION, "seq": -1, "ok": False,
-                                 "error": {"code": "bad_frame", "message": str(item)}}))
+                                 "error": {"code": "bad_frame", "message": item.message}}))
                 continue
             out.append(self.handle(item))
         return out
@@ -179,6 +176,9 @@ class DeviceAgent:
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
         if ours != theirs:
             raise Refusal("bad_chain", "certificate is for another key")
+        names = [a.value for a in leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        if names != [self.state.get("device_id")]:
+            raise Refusal("bad_chain", f"certificate names {names!r}, this device is {self.state.get('device_id')!r}")
         pki.write_atomic(self.dir / "device.pem", chain[0])
         pki.write_atomic(self.dir / "ca.pem", self.trusted_ca.public_bytes(serialization.Encoding.PEM))
         if self.state["state"] == "keyed":

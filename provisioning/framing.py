@@ -14,12 +14,10 @@ from collections.abc import Iterator
 
 from cobs import cobs
 
+from provisioning.errors import FrameError
+
 MAX_BODY = 4096
 _MAX_ENCODED = MAX_BODY + 6 + (MAX_BODY + 6) // 254 + 2
-
-
-class FrameError(ValueError):
-    """A frame that is damaged (bad COBS, length or CRC) or too large; the stream carries on after it."""
 
 
 def encode(body: bytes) -> bytes:

@@ -16,18 +16,13 @@ from typing import Any, Protocol
 
 import cbor2
 
-from provisioning.framing import Deframer, FrameError, encode
+from provisioning.errors import FrameError, ProvisioningError
+from provisioning.framing import Deframer, encode
+
+__all__ = ["VERSION", "OPS", "ProvisioningError", "ByteLink", "Client", "pack", "unpack"]
 
 VERSION = 1
 OPS = ("hello", "generate_key", "install_chain", "set_config", "verify", "self_test", "lock")
-
-
-class ProvisioningError(Exception):
-    """The provisioning conversation failed; `code` says how (a device's refusal, a timeout, a bad frame)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
 
 
 class ByteLink(Protocol):

@@ -8,12 +8,13 @@ different key for a hardware id already issued is refused unless `force` is give
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hal.serial import open_serial
-from provisioning.protocol import Client, ProvisioningError
+from provisioning.errors import IssuanceRefused, ProvisioningError
+from provisioning.protocol import Client
 from trust import pki
 
 STEPS = ("hello", "generate_key", "sign", "install_chain", "set_config", "verify", "self_test", "lock")
@@ -85,15 +87,41 @@ class DeviceRecord:
 
 
 class StationLog:
+    """The station's log: one row per hardware id, each device id on one row at most (a unique index), so
+    one identity can never be given to two devices. `issuing()` holds the write lock of the database (and of
+    this process's threads) across check, sign and record, so issuance is atomic per hardware id and per
+    device id even with several station processes on one log."""
+
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS devices (hardware_id TEXT PRIMARY KEY, device_id TEXT, "
                         "serial TEXT, cert TEXT, firmware TEXT, tests TEXT, status TEXT, at TEXT)")
+        try:
+            self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS devices_device_id ON devices(device_id) "
+                            "WHERE device_id IS NOT NULL")
+        except sqlite3.IntegrityError as e:
+            raise IssuanceRefused("log_conflict", f"{path}: two hardware ids already share a device id") from e
+
+    @contextlib.contextmanager
+    def issuing(self) -> Iterator[None]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def holder_of(self, device_id: str) -> str | None:
+        row = self.db.execute("SELECT hardware_id FROM devices WHERE device_id=?", (device_id,)).fetchone()
+        return row[0] if row else None
 
     def get(self, hardware_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM devices WHERE hardware_id=?", (hardware_id,)).fetchone()
+        with self._lock:
+            row = self.db.execute("SELECT * FROM devices WHERE hardware_id=?", (hardware_id,)).fetchone()
         cols = ("hardware_id", "device_id", "serial", "cert", "firmware", "tests", "status", "at")
         return dict(zip(cols, row, strict=True)) if row else None
 
@@ -158,7 +186,7 @@ class Station:
         csr_pem = c.call("generate_key", device_id=device_id)["csr"]
         csr = x509.load_pem_x509_csr(csr_pem)
         self._step(port, "sign")
-        cert_pem = self._certificate(hw, device_id, csr, csr_pem, known, force)
+        cert_pem = self._certificate(hw, device_id, csr, csr_pem, force)
         self._step(port, "install_chain")
         serial = c.call("install_chain", chain=[cert_pem, self.ca.cert_pem()])["serial"]
         self._step(port, "set_config")
@@ -197,18 +225,25 @@ class Station:
             raise ProvisioningError("verify_failed", f"device {hw} did not prove it holds the certified key") from e
 
     def _certificate(self, hw: str, device_id: str, csr: x509.CertificateSigningRequest, csr_pem: bytes,
-                     known: dict[str, Any] | None, force: bool) -> bytes:
-        """The one certificate of this hardware id: reused when the device kept its key, else issued once."""
-        if known and known.get("cert"):
-            issued = x509.load_pem_x509_certificate(known["cert"].encode())
-            if _spki(issued.public_key()) == _spki(csr.public_key()):
-                return known["cert"].encode()
-            if not force:
-                raise ProvisioningError("already_issued", f"hardware id {hw} already has certificate "
-                                        f"{known['serial']} for another key; rerun with force to reissue")
-        cert_pem = self.ca.sign(csr_pem, device_id)
-        serial = format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
-        self.log.put(hardware_id=hw, device_id=device_id, serial=serial, cert=cert_pem.decode(), status="issued")
+                     force: bool) -> bytes:
+        """The one certificate of this hardware id: reused when the device kept its key, else issued once;
+        checked, signed and recorded in one transaction, so racing ports cannot both be issued one."""
+        with self.log.issuing():
+            known = self.log.get(hw)
+            if known and known.get("cert"):
+                issued = x509.load_pem_x509_certificate(known["cert"].encode())
+                if _spki(issued.public_key()) == _spki(csr.public_key()):
+                    return known["cert"].encode()
+                if not force:
+                    raise IssuanceRefused("already_issued", f"hardware id {hw} already has certificate "
+                                          f"{known['serial']} for another key; rerun with force to reissue")
+            holder = self.log.holder_of(device_id)
+            if holder is not None and holder != hw:
+                raise IssuanceRefused("device_id_taken", f"device id {device_id!r} already belongs to hardware id "
+                                      f"{holder}; one identity is never given to two devices")
+            cert_pem = self.ca.sign(csr_pem, device_id)
+            serial = format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
+            self.log.put(hardware_id=hw, device_id=device_id, serial=serial, cert=cert_pem.decode(), status="issued")
         return cert_pem
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 def write_atomic(path: Path, data: bytes, private: bool = False) -> None:
     """Temp file in the same folder, fsync, os.replace, fsync of the folder: a reader (or a power cut) sees
-    the old file or the new one, never a mix. The firmware's routine for durable small files (the set-up's,
-    standard library only, is models.write_file)."""
+    the old file or the new one, never a mix. Standard library only, so the set-up (models, bench.lib.data)
+    uses it too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -71,9 +71,10 @@ class _Collector:
         self.stream = io.StringIO()
         self.jsonl = JsonlSink(self.stream)
         self.frame = 0
+        self.seq: int | None = None  # the source frame number of this tick's frame, when a hook says
 
     def __call__(self, result: TickResult) -> None:
-        self.frame += 1
+        self.frame = self.seq if self.seq is not None else self.frame + 1
         self.jsonl(result)
         g = result.ground
         for i, tid in enumerate(g.track_ids):
@@ -119,10 +120,11 @@ class RecordingTracker:
         self.inner = inner
         self.rows: list[tuple[int, int, float, float, float, float]] = []
         self.frame = 0
+        self.seq: int | None = None  # the source frame number of the frame being tracked, when a hook says
         self.step_ns: list[int] = []
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, dt: float, frame_size: tuple[int, int] | None = None):
-        self.frame += 1
+        self.frame = self.seq if self.seq is not None else self.frame + 1
         t0 = time.perf_counter_ns()
         tracks = self.inner.update(boxes, scores, dt, frame_size)
         self.step_ns.append(time.perf_counter_ns() - t0)

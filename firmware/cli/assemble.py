@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import IO
 
 from firmware.config import UmbraConfig, resolve_path
+from firmware.errors import ConfigError
+from firmware.sensing.gating import Gate
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import FrameHook, SensorLoop, TickResult, TickSink
 from firmware.sensing.pseudonym import Pseudonymizer
@@ -27,10 +29,11 @@ def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[i
     if c.kind == "pi":
         from hal.picam import PiCamera
 
+        check_image_size(cfg, c.main_size, "camera.main_size")
         return PiCamera(lores_size=lores_size, main_size=c.main_size, clock=clock)
     from hal.video import VideoCamera
 
-    return VideoCamera(
+    cam = VideoCamera(
         resolve_path(c.source, base),
         lores_size=lores_size,
         main_size=c.main_size,
@@ -39,6 +42,17 @@ def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[i
         clock=clock,
         stall_timeout_s=c.stall_timeout_s,
     )
+    check_image_size(cfg, cam.probe(), f"camera.source {cam.source}")
+    return cam
+
+
+def check_image_size(cfg: UmbraConfig, size: tuple[int, int], what: str) -> None:
+    """The camera's picture must be the size the homography was calibrated on ([geometry] image_size), or
+    every zone and line would silently move."""
+    want = tuple(cfg.geometry.image_size)
+    if want != (0, 0) and tuple(size) != want:
+        raise ConfigError(f"{what} is {size[0]}x{size[1]} pixels but [geometry] image_size (the calibration's) is "
+                          f"{want[0]}x{want[1]}; recalibrate, or use a source of that size")
 
 
 def build_detector(cfg: UmbraConfig, base: Path) -> Detector:
@@ -88,8 +102,21 @@ def build_loop(
         detector = build_detector(cfg, base)
     return SensorLoop(
         cfg.loop, camera, detector, Tracker(cfg.tracker), quantizer, clock,
-        sinks=sinks, frame_hooks=frame_hooks, profile=profile,
+        sinks=sinks, frame_hooks=frame_hooks, profile=profile, gate=build_gate(cfg, detector),
     )
+
+
+def build_gate(cfg: UmbraConfig, detector: Detector) -> Gate | None:
+    """The region gate when `[detector] gating = "motion"`, over the detector's own tile grid (for its sweep)."""
+    d = cfg.detector
+    if d.gating != "motion":
+        return None
+    grid = getattr(detector, "grid", None)
+    if grid is None:
+        from hal.tflite import tile_grid
+
+        grid = tile_grid(int(d.tiles[0]), int(d.tiles[1]), d.overlap)
+    return Gate(d, grid)
 
 
 class JsonlSink:

@@ -17,6 +17,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     ver.add_argument("--public-key", default=None,
                      help="the device key that signs the head: base64 of a raw Ed25519 key or of a DER SPKI")
     ver.add_argument("--cert", type=Path, default=None, help="the device certificate (PEM) whose key signs the head")
+    ver.add_argument("--seen-counter", type=int, default=None,
+                     help="the last audit head counter the cloud recorded for this device")
     ver.set_defaults(func=_cmd_verify)
 
 
@@ -25,7 +27,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise AuditError(f"no audit log at {args.file}; give the path of the log (e.g. <state_dir>/audit.jsonl)")
     if args.cert is not None and args.public_key is not None:
         raise AuditError("give --cert or --public-key, not both")
-    result = verify(args.file, args.public_key, cert=args.cert)
+    result = verify(args.file, args.public_key, cert=args.cert, seen_counter=args.seen_counter)
     if result.ok:
         signed = ("head signature checked against the device key" if args.cert or args.public_key else
                   "head signature NOT checked against the device key (give --cert DEVICE_CERT.pem)")

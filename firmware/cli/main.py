@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FirmwareError as e:
         print(f"umbra: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file the config names that cannot be opened, made or written
+        print(f"umbra: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception as e:  # errors of other packages' families (HalError, OtaError, ...)
         if type(e).__module__.split(".")[0] in USER_ERRORS:
             print(f"umbra: {e}", file=sys.stderr)

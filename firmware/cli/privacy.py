@@ -54,7 +54,6 @@ def _cmd_dpia(args: argparse.Namespace) -> int:
 
 def _cmd_request(args: argparse.Namespace) -> int:
 
-    from firmware.config import load
 
     cfg = load(args.config)
     base = args.config.resolve().parent

@@ -1,5 +1,5 @@
 """`umbra run`: the one place that wires a running sensor, one `init_*` step per subsystem (outputs, sync,
-audit, analytics, flow groups, samples, OTA), then runs the loop and closes everything in order."""
+audit, analytics, flow groups, demographics, samples, OTA), then runs the loop and closes everything in order."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware import __version__
+from firmware.alerts.rules import alert_sink
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
 from firmware.config import UmbraConfig, load, resolve_path
+from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.installer.counts import RunCounts
 from firmware.privacy.accountant import Accountant
@@ -34,6 +36,7 @@ from firmware.sensing.loop import SensorLoop, TickSink
 from firmware.sync.service import SyncService
 from hal.clock import SystemClock
 from hal.detector import Detector
+from hal.errors import DetectorError
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
 from ota import agent
@@ -59,6 +62,7 @@ class Sensor:
     analytics: Analytics | None = None
     loop: SensorLoop | None = None
     flows: FlowGroupHook | None = None
+    demographics: DemographicsHook | None = None
     frames: FrameAuditSink | None = None
     ota: agent.Scheduler | None = None
     counts: RunCounts | None = None
@@ -71,6 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     init_sync(sensor)
     init_outputs(sensor)
     sensor.audit = audit_log_for(cfg, sensor.base)  # its head signed with the device key when there is one
+    if sensor.sync is not None and sensor.audit is not None:
+        audit = sensor.audit
+        sensor.sync.audit_head = lambda: audit.head  # travels with every batch: the cloud sees a log going back
     sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit)
     sensor.sinks.append(sensor.analytics)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
@@ -118,15 +125,23 @@ def init_outputs(sensor: Sensor) -> None:
 
 
 def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
-    """Flow groups, sample images (with customer grants), the cloud status record and the frame audit."""
+    """Flow groups, demographics, sample images (with customer grants), the cloud status record and the frame audit."""
     cfg, audit, sync = sensor.cfg, sensor.audit, sensor.sync
     sensor.flows = build_flow_hook(cfg.flowgroups, loop, sensor.emit_aggregates, audit)
     if sensor.flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
         loop.track_hooks.append(sensor.flows)
+    if sensor.analytics is not None:  # [demographics]: head crops estimated in the frame's scope, noised histograms
+        sensor.demographics = build_demographics_hook(cfg.demographics, loop, sensor.emit_aggregates,
+                                                      sensor.analytics.accountant, audit)
+        if sensor.demographics is not None:
+            loop.track_hooks.append(sensor.demographics)
     sampler = sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall())
         loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
+    alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates)
+    if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
+        loop.sinks.append(alerts)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
     if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only
@@ -135,8 +150,8 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
 
 
 def close(sensor: Sensor) -> None:
-    """In order: OTA checks, the partial window's aggregates and flow groups (paid for like any other), the
-    budget, the frame audit, the uploader, the output files."""
+    """In order: OTA checks, the partial window's aggregates, flow groups and demographics (paid for like any
+    other), the budget, the frame audit, the uploader, the output files."""
     wall = sensor.clock.wall()
     if sensor.installer is not None:
         sensor.installer.stop()
@@ -146,6 +161,8 @@ def close(sensor: Sensor) -> None:
         sensor.analytics.close_window()
     if sensor.flows is not None:
         sensor.flows.close_window(wall)
+    if sensor.demographics is not None:
+        sensor.demographics.close_window(wall)
     if sensor.analytics is not None:
         sensor.analytics.accountant.close()
     if sensor.frames is not None:
@@ -192,8 +209,10 @@ def _open_append(path: Path, files: ExitStack) -> IO[str]:
 
 
 def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None) -> Analytics:
-    """The aggregates sink: zones and lines from the config, the budget in its own file."""
-    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base), cfg.privacy.budgets())
+    """The aggregates sink: zones and lines from the config, the budget in its own file (the demographics
+    stream's too: one accountant for every stream), each spend chained into the signed audit log."""
+    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base),
+                            {**cfg.privacy.budgets(), **cfg.demographics.budgets()}, ledger=audit)
 
     def emit(records: list) -> None:
         for target in emit_to:
@@ -218,23 +237,37 @@ def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | N
         log.warning("samples: the camera has no main stream, so no sample images are taken")
         return None
     sink: AuditSink = audit if audit is not None else NoAudit()
+    finder = _person_finder(cfg, detector)
+    if finder is None:
+        log.warning("samples: no person detector to re-check a blurred sample with, so no sample images are taken")
+        return None
     authorizer = None
     if cfg.authorization.customer_public_key:  # customer tokens may raise the rate (firmware.samples.grantstore)
         authorizer = Authorizer(cfg.authorization, device_id_of(cfg), sink)
     scheduler = SampleScheduler(s, rng or random.SystemRandom(), authorizer)
     taker = SampleTaker(s, scheduler, FaceDetector(FaceConfig()), put=lambda record: sync.outbox.enqueue([record]),
-                        audit=sink, person_finder=_person_finder(cfg, detector))
+                        audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
 
 
 def _person_finder(cfg: UmbraConfig, detector: Detector | None) -> Callable[[Any], Any] | None:
-    """The re-check on the blurred sample: the loop's detector at its own threshold (a scripted detector
-    replays ground truth, it cannot look)."""
+    """The re-check on the blurred sample: the loop's detector at its own threshold, or (when the loop's detector
+    replays a script and cannot look) the configured TFLite person model; None when neither can run."""
     if detector is None or cfg.detector.kind == "scripted":
-        return None
+        from hal.tflite import TfliteDetector  # the person model only a sample needs: loaded when it does
+        from models import ModelError
+
+        d = cfg.detector
+        try:
+            detector = TfliteDetector(d.model, tiles=d.tiles, overlap=d.overlap, score_threshold=d.score_threshold,
+                                      num_threads=d.threads)
+        except (DetectorError, ModelError, OSError) as e:
+            log.warning("samples: cannot load the person model %s: %s", d.model, e)
+            return None
+    looker: Detector = detector
 
     def finder(rgb: Any) -> Any:
         h, w = rgb.shape[:2]
-        return detector.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
+        return looker.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
 
     return finder

@@ -13,6 +13,7 @@ Exit codes: 0 done, 1 token refused (or nothing to revoke), 2 a usage or file er
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import secrets
 import time
 from pathlib import Path
@@ -21,8 +22,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware.config import load
 from firmware.errors import AuthorizationRefused, SamplesCommandError
+from firmware.privacy.audit import NoAudit, audit_log_for
 from firmware.samples.authorization import Authorizer, public_key_b64, sign_token
+from firmware.samples.grantstore import _token_id, accept, authorizer_for, device_id_of, revoke, store_for, token_text
 from trust.files import write_atomic
 
 
@@ -95,9 +99,6 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 def _device(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(config, token store, audit sink) of the device a config describes."""
-    from firmware.config import load
-    from firmware.privacy.audit import NoAudit, audit_log_for
-    from firmware.samples.grantstore import store_for
 
     cfg = load(args.config)
     base = args.config.resolve().parent
@@ -106,7 +107,6 @@ def _device(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def _cmd_authorize(args: argparse.Namespace) -> int:
-    from firmware.samples.grantstore import accept, authorizer_for, token_text
 
     cfg, store, audit = _device(args)
     now = time.time()
@@ -122,8 +122,6 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from firmware.privacy.audit import NoAudit
-    from firmware.samples.grantstore import device_id_of
 
     cfg, store, _ = _device(args)
     held = store.read()
@@ -136,7 +134,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
             state = "in force" if g.valid_at(now) else "not yet valid"
             print(f"  {g.token_id}: {g.rate_per_hour}/h, {_iso(g.not_before)} to {_iso(g.expires)}, {state}")
         except AuthorizationRefused as e:
-            from firmware.samples.grantstore import _token_id
 
             print(f"  {_token_id(token) or '?'}: not usable ({e.reason})")
     if held.revoked:
@@ -145,13 +142,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _iso(t: int) -> str:
-    import datetime as dt
 
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from firmware.samples.grantstore import revoke
 
     _, store, audit = _device(args)
     found = revoke(store, args.token_id, time.time(), audit)

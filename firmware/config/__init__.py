@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.config.alerts import AlertsConfig
+from firmware.config.demographics import DemographicsConfig
 from firmware.config.device import DeviceConfig, OutputConfig
 from firmware.config.flows import FlowGroupConfig
 from firmware.config.installer import InstallerConfig
@@ -45,9 +47,11 @@ class UmbraConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     flowgroups: FlowGroupConfig = field(default_factory=FlowGroupConfig)  # off by default; see its docstring
+    demographics: DemographicsConfig = field(default_factory=DemographicsConfig)  # off by default
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)  # customer sampling tokens
     ota: OtaConfig = field(default_factory=OtaConfig)
     installer: InstallerConfig = field(default_factory=InstallerConfig)  # off by default: firmware.installer
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # zone rules on the device; off by default
 
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from firmware.config.checks import number
+
 DIM = 1024
 
 
@@ -19,7 +21,7 @@ class FlowGroupConfig:
     enabled: bool = False
     groups: int = 1000  # group ids 0 to groups - 1 (the hyperplane code modulo groups)
     hyperplanes: int = 10  # random hyperplanes of the hash (2**hyperplanes >= groups)
-    dims: int = 4  # population basis size (4: best same-person rate at a low collision rate on PETS09)
+    dims: int = 4  # population basis size (docs/TUNING.md)
     noise: float = 0.1  # std of the noise per basis dimension (the projected vector has unit norm)
     min_count: int = 5  # fictitious members pad every released group to at least this
     decoy_ratio: float = 1.0  # decoy groups per real group, each of min_count fictitious members
@@ -27,7 +29,7 @@ class FlowGroupConfig:
     window_s: int = 900  # one record per zone per window (windows start at multiples of window_s)
     period_s: int = 86400  # hyperplanes re-drawn and the basis refitted every period
     crop_gap_s: float = 1.0  # a track's first crop when seen in a window, the next after this, each gap doubled
-    max_embeds_per_tick: int = 1  # crops embedded per loop tick at most (CPU ~10 ms each on a laptop core pair)
+    max_embeds_per_tick: int = 1  # crops embedded per loop tick at most
     basis_min: int = 100  # crop embeddings needed before a population basis is fitted (nothing released before)
     tick_share: float = 0.8  # embed only while the tick so far plus one embedding (its recent cost) stays
     # within this share of the loop's period, on the loop's clock: embedding does not make the loop drop frames
@@ -35,26 +37,22 @@ class FlowGroupConfig:
     threads: int = 2  # CPU threads of the embedding model
 
     def validate(self) -> None:
+        if not 1 <= self.hyperplanes <= 24:  # before groups: 1 << 2**62 would exhaust memory
+            raise ValueError("hyperplanes: 1 to 24")
         if not 2 <= self.groups <= 1 << self.hyperplanes:
             raise ValueError(f"groups: 2 to 2**hyperplanes ({1 << self.hyperplanes})")
-        if not 1 <= self.hyperplanes <= 24:
-            raise ValueError("hyperplanes: 1 to 24")
         if not 1 <= self.dims <= DIM:
             raise ValueError(f"dims: 1 to {DIM}")
-        if not 0.0 <= self.noise <= 10.0:
-            raise ValueError("noise: 0 to 10")
+        number("noise", self.noise, 0, 10)
         if not 2 <= self.min_count <= 100:
             raise ValueError("min_count: 2 to 100")
-        if not 0.0 <= self.decoy_ratio <= 10.0:
-            raise ValueError("decoy_ratio: 0 to 10")
+        number("decoy_ratio", self.decoy_ratio, 0, 10)
         if not 1 <= self.crops_per_track <= 100:
             raise ValueError("crops_per_track: 1 to 100")
         if not 10 <= self.window_s <= 86400 or not 3600 <= self.period_s <= 7 * 86400:
             raise ValueError("window_s: 10 to 86400; period_s: 3600 to 604800")
-        if not 0.0 < self.crop_gap_s <= 3600.0:
-            raise ValueError("crop_gap_s: above 0, at most 3600")
-        if not 0.0 < self.tick_share <= 1.0:
-            raise ValueError("tick_share: above 0, at most 1")
+        number("crop_gap_s", self.crop_gap_s, 0, 3600, lo_open=True, unit="s")
+        number("tick_share", self.tick_share, 0, 1, lo_open=True)
         if not 1 <= self.max_embeds_per_tick <= 16:
             raise ValueError("max_embeds_per_tick: 1 to 16")
         if not self.dims + 2 <= self.basis_min <= 1_000_000:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from firmware.config.checks import number, numbers, whole
+
+MAX_DAILY_EPSILON = 100_000.0
 STREAMS = ("occupancy", "flow", "dwell", "heatmap")
 
 
@@ -29,32 +32,33 @@ class PrivacyConfig:
     audit_file: str = "/var/lib/umbra/audit.jsonl"  # the hash-chained privacy audit log; "" for none
 
     def validate(self) -> None:
-        if not 60 <= self.window_s <= 86_400:
-            raise ValueError(f"window_s: 60 to 86400 seconds, got {self.window_s}")
-        if self.k < 1:
-            raise ValueError("k: 1 or more")
-        if not 0 < self.epsilon <= 10:
-            raise ValueError(f"epsilon: above 0 and at most 10, got {self.epsilon}")
-        if self.daily_epsilon < 0:
-            raise ValueError("daily_epsilon: 0 (derived) or positive")
-        if not 0 < self.beta < 0.5:
-            raise ValueError("beta: between 0 and 0.5")
-        if len(self.occupancy_split) != 2 or min(self.occupancy_split) <= 0 or \
-                abs(sum(self.occupancy_split) - 1) > 1e-9:
+        whole("window_s", self.window_s, 60, 86_400, unit="s")
+        whole("k", self.k, 1, 10_000)
+        number("epsilon", self.epsilon, 0, 10, lo_open=True)
+        # 1e5 is past any spend (10 per window, 1440 windows a day = 14400); above it is a typo or an attack
+        number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
+               unit="(0: epsilon times the windows of a day)")
+        number("beta", self.beta, 0, 0.5, lo_open=True, hi_open=True)
+        numbers("occupancy_split", self.occupancy_split, 0, 1, lo_open=True)
+        if len(self.occupancy_split) != 2 or abs(sum(self.occupancy_split) - 1) > 1e-9:
             raise ValueError("occupancy_split: two positive shares (mean, peak) that sum to 1")
-        if list(self.dwell_edges_s) != sorted(self.dwell_edges_s) or any(e <= 0 for e in self.dwell_edges_s):
+        if len(self.dwell_edges_s) > 64:
+            raise ValueError("dwell_edges_s: at most 64 edges")
+        numbers("dwell_edges_s", self.dwell_edges_s, 0, 86_400, lo_open=True, unit="s")
+        if list(self.dwell_edges_s) != sorted(self.dwell_edges_s):
             raise ValueError("dwell_edges_s: positive and increasing")
-        if min(self.max_zones, self.heat_cap_s, self.presence_cap_s) < 1 or self.heatmap_cell_m <= 0:
-            raise ValueError("max_zones, presence_cap_s, heat_cap_s, heatmap_cell_m: positive")
-        if self.max_crossings < 0:
-            raise ValueError(f"max_crossings: 0 (derived from the window) or positive, got {self.max_crossings}")
+        number("heatmap_cell_m", self.heatmap_cell_m, 0.1, 100, unit="m")
+        for name in ("presence_cap_s", "heat_cap_s"):
+            whole(name, getattr(self, name), 1, 86_400, unit="s")
+        whole("heat_min_s", self.heat_min_s, 0, 86_400, unit="s")
+        whole("max_zones", self.max_zones, 1, 1000)
+        whole("max_crossings", self.max_crossings, 1, 1000, zero=True, unit="(0: derived from the window)")
 
     @property
     def crossing_cap(self) -> int:
         """Crossings one person counts for per window: `max_crossings`, or when that is 0, 2 for windows under
-        five minutes and 4 for longer ones. In a minute a walker crosses a line or two; over a quarter of an
-        hour some come back. On the ETH/UCY bench at epsilon 1, a cap of 2 lifts flow accuracy at 1-minute
-        windows from 44% to 60% and would cost 15-minute windows 5 points (95% -> 90%)."""
+        five minutes and 4 for longer ones: in a minute a walker crosses a line or two; over a quarter of an
+        hour some come back (figures: docs/TUNING.md)."""
         return self.max_crossings or (2 if self.window_s < 300 else 4)
 
     def budgets(self) -> dict[str, Fraction]:

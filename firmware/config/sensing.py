@@ -7,6 +7,14 @@ from typing import Literal
 
 import numpy as np
 
+from firmware.config.checks import number, numbers, whole
+
+MAX_COORD_M = 1e5  # ground coordinates (zones, lines) within 100 km of the origin
+MAX_VERTICES = 256
+MIN_AREA_M2 = 0.01  # a zone smaller than 10 x 10 cm is no zone
+MIN_LINE_M = 0.01
+MAX_CONDITION = 1e8  # of the homography, normalised (see _conditioning); calibrated ones are ~10
+
 
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
@@ -16,14 +24,14 @@ class LoopConfig:
     reopen_backoff_s: tuple[float, float] = (0.5, 30.0)  # first and largest wait before reopening a camera
 
     def validate(self) -> None:
-        if not 0.1 <= self.detect_hz <= 120:
-            raise ValueError(f"detect_hz: {self.detect_hz} is outside 0.1 to 120")
-        if not 0 < self.emit_hz <= 2.0:
-            raise ValueError(f"emit_hz: {self.emit_hz} must be above 0 and at most 2 (records per track per second)")
+        number("detect_hz", self.detect_hz, 0.1, 120, unit="Hz")
+        number("emit_hz", self.emit_hz, 0, 2.0, lo_open=True, unit="records per track per second")
         if self.emit_hz > self.detect_hz:
             raise ValueError("emit_hz: cannot exceed detect_hz")
+        number("min_score", self.min_score, 0, 1)
+        numbers("reopen_backoff_s", self.reopen_backoff_s, 0, 3600, lo_open=True, unit="s")
         lo, hi = self.reopen_backoff_s
-        if not 0 < lo <= hi:
+        if not lo <= hi:
             raise ValueError("reopen_backoff_s: needs [first, largest] with 0 < first <= largest")
 
 
@@ -54,27 +62,34 @@ class TrackerConfig:
     # deviations) has its horizontal estimate's uncertainty multiplied by lag_fade before the second (0: off):
     lag_sigma: float = 1.5
     lag_fade: float = 4.0
+    # Score thresholds that follow the detector's own scale (firmware.sensing.score_scale): once confirmed tracks
+    # have taken score_samples detections, high_score and new_track_score become these quantiles of those
+    # detections' scores (the fixed values above are the prior until then); False: fixed thresholds.
+    adaptive_scores: bool = False
+    # Matching IoU buffered by the prediction's uncertainty: boxes grown by gate_sigma position deviations
+    # (Tracker._iou; 0: plain IoU).
+    gate_sigma: float = 0.0
+    high_quantile: float = 0.1
+    birth_quantile: float = 0.3
+    score_samples: int = 50
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
-                     "tentative_match_iou", "camera_motion"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name}: must be between 0 and 1, got {v}")
+                     "tentative_match_iou", "camera_motion", "high_quantile", "birth_quantile"):
+            number(name, getattr(self, name), 0, 1)
         if self.low_score > self.high_score:
             raise ValueError(f"low_score: must not exceed high_score ({self.high_score}), got {self.low_score}")
-        if self.min_hits < 1:
-            raise ValueError(f"min_hits: must be 1 or more, got {self.min_hits}")
-        if self.max_lost_s <= 0:
-            raise ValueError(f"max_lost_s: must be positive, got {self.max_lost_s}")
-        for name in ("coast_s", "direction_weight", "heading_sure", "refound_after_s", "lag_sigma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must not be negative, got {getattr(self, name)}")
-        for name in ("pos_noise", "vel_noise", "meas_noise", "birth_speed"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive")
-        if self.lag_fade < 1:
-            raise ValueError(f"lag_fade: must be 1 or more, got {self.lag_fade}")
+        whole("min_hits", self.min_hits, 1, 1000)
+        number("max_lost_s", self.max_lost_s, 0, 600, lo_open=True, unit="s")
+        for name in ("coast_s", "refound_after_s"):
+            number(name, getattr(self, name), 0, 600, unit="s")
+        for name in ("direction_weight", "heading_sure", "lag_sigma", "gate_sigma"):
+            number(name, getattr(self, name), 0, 100)
+        for name in ("pos_noise", "vel_noise", "meas_noise"):
+            number(name, getattr(self, name), 0, 10, lo_open=True, unit="box heights")
+        number("birth_speed", self.birth_speed, 0, 100, lo_open=True, unit="box heights per second")
+        number("lag_fade", self.lag_fade, 1, 1000)
+        whole("score_samples", self.score_samples, 1, 100_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +98,19 @@ class ZoneConfig:
     polygon: tuple[tuple[float, float], ...]  # ground-plane vertices in metres
 
     def validate(self) -> None:
-        if len(self.polygon) < 3:
-            raise ValueError(f"zone {self.name!r}: polygon needs at least 3 points, has {len(self.polygon)}")
+        key = f"zone {self.name!r}: polygon"
+        if not 3 <= len(self.polygon) <= MAX_VERTICES:
+            raise ValueError(f"{key} needs at least 3 points (at most {MAX_VERTICES}), has {len(self.polygon)}")
+        for i, p in enumerate(self.polygon):
+            numbers(f"{key}[{i}]", p, -MAX_COORD_M, MAX_COORD_M, unit="m")
+        pts = np.asarray(self.polygon, dtype=np.float64)
+        crossing = _self_crossing(pts)
+        if crossing is not None:
+            raise ValueError(f"{key} crosses itself (edges {crossing[0]} and {crossing[1]}); list the corners "
+                             "in order around the zone")
+        area = 0.5 * abs(float(np.dot(pts[:, 0], np.roll(pts[:, 1], -1)) - np.dot(pts[:, 1], np.roll(pts[:, 0], -1))))
+        if area < MIN_AREA_M2:
+            raise ValueError(f"{key} encloses {area:.3g} m2; a zone needs at least {MIN_AREA_M2} m2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +123,10 @@ class LineConfig:
     b: tuple[float, float]
 
     def validate(self) -> None:
-        if self.a == self.b:
-            raise ValueError(f"line {self.name!r}: a and b are the same point")
+        numbers(f"line {self.name!r}: a", self.a, -MAX_COORD_M, MAX_COORD_M, unit="m")
+        numbers(f"line {self.name!r}: b", self.b, -MAX_COORD_M, MAX_COORD_M, unit="m")
+        if np.hypot(self.a[0] - self.b[0], self.a[1] - self.b[1]) < MIN_LINE_M:
+            raise ValueError(f"line {self.name!r}: a and b are less than {MIN_LINE_M} m apart; a line needs length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +135,21 @@ class GeometryConfig:
     homography: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     zones: tuple[ZoneConfig, ...] = ()
     lines: tuple[LineConfig, ...] = ()
+    # The source image's [width, height] the homography was calibrated on; [0, 0]: not stated (then the
+    # homography is checked on a 1000-pixel square). The camera's frames must have this size when stated.
+    image_size: tuple[int, int] = (0, 0)
 
     def validate(self) -> None:
+        if self.image_size != (0, 0):
+            for i, v in enumerate(self.image_size):
+                whole(f"image_size[{i}]", v, 16, 16384, unit="pixels")
         h = np.asarray(self.homography, dtype=np.float64)
-        if h.shape != (3, 3) or not np.all(np.isfinite(h)):
-            raise ValueError("homography: must be 3 rows of 3 finite numbers")
-        if abs(np.linalg.det(h)) < 1e-12:
-            raise ValueError("homography: matrix is singular; calibrate it with `umbra calibrate`")
+        if h.shape != (3, 3) or not np.all(np.isfinite(h)) or np.abs(h).max() > 1e12:
+            raise ValueError("homography: must be 3 rows of 3 finite numbers (each within 1e12)")
+        cond = _conditioning(h, self.image_size if self.image_size != (0, 0) else (1000, 1000))
+        if not cond < MAX_CONDITION:
+            raise ValueError(f"homography: matrix is singular or nearly so (condition {cond:.3g}, at most "
+                             f"{MAX_CONDITION:g} allowed); calibrate it with `umbra calibrate`")
         names = [z.name for z in self.zones]
         if len(set(names)) != len(names):
             raise ValueError("zones: zone names must be unique")
@@ -121,6 +157,46 @@ class GeometryConfig:
             z.validate()
         for ln in self.lines:
             ln.validate()
+
+
+def _conditioning(h: np.ndarray, size: tuple[int, int]) -> float:
+    """The condition number of `h` once the image is scaled to the unit square and the ground rows and the
+    projective row each to unit size, so it measures how near singular the map is, not its units."""
+    m = h @ np.diag([float(size[0]), float(size[1]), 1.0])
+    ground, proj = float(np.abs(m[:2]).max()), float(np.abs(m[2]).max())
+    if ground == 0 or proj == 0:
+        return float("inf")
+    m = m / np.array([[ground], [ground], [proj]])
+    with np.errstate(all="ignore"):
+        cond = float(np.linalg.cond(m))
+    return cond if np.isfinite(cond) else float("inf")
+
+
+def _self_crossing(pts: np.ndarray) -> tuple[int, int] | None:
+    """The first pair of non-adjacent polygon edges that touch or cross, or None for a simple polygon."""
+    n = len(pts)
+    for i in range(n):
+        a, b = pts[i], pts[(i + 1) % n]
+        for j in range(i + 1, n):
+            if j == i or (j + 1) % n == i or j == (i + 1) % n:
+                continue
+            if _segments_touch(a, b, pts[j], pts[(j + 1) % n]):
+                return i, j
+    return None
+
+
+def _segments_touch(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray) -> bool:
+    def orient(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+
+    d1, d2, d3, d4 = orient(r, s, p), orient(r, s, q), orient(p, q, r), orient(p, q, s)
+    if ((d1 > 0) != (d2 > 0)) and ((d3 > 0) != (d4 > 0)) and 0 not in (d1, d2, d3, d4):
+        return True
+
+    def on(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: float) -> bool:
+        return d == 0 and min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+
+    return on(r, s, p, d1) or on(r, s, q, d2) or on(p, q, r, d3) or on(p, q, s, d4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +207,13 @@ class QuantizeConfig:
     min_speed_mps: float = 0.3  # slower than this, heading is None
 
     def validate(self) -> None:
-        if not 0.1 <= self.grid_m <= 100:
-            raise ValueError(f"grid_m: {self.grid_m} is outside 0.1 to 100 metres")
-        if not 1 <= self.time_bucket_s <= 3600:
-            raise ValueError(f"time_bucket_s: {self.time_bucket_s} is outside 1 to 3600 seconds")
+        number("grid_m", self.grid_m, 0.1, 100, unit="m")
+        whole("time_bucket_s", self.time_bucket_s, 1, 3600, unit="s")
+        numbers("size_edges_m", self.size_edges_m, 0, 10, lo_open=True, unit="m")
         lo, hi = self.size_edges_m
-        if not 0 < lo < hi:
+        if not lo < hi:
             raise ValueError("size_edges_m: needs two increasing positive heights in metres, e.g. [1.3, 2.1]")
-        if self.min_speed_mps < 0:
-            raise ValueError("min_speed_mps: must be zero or more")
+        number("min_speed_mps", self.min_speed_mps, 0, 50, unit="m/s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +228,10 @@ class CameraConfig:
     def validate(self) -> None:
         if self.kind == "video" and not self.source:
             raise ValueError('source: a video camera needs a video file or image folder, e.g. "data/vtest.avi"')
-        if self.fps < 0:
-            raise ValueError("fps: must be 0 (the source's own rate) or positive")
-        if self.stall_timeout_s <= 0:
-            raise ValueError("stall_timeout_s: must be positive")
+        number("fps", self.fps, 0.1, 240, zero=True, unit="frames per second (0: the source's own rate)")
+        for i, v in enumerate(self.main_size):
+            whole(f"main_size[{i}]", v, 16, 8192, unit="pixels")
+        number("stall_timeout_s", self.stall_timeout_s, 0, 600, lo_open=True, unit="s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,18 +244,43 @@ class DetectorConfig:
     score_threshold: float = 0.3
     threads: int = 2
     ground_truth: str = ""  # scripted only: a MOTChallenge gt.txt to replay
+    # Where inference is spent (firmware.sensing.gating): "tiles" runs every tile every frame; "motion" runs
+    # regions (tile-sized) around motion on the low-res stream and around tracked people's predicted boxes,
+    # at most max_invokes a frame, and sweeps every tile (spread over frames) at least every sweep_s.
+    gating: Literal["tiles", "motion"] = "tiles"
+    max_invokes: int = 6  # the budget of detector invokes per frame (gating = "motion")
+    sweep_s: float = 10.0  # a full sweep of the tiles at least this often, so no one standing still is lost
+    region_grow: float = 0.3  # a tracked person's predicted box grows by this share of its size on each side
+    motion_threshold: int = 20  # grey-level change (0-255) from the running background counted as motion
+    motion_min_area: float = 0.0002  # least share of the frame a motion blob covers to count
+    motion_alpha: float = 0.1  # weight of each new frame in the running background
 
     def validate(self) -> None:
         if not (1 <= self.tiles[0] <= 8 and 1 <= self.tiles[1] <= 8):
             raise ValueError("tiles: each of [nx, ny] must be 1 to 8")
-        if not 0 <= self.overlap < 0.5:
-            raise ValueError("overlap: must be at least 0 and below 0.5")
-        if not 0 < self.score_threshold < 1:
-            raise ValueError("score_threshold: must be between 0 and 1")
+        self._validate_gating()
+        number("overlap", self.overlap, 0, 0.5, hi_open=True)
+        number("score_threshold", self.score_threshold, 0, 1, lo_open=True, hi_open=True)
         if not 1 <= self.threads <= 16:
             raise ValueError("threads: must be 1 to 16")
         if self.kind == "scripted" and not self.ground_truth:
             raise ValueError('ground_truth: a scripted detector needs a gt.txt to replay')
+
+    def _validate_gating(self) -> None:
+        if self.gating not in ("tiles", "motion"):
+            raise ValueError(f'gating: must be "tiles" or "motion", got {self.gating!r}')
+        if not 1 <= self.max_invokes <= 64:
+            raise ValueError(f"max_invokes: must be 1 to 64, got {self.max_invokes}")
+        if not 0.5 <= self.sweep_s <= 600:
+            raise ValueError(f"sweep_s: must be 0.5 to 600 seconds, got {self.sweep_s}")
+        if not 0 <= self.region_grow <= 2:
+            raise ValueError(f"region_grow: must be 0 to 2 (a share of the box's size), got {self.region_grow}")
+        if not 1 <= self.motion_threshold <= 254:
+            raise ValueError(f"motion_threshold: must be 1 to 254 grey levels, got {self.motion_threshold}")
+        if not 0 <= self.motion_min_area < 0.5:
+            raise ValueError(f"motion_min_area: must be at least 0 and below 0.5, got {self.motion_min_area}")
+        if not 0 < self.motion_alpha <= 1:
+            raise ValueError(f"motion_alpha: must be above 0 and at most 1, got {self.motion_alpha}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,5 +288,4 @@ class PseudonymConfig:
     rotate_s: float = 3600.0
 
     def validate(self) -> None:
-        if not 60 <= self.rotate_s <= 86400:
-            raise ValueError(f"rotate_s: {self.rotate_s} is outside 60 to 86400 seconds")
+        number("rotate_s", self.rotate_s, 60, 86400, unit="s")

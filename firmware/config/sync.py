@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from firmware.config.checks import number, whole
 from trust.tls import TlsConfig
 
 
@@ -18,12 +19,10 @@ class OutboxConfig:
     validate_records: bool = True  # check each record against its schema (firmware.schemas) before storing
 
     def validate(self) -> None:
-        if self.max_records < 1 or self.max_bytes < 1024:
-            raise ValueError("max_records/max_bytes: at least 1 record and 1024 bytes")
-        if not 1 <= self.batch_records <= 100_000:
-            raise ValueError("batch_records: 1 to 100000")
-        if not 1024 <= self.batch_bytes <= 64 * 1024 * 1024:
-            raise ValueError("batch_bytes: 1 KiB to 64 MiB")
+        whole("max_records", self.max_records, 1, 1_000_000_000)
+        whole("max_bytes", self.max_bytes, 1024, 1 << 40, unit="bytes")
+        whole("batch_records", self.batch_records, 1, 100_000)
+        whole("batch_bytes", self.batch_bytes, 1024, 64 * 1024 * 1024, unit="bytes")
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous: 'FULL' or 'NORMAL'")
 
@@ -53,18 +52,22 @@ class UploaderConfig:
             raise ValueError("url: must be https:// (plain HTTP is never used)")
         if not self.device_id:
             raise ValueError("device_id: the device's certificate common name")
-        if not 1.0 <= self.period_s <= 3600:
-            raise ValueError("period_s: 1 to 3600 seconds")
-        if not (0 < self.connect_timeout_s <= self.request_timeout_s <= 600):
+        number("period_s", self.period_s, 1, 3600, unit="s")
+        number("connect_timeout_s", self.connect_timeout_s, 0, 600, lo_open=True, unit="s")
+        number("request_timeout_s", self.request_timeout_s, 0, 600, lo_open=True, unit="s")
+        if self.connect_timeout_s > self.request_timeout_s:
             raise ValueError("connect_timeout_s/request_timeout_s: 0 < connect <= request <= 600")
-        if not 1024 <= self.max_response_bytes <= 16 * 1024 * 1024:
-            raise ValueError("max_response_bytes: 1 KiB to 16 MiB")
-        if not 0 <= self.gzip_level <= 9:
-            raise ValueError("gzip_level: 0 to 9")
-        if not 0 < self.backoff_base_s <= self.backoff_max_s:
+        whole("max_response_bytes", self.max_response_bytes, 1024, 16 * 1024 * 1024, unit="bytes")
+        whole("gzip_level", self.gzip_level, 0, 9)
+        whole("max_batches_per_cycle", self.max_batches_per_cycle, 1, 1_000_000)
+        number("backoff_base_s", self.backoff_base_s, 0, 3600, lo_open=True, unit="s")
+        number("backoff_max_s", self.backoff_max_s, 0, 86_400, lo_open=True, unit="s")
+        if self.backoff_base_s > self.backoff_max_s:
             raise ValueError("backoff_base_s/backoff_max_s: 0 < base <= max")
-        if not 30 <= self.authorizations_refresh_s <= 86400:
-            raise ValueError("authorizations_refresh_s: 30 to 86400 seconds")
+        number("key_lead_s", self.key_lead_s, 0, 30 * 86_400, unit="s")
+        number("pins_refresh_s", self.pins_refresh_s, 60, 30 * 86_400, unit="s")
+        number("cert_renew_before_s", self.cert_renew_before_s, 0, 365 * 86_400, unit="s")
+        number("authorizations_refresh_s", self.authorizations_refresh_s, 30, 86_400, unit="s")
 
 
 @dataclass(frozen=True, slots=True)

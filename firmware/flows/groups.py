@@ -1,4 +1,4 @@
-"""Customer-flow groups (the scheme Individ publishes for retail flows), as built and measured here.
+"""Customer-flow groups (the scheme Individ publishes for retail flows).
 
 For each tracked person in a window: the 1,024-value MobileNet appearance embedding of a few crops
 (`hal.embedder`), averaged per track, L2-normalized, projected onto a population basis (centre + the top
@@ -9,11 +9,9 @@ device and per period, so groups of different devices or days cannot be joined) 
 every group released is padded with fictitious members up to `min_count`, and decoy groups made only of
 fictitious members are added, so no released group is ever small and the presence of a group says little.
 
-Why a projection: measured on PETS09 crops (second half, 3 frames apart), hyperplanes on the raw
-(all-positive) embedding put everyone in a few groups (same person 43%, but two different people 22%); on the
-centred full embedding the same person lands in the same group only 5% of the time. A 4-d population basis
-gives 26% same person against 2.5% for different people at the default noise (bench/flowgroups.py); the
-generic ImageNet features of small, low-resolution crops are the limit, not the hashing.
+Why a projection: hyperplanes on the raw (all-positive) embedding put everyone in a few groups, and on the
+centred full embedding the same person rarely lands in the same group twice; a small population basis keeps
+the same person together far more often than two different people (figures: docs/TUNING.md).
 
 The cloud estimates zone-to-zone flow from groups present in zone a in one window and zone b in the next,
 minus what chance explains, scaled by the scheme's same-group rate (`estimate_transitions`).

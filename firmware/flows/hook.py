@@ -7,8 +7,8 @@ every confirmed track (its foot point on the ground) and embeds a few of them:
   (1, 2, 4, 8 s by default), so a short visit still gets several crops and a long one its whole stay;
 - at most `max_embeds_per_tick` crops per tick (the most starved tracks first), and only while the tick,
   from its frame's capture, plus the last embeddings' cost stays within `tick_share` of the loop's period
-  (a due crop waits for a later tick: `deferred`), so the loop keeps its cadence. One embedding costs ~10 ms
-  wall on two laptop CPU threads (`python -m bench.flowgroups_loop`), a few ms on the Edge TPU;
+  (a due crop waits for a later tick: `deferred`), so the loop keeps its cadence (an embedding's cost:
+  `python -m bench.flowgroups_loop`);
 - a crop is copied out of the frame (the main stream when there is one, it has more pixels per person),
   embedded, and zeroed at once; the embedder zeroes its own resized copy and the model's input. The frame
   is held that much longer (the tracker and any embedding run before its release on these ticks).
@@ -212,12 +212,12 @@ class FlowGroupHook:
                                deferred_ticks=deferred)
             return []
         records = [r.to_json() for r in win.close(hasher, self._rng, self.zones)]
-        if records:
-            self._emit(records)
+        if records:  # audited first: records the log never recorded must never leave (a full disk fails here)
             self._audit.append("flowgroups_released", wall, window_start=win.window_start,
                                window_s=self.config.window_s, records=len(records),
                                groups=sum(len(r["groups"]) for r in records), min_count=self.config.min_count,
                                crops=embedded, deferred_ticks=deferred)
+            self._emit(records)
         return records
 
     def held_tracks(self) -> int:

@@ -80,7 +80,7 @@ def fine_edges(cfg: PrivacyConfig) -> list[float]:
     """The dwell histogram's internal bucket edges: the configured ones and the presence cap's candidates
     (30 s, or a quarter of a shorter window, doubling up to `presence_cap_s`, short of the window: no one stays
     longer than the window). A 1-minute window gets 15 s and 30 s: walkers pass in 10 to 20 s, and a 15 s cap
-    halves the mean's noise (ETH/UCY at epsilon 1, k=5, 1-minute windows: occupancy 85.7% -> 88.5%)."""
+    halves the mean's noise."""
     top = min(cfg.presence_cap_s, cfg.window_s)
     grid, c = [], min(30, cfg.window_s // 4)
     while c < top:
@@ -110,16 +110,14 @@ def presence_cap(cfg: PrivacyConfig, edges: Sequence[float], noisy_hist: Sequenc
     b^2 / 2s while it is small against the noise scale s = cap / e_mean (E|N - b| = b + s e^(-b/s) for Laplace
     noise), so the best cap leaves (1 + x) / (e^x - 1) / e_mean people beyond it, x = b/s: 3.5 / e_mean at
     x = 0.33. Why the allowance: the count beyond a short cap sums the noise of every longer bucket (of every
-    zone), which otherwise pushes the choice to long caps and loud noise; with four zones it lifts ETH/UCY
-    occupancy at epsilon 1 from 77% to 85%, with one zone it costs 0.2 points. Both constants were chosen
-    on the bench's ETH/UCY scenes (bench.privacy also prints what the best fixed cap reaches)."""
+    zone), which otherwise pushes the choice to long caps and loud noise. How both constants were chosen, and
+    what they are worth: docs/TUNING.md."""
     tail = math.ceil(CAP_TAIL / float(e_mean))
     beyond = np.cumsum(np.asarray(noisy_hist[::-1]))[::-1][1:]  # beyond[i]: noised count above edges[i]
     for j, (edge, n) in enumerate(zip(edges, beyond, strict=True)):
         if edge > cfg.presence_cap_s or edge >= samples:
             break
-        # the allowance counts every bucket above, the exact zeros past the samples too (live_buckets): counting
-        # only the noised ones narrows it and cost the 4-zone ETH/UCY run a point of occupancy at epsilon 1
+        # the allowance counts every bucket above, the exact zeros past the samples too (live_buckets)
         if n <= tail + math.sqrt(bucket_var * (len(edges) - j)):
             return int(edge)
     return int(min(cfg.presence_cap_s, samples))

@@ -75,8 +75,37 @@ def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
-def _head_message(seq: int, digest: str) -> bytes:
-    return canonical({"seq": seq, "hash": digest})
+def _mark_path(path: Path) -> Path:
+    return path.with_name(path.name + ".hwm")
+
+
+def _head_message(seq: int, digest: str, counter: int | None = None) -> bytes:
+    if counter is None:  # a head written before heads carried a counter
+        return canonical({"seq": seq, "hash": digest})
+    return canonical({"seq": seq, "hash": digest, "counter": counter})
+
+
+def head_counter(head: Mapping[str, Any]) -> int:
+    """A head's monotonic counter (its seq for a head written before heads carried one)."""
+    c = head.get("counter", head.get("seq", 0))
+    return int(c) if isinstance(c, int) else 0
+
+
+def read_mark(path: str | os.PathLike[str]) -> int | None:
+    """The high-water mark of the log at `path`: the highest head counter it has ever written (None: none)."""
+    try:
+        mark = json.loads(_mark_path(Path(path)).read_bytes())
+        return int(mark["counter"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def rollback_problems(head: Mapping[str, Any] | None, seen: int | None, by: str) -> list[str]:
+    """A head older than a counter seen before (`by`: who saw it) means the log and its head were rolled back."""
+    if seen is None or head is None or head_counter(head) >= seen:
+        return []
+    return [f"the head's counter {head_counter(head)} is below the {seen} {by} saw: the log and its head were "
+            "rolled back to an earlier snapshot"]
 
 
 class HeadSigner(Protocol):
@@ -132,8 +161,9 @@ def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_
                   named: tuple[str, str] | None) -> list[str]:
     """What is wrong with a head for a log ending at `last` (`before_last` accepted too: a crash between the
     line and its head), when the log names `named` = (alg, key) as the key of that head (None: unsigned)."""
-    if head is None:
-        return [] if last[0] <= 1 else [f"no head file, though the log holds {last[0]} entries"]
+    if head is None:  # every append writes a head: a log without one was cut and its head deleted
+        return [] if last[0] == 0 else [f"no head file, though the log holds {last[0]} entries: the head was "
+                                         "deleted (and the log perhaps cut back)"]
     anchored = (head.get("seq"), head.get("hash"))
     if anchored != last and (before_last is None or anchored != before_last):
         return [f"the head anchors seq {head.get('seq')} but the log ends at seq {last[0]}: entries were removed "
@@ -144,7 +174,7 @@ def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_
         return ["the head is not signed, though the log says its heads are signed by the device key"]
     try:
         ok = signature_ok(public_key_from_b64(named[1]), base64.b64decode(head["sig"]),
-                          _head_message(int(head["seq"]), str(head["hash"])))
+                          _head_message(int(head["seq"]), str(head["hash"]), head.get("counter")))
     except (DeviceKeyError, ValueError, TypeError):
         ok = False
     return [] if ok else ["the head signature does not verify with the device key the log names"]
@@ -168,10 +198,13 @@ class AuditLog:
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.seq, self.last_hash, self._size = 0, GENESIS, 0
+        self.counter = 0  # the head's monotonic counter: one more on every head written, never reset
+        self.head: dict[str, Any] | None = None  # the last head written (it travels with upload batches)
         self._logged_key: str | None = None
         self._unanchored: int | None = None
         with self._lock, self._locked_file() as f:
             problems = self._resume(f)
+            self.tamper_found = tuple(problems)  # what opening found (the budget ledger then trusts no spend)
             if problems:
                 log.error("audit log %s: %s", self.path, "; ".join(problems))
                 self._append(f, "audit_tamper_found", self._last_t, {"problems": problems, "log_seq": self.seq})
@@ -220,14 +253,17 @@ class AuditLog:
         return entry
 
     def _write_head(self, seq: int, digest: str) -> None:
-        head: dict[str, Any] = {"seq": seq, "hash": digest}
-        message = _head_message(seq, digest)
+        counter = self.counter + 1
+        head: dict[str, Any] = {"seq": seq, "hash": digest, "counter": counter}
+        message = _head_message(seq, digest, counter)
         if self._signer is not None:
             head.update(sig=base64.b64encode(self._signer.sign(message)).decode("ascii"), alg=self._signer.alg,
                         key=self._logged_key)
         elif self._sign_raw is not None:
             head["sig"] = base64.b64encode(self._sign_raw(message)).decode("ascii")
         write_atomic(_head_path(self.path), canonical(head))
+        write_atomic(_mark_path(self.path), canonical({"counter": counter, "seq": seq}))
+        self.counter, self.head = counter, head
 
     def _read(self, f: Any) -> bytes:
         try:
@@ -262,8 +298,12 @@ class AuditLog:
             return ["the head file is unreadable"]
         if head is not None and not isinstance(head, dict):
             return ["the head file is not a head"]
+        mark = read_mark(self.path)
+        self.counter = max(head_counter(head) if head else 0, mark or 0, self.seq)
+        self.head = head
         named = tail.key_at(head["seq"]) if head is not None and isinstance(head.get("seq"), int) else None
         problems = head_problems(head, tail.last, tail.before_last, named)
+        problems += rollback_problems(head, mark, "high-water mark beside the log")
         if not problems and head is not None and (head.get("seq"), head.get("hash")) != tail.last:
             self._unanchored = tail.last[0]  # a crash between the last line and its head
         return problems
@@ -287,6 +327,7 @@ class AuditLog:
         if len(complete) < len(new):  # that process died mid-line: cut it, as opening would
             f.truncate(start + len(complete))
         tail = _scan(complete)
+        self.counter = max(self.counter, read_mark(self.path) or 0)  # that process wrote heads too
         if tail.last[0]:
             self.seq, self.last_hash = tail.last
         if tail.keys:
@@ -303,12 +344,14 @@ class VerifyResult:
 
 
 def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
-           cert: str | os.PathLike[str] | None = None) -> VerifyResult:
+           cert: str | os.PathLike[str] | None = None, seen_counter: int | None = None) -> VerifyResult:
     """Checks every entry's hash, the chain, the sequence numbers and the head; reports every
     `audit_tamper_found` entry (damage the device itself found on opening the log). The head signature is
     checked against the key the log names for it (`audit_signing` entries) and, when given, against the device
     key: `cert` (the device certificate, PEM) or `public_key` (base64: raw Ed25519, or DER SubjectPublicKeyInfo).
-    Only the given key proves the log against a forger who rewrote all of it. Never raises on a bad log."""
+    Only the given key proves the log against a forger who rewrote all of it. A head whose counter is below
+    the log's high-water mark (`<log>.hwm`) or below `seen_counter` (the last counter the cloud recorded for
+    the device) means (log, head) were rolled back to an earlier snapshot. Never raises on a bad log."""
     p = Path(path)
     try:
         raw_lines = p.read_bytes().split(b"\n")
@@ -331,7 +374,8 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
                 first_bad = prev_seq + 1
         if entry is not None:
             prev_hash, prev_seq = entry["hash"], entry["seq"]
-    problems.extend(_check_head(p, prev_seq, prev_hash, _Tail((0, ""), (0, ""), tuple(keys)), public_key, cert))
+    problems.extend(_check_head(p, prev_seq, prev_hash, _Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
+                                seen_counter))
     if problems and first_bad is None:
         first_bad = prev_seq + 1
     return VerifyResult(not problems, n, tuple(problems), first_bad)
@@ -364,7 +408,7 @@ def _check_line(raw: bytes, lineno: int, prev_hash: str, prev_seq: int) -> tuple
 
 
 def _check_head(p: Path, last_seq: int, last_hash: str, tail: _Tail, public_key: str | None,
-                cert: str | os.PathLike[str] | None) -> list[str]:
+                cert: str | os.PathLike[str] | None, seen_counter: int | None = None) -> list[str]:
     head_path = _head_path(p)
     try:
         head = json.loads(head_path.read_bytes())
@@ -375,7 +419,9 @@ def _check_head(p: Path, last_seq: int, last_hash: str, tail: _Tail, public_key:
     if not isinstance(head, dict):
         return [f"head file {head_path.name} is not a head"]
     named = tail.key_at(head["seq"]) if isinstance(head.get("seq"), int) else None
-    problems = head_problems(head, (last_seq, last_hash), None, named)
+    problems = rollback_problems(head, read_mark(p), "high-water mark beside the log")
+    problems += rollback_problems(head, seen_counter, "cloud (or another witness)")
+    problems += head_problems(head, (last_seq, last_hash), None, named)
     if (public_key is not None or cert is not None) and ("sig" in head or named is None):  # else said above
         problems.extend(_check_head_signature(head, public_key, cert))
     return problems
@@ -390,7 +436,8 @@ def _check_head_signature(head: Mapping[str, Any], public_key: str | None,
     if "sig" not in head:
         return ["the head is not signed"]
     try:
-        ok = signature_ok(key, base64.b64decode(head["sig"]), _head_message(int(head["seq"]), str(head["hash"])))
+        ok = signature_ok(key, base64.b64decode(head["sig"]),
+                          _head_message(int(head["seq"]), str(head["hash"]), head.get("counter")))
     except (ValueError, TypeError):
         ok = False
     if ok:

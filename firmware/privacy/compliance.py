@@ -4,7 +4,8 @@ firmware.privacy.dpia).
 What the device holds, by design: no identities, no face templates, no stored embeddings (flow-group
 embeddings live in memory for one window), no frames (buffers zeroed each tick). It holds, until uploaded:
 quantized tracks under pseudonyms whose key lives only in memory and rotates (profile `tracks`), released
-aggregates, flow-group counts, de-identified sample images (every person and face blurred), and the audit log.
+aggregates, flow-group counts, demographic histograms, de-identified sample images (every person and face
+blurred), and the audit log.
 So a request can only be answered by time range (and zone): the device cannot find "the records of this
 person", and says so. Erasure deletes everything held in the range through the injected store (the outbox).
 
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from firmware.errors import ComplianceError
 from firmware.privacy.audit import AuditSink
 
-KINDS = ("sample", "track", "aggregate", "flowgroups")
+KINDS = ("sample", "track", "aggregate", "flowgroups", "demographics")
 MAX_RANGE_S = 31 * 86400
 
 

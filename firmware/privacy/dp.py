@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from fractions import Fraction
+from math import exp, isqrt
 from typing import Protocol
 
 
@@ -86,7 +87,6 @@ def discrete_gaussian(sigma2: Fraction, rng: RandomSource = SYSTEM) -> int:
 
 def _isqrt_floor(x: Fraction) -> int:
     """floor(sqrt(x)) exactly for a non-negative rational."""
-    from math import isqrt
 
     r = isqrt(x.numerator // x.denominator)
     while (r + 1) ** 2 <= x:
@@ -97,7 +97,6 @@ def _isqrt_floor(x: Fraction) -> int:
 def laplace_pmf(z, scale: Fraction | float):
     """The exact distribution, for tests and accuracy bounds: (1 - q) / (1 + q) * q^|z| with q = exp(-1/scale).
     `z` an integer or a NumPy array of them (then an array of probabilities)."""
-    from math import exp
 
     q = exp(-1 / float(scale))
     return (1 - q) / (1 + q) * q ** abs(z)
@@ -105,7 +104,6 @@ def laplace_pmf(z, scale: Fraction | float):
 
 def laplace_var(scale: Fraction) -> float:
     """The variance of the discrete Laplace distribution: 2q / (1 - q)^2 with q = exp(-1/scale)."""
-    from math import exp
 
     q = exp(-1 / float(scale))
     return 2 * q / (1 - q) ** 2
@@ -113,7 +111,6 @@ def laplace_var(scale: Fraction) -> float:
 
 def laplace_tail(threshold: int, scale: Fraction) -> float:
     """P[Z >= threshold] for threshold >= 1: q^threshold / (1 + q)."""
-    from math import exp
 
     q = exp(-1 / float(scale))
     return q**threshold / (1 + q)

@@ -65,6 +65,13 @@ FACT_KEYS = {
     "flow_min": "flowgroups.min_count",
     "flow_window_s": "flowgroups.window_s",
     "flow_period_s": "flowgroups.period_s",
+    "demo_on": "demographics.enabled",
+    "demo_window_s": "demographics.window_s",
+    "demo_k": "demographics.k",
+    "demo_epsilon": "demographics.epsilon",
+    "demo_daily_epsilon": "demographics.daily_epsilon",
+    "demo_crops": "demographics.crops_per_track",
+    "demo_cells": "demographics.suppress_cells",
     "audit_file": "privacy.audit_file",
 }
 
@@ -74,6 +81,7 @@ def facts(cfg: UmbraConfig) -> dict[str, Fact]:
     out = {name: _get(cfg, key) for name, key in FACT_KEYS.items()}
     budgets = cfg.privacy.budgets()
     out["epsilon_day"] = Fact("", {s: float(budgets[s]) for s in STREAMS})
+    out["demo_epsilon_day"] = Fact("", float(cfg.demographics.daily_budget()))
     return out
 
 
@@ -117,8 +125,27 @@ def _leaves(f: dict[str, Fact]) -> list[tuple[str, str]]:
                      f"noisy locality-sensitive hash of an appearance embedding that never leaves memory; every "
                      f"group padded to at least {v['flow_min']} with fictitious members, plus decoy groups; "
                      f"hyperplanes re-drawn every {v['flow_period_s']} s and at every restart"))
+    if v["demo_on"]:
+        rows.append(_demographics_row(v))
     rows.append(("audit log summaries (on request)", "hash-chained, contains no pixels, boxes or identities"))
     return rows
+
+
+def _demographics_row(v: dict[str, Any]) -> tuple[str, str]:
+    windows = 86_400 // int(v["demo_window_s"])
+    day = f"{v['demo_epsilon_day']:g}" + ("" if v["demo_daily_epsilon"] else
+                                          f" (epsilon times the {windows} windows)")
+    return ((f"demographics: a histogram of estimated age band (0-17, 18-27, 28-37, 38-47, 48-57, 58+) by "
+             f"estimated gender (female, male) per zone and window of {v['demo_window_s']} s; no mood or other "
+             "attribute (no model here)"),
+            (f"estimated on the device from up to {v['demo_crops']} face crops per person and window (dlib's "
+             "age and gender networks), zeroed in the tick; no estimate leaves alone, is stored or logged: each "
+             "person counts once, in one zone, only inside the window's histogram (sensitivity 1); discrete "
+             f"Laplace noise, epsilon = {v['demo_epsilon']} per window (all zones), {day} per day on the "
+             f"`demographics` stream of the same budget; a zone released only when its noised total passes "
+             f"the private threshold for k = {v['demo_k']}"
+             + ("; each cell also withheld below it" if v["demo_cells"] else "")
+             + "; no pseudonym, flow group or time finer than the window"))
 
 
 def _kept(f: dict[str, Fact]) -> list[str]:
@@ -126,6 +153,9 @@ def _kept(f: dict[str, Fact]) -> list[str]:
     rows = ["| frames | zeroed in the tick that captured them (never written) |",
             f"| pseudonym key | memory only, replaced every {v['rotate_s']:g} s |",
             "| flow-group embeddings | memory only, one window |"]
+    if v["demo_on"]:
+        rows.append("| demographic estimates (per person: mean estimated age and gender probability of its "
+                    "crops) | memory only, one window, zeroed when the histogram is made |")
     if v["flow_on"]:
         rows.append("| flow-group population statistics (mean and top principal directions of a period's crop "
                     "embeddings, no identity) | memory only: gathered over one period, the basis fitted from "

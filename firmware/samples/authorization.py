@@ -27,6 +27,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from firmware.config.samples import AuthorizationConfig
 from firmware.errors import AuthorizationRefused
@@ -66,7 +67,6 @@ def _b64d(s: str) -> bytes:
 
 def public_key_b64(private_key: Ed25519PrivateKey) -> str:
     """The config value for a customer's key pair (for the customer's tooling and tests)."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return base64.b64encode(private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 

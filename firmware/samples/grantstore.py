@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.config import UmbraConfig
+from firmware.config import UmbraConfig, resolve_path
 from firmware.errors import AuthorizationRefused, TokenStoreError
-from firmware.privacy.audit import AuditSink
-from firmware.samples.authorization import MAX_TOKEN_CHARS, Authorizer, Grant
+from firmware.privacy.audit import AuditSink, NoAudit
+from firmware.samples.authorization import MAX_TOKEN_CHARS, Authorizer, Grant, _token_id_or_none
 from firmware.samples.taking import SampleScheduler
 from hal.detections import Detections
 from hal.frame import Frame
@@ -105,7 +105,6 @@ class TokenStore:
 
 
 def store_for(cfg: UmbraConfig, base: Path) -> TokenStore:
-    from firmware.config import resolve_path
 
     return TokenStore(resolve_path(cfg.device.state_dir, base) / FILE_NAME)
 
@@ -182,7 +181,6 @@ def revoke(store: TokenStore, token_id: str, now: float, audit: AuditSink) -> bo
 
 
 def _token_id(token: str) -> str | None:
-    from firmware.samples.authorization import _token_id_or_none
 
     return _token_id_or_none(token)
 
@@ -216,8 +214,8 @@ class GrantRefresher:
     or `revoke` ran), re-loads the grants into the scheduler; with an `inbox` (the tokens the uploader fetched
     from the cloud), takes in what arrived there first."""
 
-    def __init__(self, store: TokenStore, authorizer_of: Callable[[], Authorizer], scheduler: SampleScheduler, audit: AuditSink,
-                 period_s: float = 60.0, inbox: TokenStore | None = None) -> None:
+    def __init__(self, store: TokenStore, authorizer_of: Callable[[], Authorizer], scheduler: SampleScheduler,
+                 audit: AuditSink, period_s: float = 60.0, inbox: TokenStore | None = None) -> None:
         self.store, self._authorizer_of, self.scheduler, self.audit = store, authorizer_of, scheduler, audit
         self.period_s = period_s
         self.inbox = inbox
@@ -253,7 +251,6 @@ def sensor_grants(cfg: UmbraConfig, base: Path, scheduler: SampleScheduler, audi
     them current; None when no customer key is configured (no token can verify then)."""
     if not cfg.authorization.customer_public_key:
         return None
-    from firmware.privacy.audit import NoAudit
 
     sink = audit if audit is not None else NoAudit()
     store = store_for(cfg, base)

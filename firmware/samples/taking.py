@@ -237,8 +237,83 @@ def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+@dataclass(frozen=True, slots=True)
+class Cleaned:
+    """The outcome of `clean_sample`: `image` is None when the sample could not be cleaned (`left` faces or
+    persons were still found on the image as it would be sent, after every pass and the harder blur)."""
+
+    image: np.ndarray | None
+    regions: list[tuple[int, int, int, int]]
+    harder: int  # regions blurred by the last, harder stage
+    left: int
+
+
+def still_found(rgb: np.ndarray, face_detector: FaceFinder | None, person_finder: PersonFinder | None,
+                config: SamplesConfig) -> list[tuple[int, int, int, int]]:
+    """Pixel regions (with margins) of the faces and persons the detectors find on `rgb` as it would be sent."""
+    h, w = rgb.shape[:2]
+    scale = np.array([w, h, w, h], dtype=np.float64)
+    seen = _as_sent(rgb, config.jpeg_quality)
+    found: list[tuple[int, int, int, int]] = []
+    if face_detector is not None:
+        found += [_expand(b, config.face_margin, w, h)
+                  for b in np.asarray(face_detector.detect(seen).boxes, np.float64).reshape(-1, 4) * scale]
+    if person_finder is not None:
+        found += [_expand(b, config.person_margin, w, h)
+                  for b in np.asarray(person_finder(seen), np.float64).reshape(-1, 4) * scale]
+    return found
+
+
+def clean_sample(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
+                 person_finder: PersonFinder | None, config: SamplesConfig | None = None) -> Cleaned:
+    """De-identifies (`deidentify_regions`), then checks the result as it would be sent: anything the face
+    detector or the person finder still finds is blurred harder (twice the margin, one colour per region),
+    and checked again; if anything is still found, the sample cannot be cleaned (`image` None; the blurred
+    copy is zeroed)."""
+    cfg = config or SamplesConfig()
+    out, regions = deidentify_regions(main_rgb, person_boxes, face_detector, cfg, person_finder)
+    found = still_found(out, face_detector, person_finder, cfg)
+    harder = len(found)
+    if found:
+        h, w = out.shape[:2]
+        for x0, y0, x1, y1 in found:
+            mx, my = (x1 - x0) // 4, (y1 - y0) // 4
+            r = (max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my))
+            blur_region(out, *r, min_block_px=max(r[2] - r[0], r[3] - r[1]))
+            regions.append(r)
+        found = still_found(out, face_detector, person_finder, cfg)
+    if found:
+        out.fill(0)
+        return Cleaned(None, regions, harder, len(found))
+    return Cleaned(out, regions, harder, 0)
+
+
+def letterbox(rgb: np.ndarray, boxes: np.ndarray, source_size: tuple[int, int] | None = None,
+              width: int = 640, height: int = 480) -> tuple[np.ndarray, np.ndarray]:
+    """The image fitted whole into width x height (aspect ratio kept, black bars, never stretched) and its
+    normalized boxes mapped into it. `source_size`: the view the boxes are normalized to, when `rgb` is
+    already that view fitted into the main stream's size (`hal.frame.letterbox_rect`)."""
+    import cv2
+
+    from hal.frame import letterbox_rect
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = rgb.shape[:2]
+    if (w, h) != (width, height):
+        x0, y0, fw, fh = letterbox_rect((w, h), (width, height))
+        out = np.zeros((height, width, 3), np.uint8)
+        out[y0:y0 + fh, x0:x0 + fw] = cv2.resize(rgb, (fw, fh), interpolation=cv2.INTER_AREA)
+        rgb, source_size = out, (w, h)
+    if source_size is not None:
+        x0, y0, fw, fh = letterbox_rect(source_size, (width, height))
+        boxes = (boxes * np.array([fw, fh, fw, fh]) + np.array([x0, y0, x0, y0])) / np.array(
+            [width, height, width, height])
+    return rgb, boxes
+
+
 def fit_main(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
-    """An image of another size cut to 4:3 around its centre and resized to the main stream's size."""
+    """An image of another size cut to 4:3 around its centre and resized to the main stream's size (aspect
+    ratio kept). The sample taker letterboxes instead (`letterbox`: nothing of the view is cut)."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -288,20 +363,35 @@ class SampleTaker:
         self.persons = person_finder
         self._put, self._audit = put, audit
 
-    def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float) -> dict | None:
+    def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float,
+                   source_size: tuple[int, int] | None = None) -> dict | None:
+        """At a due instant: the sample record put into the outbox, or None (not due, or dropped because it
+        could not be cleaned: then audited as `sample_dropped` and never put). `person_boxes` are normalized
+        to `source_size` (the sensor's view; the main image is that view fitted whole into 640x480)."""
         if main_rgb is None:  # no main image this tick: a due slot stays pending until one comes
             return None
         slot = self.scheduler.due(now)
         if slot is None:
             return None
         grant = slot.grant
-        blurred, regions = deidentify_regions(main_rgb, person_boxes, self.faces, self.config, self.persons)
-        jpeg = encode_sample(blurred, self.config.jpeg_quality)
-        blurred.fill(0)
+        fitted, boxes = letterbox(main_rgb, person_boxes, source_size)
+        cleaned = clean_sample(fitted, boxes, self.faces, self.persons, self.config)
+        if fitted is not main_rgb:
+            fitted.fill(0)
+        if cleaned.image is None:
+            log.warning("sample: %d face(s) or person(s) still found after the harder blur; sample dropped",
+                        cleaned.left)
+            self._audit.append("sample_dropped", now, reason="not-clean", still_found=cleaned.left,
+                               regions_blurred=len(cleaned.regions), authorization=grant.token_id if grant else None)
+            return None
+        jpeg = encode_sample(cleaned.image, self.config.jpeg_quality)
+        cleaned.image.fill(0)
         record = sample_record(jpeg, now, grant)
+        # the audit entry first: a sample the log never recorded must never leave (a full disk fails it here)
+        self._audit.append("sample_taken", now, bytes=len(jpeg), regions_blurred=len(cleaned.regions),
+                           blurred_harder=cleaned.harder, authorization=record["authorization"],
+                           checked=[n for n, f in (("faces", self.faces), ("persons", self.persons)) if f])
         self._put(record)
-        self._audit.append("sample_taken", now, bytes=len(jpeg), regions_blurred=len(regions),
-                           authorization=record["authorization"])
         return record
 
 
@@ -322,7 +412,7 @@ class SampleHook:
             self._purged_day = day
             purge_expired(self.store, wall, self.taker.config.retention_days, self.audit)
         boxes = detections.persons().boxes if detections is not None else np.zeros((0, 4))
-        self.taker.maybe_take(frame.main, boxes, wall)
+        self.taker.maybe_take(frame.main, boxes, wall, frame.source_size)
 
 
 def purge_expired(store: SampleStore, now: float, retention_days: int = 30,

@@ -25,7 +25,8 @@ from firmware.errors import SchemaError
 
 LOCAL = {"umbra.track/1": "track.json", "umbra.aggregate/1": "aggregate.json", "umbra.audit/1": "audit.json",
          "umbra.status/1": "status.json", "umbra.batch/1": "batch.json", "umbra.ota/1": "ota.json",
-         "umbra.sample/1": "sample.json", "umbra.flowgroups/1": "flowgroups.json"}
+         "umbra.sample/1": "sample.json", "umbra.flowgroups/1": "flowgroups.json",
+         "umbra.demographics/1": "demographics.json", "umbra.alert/1": "alert.json"}
 RECORD_SCHEMAS = tuple(sorted(set(LOCAL) - {"umbra.batch/1"}))
 
 Check = Callable[[Any], bool]

@@ -9,18 +9,19 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
 from firmware.config.sensing import LoopConfig
+from firmware.sensing.gating import Gate
 from firmware.sensing.geometry import Crossing
 from firmware.sensing.quantize import GroundState, Quantizer
 from firmware.sensing.records import QuantizedTrack
 from hal.camera import Camera
 from hal.clock import Clock
 from hal.detections import Detections
-from hal.detector import Detector
+from hal.detector import Detector, RegionDetector
 from hal.errors import CameraError, CameraStalled, DetectorError, EndOfStream
 from hal.frame import Frame
 
@@ -82,6 +83,7 @@ class SensorLoop:
         frame_hooks: Sequence[FrameHook] = (),
         profile: bool = False,
         track_hooks: Sequence[TrackHook] = (),
+        gate: Gate | None = None,
     ) -> None:
         self.config = config
         self.camera = camera
@@ -93,6 +95,7 @@ class SensorLoop:
         self.frame_hooks = list(frame_hooks)
         self.track_hooks = list(track_hooks)  # with none, the tracker runs after the frame is released
         self.profile = profile
+        self.gate = gate  # regions to detect in (firmware.sensing.gating); None: the detector's own tiling
         self.stats = LoopStats()
         self._period_ns = int(round(1e9 / config.detect_hz))
         self._emit_ns = int(round(1e9 / config.emit_hz))
@@ -130,12 +133,14 @@ class SensorLoop:
     def tick(self) -> bool:
         """One tick. Returns False when the camera has no more frames."""
         now = self.clock.monotonic_ns()
-        dt = 0.0 if self._prev_tick_ns is None else (now - self._prev_tick_ns) / 1e9
-        self._prev_tick_ns = now
         self.stats.ticks += 1
         frame = self._capture(now)
         if frame is _END:
             return False
+        # the tracker steps by the frames' own capture times (a camera that skipped frames says so)
+        seen_ns = frame.t_mono_ns if isinstance(frame, Frame) else now
+        dt = 0.0 if self._prev_tick_ns is None else max(seen_ns - self._prev_tick_ns, 0) / 1e9
+        self._prev_tick_ns = seen_ns
         own0 = time.thread_time_ns() if self.profile else 0
         detect_ns = 0
         boxes = np.zeros((0, 4))
@@ -147,8 +152,10 @@ class SensorLoop:
             held = time.perf_counter_ns()
             with frame:  # released, and so zeroed, on the way out whatever happens
                 self.stats.frames += 1
+                # the gate's motion and regions are the loop's own work, not inference
+                regions = self.gate.plan(frame.pixels, seen_ns / 1e9) if self.gate is not None else None
                 d0, w0 = (time.thread_time_ns(), time.perf_counter_ns()) if self.profile else (0, 0)
-                dets = self._detect(frame)
+                dets = self._detect(frame, regions)
                 if self.profile:
                     detect_ns = time.thread_time_ns() - d0
                     self.stats.detect_ns.append(time.perf_counter_ns() - w0)
@@ -159,18 +166,25 @@ class SensorLoop:
                     boxes = persons.to_pixels(*frame.source_size)
                     scores = persons.scores
                 if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
-                    tracks = _seen(self.tracker.update(boxes, scores, dt, size))
+                    tracks = self._track(boxes, scores, dt, size, seen_ns)
                     wall = self.clock.wall()
                     for track_hook in self.track_hooks:
                         track_hook(frame, tracks, wall)
             if self.profile:
                 self.stats.hold_ns.append(time.perf_counter_ns() - held)
         if tracks is None:
-            tracks = _seen(self.tracker.update(boxes, scores, dt, size))
+            tracks = self._track(boxes, scores, dt, size, seen_ns)
         self._emit(now, tracks)
         if self.profile:
             self.stats.own_ns.append(time.thread_time_ns() - own0 - detect_ns)
         return True
+
+    def _track(self, boxes: np.ndarray, scores: np.ndarray, dt: float, size: tuple[int, int] | None,
+               t_ns: int) -> Sequence:
+        tracks = self.tracker.update(boxes, scores, dt, size)
+        if self.gate is not None and size is not None:
+            self.gate.observe(tracks, size, t_ns / 1e9)  # coasting tracks too: they get regions
+        return _seen(tracks)
 
     def _capture(self, now: int) -> Frame | object | None:
         if not self._camera_open:
@@ -205,6 +219,8 @@ class SensorLoop:
         self._backoff_s = min(self._backoff_s * 2, self.config.reopen_backoff_s[1])
 
     def _close_camera(self) -> None:
+        if self.gate is not None:
+            self.gate.reset()  # the motion background is zeroed with the camera's buffers
         if self._camera_open:
             self._camera_open = False
             try:
@@ -212,9 +228,17 @@ class SensorLoop:
             except CameraError as e:
                 log.warning("camera close failed: %s", e)
 
-    def _detect(self, frame: Frame) -> Detections | None:
+    def _detect(self, frame: Frame, regions: np.ndarray | None = None) -> Detections | None:
+        bad = frame_problem(frame.pixels)
+        if bad is not None:  # a detector fed this would fail, or worse find no one, silently
+            self.stats.detector_errors += 1
+            log.warning("frame %d refused before the detector: %s", frame.seq, bad)
+            return None
         try:
-            dets = self.detector.detect(frame)
+            if regions is None:
+                dets = self.detector.detect(frame)
+            else:
+                dets = cast(RegionDetector, self.detector).detect(frame, regions)
         except DetectorError as e:
             self.stats.detector_errors += 1
             log.warning("detector failed on frame %d: %s", frame.seq, e)
@@ -255,6 +279,17 @@ class SensorLoop:
             found = []
         self._last_ground = {int(i): ground.xy[j].copy() for j, i in enumerate(ids)}
         return found
+
+
+def frame_problem(pixels: np.ndarray) -> str | None:
+    """Why a frame's model-input pixels break the detector contract (HxWx3 uint8 RGB), or None."""
+    if not isinstance(pixels, np.ndarray):
+        return f"pixels are a {type(pixels).__name__}, not an array"
+    if pixels.dtype != np.uint8:
+        return f"pixels are {pixels.dtype}, not uint8"
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 1:
+        return f"pixels have shape {pixels.shape}, not (height, width, 3)"
+    return None
 
 
 def _seen(tracks: Sequence) -> Sequence:

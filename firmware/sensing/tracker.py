@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 
 from firmware.config.sensing import TrackerConfig
 from firmware.sensing import camera_motion
+from firmware.sensing.score_scale import ScoreScale
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
 # Columns of the per-track float array.
@@ -35,6 +36,7 @@ _ONE = 24  # a constant 1, so the prediction's clocks are part of its product
 _LAG = 25  # the last sighting's horizontal innovation, in deviations (0 after a gap; see _lag)
 _CAMERA_MIN_PX = 0.25  # a camera-motion correction under this many pixels (and 0.1% in size) is left out
 _COLS = 26
+_SCALE_TICKS = 8  # ticks with matches between two updates of the learned score thresholds
 _FEW_ROWS = 6  # a correction of at most this many tracks runs in plain floats (see _correct_rows)
 _FADE_COLS = np.array([8, 12, 16])  # the horizontal centre's p11, p12 and p22 (see _lag)
 _HEADING_COLS = np.array([0, 1, 4, 5, 16, 17, _UNSEEN])  # centre, its velocity and variances, time unseen
@@ -98,6 +100,30 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, area_a: np.ndarray | None = None,
     union = area_a[:, None] + area_b
     union -= inter
     np.maximum(union, _TINY, out=union)  # boxes without area meet nothing
+    inter /= union
+    return inter
+
+
+def buffered_iou(a: np.ndarray, b: np.ndarray, wh_a: np.ndarray, wh_b: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """IoU of every box in `a` (N,4 xyxy; sizes `wh_a`) with every box in `b` (M,4; `wh_b`), both grown on each
+    side by row i's `margin` (N,2: x, y) (Yang et al.'s buffered IoU, WACV 2023, with a buffer per track): a
+    prediction that is unsure where its person went overlaps the detections within its uncertainty, where
+    plain IoU would be zero (a slow detector, a track unseen a while)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    m = margin[:, None, :]
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    lt -= m
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    rb += m
+    wh = np.maximum(rb - lt, _ZERO)
+    inter = wh[..., 0] * wh[..., 1]
+    m2 = 2.0 * margin
+    area_a = (wh_a[:, 0] + m2[:, 0]) * (wh_a[:, 1] + m2[:, 1])
+    union = (wh_b[None, :, 0] + m2[:, None, 0]) * (wh_b[None, :, 1] + m2[:, None, 1])
+    union += area_a[:, None]
+    union -= inter
+    np.maximum(union, _TINY, out=union)
     inter /= union
     return inter
 
@@ -169,6 +195,9 @@ class Tracker:
         self._motion_dt = 0.0  # the prediction's matrices, cached for this dt (see _motion); over 0 s: none
         self._motion_m = (np.eye(_COLS), np.zeros(_COLS))
         self._limits = _Limits(*(_const(getattr(self.config, name)) for name in _Limits._fields))
+        # The detector's score scale, learned from what confirmed tracks take (see _learn_scores); None: fixed.
+        self._scale = ScoreScale(min_samples=self.config.score_samples) if self.config.adaptive_scores else None
+        self._scale_buf: list[np.ndarray] = []
         self._frame: tuple[float, float] | None = None  # (width, height), once update() has been told
 
     def __len__(self) -> int:
@@ -205,6 +234,8 @@ class Tracker:
             pairs = self._associate(boxes, z, scores, track_used, det_used)
             if pairs is not None:
                 self._correct(*pairs, z, scores, dt)
+                if self._scale is not None:
+                    self._learn_scores(pairs[0], scores[pairs[1]])
         self._settle(track_used)
         fresh = ~det_used & (scores >= self._limits.new_track_score)
         if np.count_nonzero(fresh):
@@ -212,6 +243,23 @@ class Tracker:
         return self._report()
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _learn_scores(self, tracks: np.ndarray, scores: np.ndarray) -> None:
+        """The scores of detections confirmed tracks took this tick go to the score scale; every few ticks
+        (`_SCALE_TICKS`, so the cost stays small) high_score and new_track_score are set to its quantiles, once
+        it has enough samples. Both passes' matches count: learning from the first pass alone (scores above
+        high_score) would only ever raise the threshold."""
+        self._scale_buf.append(scores[self._state[tracks] != _TENTATIVE_I8])
+        if len(self._scale_buf) < _SCALE_TICKS:
+            return
+        assert self._scale is not None
+        self._scale.add(np.concatenate(self._scale_buf))
+        self._scale_buf = []
+        if self._scale.ready:
+            cfg = self.config
+            high = self._scale.quantile(cfg.high_quantile)
+            birth = max(self._scale.quantile(cfg.birth_quantile), high)
+            self._limits = self._limits._replace(high_score=_const(high), new_track_score=_const(birth))
 
     def _associate(self, boxes: np.ndarray, z: np.ndarray, scores: np.ndarray, track_used: np.ndarray,
                    det_used: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -223,9 +271,10 @@ class Tracker:
         d_all: list[np.ndarray] = []
 
         def take(t_mask: np.ndarray | None, d_mask: np.ndarray | None, threshold: np.ndarray, fuse: bool = False,
-                 bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None) -> None:
-            # On the whole matrix, the pairs allowed masked (None: all): no index mapping.
-            sim = iou * scores if fuse else iou
+                 bonus: Callable[[np.ndarray, np.ndarray], list[float]] | None = None,
+                 over: np.ndarray | None = None) -> None:
+            # On the whole matrix (`over`, else the IoU), the pairs allowed masked (None: all): no index mapping.
+            sim = over if over is not None else iou * scores if fuse else iou
             ok = sim >= threshold
             if t_mask is not None:
                 ok &= t_mask[:, None]
@@ -257,10 +306,22 @@ class Tracker:
             if established is not None:
                 left &= established
             take(left, ~is_high, lim.low_match_iou, False, heading)
+        # With gate_sigma, what is left is matched again on the IoU buffered by each prediction's uncertainty:
+        # established tracks the plain IoU could not place (a slow detector, a track unseen a while) take
+        # high-score detections, and newborns (whose speed is unknown) take their second sighting.
+        buffered = None
+        if cfg.gate_sigma and np.count_nonzero(det_used) < len(det_used):
+            left = ~track_used
+            if established is not None:
+                left &= established
+            if some_newborn or np.count_nonzero(left):
+                buffered = self._buffered(boxes, z)
+            if np.count_nonzero(left):
+                take(left, is_high & ~det_used, lim.match_iou, False, heading, buffered)
         # Newborn tracks take their second sighting from whatever detections are left: a high score started them,
         # so a low one may confirm them.
         if some_newborn:
-            take(newborn, ~det_used, lim.tentative_match_iou)
+            take(newborn, ~det_used, lim.tentative_match_iou, over=buffered)
         if not t_all:
             return None
         if len(t_all) == 1:
@@ -329,6 +390,14 @@ class Tracker:
         """IoU of every predicted track box with every detection."""
         f = self._f
         return iou_matrix(f[:, _POS] @ _XYXY, boxes, f[:, 2] * f[:, 3], z[:, 2] * z[:, 3])
+
+    def _buffered(self, boxes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """`buffered_iou` of every predicted track box with every detection, each grown by `gate_sigma`
+        deviations of its prediction's centre."""
+        f = self._f
+        margin = np.sqrt(f[:, 8:10])
+        margin *= self.config.gate_sigma
+        return buffered_iou(f[:, _POS] @ _XYXY, boxes, f[:, 2:4], z[:, 2:4], margin)
 
     def _camera(self, iou: np.ndarray, z: np.ndarray) -> bool:
         """Takes the camera's own motion out of the predictions, as far as this tick's detections show it
@@ -423,7 +492,7 @@ class Tracker:
         evidence. A jittery detector's innovations change sign and do not trigger it. Horizontal only: that is
         where people and a moving camera's view move; the vertical centre and the size follow the detector's
         box, whose errors repeat from one frame to the next (legs cut off, a scale step), so runs there are not
-        motion (with the vertical centre too, MOT17-04 lost 0.08 IDF1)."""
+        motion (docs/TUNING.md)."""
         sigma, next_tick = self.config.lag_sigma, 1.5 * dt
         now, lag = [], []
         # (In plain floats, as _correct_rows does it: a few numbers a row, where numpy's per-call cost dominates.)

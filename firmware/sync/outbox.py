@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -34,7 +35,7 @@ from firmware.sensing.loop import TickResult
 log = logging.getLogger(__name__)
 
 # dropped first ... dropped last when the outbox is full
-DROP_ORDER = ("track", "sample", "flowgroups", "status", "ota", "aggregate", "audit")
+DROP_ORDER = ("track", "sample", "flowgroups", "demographics", "status", "ota", "aggregate", "audit")
 _PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
 
 
@@ -52,11 +53,14 @@ class Batch:
     def __len__(self) -> int:
         return len(self.bodies)
 
-    def payload(self, device_id: str) -> bytes:
-        """The batch's JSON document (umbra.batch/1), built without re-parsing the records."""
-        head = json.dumps({"schema": "umbra.batch/1", "device_id": device_id, "outbox_id": self.outbox_id,
-                           "batch_id": self.batch_id, "seq": self.seq, "seqs": list(self.seqs)},
-                          separators=(",", ":"))
+    def payload(self, device_id: str, audit_head: Mapping[str, Any] | None = None) -> bytes:
+        """The batch's JSON document (umbra.batch/1), built without re-parsing the records; `audit_head`: the
+        audit log's signed head as it stands (its counter lets the cloud see a log that goes backwards)."""
+        doc: dict[str, Any] = {"schema": "umbra.batch/1", "device_id": device_id, "outbox_id": self.outbox_id,
+                               "batch_id": self.batch_id, "seq": self.seq, "seqs": list(self.seqs)}
+        if audit_head is not None:
+            doc["audit_head"] = dict(audit_head)
+        head = json.dumps(doc, separators=(",", ":"))
         return (head[:-1] + ',"records":[' + ",".join(self.bodies) + "]}").encode("utf-8")
 
 
@@ -72,7 +76,8 @@ class OutboxStats:
 
 def _time_and_zone(kind: str, record: Mapping[str, Any]) -> tuple[float | None, str | None]:
     """When a record's data was observed (None for kinds without one) and its zone, if it has one."""
-    t = record.get({"sample": "taken_at", "aggregate": "window_start", "flowgroups": "window_start"}.get(kind, "t"))
+    t = record.get({"sample": "taken_at", "aggregate": "window_start", "flowgroups": "window_start",
+                    "demographics": "window_start"}.get(kind, "t"))
     zone = record.get("zone")
     return (float(t) if isinstance(t, int | float) else None), (zone if isinstance(zone, str) else None)
 
@@ -113,11 +118,9 @@ class Outbox:
             validate = schema_validate
         self._validate = validate
         self._lock = threading.Lock()
+        self.recreated = 0  # times the database file was found deleted under us and written back (see _ensure_file)
         try:
-            Path(config.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(config.path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={config.synchronous}")
+            self._db = self._connect()
             self._db.executescript(_DDL)
             with self._tx():
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('outbox_id', ?)", (secrets.token_hex(8),))
@@ -130,6 +133,46 @@ class Outbox:
         self._count, self._bytes = int(n), int(b)
 
     # --- plumbing -------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        Path(self.config.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.config.path, isolation_level=None, check_same_thread=False, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.config.synchronous}")
+        st = os.stat(self.config.path)
+        self._ident = (st.st_dev, st.st_ino)
+        return db
+
+    def _ensure_file(self) -> None:
+        """Is our database still the file at the path? Deleted while we run (an operator, a cleaner), SQLite
+        would go on writing to the unlinked file and every record would be lost at the next start. If so,
+        everything the open connection still sees is copied to a new file at the path (sqlite's backup), the
+        connection moves to it, and it is counted and logged. Call with the lock held."""
+        try:
+            st = os.stat(self.config.path)
+            if (st.st_dev, st.st_ino) == self._ident:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise OutboxError(f"cannot check the outbox file {self.config.path}: {e.strerror}") from e
+        part = Path(self.config.path + ".restore")
+        try:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            part.unlink(missing_ok=True)
+            target = sqlite3.connect(str(part))
+            try:
+                self._db.backup(target)
+            finally:
+                target.close()
+            os.replace(part, self.config.path)
+            old, self._db = self._db, self._connect()
+            old.close()
+        except (sqlite3.Error, OSError) as e:
+            raise OutboxError(f"the outbox file {self.config.path} vanished and cannot be written back: {e}") from e
+        self.recreated += 1
+        log.error("outbox file %s was deleted while running: written back with its %d records (%d times)",
+                  self.config.path, self._count, self.recreated)
 
     def _tx(self) -> Any:
         db = self._db
@@ -174,6 +217,7 @@ class Outbox:
             return 0
         size = sum(r[2] for r in rows)
         with self._lock:
+            self._ensure_file()
             try:
                 with self._tx():
                     self._db.executemany("INSERT INTO records (kind, prio, size, body) VALUES (?, ?, ?, ?)", rows)
@@ -219,6 +263,7 @@ class Outbox:
     def take_batch(self) -> Batch | None:
         """The unacknowledged batch if there is one, else a new batch of the oldest records (or None)."""
         with self._lock:
+            self._ensure_file()
             try:
                 row = self._db.execute("SELECT batch_id, seq FROM batches ORDER BY seq LIMIT 1").fetchone()
                 if row is None:
@@ -253,6 +298,7 @@ class Outbox:
     def ack(self, batch_id: str) -> int:
         """The cloud holds this batch: delete it and its records. Returns how many records went."""
         with self._lock:
+            self._ensure_file()
             try:
                 with self._tx():
                     n, b = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE batch = ?",

@@ -8,7 +8,10 @@ import asyncio
 import logging
 import random
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from firmware import __version__
 from firmware.config import SyncConfig
 from firmware.errors import FirmwareError
 from firmware.sensing.loop import SensorLoop, TickResult, TickSink
@@ -32,6 +35,7 @@ class SyncService:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._flush_s = 0.0
+        self.audit_head: Callable[[], Mapping[str, Any] | None] | None = None  # set before start()
 
     @property
     def sink(self):  # the loop's TickSink
@@ -55,7 +59,8 @@ class SyncService:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.uploader = Uploader(self.config.uploader, self.config.tls, self.outbox, self.clock, random.Random())
+        self.uploader = Uploader(self.config.uploader, self.config.tls, self.outbox, self.clock, random.Random(),
+                                 audit_head=self.audit_head)
         self._ready.set()
         await self.uploader.run(self._stop)
         if self._flush_s > 0:  # a last attempt at what is pending; whatever fails stays in the outbox
@@ -71,20 +76,23 @@ class SyncService:
     def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0) -> TickSink:
         """A loop sink that puts a health record (umbra.status/1) into the outbox every `period_s` of wall
         time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks."""
-        from firmware import __version__
 
         started = self.clock.wall()
         due = [started]
+        last = [started, loop.stats.frames]  # fps: frames taken since the previous record
 
         def sink(tick: TickResult) -> None:
             if tick.wall < due[0]:
                 return
             due[0] = tick.wall + period_s
             st = self.outbox.stats()
+            span, frames = tick.wall - last[0], loop.stats.frames - last[1]
+            last[:] = [tick.wall, loop.stats.frames]
             self.outbox.enqueue([{
                 "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": profile,
                 "uptime_s": round(tick.wall - started, 1), "outbox_records": st.records,
                 "dropped": dict(st.dropped), "detector": loop.detector.backend, "overruns": loop.stats.overruns,
+                "fps": round(min(frames / span, 1000.0), 2) if span > 0 else 0.0,
             }])
 
         return sink
@@ -97,8 +105,11 @@ class SyncService:
     def stop(self, timeout_s: float = 30.0, flush: bool = True) -> None:
         """Stop the uploader; with `flush`, first try once (within half the timeout) to send what is pending."""
         self._flush_s = timeout_s / 2 if flush else 0.0
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the uploader's loop ended meanwhile (its failure was logged)
+                pass
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():

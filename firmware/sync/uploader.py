@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ from firmware.config.sync import UploaderConfig
 from firmware.errors import UploadError
 from firmware.sync.outbox import Batch, Outbox
 from hal.clock import Clock
+from hal.trustedtime import TrustedClock
 from trust import pki
-from trust.errors import NoUsableKey, PinMismatch, PinUpdateRefused
+from trust.errors import NoUsableKey, PinMismatch, TrustError
 from trust.keys import BatchKey, KeyRing, sign_headers
 from trust.tls import PinnedConnector as _PinnedConnector
 from trust.tls import PinStore, TlsConfig, client_context
@@ -90,9 +91,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 class Uploader:
     def __init__(self, config: UploaderConfig, tls: TlsConfig, outbox: Outbox, clock: Clock,
-                 rng: random.Random, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 rng: random.Random, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 audit_head: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
+        """`clock`: a TrustedClock holds key validity, signing times and renewal until wall time is trusted
+        (learnt from the cloud's Date when nothing else gave it); any other Clock is taken as trusted.
+        `audit_head`: the audit log's current signed head, sent with every batch."""
         config.validate()
+        self.audit_head = audit_head  # the audit log's current signed head, sent with every batch
         self.config, self.tls, self.outbox, self.clock, self.rng = config, tls, outbox, clock, rng
+        self.time = clock if isinstance(clock, TrustedClock) else TrustedClock.always_trusted(clock)
         self._sleep = sleep
         self.keyring = KeyRing(config.keyring_file)
         self.pins = PinStore(tls.pins_file, tls.fleet_root_public_key)
@@ -127,19 +134,42 @@ class Uploader:
         try:
             async with self._client().request(method, self.config.url + path, data=body, headers=headers,
                                               timeout=self._timeout, allow_redirects=False, **kw) as r:
-                raw = await r.content.read(self.config.max_response_bytes + 1)
+                if not self.time.trusted:  # the pinned, authenticated cloud says what time it is
+                    self._observe_date(r.headers.get("Date"))
+                raw = await _read_bounded(r.content, self.config.max_response_bytes)
                 if len(raw) > self.config.max_response_bytes:
                     raise UploadError(f"{path}: answer larger than {self.config.max_response_bytes} bytes",
                                       status=r.status)
                 if r.status != 200:
-                    ra = parse_retry_after(r.headers.get("Retry-After"), self.clock.wall())
+                    ra = parse_retry_after(r.headers.get("Retry-After"), self.time.wall())
                     raise UploadError(f"{path}: HTTP {r.status} {raw[:200]!r}", ra, r.status)
-                return json.loads(raw)
+                answer = json.loads(raw)
+                if not isinstance(answer, dict):
+                    raise UploadError(f"{path}: answer is JSON {type(answer).__name__}, not an object", status=200)
+                return answer
         except PinMismatch as e:
             self.stats.pin_failures += 1
             raise UploadError(f"{path}: {e}") from e
         except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             raise UploadError(f"{path}: {type(e).__name__}: {e}") from e
+
+    def _observe_date(self, value: str | None) -> None:
+        try:
+            when = email.utils.parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            self.time.observe_server_time(when.timestamp())
+
+    async def _learn_time(self) -> None:
+        """Wall time is not trusted yet: ask the cloud (any answer's Date will do) before anything time-bound."""
+        try:
+            await self._call("GET", "/v1/health")
+        except UploadError as e:
+            if e.status is None:
+                raise
+        if not self.time.trusted:
+            raise UploadError("time: wall time not trusted yet (no NTP sync, no usable Date from the cloud)")
 
     # --- one pass -------------------------------------------------------------------------------------------
 
@@ -147,6 +177,8 @@ class Uploader:
         res = CycleResult()
         self.stats.cycles += 1
         try:
+            if not self.time.trusted:
+                await self._learn_time()
             await self._housekeeping()
             for _ in range(self.config.max_batches_per_cycle):
                 batch = self.outbox.take_batch()
@@ -160,6 +192,8 @@ class Uploader:
                 res.backlog = len(self.outbox) > 0
         except UploadError as e:
             res.error, res.retry_after = str(e), e.retry_after
+        except TrustError as e:  # no usable signing key even after asking: counted, retried next cycle
+            res.error = f"keys: {e}"
         self._account(res)
         return res
 
@@ -178,10 +212,11 @@ class Uploader:
         log.warning("upload failed (%d in a row): %s", self._failures, res.error)
 
     async def _send(self, batch: Batch) -> bool:
-        body = gzip.compress(batch.payload(self.config.device_id), self.config.gzip_level, mtime=0)
+        head = self.audit_head() if self.audit_head is not None else None
+        body = gzip.compress(batch.payload(self.config.device_id, head), self.config.gzip_level, mtime=0)
         for attempt in (0, 1):
             key = await self._key()
-            headers = sign_headers(key, "POST", BATCH_PATH, self.config.device_id, body, self.clock.wall())
+            headers = sign_headers(key, "POST", BATCH_PATH, self.config.device_id, body, self.time.wall())
             headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
             try:
                 answer = await self._call("POST", BATCH_PATH, body, headers)
@@ -202,37 +237,47 @@ class Uploader:
 
     async def _key(self) -> BatchKey:
         try:
-            return self.keyring.current(self.clock.wall())
+            return self.keyring.current(self.time.wall())
         except NoUsableKey:
             await self._fetch_key()
-            return self.keyring.current(self.clock.wall())
+            return self.keyring.current(self.time.wall())
 
-    def _store_key(self, d: dict[str, Any]) -> None:
-        key = BatchKey.from_json(d)
+    def _store_key(self, d: object) -> None:
+        try:
+            if not isinstance(d, dict):
+                raise TypeError(f"a JSON {type(d).__name__}")
+            key = BatchKey.from_json(d)
+        except (KeyError, TypeError, ValueError, AttributeError, TrustError) as e:
+            raise UploadError(f"next_key: malformed signing key from the cloud ({e!r})", status=200) from e
         if key.key_id not in {k.key_id for k in self.keyring.keys()}:
-            self.keyring.add(key, self.clock.wall())
+            self.keyring.add(key, self.time.wall())
             self.stats.keys_received += 1
 
     async def _fetch_key(self) -> None:
         answer = await self._call("POST", "/v1/keys/next")
-        self._store_key(answer["next_key"])
+        self._store_key(answer.get("next_key"))
 
     async def _housekeeping(self) -> None:
-        now = self.clock.wall()
+        now = self.time.wall()
         if self.keyring.needs_next(now, self.config.key_lead_s):
             await self._fetch_key()
         if now >= self._next_pins_at:
             msg = await self._call("GET", "/v1/pins")
-            if int(msg.get("payload", {}).get("version", 0)) > self.pins.current.version:
+            payload = msg.get("payload")
+            version = payload.get("version", 0) if isinstance(payload, dict) else None
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise UploadError(f"/v1/pins: malformed pin-set message (payload {type(payload).__name__})",
+                                  status=200)
+            if version > self.pins.current.version:
                 try:
                     self.pins.update(msg)
-                except PinUpdateRefused as e:
-                    log.error("pin-set update refused: %s", e)
+                except (TrustError, KeyError, TypeError, ValueError, AttributeError) as e:
+                    log.error("pin-set update refused: %r", e)
             self._next_pins_at = now + self.config.pins_refresh_s
         if self.config.authorizations_file and now >= self._next_authorizations_at:
             self._next_authorizations_at = now + self.config.authorizations_refresh_s
             await self._fetch_authorizations()
-        if cert_expires(self.tls.cert_file) - now < self.config.cert_renew_before_s:
+        if self.time.trusted and cert_expires(self.tls.cert_file) - now < self.config.cert_renew_before_s:
             await self.renew_certificate()
 
     async def _fetch_authorizations(self) -> None:
@@ -291,7 +336,12 @@ class Uploader:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            res = await self.cycle()
+            try:
+                res = await self.cycle()
+            except Exception as e:  # the uploader never stops for good: counted, logged, retried with backoff
+                log.exception("upload cycle failed")
+                res = CycleResult(error=f"cycle: {type(e).__name__}: {e}")
+                self._account(res)
             self._kick.clear()
             delay = self.next_delay(res)
             if res.error is not None and res.retry_after is None and delay > self.config.period_s:
@@ -325,6 +375,17 @@ class Uploader:
                 return
             except (OSError, TimeoutError):
                 continue
+
+async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole answer, however small the pieces it arrives in, up to `limit` + 1 bytes (more is refused)."""
+    raw = bytearray()
+    while len(raw) <= limit:
+        chunk = await stream.read(limit + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
+
 
 def cert_expires(cert_file: str) -> float:
     return pki.load_cert(Path(cert_file)).not_valid_after_utc.timestamp()

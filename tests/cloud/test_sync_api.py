@@ -4,6 +4,7 @@ real mutual TLS finds no server error; requests without a client certificate nev
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import threading
 import time
@@ -17,11 +18,14 @@ import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from cloud import customers
 from cloud.app import Cloud, CloudConfig
 from hal.clock import FakeClock
 
 OPENAPI = Path(__file__).resolve().parents[2] / "cloud" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(OPENAPI)
+device_ops = schema.include(path_regex="^/(v1|ota)/")
+api_ops = schema.include(path_regex="^/(api|ops)/")
 
 
 @schemathesis.serializer("application/pkcs10")
@@ -39,6 +43,7 @@ class Running:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             self.runner, self.port = self.loop.run_until_complete(cloud.start(port=0))
+            self.api_runner, self.api_port = self.loop.run_until_complete(cloud.start_api(port=0))
             ready.set()
             self.loop.run_forever()
 
@@ -47,6 +52,7 @@ class Running:
         assert ready.wait(10)
 
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.api_runner.cleanup(), self.loop).result(10)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -54,8 +60,13 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    cloud = Cloud(CloudConfig(data_dir=str(tmp_path_factory.mktemp("cloud"))), FakeClock(start_wall=time.time()))
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path_factory.mktemp("cloud")), api_burst=10_000),
+                  FakeClock(start_wall=time.time()))
     (cloud.ota_dir / "1.root.json").write_text('{"signed": {}}')
+    customers.assign_sensor(cloud.store, "shop-1", "acme")
+    cloud.store.store_batch("shop-1", "a" * 32, "0" * 16, 1, time.time(), [(1, "umbra.aggregate/1", json.dumps(
+        {"schema": "umbra.aggregate/1", "window_start": 0, "window_s": 300, "metric": "line_flow", "zone": "door",
+         "values": [3, 1], "k": 5, "epsilon": 0.5, "sensitivity": 1, "mechanism": "discrete_laplace"}))])
     r = Running(cloud)
     yield r
     r.stop()
@@ -75,7 +86,8 @@ def test_routes_match_the_openapi_document(running: Running) -> None:
     doc = yaml.safe_load(OPENAPI.read_text())
     documented = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
     served = set()
-    for route in running.cloud.app().router.routes():
+    routes = [*running.cloud.app().router.routes(), *running.cloud.api_app().router.routes()]
+    for route in routes:
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter") or (info.get("prefix", "") + "/{path}")
         if route.method in ("HEAD", "OPTIONS"):
@@ -98,7 +110,7 @@ def test_ota_files_are_served_and_unauthenticated_clients_refused(running: Runni
     assert r.status_code == 415 and r.json()["error"] == "content_type"
 
 
-@schema.parametrize()
+@device_ops.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_schemathesis_finds_no_server_error(case: schemathesis.Case, running: Running,
                                             session: requests.Session) -> None:
@@ -106,6 +118,26 @@ def test_schemathesis_finds_no_server_error(case: schemathesis.Case, running: Ru
                          verify=session.verify, cert=session.cert)
     case.validate_response(response, checks=[not_a_server_error])
     assert response.status_code < 500 or response.status_code == 503
+
+
+@pytest.fixture(scope="module")
+def api_key(running: Running) -> str:
+    return customers.create_key(running.cloud.store, "acme", "customer", time.time())
+
+
+@api_ops.parametrize()
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_schemathesis_finds_no_server_error_in_the_read_api(case: schemathesis.Case, running: Running,
+                                                            api_key: str) -> None:
+    s = requests.Session()
+    s.trust_env = False
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {api_key}"}
+    if case.path_parameters and "sensor" in case.path_parameters and case.path_parameters["sensor"][:1] == "s":
+        case.path_parameters["sensor"] = "shop-1"  # some cases reach a sensor that holds data
+    response = case.call(base_url=f"https://localhost:{running.api_port}", session=s, timeout=10,
+                         verify=str(running.cloud.pki.ca_cert))
+    case.validate_response(response, checks=[not_a_server_error])
+    assert 200 <= response.status_code < 500
 
 
 def test_no_500_was_counted(running: Running) -> None:

@@ -59,7 +59,7 @@ def with_cloud(tmp: Path, body: Body, *, cloud_cfg: dict | None = None, outbox_c
     return asyncio.run(main())
 
 
-def test_records_arrive_exactly_once_even_when_the_ack_is_lost(tmp_path: Path) -> None:
+def test_records_arrive_exactly_once_even_when_the_ack_is_lost(tmp_path: Path, cloud_db: str) -> None:
     async def body(cloud: Cloud, up: Uploader, ob: Outbox, clock: FakeClock) -> None:
         sent = [track(i) for i in range(2500)]
         for k in range(0, 2500, 50):
@@ -82,7 +82,7 @@ def test_records_arrive_exactly_once_even_when_the_ack_is_lost(tmp_path: Path) -
         assert [json.loads(b) for b in cloud.store.bodies(DEV_DEVICE)] == sent
         assert up.next_delay(res) == 30.0
 
-    with_cloud(tmp_path, body, outbox_cfg={"batch_records": 1000})
+    with_cloud(tmp_path, body, cloud_cfg={"database": cloud_db}, outbox_cfg={"batch_records": 1000})
 
 
 async def _post(up: Uploader, body: bytes, headers: dict[str, str], path: str = "/v1/batches") -> tuple[int, dict]:
@@ -104,7 +104,7 @@ def _doc(ob: Outbox, n: int = 3) -> dict:
             "seq": 1, "seqs": list(range(1, n + 1)), "records": [track(i) for i in range(n)]}
 
 
-def test_replayed_edited_malformed_and_oversized_batches_are_refused(tmp_path: Path) -> None:
+def test_replayed_edited_malformed_and_oversized_batches_are_refused(tmp_path: Path, cloud_db: str) -> None:
     async def body(cloud: Cloud, up: Uploader, ob: Outbox, clock: FakeClock) -> dict:
         out = {}
         b, h = _signed(up, clock, _doc(ob))
@@ -125,7 +125,7 @@ def test_replayed_edited_malformed_and_oversized_batches_are_refused(tmp_path: P
         out["records"] = cloud.store.count("records")
         return out
 
-    got = with_cloud(tmp_path, body)
+    got = with_cloud(tmp_path, body, cloud_cfg={"database": cloud_db})
     assert got["first"][0] == 200 and got["records"] == 3
     assert got["replay"] == (409, got["replay"][1]) and got["replay"][1]["error"] == "replay"
     assert got["edited"][0] == 401 and got["edited"][1]["error"] == "bad_signature"
@@ -135,7 +135,7 @@ def test_replayed_edited_malformed_and_oversized_batches_are_refused(tmp_path: P
     assert got["bomb"][0] == 413
 
 
-def test_outage_retry_after_backoff_and_drain_at_once_after(tmp_path: Path) -> None:
+def test_outage_retry_after_backoff_and_drain_at_once_after(tmp_path: Path, cloud_db: str) -> None:
     async def body(cloud: Cloud, up: Uploader, ob: Outbox, clock: FakeClock) -> None:
         ob.enqueue([track(i) for i in range(120)])
         cloud.unavailable_until = clock.wall() + 600
@@ -154,12 +154,12 @@ def test_outage_retry_after_backoff_and_drain_at_once_after(tmp_path: Path) -> N
         res = await up.cycle()
         assert res.error is None and res.records == 120 and cloud.store.count("records") == 120
 
-    with_cloud(tmp_path, body, outbox_cfg={"batch_records": 50})
+    with_cloud(tmp_path, body, cloud_cfg={"database": cloud_db}, outbox_cfg={"batch_records": 50})
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480.0) == 0.0
     assert parse_retry_after("120", 0) == 120.0 and parse_retry_after("soon", 0) is None
 
 
-def test_keys_and_server_certificate_rotate_under_load(tmp_path: Path) -> None:
+def test_keys_and_server_certificate_rotate_under_load(tmp_path: Path, cloud_db: str) -> None:
     async def body(cloud: Cloud, up: Uploader, ob: Outbox, clock: FakeClock) -> tuple[int, int, Any]:
         first_key = up.keyring.current(clock.wall())
         n = 0
@@ -183,9 +183,9 @@ def test_keys_and_server_certificate_rotate_under_load(tmp_path: Path) -> None:
         h = sign_headers(key, "POST", "/v1/batches", DEV_DEVICE, b, clock.wall())
         return b, {**h, "Content-Type": "application/json", "Content-Encoding": "gzip"}
 
-    cfg = {"key_lifetime_s": 400, "rotate_lead_s": 150}
+    cfg = {"key_lifetime_s": 400, "rotate_lead_s": 150, "database": cloud_db}
     (n, keys_received, old), = [with_cloud(tmp_path, body, cloud_cfg=cfg, key_lead_s=60)]
-    store = __import__("cloud.store", fromlist=["Store"]).Store(tmp_path / "cloud" / "cloud.sqlite")
+    store = __import__("cloud.store", fromlist=["Store"]).Store(cloud_db or tmp_path / "cloud" / "cloud.sqlite")
     assert store.count("records") == n == 2400 and store.count("duplicate_records") == 0
     assert keys_received >= 4  # 1800 s of flow with 400 s keys
     assert old[0] == 401 and old[1]["error"] == "key_expired"  # the first key, refused after its expiry

@@ -111,7 +111,7 @@ def test_ops_status_reads_device_reports_from_the_cloud_and_halts(tmp_path, caps
     db.commit()
     db.close()
     assert main(["ota", "status", "--repo", str(tmp_path / "repo"), "--fleet", str(tmp_path / "fleet.txt"),
-                 "--cloud-data", str(tmp_path / "cloud"), "--apply"]) == 0
+                 "--cloud-data", str(tmp_path / "cloud"), "--apply"]) == 3
     out = capsys.readouterr().out
     assert f"{len(canaries)} reported, 1 failed" in out and "HALT" in out
     assert repo.rollout("2.0.0")["state"] == "halted"

@@ -43,7 +43,7 @@ def test_access_then_erasure_from_the_outbox(tmp_path, capsys):
     assert main(["privacy", "access", "--config", str(cfg), "--id", "r1", "--start", str(T0),
                  "--end", str(T0 + 3600), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert answer["held"] == {"sample": 1, "track": 2, "aggregate": 1, "flowgroups": 0}
+    assert answer["held"] == {"sample": 1, "track": 2, "aggregate": 1, "flowgroups": 0, "demographics": 0}
     assert answer["by_zone"] == {"door": 2, "till": 1, "-": 1}
     assert answer["sample_times"] == [T0 + 30]
     assert main(["privacy", "access", "--config", str(cfg), "--id", "r2", "--start", str(T0),

@@ -103,7 +103,9 @@ def test_rewritten_chain_is_caught_only_by_the_signed_head(tmp_path: Path) -> No
     forger.append("records_released", 1000.0, stream="occupancy", count=0, epsilon=0.5)
     path.write_bytes(forged_path.read_bytes())
     (tmp_path / "audit.jsonl.head").write_bytes((tmp_path / "forged" / "audit.jsonl.head").read_bytes())
-    assert audit.verify(path).ok  # unsigned check cannot tell
+    assert "rolled back" in audit.verify(path).problems[-1]  # the high-water mark beside the log is higher
+    (tmp_path / "audit.jsonl.hwm").write_bytes((tmp_path / "forged" / "audit.jsonl.hwm").read_bytes())
+    assert audit.verify(path).ok  # unsigned check cannot tell a forger who rewrote every file
     result = audit.verify(path, pub)
     assert not result.ok and "signature" in result.problems[-1]
 

@@ -131,8 +131,10 @@ def test_a_crash_between_the_line_and_its_head_is_not_tampering(tmp_path: Path, 
     path = tmp_path / "audit.jsonl"
     _fill(audit.AuditLog(path, signer=KeyFileSigner(key_file)), 4)
     head = (tmp_path / "audit.jsonl.head").read_bytes()
+    mark = (tmp_path / "audit.jsonl.hwm").read_bytes()  # written after the head
     _fill(audit.AuditLog(path, signer=KeyFileSigner(key_file)), 1, t0=2000.0)
     (tmp_path / "audit.jsonl.head").write_bytes(head)  # the line made it to disk, its head did not
+    (tmp_path / "audit.jsonl.hwm").write_bytes(mark)  # nor, so, the high-water mark
     _fill(audit.AuditLog(path, signer=KeyFileSigner(key_file)), 1, t0=3000.0)
     assert audit.verify(path, cert=cert_file).ok
     notes = [json.loads(x) for x in _lines(path) if b'"audit_unanchored"' in x]

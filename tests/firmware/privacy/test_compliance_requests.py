@@ -53,7 +53,7 @@ def test_access_reports_what_is_held_in_range_and_is_audited(store: SqliteStore,
     log = audit.AuditLog(tmp_path / "audit.jsonl")
     req = SubjectRequest("r-1", "access", T0, T0 + 3600)
     ans = answer_access(req, store, log, T0 + 5000)
-    assert ans.held == {"sample": 1, "track": 10, "aggregate": 1, "flowgroups": 0}
+    assert ans.held == {"sample": 1, "track": 10, "aggregate": 1, "flowgroups": 0, "demographics": 0}
     assert ans.sample_times == (T0 + 1234,)
     assert "cannot single out" in ans.statement and "1 hour" in ans.statement
     md = ans.to_markdown()
@@ -66,7 +66,7 @@ def test_access_reports_what_is_held_in_range_and_is_audited(store: SqliteStore,
 def test_erasure_removes_everything_held_in_range_only(store: SqliteStore, tmp_path: Path) -> None:
     log = audit.AuditLog(tmp_path / "audit.jsonl")
     ans = answer_erasure(SubjectRequest("r-3", "erasure", T0, T0 + 3600), store, log, T0 + 5000)
-    assert ans.held == {"sample": 1, "track": 10, "aggregate": 1, "flowgroups": 0}
+    assert ans.held == {"sample": 1, "track": 10, "aggregate": 1, "flowgroups": 0, "demographics": 0}
     left = store.held(0, 2 * T0)
     assert [i.t for i in left] == [T0 + 90000]
     assert answer_access(SubjectRequest("r-4", "access", T0, T0 + 3600), store, log, T0 + 5001).held["track"] == 0

@@ -185,3 +185,31 @@ def test_samples_past_retention_are_purged_but_not_from_a_batch_in_flight(tmp_pa
         ob.ack(batch.batch_id)
         left = ob.take_batch()
         assert [json.loads(b).get("taken_at") for b in left.bodies] == [now - 29 * day, None]
+
+
+def test_an_outbox_deleted_while_running_is_written_back_with_every_record(tmp_path) -> None:
+    """An operator (or a cleaner) deletes the database, its WAL and even its folder mid-run: SQLite would go
+    on writing to the unlinked file, lost at the next start. Every record is kept and the loss is counted."""
+    import shutil
+
+    from firmware.config.sync import OutboxConfig
+    from firmware.sync.outbox import Outbox
+
+    path = tmp_path / "box" / "outbox.sqlite"
+    rec = {"schema": "umbra.status/1"}
+    ob = Outbox(OutboxConfig(path=str(path)), validate=lambda r: None)
+    ob.enqueue([dict(rec, n=i) for i in range(10)])
+    shutil.rmtree(tmp_path / "box")
+    ob.enqueue([dict(rec, n=i) for i in range(10, 15)])
+    assert ob.recreated == 1 and path.exists()
+    batch = ob.take_batch()
+    assert batch is not None and len(batch) == 15
+    for f in path.parent.glob("outbox.sqlite*"):
+        f.unlink()
+    ob.ack(batch.batch_id)  # the ack lands in the file at the path, not in an unlinked one
+    ob.enqueue([dict(rec, n=99)])
+    ob.close()
+    assert ob.recreated == 2
+    again = Outbox(OutboxConfig(path=str(path)), validate=lambda r: None)
+    assert len(again) == 1 and again.take_batch() is not None
+    again.close()

@@ -1,0 +1,362 @@
+"""A fleet of simulated sensors (10,000 by default) uploading every 30 s into two cloud worker processes on one
+PostgreSQL server, on loopback. Mid-run one worker is SIGKILLed and restarted; a bad release is staged
+(1%, 10%, 50%, 100%, a stage every --stage-s) and the rollout controller, running on its own, must halt it in
+its first stage. Prints: sustained ingest (batches/s, records/s), batch latency p50/p99, what the kill lost or
+stored twice, the halt, and how long the fleet view takes with every device in it.
+
+What is simplified, to fit one machine: connections are shared (a pool per worker, as a load balancer would
+keep them) and plain HTTP on 127.0.0.1, the device named by a header (the workers run with
+insecure_identity_header), so TLS handshakes are not measured; every batch is still signed (HMAC per device
+key), its nonce checked, the batch and its records schema-validated and stored in one transaction.
+
+`python -m bench.fleet_scale [--devices 10000] [--seconds 90]`"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from cloud import customers
+from cloud.app import Cloud, CloudConfig
+from cloud.fleet import ControllerConfig, RolloutController
+from cloud.pgserver import LocalPostgres
+from cloud.store import Store
+from hal.clock import SystemClock
+from ota.repo import Repository
+from ota.rollout import in_stage, make_plan, position
+from trust.keys import BatchKey, sign_headers
+
+RELEASE = "2.0.0"
+PERCENTS = (1, 10, 50, 100)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_main(data_dir: str, database: str, port: int, api_port: int) -> None:
+    """One cloud worker process (plain HTTP on loopback; device named by header, see the module doc)."""
+    async def serve() -> None:
+        cloud = Cloud(CloudConfig(data_dir=data_dir, database=database, api_burst=1000), SystemClock(),
+                      insecure_identity_header=True)
+        await cloud.start(host="127.0.0.1", port=port, tls=False)
+        await cloud.start_api(host="127.0.0.1", port=api_port, tls=False)
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+class Worker:
+    def __init__(self, data_dir: Path, database: str) -> None:
+        self.data_dir, self.database = data_dir, database
+        self.port, self.api_port = free_port(), free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.fleet_scale", "--worker", str(self.data_dir),
+                                      self.database, str(self.port), str(self.api_port)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit("a cloud worker did not start")
+
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return float(t.user + t.system)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Device:
+    id: str
+    key: BatchKey
+    outbox_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    seq: int = 0
+    updated: bool = False
+    bad: bool = False  # on the bad release this device's health check fails
+
+    def batch(self, now: float, doc: dict) -> tuple[str, bytes, int]:
+        recs = [{"schema": "umbra.status/1", "t": int(now), "firmware": "1.9.0", "profile": "aggregates",
+                 "uptime_s": 100.0, "outbox_records": 0, "dropped": {}, "detector": "edgetpu", "overruns": 0,
+                 "fps": 10.0, "slot": "a"},
+                {"schema": "umbra.aggregate/1", "window_start": int(now) // 300 * 300, "window_s": 300,
+                 "metric": "line_flow", "zone": "door", "values": [3, 2], "k": 5, "epsilon": 0.1, "sensitivity": 1,
+                 "mechanism": "discrete_laplace"}]
+        if not self.updated and doc and in_stage(doc, self.id, RELEASE, now):
+            self.updated = True
+            base = {"schema": "umbra.ota/1", "t": int(now), "release": RELEASE, "from_version": "1.9.0"}
+            recs += [{**base, "result": "installed"}, {**base, "result": "rolled_back" if self.bad else "committed"}]
+        seqs = list(range(self.seq + 1, self.seq + 1 + len(recs)))
+        self.seq += len(recs)
+        batch_id = secrets.token_hex(16)
+        body = json.dumps({"schema": "umbra.batch/1", "device_id": self.id, "outbox_id": self.outbox_id,
+                           "batch_id": batch_id, "seq": seqs[0], "seqs": seqs, "records": recs}).encode()
+        return batch_id, body, len(recs)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)  # one per acknowledged attempt
+    end_to_end: list[float] = field(default_factory=list)  # first attempt to ack, retries included
+    acked: dict[tuple[str, str], int] = field(default_factory=dict)  # (device, batch id) -> records
+    retries: int = 0
+    duplicate_acks: int = 0
+    failed_attempts: int = 0
+    unacked: int = 0
+    per_worker: dict[int, int] = field(default_factory=dict)  # port -> batches acknowledged
+    installs: dict[str, float] = field(default_factory=dict)
+    first_failure_acked: float | None = None
+
+
+class Fleet:
+    def __init__(self, devices: list[Device], workers: list[Worker], repo: Repository, tally: Tally) -> None:
+        self.devices, self.workers, self.repo, self.tally = devices, workers, repo, tally
+        self.doc: dict = {}
+        self.stop_at = 0.0
+        self.drain_s = 30.0
+
+    async def refresh_doc(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():  # devices read the signed rollout document from the TUF repository
+            self.doc = self.repo.rollout_document()
+            await asyncio.sleep(1.0)
+
+    async def send(self, http: aiohttp.ClientSession, d: Device, i: int, now: float) -> None:
+        batch_id, body, n = d.batch(now, self.doc)
+        has_ota = b"umbra.ota/1" in body
+        t_first = time.perf_counter()
+        for attempt in range(10_000):
+            if time.time() > self.stop_at + self.drain_s:
+                self.tally.unacked += 1  # still in the device's outbox: sent again at its next upload
+                return
+            w = self.workers[(i + attempt) % len(self.workers)]
+            headers = {**sign_headers(d.key, "POST", "/v1/batches", d.id, body, time.time()),
+                       "Content-Type": "application/json", "X-Umbra-Device": d.id}
+            t = time.perf_counter()
+            try:
+                async with http.post(f"http://127.0.0.1:{w.port}/v1/batches", data=body, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as r:
+                    if r.status != 200:
+                        raise aiohttp.ClientError(f"{r.status} {await r.text()}")
+                    ack = await r.json()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                self.tally.failed_attempts += 1
+                self.tally.retries += attempt > 0
+                await asyncio.sleep(min(10.0, 0.5 * (attempt + 1)))
+                continue
+            done = time.perf_counter()
+            self.tally.latencies.append(done - t)
+            self.tally.end_to_end.append(done - t_first)
+            self.tally.duplicate_acks += bool(ack["duplicate"])
+            self.tally.acked[(d.id, batch_id)] = n
+            self.tally.per_worker[w.port] = self.tally.per_worker.get(w.port, 0) + 1
+            if has_ota:
+                self.tally.installs[d.id] = time.time()
+                if d.bad and self.tally.first_failure_acked is None:
+                    self.tally.first_failure_acked = time.time()
+            return
+
+    async def device_loop(self, http: aiohttp.ClientSession, d: Device, i: int, period: float, t0: float) -> None:
+        due = t0 + (int(hashlib.sha256(d.id.encode()).hexdigest()[:8], 16) % int(period * 1000)) / 1000
+        while due < self.stop_at:
+            await asyncio.sleep(max(0.0, due - time.time()))
+            await self.send(http, d, i, time.time())
+            due += period
+
+
+def percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+async def simulate(fleet: Fleet, args: argparse.Namespace, store: Store, t0: float) -> dict:
+    stop = asyncio.Event()
+    ctl = RolloutController(fleet.repo, store, SystemClock(), ControllerConfig(every_s=2.0))
+    halted_at: list[float] = []
+
+    async def watch() -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(ctl.check)
+            if ctl.halts and not halted_at:
+                halted_at.append(time.time())
+            await asyncio.sleep(ctl.config.every_s)
+
+    async def killer() -> None:
+        await asyncio.sleep(args.seconds * 0.4)
+        fleet.workers[0].kill()
+        killed.append(time.time())
+        await asyncio.sleep(3)
+        await asyncio.to_thread(fleet.workers[0].start)
+
+    killed: list[float] = []
+    fleet.stop_at = t0 + args.seconds
+    conn = aiohttp.TCPConnector(limit=args.connections)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        bg = [asyncio.create_task(fleet.refresh_doc(stop)), asyncio.create_task(watch()),
+              asyncio.create_task(killer())]
+        await asyncio.gather(*(fleet.device_loop(http, d, i, args.period, t0) for i, d in enumerate(fleet.devices)))
+        stop.set()
+        await asyncio.gather(*bg, return_exceptions=True)
+    return {"halted_at": halted_at[0] if halted_at else None, "halts": ctl.halts, "killed": killed}
+
+
+def setup(args: argparse.Namespace, tmp: Path, pg: LocalPostgres) -> tuple[str, list[Device], Repository, float]:
+    url = pg.create_database("cloud")
+    cloud = Cloud(CloudConfig(data_dir=str(tmp / "cloud"), database=url), SystemClock())  # PKI, migrations
+    now = time.time()
+    devices = [Device(f"sim-{i:05d}", BatchKey.generate(now, 86_400)) for i in range(args.devices)]
+    for d in devices:
+        d.bad = int(hashlib.sha256(d.id.encode()).hexdigest()[:2], 16) % 2 == 0  # half fail on the bad release
+    with cloud.store.db.tx() as db:
+        db.executemany("INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
+                       [(d.id, d.key.key_id, d.key.secret, d.key.not_before, d.key.expires) for d in devices])
+    cloud.store.close()
+    repo = Repository(tmp / "repo")
+    repo.init()
+    t0 = time.time() + 3
+    starts = [t0 + i * args.stage_s for i in range(len(PERCENTS))]
+    repo.set_rollout(make_plan(RELEASE, PERCENTS, starts, [0.02] * len(PERCENTS)))
+    return url, devices, repo, t0
+
+
+def fill_fleet(store: Store, n: int) -> int:
+    """Rows for the simulated devices the run did not reach, so the fleet view is timed at full size."""
+    have = set(store.device_ids())
+    rows = [(f"sim-{i:05d}", time.time(), "1.9.0", "edgetpu", 10.0) for i in range(n) if f"sim-{i:05d}" not in have]
+    with store.db.tx() as db:
+        db.executemany("INSERT INTO devices (device_id, last_seen, firmware, detector, fps) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT DO NOTHING",
+                       rows)
+    return len(rows)
+
+
+def fleet_view_ms(store: Store, workers: list[Worker], n: int = 7) -> tuple[list[float], int]:
+    key = customers.create_key(store, "ops", "ops", time.time())
+
+    async def go() -> tuple[list[float], int]:
+        out, size = [], 0
+        async with aiohttp.ClientSession() as http:
+            for _ in range(n):
+                t = time.perf_counter()
+                async with http.get(f"http://127.0.0.1:{workers[1].api_port}/ops/v1/fleet?limit=10000",
+                                    headers={"Authorization": f"Bearer {key}"}) as r:
+                    body = await r.read()
+                    assert r.status == 200, body[:200]
+                out.append((time.perf_counter() - t) * 1000)
+                size = len(body)
+        return out, size
+
+    return asyncio.run(go())
+
+
+def report(args: argparse.Namespace, tally: Tally, sim: dict, store: Store, devices: list[Device],
+           view: tuple[list[float], int], wall_s: float, cpu: tuple[float, int], filled: int) -> None:
+    n_batches, n_records = len(tally.acked), sum(tally.acked.values())
+    stored = set(store.db.all("SELECT device_id, batch_id FROM batches"))
+    lost = [k for k in tally.acked if k not in stored]
+    rec_db = store.count("records")
+    first_stage = {d.id for d in devices if position(d.id, RELEASE) < PERCENTS[0] / 100}
+    beyond = sorted(set(tally.installs) - first_stage)
+    print(f"fleet: {args.devices} simulated sensors, one batch each every {args.period:.0f} s, "
+          f"{args.seconds:.0f} s run, 2 cloud workers on PostgreSQL {pg_version(store)}; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"ingest: {n_batches} batches ({n_batches / wall_s:.0f}/s), {n_records} records "
+          f"({n_records / wall_s:.0f}/s) acknowledged over {wall_s:.0f} s (offered {args.devices / args.period:.0f} "
+          f"batches/s); {tally.unacked} batches not yet acknowledged when the run stopped (still in their outboxes)")
+    print(f"batch latency (acknowledged attempts): p50 {percentile(tally.latencies, 0.5) * 1000:.0f} ms, "
+          f"p99 {percentile(tally.latencies, 0.99) * 1000:.0f} ms, max {max(tally.latencies) * 1000:.0f} ms; "
+          f"first send to ack (retries too): p99 {percentile(tally.end_to_end, 0.99) * 1000:.0f} ms")
+    held = sum(n for k, n in tally.acked.items() if k in stored)
+    print(f"worker CPU: {cpu[0] * 1000 / max(cpu[1], 1):.1f} ms per batch (the unkilled worker: {cpu[0]:.1f} CPU s for "
+          f"{cpu[1]} batches), so one core takes about {cpu[1] / max(cpu[0], 1e-9):.0f} batches/s")
+    print(f"worker SIGKILL at {args.seconds * 0.4:.0f} s, restarted 3 s later: {tally.failed_attempts} attempts "
+          f"failed (refused connections, timeouts) and were resent; {tally.duplicate_acks} resends had been stored "
+          f"already and were acknowledged as duplicates. Acknowledged but not stored: {len(lost)}. Stored twice: "
+          f"{store.count('duplicate_records')} records (records in the database {rec_db}: the {held} of acknowledged "
+          f"batches + {rec_db - held} of {len(stored) - n_batches} batches stored whose ack had not arrived yet)")
+    halted = sim["halted_at"]
+    if halted and tally.first_failure_acked:
+        print(f"rollout: {RELEASE} halted by the controller {halted - tally.first_failure_acked:.1f} s after the first "
+              f"failure report, in stage 1 ({len(first_stage)} devices): {sim['halts'][0]}; devices outside stage 1 "
+              f"that installed it: {len(beyond)}")
+    else:
+        print(f"rollout: NOT halted (halts {sim['halts']}); installs outside stage 1: {len(beyond)}")
+    ms, size = view
+    print(f"fleet view: GET /ops/v1/fleet with {store.count('devices')} devices ({filled} not reached by the run "
+          f"filled in directly; {size / 1e6:.1f} MB JSON): "
+          f"median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms over {len(ms)} requests")
+
+
+def pg_version(store: Store) -> str:
+    row = store.db.one("SHOW server_version")
+    return str(row[0]) if row else "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        worker_main(argv[1], argv[2], int(argv[3]), int(argv[4]))
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m bench.fleet_scale", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--devices", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=90.0)
+    ap.add_argument("--period", type=float, default=30.0, help="seconds between a device's uploads")
+    ap.add_argument("--stage-s", type=float, default=30.0, help="seconds between rollout stage starts")
+    ap.add_argument("--connections", type=int, default=64, help="client connections shared by the fleet")
+    ap.add_argument("--drain-s", type=float, default=30.0, help="after the run, how long resends may go on")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="umbra-fleet-") as tmp_s, LocalPostgres(max_connections=50) as pg:
+        tmp = Path(tmp_s)
+        url, devices, repo, t0 = setup(args, tmp, pg)
+        workers = [Worker(tmp / "cloud", url), Worker(tmp / "cloud", url)]
+        try:
+            for w in workers:
+                w.start()
+            tally = Tally()
+            fleet = Fleet(devices, workers, repo, tally)
+            fleet.drain_s = args.drain_s
+            store = Store(url)
+            start = time.time()
+            sim = asyncio.run(simulate(fleet, args, store, t0))
+            wall = time.time() - max(start, t0)
+            cpu = (workers[1].cpu_s(), tally.per_worker.get(workers[1].port, 0))
+            filled = fill_fleet(store, args.devices)
+            view = fleet_view_ms(store, workers)
+            report(args, tally, sim, store, devices, view, wall, cpu, filled)
+            store.close()
+        finally:
+            for w in workers:
+                w.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

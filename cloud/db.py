@@ -1,0 +1,145 @@
+"""One database interface for the cloud over SQLite (embedded default) or PostgreSQL (fleets).
+
+The same SQL runs on both: statements are written with `?` placeholders (turned into `%s` for psycopg) and
+in the subset both engines share (ON CONFLICT, BIGINT, BYTEA, DOUBLE PRECISION). The schema is plain versioned
+SQL in `cloud/migrations/NNNN_name.sql`, applied in order inside one transaction each and recorded in
+`schema_version`; on PostgreSQL an advisory lock lets several workers start at once."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_KEY = 0x756D627261  # "umbra": the advisory lock taken while migrating
+
+
+class DbError(Exception):
+    """The database cannot be opened or migrated; the message names it."""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of every migration shipped in cloud/migrations, in order."""
+    out = []
+    for f in resources.files("cloud").joinpath("migrations").iterdir():
+        m = _MIGRATION.match(f.name)
+        if m:
+            out.append((int(m.group(1)), f.name, f.read_text("utf-8")))
+    out.sort()
+    if [v for v, _, _ in out] != list(range(1, len(out) + 1)):
+        raise DbError("cloud/migrations must be numbered 0001, 0002, ... without gaps")
+    return out
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+class Db:
+    """A connection (one per worker process) with a lock; `tx()` is one transaction. `url` is a SQLite file
+    path or a postgresql:// URL."""
+
+    def __init__(self, url: str | Path) -> None:
+        self.url = str(url)
+        self.postgres = is_postgres(self.url)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            self._conn: Any = self._connect()
+        except Exception as e:  # psycopg.Error or sqlite3.Error: say which database
+            raise DbError(f"cannot open the cloud database {self._shown()}: {e}") from None
+        self.migrate()
+
+    def _shown(self) -> str:
+        return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", self.url)
+
+    def _connect(self) -> Any:
+        if self.postgres:
+            import psycopg
+
+            return psycopg.connect(self.url, autocommit=True)
+        conn = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most unacked work
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._lock:
+            return self._conn.execute(self._sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run `sql` for each row; returns the number of rows changed."""
+        if not rows:
+            return 0
+        with self._lock:
+            if self.postgres:
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+                    return int(cur.rowcount)
+            return int(self._conn.executemany(sql, rows).rowcount)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        row = self.execute(sql, params).fetchone()
+        return tuple(row) if row is not None else None
+
+    @contextmanager
+    def tx(self) -> Iterator[Db]:
+        """One transaction (nested calls join the outer one). On SQLite it takes the write lock at once."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._conn.execute("COMMIT")
+
+    def version(self) -> int:
+        row = self.one("SELECT MAX(version) FROM schema_version")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def migrate(self) -> int:
+        """Apply the migrations not applied yet; returns the schema version now in force."""
+        with self.tx():
+            if self.postgres:
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
+            self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+            have = self.version()
+            for version, name, sql in migrations():
+                if version <= have:
+                    continue
+                for stmt in _statements(sql):
+                    self.execute(stmt)
+                self.execute("INSERT INTO schema_version VALUES (?, ?)", (version, name))
+        return self.version()

@@ -1,0 +1,195 @@
+"""The customer read API and the ops fleet API (`/api/v1/...`, `/ops/v1/...`), served on the API listener
+(server TLS, no client certificate: callers present an API key as `Authorization: Bearer umbra_...`).
+
+A customer key reads only its tenant's sensors: another tenant's sensor answers 404, as one that does not
+exist. Every series takes `from` and `to` (Unix seconds, at most `max_range_s` apart), an optional `zone`, and
+`format=csv` for a CSV export of the same rows. Values are the released (k-thresholded, noised) aggregates as
+the devices sent them; a suppressed value is null (an empty CSV field)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from cloud import customers, fleet
+from cloud.store import Store
+from firmware.flows.groups import estimate_transitions
+from hal.clock import Clock
+
+_SENSOR = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ZONE = re.compile(r"^[^\x00-\x1f]{1,64}$")
+Row = dict[str, Any]
+
+
+class ApiRefused(Exception):
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+
+
+def _occupancy(v: list) -> Row:
+    return {"visitors": v[0], "mean_present": v[1], "peak_present": v[2]}
+
+
+# metric -> (the aggregate metric stored, how its values read, CSV columns after the common ones)
+SERIES: dict[str, tuple[str, Callable[[list], Row], tuple[str, ...]]] = {
+    "counts": ("line_flow", lambda v: {"forward": v[0], "backward": v[1]}, ("forward", "backward")),
+    "occupancy": ("occupancy", _occupancy, ("visitors", "mean_present", "peak_present")),
+    "dwell": ("dwell_histogram", lambda v: {"histogram": v}, ("histogram",)),
+    "heatmap": ("heatmap", lambda v: {"people_seconds": v[0], "cell_m": v[1]}, ("people_seconds", "cell_m")),
+    "alerts": ("alert", lambda v: dict(v), ("rule", "value", "limit")),
+}
+
+
+class ReadApi:
+    def __init__(self, store: Store, clock: Clock, *, max_range_s: int, rate: float, burst: float,
+                 online_within_s: float, flow_p_same: float, flow_groups: int) -> None:
+        self.store, self.clock = store, clock
+        self.max_range_s, self.online_within_s = max_range_s, online_within_s
+        self.flow_p_same, self.flow_groups = flow_p_same, flow_groups
+        self.limiter = customers.RateLimiter(rate, burst)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/sensors", self.sensors)
+        for name in SERIES:
+            app.router.add_get(f"/api/v1/sensors/{{sensor}}/{name}", self._series_handler(name))
+        app.router.add_get("/api/v1/sensors/{sensor}/flows", self.flows)
+        app.router.add_get("/ops/v1/fleet", self.fleet)
+
+    # --- access -----------------------------------------------------------------------------------------------
+
+    def caller(self, request: web.Request, role: str) -> customers.Caller:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            raise ApiRefused(401, "unauthenticated", "send Authorization: Bearer <API key>",
+                             {"WWW-Authenticate": "Bearer"})
+        who = customers.authenticate(self.store, auth[7:].strip())
+        if who is None:
+            raise ApiRefused(401, "bad_key", "this API key is unknown or revoked", {"WWW-Authenticate": "Bearer"})
+        wait = self.limiter.take(who.key_id, self.clock.wall())
+        if wait:
+            raise ApiRefused(429, "rate_limited", "too many requests for this key",
+                             {"Retry-After": str(max(1, round(wait)))})
+        if who.role != role:
+            raise ApiRefused(403, "wrong_role", f"this endpoint needs a {role} key")
+        return who
+
+    def _sensor(self, request: web.Request) -> tuple[customers.Caller, str]:
+        who = self.caller(request, "customer")
+        sensor = request.match_info["sensor"]
+        if not _SENSOR.match(sensor) or not customers.owns(self.store, who.tenant, sensor):
+            raise ApiRefused(404, "no_such_sensor", "no sensor of yours has this id")
+        return who, sensor
+
+    def _window(self, request: web.Request) -> tuple[int, int, str | None, str]:
+        q = request.query
+        unknown = set(q) - {"from", "to", "zone", "format"}
+        if unknown:
+            raise ApiRefused(400, "bad_query", f"unknown query parameter {sorted(unknown)[0]!r}")
+        try:
+            t0, t1 = int(q["from"]), int(q["to"])
+        except KeyError as e:
+            raise ApiRefused(400, "bad_query", f"{e.args[0]} (Unix seconds) is required") from None
+        except ValueError:
+            raise ApiRefused(400, "bad_query", "from and to are whole Unix seconds") from None
+        if not 0 <= t0 < t1 <= 2**40:
+            raise ApiRefused(400, "bad_query", "need 0 <= from < to")
+        if t1 - t0 > self.max_range_s:
+            raise ApiRefused(400, "range_too_large", f"from..to spans at most {self.max_range_s} s: ask in parts")
+        zone = q.get("zone")
+        if zone is not None and not _ZONE.match(zone):
+            raise ApiRefused(400, "bad_query", "zone: 1 to 64 printable characters")
+        fmt = q.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise ApiRefused(400, "bad_query", "format: json or csv")
+        return t0, t1, zone, fmt
+
+    # --- handlers ---------------------------------------------------------------------------------------------
+
+    async def sensors(self, request: web.Request) -> web.Response:
+        who = self.caller(request, "customer")
+        if request.query:
+            raise ApiRefused(400, "bad_query", "this endpoint takes no query parameters")
+        return web.json_response({"tenant": who.tenant, "sensors": [
+            {"id": d, "name": n} for d, n in customers.sensors(self.store, who.tenant)]})
+
+    def rows(self, sensor: str, metric: str, t0: int, t1: int, zone: str | None) -> list[tuple]:
+        q = ("SELECT zone, window_start, window_s, vals FROM aggregates WHERE device_id = ? AND metric = ? "
+             "AND window_start >= ? AND window_start < ?")
+        args: list[Any] = [sensor, metric, t0, t1]
+        if zone is not None:
+            q += " AND zone = ?"
+            args.append(zone)
+        return self.store.db.all(q + " ORDER BY window_start, zone, seq", args)
+
+    def series(self, name: str, sensor: str, t0: int, t1: int, zone: str | None) -> list[Row]:
+        metric, read, _ = SERIES[name]
+        return [{"zone": z, "window_start": int(ws), "window_s": int(w), **read(json.loads(v))}
+                for z, ws, w, v in self.rows(sensor, metric, t0, t1, zone)]
+
+    def _series_handler(self, name: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            _, sensor = self._sensor(request)
+            t0, t1, zone, fmt = self._window(request)
+            rows = self.series(name, sensor, t0, t1, zone)
+            return _answer(rows, fmt, ("zone", "window_start", "window_s", *SERIES[name][2]),
+                           {"sensor": sensor, "from": t0, "to": t1, "metric": name})
+
+        handler.__name__ = f"series_{name}"
+        return handler
+
+    def transitions(self, sensor: str, t0: int, t1: int, zone: str | None) -> list[Row]:
+        """Zone-to-zone flow: people estimated to move from zone a in one window to zone b in the next."""
+        groups: dict[tuple[int, int], dict[str, set[int]]] = defaultdict(dict)
+        for z, ws, w, v in self.rows(sensor, "flowgroups", t0, t1, None):
+            groups[(int(ws), int(w))][z] = {int(g[0]) for g in json.loads(v)}
+        out = []
+        for (ws, w), zones in sorted(groups.items()):
+            nxt = groups.get((ws + w, w), {})
+            for a, ga in sorted(zones.items()):
+                for b, gb in sorted(nxt.items()):
+                    if a != b and (zone is None or zone in (a, b)):
+                        est = estimate_transitions(ga, gb, self.flow_groups, self.flow_p_same)
+                        out.append({"from_zone": a, "to_zone": b, "window_start": ws, "window_s": w,
+                                    "people": round(est, 2)})
+        return out
+
+    async def flows(self, request: web.Request) -> web.Response:
+        _, sensor = self._sensor(request)
+        t0, t1, zone, fmt = self._window(request)
+        rows = self.transitions(sensor, t0, t1, zone)
+        return _answer(rows, fmt, ("from_zone", "to_zone", "window_start", "window_s", "people"),
+                       {"sensor": sensor, "from": t0, "to": t1, "metric": "flows"})
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        self.caller(request, "ops")
+        after = request.query.get("after", "")
+        try:
+            limit = int(request.query.get("limit", "10000"))
+        except ValueError:
+            raise ApiRefused(400, "bad_query", "limit is a whole number") from None
+        if not 1 <= limit <= 10_000 or len(after) > 64 or set(request.query) - {"after", "limit"}:
+            raise ApiRefused(400, "bad_query", "limit 1 to 10000, after a device id; nothing else")
+        devices = fleet.fleet(self.store, self.clock.wall(), self.online_within_s, after, limit)
+        return web.json_response({"summary": fleet.fleet_summary(devices), "devices": devices})
+
+
+def _answer(rows: list[Row], fmt: str, columns: tuple[str, ...], meta: Row) -> web.Response:
+    if fmt == "json":
+        return web.json_response({**meta, "rows": rows})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if r[c] is None else (" ".join(map(str, r[c])) if isinstance(r[c], list) else r[c])
+                    for c in columns])
+    name = f"{meta['sensor']}-{meta['metric']}-{meta['from']}-{meta['to']}.csv"
+    return web.Response(text=buf.getvalue(), content_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})

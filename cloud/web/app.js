@@ -1,0 +1,134 @@
+// The dashboard: reads the customer API with the key given once in the URL fragment (#key=..., never sent to
+// the server in a URL) and kept in this tab's sessionStorage; draws with Chart.js. Suppressed values (null)
+// are left out of sums and drawn as gaps.
+"use strict";
+const state = { key: null, charts: {} };
+window.umbraCharts = state.charts;
+
+function keyFromPage() {
+  const frag = new URLSearchParams(location.hash.slice(1));
+  if (frag.get("key")) {
+    sessionStorage.setItem("umbraKey", frag.get("key"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("umbraKey");
+}
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Authorization: "Bearer " + state.key } });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.detail || r.statusText);
+  return body;
+}
+
+function hhmm(t) { return new Date(t * 1000).toISOString().slice(11, 16); }
+function sum(xs) { return xs.filter((x) => x !== null).reduce((a, b) => a + b, 0); }
+function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.appendChild(td); return td; }
+
+function draw(id, config) {
+  if (state.charts[id]) state.charts[id].destroy();
+  state.charts[id] = new Chart(document.getElementById(id), { ...config, options: { animation: false, ...config.options } });
+}
+
+function byZone(rows) {
+  const out = new Map();
+  for (const r of rows) { if (!out.has(r.zone)) out.set(r.zone, []); out.get(r.zone).push(r); }
+  return out;
+}
+
+function showCounts(rows) {
+  const labels = [...new Set(rows.map((r) => r.window_start))].sort((a, b) => a - b);
+  const datasets = [];
+  const tbody = document.querySelector("#count-totals tbody");
+  tbody.replaceChildren();
+  for (const [line, rs] of byZone(rows)) {
+    for (const dir of ["forward", "backward"]) {
+      const at = new Map(rs.map((r) => [r.window_start, r[dir]]));
+      datasets.push({ label: `${line} ${dir}`, data: labels.map((t) => (at.has(t) ? at.get(t) : null)) });
+    }
+    const tr = document.createElement("tr");
+    cell(tr, line);
+    cell(tr, sum(rs.map((r) => r.forward))).dataset.total = `${line}/forward`;
+    cell(tr, sum(rs.map((r) => r.backward))).dataset.total = `${line}/backward`;
+    tbody.appendChild(tr);
+  }
+  draw("counts", { type: "bar", data: { labels: labels.map(hhmm), datasets } });
+}
+
+function showOccupancy(rows) {
+  const labels = [...new Set(rows.map((r) => r.window_start))].sort((a, b) => a - b);
+  const tbody = document.querySelector("#occupancy-peaks tbody");
+  tbody.replaceChildren();
+  const datasets = [];
+  for (const [zone, rs] of byZone(rows)) {
+    const at = new Map(rs.map((r) => [r.window_start, r.peak_present]));
+    datasets.push({ label: zone, data: labels.map((t) => (at.has(t) ? at.get(t) : null)), spanGaps: false });
+    const tr = document.createElement("tr");
+    cell(tr, zone);
+    cell(tr, Math.max(...rs.map((r) => r.peak_present).filter((x) => x !== null))).dataset.peak = zone;
+    cell(tr, sum(rs.map((r) => r.visitors))).dataset.visitors = zone;
+    tbody.appendChild(tr);
+  }
+  draw("occupancy", { type: "line", data: { labels: labels.map(hhmm), datasets } });
+}
+
+function showHeatmap(rows) {
+  const cells = new Map();
+  for (const r of rows) {
+    const prev = cells.get(r.zone) || { s: 0, m: r.cell_m };
+    cells.set(r.zone, { s: prev.s + (r.people_seconds || 0), m: r.cell_m });
+  }
+  const peak = Math.max(1, ...[...cells.values()].map((c) => c.s));
+  const data = [...cells].map(([xy, c]) => {
+    const [x, y] = xy.split(",").map(Number);
+    return { x: x * c.m, y: y * c.m, r: 3 + 17 * Math.sqrt(c.s / peak), s: c.s };
+  });
+  draw("heatmap", { type: "bubble", data: { datasets: [{ label: "people-seconds", data }] },
+    options: { scales: { x: { title: { display: true, text: "m" } }, y: { reverse: true, title: { display: true, text: "m" } } } } });
+}
+
+function showFlows(rows) {
+  const pairs = new Map();
+  for (const r of rows) { const k = `${r.from_zone} → ${r.to_zone}`; pairs.set(k, (pairs.get(k) || 0) + r.people); }
+  const tbody = document.querySelector("#flow-totals tbody");
+  tbody.replaceChildren();
+  for (const [k, v] of pairs) {
+    const tr = document.createElement("tr");
+    const [a, b] = k.split(" → ");
+    cell(tr, a); cell(tr, b); cell(tr, v.toFixed(1)).dataset.flow = k;
+    tbody.appendChild(tr);
+  }
+  draw("flows", { type: "bar", data: { labels: [...pairs.keys()], datasets: [{ label: "people", data: [...pairs.values()] }] },
+    options: { indexAxis: "y" } });
+}
+
+async function load() {
+  const sensor = document.getElementById("sensor").value;
+  const day = document.getElementById("day").value;
+  const from = Date.parse(day + "T00:00:00Z") / 1000;
+  const q = `from=${from}&to=${from + 86400}`;
+  document.body.dataset.ready = "0";
+  try {
+    const base = `/api/v1/sensors/${encodeURIComponent(sensor)}`;
+    const [c, o, h, f] = await Promise.all(["counts", "occupancy", "heatmap", "flows"].map((m) => api(`${base}/${m}?${q}`)));
+    showCounts(c.rows); showOccupancy(o.rows); showHeatmap(h.rows); showFlows(f.rows);
+    document.getElementById("error").textContent = "";
+  } catch (e) {
+    document.getElementById("error").textContent = e.message;
+  }
+  document.body.dataset.ready = "1";
+}
+
+async function start() {
+  state.key = keyFromPage();
+  if (!state.key) { document.getElementById("error").textContent = "open this page with #key=<your API key>"; return; }
+  const params = new URLSearchParams(location.search);
+  const sel = document.getElementById("sensor");
+  const { sensors } = await api("/api/v1/sensors");
+  for (const s of sensors) { const o = document.createElement("option"); o.value = s.id; o.textContent = s.name; sel.appendChild(o); }
+  if (params.get("sensor")) sel.value = params.get("sensor");
+  document.getElementById("day").value = params.get("day") || new Date().toISOString().slice(0, 10);
+  sel.onchange = load; document.getElementById("day").onchange = load;
+  await load();
+}
+start().catch((e) => { document.getElementById("error").textContent = e.message; document.body.dataset.ready = "1"; });

@@ -1,0 +1,63 @@
+"""The [demographics] section: age band by gender histograms per zone and window, noised and k-thresholded (off by
+default). Like every section here it imports nothing from the rest of firmware; validate raises ValueError, which
+the loader turns into a ConfigError naming the section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+STREAM = "demographics"  # the accountant's stream name
+
+
+@dataclass(frozen=True, slots=True)
+class DemographicsConfig:
+    """When `enabled` (and zones are configured), `umbra run` estimates the age band and gender of a few face
+    crops of each confirmed track in a zone, on the device, and at each window's end releases one
+    umbra.demographics/1 record per zone: a 6 x 2 histogram (age bands 0-17, 18-27, 28-37, 38-47, 48-57, 58+
+    by female / male) with exact discrete Laplace noise, each track counted once per window (in the first
+    zone it was estimated in: L1 sensitivity 1 for the whole window), released only when the noised total
+    clears the private k threshold. See firmware.demographics."""
+
+    enabled: bool = False
+    window_s: int = 900  # one histogram per zone per window (windows start at multiples of window_s)
+    k: int = 5  # a zone's histogram needs (privately) at least k people
+    epsilon: float = 1.0  # per window, all zones together (each track counts in one zone)
+    daily_epsilon: float = 0.0  # the stream's budget per UTC day; 0: epsilon times the windows in a day
+    beta: float = 0.05  # chance that fewer than k people are released anyway
+    suppress_cells: bool = False  # also withhold (null) each cell whose noised count is below the k threshold
+    crops_per_track: int = 3  # face estimates averaged per track per window
+    crop_gap_s: float = 1.0  # a track's first crop when seen in a zone, the next after this, each gap doubled
+    max_estimates_per_tick: int = 1  # estimates per loop tick at most
+    tick_share: float = 0.8  # estimate only while the tick so far plus one estimate stays within this share
+    # of the loop's period, on the loop's clock
+    head_share: float = 0.4  # the top share of a person's box cut as the head crop
+    min_head_px: int = 24  # head crops narrower than this (source pixels) are not estimated
+    threads: int = 1  # ONNX Runtime threads per model
+
+    def validate(self) -> None:
+        checks = (
+            (10 <= self.window_s <= 86_400, "window_s: 10 to 86400"),
+            (1 <= self.k <= 1000, "k: 1 to 1000"),
+            (0 < self.epsilon <= 10, "epsilon: above 0 and at most 10"),
+            (self.daily_epsilon >= 0, "daily_epsilon: 0 (derived) or positive"),
+            (0 < self.beta < 0.5, "beta: between 0 and 0.5"),
+            (1 <= self.crops_per_track <= 20, "crops_per_track: 1 to 20"),
+            (0 < self.crop_gap_s <= 3600, "crop_gap_s: above 0, at most 3600"),
+            (1 <= self.max_estimates_per_tick <= 16, "max_estimates_per_tick: 1 to 16"),
+            (0 < self.tick_share <= 1, "tick_share: above 0, at most 1"),
+            (0.1 <= self.head_share <= 1, "head_share: 0.1 to 1"),
+            (4 <= self.min_head_px <= 4096, "min_head_px: 4 to 4096"),
+            (1 <= self.threads <= 8, "threads: 1 to 8"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)  # the loader names the section: "[demographics] ..."
+
+    def daily_budget(self) -> Fraction:
+        if self.daily_epsilon:
+            return Fraction(str(self.daily_epsilon))
+        return Fraction(str(self.epsilon)) * (86_400 // self.window_s)
+
+    def budgets(self) -> dict[str, Fraction]:
+        return {STREAM: self.daily_budget()}

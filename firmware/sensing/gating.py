@@ -1,0 +1,152 @@
+"""Inference where people are: which regions of the frame the detector runs on, Frigate's way (motion gates
+the detector, regions follow motion and tracked objects), written for Umbra.
+
+Each frame the gate gathers candidate boxes: what moved on the low-res stream (firmware.sensing.motion) and
+where each tracked person is predicted to be now (their last box moved on by their velocity, grown), packs
+them into regions the size of one tile (so the detector sees people at the tiling's scale), merges regions
+while there are more than the budget allows, and sweeps every tile of the fixed grid, spread over frames
+at whatever budget is left (at least one tile a frame), at least every `sweep_s`: a person standing still
+makes no motion, and one the tracker lost is found again by the next sweep. No clock, no I/O: times come
+with the frames."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware.config.sensing import DetectorConfig
+from firmware.sensing.motion import MotionDetector
+
+
+@dataclass(slots=True)
+class GateStats:
+    frames: int = 0
+    invokes: int = 0  # regions handed to the detector, sweep tiles included
+    sweep_invokes: int = 0
+    motion_frames: int = 0  # frames in which something moved
+
+
+class Gate:
+    """`plan(pixels, t_s)` gives the regions (R, 4) [x0, y0, x1, y1] normalized to the frame for this frame;
+    `observe(tracks, frame_size, t_s)` tells it the tracker's tracks (pixels, with velocities, coasting ones
+    included) after the frame."""
+
+    def __init__(self, cfg: DetectorConfig, grid: np.ndarray) -> None:
+        self.cfg = cfg
+        self.grid = np.asarray(grid, dtype=np.float64).reshape(-1, 4)
+        self.tile = (float(self.grid[0, 2] - self.grid[0, 0]), float(self.grid[0, 3] - self.grid[0, 1]))
+        self.motion = MotionDetector(cfg.motion_threshold, cfg.motion_min_area, cfg.motion_alpha)
+        self.stats = GateStats()
+        self._boxes = np.zeros((0, 4))  # last tracks, normalized
+        self._vel = np.zeros((0, 2))  # their velocities, normalized per second
+        self._t_obs = 0.0
+        self._sweep_at: float | None = None  # when the sweep in progress (or the last one) began
+        self._cursor = len(self.grid)  # next tile of the sweep in progress; len(grid): none in progress
+
+    def reset(self) -> None:
+        self.motion.reset()
+
+    def observe(self, tracks: Sequence, frame_size: tuple[int, int], t_s: float) -> None:
+        w, h = frame_size
+        scale = np.array([w, h, w, h], dtype=np.float64)
+        self._boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4) / scale
+        self._vel = np.array([t.velocity for t in tracks], dtype=np.float64).reshape(-1, 2) / scale[:2]
+        self._t_obs = t_s
+
+    def predicted(self, t_s: float) -> np.ndarray:
+        """The tracked people's boxes moved on to `t_s` and grown by `region_grow` on each side."""
+        if not len(self._boxes):
+            return self._boxes
+        dt = min(max(t_s - self._t_obs, 0.0), 2.0)
+        shift = np.tile(self._vel * dt, 2)
+        b = self._boxes + shift
+        g = self.cfg.region_grow * np.column_stack((b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
+        return np.clip(b + np.column_stack((-g, g)), 0.0, 1.0)
+
+    def plan(self, pixels: np.ndarray, t_s: float) -> np.ndarray:
+        moving = self.motion.boxes(pixels)
+        self.stats.frames += 1
+        self.stats.motion_frames += bool(len(moving))
+        cands = np.vstack((self.predicted(t_s), moving))
+        regions = pack(cands, self.tile)
+        sweeping = self._sweep_due(t_s)
+        budget = self.cfg.max_invokes - (1 if sweeping else 0)
+        regions = merge_to_budget(regions, max(budget, 0), self.tile)
+        sweep = self._sweep_tiles(self.cfg.max_invokes - len(regions)) if sweeping else np.zeros((0, 4))
+        out = np.vstack((regions, sweep))
+        self.stats.invokes += len(out)
+        self.stats.sweep_invokes += len(sweep)
+        return out
+
+    def _sweep_due(self, t_s: float) -> bool:
+        if self._cursor < len(self.grid):
+            return True
+        if self._sweep_at is None or t_s - self._sweep_at >= self.cfg.sweep_s:
+            self._sweep_at, self._cursor = t_s, 0
+            return True
+        return False
+
+    def _sweep_tiles(self, n: int) -> np.ndarray:
+        take = self.grid[self._cursor:self._cursor + max(n, 0)]
+        self._cursor += len(take)
+        return take
+
+
+def pack(boxes: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
+    """Regions holding every box whole: boxes are grouped while a group's bounding box fits in one tile,
+    then each group becomes a region of the tile's shape (larger, same aspect, if a single box is larger)
+    centred on it and kept inside the frame."""
+    groups = [b.copy() for b in boxes[np.argsort(boxes[:, 0], kind="stable")]] if len(boxes) else []
+    merged = True
+    while merged and len(groups) > 1:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                u = _union(groups[i], groups[j])
+                if u[2] - u[0] <= tile[0] and u[3] - u[1] <= tile[1]:
+                    groups[i] = u
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return np.array([fit(g, tile) for g in groups], dtype=np.float64).reshape(-1, 4)
+
+
+def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float]) -> np.ndarray:
+    """While there are more regions than `budget`, the two whose merged region adds least area become one."""
+    if budget <= 0:
+        return np.zeros((0, 4))
+    regs = list(regions)
+    while len(regs) > budget:
+        best, pair = np.inf, (0, 1)
+        for i in range(len(regs)):
+            for j in range(i + 1, len(regs)):
+                u = fit(_union(regs[i], regs[j]), tile)
+                cost = _area(u) - _area(regs[i]) - _area(regs[j])
+                if cost < best:
+                    best, pair = cost, (i, j)
+        i, j = pair
+        regs[i] = fit(_union(regs[i], regs[j]), tile)
+        del regs[j]
+    return np.array(regs, dtype=np.float64).reshape(-1, 4)
+
+
+def fit(box: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
+    """The region of the tile's aspect, at least a tile, that holds `box`, centred on it, inside [0, 1]."""
+    tw, th = tile
+    scale = max(1.0, (box[2] - box[0]) / tw, (box[3] - box[1]) / th)
+    w, h = min(tw * scale, 1.0), min(th * scale, 1.0)
+    cx = min(max((box[0] + box[2]) / 2, w / 2), 1 - w / 2)
+    cy = min(max((box[1] + box[3]) / 2, h / 2), 1 - h / 2)
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])])
+
+
+def _area(r: np.ndarray) -> float:
+    return float((r[2] - r[0]) * (r[3] - r[1]))

@@ -1,0 +1,156 @@
+"""Trusted time. A Raspberry Pi has no battery-backed clock: it boots with an old (or any) time until NTP
+answers. TrustedClock wraps the machine's clock and says which wall time can be trusted:
+
+- untrusted at start; trusted once the system reports NTP synchronisation (`NtpStatus`), or once a server
+  the device authenticated (the cloud over pinned mutual TLS) states its time (`observe_server_time`, from
+  its HTTP Date);
+- once trusted, wall time runs on the monotonic clock from the last trusted anchor, so a clock stepped
+  later (by hand, by a bad NTP answer) does not move it; a fresh NTP sync re-anchors it;
+- never earlier than the last trusted time persisted (`state_file`, written at most once a minute), so a
+  reboot with an old clock, or a replayed server time, cannot take it back;
+- while untrusted, `wall()` is the machine's time but never below that floor: the sensor keeps working,
+  and callers hold time-bound decisions (key validity, certificate renewal, releases) on `trusted`.
+
+`monotonic_ns` and `sleep_until_ns` are the machine's, so intervals never depend on the wall clock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Protocol
+
+from hal.clock import Clock
+from trust.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+PERSIST_EVERY_S = 60.0
+MAX_STATE_BYTES = 4096
+
+
+class NtpStatus(Protocol):
+    def synced(self) -> bool:
+        """True when the system clock is synchronised to NTP now."""
+        ...
+
+
+class TimedatectlNtp:
+    """systemd's view (`timedatectl show -p NTPSynchronized`: the kernel's adjtimex sync flag), asked at
+    most every `every_s` seconds; False where timedatectl is missing or fails."""
+
+    def __init__(self, clock: Clock, every_s: float = 30.0) -> None:
+        self.clock, self.every_ns = clock, int(every_s * 1e9)
+        self._last: tuple[int, bool] | None = None
+
+    def synced(self) -> bool:
+        now = self.clock.monotonic_ns()
+        if self._last is None or now - self._last[0] >= self.every_ns:
+            self._last = (now, self._ask())
+        return self._last[1]
+
+    @staticmethod
+    def _ask() -> bool:
+        exe = shutil.which("timedatectl")
+        if exe is None:
+            return False
+        try:
+            out = subprocess.run([exe, "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
+                                 text=True, timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return out.stdout.strip() == "yes"
+
+
+class FakeNtp:
+    def __init__(self, synced: bool = False) -> None:
+        self.is_synced = synced
+
+    def synced(self) -> bool:
+        return self.is_synced
+
+
+class TrustedClock:
+    """A Clock whose `wall()` is the best trusted estimate; `trusted` says whether it may be relied on."""
+
+    def __init__(self, base: Clock, ntp: NtpStatus | None = None, state_file: str | Path | None = None) -> None:
+        self.base, self.ntp = base, ntp
+        self.state_file = Path(state_file) if state_file else None
+        self._anchor: tuple[float, int] | None = None  # (trusted wall, monotonic ns then)
+        self._floor = self._load_floor()
+        self._persisted_ns: int | None = None
+        self.refused = 0  # server times refused for being earlier than the floor
+
+    @classmethod
+    def always_trusted(cls, base: Clock) -> TrustedClock:
+        """The machine's clock taken as trusted (a bench PC with a good clock; tests of other things)."""
+        clock = cls(base)
+        clock._anchor = (base.wall(), base.monotonic_ns())
+        return clock
+
+    def monotonic_ns(self) -> int:
+        return self.base.monotonic_ns()
+
+    def sleep_until_ns(self, deadline_ns: int) -> None:
+        self.base.sleep_until_ns(deadline_ns)
+
+    @property
+    def trusted(self) -> bool:
+        self._poll_ntp()
+        return self._anchor is not None
+
+    def wall(self) -> float:
+        self._poll_ntp()
+        if self._anchor is None:
+            return max(self.base.wall(), self._floor)
+        t = self._anchor[0] + (self.base.monotonic_ns() - self._anchor[1]) / 1e9
+        self._persist(t)
+        return t
+
+    def observe_server_time(self, t: float) -> bool:
+        """An authenticated server's time (e.g. the cloud's Date over pinned mutual TLS). Anchors the clock
+        unless it is earlier than the last trusted time (then refused and counted). Returns whether taken."""
+        if not t >= self._floor - 1.0:  # its Date has whole seconds
+            self.refused += 1
+            log.warning("server time %.0f is before the last trusted time %.0f: refused", t, self._floor)
+            return False
+        self._set_anchor(max(t, self._floor))
+        return True
+
+    def _poll_ntp(self) -> None:
+        if self.ntp is not None and self.ntp.synced():
+            t = self.base.wall()
+            if t >= self._floor - 1.0:
+                self._set_anchor(t)
+
+    def _set_anchor(self, t: float) -> None:
+        if self._anchor is None:
+            log.info("wall time trusted from now (%.0f)", t)
+        self._anchor = (t, self.base.monotonic_ns())
+        self._persist(t)
+
+    def _persist(self, t: float) -> None:
+        now = self.base.monotonic_ns()
+        self._floor = max(self._floor, t)
+        if self.state_file is None or (self._persisted_ns is not None and
+                                       now - self._persisted_ns < PERSIST_EVERY_S * 1e9):
+            return
+        self._persisted_ns = now
+        try:
+            write_atomic(self.state_file, json.dumps({"last_trusted_wall": self._floor}).encode())
+        except OSError as e:
+            log.warning("cannot persist the last trusted time to %s: %s", self.state_file, e.strerror)
+
+    def _load_floor(self) -> float:
+        if self.state_file is None or not self.state_file.exists():
+            return 0.0
+        try:
+            with open(self.state_file, "rb") as f:
+                value = json.loads(f.read(MAX_STATE_BYTES)).get("last_trusted_wall", 0.0)
+            return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning("last trusted time unreadable in %s (%s): starting without a floor", self.state_file, e)
+            return 0.0

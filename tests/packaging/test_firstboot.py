@@ -1,0 +1,138 @@
+"""First boot: the agent answers a real station over a serial line until the device is locked, then exits; the
+sensor's config is the template plus what provisioning stored; the units' conditions read the state."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware.config import parse
+from provisioning import firstboot
+from provisioning.station import FileCA, FleetSettings, Station, StationLog
+from trust import pki
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "packaging" / "sensor.toml"
+
+
+class Relay:
+    """Two pty pairs joined master to master: a serial cable with a named port at each end."""
+
+    def __init__(self) -> None:
+        self.pairs = [os.openpty(), os.openpty()]
+        for _, slave in self.pairs:
+            tty.setraw(slave)
+        self.ports = [os.ttyname(s) for _, s in self.pairs]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        a, b = self.pairs[0][0], self.pairs[1][0]
+        while not self._stop.is_set():
+            ready, _, _ = select.select([a, b], [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                    os.write(b if fd == a else a, data)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for m, s in self.pairs:
+            os.close(m)
+            os.close(s)
+
+
+def fleet(tmp_path: Path) -> FleetSettings:
+    from trust.keys import BatchKey
+
+    root = Ed25519PrivateKey.generate()
+    pins = pki.sign_pin_update(root, ["A" * 43 + "=", "B" * 43 + "="], 1, int(time.time()))
+    return FleetSettings("https://cloud.example:8443", pins, pki.root_public_b64(root), b"{}",
+                         lambda device_id: BatchKey.generate(time.time(), 86_400).to_json())
+
+
+def test_agent_serves_until_locked_then_the_sensor_config_renders(tmp_path):
+    ca = FileCA.create(tmp_path / "ca")
+    (tmp_path / "mfg-ca.pem").write_bytes(ca.cert_pem())
+    state = tmp_path / "provisioning"
+    assert firstboot.main(["--state", str(state), "is-unlocked"]) == 0
+    assert firstboot.main(["--state", str(state), "is-locked"]) == 1
+    line = Relay()
+    done: dict[str, str] = {}
+    agent = threading.Thread(target=lambda: done.update(
+        state=firstboot.serve_until_locked(line.ports[0], state, tmp_path / "mfg-ca.pem",
+                                           tests={"storage": lambda: {"ok": 1}})), daemon=True)
+    agent.start()
+    try:
+        station = Station(ca, StationLog(tmp_path / "station.sqlite"), fleet(tmp_path))
+        record = station.provision(line.ports[1], device_id="umbra-0042")
+        agent.join(10)
+    finally:
+        line.close()
+    assert record.device_id == "umbra-0042"
+    assert not agent.is_alive() and done["state"] == "locked"  # the serial service ends once locked
+    assert firstboot.main(["--state", str(state), "is-locked"]) == 0
+    assert firstboot.main(["--state", str(state), "is-unlocked"]) == 1
+    out = tmp_path / "run" / "sensor.toml"
+    assert firstboot.main(["--state", str(state), "render", "--template", str(TEMPLATE), "--out", str(out)]) == 0
+    cfg = parse(out.read_text())
+    assert cfg.device.id == cfg.sync.uploader.device_id == "umbra-0042"
+    assert cfg.sync.enabled and cfg.sync.uploader.url == "https://cloud.example:8443"
+    assert cfg.sync.tls.key_file == f"{state}/device.key" and Path(cfg.sync.tls.key_file).exists()
+    assert cfg.ota.base_url == "https://cloud.example:8443/ota" and cfg.ota.trusted_root == f"{state}/ota_root.json"
+    assert oct((state / "device.key").stat().st_mode & 0o777) == "0o600"
+
+
+def provisioned(tmp_path: Path) -> Path:
+    state = tmp_path / "provisioning"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"state": "locked", "device_id": "d1"}))
+    (state / "config.json").write_text(json.dumps({"cloud_url": "https://c.example", "device_id": "d1",
+                                                   "fleet_root_public_key": base64.b64encode(b"k" * 32).decode()}))
+    return state
+
+
+def test_render_refuses_a_bad_template_by_name(tmp_path, capsys):
+    state = provisioned(tmp_path)
+    bad = tmp_path / "sensor.toml"
+    bad.write_text(TEMPLATE.read_text() + "\n[camera2]\nkind = 'pi'\n")
+    out = tmp_path / "out.toml"
+    assert firstboot.main(["--state", str(state), "render", "--template", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "camera2" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_render_before_provisioning_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "out.toml"
+    assert firstboot.main(["--state", str(tmp_path / "none"), "render", "--template", str(TEMPLATE),
+                           "--out", str(out)]) == 2
+    assert "not provisioned" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_maker_keeps_an_explicit_ota_url(tmp_path):
+    state = provisioned(tmp_path)
+    tpl = tmp_path / "sensor.toml"
+    tpl.write_text(TEMPLATE.read_text().replace('state_dir = "/var/lib/umbra/ota"',
+                                                'state_dir = "/var/lib/umbra/ota"\nbase_url = "https://ota.example"'))
+    out = tmp_path / "out.toml"
+    firstboot.render(tpl, state, out)
+    assert parse(out.read_text()).ota.base_url == "https://ota.example"
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"nostate": 1}'])
+def test_a_damaged_state_file_never_counts_as_locked(tmp_path, text):
+    (tmp_path / "state.json").write_text(text)
+    assert firstboot.main(["--state", str(tmp_path), "is-locked"]) == 2
+    assert firstboot.main(["--state", str(tmp_path), "is-unlocked"]) == 2

@@ -1,0 +1,79 @@
+"""The shipped systemd units: `systemd-analyze verify` clean, `systemd-analyze security` at most 2.5 each, and
+none runs as root."""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+spec = importlib.util.spec_from_file_location("units_check", PACKAGING / "units_check.py")
+assert spec and spec.loader
+units_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(units_check)
+
+needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze not installed (apt-get install systemd)")
+SERVICES = [p for p in units_check.units() if p.suffix == ".service"]
+
+
+def unit(path: Path) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read_string(path.read_text())
+    return cp
+
+
+def test_the_units_are_the_four_the_package_installs():
+    assert sorted(p.name for p in units_check.units()) == [
+        "umbra-ota-check.service", "umbra-ota-check.timer", "umbra-provision.service", "umbra.service"]
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.name)
+def test_no_service_runs_as_root(path):
+    svc = unit(path)["Service"]
+    assert svc.get("User") == "umbra" and svc.get("Group") == "umbra"
+    assert svc.get("CapabilityBoundingSet", "x") == "" and svc.get("NoNewPrivileges") == "yes"
+    assert not any(v.lstrip("-@:!").startswith("+") for k, v in svc.items() if k.startswith("Exec"))
+
+
+def test_the_provisioning_agent_runs_only_on_an_unlocked_device_and_hands_over_to_the_sensor():
+    prov = unit(PACKAGING / "systemd" / "umbra-provision.service")
+    sensor = unit(PACKAGING / "systemd" / "umbra.service")
+    assert prov["Service"]["ExecCondition"].endswith("umbra-device is-unlocked")
+    assert prov["Unit"]["OnSuccess"] == "umbra.service"
+    assert sensor["Service"]["ExecCondition"].endswith("umbra-device is-locked")
+    assert prov["Service"]["PrivateNetwork"] == "yes"  # the serial console is its only line
+
+
+@needs_systemd
+def test_systemd_analyze_verify_is_clean():
+    rc, text = units_check.verify(units_check.units())
+    assert rc == 0 and text == ""
+
+
+@needs_systemd
+def test_verify_catches_a_key_in_the_wrong_section(tmp_path):
+    bad = tmp_path / "umbra.service"
+    text = (PACKAGING / "systemd" / "umbra.service").read_text()
+    text = text.replace("[Service]\n", "[Service]\nAfter=network.target\n", 1)
+    bad.write_text(text.replace("/opt/umbra/current/bin/umbra run", "/nonexistent"))
+    rc, text = units_check.verify([bad])
+    assert "Unknown key 'After' in section [Service]" in text and "nonexistent" in text
+
+
+@needs_systemd
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.name)
+def test_security_exposure_at_most_2_5(path):
+    assert units_check.exposure(path) <= units_check.MAX_EXPOSURE
+
+
+@needs_systemd
+def test_exposure_figure_moves_with_the_hardening(tmp_path):
+    loose = tmp_path / "loose.service"
+    loose.write_text("[Service]\nExecStart=/bin/true\n")
+    assert units_check.exposure(loose) > 9.0
