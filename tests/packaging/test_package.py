@@ -63,7 +63,7 @@ def test_the_scanner_finds_what_it_looks_for(tmp_path):
     (tmp_path / "usr/share/umbra/sensor.toml.template").write_text('[cloud]\napi_token = "s3cr3t-value"\n')
     with zipfile.ZipFile(tmp_path / "usr/share/umbra/umbra-9-py3-none-any.whl", "w") as z:
         z.writestr("firmware/dev.key", key)
-        z.writestr("firmware/x.py", 'ADMIN_PASSWORD = "hunter22"\n')
+        z.writestr("firmware/x.py", 'ADMIN_PASSWORD = "hunter22"\ntoken_id = "inst-1234"\n')  # an id is public
     (tmp_path / "DEBIAN").mkdir()
     (tmp_path / "DEBIAN/postinst").write_text("echo 'umbra:umbra' | chpasswd\n")
     header = "-----BEGIN PRIVATE KEY-----"
