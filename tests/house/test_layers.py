@@ -22,8 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("firmware.config", "firmware.schemas"),  # every config section; the record schemas
     ("firmware.sensing",),  # loop, tick types, tracker, geometry, calibration, quantizer, pseudonym
     ("firmware.privacy",),  # dp, accountant, analytics, audit log, DPIA, data-subject requests
-    ("firmware.samples", "firmware.flows", "firmware.demographics"),  # sample images and customer grants;
-    # customer-flow groups; demographics
+    ("firmware.samples", "firmware.flows", "firmware.demographics", "firmware.alerts"),  # sample images and
+    # customer grants; customer-flow groups; demographics; zone alerts
     ("firmware.sync", "firmware.installer"),  # outbox, uploader, sync service; the installer view and editor
     ("firmware.cli",),  # the umbra command; the one place that wires a sensor
     ("cloud",),  # the reference cloud
