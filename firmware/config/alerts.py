@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+WEEK_S = 7 * 86_400
 RULES = ("occupancy_above", "presence_outside_hours", "dwell_above", "wrong_way")
 
 
@@ -28,12 +29,12 @@ class AlertRule:
             raise ValueError(f"rule: one of {', '.join(RULES)}, got {self.rule!r}")
         if not 1 <= len(self.zone) <= 64:
             raise ValueError("zone: 1 to 64 characters")
-        if self.rule == "occupancy_above" and self.limit < 1:
-            raise ValueError("limit: at least 1 for occupancy_above")
+        if not 0 <= self.limit <= 100_000 or (self.rule == "occupancy_above" and self.limit < 1):
+            raise ValueError("limit: 1 to 100000 for occupancy_above (0 to 100000 otherwise)")
         if not 0 <= self.open_hour < self.close_hour <= 24:
             raise ValueError("open_hour, close_hour: 0 <= open_hour < close_hour <= 24")
-        if self.rule == "dwell_above" and self.dwell_s <= 0:
-            raise ValueError("dwell_s: above 0 for dwell_above")
+        if not 0 <= self.dwell_s <= WEEK_S or (self.rule == "dwell_above" and self.dwell_s == 0):
+            raise ValueError(f"dwell_s: above 0 and at most {WEEK_S} s for dwell_above")
         if self.direction not in ("+", "-"):
             raise ValueError("direction: '+' or '-' (the allowed direction)")
 
@@ -52,8 +53,8 @@ class AlertsConfig:
     def validate(self) -> None:
         if not 1 <= self.time_bucket_s <= 3600:
             raise ValueError("time_bucket_s: 1 to 3600")
-        if self.cooldown_s < self.time_bucket_s:
-            raise ValueError("cooldown_s: at least time_bucket_s")
+        if not self.time_bucket_s <= self.cooldown_s <= WEEK_S:  # also refuses NaN and infinities
+            raise ValueError(f"cooldown_s: from time_bucket_s to {WEEK_S} s")
         if not -14 <= self.utc_offset_h <= 14:
             raise ValueError("utc_offset_h: -14 to 14")
         if self.enabled and not self.rules:
