@@ -15,6 +15,7 @@ from cloud import ops_cli
 from cloud.app import Cloud, CloudConfig, serve_forever
 from cloud.customers import AccessError
 from cloud.db import DbError
+from cloud.push import PushConfig
 from hal.clock import SystemClock
 from ota.errors import OtaError
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=8443)
     s.add_argument("--ota-dir", default="", help="folder served at /ota/ (default <dir>/ota)")
     s.add_argument("--database", default="", help="postgresql:// URL (workers share it); default SQLite in --dir")
+    s.add_argument("--api-port", type=int, default=8444, help="the customer/ops API and dashboard (API keys)")
+    s.add_argument("--mqtt", default="", metavar="HOST[:PORT]", help="push to this MQTT broker (topics: docs/CLOUD.md)")
     ops_cli.add_parsers(sub)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -37,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         except (DbError, AccessError, OtaError) as e:
             print(f"umbra-cloud: {e}", file=sys.stderr)
             return 2
+    host, _, mport = args.mqtt.partition(":")
+    push = PushConfig(mqtt_host=host, mqtt_port=int(mport or 1883))
     cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
-                              database=args.database), SystemClock())
+                              database=args.database, api_port=args.api_port, push=push), SystemClock())
     try:
         asyncio.run(serve_forever(cloud))
     except KeyboardInterrupt:

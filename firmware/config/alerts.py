@@ -30,8 +30,8 @@ class AlertRule:
             raise ValueError(f"rule: one of {', '.join(RULES)}, got {self.rule!r}")
         if not 1 <= len(self.zone) <= 64:
             raise ValueError("zone: 1 to 64 characters")
-        if self.rule == "occupancy_above" and self.limit < 1:
-            raise ValueError("limit: at least 1 for occupancy_above")
+        if not 0 <= self.limit <= 100_000 or (self.rule == "occupancy_above" and self.limit < 1):
+            raise ValueError("limit: 1 to 100000 for occupancy_above (0 to 100000 otherwise)")
         if not 0 <= self.open_hour < self.close_hour <= 24:
             raise ValueError("open_hour, close_hour: 0 <= open_hour < close_hour <= 24")
         number("dwell_s", self.dwell_s, 0, 7 * 86400, unit="s", lo_open=self.rule == "dwell_above")

@@ -88,5 +88,11 @@ def test_the_config_section_is_typed_and_names_a_bad_key() -> None:
         parse('[alerts]\nenabled = true\n[[alerts.rules]]\nrule = "occupancy_above"\nzone = "a"\n')
     with pytest.raises(ConfigError, match="colour"):
         parse('[alerts]\ncolour = 1\n')
+    with pytest.raises(ConfigError, match="cooldown_s"):
+        parse('[alerts]\ncooldown_s = inf\n')
+    with pytest.raises(ConfigError, match="cooldown_s"):
+        parse('[alerts]\ncooldown_s = nan\n')
+    with pytest.raises(ConfigError, match="dwell_s"):
+        parse('[alerts]\nenabled = true\n[[alerts.rules]]\nrule = "dwell_above"\nzone = "a"\ndwell_s = inf\n')
     with pytest.raises(ConfigError, match="rule"):
         parse('[alerts]\nenabled = true\n[[alerts.rules]]\nrule = "loud"\nzone = "a"\n')
