@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 mapfile -t want < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' bench/apt-packages.txt | grep -v '^$' || true)
 [ "${#want[@]}" -eq 0 ] && exit 0
 missing=()
-for p in "${want[@]}"; do
+for entry in "${want[@]}"; do
+  p="${entry%%:*}"; cmd="${entry#*:}"
+  if [ "$cmd" != "$entry" ] && command -v "$cmd" >/dev/null; then continue; fi  # package:command, command there
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
