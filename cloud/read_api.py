@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cloud import customers, fleet
 from cloud.store import Store
+from firmware.demographics.bands import BANDS, GENDERS
 from firmware.flows.groups import estimate_transitions
 from hal.clock import Clock
 
@@ -45,6 +46,9 @@ SERIES: dict[str, tuple[str, Callable[[list], Row], tuple[str, ...]]] = {
     "dwell": ("dwell_histogram", lambda v: {"histogram": v}, ("histogram",)),
     "heatmap": ("heatmap", lambda v: {"people_seconds": v[0], "cell_m": v[1]}, ("people_seconds", "cell_m")),
     "alerts": ("alert", lambda v: dict(v), ("rule", "value", "limit")),
+    # counts[b][g]: age band b of BANDS by gender g of GENDERS, noised and k-thresholded (null: withheld)
+    "demographics": ("demographics", lambda v: {"bands": list(BANDS), "genders": list(GENDERS), "counts": v},
+                     ("counts",)),
 }
 
 

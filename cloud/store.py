@@ -137,6 +137,12 @@ class Store:
             self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                             (device_id, outbox_id, seq, metric, r["zone"], r["window_start"], r["window_s"],
                              json.dumps(vals)))
+        elif schema == "umbra.demographics/1":
+            r = json.loads(body)
+            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, 'demographics', ?, ?, ?, ?) "
+                            "ON CONFLICT DO NOTHING",
+                            (device_id, outbox_id, seq, r["zone"], r["window_start"], r["window_s"],
+                             json.dumps(r["counts"])))
         elif schema == "umbra.alert/1":
             r = json.loads(body)
             self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, 'alert', ?, ?, 0, ?) ON CONFLICT DO NOTHING",

@@ -22,7 +22,7 @@ from ota.repo import Repository
 from ota.rollout import in_stage, make_plan, position
 
 T0 = 1_700_000_400
-SERIES = ("counts", "occupancy", "dwell", "heatmap", "flows", "alerts")
+SERIES = ("counts", "occupancy", "dwell", "heatmap", "flows", "alerts", "demographics")
 
 
 def _agg(metric: str, zone: str, w: int, values: list) -> dict:
@@ -40,7 +40,11 @@ RECORDS = [_agg("line_flow", "door", 0, [12, 7]), _agg("line_flow", "door", 1, [
            _agg("heatmap", "2,3", 0, [41.0, 0.5]), _groups("shop", 0, list(range(40))),
            _groups("till", 1, list(range(30)) + [900, 901]),
            {"schema": "umbra.alert/1", "t": T0 + 60, "rule": "occupancy_above", "zone": "shop", "value": 31.0,
-            "limit": 30.0}]
+            "limit": 30.0},
+           {"schema": "umbra.demographics/1", "window_start": T0, "window_s": 900, "zone": "shop",
+            "bands": ["0-17", "18-27", "28-37", "38-47", "48-57", "58+"], "genders": ["female", "male"],
+            "counts": [[1, 2], [7, 5], [None, 4], [3, 3], [0, 1], [2, 0]], "k": 5, "epsilon": 1.0, "sensitivity": 1,
+            "mechanism": "discrete_laplace", "estimator": "dlib age-v1, gender-v1 (ONNX)"}]
 
 
 class Api:
@@ -92,6 +96,10 @@ def test_every_read_endpoint_serves_its_own_tenant_the_released_values(api: Api)
     assert (flow["from_zone"], flow["to_zone"], flow["window_start"]) == ("shop", "till", T0) and flow["people"] > 50
     assert rows["alerts"] == [{"zone": "shop", "window_start": T0 + 60, "window_s": 0, "rule": "occupancy_above",
                                "value": 31.0, "limit": 30.0}]
+    assert rows["demographics"] == [{"zone": "shop", "window_start": T0, "window_s": 900,
+                                     "bands": ["0-17", "18-27", "28-37", "38-47", "48-57", "58+"],
+                                     "genders": ["female", "male"],
+                                     "counts": [[1, 2], [7, 5], [None, 4], [3, 3], [0, 1], [2, 0]]}]
     zoned = api.get("/api/v1/sensors/shop-1/counts", api.acme, zone="elsewhere", **WINDOW).json()["rows"]
     assert zoned == []
     assert api.get("/api/v1/sensors", api.acme).json() == {"tenant": "acme",
