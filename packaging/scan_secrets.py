@@ -72,7 +72,7 @@ def scan_bytes(name: str, data: bytes, own: bool) -> list[str]:
             found.append(f"{name}: looks like a {what}")
     if own:
         for m in ASSIGNED.finditer(data):
-            if not m.group(1).lower().endswith("_id"):  # a token's id is public (revocation lists, the DPIA)
+            if not m.group(1).lower().endswith(b"_id"):  # a token's id is public (revocation lists, the DPIA)
                 found.append(f"{name}: {m.group(1).decode()} set to a literal value")
         if USER_PASSWORD.search(data):
             found.append(f"{name}: sets a user's password")
