@@ -13,8 +13,7 @@ import sys
 
 from cloud import ops_cli
 from cloud.app import Cloud, CloudConfig, serve_forever
-from cloud.customers import AccessError
-from cloud.db import DbError
+from cloud.errors import AccessError, DbError
 from cloud.push import PushConfig
 from hal.clock import SystemClock
 from ota.errors import OtaError

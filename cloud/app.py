@@ -21,9 +21,10 @@ from typing import Any
 from aiohttp import web
 
 from cloud import dashboard
+from cloud.errors import ApiRefused, Refused
 from cloud.privacy_watch import PrivacyWatch
 from cloud.push import Push, PushConfig
-from cloud.read_api import ApiRefused, ReadApi
+from cloud.read_api import ReadApi
 from cloud.store import Peer, Store
 from firmware import schemas
 from firmware.config.flows import FlowGroupConfig
@@ -68,12 +69,6 @@ class CloudConfig:
             raise ValueError("port, api_port: 0 to 65535")
         if not (self.api_rate > 0 and self.api_burst >= 1 and self.max_range_s >= 60):
             raise ValueError("api_rate above 0, api_burst at least 1, max_range_s at least 60")
-
-
-class Refused(Exception):
-    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
 
 
 class Cloud:

@@ -13,15 +13,12 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from cloud.errors import AccessError
 from cloud.store import Store
 
 ROLES = ("customer", "ops")
 _KEY = re.compile(r"^umbra_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class AccessError(Exception):
-    """A key or sensor assignment that cannot be made (bad tenant name, unknown role)."""
 
 
 @dataclass(frozen=True, slots=True)

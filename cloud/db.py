@@ -16,12 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cloud.errors import DbError
+
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x756D627261  # "umbra": the advisory lock taken while migrating
-
-
-class DbError(Exception):
-    """The database cannot be opened or migrated; the message names it."""
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-
-class BrokerUnavailable(Exception):
-    """No mosquitto here (install the Debian package `mosquitto`), or it would not start."""
+from cloud.errors import BrokerUnavailable
 
 
 class LocalMosquitto:

@@ -16,12 +16,10 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from cloud.errors import PostgresUnavailable
+
 BIN_DIRS = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin")
 PORT = 5432  # only names the socket file (.s.PGSQL.5432) inside the folder; no TCP listener
-
-
-class PostgresUnavailable(Exception):
-    """No PostgreSQL server binaries here (install the Debian package `postgresql`), or it would not start."""
 
 
 def bin_dir() -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from cloud import customers, fleet
+from cloud.errors import ApiRefused
 from cloud.store import Store
 from firmware.demographics.bands import BANDS, GENDERS
 from firmware.flows.groups import estimate_transitions
@@ -27,12 +28,6 @@ from hal.clock import Clock
 _SENSOR = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ZONE = re.compile(r"^[^\x00-\x1f]{1,64}$")
 Row = dict[str, Any]
-
-
-class ApiRefused(Exception):
-    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
 
 
 def _occupancy(v: list) -> Row:

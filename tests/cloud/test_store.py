@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud.db import Db, DbError, _statements, migrations
+from cloud.db import Db, _statements, migrations
+from cloud.errors import DbError
 from cloud.store import Peer, Store
 
 
