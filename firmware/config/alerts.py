@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from firmware.config.checks import number
+
 RULES = ("occupancy_above", "presence_outside_hours", "dwell_above", "wrong_way")
 
 
@@ -52,6 +54,7 @@ class AlertsConfig:
     def validate(self) -> None:
         if not 1 <= self.time_bucket_s <= 3600:
             raise ValueError("time_bucket_s: 1 to 3600")
+        number("cooldown_s", self.cooldown_s, 1, 7 * 86_400, unit="s")
         if self.cooldown_s < self.time_bucket_s:
             raise ValueError("cooldown_s: at least time_bucket_s")
         if not -14 <= self.utc_offset_h <= 14:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from firmware.config.privacy import MAX_DAILY_EPSILON
+
 STREAM = "demographics"  # the accountant's stream name
 
 
@@ -40,7 +42,8 @@ class DemographicsConfig:
             (10 <= self.window_s <= 86_400, "window_s: 10 to 86400"),
             (1 <= self.k <= 1000, "k: 1 to 1000"),
             (0 < self.epsilon <= 10, "epsilon: above 0 and at most 10"),
-            (self.daily_epsilon >= 0, "daily_epsilon: 0 (derived) or positive"),
+            (self.daily_epsilon == 0 or 0 < self.daily_epsilon <= MAX_DAILY_EPSILON,
+             f"daily_epsilon: 0 (derived) or a finite number above 0 and at most {MAX_DAILY_EPSILON:g}"),
             (0 < self.beta < 0.5, "beta: between 0 and 0.5"),
             (1 <= self.crops_per_track <= 20, "crops_per_track: 1 to 20"),
             (0 < self.crop_gap_s <= 3600, "crop_gap_s: above 0, at most 3600"),
