@@ -39,6 +39,7 @@ from hal.detector import Detector
 from hal.errors import DetectorError
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
+from hal.trustedtime import TimedatectlNtp, TrustedClock
 from ota import agent
 from ota.watchdog import Watchdog
 
@@ -53,7 +54,7 @@ class Sensor:
 
     cfg: UmbraConfig
     base: Path
-    clock: SystemClock
+    clock: TrustedClock
     files: ExitStack = field(default_factory=ExitStack)
     sinks: list[TickSink] = field(default_factory=list)
     emit_aggregates: list[Emit] = field(default_factory=list)
@@ -71,14 +72,15 @@ class Sensor:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
-    sensor = Sensor(cfg, args.config.resolve().parent, SystemClock())
+    sensor = Sensor(cfg, args.config.resolve().parent, make_clock(cfg, args.config.resolve().parent))
     init_sync(sensor)
     init_outputs(sensor)
     sensor.audit = audit_log_for(cfg, sensor.base)  # its head signed with the device key when there is one
     if sensor.sync is not None and sensor.audit is not None:
         audit = sensor.audit
         sensor.sync.audit_head = lambda: audit.head  # travels with every batch: the cloud sees a log going back
-    sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit)
+    sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit,
+                                      trusted=lambda: sensor.clock.trusted)
     sensor.sinks.append(sensor.analytics)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sensor.sinks.append(watchdog)
@@ -208,7 +210,18 @@ def _open_append(path: Path, files: ExitStack) -> IO[str]:
     return files.enter_context(path.open("a", encoding="utf-8"))
 
 
-def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None) -> Analytics:
+def make_clock(cfg: UmbraConfig, base: Path) -> TrustedClock:
+    """[device] clock: "system" trusts the machine's clock; "ntp" only NTP's sync or the cloud's Date, with the
+    last trusted time kept in the state folder."""
+    system = SystemClock()
+    if cfg.device.clock == "system":
+        return TrustedClock.always_trusted(system)
+    state = resolve_path(cfg.device.state_dir, base) / "trusted_time.json"
+    return TrustedClock(system, TimedatectlNtp(system), state)
+
+
+def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None,
+                   trusted: Callable[[], bool] | None = None) -> Analytics:
     """The aggregates sink: zones and lines from the config, the budget in its own file (the demographics
     stream's too: one accountant for every stream), each spend chained into the signed audit log."""
     accountant = Accountant(resolve_path(cfg.privacy.budget_file, base),
@@ -219,7 +232,7 @@ def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: Aud
             target(records)
 
     return Analytics(cfg.privacy, Geometry(cfg.geometry), accountant, emit,
-                     audit=audit.append if audit is not None else None)
+                     audit=audit.append if audit is not None else None, trusted=trusted)
 
 
 def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | None, detector: Detector | None = None,

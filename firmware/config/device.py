@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
     id: str = "bench-0001"
     state_dir: str = "~/.local/state/umbra"
+    # "system": the machine's clock is trusted (a bench PC); "ntp": wall time is trusted only once NTP has
+    # synchronised it or the cloud has stated it (a Raspberry Pi, which boots with a wrong clock): until then
+    # windows are withheld and key validity held (hal.trustedtime)
+    clock: Literal["system", "ntp"] = "system"
 
     def validate(self) -> None:
         if not self.id or len(self.id) > 64 or not all(c.isalnum() or c in "-_." for c in self.id):

@@ -155,6 +155,7 @@ class _Window:
     seconds: dict[int, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     crossings: dict[int, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
     heat: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    untrusted: bool = False  # a tick of it came while wall time was not trusted: its start may be wrong
 
 
 class Analytics:
@@ -162,8 +163,13 @@ class Analytics:
 
     def __init__(self, config: PrivacyConfig, geometry: Geometry, accountant: Accountant,
                  emit: Callable[[list[dict[str, Any]]], None], *, rng: RandomSource = SYSTEM,
-                 audit: Callable[..., Any] | None = None, noise: bool = True) -> None:
+                 audit: Callable[..., Any] | None = None, noise: bool = True,
+                 trusted: Callable[[], bool] | None = None) -> None:
+        """`trusted()`: whether wall time can be trusted now (hal.trustedtime); a window any tick of which came
+        while it could not is withheld, as is a window not later than the last released (a clock gone back)."""
         config.validate()
+        self._trusted = trusted or (lambda: True)
+        self._released_start: int | None = None
         self.config, self.geometry, self.accountant, self.emit = config, geometry, accountant, emit
         self.rng, self.audit, self.noise = rng, audit, noise  # noise=False: the bench's 'no privacy' rows only
         self.zones = [z.name for z in geometry.config.zones]
@@ -183,6 +189,8 @@ class Analytics:
         if self._w is None:
             self._w = _Window(start)
         w = self._w
+        if not w.untrusted and not self._trusted():
+            w.untrusted = True
         dt = 0.0 if self._last_wall is None else min(max(tick.wall - self._last_wall, 0.0), 5.0)
         self._last_wall = tick.wall
         g = tick.ground
@@ -209,6 +217,12 @@ class Analytics:
         w, self._w = self._w, None
         if w is None or w.samples == 0:
             return
+        if w.untrusted or (self._released_start is not None and w.start <= self._released_start):
+            if self.audit is not None:  # nothing paid, nothing released: its time cannot be vouched for
+                self.audit("window_withheld", float(self._last_wall or 0.0), window_start=w.start,
+                           reason="wall time not trusted" if w.untrusted else "window not after the last released")
+            return
+        self._released_start = w.start
         records: list[dict[str, Any]] = []
         self._grants = self._pay_all()
         allowed = self._bounded_zones(w)
