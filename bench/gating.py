@@ -70,6 +70,11 @@ def live(cfg: UmbraConfig, base: Path, frames: int | None = None) -> LiveRun:
     return LiveRun(out, dets, invokes, time.perf_counter() - t0)
 
 
+def per_frame(dets: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """Detections by source frame (index frame - 1); frames the loop never saw (skipped) have none."""
+    return [dets.get(f, np.zeros((0, 5))) for f in range(1, max(dets, default=0) + 1)]
+
+
 def detection_recall(dets: dict[int, np.ndarray], gt: np.ndarray, floor: float) -> float:
     """Share of gt boxes, on the frames detected, that a detection at score >= floor covers at IoU >= 0.5."""
     from scipy.optimize import linear_sum_assignment
@@ -97,7 +102,7 @@ def row(name: str, run: LiveRun, cfg: UmbraConfig, gt_path: Path) -> tuple[str, 
     truth = count_crossings(paths_from_gt(gt_path, run.rep.frames), lines)
     table, _ = compare(counted, truth, lines)
     net = sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in set(counted) | set(truth))
-    findings, matched = explain(run.rep, world, lines, cfg.camera.fps or 7.0)
+    findings, matched = explain(run.rep, world, lines, cfg.camera.fps or 7.0, dets=per_frame(run.dets))
     true = matched + sum(f.kind == "missed" for f in findings)
     gross = len(findings)
     frames = len(run.dets)

@@ -72,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         loop.tracker = recorder
         bar = _progress(total, args.no_progress)
         seqs: list[int] = []
+        found: dict[int, np.ndarray] = {}
 
         def seen(frame, dets, wall) -> None:  # frames numbered as the source's (a Pi-rate camera skips some)
             recorder.seq = collect.seq = frame.seq
             seqs.append(frame.seq)
+            if dets is not None:  # bench-side, for naming each counting error's cause
+                p = dets.persons(cfg.loop.min_score)
+                found[frame.seq] = np.column_stack((p.to_pixels(*frame.source_size), p.scores))
             bar.update(1)
 
         loop.frame_hooks.append(seen)
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             analytics.accountant.close()
             frames_audit.flush(clock.wall())
             cloud_line = sync.finish() if sync else "  cloud: not run (--no-cloud)"
-    print(summary(cfg, loop, stats, recorder, elapsed, records_path, rep, seqs))
+    print(summary(cfg, loop, stats, recorder, elapsed, records_path, rep, seqs, found))
     return _report_release(cfg, aggregates, cloud_line, audit, sync)
 
 
@@ -196,7 +200,7 @@ class BenchSync:
 
 
 def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path, rep: Replay | None = None,
-            seqs: list[int] | None = None) -> str:
+            seqs: list[int] | None = None, found: dict[int, np.ndarray] | None = None) -> str:
     gt = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
     with records_path.open(encoding="utf-8") as f:
         records = [json.loads(x) for x in f if x.strip()]
@@ -217,7 +221,7 @@ def summary(cfg, loop, stats, recorder, elapsed: float, records_path: Path, rep:
         f"  released {len(records)} track records ({len(pseudonyms)} pseudonyms) -> {records_path}",
     ]
     if gt is not None:
-        lines += _accuracy(cfg, gt, recorder, records, rep, seqs or list(range(1, stats.frames + 1)))
+        lines += _accuracy(cfg, gt, recorder, records, rep, seqs or list(range(1, stats.frames + 1)), found or {})
     return "\n".join(lines)
 
 
@@ -226,7 +230,8 @@ def _invokes(loop, stats) -> str:
     return f"{n / max(stats.frames, 1):.2f} invokes a frame" if n is not None else ""
 
 
-def _accuracy(cfg, gt: Path, recorder, records: list, rep: Replay | None, seqs: list[int]) -> list[str]:
+def _accuracy(cfg, gt: Path, recorder, records: list, rep: Replay | None, seqs: list[int],
+              found: dict[int, np.ndarray]) -> list[str]:
     """Tracking scored on the frames the loop saw, counting net per line and way and crossing by crossing."""
     from bench.lib.explain import explain, report
 
@@ -244,7 +249,9 @@ def _accuracy(cfg, gt: Path, recorder, records: list, rep: Replay | None, seqs: 
         return out
     rep.frames, rep.rows = max(seqs), recorder.rows
     rep.records = records
-    findings, matched = explain(rep, np.loadtxt(gt, delimiter=",", ndmin=2), list(lines_cfg), cfg.camera.fps or 7.0)
+    dets = [found.get(f, np.zeros((0, 5))) for f in range(1, max(seqs) + 1)]  # none on frames skipped
+    findings, matched = explain(rep, np.loadtxt(gt, delimiter=",", ndmin=2), list(lines_cfg), cfg.camera.fps or 7.0,
+                                dets=dets)
     true = matched + sum(f.kind == "missed" for f in findings)
     out.append(f"  counting crossing by crossing (matched one by one, bench.countexplain): gross error "
                f"{len(findings)} of {true} true crossings = {len(findings) / max(true, 1):.1%} (goal <= 10%)")

@@ -94,11 +94,15 @@ class Gate:
         return take
 
 
+Box = list[float]  # [x0, y0, x1, y1]: plain floats, a few dozen of them a frame (numpy costs more here)
+
+
 def pack(boxes: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
     """Regions holding every box whole: boxes are grouped while a group's bounding box fits in one tile,
     then each group becomes a region of the tile's shape (larger, same aspect, if a single box is larger)
     centred on it and kept inside the frame."""
-    groups = [b.copy() for b in boxes[np.argsort(boxes[:, 0], kind="stable")]] if len(boxes) else []
+    order = np.argsort(boxes[:, 0], kind="stable") if len(boxes) else np.zeros(0, np.int64)
+    groups: list[Box] = [[float(v) for v in boxes[i]] for i in order]
     merged = True
     while merged and len(groups) > 1:
         merged = False
@@ -119,9 +123,9 @@ def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float])
     """While there are more regions than `budget`, the two whose merged region adds least area become one."""
     if budget <= 0:
         return np.zeros((0, 4))
-    regs = list(regions)
+    regs: list[Box] = [[float(v) for v in r] for r in regions]
     while len(regs) > budget:
-        best, pair = np.inf, (0, 1)
+        best, pair = float("inf"), (0, 1)
         for i in range(len(regs)):
             for j in range(i + 1, len(regs)):
                 u = fit(_union(regs[i], regs[j]), tile)
@@ -134,19 +138,20 @@ def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float])
     return np.array(regs, dtype=np.float64).reshape(-1, 4)
 
 
-def fit(box: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
+def fit(box: Box | np.ndarray, tile: tuple[float, float]) -> Box:
     """The region of the tile's aspect, at least a tile, that holds `box`, centred on it, inside [0, 1]."""
     tw, th = tile
-    scale = max(1.0, (box[2] - box[0]) / tw, (box[3] - box[1]) / th)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    scale = max(1.0, (x1 - x0) / tw, (y1 - y0) / th)
     w, h = min(tw * scale, 1.0), min(th * scale, 1.0)
-    cx = min(max((box[0] + box[2]) / 2, w / 2), 1 - w / 2)
-    cy = min(max((box[1] + box[3]) / 2, h / 2), 1 - h / 2)
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    cx = min(max((x0 + x1) / 2, w / 2), 1 - w / 2)
+    cy = min(max((y0 + y1) / 2, h / 2), 1 - h / 2)
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
-def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.array([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])])
+def _union(a: Box, b: Box) -> Box:
+    return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
 
 
-def _area(r: np.ndarray) -> float:
-    return float((r[2] - r[0]) * (r[3] - r[1]))
+def _area(r: Box) -> float:
+    return (r[2] - r[0]) * (r[3] - r[1])

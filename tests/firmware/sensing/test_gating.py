@@ -150,7 +150,7 @@ def test_regions_hold_every_box_inside_the_frame_and_keep_to_the_budget(boxes, b
 
 
 def test_a_box_larger_than_a_tile_gets_a_larger_region_of_the_same_shape():
-    r = fit(np.array([0.1, 0.1, 0.1 + 2 * TILE[0], 0.1 + 0.2]), TILE)
+    r = fit([0.1, 0.1, 0.1 + 2 * TILE[0], 0.1 + 0.2], TILE)
     assert r[2] - r[0] == pytest.approx(min(2 * TILE[0], 1.0))
 
 
