@@ -25,22 +25,24 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from trust.errors import DeviceKeyError
 
 log = logging.getLogger(__name__)
+PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey  # the kinds of device key
 
 ALG_ECDSA = "ecdsa-p256-sha256"
 ALG_ED25519 = "ed25519"
 
 
-def key_b64(public_key: Any) -> str:
+def key_b64(public_key: PublicKey) -> str:
     """Base64 of the DER SubjectPublicKeyInfo of a public key (how the audit log names a signing key)."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode("ascii")
 
 
-def alg_of(public_key: Any) -> str:
+def alg_of(public_key: PublicKey) -> str:
     if isinstance(public_key, Ed25519PublicKey):
         return ALG_ED25519
     if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp256r1":
@@ -48,7 +50,14 @@ def alg_of(public_key: Any) -> str:
     raise DeviceKeyError(f"unsupported key type {type(public_key).__name__}: use ECDSA P-256 or Ed25519")
 
 
-def public_key_from_b64(b64: str) -> Any:
+def _supported(key: PublicKeyTypes) -> PublicKey:
+    if isinstance(key, Ed25519PublicKey) or (isinstance(key, ec.EllipticCurvePublicKey)
+                                             and key.curve.name == "secp256r1"):
+        return key
+    raise DeviceKeyError(f"unsupported key type {type(key).__name__}: use ECDSA P-256 or Ed25519")
+
+
+def public_key_from_b64(b64: str) -> PublicKey:
     """A public key from base64: the raw 32 bytes of an Ed25519 key, or a DER SubjectPublicKeyInfo."""
     try:
         raw = base64.b64decode(b64, validate=True)
@@ -58,22 +67,19 @@ def public_key_from_b64(b64: str) -> Any:
         key = Ed25519PublicKey.from_public_bytes(raw) if len(raw) == 32 else serialization.load_der_public_key(raw)
     except ValueError as e:
         raise DeviceKeyError(f"the public key is neither raw Ed25519 nor DER SubjectPublicKeyInfo: {e}") from None
-    alg_of(key)
-    return key
+    return _supported(key)
 
 
-def public_key_from_cert(path: str | os.PathLike[str]) -> Any:
+def public_key_from_cert(path: str | os.PathLike[str]) -> PublicKey:
     """The public key of a PEM certificate (the device certificate)."""
     try:
         cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
     except (OSError, ValueError) as e:
         raise DeviceKeyError(f"cannot read the certificate {path}: {e}") from None
-    key = cert.public_key()
-    alg_of(key)
-    return key
+    return _supported(cert.public_key())
 
 
-def signature_ok(public_key: Any, signature: bytes, message: bytes) -> bool:
+def signature_ok(public_key: PublicKey, signature: bytes, message: bytes) -> bool:
     """Whether `signature` over `message` verifies with `public_key` (ECDSA P-256/SHA-256 or Ed25519)."""
     try:
         if isinstance(public_key, Ed25519PublicKey):

@@ -27,6 +27,7 @@ from firmware.installer.token import InstallerAuthorizer, sign_installer_token
 from firmware.installer.view import InstallerView
 from firmware.privacy.audit import AuditSink, NoAudit
 from firmware.samples.authorization import public_key_b64
+from firmware.sensing.loop import SensorLoop
 from hal.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Installer:
         self.server.stop()
 
 
-def attach_installer(cfg: UmbraConfig, config_path: Path, loop: Any, counts: RunCounts, audit: AuditSink | None,
+def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, counts: RunCounts, audit: AuditSink | None,
                      clock: Clock, faces: Any = None, port: int | None = None, persons: Any = None
                      ) -> Installer | None:
     """With [installer] enabled: the view's hooks on the loop and the server started. `faces`, `persons`:

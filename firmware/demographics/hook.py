@@ -32,10 +32,13 @@ from firmware.privacy.accountant import Accountant
 from firmware.privacy.audit import AuditSink, NoAudit
 from firmware.privacy.dp import SYSTEM, RandomSource
 from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import SensorLoop
+from firmware.sensing.tracker import Track
 from hal.agegender import AgeGenderEstimator
 from hal.clock import Clock
 from hal.embedder import cut
 from hal.errors import DetectorError
+from hal.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class DemographicsHook:
         self.estimated = self.deferred = self.errors = self.no_face = 0
         self._win_estimates = self._win_deferred = 0
 
-    def __call__(self, frame: Any, tracks: Sequence[Any], wall: float) -> None:
+    def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
         start = int(wall // self.config.window_s) * self.config.window_s
         if self._window is not None and self._window.window_start != start:
             self.close_window(wall)
@@ -90,7 +93,7 @@ class DemographicsHook:
                 break
             self._estimate(frame, t)
 
-    def _room(self, frame: Any) -> bool:
+    def _room(self, frame: Frame) -> bool:
         if self._clock is None or self._budget_ns <= 0:
             return True
         return self._clock.monotonic_ns() - frame.t_mono_ns + self._cost_ns <= self._budget_ns
@@ -112,7 +115,7 @@ class DemographicsHook:
         due.sort(key=lambda x: (x[0], x[1]))
         return [t for _, _, t in due[: cfg.max_estimates_per_tick]]
 
-    def head_box(self, frame: Any, box: Sequence[float]) -> np.ndarray | None:
+    def head_box(self, frame: Frame, box: Sequence[float]) -> np.ndarray | None:
         """The head crop's normalized xyxy box (the top `head_share` of the person's box, made square-ish
         around its centre line), or None when it is narrower than `min_head_px` source pixels."""
         sw, sh = frame.source_size
@@ -124,7 +127,7 @@ class DemographicsHook:
         cx = (x0 + x1) / 2
         return np.array([max(cx - h / 2, 0) / sw, max(y0, 0) / sh, min(cx + h / 2, sw) / sw, min(y0 + h, sh) / sh])
 
-    def _estimate(self, frame: Any, track: Any) -> None:
+    def _estimate(self, frame: Frame, track: Track) -> None:
         d = self._due[track.track_id]
         d.crops += 1  # a crop without a face still uses its turn, so one track cannot starve others
         d.due_ns = frame.t_mono_ns + d.gap_ns
@@ -192,7 +195,7 @@ class DemographicsHook:
         return max(len(self._due), len(self._zone), self._window.held() if self._window is not None else 0)
 
 
-def build_demographics_hook(config: DemographicsConfig, loop: Any, emit_to: Sequence[Callable[[list], Any]],
+def build_demographics_hook(config: DemographicsConfig, loop: SensorLoop, emit_to: Sequence[Callable[[list], Any]],
                             accountant: Accountant, audit: AuditSink | None = None,
                             estimator: AgeGenderEstimator | None = None,
                             rng: RandomSource = SYSTEM) -> DemographicsHook | None:

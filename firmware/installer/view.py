@@ -26,8 +26,10 @@ from firmware.config.sensing import GeometryConfig
 from firmware.installer.counts import RunCounts
 from firmware.installer.overlay import ImagePlane, ground_grid, overlay_state
 from firmware.samples.taking import FaceFinder, PersonFinder, blur_region, deidentify_regions
+from firmware.sensing.tracker import Track
 from hal.clock import Clock
 from hal.detections import Detections
+from hal.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,14 @@ class InstallerView:
         w = self._watched_ns
         return w is not None and now_ns - w <= int(self.config.watch_timeout_s * 1e9)
 
-    def on_frame(self, frame: Any, detections: Detections | None, wall: float) -> None:
+    def on_frame(self, frame: Frame, detections: Detections | None, wall: float) -> None:
         if detections is None:
             self._dets = (np.zeros((0, 4)), np.zeros(0))
             return
         p = detections.persons(self.min_score)
         self._dets = (p.boxes.astype(np.float64), p.scores.astype(np.float64))
 
-    def on_tracks(self, frame: Any, tracks: Sequence[Any], wall: float) -> None:
+    def on_tracks(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
         now = self.clock.monotonic_ns()
         if now < self._next_ns or not self.watching(now):
             return

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from firmware.config import UmbraConfig, resolve_path
 from firmware.errors import AuditError
@@ -230,7 +230,7 @@ class AuditLog:
         finally:
             f.close()  # releases the flock
 
-    def _append(self, f: Any, event: str, t: float, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def _append(self, f: BinaryIO, event: str, t: float, fields: Mapping[str, Any]) -> dict[str, Any]:
         key = self._signer.public_key_b64() if self._signer is not None else None
         if self._signer is not None and key != self._logged_key:  # a new device key (first signed run, renewal)
             self._logged_key = key
@@ -265,14 +265,14 @@ class AuditLog:
         write_atomic(_mark_path(self.path), canonical({"counter": counter, "seq": seq}))
         self.counter, self.head = counter, head
 
-    def _read(self, f: Any) -> bytes:
+    def _read(self, f: BinaryIO) -> bytes:
         try:
             f.seek(0)
             return f.read()
         except OSError as e:
             raise AuditError(f"cannot read the audit log {self.path}: {e.strerror}") from e
 
-    def _resume(self, f: Any) -> list[str]:
+    def _resume(self, f: BinaryIO) -> list[str]:
         """Takes up the chain where the file ends; returns what is wrong with the head found beside it."""
         data = self._read(f)
         cut = data.rfind(b"\n") + 1
@@ -308,7 +308,7 @@ class AuditLog:
             self._unanchored = tail.last[0]  # a crash between the last line and its head
         return problems
 
-    def _refresh(self, f: Any) -> None:
+    def _refresh(self, f: BinaryIO) -> None:
         """The file changed under us: another process appended (take up the chain after its entries, and any
         key it named: only the new bytes are read), or it shrank (checked as on opening, damage recorded)."""
         if os.fstat(f.fileno()).st_size < self._size:
