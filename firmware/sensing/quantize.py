@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -89,7 +89,10 @@ def cell_centre(cell: Sequence[int], grid_m: float) -> tuple[float, float]:
     return ((cell[0] + 0.5) * grid_m, (cell[1] + 0.5) * grid_m)
 
 
-def _dominant(values: Iterable[Hashable]) -> Hashable:
+_V = TypeVar("_V", bound=Hashable)
+
+
+def _dominant(values: Iterable[_V]) -> _V:
     """The most frequent value; a tie goes to the smallest (by its text), so time order never decides."""
     counts = Counter(values)
     top = max(counts.values())
