@@ -76,6 +76,11 @@ def load(path: str | os.PathLike[str]) -> UmbraConfig:
     return parse(text, str(p))
 
 
+def state_file(value: str, state_dir: str, base: Path) -> Path:
+    """A state file's path from the config: `{state_dir}` stands for `[device] state_dir`, then as `resolve_path`."""
+    return resolve_path(value.replace("{state_dir}", state_dir), base)
+
+
 def resolve_path(value: str, base: Path) -> Path:
     """A path from the config: `~` and $VARS expanded, relative paths taken from the config file's folder."""
     p = Path(os.path.expandvars(os.path.expanduser(value)))

@@ -28,8 +28,8 @@ class PrivacyConfig:
     heat_min_s: int = 10  # a heatmap cell needs k people's worth of this many seconds
     max_zones: int = 2  # zones one person counts in per window
     max_crossings: int = 0  # line crossings one person counts for per window; 0: derived (crossing_cap)
-    budget_file: str = "/var/lib/umbra/privacy_budget.sqlite"
-    audit_file: str = "/var/lib/umbra/audit.jsonl"  # the hash-chained privacy audit log; "" for none
+    budget_file: str = "{state_dir}/privacy_budget.sqlite"  # {state_dir}: [device] state_dir
+    audit_file: str = "{state_dir}/audit.jsonl"  # the hash-chained privacy audit log; "" for none
 
     def validate(self) -> None:
         whole("window_s", self.window_s, 60, 86_400, unit="s")

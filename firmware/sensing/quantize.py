@@ -1,12 +1,19 @@
 """Quantization: from a tracker's tracks (pixels, exact times) to records with nothing finer than the
-configured grid, time bucket, size class and heading sector. Pure: time is an argument."""
+configured grid, time bucket, size class and heading sector. Pure: time is an argument.
+
+Nothing finer than the bucket in value, order or count: `Buckets` holds a bucket's records until it ends and
+then releases one record per pseudonym (its dominant cell, size, heading and zone: the most frequent, ties
+broken by value, never by time), sorted by (epoch, pseudonym). So neither how many times a track was seen
+within a bucket, nor in what order, nor when, can be read from what leaves. Not yet wired into the loop:
+counting crossings from the released records (bench/counting.py) needs the finer paths (issue 16 report)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -80,3 +87,42 @@ class Quantizer:
 
 def cell_centre(cell: Sequence[int], grid_m: float) -> tuple[float, float]:
     return ((cell[0] + 0.5) * grid_m, (cell[1] + 0.5) * grid_m)
+
+
+_V = TypeVar("_V", bound=Hashable)
+
+
+def _dominant(values: Iterable[_V]) -> _V:
+    """The most frequent value; a tie goes to the smallest (by its text), so time order never decides."""
+    counts = Counter(values)
+    top = max(counts.values())
+    return min((v for v, n in counts.items() if n == top), key=lambda v: (v is None, repr(v)))
+
+
+def merge_bucket(records: Sequence[QuantizedTrack]) -> QuantizedTrack:
+    """One pseudonym's records of one bucket as one record: each field its dominant value."""
+    first = records[0]
+    return replace(first, cell=_dominant(r.cell for r in records), size=_dominant(r.size for r in records),
+                   heading=_dominant(r.heading for r in records), zone=_dominant(r.zone for r in records))
+
+
+class Buckets:
+    """Collects the records of the current time bucket; `add(records, wall)` returns the records of the
+    buckets that ended before `wall` (one per pseudonym each), `flush()` the current one."""
+
+    def __init__(self, bucket_s: int) -> None:
+        self.bucket_s = bucket_s
+        self._t: int | None = None
+        self._held: dict[tuple[int, str], list[QuantizedTrack]] = {}
+
+    def add(self, records: Sequence[QuantizedTrack], wall: float) -> list[QuantizedTrack]:
+        t = int(wall // self.bucket_s) * self.bucket_s
+        out = self.flush() if self._t is not None and t != self._t else []
+        self._t = t
+        for r in records:
+            self._held.setdefault((r.epoch, r.pseudonym), []).append(r)
+        return out
+
+    def flush(self) -> list[QuantizedTrack]:
+        held, self._held, self._t = self._held, {}, None
+        return [merge_bucket(held[k]) for k in sorted(held)]

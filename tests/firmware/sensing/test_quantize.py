@@ -104,3 +104,50 @@ def test_ground_state_from_pets_boxes():
     gs = q.ground([T(9, (499, 158, 530.03, 233.17), (0.0, 0.0))])
     assert np.allclose(gs.xy[0], (-4.1554, -7.3591), atol=0.2)
     assert 1.3 < gs.height_m[0] < 2.2  # an adult
+
+
+# ---------------------------------------------------------------- nothing finer than the bucket
+
+from firmware.sensing.quantize import Buckets  # noqa: E402
+
+
+def _rec(p: str, t: int, cell: tuple[int, int], heading: int | None = 0) -> QuantizedTrack:
+    return QuantizedTrack(p, 0, t, cell, 0.5, "M", heading, None)
+
+
+sightings_st = st.lists(st.tuples(st.sampled_from(["a" * 16, "b" * 16, "c" * 16]), st.integers(0, 3),
+                                  st.integers(0, 3), st.sampled_from([None, 0, 4])), min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sightings_st, st.randoms(use_true_random=False), st.integers(0, 10**6))
+def test_tracks_records_carry_no_sub_bucket_order_count_or_timing(sightings, rnd, t_bucket):
+    """One bucket's sightings, at any instants within it, in any order, as many times as the ticks saw them:
+    what leaves is one record per pseudonym, the same records in the same order."""
+    bucket = 5
+    t0 = t_bucket * bucket
+
+    def released(order, instants):
+        b = Buckets(bucket)
+        for (p, x, y, h), wall in zip(order, instants, strict=True):
+            assert b.add([_rec(p, t0, (x, y), h)], wall) == []  # nothing leaves before the bucket ends
+        return b.add([], t0 + bucket + 0.1)
+
+    base = released(sightings, sorted(t0 + rnd.random() * (bucket - 0.01) for _ in sightings))
+    shuffled = list(sightings)
+    rnd.shuffle(shuffled)
+    other = released(shuffled, sorted(t0 + rnd.random() * (bucket - 0.01) for _ in shuffled))
+    assert other == base
+    assert len(base) == len({p for p, *_ in sightings})  # one per pseudonym, however often it was seen
+    assert [r.pseudonym for r in base] == sorted(r.pseudonym for r in base)  # ordered by value, not by time
+    assert all(r.t == t0 for r in base)
+
+
+def test_the_dominant_cell_leaves_and_a_tie_is_broken_by_value() -> None:
+    b = Buckets(5)
+    b.add([_rec("a" * 16, 0, (2, 2)), _rec("b" * 16, 0, (7, 1))], 0.0)
+    b.add([_rec("a" * 16, 0, (1, 1)), _rec("b" * 16, 0, (3, 1))], 2.0)
+    b.add([_rec("a" * 16, 0, (1, 1))], 4.5)
+    out = b.add([_rec("a" * 16, 5, (9, 9))], 5.0)
+    assert [(r.pseudonym[0], r.cell) for r in out] == [("a", (1, 1)), ("b", (3, 1))]
+    assert [r.cell for r in b.flush()] == [(9, 9)]
