@@ -10,7 +10,6 @@ never logged, only its id."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from firmware.errors import InstallerRefused
 from firmware.privacy.audit import AuditSink
 from firmware.samples.authorization import MAX_TOKEN_CHARS, TOKEN_ID
 from firmware.samples.authorization import SCHEMA as SAMPLING_SCHEMA
-from trust.files import canonical
+from trust.files import b64url, canonical, unb64url
 from trust.keys import ed25519_public_key
 
 SCHEMA = "umbra.installer-authorization/1"
@@ -42,20 +41,12 @@ class InstallerGrant:
         return self.not_before <= t < self.expires
 
 
-def _b64e(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
-
-
-def _b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
 def sign_installer_token(private_key: Ed25519PrivateKey, *, device_id: str, not_before: int, expires: int,
                          token_id: str) -> str:
     """Operator side: make an installer token (the device holds only the public key)."""
     payload = canonical({"schema": SCHEMA, "device_id": device_id, "not_before": int(not_before),
                          "expires": int(expires), "token_id": token_id})
-    return f"{_b64e(payload)}.{_b64e(private_key.sign(payload))}"
+    return f"{b64url(payload)}.{b64url(private_key.sign(payload))}"
 
 
 class InstallerAuthorizer:
@@ -88,7 +79,7 @@ class InstallerAuthorizer:
         if self._key is None:
             raise InstallerRefused("no-authority-key", "no installer authority key is configured on this device")
         try:
-            self._key.verify(_b64d(token.split(".")[1]), payload)
+            self._key.verify(unb64url(token.split(".")[1]), payload)
         except (InvalidSignature, binascii.Error, ValueError):
             raise InstallerRefused("bad-signature", "the signature does not match the installer authority's "
                                    "key (altered or foreign token)") from None
@@ -109,7 +100,7 @@ def _parse(token: str) -> tuple[bytes, dict[str, Any]]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise InstallerRefused("malformed", "a token is '<payload>.<signature>' in base64url")
     try:
-        payload = _b64d(token.split(".")[0])
+        payload = unb64url(token.split(".")[0])
         fields = json.loads(payload.decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InstallerRefused("malformed", "the payload is not base64url JSON") from None

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from firmware.config.samples import AuthorizationConfig
 from firmware.errors import AuthorizationRefused
 from firmware.privacy.audit import AuditSink
-from trust.files import canonical
+from trust.files import b64url, canonical, unb64url
 from trust.keys import ed25519_public_key
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,6 @@ class Grant:
         return self.not_before <= t < self.expires
 
 
-def _b64e(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
-
-
-def _b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
 def public_key_b64(private_key: Ed25519PrivateKey) -> str:
     """The config value for a customer's key pair (for the customer's tooling and tests)."""
 
@@ -78,7 +70,7 @@ def sign_token(private_key: Ed25519PrivateKey, *, device_id: str, rate_per_hour:
         "schema": SCHEMA, "device_id": device_id, "rate_per_hour": int(rate_per_hour),
         "not_before": int(not_before), "expires": int(expires), "token_id": token_id,
     })
-    return f"{_b64e(payload)}.{_b64e(private_key.sign(payload))}"
+    return f"{b64url(payload)}.{b64url(private_key.sign(payload))}"
 
 
 class Authorizer:
@@ -120,7 +112,7 @@ class Authorizer:
         if self._key is None:
             raise AuthorizationRefused("no-customer-key", "no customer public key is configured on this device")
         try:
-            self._key.verify(_b64d(token.split(".")[1]), payload)
+            self._key.verify(unb64url(token.split(".")[1]), payload)
         except (InvalidSignature, binascii.Error, ValueError):
             raise AuthorizationRefused(
                 "bad-signature", "the signature does not match the customer's key (altered or foreign token)"
@@ -152,7 +144,7 @@ def _parse(token: str) -> tuple[bytes, dict[str, Any]]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise AuthorizationRefused("malformed", "a token is '<payload>.<signature>' in base64url")
     try:
-        payload = _b64d(token.split(".")[0])
+        payload = unb64url(token.split(".")[0])
         fields = json.loads(payload.decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise AuthorizationRefused("malformed", "the payload is not base64url JSON") from None

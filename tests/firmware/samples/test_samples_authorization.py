@@ -10,7 +10,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from firmware.config.samples import AuthorizationConfig
 from firmware.errors import AuthorizationRefused
 from firmware.privacy import audit
-from firmware.samples.authorization import Authorizer, _b64d, _b64e, public_key_b64, sign_token
+from firmware.samples.authorization import Authorizer, public_key_b64, sign_token
+from trust.files import b64url as _b64e
+from trust.files import unb64url as _b64d
 
 NOW = 1_800_000_000
 
