@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from firmware import __version__
+from hal.clock import SystemClock
+from hal.serial import open_serial
 from provisioning.agent import DeviceAgent, SelfTest
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,6 @@ def hardware_id() -> str:
 
 def self_tests(state_dir: Path) -> dict[str, SelfTest]:
     def camera() -> dict[str, Any]:
-        from hal.clock import SystemClock
         from hal.picam import PiCamera
 
         with PiCamera(clock=SystemClock()) as cam, cam.capture() as f:
@@ -68,8 +70,6 @@ def self_tests(state_dir: Path) -> dict[str, SelfTest]:
 
 def serve(port: str, state_dir: Path, ca_pem: Path, *, model: str = "umbra-pi", baudrate: int = 115_200) -> None:
     """Answer the station on `port` until the device is locked (then keep answering hello)."""
-    from firmware import __version__
-    from hal.serial import open_serial
 
     agent = DeviceAgent(state_dir, hardware_id=hardware_id(), model=model, firmware=__version__,
                         trusted_ca_pem=ca_pem.read_bytes(), self_tests=self_tests(state_dir))

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from cloud.store import Store
+from provisioning.agent import DeviceAgent
+from provisioning.device import serve
+from provisioning.fakepty import FakeDevice
 from provisioning.station import FileCA, FleetSettings, Station, StationLog
+from trust.keys import BatchKey
 
 HELP = "factory provisioning station"
 
@@ -63,14 +69,12 @@ def _init_ca(args: argparse.Namespace) -> int:
 
 
 def load_fleet(path: Path) -> FleetSettings:
-    from trust.keys import BatchKey
 
     doc = json.loads(path.read_text())
     ota_root = Path(doc["ota_root"]).read_bytes() if doc.get("ota_root") else b"{}"
 
     def key_for(device_id: str) -> dict[str, Any]:
         if doc.get("cloud_data"):
-            from cloud.store import Store
 
             key = BatchKey.generate(time.time(), 30 * 86_400)
             Store(Path(doc["cloud_data"]) / "cloud.sqlite").add_key(device_id, key)
@@ -112,10 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fake(ca: FileCA, i: int):
-    import os
 
-    from provisioning.agent import DeviceAgent
-    from provisioning.fakepty import FakeDevice
 
     folder = Path(tempfile.mkdtemp(prefix="umbra-fake-device-"))
     agent = DeviceAgent(folder, hardware_id=os.urandom(6).hex(), model="umbra-bench", firmware="0.1.0",
@@ -124,7 +125,6 @@ def _fake(ca: FileCA, i: int):
 
 
 def _agent(args: argparse.Namespace) -> int:
-    from provisioning.device import serve
 
     serve(args.port, args.state, args.ca)
     return 0

@@ -6,9 +6,19 @@ decodes), de-identifies the last view as the installer page does, and writes it 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from firmware import config as cfgmod
+from firmware.cli.assemble import build_loop
+from firmware.cli.installer import make_view
 from firmware.errors import InstallerError
+from firmware.installer.counts import RunCounts
+from firmware.installer.overlay import draw_overlay
+from firmware.sensing.geometry import Geometry
+from hal.clock import FakeClock, SystemClock
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -20,13 +30,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def snapshot(cfg, base: Path, frames: int, clock=None, camera=None, detector=None, faces=None):  # noqa: ANN001, ANN201
     """Runs the loop `frames` ticks with the installer view watching; returns (the last view, its counts)."""
-    from dataclasses import replace
 
-    from firmware.cli.assemble import build_loop
-    from firmware.cli.installer import make_view
-    from firmware.installer.counts import RunCounts
-    from firmware.sensing.geometry import Geometry
-    from hal.clock import FakeClock, SystemClock
 
     if clock is None:
         clock = FakeClock() if cfg.camera.kind == "video" else SystemClock()
@@ -44,9 +48,7 @@ def snapshot(cfg, base: Path, frames: int, clock=None, camera=None, detector=Non
 
 def render(jpeg: bytes, state: dict):  # noqa: ANN201 - an RGB array
     import cv2
-    import numpy as np
 
-    from firmware.installer.overlay import draw_overlay
 
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -59,7 +61,6 @@ def render(jpeg: bytes, state: dict):  # noqa: ANN201 - an RGB array
 def _cmd_draw(args: argparse.Namespace) -> int:
     import cv2
 
-    from firmware import config as cfgmod
 
     cfg = cfgmod.load(args.config)
     view = snapshot(cfg, args.config.resolve().parent, args.frames)

@@ -13,13 +13,17 @@ import argparse
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware.cli.samples import load_customer_key
-from firmware.config import UmbraConfig
+from firmware.config import UmbraConfig, resolve_path
 from firmware.config.installer import MAX_VALIDITY_S, InstallerConfig
+from firmware.config.sensing import DetectorConfig
 from firmware.errors import SamplesCommandError
 from firmware.installer.counts import RunCounts
 from firmware.installer.server import InstallerServer
@@ -27,8 +31,12 @@ from firmware.installer.token import InstallerAuthorizer, sign_installer_token
 from firmware.installer.view import InstallerView
 from firmware.privacy.audit import AuditSink, NoAudit
 from firmware.samples.authorization import public_key_b64
+from firmware.samples.grantstore import device_id_of
 from firmware.sensing.loop import SensorLoop
 from hal.clock import Clock
+from hal.faces import FaceConfig, FaceDetector
+from hal.frame import Frame
+from trust.files import write_atomic
 
 log = logging.getLogger(__name__)
 VIEW_VERIFY_PASSES = 2  # as samples: a second re-check only when the first still found someone
@@ -52,10 +60,7 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
     ic = cfg.installer
     if not ic.enabled:
         return None
-    from dataclasses import replace
 
-    from firmware.config import resolve_path
-    from firmware.samples.grantstore import device_id_of
 
     sink = audit if audit is not None else NoAudit()
     view = make_view(cfg, counts, clock, faces, persons=persons)
@@ -78,10 +83,8 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
     on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings), so that at one view
     every two seconds the loop keeps 90% of its rate (bench.installer_cost). A scripted detector cannot
     look: no person re-check then."""
-    from dataclasses import replace
 
     if faces is None:
-        from hal.faces import FaceConfig, FaceDetector
 
         faces = FaceDetector(FaceConfig(variant="short_range", tiles=(1, 2)))
     if persons is None and cfg.detector.kind == "tflite":
@@ -96,8 +99,6 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
 def person_recheck(cfg: UmbraConfig) -> Any:
     """The person model on the blurred view, 2 x 2 tiles: normalized boxes of persons above
     PERSON_RECHECK_SCORE."""
-    from firmware.config.sensing import DetectorConfig
-    from hal.frame import Frame
     from hal.tflite import TfliteDetector
 
     d = DetectorConfig()
@@ -126,10 +127,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from trust.files import write_atomic
 
     if args.out.exists():
         raise SamplesCommandError(f"{args.out} exists; a key is not overwritten (choose another --out)")
@@ -149,7 +147,6 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     token = sign_installer_token(load_customer_key(args.key), device_id=args.device, not_before=now,
                                  expires=now + int(args.hours * 3600), token_id="inst-" + secrets.token_hex(6))
     if args.out is not None:
-        from trust.files import write_atomic
 
         write_atomic(args.out, (token + "\n").encode(), private=True)
     else:

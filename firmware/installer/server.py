@@ -24,10 +24,12 @@ from aiohttp import web
 
 from firmware.config.installer import InstallerConfig, local_only
 from firmware.errors import InstallerError, InstallerRefused
+from firmware.installer.editor import save_geometry
 from firmware.installer.overlay import ImagePlane
 from firmware.installer.token import InstallerAuthorizer, InstallerGrant
 from firmware.installer.view import InstallerView
 from firmware.privacy.audit import AuditSink
+from firmware.sensing.calibrate import CalibrationError, fit_point_pairs
 from hal.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,6 @@ class InstallerServer:
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def _geometry(self, request: web.Request) -> web.Response:
-        from firmware.installer.editor import save_geometry
 
         try:
             zones, lines = self._drawn(await request.json())
@@ -212,8 +213,6 @@ class InstallerServer:
         return zones, lines
 
     async def _calibrate(self, request: web.Request) -> web.Response:
-        from firmware.installer.editor import save_geometry
-        from firmware.sensing.calibrate import CalibrationError, fit_point_pairs
 
         body = await request.json()
         try:

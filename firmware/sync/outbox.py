@@ -30,6 +30,7 @@ from typing import Any
 from firmware.config.sync import OutboxConfig
 from firmware.errors import FirmwareError, OutboxError
 from firmware.privacy.compliance import HeldItem
+from firmware.schemas import validate as schema_validate
 from firmware.sensing.loop import TickResult
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,6 @@ class Outbox:
         config.validate()
         self.config = config
         if validate is None and config.validate_records:
-            from firmware.schemas import validate as schema_validate
 
             validate = schema_validate
         self._validate = validate
@@ -332,7 +332,6 @@ class Outbox:
     def held(self, start: float, end: float) -> list[HeldItem]:
         """Every record waiting here (in a batch or not) with start <= its time < end, as compliance sees it
         (firmware.privacy.compliance.HeldItem: kind, time, zone, size)."""
-        from firmware.privacy.compliance import HeldItem
 
         with self._lock:
             rows = self._db.execute("SELECT kind, size, body FROM records ORDER BY seq").fetchall()

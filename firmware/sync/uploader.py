@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from cryptography import x509
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 
 from firmware.config.sync import UploaderConfig
 from firmware.errors import UploadError
+from firmware.samples.grantstore import MAX_TOKENS, SCHEMA
 from firmware.sync.outbox import Batch, Outbox
 from hal.clock import Clock
 from hal.trustedtime import TrustedClock
@@ -284,7 +286,6 @@ class Uploader:
         """Customer sampling tokens relayed by the cloud, written as they are to `authorizations_file` (the
         sensor verifies, stores and audits them: firmware.samples.grantstore). Optional: a cloud without the route,
         or a malformed answer, is logged and does not fail the cycle."""
-        from firmware.samples.grantstore import MAX_TOKENS, SCHEMA
 
         try:
             msg = await self._call("GET", "/v1/authorizations")
@@ -359,7 +360,6 @@ class Uploader:
 
     async def _watch_for_cloud(self, delay: float) -> None:
         """Wait up to `delay`, returning early once the cloud accepts a TCP connection again."""
-        from urllib.parse import urlsplit
 
         parts = urlsplit(self.config.url)
         waited = 0.0
