@@ -11,6 +11,11 @@ answers. TrustedClock wraps the machine's clock and says which wall time can be 
 - while untrusted, `wall()` is the machine's time but never below that floor: the sensor keeps working,
   and callers hold time-bound decisions (key validity, certificate renewal, releases) on `trusted`.
 
+Who reads it: the uploader (signing times, key validity, renewal; it learns the time from the cloud), the
+device's TLS contexts (certificate validity judged on this clock, not the system's: `trust.tls.CertTimes`),
+OTA checks (held while untrusted; python-tuf judges expiry at this time), analytics (windows withheld), and
+customer sample grants and installer tokens (held while untrusted).
+
 `monotonic_ns` and `sleep_until_ns` are the machine's, so intervals never depend on the wall clock."""
 
 from __future__ import annotations
@@ -96,6 +101,11 @@ class TrustedClock:
 
     def sleep_until_ns(self, deadline_ns: int) -> None:
         self.base.sleep_until_ns(deadline_ns)
+
+    @property
+    def floor(self) -> float:
+        """The last trusted wall time known (persisted; 0.0 when none was ever known)."""
+        return self._floor
 
     @property
     def trusted(self) -> bool:

@@ -21,6 +21,11 @@ class PinMismatch(TlsError, aiohttp.ClientConnectionError):
     """The server passed CA and hostname checks but its public key is not in the pin set."""
 
 
+class CertTimeRefused(TlsError, aiohttp.ClientConnectionError):
+    """The server's chain verified, but a certificate in it is not valid at the device's time (checked by
+    `trust.tls.CertTimes` after the handshake, since OpenSSL is told not to judge time on the system clock)."""
+
+
 class PinUpdateRefused(TlsError):
     """A pin-set update was refused (bad signature, old version, too few pins, malformed)."""
 

@@ -8,6 +8,16 @@ aiohttp writes a byte of the request; a mismatch aborts the connection and raise
 (aiohttp's own `Fingerprint` pins one leaf certificate and turns off CA and hostname checks, so it is not
 used.)
 
+Time: OpenSSL judges certificate validity on the system clock, and a Raspberry Pi boots with a wrong one
+(no battery-backed clock), so a device a day behind could not even reach the cloud to learn the time. The
+device's contexts (`device_context`) therefore set OpenSSL's X509_V_FLAG_NO_CHECK_TIME, keeping every other
+check (chain, signatures, hostname, purpose, version floor), and `CertTimes` checks the validity windows of the
+peer's chain after the handshake, before a request byte is sent, against the device's own notion of time
+(`DeviceTime`, e.g. `hal.trustedtime.TrustedClock`): once wall time is trusted, notBefore <= now <= notAfter;
+while it is not, only a chain that expired before the last trusted time (or before the device's own
+certificate was issued) is refused, so the device can connect, learn the signed time and become trusted. A
+connector given a context that skips the time check refuses to run without a `CertTimes` to do it.
+
 The pin set lives in a file holding a message signed by the fleet root key (Ed25519, see
 `trust.pki.sign_pin_update`); `PinStore` verifies it on load and accepts a replacement only if it is
 signed by that key, has a higher version, and names at least two pins (one in use, at least one backup).
@@ -17,19 +27,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from trust.errors import PinMismatch, PinUpdateRefused, TlsError
+from trust.errors import CertTimeRefused, PinMismatch, PinUpdateRefused, TlsError
 from trust.files import canonical, write_atomic
 from trust.pki import PINS_SCHEMA, load_root_public, spki_sha256_der_cert
 
@@ -38,6 +50,8 @@ log = logging.getLogger(__name__)
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 MAX_PIN_MESSAGE = 16_384
 MIN_PINS = 2
+NO_CHECK_TIME = 0x200000  # OpenSSL's X509_V_FLAG_NO_CHECK_TIME (1.1.0 on); Python's ssl has no name for it
+MAX_CHAIN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,99 @@ def client_context(ca_file: str | Path, cert_file: str | Path, key_file: str | P
     except (OSError, ssl.SSLError) as e:
         raise TlsError(f"cannot load TLS files (CA {ca_file}, cert {cert_file}, key {key_file}): {e}") from e
     return ctx
+
+
+class DeviceTime(Protocol):
+    """What the certificate time check reads of the device's clock (hal.trustedtime.TrustedClock has it)."""
+
+    @property
+    def trusted(self) -> bool: ...
+
+    @property
+    def floor(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+class CertTimes:
+    """The validity-window check OpenSSL skips on a device context, done on the device's time after the
+    handshake. The chain checked is the peer's certificate and the issuers above it found in the CA file (the
+    fleet CA is the only anchor; Python 3.11 does not expose intermediates the server sends, so one that is
+    not in the CA file is not time-checked here). `refused` counts refusals."""
+
+    def __init__(self, ca_file: str | Path, own_cert_file: str | Path | None, time: DeviceTime) -> None:
+        try:
+            self.anchors = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+            own = x509.load_pem_x509_certificate(Path(own_cert_file).read_bytes()) if own_cert_file else None
+        except (OSError, ValueError) as e:
+            raise TlsError(f"cannot read certificates for the time check ({ca_file}, {own_cert_file}): {e}") from e
+        # the device's own certificate was issued at provisioning (or renewal): the true time is not earlier
+        self.issued_floor = own.not_valid_before_utc.timestamp() if own is not None else 0.0
+        self.time = time
+        self.refused = 0
+
+    def chain(self, leaf: x509.Certificate) -> list[x509.Certificate]:
+        chain, cur = [leaf], leaf
+        while len(chain) < MAX_CHAIN and cur.issuer != cur.subject:
+            cur = next((a for a in self.anchors if a.subject == cur.issuer and _issued_by(cur, a)), cur)
+            if cur in chain:
+                break
+            chain.append(cur)
+        return chain
+
+    def check(self, der: bytes) -> None:
+        """Raises CertTimeRefused (counted) when the peer's chain is not valid at the device's time."""
+        try:
+            _check_windows(self.chain(x509.load_der_x509_certificate(der)), self.time.trusted, self.time.wall(),
+                           max(self.time.floor, self.issued_floor))
+        except CertTimeRefused:
+            self.refused += 1
+            raise
+        except ValueError as e:
+            self.refused += 1
+            raise CertTimeRefused(f"cert-time: the server's certificate cannot be read: {e}") from e
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _check_windows(chain: Sequence[x509.Certificate], trusted: bool, now: float, floor: float) -> None:
+    for cert in chain:
+        name = cert.subject.rfc4514_string()
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        if trusted and now < start.timestamp():
+            raise CertTimeRefused(f"cert-time: certificate {name!r} is not valid before {start:%Y-%m-%dT%H:%M:%SZ}; "
+                                  f"the trusted time is {_iso(now)}")
+        if trusted and now > end.timestamp():
+            raise CertTimeRefused(f"cert-time: certificate {name!r} expired at {end:%Y-%m-%dT%H:%M:%SZ}; "
+                                  f"the trusted time is {_iso(now)}")
+        if not trusted and end.timestamp() < floor:
+            raise CertTimeRefused(f"cert-time: certificate {name!r} expired at {end:%Y-%m-%dT%H:%M:%SZ}, before "
+                                  f"the last trusted time {_iso(floor)} (wall time not trusted yet)")
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def device_context(ca_file: str | Path, cert_file: str | Path, key_file: str | Path, min_version: str,
+                   time: DeviceTime) -> tuple[ssl.SSLContext, CertTimes]:
+    """A device's client context whose certificate times are judged on `time`, not the system clock: OpenSSL
+    checks everything but time, and the returned CertTimes (hand it to the connector) checks time."""
+    ctx = client_context(ca_file, cert_file, key_file, min_version)
+    ctx.verify_flags |= NO_CHECK_TIME
+    return ctx, CertTimes(ca_file, cert_file, time)
+
+
+def needs_time_check(ctx: ssl.SSLContext, times: CertTimes | None) -> None:
+    """TlsError when `ctx` skips OpenSSL's time check and nothing is given to do it instead."""
+    if ctx.verify_flags & NO_CHECK_TIME and times is None:
+        raise TlsError("a context that skips OpenSSL's certificate time check needs a CertTimes to check time")
 
 
 def server_context(cert_file: str | Path, key_file: str | Path, ca_file: str | Path,
@@ -169,12 +276,18 @@ class PinStore:
         return new
 
 
-def check_pins(transport: Any, pins: frozenset[str]) -> str:
-    """The peer's SPKI pin if it is in `pins`; else PinMismatch. Call only after a verified handshake."""
+def peer_der(transport: Any) -> bytes:
+    """The peer's certificate (DER) on a verified TLS transport; PinMismatch when there is none."""
     ssl_object = transport.get_extra_info("ssl_object")
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
         raise PinMismatch("no server certificate on this connection; refusing to send")
+    return bytes(der)
+
+
+def check_pins(transport: Any, pins: frozenset[str]) -> str:
+    """The peer's SPKI pin if it is in `pins`; else PinMismatch. Call only after a verified handshake."""
+    der = peer_der(transport)
     got = spki_sha256_der_cert(der)
     if got not in pins:
         peer = transport.get_extra_info("peername")
@@ -187,13 +300,17 @@ class PinnedConnector(aiohttp.TCPConnector):
 
     The check sits in `_wrap_create_connection`, where aiohttp itself checks `Fingerprint`: the transport
     is connected and verified, and no request byte has been written. Plain (non-TLS) connections are
-    refused outright."""
+    refused outright. With `cert_times` (a `device_context`), the chain's validity on the device's time is
+    checked there too (CertTimeRefused)."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, pins: Callable[[], frozenset[str]], **kwargs: Any) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext, pins: Callable[[], frozenset[str]],
+                 cert_times: CertTimes | None = None, **kwargs: Any) -> None:
         if not ssl_context.check_hostname or ssl_context.verify_mode != ssl.CERT_REQUIRED:
             raise TlsError("PinnedConnector needs a verifying context (CERT_REQUIRED, check_hostname)")
+        needs_time_check(ssl_context, cert_times)
         super().__init__(ssl=ssl_context, **kwargs)
         self._pins = pins
+        self._times = cert_times
         self.pin_failures = 0
 
     async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
@@ -206,4 +323,10 @@ class PinnedConnector(aiohttp.TCPConnector):
             self.pin_failures += 1
             transport.abort()
             raise
+        if self._times is not None:
+            try:
+                self._times.check(peer_der(transport))
+            except CertTimeRefused:
+                transport.abort()
+                raise
         return transport, proto

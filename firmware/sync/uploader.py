@@ -42,10 +42,10 @@ from firmware.sync.outbox import Batch, Outbox
 from hal.clock import Clock
 from hal.trustedtime import TrustedClock
 from trust import pki
-from trust.errors import NoUsableKey, PinMismatch, TrustError
+from trust.errors import CertTimeRefused, NoUsableKey, PinMismatch, TrustError
 from trust.keys import BatchKey, KeyRing, sign_headers
 from trust.tls import PinnedConnector as _PinnedConnector
-from trust.tls import PinStore, TlsConfig, client_context
+from trust.tls import CertTimes, PinStore, TlsConfig, client_context, device_context
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class UploaderStats:
     duplicates_acked: int = 0
     failures: int = 0
     pin_failures: int = 0
+    cert_time_failures: int = 0  # server chains refused for their validity at the device's time
     keys_received: int = 0
     certs_renewed: int = 0
     last_error: str | None = None
@@ -96,17 +97,21 @@ class Uploader:
                  rng: random.Random, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  audit_head: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
         """`clock`: a TrustedClock holds key validity, signing times and renewal until wall time is trusted
-        (learnt from the cloud's Date when nothing else gave it); any other Clock is taken as trusted.
+        (learnt from the cloud's Date when nothing else gave it) and judges the cloud's certificate times (OpenSSL
+        would use the system clock); any other Clock (tests, benchmarks) is taken as trusted, and certificate
+        times are left to OpenSSL on the system clock.
         `audit_head`: the audit log's current signed head, sent with every batch."""
         config.validate()
         self.audit_head = audit_head  # the audit log's current signed head, sent with every batch
         self.config, self.tls, self.outbox, self.clock, self.rng = config, tls, outbox, clock, rng
         self.time = clock if isinstance(clock, TrustedClock) else TrustedClock.always_trusted(clock)
+        self._judge_cert_times = isinstance(clock, TrustedClock)  # else OpenSSL judges them on the system clock
         self._sleep = sleep
         self.keyring = KeyRing(config.keyring_file)
         self.pins = PinStore(tls.pins_file, tls.fleet_root_public_key)
         self.stats = UploaderStats()
         self._session: aiohttp.ClientSession | None = None
+        self._session_trusted = False  # whether the session's connections were checked at trusted time
         self._failures = 0
         self._next_pins_at = 0.0
         self._next_authorizations_at = 0.0
@@ -119,9 +124,16 @@ class Uploader:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            ctx = client_context(self.tls.ca_file, self.tls.cert_file, self.tls.key_file, self.tls.min_version)
-            conn = _PinnedConnector(ssl_context=ctx, pins=self.pins.pins, limit=2, enable_cleanup_closed=True)
+            times: CertTimes | None = None
+            if self._judge_cert_times:  # on the device's trusted time, not the system clock (trust.tls.CertTimes)
+                ctx, times = device_context(self.tls.ca_file, self.tls.cert_file, self.tls.key_file,
+                                            self.tls.min_version, self.time)
+            else:
+                ctx = client_context(self.tls.ca_file, self.tls.cert_file, self.tls.key_file, self.tls.min_version)
+            conn = _PinnedConnector(ssl_context=ctx, pins=self.pins.pins, cert_times=times, limit=2,
+                                    enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=conn, timeout=self._timeout)
+            self._session_trusted = self.time.trusted
         return self._session
 
     async def close(self) -> None:
@@ -152,6 +164,9 @@ class Uploader:
         except PinMismatch as e:
             self.stats.pin_failures += 1
             raise UploadError(f"{path}: {e}") from e
+        except CertTimeRefused as e:
+            self.stats.cert_time_failures += 1
+            raise UploadError(f"{path}: {e}") from e
         except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             raise UploadError(f"{path}: {type(e).__name__}: {e}") from e
 
@@ -181,6 +196,8 @@ class Uploader:
         try:
             if not self.time.trusted:
                 await self._learn_time()
+            if not self._session_trusted and self._session is not None:
+                await self.close()  # connections checked only against the floor: check them again at trusted time
             await self._housekeeping()
             for _ in range(self.config.max_batches_per_cycle):
                 batch = self.outbox.take_batch()
