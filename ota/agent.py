@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from hal.boot import BootControl, DirectoryBootControl, TrybootBootControl
 from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
 from ota.config import OtaConfig
-from ota.errors import OtaError, Refused
+from ota.errors import Held, OtaError, Refused
 from ota.health import HealthResult, check
 from ota.watchdog import restart_count
-from trust.tls import PinStore, TlsConfig, client_context
+from trust.tls import CertTimes, DeviceTime, PinStore, TlsConfig, client_context, device_context
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
@@ -31,16 +31,24 @@ def make_boot(spec: str, base: Path | None = None) -> BootControl:
     return DirectoryBootControl(path if path.is_absolute() or base is None else base / path)
 
 
-def make_client(cfg: OtaConfig, tls: TlsConfig, boot: BootControl, device_id: str, version: str) -> OtaClient:
-    """The device's client: its TLS identity and pins (the uploader's), its embedded root."""
-    fetcher = PinnedFetcher(client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version),
-                            pin_checker(PinStore(tls.pins_file, tls.fleet_root_public_key).pins))
+def make_client(cfg: OtaConfig, tls: TlsConfig, boot: BootControl, device_id: str, version: str,
+                time: DeviceTime | None = None) -> OtaClient:
+    """The device's client: its TLS identity and pins (the uploader's), its embedded root. With `time` (the
+    running sensor's trusted clock), checks are held until it is trusted, and certificate and metadata expiry
+    are judged on it rather than on the system clock."""
+    times: CertTimes | None = None
+    if time is not None:
+        ctx, times = device_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version, time)
+    else:
+        ctx = client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version)
+    fetcher = PinnedFetcher(ctx, pin_checker(PinStore(tls.pins_file, tls.fleet_root_public_key).pins),
+                            cert_times=times)
     try:
         root = Path(cfg.trusted_root).read_bytes()
     except OSError as e:
         raise OtaError(f"no trusted OTA root at {cfg.trusted_root}: provision the device first") from e
     return OtaClient(OtaClientConfig(cfg.base_url, device_id, cfg.hardware, version, cfg.version_floor),
-                     Path(cfg.state_dir), root, fetcher, boot)
+                     Path(cfg.state_dir), root, fetcher, boot, time)
 
 
 def record(release: str, from_version: str, result: str, reason: str = "", slot: str | None = None,
@@ -56,18 +64,24 @@ def record(release: str, from_version: str, result: str, reason: str = "", slot:
 
 def check_and_install(client: OtaClient, report: Report) -> str | None:
     """One check: the newest allowed release is downloaded, verified and installed into the inactive slot,
-    which then boots once on trial. Returns the release installed, or None. Every outcome is reported."""
+    which then boots once on trial. Returns the release installed, or None. Every outcome is reported (a check
+    held while the device's time is not trusted too: result "held")."""
     current = client.config.version
+    now = client.time.wall() if client.time is not None else None
     try:
         update = client.check()
         if update is None:
             return None
         slot = client.install(update, client.download(update))
+    except Held as e:
+        report(record("?", current, "held", str(e), now=now))
+        log.info("update check %s", e)
+        return None
     except Refused as e:
-        report(record("?", current, "refused", str(e)))
+        report(record("?", current, "refused", str(e), now=now))
         log.warning("update refused: %s", e)
         return None
-    report(record(update.version, current, "installed", slot=slot))
+    report(record(update.version, current, "installed", slot=slot, now=now))
     return update.version
 
 

@@ -4,11 +4,18 @@ the inactive slot and switch; a health check after the switch commits or rolls b
 
 Transport: `PinnedFetcher` speaks HTTPS with the fleet CA as the only anchor, the device's client
 certificate, and the server's SPKI checked against the pin set before the request is sent, the same rules as
-the uploader. Every download is bounded by the length TUF expects (ngclient enforces it too).
+the uploader (certificate times judged on the device's trusted time with a `trust.tls.device_context`).
+Every download is bounded by the length TUF expects (ngclient enforces it too).
+
+Time: given the device's clock (`time`, a `trust.tls.DeviceTime` such as hal.trustedtime.TrustedClock), a
+check is held (`Held`, counted in `held`) while wall time is not trusted, and once it is, python-tuf judges
+metadata expiry at that trusted time instead of the system clock (`judge_expiry_at`), as the rollout stages
+are. Without it (ops tools, tests), the system clock is used as python-tuf does by default.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import logging
@@ -25,10 +32,12 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from hal.boot import BootControl
 from ota.bundle import parse_version, verify_and_extract
-from ota.errors import Refused
+from ota.errors import Held, OtaError, Refused
 from ota.repo import ROLLOUT
 from ota.rollout import in_stage
+from trust.errors import CertTimeRefused
 from trust.pki import spki_sha256_der_cert
+from trust.tls import CertTimes, DeviceTime, needs_time_check
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,10 @@ class PinnedFetcher(FetcherInterface):
     """HTTPS GETs over `ssl_context` (CA, client cert, hostname), refusing a server whose SPKI is not pinned."""
 
     def __init__(self, ssl_context: ssl.SSLContext, pin_check: Callable[[bytes], None] | None,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, cert_times: CertTimes | None = None) -> None:
+        needs_time_check(ssl_context, cert_times)
         self.ctx, self.pin_check, self.timeout_s = ssl_context, pin_check, timeout_s
+        self.cert_times = cert_times
         self.bytes_received = 0
         self.restarted = False
         self.connections = 0
@@ -87,6 +98,12 @@ class PinnedFetcher(FetcherInterface):
             except Exception as e:
                 conn.close()
                 raise TufDownloadError(f"server key is not pinned: {e}") from e
+        if self.cert_times is not None and der is not None:
+            try:
+                self.cert_times.check(der)
+            except CertTimeRefused as e:
+                conn.close()
+                raise TufDownloadError(str(e)) from e
         self._conn, self._conn_to = conn, (host, port)
         self.connections += 1
         return conn
@@ -126,22 +143,51 @@ class OtaClientConfig:
     max_bundle_bytes: int = 256 * 1024 * 1024
 
 
+def judge_expiry_at(up: Updater, when: float) -> Updater:
+    """Make python-tuf judge metadata expiry at `when` (Unix seconds) instead of the system clock.
+
+    python-tuf (7.x) has no public setting for this: ngclient's TrustedMetadataSet takes
+    `datetime.now(timezone.utc)` when the Updater is made, keeps it as `reference_time`, and every expiry check
+    (root, timestamp, snapshot, targets, delegations) reads it. This is the one place that sets it, before
+    `refresh()`; it refuses (OtaError) rather than silently use the system clock if python-tuf changes."""
+    trusted_set = getattr(up, "_trusted_set", None)
+    if not isinstance(getattr(trusted_set, "reference_time", None), dt.datetime):
+        raise OtaError("python-tuf no longer keeps Updater._trusted_set.reference_time: cannot judge expiry at "
+                       "the device's trusted time (see ota.client.judge_expiry_at)")
+    trusted_set.reference_time = dt.datetime.fromtimestamp(when, dt.UTC)  # type: ignore[union-attr]
+    return up
+
+
 class OtaClient:
     def __init__(self, config: OtaClientConfig, state_dir: Path, trusted_root: bytes, fetcher: FetcherInterface,
-                 boot: BootControl) -> None:
+                 boot: BootControl, time: DeviceTime | None = None) -> None:
+        """`time`: the device's clock; checks are held while it is not trusted, and expiry judged on it."""
         self.config, self.dir, self.fetcher, self.boot = config, Path(state_dir), fetcher, boot
+        self.time = time
+        self.held = 0  # checks held because wall time was not trusted
         self.meta_dir, self.cache_dir = self.dir / "metadata", self.dir / "downloads"
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.trusted_root = trusted_root
 
-    def _updater(self) -> Updater:
+    def trusted_now(self) -> float | None:
+        """The device's trusted wall time (None: no device clock given, the system clock judges); Held
+        (counted) while it is not trusted."""
+        if self.time is None:
+            return None
+        if not self.time.trusted:
+            self.held += 1
+            raise Held("time untrusted (no NTP sync, no signed time from the cloud yet); checked again next time")
+        return self.time.wall()
+
+    def _updater(self, at: float | None) -> Updater:
         base = self.config.base_url.rstrip("/")
-        return Updater(str(self.meta_dir), f"{base}/metadata/", str(self.cache_dir), f"{base}/targets/",
-                       fetcher=self.fetcher, config=UpdaterConfig(timestamp_max_length=16_384,
-                                                                  snapshot_max_length=1_000_000,
-                                                                  targets_max_length=4_000_000),
-                       bootstrap=self._root_bytes())
+        up = Updater(str(self.meta_dir), f"{base}/metadata/", str(self.cache_dir), f"{base}/targets/",
+                     fetcher=self.fetcher, config=UpdaterConfig(timestamp_max_length=16_384,
+                                                                snapshot_max_length=1_000_000,
+                                                                targets_max_length=4_000_000),
+                     bootstrap=self._root_bytes())
+        return judge_expiry_at(up, at) if at is not None else up
 
     def _root_bytes(self) -> bytes:
         cached = self.meta_dir / "root.json"
@@ -149,9 +195,12 @@ class OtaClient:
 
     def check(self, now: float | None = None) -> Update | None:
         """Refresh the signed metadata; the newest release for this hardware that this device may take now
-        (rollout stage, version floor, min_from), or None. Raises Refused on any attack TUF detects."""
+        (rollout stage, version floor, min_from), or None. Raises Refused on any attack TUF detects, Held
+        while the device's time is not trusted."""
+        at = self.trusted_now()
+        now = at if now is None else now
         try:
-            up = self._updater()
+            up = self._updater(at)
             up.refresh()
         except (RepositoryError, TufDownloadError) as e:
             raise Refused("metadata", f"{type(e).__name__}: {e}") from e
@@ -186,7 +235,7 @@ class OtaClient:
     def download(self, update: Update) -> Path:
         if update.length > self.config.max_bundle_bytes:
             raise Refused("too_large", f"{update.name} is {update.length} bytes, over {self.config.max_bundle_bytes}")
-        up = getattr(self, "_up", None) or self._updater()
+        up = getattr(self, "_up", None) or self._updater(self.trusted_now())
         info = up.get_targetinfo(update.name)
         if info is None:
             raise Refused("metadata", f"{update.name} is no longer a signed target")

@@ -13,3 +13,12 @@ class Refused(OtaError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+class Held(OtaError):
+    """A check not made now (not an attack): the device's wall time is not trusted yet, so metadata expiry and
+    rollout stages cannot be judged. The next check after the time is trusted goes ahead by itself."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"held: {detail}")
+        self.reason = "held"

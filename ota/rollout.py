@@ -59,7 +59,7 @@ def in_stage(doc: Mapping[str, Any], device_id: str, release: str, now: float | 
 
 # A device's umbra.ota/1 result -> what it means for the rollout; anything else is refused.
 OUTCOMES = {"installed": "installed", "committed": "healthy", "rolled_back": "failed", "failed": "failed",
-            "refused": "failed"}
+            "refused": "failed", "held": "pending"}  # held: the device's time was not trusted, nothing tried
 STATES = ("running", "paused", "halted", "aborted")
 
 
@@ -120,7 +120,7 @@ def evaluate(plan: dict, reports: Mapping[str, str], fleet: Iterable[str],
         return plan, StageStatus(-1, 0, 0, 0)
     pct = float(plan["stages"][idx]["percent"]) / 100
     members = [d for d in fleet if position(d, plan["release"]) < pct]
-    done = [kinds[d] for d in members if kinds.get(d, "installed") != "installed"]
+    done = [kinds[d] for d in members if kinds.get(d, "installed") not in ("installed", "pending")]
     failed = sum(1 for k in done if k == "failed")
     status = StageStatus(idx, len(done), failed, len(members))
     budget = float(plan["stages"][idx]["failure_budget"])

@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sensor.sync is not None:
         sensor.sync.start()
-    sensor.ota = start_ota(cfg, sensor.base, loop, sensor.sync)
+    sensor.ota = start_ota(cfg, sensor.base, loop, sensor.sync, sensor.clock)
     try:
         stats = loop.run(max_ticks=args.max_frames)
     except KeyboardInterrupt:
@@ -174,9 +174,11 @@ def close(sensor: Sensor) -> None:
     sensor.files.close()
 
 
-def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService | None) -> agent.Scheduler | None:
+def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService | None,
+              clock: TrustedClock | None = None) -> agent.Scheduler | None:
     """With [ota] enabled: a slot on trial gets its health check (commit or roll back), and updates are
-    checked on a schedule; outcomes go to the outbox as umbra.ota/1 records."""
+    checked on a schedule; outcomes go to the outbox as umbra.ota/1 records. Checks are held while the
+    sensor's `clock` is not trusted, and judged at its time once it is."""
     if not cfg.ota.enabled:
         return None
     boot = agent.make_boot(cfg.ota.boot, base)
@@ -190,7 +192,7 @@ def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService 
         agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
                            cfg.ota.health_deadline_s, report, __version__, "?").start()
     client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
-                               __version__)
+                               __version__, clock)
 
     def run_check() -> None:
         if agent.check_and_install(client, report):
