@@ -36,6 +36,7 @@ from firmware.sensing.loop import SensorLoop
 from hal.clock import Clock
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
+from hal.trustedtime import TrustedClock
 from trust.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
     target = resolve_path(ic.config_file, config_path.resolve().parent) if ic.config_file else config_path
     if port is not None:
         ic = replace(ic, port=port)
-    server = InstallerServer(ic, view, InstallerAuthorizer(ic, device_id_of(cfg), sink), target, clock, sink)
+    trusted = (lambda: clock.trusted) if isinstance(clock, TrustedClock) else None  # tokens held until trusted
+    authorizer = InstallerAuthorizer(ic, device_id_of(cfg), sink, trusted=trusted)
+    server = InstallerServer(ic, view, authorizer, target, clock, sink)
     server.start()
     sink.append("installer_mode_started", clock.wall(), bind=ic.bind, port=server.port)
     return Installer(view, server)

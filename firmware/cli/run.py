@@ -139,7 +139,8 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
             loop.track_hooks.append(sensor.demographics)
     sampler = sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:
-        refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall())
+        refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall(),
+                                  trusted=lambda: sensor.clock.trusted)
         loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
     alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates)
     if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates

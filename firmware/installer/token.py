@@ -6,12 +6,15 @@ base64url without padding, the payload canonical JSON, Ed25519-signed. The paylo
 another schema than a sampling token's, so neither kind of token can stand in for the other. The signer is
 the operator's installer authority (config `installer.authority_public_key`); a token is valid for at most
 `installer.max_validity_s` (4 h at most). Every check, accepted or refused, is audited; the token itself is
-never logged, only its id."""
+never logged, only its id. Tokens are judged on the sensor's wall time, and refused (`time-untrusted`,
+audited) while that time is not trusted (`trusted`, from hal.trustedtime): a clock a day behind would
+otherwise take an expired token; the installer retries once NTP or the cloud gave the time."""
 
 from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +56,12 @@ class InstallerAuthorizer:
     """Verifies installer tokens for one device; audits every check (`installer_refused`,
     `installer_token_accepted`)."""
 
-    def __init__(self, config: InstallerConfig, device_id: str, audit: AuditSink) -> None:
+    def __init__(self, config: InstallerConfig, device_id: str, audit: AuditSink,
+                 trusted: Callable[[], bool] | None = None) -> None:
+        """`trusted`: whether the sensor's wall time may be relied on (None: always)."""
         config.validate()
         self.config, self.device_id, self._audit = config, device_id, audit
+        self._trusted = trusted
         key = config.authority_public_key
         self._key = ed25519_public_key(key) if key else None
 
@@ -76,6 +82,9 @@ class InstallerAuthorizer:
 
     def _check(self, token: str, now: float) -> InstallerGrant:
         payload, f = _parse(token)
+        if self._trusted is not None and not self._trusted():
+            raise InstallerRefused("time-untrusted", "the device's clock is not trusted yet (no NTP sync, no signed "
+                                   "time from the cloud), so a token's validity cannot be judged; try again shortly")
         if self._key is None:
             raise InstallerRefused("no-authority-key", "no installer authority key is configured on this device")
         try:

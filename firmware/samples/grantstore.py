@@ -11,6 +11,11 @@ check audited by the Authorizer): expired and revoked ones are dropped from the 
 the tokens the cloud relays (the uploader writes them to `[sync.uploader] authorizations_file`; each is
 verified, stored and audited here exactly like a token given to `umbra samples authorize`).
 Tokens are never logged, only their ids.
+
+Time: grants are judged on the sensor's wall time, and only once it is trusted (`trusted`, from
+hal.trustedtime): until then nothing is loaded, taken in or dropped (a clock a day ahead would drop valid
+tokens as expired for good; one behind would use withdrawn ones), sampling stays at the default rate, and the
+hold is audited once (`authorizations_held`). The first frame after the time is trusted loads them.
 """
 
 from __future__ import annotations
@@ -215,23 +220,40 @@ class GrantRefresher:
     from the cloud), takes in what arrived there first."""
 
     def __init__(self, store: TokenStore, authorizer_of: Callable[[], Authorizer], scheduler: SampleScheduler,
-                 audit: AuditSink, period_s: float = 60.0, inbox: TokenStore | None = None) -> None:
+                 audit: AuditSink, period_s: float = 60.0, inbox: TokenStore | None = None,
+                 trusted: Callable[[], bool] | None = None) -> None:
+        """`trusted`: whether the wall time passed in may be relied on (None: always)."""
         self.store, self._authorizer_of, self.scheduler, self.audit = store, authorizer_of, scheduler, audit
         self.period_s = period_s
         self.inbox = inbox
+        self._trusted = trusted
+        self.held = False  # grants held: the wall time was not trusted when they were to be loaded
         self._stamp = store.stamp()
         self._inbox_stamp: tuple[int, int, int] | None = None
         self._seen: set[str] = set()
         self._next = 0.0
 
     def refresh(self, now: float) -> Sequence[Grant]:
-        """Loads the grants now (at start, and whenever the file changed)."""
+        """Loads the grants now (at start, and whenever the file changed); none while the time is untrusted."""
+        if self._trusted is not None and not self._trusted():
+            if not self.held:
+                self.held = True
+                self.audit.append("authorizations_held", now, reason="time-untrusted")
+                log.warning("samples: customer authorizations held until the wall time is trusted (default rate)")
+            self.scheduler.set_grants([])
+            return []
+        self.held = False
         grants = load_grants(self.store, self._authorizer_of(), now, self.audit)
         self._stamp = self.store.stamp()
         self.scheduler.set_grants(grants)
         return grants
 
     def __call__(self, frame: Frame, detections: Detections | None, wall: float) -> None:
+        if self.held:
+            if self._trusted is not None and not self._trusted():
+                return  # nothing judged on an untrusted clock: no intake, no reload
+            self._next = 0.0  # trusted now: load at once
+            self._stamp = None
         if wall < self._next:
             return
         self._next = wall + self.period_s
@@ -246,9 +268,10 @@ class GrantRefresher:
 
 
 def sensor_grants(cfg: UmbraConfig, base: Path, scheduler: SampleScheduler, audit: AuditSink | None, now: float,
-                  ) -> GrantRefresher | None:
+                  trusted: Callable[[], bool] | None = None) -> GrantRefresher | None:
     """`umbra run`: the stored tokens loaded (re-verified) into the sample scheduler, and the hook that keeps
-    them current; None when no customer key is configured (no token can verify then)."""
+    them current; None when no customer key is configured (no token can verify then). `trusted`: the sensor's
+    clock's trust (grants held until it is)."""
     if not cfg.authorization.customer_public_key:
         return None
 
@@ -256,11 +279,12 @@ def sensor_grants(cfg: UmbraConfig, base: Path, scheduler: SampleScheduler, audi
     store = store_for(cfg, base)
     inbox_file = cfg.sync.uploader.authorizations_file if cfg.sync.enabled else ""
     refresher = GrantRefresher(store, lambda: authorizer_for(cfg, store, sink), scheduler, sink,
-                               inbox=TokenStore(inbox_file) if inbox_file else None)
+                               inbox=TokenStore(inbox_file) if inbox_file else None, trusted=trusted)
     try:
         grants = refresher.refresh(now)
     except TokenStoreError as e:  # the sensor runs on, at the default rate, and says why
         log.error("samples: no customer authorization loaded, sampling at the default rate: %s", e)
         return refresher
-    log.info("samples: %d customer authorization(s) loaded from %s", len(grants), store.path)
+    if not refresher.held:
+        log.info("samples: %d customer authorization(s) loaded from %s", len(grants), store.path)
     return refresher

@@ -44,8 +44,8 @@ from hal.trustedtime import TrustedClock
 from trust import pki
 from trust.errors import CertTimeRefused, NoUsableKey, PinMismatch, TrustError
 from trust.keys import BatchKey, KeyRing, sign_headers
-from trust.tls import PinnedConnector as _PinnedConnector
 from trust.tls import CertTimes, PinStore, TlsConfig, client_context, device_context
+from trust.tls import PinnedConnector as _PinnedConnector
 
 log = logging.getLogger(__name__)
 
