@@ -78,6 +78,23 @@ class FakeNtp:
         return self.is_synced
 
 
+class SkewedClock:
+    """A machine's clock that is off by `offset_s` from `true` (a Pi before NTP), for tests and the bench;
+    setting `offset_s` to 0 is NTP stepping it right. Its monotonic clock is the true one's."""
+
+    def __init__(self, true: Clock, offset_s: float) -> None:
+        self.true, self.offset_s = true, offset_s
+
+    def monotonic_ns(self) -> int:
+        return self.true.monotonic_ns()
+
+    def wall(self) -> float:
+        return self.true.wall() + self.offset_s
+
+    def sleep_until_ns(self, deadline_ns: int) -> None:
+        self.true.sleep_until_ns(deadline_ns)
+
+
 class TrustedClock:
     """A Clock whose `wall()` is the best trusted estimate; `trusted` says whether it may be relied on."""
 

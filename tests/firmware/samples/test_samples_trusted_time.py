@@ -35,27 +35,11 @@ from firmware.sensing.tracker import Tracker
 from hal.clock import FakeClock
 from hal.faces import ScriptedFaces
 from hal.synthetic import SyntheticCamera, SyntheticCrowd
-from hal.trustedtime import FakeNtp, TrustedClock
+from hal.trustedtime import FakeNtp, SkewedClock, TrustedClock
 
 DAY = 86_400.0
 T0 = 1_800_000_000 - (1_800_000_000 % 3600)  # the true time: an hour boundary
 DEV = "shop-7"
-
-
-class SkewedClock:
-    """The device's own clock: the true clock plus an offset that NTP will later set to zero."""
-
-    def __init__(self, true: FakeClock, offset_s: float) -> None:
-        self.true, self.offset_s = true, offset_s
-
-    def monotonic_ns(self) -> int:
-        return self.true.monotonic_ns()
-
-    def wall(self) -> float:
-        return self.true.wall() + self.offset_s
-
-    def sleep_until_ns(self, deadline_ns: int) -> None:
-        self.true.sleep_until_ns(deadline_ns)
 
 
 def samples_in_an_hour(sched: SampleScheduler, refresher: GrantRefresher, clock: TrustedClock,

@@ -28,23 +28,7 @@ from firmware.sensing.records import QuantizedTrack
 from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader
 from hal.clock import FakeClock
-from hal.trustedtime import FakeNtp, TrustedClock
-
-
-class SkewedClock:
-    """The device's own clock: the true clock plus an offset that NTP will later set to zero."""
-
-    def __init__(self, true: FakeClock, offset_s: float) -> None:
-        self.true, self.offset_s = true, offset_s
-
-    def monotonic_ns(self) -> int:
-        return self.true.monotonic_ns()
-
-    def wall(self) -> float:
-        return self.true.wall() + self.offset_s
-
-    def sleep_until_ns(self, deadline_ns: int) -> None:
-        self.true.sleep_until_ns(deadline_ns)
+from hal.trustedtime import FakeNtp, SkewedClock, TrustedClock
 
 
 def track(i: int) -> dict:
