@@ -18,10 +18,21 @@ from firmware.sensing.pseudonym import Pseudonymizer
 from firmware.sensing.quantize import Quantizer
 from firmware.sensing.tracker import Tracker
 from hal.camera import Camera
-from hal.clock import Clock
+from hal.clock import Clock, SystemClock
 from hal.detector import Detector
+from hal.trustedtime import TimedatectlNtp, TrustedClock
 
 log = logging.getLogger(__name__)
+
+
+def build_clock(cfg: UmbraConfig, base: Path) -> TrustedClock:
+    """[device] clock: "system" trusts the machine's clock; "ntp" only NTP's sync or the cloud's Date, with the
+    last trusted time kept in the state folder."""
+    system = SystemClock()
+    if cfg.device.clock == "system":
+        return TrustedClock.always_trusted(system)
+    state = resolve_path(cfg.device.state_dir, base) / "trusted_time.json"
+    return TrustedClock(system, TimedatectlNtp(system), state)
 
 
 def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[int, int]) -> Camera:

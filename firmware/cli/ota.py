@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from firmware import __version__
-from firmware.cli.run import make_clock
+from firmware.cli.assemble import build_clock
 from firmware.config import load
 from ota import agent
 from ota import cli as ota_cli
@@ -28,7 +28,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     boot = agent.make_boot(cfg.ota.boot, base)
     # the sensor's clock rules ([device] clock): with "ntp", held until NTP has synchronised the clock
     client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
-                               __version__, make_clock(cfg, base))
+                               __version__, build_clock(cfg, base))
     if not args.install:
         update = client.check()
         print(f"update available: {update.version} ({update.length} bytes)" if update else "up to date")

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from firmware import __version__
 from firmware.alerts.rules import alert_sink
-from firmware.cli.assemble import JsonlSink, build_loop
+from firmware.cli.assemble import JsonlSink, build_clock, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
 from firmware.config import UmbraConfig, load, resolve_path, state_file
@@ -34,12 +34,11 @@ from firmware.samples.taking import SampleHook, SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop, TickSink
 from firmware.sync.service import SyncService
-from hal.clock import SystemClock
 from hal.detector import Detector
 from hal.errors import DetectorError
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
-from hal.trustedtime import TimedatectlNtp, TrustedClock
+from hal.trustedtime import TrustedClock
 from ota import agent
 from ota.watchdog import Watchdog
 
@@ -72,7 +71,7 @@ class Sensor:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
-    sensor = Sensor(cfg, args.config.resolve().parent, make_clock(cfg, args.config.resolve().parent))
+    sensor = Sensor(cfg, args.config.resolve().parent, build_clock(cfg, args.config.resolve().parent))
     init_sync(sensor)
     init_outputs(sensor)
     sensor.audit = audit_log_for(cfg, sensor.base)  # its head signed with the device key when there is one
@@ -211,16 +210,6 @@ def write_json_lines(f: IO[str], records: Iterable[Mapping[str, Any]]) -> None:
 def _open_append(path: Path, files: ExitStack) -> IO[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     return files.enter_context(path.open("a", encoding="utf-8"))
-
-
-def make_clock(cfg: UmbraConfig, base: Path) -> TrustedClock:
-    """[device] clock: "system" trusts the machine's clock; "ntp" only NTP's sync or the cloud's Date, with the
-    last trusted time kept in the state folder."""
-    system = SystemClock()
-    if cfg.device.clock == "system":
-        return TrustedClock.always_trusted(system)
-    state = resolve_path(cfg.device.state_dir, base) / "trusted_time.json"
-    return TrustedClock(system, TimedatectlNtp(system), state)
 
 
 def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: AuditLog | None = None,
