@@ -36,7 +36,7 @@ from firmware.sensing.loop import TickResult
 log = logging.getLogger(__name__)
 
 # dropped first ... dropped last when the outbox is full
-DROP_ORDER = ("track", "sample", "flowgroups", "demographics", "status", "ota", "aggregate", "audit")
+DROP_ORDER = ("track", "sample", "flowgroups", "demographics", "status", "alert", "ota", "aggregate", "audit")
 _PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
 
 

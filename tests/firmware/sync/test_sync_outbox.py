@@ -20,7 +20,7 @@ from firmware.config.sync import OutboxConfig
 from firmware.errors import OutboxError
 from firmware.sensing.loop import TickResult
 from firmware.sensing.records import QuantizedTrack
-from firmware.sync.outbox import Outbox
+from firmware.sync.outbox import DROP_ORDER, Outbox, kind_of
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -213,3 +213,9 @@ def test_an_outbox_deleted_while_running_is_written_back_with_every_record(tmp_p
     again = Outbox(OutboxConfig(path=str(path)), validate=lambda r: None)
     assert len(again) == 1 and again.take_batch() is not None
     again.close()
+
+
+def test_every_record_schema_that_leaves_the_device_has_a_drop_priority() -> None:
+    """An alert queued for upload was refused ('record kind has no drop priority') before alert joined the order."""
+    for schema_id in schemas.RECORD_SCHEMAS:
+        assert kind_of({"schema": schema_id}) in DROP_ORDER, schema_id
