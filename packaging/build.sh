@@ -33,6 +33,7 @@ for arch in $arches; do
   wh="$root/usr/lib/umbra/wheelhouse"
   mkdir -p "$wh" "$root/DEBIAN"
   "$PY" packaging/wheelhouse.py fetch "$arch" "$cache/$arch" >/dev/null
+  "$PY" packaging/wheelhouse.py check "$arch" "$cache/$arch" >/dev/null  # a lock missing a dependency fails here
   while read -r name _ _ file; do cp "$cache/$arch/$file" "$wh/"; done < <("$PY" packaging/wheelhouse.py show "$arch" | sed '$d')
   cp "$wheel" "$wh/"
   { grep -v '^#' "packaging/lock/$arch.txt"

@@ -3,6 +3,8 @@
     python3 packaging/wheelhouse.py lock arm64     # resolve the runtime dependencies -> packaging/lock/arm64.txt
     python3 packaging/wheelhouse.py fetch arm64 DIR    # download exactly the locked wheels into DIR, hashes checked
     python3 packaging/wheelhouse.py show arm64     # the lock: name, version, wheel, sha256
+    python3 packaging/wheelhouse.py check arm64 [DIR]  # every runtime dependency in the lock (DIR: the fetched
+                                                       # wheels, whose own requirements are followed too)
 
 Targets are Debian 12 / Raspberry Pi OS Bookworm: CPython 3.11, glibc 2.36, so manylinux 2.17 to 2.36 wheels.
 Only binary wheels (`--only-binary=:all:`): nothing is compiled on the device. ai-edge-litert publishes different
@@ -18,7 +20,16 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
+
+try:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+except ImportError:  # a bare python3 with pip only: pip's own copy of the same library
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "packaging" / "lock"
@@ -97,10 +108,58 @@ def entries(arch: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def target_environment(arch: str) -> dict[str, str]:
+    """The marker environment of the target: Debian 12's CPython 3.11.2 on Linux, the arch's machine."""
+    return {"python_version": "3.11", "python_full_version": "3.11.2", "implementation_name": "cpython",
+            "implementation_version": "3.11.2", "platform_python_implementation": "CPython",
+            "platform_machine": MACHINE[arch], "platform_system": "Linux", "sys_platform": "linux",
+            "os_name": "posix", "platform_release": "", "platform_version": "", "extra": ""}
+
+
+def locked_versions(arch: str) -> dict[str, str]:
+    return {canonicalize_name(n): v for n, v, _, _ in entries(arch)}
+
+
+def unmet(arch: str, requirements: list[str], required_by: str, locked: dict[str, str]) -> list[str]:
+    """The requirements (those whose marker holds on the target) that the lock lacks or pins outside their
+    specifier, one line each."""
+    env = target_environment(arch)
+    out = []
+    for text in requirements:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        have = locked.get(canonicalize_name(req.name))
+        if have is None:
+            out.append(f"{arch}: {req} ({required_by}) is not in packaging/lock/{arch}.txt")
+        elif not req.specifier.contains(have, prereleases=True):
+            out.append(f"{arch}: {req} ({required_by}) but the lock pins {req.name}=={have}")
+    return out
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """A wheel's Requires-Dist, from its METADATA."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        headers = HeaderParser().parsestr(z.read(meta).decode("utf-8"))
+    return headers.get_all("Requires-Dist") or []
+
+
+def check(arch: str, wheels: Path | None = None) -> list[str]:
+    """What the lock misses: pyproject's runtime dependencies, and with `wheels` (the fetched locked wheels)
+    every locked wheel's own requirements, so the closure is checked from the wheels' metadata."""
+    locked = locked_versions(arch)
+    problems = unmet(arch, runtime_requirements(), "pyproject.toml", locked)
+    if wheels is not None:
+        for _, _, _, wheel in entries(arch):
+            problems += unmet(arch, wheel_requirements(wheels / wheel), wheel, locked)
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="wheelhouse.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("lock", "fetch", "show"))
+    ap.add_argument("command", choices=("lock", "fetch", "show", "check"))
     ap.add_argument("arch", choices=sorted(MACHINE))
     ap.add_argument("dest", nargs="?", type=Path)
     a = ap.parse_args(argv)
@@ -110,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.dest is None:
             ap.error("fetch needs a destination folder")
         print(f"{len(fetch(a.arch, a.dest))} wheels in {a.dest}")
+    elif a.command == "check":
+        problems = check(a.arch, a.dest)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            print(f"{len(problems)} runtime requirement(s) missing from the {a.arch} lock: "
+                  f"python3 packaging/wheelhouse.py lock {a.arch}", file=sys.stderr)
+            return 1
+        print(f"{a.arch}: every runtime requirement is locked ({len(entries(a.arch))} wheels"
+              f"{', their own requirements followed' if a.dest else ''})")
     else:
         rows = entries(a.arch)
         for name, version, digest, wheel in rows:
