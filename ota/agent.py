@@ -17,6 +17,7 @@ from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
 from ota.config import OtaConfig
 from ota.errors import Held, OtaError, Refused
 from ota.health import HealthResult, check
+from ota.slots import SlotLinks
 from ota.watchdog import restart_count
 from trust.tls import CertTimes, DeviceTime, PinStore, TlsConfig, client_context, device_context
 
@@ -25,10 +26,13 @@ Report = Callable[[dict[str, Any]], None]
 
 
 def make_boot(spec: str, base: Path | None = None) -> BootControl:
+    """"tryboot"; "directory:<path>" (two slot folders and a state file); "slots:<root>" (the package's layout,
+    ota.slots: venvs under <root>/slots/slot-a|b/<version>, <root>/current moved with the booted slot)."""
     if spec == "tryboot":
         return TrybootBootControl()
-    path = Path(spec.split(":", 1)[1])
-    return DirectoryBootControl(path if path.is_absolute() or base is None else base / path)
+    kind, _, where = spec.partition(":")
+    path = Path(where) if Path(where).is_absolute() or base is None else base / where
+    return SlotLinks(path) if kind == "slots" else DirectoryBootControl(path)
 
 
 def make_client(cfg: OtaConfig, tls: TlsConfig, boot: BootControl, device_id: str, version: str,

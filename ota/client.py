@@ -35,6 +35,7 @@ from ota.bundle import parse_version, verify_and_extract
 from ota.errors import Held, OtaError, Refused
 from ota.repo import ROLLOUT
 from ota.rollout import in_stage
+from ota.slots import has_wheelhouse, install_venv
 from trust.errors import CertTimeRefused
 from trust.pki import spki_sha256_der_cert
 from trust.tls import CertTimes, DeviceTime, needs_time_check
@@ -272,8 +273,10 @@ class OtaClient:
         return final
 
     def install(self, update: Update, bundle: Path) -> str:
-        """Verify and unpack into the inactive slot (a fresh folder, renamed into place), then ask the boot
-        control to try it once. Returns the slot."""
+        """Verify and unpack into the inactive slot (a fresh folder, renamed into place); a release that carries
+        a wheelhouse is installed from it into the slot's venv `<slot>/<version>` (ota.slots.install_venv:
+        offline, hashes checked); then ask the boot control to try it once. Returns the slot. A venv that
+        cannot be built is Refused("install") and the slot is not tried."""
         slot = self.boot.inactive()
         dest = self.boot.slot_path(slot)
         staging = dest.with_name(dest.name + ".staging")
@@ -292,6 +295,11 @@ class OtaClient:
         staging.rename(dest)
         if old.exists():
             shutil.rmtree(old)
+        if has_wheelhouse(dest):  # a packaged release: its locked wheels into a venv of its own, offline
+            try:
+                install_venv(dest / "wheelhouse", dest / man.version)
+            except OtaError as e:
+                raise Refused("install", str(e)) from e
         self.boot.try_next(slot)
         log.info("installed %s into slot %s; it boots once on trial", update.version, slot)
         return slot

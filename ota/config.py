@@ -14,7 +14,9 @@ class OtaConfig:
     version_floor: str = "0"  # never install below this version, whatever is signed
     state_dir: str = "/var/lib/umbra/ota"
     trusted_root: str = "/var/lib/umbra/provisioning/ota_root.json"  # embedded at provisioning
-    boot: str = "tryboot"  # "tryboot" (Raspberry Pi firmware A/B) or "directory:<path>" (bench)
+    # "tryboot" (Raspberry Pi firmware A/B), "slots:<root>" (the package's venv slots, e.g. slots:/opt/umbra)
+    # or "directory:<path>" (bench)
+    boot: str = "tryboot"
     check_every_s: float = 6 * 3600.0
     health_deadline_s: float = 300.0
     max_restarts: int = 3  # more systemd restarts than this during the trial fails it
@@ -22,8 +24,8 @@ class OtaConfig:
     def validate(self) -> None:
         if self.enabled and not self.base_url.startswith("https://"):
             raise ValueError("base_url: the https:// address of the OTA repository")
-        if not (self.boot == "tryboot" or self.boot.startswith("directory:")):
-            raise ValueError("boot: 'tryboot' or 'directory:<path>'")
+        if not (self.boot == "tryboot" or self.boot.startswith(("directory:", "slots:"))):
+            raise ValueError("boot: 'tryboot', 'slots:<root>' or 'directory:<path>'")
         _seconds("check_every_s", self.check_every_s, 60, 30 * 86400)
         _seconds("health_deadline_s", self.health_deadline_s, 10, 86400)
         if not 0 <= self.max_restarts <= 100:
