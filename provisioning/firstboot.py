@@ -16,7 +16,9 @@ import argparse
 import json
 import logging
 import sys
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import tomli_w
 
 from firmware.config import parse
 from firmware.errors import ConfigError
+from ota import watchdog
 from provisioning.agent import DeviceAgent, SelfTest
 from trust import pki
 
@@ -80,27 +83,58 @@ def render(template: Path, state_dir: Path, out: Path) -> None:
     pki.write_atomic(out, text.encode())
 
 
+class Pings:
+    """sd_notify for the agent's unit (Type=notify, WatchdogSec=30): READY=1 once it answers, WATCHDOG=1 at most
+    once a second while its loop turns (a hung agent is killed and restarted), STATUS= lines, STOPPING=1."""
+
+    def __init__(self, notify: Callable[[str], bool] = watchdog.notify,
+                 clock: Callable[[], float] = time.monotonic, every_s: float = 1.0) -> None:
+        self.notify, self.clock, self.every_s = notify, clock, every_s
+        self._last: float | None = None
+        self.sent = 0
+
+    def ready(self, status: str) -> None:
+        self.notify(f"READY=1\nSTATUS={status}")
+
+    def alive(self) -> None:
+        now = self.clock()
+        if self._last is None or now - self._last >= self.every_s:
+            self._last = now
+            if self.notify("WATCHDOG=1"):
+                self.sent += 1
+
+    def stopping(self, status: str) -> None:
+        self.notify(f"STOPPING=1\nSTATUS={status}")
+
+
 def serve_until_locked(port: str, state_dir: Path, ca_pem: Path, *, model: str = "umbra-pi",
-                       baudrate: int = 115_200, tests: dict[str, SelfTest] | None = None) -> str:
-    """Answer the station on `port`; return once the device is locked (the serial service then ends for good)."""
+                       baudrate: int = 115_200, tests: dict[str, SelfTest] | None = None,
+                       pings: Pings | None = None) -> str:
+    """Answer the station on `port`; return once the device is locked (the serial service then ends for good).
+    Under systemd (NOTIFY_SOCKET), tells it when it is ready and pings its watchdog from the loop."""
     from firmware import __version__
     from hal.serial import open_serial
     from provisioning.device import hardware_id, self_tests
 
+    pings = pings or Pings()
     agent = DeviceAgent(state_dir, hardware_id=hardware_id(), model=model, firmware=__version__,
                         trusted_ca_pem=ca_pem.read_bytes(),
                         self_tests=self_tests(state_dir) if tests is None else tests)
     if agent.state["state"] == "locked":
+        pings.ready("locked: nothing to provision")
         return "locked"
     line = open_serial(port, baudrate, timeout_s=0.2)
     log.info("provisioning agent on %s (hardware id %s, state %s)", port, agent.hardware_id, agent.state["state"])
+    pings.ready(f"provisioning on {port}: {agent.state['state']}")
     try:
         while agent.state["state"] != "locked":
+            pings.alive()
             data = line.read(4096)
             for frame in agent.feed(data) if data else ():
                 line.write(frame)
     finally:
         line.close()
+    pings.stopping("locked: provisioning closed")
     return "locked"
 
 

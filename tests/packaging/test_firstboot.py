@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import select
+import socket
 import threading
 import time
 import tty
@@ -63,7 +64,39 @@ def fleet(tmp_path: Path) -> FleetSettings:
                          lambda device_id: BatchKey.generate(time.time(), 86_400).to_json())
 
 
-def test_agent_serves_until_locked_then_the_sensor_config_renders(tmp_path):
+class NotifySocket:
+    """systemd's end of sd_notify: an abstract datagram socket that collects what the service sends."""
+
+    def __init__(self) -> None:
+        self.name = f"@umbra-test-notify-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.sock.settimeout(0)
+
+    def messages(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return out
+
+
+def test_agent_pings_at_most_once_per_interval_on_its_clock():
+    sent: list[str] = []
+    now = [100.0]
+    pings = firstboot.Pings(lambda m: sent.append(m) or True, clock=lambda: now[0])
+    pings.ready("provisioning on /dev/serial0: blank")
+    for step in (0.0, 0.3, 0.3, 0.3, 0.3, 2.0, 0.1):
+        now[0] += step
+        pings.alive()
+    assert sent[0] == "READY=1\nSTATUS=provisioning on /dev/serial0: blank"
+    assert sent[1:] == ["WATCHDOG=1"] * 3 and pings.sent == 3  # at 100, 101.2 and 103.2
+
+
+def test_agent_serves_until_locked_then_the_sensor_config_renders(tmp_path, monkeypatch):
+    systemd = NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", systemd.name)
     ca = FileCA.create(tmp_path / "ca")
     (tmp_path / "mfg-ca.pem").write_bytes(ca.cert_pem())
     state = tmp_path / "provisioning"
@@ -83,6 +116,9 @@ def test_agent_serves_until_locked_then_the_sensor_config_renders(tmp_path):
         line.close()
     assert record.device_id == "umbra-0042"
     assert not agent.is_alive() and done["state"] == "locked"  # the serial service ends once locked
+    told = systemd.messages()  # what the unit's Type=notify and WatchdogSec=30 hear
+    assert told[0].startswith("READY=1\nSTATUS=provisioning on ") and "WATCHDOG=1" in told[1:-1]
+    assert told[-1] == "STOPPING=1\nSTATUS=locked: provisioning closed"
     assert firstboot.main(["--state", str(state), "is-locked"]) == 0
     assert firstboot.main(["--state", str(state), "is-unlocked"]) == 1
     out = tmp_path / "run" / "sensor.toml"

@@ -50,6 +50,19 @@ def test_the_provisioning_agent_runs_only_on_an_unlocked_device_and_hands_over_t
     assert prov["Service"]["PrivateNetwork"] == "yes"  # the serial console is its only line
 
 
+@pytest.mark.parametrize(("name", "watchdog_s"), [("umbra-provision.service", "30"), ("umbra.service", "15")])
+def test_the_long_running_services_tell_systemd_they_are_ready_and_alive(name, watchdog_s):
+    svc = unit(PACKAGING / "systemd" / name)["Service"]
+    assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main" and svc["WatchdogSec"] == watchdog_s
+    assert svc["Restart"] == "on-failure"  # a watchdog kill is a failure: restarted
+
+
+def test_ota_installs_into_the_slots_and_nowhere_else_under_opt():
+    svc = unit(PACKAGING / "systemd" / "umbra-ota-check.service")["Service"]
+    assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/opt/umbra/slots"
+    assert "ReadWritePaths" not in unit(PACKAGING / "systemd" / "umbra.service")["Service"]
+
+
 @needs_systemd
 def test_systemd_analyze_verify_is_clean():
     rc, text = units_check.verify(units_check.units())
