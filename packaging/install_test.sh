@@ -47,7 +47,8 @@ echo "user: $(in_root id umbra)"
 echo "login shell: $(in_root getent passwd umbra | cut -d: -f7); password: $(in_root getent shadow umbra | cut -d: -f2)"
 echo "config: $(in_root stat -c '%A %U:%G %n' /etc/umbra/sensor.toml)"
 echo "state: $(in_root stat -c '%A %U:%G %n' /var/lib/umbra /var/lib/umbra/provisioning | tr '\n' ' ')"
-echo "current: /opt/umbra/current -> $(readlink "$root/opt/umbra/current")"
+echo "current: /opt/umbra/current -> $(readlink "$root/opt/umbra/current") -> $(readlink "$root/opt/umbra/slots/current")"
+echo "slots: $(in_root stat -c '%U:%G' /opt/umbra/slots) $(in_root cat /opt/umbra/slots/boot.json)"
 echo "units: $(cd "$root/lib/systemd/system" && ls umbra* | tr '\n' ' ')"
 echo "enabled: $(cd "$root/etc/systemd/system" && find . -name 'umbra*' | sort | tr '\n' ' ')"
 echo "device state: $(in_root runuser -u umbra -- /opt/umbra/current/bin/umbra-device state)"
@@ -76,7 +77,7 @@ cfg_before=$(sha256sum < "$root/etc/umbra/sensor.toml")
 in_root dpkg -i "/tmp/$(basename "$UMBRA_DEB_N1")" >/dev/null
 [ "$(sha256sum < "$root/etc/umbra/sensor.toml")" = "$cfg_before" ] && echo "config kept (the maker's change is there)"
 grep -q configured "$root/var/lib/umbra/provisioning/state.json" && echo "state kept: $(cat "$root/var/lib/umbra/provisioning/state.json")"
-echo "current: /opt/umbra/current -> $(readlink "$root/opt/umbra/current"); /opt/umbra holds: $(ls "$root/opt/umbra" | tr '\n' ' ')"
+echo "current: /opt/umbra/current -> $(readlink "$root/opt/umbra/current") -> $(readlink "$root/opt/umbra/slots/current"); slot-a holds: $(ls "$root/opt/umbra/slots/slot-a" | tr '\n' ' ')"
 in_root /opt/umbra/current/bin/umbra --help >/dev/null && echo "the new venv runs"
 
 echo "== dpkg --purge umbra"
