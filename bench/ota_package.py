@@ -1,7 +1,8 @@
 """An OTA release built from the same tree as the Debian package: the package's wheelhouse (every wheel and its
 hash lock) is the release tree; it is signed into a TUF repository, served by the reference cloud over pinned
 mutual TLS, installed into the device's other slot (directory boot control), booted on trial and committed on
-a passing health check whose probe re-checks every wheel in the slot against the lock.
+a passing health check whose probes re-check every wheel in the slot against the lock and run the venv that
+the install built from them (ota.slots.install_venv: `<slot>/<version>`).
 
     python -m bench.ota_package packaging/dist/umbra_0.1.0-1_amd64.deb [--version 0.1.1]
 """
@@ -32,6 +33,14 @@ def locked_wheels_match(slot: Path) -> bool:
     return True
 
 
+def venv_runs(venv: Path) -> bool:
+    """The slot's venv (ota.slots.install_venv built it from the wheelhouse) starts the firmware's command and
+    imports what its runtime dependencies provide."""
+    code = "import firmware.cli.main, onnxruntime, tomlkit, ai_edge_litert, cv2"
+    return (subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True).returncode == 0
+            and subprocess.run([str(venv / "bin" / "umbra"), "--help"], capture_output=True).returncode == 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.ota_package", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             slot = client.install(update, client.download(update))
             t2 = time.perf_counter()
             booted = site.boot.boot()
-            result = after_boot(site.boot, {"wheels": lambda: locked_wheels_match(site.boot.slot_path(booted))}, 30)
+            slot_dir = site.boot.slot_path(booted)
+            result = after_boot(site.boot, {"wheels": lambda: locked_wheels_match(slot_dir),
+                                            "venv": lambda: venv_runs(slot_dir / a.version)}, 60)
             t3 = time.perf_counter()
         finally:
             site.close()
