@@ -100,19 +100,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = loop.stats
     finally:
         close(sensor)
-    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile))
+    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile,
+                       sensor.audit.failures if sensor.audit is not None else 0, withheld(sensor)))
     return 0
 
 
+def withheld(sensor: Sensor) -> int:
+    """Records of every kind not released because their audit entry could not be written (a full disk)."""
+    parts = (sensor.analytics, sensor.flows, sensor.demographics, sensor.frames)
+    return sum(getattr(p, "withheld", 0) for p in parts if p is not None)
+
+
 def init_sync(sensor: Sensor) -> None:
-    """[sync]: the outbox takes track records (tracks profile only) and aggregates; the uploader drains it."""
+    """[sync]: the outbox takes aggregates (and track records, tracks profile only: see init_hooks); the uploader
+    drains it."""
     cfg = sensor.cfg
     if not cfg.sync.enabled:
         return
     sync = sensor.sync = SyncService(cfg.sync, sensor.clock)
-    if cfg.privacy.profile == "tracks":  # quantized tracks leave only in the tracks profile
-        sensor.sinks.append(sync.sink)
-    sensor.emit_aggregates.append(sync.outbox.enqueue)
+    sensor.emit_aggregates.append(sync.outbox.enqueue)  # track records: init_hooks, behind their audit entry
 
 
 def init_outputs(sensor: Sensor) -> None:
@@ -146,9 +152,12 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
         loop.sinks.append(alerts)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
-    if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only
-        sensor.frames = FrameAuditSink(loop, audit, tracks_leave=sync is not None and cfg.privacy.profile == "tracks")
+    tracks_leave = sync is not None and cfg.privacy.profile == "tracks"  # through the uploader, tracks profile only
+    if audit is not None:  # track records go to the outbox only once their records_released entry is written
+        sensor.frames = FrameAuditSink(loop, audit, release=sync.outbox.enqueue if sync and tracks_leave else None)
         loop.sinks.append(sensor.frames)
+    elif sync is not None and tracks_leave:  # no audit log configured: nothing to write first
+        loop.sinks.append(sync.sink)
 
 
 def close(sensor: Sensor) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from firmware.config.flows import FlowGroupConfig
 from firmware.flows.groups import Basis, FlowGroupWindow, FlowHasher, PopulationStats
-from firmware.privacy.audit import AuditSink, NoAudit
+from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
 from firmware.sensing.tracker import Track
@@ -91,6 +91,7 @@ class FlowGroupHook:
         self.embedded = 0
         self.deferred = 0  # ticks on which a due crop waited for lack of time
         self.errors = 0
+        self.withheld = 0  # records never released: their audit entry could not be written
         self._window_embedded = self._window_deferred = 0
 
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
@@ -206,17 +207,18 @@ class FlowGroupHook:
         hasher = self._current_hasher()
         if hasher is None:
             win.discard()
-            self._audit.append("flowgroups_withheld", wall, window_start=win.window_start,
-                               reason=f"no population basis yet ({self._stats.count()} of "
-                                      f"{self.config.basis_min} embeddings)", crops=embedded,
-                               deferred_ticks=deferred)
+            audited(self._audit, "flowgroups_withheld", wall, window_start=win.window_start,
+                    reason=f"no population basis yet ({self._stats.count()} of {self.config.basis_min} embeddings)",
+                    crops=embedded, deferred_ticks=deferred)
             return []
         records = [r.to_json() for r in win.close(hasher, self._rng, self.zones)]
         if records:  # audited first: records the log never recorded must never leave (a full disk fails here)
-            self._audit.append("flowgroups_released", wall, window_start=win.window_start,
-                               window_s=self.config.window_s, records=len(records),
-                               groups=sum(len(r["groups"]) for r in records), min_count=self.config.min_count,
-                               crops=embedded, deferred_ticks=deferred)
+            if not audited(self._audit, "flowgroups_released", wall, window_start=win.window_start,
+                           window_s=self.config.window_s, records=len(records),
+                           groups=sum(len(r["groups"]) for r in records), min_count=self.config.min_count,
+                           crops=embedded, deferred_ticks=deferred):
+                self.withheld += len(records)
+                return []
             self._emit(records)
         return records
 
