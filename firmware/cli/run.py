@@ -199,7 +199,7 @@ def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService 
 
     if boot.state().get("trying") or boot.state().get("trying_now"):
         agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
-                           cfg.ota.health_deadline_s, report, __version__, "?").start()
+                           cfg.ota.health_deadline_s, report, __version__, "?", clock).start()
     client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
                                __version__, clock)
 
