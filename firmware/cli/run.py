@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware import __version__
-from firmware.alerts.rules import alert_sink
+from firmware.alerts.rules import AlertSink, alert_sink
 from firmware.cli.assemble import JsonlSink, build_clock, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
@@ -64,6 +64,7 @@ class Sensor:
     flows: FlowGroupHook | None = None
     demographics: DemographicsHook | None = None
     frames: FrameAuditSink | None = None
+    alerts: AlertSink | None = None
     ota: agent.Scheduler | None = None
     counts: RunCounts | None = None
     installer: Installer | None = None
@@ -107,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def withheld(sensor: Sensor) -> int:
     """Records of every kind not released because their audit entry could not be written (a full disk)."""
-    parts = (sensor.analytics, sensor.flows, sensor.demographics, sensor.frames)
+    parts = (sensor.analytics, sensor.flows, sensor.demographics, sensor.frames, sensor.alerts)
     return sum(getattr(p, "withheld", 0) for p in parts if p is not None)
 
 
@@ -147,7 +148,8 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall(),
                                   trusted=lambda: sensor.clock.trusted)
         loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
-    alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates)
+    alerts = sensor.alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates, audit,
+                        trusted=lambda: sensor.clock.trusted)  # audited first; held while the time is untrusted
     if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
         loop.sinks.append(alerts)
     if sync is not None:
