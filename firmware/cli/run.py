@@ -137,11 +137,13 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
     cfg, audit, sync = sensor.cfg, sensor.audit, sensor.sync
     sensor.flows = build_flow_hook(cfg.flowgroups, loop, sensor.emit_aggregates, audit)
     if sensor.flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
+        sensor.flows.trusted = lambda: sensor.clock.trusted
         loop.track_hooks.append(sensor.flows)
     if sensor.analytics is not None:  # [demographics]: head crops estimated in the frame's scope, noised histograms
         sensor.demographics = build_demographics_hook(cfg.demographics, loop, sensor.emit_aggregates,
                                                       sensor.analytics.accountant, audit)
         if sensor.demographics is not None:
+            sensor.demographics.trusted = lambda: sensor.clock.trusted
             loop.track_hooks.append(sensor.demographics)
     sampler = sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:

@@ -74,9 +74,18 @@ class DemographicsHook:
         self._cost_ns = 0.0  # recent wall time of one estimate (moving average)
         self.estimated = self.deferred = self.errors = self.no_face = 0
         self.withheld = 0  # records never released: their audit entry could not be written
+        # whether the sensor's wall time is trusted (hal.trustedtime; None: always): until it is, ticks are held
+        # (`held`, audited once), so no window is opened, paid for or stamped on a clock that may be a day off
+        self.trusted: Callable[[], bool] | None = None
+        self.held = 0
         self._win_estimates = self._win_deferred = 0
 
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
+        if self.trusted is not None and not self.trusted():  # no window opened, no crop cut, on a wrong clock
+            if not self.held:
+                audited(self._audit, "demographics_held", wall, reason="time-untrusted")
+            self.held += 1
+            return
         start = int(wall // self.config.window_s) * self.config.window_s
         if self._window is not None and self._window.window_start != start:
             self.close_window(wall)

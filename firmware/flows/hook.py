@@ -92,9 +92,18 @@ class FlowGroupHook:
         self.deferred = 0  # ticks on which a due crop waited for lack of time
         self.errors = 0
         self.withheld = 0  # records never released: their audit entry could not be written
+        # whether the sensor's wall time is trusted (hal.trustedtime; None: always): until it is, ticks are held
+        # (`held`, audited once), so no window is opened, paid for or stamped on a clock that may be a day off
+        self.trusted: Callable[[], bool] | None = None
+        self.held = 0
         self._window_embedded = self._window_deferred = 0
 
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
+        if self.trusted is not None and not self.trusted():  # no window opened, no crop cut, on a wrong clock
+            if not self.held:
+                audited(self._audit, "flowgroups_held", wall, reason="time-untrusted")
+            self.held += 1
+            return
         cfg = self.config
         start = int(wall // cfg.window_s) * cfg.window_s
         if self._window is not None and self._window.window_start != start:
