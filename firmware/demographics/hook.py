@@ -80,11 +80,17 @@ class DemographicsHook:
         self.held = 0
         self._win_estimates = self._win_deferred = 0
 
+    def _hold(self, wall: float) -> bool:
+        """True (counted, audited once) while the wall time is untrusted: no window opened, no crop cut."""
+        if self.trusted is None or self.trusted():
+            return False
+        if not self.held:
+            audited(self._audit, "demographics_held", wall, reason="time-untrusted")
+        self.held += 1
+        return True
+
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
-        if self.trusted is not None and not self.trusted():  # no window opened, no crop cut, on a wrong clock
-            if not self.held:
-                audited(self._audit, "demographics_held", wall, reason="time-untrusted")
-            self.held += 1
+        if self._hold(wall):
             return
         start = int(wall // self.config.window_s) * self.config.window_s
         if self._window is not None and self._window.window_start != start:

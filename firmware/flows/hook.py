@@ -98,11 +98,17 @@ class FlowGroupHook:
         self.held = 0
         self._window_embedded = self._window_deferred = 0
 
+    def _hold(self, wall: float) -> bool:
+        """True (counted, audited once) while the wall time is untrusted: no window opened, no crop cut."""
+        if self.trusted is None or self.trusted():
+            return False
+        if not self.held:
+            audited(self._audit, "flowgroups_held", wall, reason="time-untrusted")
+        self.held += 1
+        return True
+
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
-        if self.trusted is not None and not self.trusted():  # no window opened, no crop cut, on a wrong clock
-            if not self.held:
-                audited(self._audit, "flowgroups_held", wall, reason="time-untrusted")
-            self.held += 1
+        if self._hold(wall):
             return
         cfg = self.config
         start = int(wall // cfg.window_s) * cfg.window_s
