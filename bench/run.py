@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         collect = _Collector(rep)
         sinks = [jsonl, analytics, collect] + ([sync.sink] if sync else [])
         loop = build_loop(cfg, args.config.parent, clock, sinks=sinks, profile=True)
-        frames_audit = FrameAuditSink(loop, audit, tracks_leave=sync is not None)
+        frames_audit = FrameAuditSink(loop, audit, release=sync.enqueue if sync else None)  # tracks: audited first
         loop.sinks.append(frames_audit)
         recorder = RecordingTracker(loop.tracker)
         loop.tracker = recorder
@@ -136,7 +136,8 @@ def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
 
 class BenchSync:
     """The reference cloud on 127.0.0.1 (its own thread, dev PKI made on first start) and the device side of
-    sync: the outbox as a loop sink and the uploader, which cycles every 30 s of the bench's clock over mutual
+    sync: the outbox (track records reach it through the frame audit, behind their audit entry; aggregates as
+    released) and the uploader, which cycles every 30 s of the bench's clock over mutual
     TLS with pinned keys and signed batches, as on a device."""
 
     def __init__(self, folder: Path, clock: FakeClock) -> None:
@@ -164,13 +165,12 @@ class BenchSync:
         self.errors: list[str] = []
 
     def sink(self, tick) -> None:
-        self.outbox.sink(tick)
-        self.released += len(tick.records)
+        """The upload schedule on the bench's clock (records come in through `enqueue`)."""
         if self.clock.wall() >= self.next_upload:
             self._cycle()
 
     def enqueue(self, records: list[dict]) -> None:
-        """Aggregates, as the analytics release them."""
+        """Aggregates as the analytics release them, track records as the frame audit does."""
         self.outbox.enqueue(records)
         self.released += len(records)
 

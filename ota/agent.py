@@ -146,21 +146,24 @@ class TrialMonitor(threading.Thread):
     (which reboots into the committed slot on a Pi), and report either way."""
 
     def __init__(self, boot: BootControl, probes: dict[str, Callable[[], bool]], deadline_s: float,
-                 report: Report, release: str, from_version: str) -> None:
+                 report: Report, release: str, from_version: str, clock: DeviceTime | None = None) -> None:
+        """`clock`: the sensor's (hal.trustedtime.TrustedClock), whose best estimate stamps the report: a slot
+        on trial has just booted, when a Pi's system clock is most likely wrong (None: the system clock)."""
         super().__init__(name="ota-trial", daemon=True)
         self.boot, self.probes, self.deadline_s, self.report = boot, probes, deadline_s, report
-        self.release, self.from_version = release, from_version
+        self.release, self.from_version, self.clock = release, from_version, clock
         self.result: HealthResult | None = None
 
     def run(self) -> None:
         self.result = check(self.probes, self.deadline_s)
         slot = self.boot.active()
+        now = self.clock.wall() if self.clock is not None else None
         if self.result.ok:
             self.boot.mark_good()
-            self.report(record(self.release, self.from_version, "committed", slot=slot))
+            self.report(record(self.release, self.from_version, "committed", slot=slot, now=now))
             log.info("slot %s committed: %s", slot, self.result.reason)
         else:
-            self.report(record(self.release, self.from_version, "rolled_back", self.result.reason, slot))
+            self.report(record(self.release, self.from_version, "rolled_back", self.result.reason, slot, now=now))
             log.error("slot %s rolled back: %s", slot, self.result.reason)
             self.boot.rollback(self.result.reason)
 

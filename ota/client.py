@@ -38,7 +38,7 @@ from ota.rollout import in_stage
 from ota.slots import has_wheelhouse, install_venv
 from trust.errors import CertTimeRefused
 from trust.pki import spki_sha256_der_cert
-from trust.tls import CertTimes, DeviceTime, needs_time_check
+from trust.tls import CertTimes, DeviceTime, needs_time_check, peer_chain
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class PinnedFetcher(FetcherInterface):
                 raise TufDownloadError(f"server key is not pinned: {e}") from e
         if self.cert_times is not None and der is not None:
             try:
-                self.cert_times.check(der)
+                self.cert_times.check(der, peer_chain(conn.sock))
             except CertTimeRefused as e:
                 conn.close()
                 raise TufDownloadError(str(e)) from e

@@ -109,11 +109,32 @@ class DeviceTime(Protocol):
     def wall(self) -> float: ...
 
 
+def peer_chain(ssl_object: Any) -> list[bytes]:
+    """The chain OpenSSL verified for the peer of a TLS connection (an `ssl.SSLObject` as asyncio's transports
+    hold, or an `ssl.SSLSocket`), leaf first, each certificate as DER: the leaf, every intermediate it used
+    (those the server sent among them) and the anchor. Python 3.13 has it as `get_verified_chain()`; 3.10 to
+    3.12 have the same method on the `_ssl` object underneath (bpo-18233), returning `_ssl.Certificate`s.
+    An empty list when neither is there or the chain is not known (a resumed session keeps no chain)."""
+    getter = getattr(ssl_object, "get_verified_chain", None)  # Python 3.13 on
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_verified_chain", None)
+    if getter is None:
+        return []
+    try:
+        chain = getter() or []
+    except (ssl.SSLError, ValueError, AttributeError):
+        return []
+    return [bytes(c) if isinstance(c, bytes | bytearray) else bytes(c.public_bytes(_ENCODING_DER)) for c in chain]
+
+
+_ENCODING_DER = 2  # _ssl.ENCODING_DER (X509_FILETYPE_ASN1), the format _ssl.Certificate.public_bytes takes
+
+
 class CertTimes:
     """The validity-window check OpenSSL skips on a device context, done on the device's time after the
-    handshake. The chain checked is the peer's certificate and the issuers above it found in the CA file (the
-    fleet CA is the only anchor; Python 3.11 does not expose intermediates the server sends, so one that is
-    not in the CA file is not time-checked here). `refused` counts refusals."""
+    handshake. The chain checked is every certificate of the chain OpenSSL verified (`peer_chain`: the leaf,
+    the intermediates the server sent, the fleet CA); where that is not known, the peer's certificate and the
+    issuers above it found in the CA file. `refused` counts refusals."""
 
     def __init__(self, ca_file: str | Path, own_cert_file: str | Path | None, time: DeviceTime) -> None:
         try:
@@ -135,11 +156,15 @@ class CertTimes:
             chain.append(cur)
         return chain
 
-    def check(self, der: bytes) -> None:
-        """Raises CertTimeRefused (counted) when the peer's chain is not valid at the device's time."""
+    def check(self, der: bytes, presented: Sequence[bytes] = ()) -> None:
+        """Raises CertTimeRefused (counted) when the peer's chain is not valid at the device's time. `der`: the
+        peer's certificate; `presented`: the verified chain (`peer_chain`), every certificate of it checked."""
         try:
-            _check_windows(self.chain(x509.load_der_x509_certificate(der)), self.time.trusted, self.time.wall(),
-                           max(self.time.floor, self.issued_floor))
+            leaf = x509.load_der_x509_certificate(der)
+            chain = [x509.load_der_x509_certificate(c) for c in presented[:MAX_CHAIN]]
+            if not chain or chain[0] != leaf:  # not known (or not this peer's): the leaf and the CA file's issuers
+                chain = self.chain(leaf)
+            _check_windows(chain, self.time.trusted, self.time.wall(), max(self.time.floor, self.issued_floor))
         except CertTimeRefused:
             self.refused += 1
             raise
@@ -325,7 +350,7 @@ class PinnedConnector(aiohttp.TCPConnector):
             raise
         if self._times is not None:
             try:
-                self._times.check(peer_der(transport))
+                self._times.check(peer_der(transport), peer_chain(transport.get_extra_info("ssl_object")))
             except CertTimeRefused:
                 transport.abort()
                 raise

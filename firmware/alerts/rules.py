@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from firmware.config.alerts import AlertRule, AlertsConfig
+from firmware.privacy.audit import AuditSink, audited
 from firmware.sensing.geometry import Crossing, Geometry
-from firmware.sensing.loop import TickResult, TickSink
+from firmware.sensing.loop import TickResult
 
 Emit = Callable[[Iterable[Mapping[str, Any]]], object]
 
@@ -72,20 +73,50 @@ class AlertEngine:
         return out
 
 
-def alert_sink(config: AlertsConfig, geometry: Geometry, emit: Sequence[Emit]) -> TickSink | None:
-    """The loop sink for `[alerts]` (None when off): each tick's tracks by zone and its crossings into the
-    engine, what it raises to every emitter (the outbox, the aggregates file)."""
+class AlertSink:
+    """The loop sink for `[alerts]`: each tick's tracks by zone and its crossings into the engine, what it raises
+    to every emitter (the outbox, the aggregates file), each batch audited first (`records_released`, kind
+    alert; an entry that cannot be written means the alerts are not emitted: counted in `withheld`).
+
+    Time: alert times, opening hours and dwell are read off the wall clock, so while the sensor's time is not
+    trusted (`trusted`, hal.trustedtime) the engine is not stepped at all: no alert is raised or stamped on a
+    clock that may be a day off (`held` ticks, audited once as `alerts_held`), and dwell starts afresh once it
+    is trusted rather than spanning the step the clock takes then."""
+
+    def __init__(self, engine: AlertEngine, geometry: Geometry, emit: Sequence[Emit], audit: AuditSink | None = None,
+                 trusted: Callable[[], bool] | None = None) -> None:
+        self.engine, self.geometry, self.emit = engine, geometry, emit
+        self._audit, self._trusted = audit, trusted
+        self.held = self.withheld = 0
+        self._holding = False
+
+    def __call__(self, tick: TickResult) -> None:
+        if self._trusted is not None and not self._trusted():
+            if not self._holding and self._audit is not None:
+                audited(self._audit, "alerts_held", tick.wall, reason="time-untrusted")
+            self._holding = True
+            self.held += 1
+            return
+        if self._holding:  # trusted now: nothing carried over from the untrusted clock
+            self._holding = False
+            self.engine = AlertEngine(self.engine.config)
+        g = tick.ground
+        names = self.geometry.zone_of(g.xy) if len(g.track_ids) else []
+        alerts = self.engine.step(tick.wall, dict(zip((int(t) for t in g.track_ids), names, strict=True)),
+                                  tick.crossings)
+        if not alerts:
+            return
+        if self._audit is not None and not audited(self._audit, "records_released", tick.wall, kind="alert",
+                                                   count=len(alerts), rules=sorted({a["rule"] for a in alerts})):
+            self.withheld += len(alerts)
+            return
+        for e in self.emit:
+            e(alerts)
+
+
+def alert_sink(config: AlertsConfig, geometry: Geometry, emit: Sequence[Emit], audit: AuditSink | None = None,
+               trusted: Callable[[], bool] | None = None) -> AlertSink | None:
+    """The loop sink for `[alerts]` (None when off); see `AlertSink`."""
     if not config.enabled:
         return None
-    engine = AlertEngine(config)
-
-    def sink(tick: TickResult) -> None:
-        g = tick.ground
-        names = geometry.zone_of(g.xy) if len(g.track_ids) else []
-        alerts = engine.step(tick.wall, dict(zip((int(t) for t in g.track_ids), names, strict=True)),
-                             tick.crossings)
-        if alerts:
-            for e in emit:
-                e(alerts)
-
-    return sink
+    return AlertSink(AlertEngine(config), geometry, emit, audit, trusted)

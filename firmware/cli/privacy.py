@@ -1,14 +1,17 @@
 """`umbra privacy`: the DPIA of a config, and data-subject access and erasure requests answered from what the
-device's outbox really holds, each audited in the config's audit log."""
+device's outbox really holds, each audited in the config's audit log. Times are the sensor's ([device] clock,
+`firmware.cli.assemble.build_clock`): while its wall time is not trusted the DPIA names no time and judges no
+sampling token in force (it says so), and a request's audit entry carries the clock's best estimate."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from dataclasses import replace
 from pathlib import Path
 
+from firmware.cli.assemble import build_clock
 from firmware.config import load, resolve_path
 from firmware.errors import AuthorizationRefused, ComplianceError
 from firmware.privacy.audit import NoAudit, audit_log_for
@@ -39,16 +42,24 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_dpia(args: argparse.Namespace) -> int:
     cfg = load(args.config)
+    base = args.config.resolve().parent
+    clock = build_clock(cfg, base)
+    if not clock.trusted:  # which tokens are in force, and when this was made, cannot be said on a wrong clock
+        print("umbra privacy dpia: the device's wall time is not trusted yet ([device] clock: NTP has not "
+              "synchronised it): no time is given and no sampling token is judged in force", file=sys.stderr)
+        print(generate_dpia(cfg, grants=[], now=None, grants_judged=False))
+        return 0
+    now = clock.wall()
     grants = []
     if cfg.authorization.customer_public_key:  # the stored tokens that verify now (a look: nothing audited)
-        store = store_for(cfg, args.config.resolve().parent)
+        store = store_for(cfg, base)
         check = authorizer_for(cfg, store, NoAudit())
         for token in store.read().tokens:
             try:
-                grants.append(check.verify(token, time.time(), accept_future=True))
+                grants.append(check.verify(token, now, accept_future=True))
             except AuthorizationRefused:
                 continue
-    print(generate_dpia(cfg, grants=grants, now=time.time()))
+    print(generate_dpia(cfg, grants=grants, now=now))
     return 0
 
 
@@ -63,6 +74,6 @@ def _cmd_request(args: argparse.Namespace) -> int:
     req = SubjectRequest(args.id, args.kind, args.start, args.end, getattr(args, "zone", None))
     with Outbox(replace(cfg.sync.outbox, path=str(resolve_path(cfg.sync.outbox.path, base)))) as store:
         answer = (answer_access if args.kind == "access" else answer_erasure)(
-            req, store, audit, time.time(), cfg.pseudonym.rotate_s)
+            req, store, audit, build_clock(cfg, base).wall(), cfg.pseudonym.rotate_s)
     print(json.dumps(answer.to_json(), indent=1) if args.json else answer.to_markdown())
     return 0

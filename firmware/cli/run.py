@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware import __version__
-from firmware.alerts.rules import alert_sink
+from firmware.alerts.rules import AlertSink, alert_sink
 from firmware.cli.assemble import JsonlSink, build_clock, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
@@ -64,6 +64,7 @@ class Sensor:
     flows: FlowGroupHook | None = None
     demographics: DemographicsHook | None = None
     frames: FrameAuditSink | None = None
+    alerts: AlertSink | None = None
     ota: agent.Scheduler | None = None
     counts: RunCounts | None = None
     installer: Installer | None = None
@@ -100,19 +101,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = loop.stats
     finally:
         close(sensor)
-    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile))
+    print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile,
+                       sensor.audit.failures if sensor.audit is not None else 0, withheld(sensor)))
     return 0
 
 
+def withheld(sensor: Sensor) -> int:
+    """Records of every kind not released because their audit entry could not be written (a full disk)."""
+    parts = (sensor.analytics, sensor.flows, sensor.demographics, sensor.frames, sensor.alerts)
+    return sum(getattr(p, "withheld", 0) for p in parts if p is not None)
+
+
 def init_sync(sensor: Sensor) -> None:
-    """[sync]: the outbox takes track records (tracks profile only) and aggregates; the uploader drains it."""
+    """[sync]: the outbox takes aggregates (and track records, tracks profile only: see init_hooks); the uploader
+    drains it."""
     cfg = sensor.cfg
     if not cfg.sync.enabled:
         return
     sync = sensor.sync = SyncService(cfg.sync, sensor.clock)
-    if cfg.privacy.profile == "tracks":  # quantized tracks leave only in the tracks profile
-        sensor.sinks.append(sync.sink)
-    sensor.emit_aggregates.append(sync.outbox.enqueue)
+    sensor.emit_aggregates.append(sync.outbox.enqueue)  # track records: init_hooks, behind their audit entry
 
 
 def init_outputs(sensor: Sensor) -> None:
@@ -130,25 +137,31 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
     cfg, audit, sync = sensor.cfg, sensor.audit, sensor.sync
     sensor.flows = build_flow_hook(cfg.flowgroups, loop, sensor.emit_aggregates, audit)
     if sensor.flows is not None:  # [flowgroups]: crops embedded in the frame's scope, group counts per window
+        sensor.flows.trusted = lambda: sensor.clock.trusted
         loop.track_hooks.append(sensor.flows)
     if sensor.analytics is not None:  # [demographics]: head crops estimated in the frame's scope, noised histograms
         sensor.demographics = build_demographics_hook(cfg.demographics, loop, sensor.emit_aggregates,
                                                       sensor.analytics.accountant, audit)
         if sensor.demographics is not None:
+            sensor.demographics.trusted = lambda: sensor.clock.trusted
             loop.track_hooks.append(sensor.demographics)
     sampler = sample_hook(cfg, sync, audit, loop.detector)
     if sampler is not None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall(),
                                   trusted=lambda: sensor.clock.trusted)
         loop.frame_hooks.extend([refresher, sampler] if refresher is not None else [sampler])
-    alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates)
+    alerts = sensor.alerts = alert_sink(cfg.alerts, Geometry(cfg.geometry), sensor.emit_aggregates, audit,
+                        trusted=lambda: sensor.clock.trusted)  # audited first; held while the time is untrusted
     if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
         loop.sinks.append(alerts)
     if sync is not None:
         loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
-    if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only
-        sensor.frames = FrameAuditSink(loop, audit, tracks_leave=sync is not None and cfg.privacy.profile == "tracks")
+    tracks_leave = sync is not None and cfg.privacy.profile == "tracks"  # through the uploader, tracks profile only
+    if audit is not None:  # track records go to the outbox only once their records_released entry is written
+        sensor.frames = FrameAuditSink(loop, audit, release=sync.outbox.enqueue if sync and tracks_leave else None)
         loop.sinks.append(sensor.frames)
+    elif sync is not None and tracks_leave:  # no audit log configured: nothing to write first
+        loop.sinks.append(sync.sink)
 
 
 def close(sensor: Sensor) -> None:
@@ -190,7 +203,7 @@ def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService 
 
     if boot.state().get("trying") or boot.state().get("trying_now"):
         agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
-                           cfg.ota.health_deadline_s, report, __version__, "?").start()
+                           cfg.ota.health_deadline_s, report, __version__, "?", clock).start()
     client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
                                __version__, clock)
 

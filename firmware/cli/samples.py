@@ -7,7 +7,11 @@
     umbra samples revoke --config umbra.toml TOKEN_ID
 
 The running sensor picks a stored or revoked token up within a minute (`firmware.samples.grantstore.GrantRefresher`).
-Exit codes: 0 done, 1 token refused (or nothing to revoke), 2 a usage or file error.
+The device's commands keep the sensor's clock rules ([device] clock, `firmware.cli.assemble.build_clock`): while
+its wall time is not trusted (a Pi before NTP), `authorize` holds the token (not judged, not stored: audited as
+`authorization_held`, exit 1), `list` does not say whether a token is in force, and `revoke` (no time decision)
+goes ahead, its audit entry at the clock's best estimate.
+Exit codes: 0 done, 1 token refused or held (or nothing to revoke), 2 a usage or file error.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware.cli.assemble import build_clock
 from firmware.config import load
 from firmware.errors import AuthorizationRefused, SamplesCommandError
 from firmware.privacy.audit import NoAudit, audit_log_for
 from firmware.samples.authorization import Authorizer, public_key_b64, sign_token
 from firmware.samples.grantstore import _token_id, accept, authorizer_for, device_id_of, revoke, store_for, token_text
+from hal.trustedtime import TrustedClock
 from trust.files import write_atomic
 
 
@@ -97,19 +103,27 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """(config, token store, audit sink) of the device a config describes."""
+def _device(args: argparse.Namespace) -> tuple[Any, Any, Any, TrustedClock]:
+    """(config, token store, audit sink, the sensor's clock) of the device a config describes."""
 
     cfg = load(args.config)
     base = args.config.resolve().parent
     audit = audit_log_for(cfg, base)
-    return cfg, store_for(cfg, base), audit if audit is not None else NoAudit()
+    return cfg, store_for(cfg, base), audit if audit is not None else NoAudit(), build_clock(cfg, base)
+
+
+UNTRUSTED = "the device's wall time is not trusted yet ([device] clock: NTP has not synchronised it)"
 
 
 def _cmd_authorize(args: argparse.Namespace) -> int:
 
-    cfg, store, audit = _device(args)
-    now = time.time()
+    cfg, store, audit, clock = _device(args)
+    now = clock.wall()
+    if not clock.trusted:  # a token's window judged on a wrong clock could be refused (or taken) wrongly
+        audit.append("authorization_held", now, reason="time-untrusted",
+                     claimed_token_id=_token_id(token_text(args.token)))
+        print(f"held: {UNTRUSTED}, so the token is not judged and nothing is stored; run this again once it is")
+        return 1
     try:
         grant = accept(store, authorizer_for(cfg, store, audit), token_text(args.token), now)
     except AuthorizationRefused as e:
@@ -123,12 +137,16 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
 
-    cfg, store, _ = _device(args)
+    cfg, store, _, clock = _device(args)
     held = store.read()
     check = Authorizer(cfg.authorization, device_id_of(cfg), NoAudit(), revoked=held.revoked)  # a look, not a use
-    now = time.time()
+    now = clock.wall()
     print(f"{len(held.tokens)} token(s) in {store.path}")
-    for token in held.tokens:
+    if not clock.trusted:
+        print(f"  whether each is in force is not judged: {UNTRUSTED}")
+        for token in held.tokens:
+            print(f"  {_token_id(token) or '?'}: not judged (time untrusted)")
+    for token in held.tokens if clock.trusted else ():
         try:
             g = check.verify(token, now, accept_future=True)
             state = "in force" if g.valid_at(now) else "not yet valid"
@@ -148,7 +166,7 @@ def _iso(t: int) -> str:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
 
-    _, store, audit = _device(args)
-    found = revoke(store, args.token_id, time.time(), audit)
+    _, store, audit, clock = _device(args)
+    found = revoke(store, args.token_id, clock.wall(), audit)  # withdrawing needs no trusted time
     print(f"{args.token_id}: {'revoked and removed' if found else 'not stored; its id is refused from now on'}")
     return 0 if found else 1

@@ -8,7 +8,7 @@ from typing import Any
 from firmware.installer.counts import CountSnapshot
 
 
-def stop_summary(stats: Any, counts: CountSnapshot, profile: str) -> str:
+def stop_summary(stats: Any, counts: CountSnapshot, profile: str, audit_failures: int = 0, withheld: int = 0) -> str:
     rows = [f"umbra stopped after {stats.ticks} ticks ({stats.frames} frames)"]
     by: dict[str, dict[str, int]] = {}
     for (line, d), n in counts.lines.items():
@@ -31,4 +31,7 @@ def stop_summary(stats: Any, counts: CountSnapshot, profile: str) -> str:
                 f"since it never queues them; many mean the detector is too slow for detect_hz)")
     rows.append(f"  detector errors: {stats.detector_errors}; camera stalls: {stats.camera_stalls} "
                 f"(reopened {stats.camera_reopens} times)")
+    if audit_failures or withheld:
+        rows.append(f"  audit log writes failed: {audit_failures} (a full or read-only disk?); records not released "
+                    f"because their audit entry could not be written: {withheld}")
     return "\n".join(rows)

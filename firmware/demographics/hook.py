@@ -28,8 +28,9 @@ import numpy as np
 
 from firmware.config.demographics import STREAM, DemographicsConfig
 from firmware.demographics.release import DemographicWindow, release
+from firmware.errors import AuditError
 from firmware.privacy.accountant import Accountant
-from firmware.privacy.audit import AuditSink, NoAudit
+from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.privacy.dp import SYSTEM, RandomSource
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
@@ -72,9 +73,25 @@ class DemographicsHook:
         self._clock, self._budget_ns = clock, int(config.tick_share * period_s * 1e9)
         self._cost_ns = 0.0  # recent wall time of one estimate (moving average)
         self.estimated = self.deferred = self.errors = self.no_face = 0
+        self.withheld = 0  # records never released: their audit entry could not be written
+        # whether the sensor's wall time is trusted (hal.trustedtime; None: always): until it is, ticks are held
+        # (`held`, audited once), so no window is opened, paid for or stamped on a clock that may be a day off
+        self.trusted: Callable[[], bool] | None = None
+        self.held = 0
         self._win_estimates = self._win_deferred = 0
 
+    def _hold(self, wall: float) -> bool:
+        """True (counted, audited once) while the wall time is untrusted: no window opened, no crop cut."""
+        if self.trusted is None or self.trusted():
+            return False
+        if not self.held:
+            audited(self._audit, "demographics_held", wall, reason="time-untrusted")
+        self.held += 1
+        return True
+
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
+        if self._hold(wall):
+            return
         start = int(wall // self.config.window_s) * self.config.window_s
         if self._window is not None and self._window.window_start != start:
             self.close_window(wall)
@@ -171,23 +188,31 @@ class DemographicsHook:
         if win is None or not self.zones:
             return []
         counts = win.close(self.zones)
-        charge = self.accountant.charge(STREAM, self.config.epsilon, wall)
-        if not charge.granted:
+        try:
+            charge = self.accountant.charge(STREAM, self.config.epsilon, wall)
+        except AuditError as e:  # the spend could not be chained into the log (a full disk): nothing charged
+            charge = None
+            log.error("demographics window %s not released: its spend could not be written: %s", win.window_start, e)
+        if charge is None or not charge.granted:
             for h in counts.values():
                 h.fill(0)
-            self._audit.append("demographics_withheld", wall, window_start=win.window_start,
-                               reason=f"budget spent for today ({charge.spent} of {charge.budget})")
+            if charge is not None:
+                audited(self._audit, "demographics_withheld", wall, window_start=win.window_start,
+                        reason=f"budget spent for today ({charge.spent} of {charge.budget})")
             return []
-        self._audit.append("budget_spent", wall, stream=STREAM, epsilon=float(self.config.epsilon),
-                           window_start=win.window_start)
         records = release(counts, self.config, win.window_start, rng=self._rng)
         for h in counts.values():
             h.fill(0)
+        # audited first: records the log never recorded must never leave (a full disk fails here)
+        if not (audited(self._audit, "budget_spent", wall, stream=STREAM, epsilon=float(self.config.epsilon),
+                        window_start=win.window_start)
+                and audited(self._audit, "demographics_released", wall, window_start=win.window_start,
+                            window_s=self.config.window_s, records=len(records), zones=len(self.zones),
+                            estimates=estimates, deferred_ticks=deferred, k=self.config.k)):
+            self.withheld += len(records)
+            return []
         if records:
             self._emit(records)
-        self._audit.append("demographics_released", wall, window_start=win.window_start,
-                           window_s=self.config.window_s, records=len(records), zones=len(self.zones),
-                           estimates=estimates, deferred_ticks=deferred, k=self.config.k)
         return records
 
     def held_tracks(self) -> int:

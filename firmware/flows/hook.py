@@ -36,7 +36,7 @@ import numpy as np
 
 from firmware.config.flows import FlowGroupConfig
 from firmware.flows.groups import Basis, FlowGroupWindow, FlowHasher, PopulationStats
-from firmware.privacy.audit import AuditSink, NoAudit
+from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
 from firmware.sensing.tracker import Track
@@ -91,9 +91,25 @@ class FlowGroupHook:
         self.embedded = 0
         self.deferred = 0  # ticks on which a due crop waited for lack of time
         self.errors = 0
+        self.withheld = 0  # records never released: their audit entry could not be written
+        # whether the sensor's wall time is trusted (hal.trustedtime; None: always): until it is, ticks are held
+        # (`held`, audited once), so no window is opened, paid for or stamped on a clock that may be a day off
+        self.trusted: Callable[[], bool] | None = None
+        self.held = 0
         self._window_embedded = self._window_deferred = 0
 
+    def _hold(self, wall: float) -> bool:
+        """True (counted, audited once) while the wall time is untrusted: no window opened, no crop cut."""
+        if self.trusted is None or self.trusted():
+            return False
+        if not self.held:
+            audited(self._audit, "flowgroups_held", wall, reason="time-untrusted")
+        self.held += 1
+        return True
+
     def __call__(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
+        if self._hold(wall):
+            return
         cfg = self.config
         start = int(wall // cfg.window_s) * cfg.window_s
         if self._window is not None and self._window.window_start != start:
@@ -206,17 +222,18 @@ class FlowGroupHook:
         hasher = self._current_hasher()
         if hasher is None:
             win.discard()
-            self._audit.append("flowgroups_withheld", wall, window_start=win.window_start,
-                               reason=f"no population basis yet ({self._stats.count()} of "
-                                      f"{self.config.basis_min} embeddings)", crops=embedded,
-                               deferred_ticks=deferred)
+            audited(self._audit, "flowgroups_withheld", wall, window_start=win.window_start,
+                    reason=f"no population basis yet ({self._stats.count()} of {self.config.basis_min} embeddings)",
+                    crops=embedded, deferred_ticks=deferred)
             return []
         records = [r.to_json() for r in win.close(hasher, self._rng, self.zones)]
         if records:  # audited first: records the log never recorded must never leave (a full disk fails here)
-            self._audit.append("flowgroups_released", wall, window_start=win.window_start,
-                               window_s=self.config.window_s, records=len(records),
-                               groups=sum(len(r["groups"]) for r in records), min_count=self.config.min_count,
-                               crops=embedded, deferred_ticks=deferred)
+            if not audited(self._audit, "flowgroups_released", wall, window_start=win.window_start,
+                           window_s=self.config.window_s, records=len(records),
+                           groups=sum(len(r["groups"]) for r in records), min_count=self.config.min_count,
+                           crops=embedded, deferred_ticks=deferred):
+                self.withheld += len(records)
+                return []
             self._emit(records)
         return records
 

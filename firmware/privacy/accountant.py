@@ -29,7 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import BudgetError
+from firmware.errors import AuditError, BudgetError
 from firmware.privacy.dp import exact
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,10 @@ class Accountant:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise BudgetError(f"privacy budget store: {e}") from e
+            except AuditError:  # the log could not take the spend (a full disk): nothing charged, nothing released
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         return out
 
     # -- the ledger log ------------------------------------------------------------------------------------

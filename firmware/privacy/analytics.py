@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 
 from firmware.config.privacy import STREAMS, PrivacyConfig
+from firmware.errors import AuditError
 from firmware.privacy.accountant import Accountant
+from firmware.privacy.audit import audited
 from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact, laplace_pmf, laplace_var
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
@@ -178,6 +180,8 @@ class Analytics:
         self._last_wall: float | None = None
         self._last_second: int | None = None
         self.refused: dict[str, int] = defaultdict(int)
+        self.withheld = 0  # aggregate records never released: their audit entry could not be written
+        self.withheld_windows = 0
         self._grants: dict[str, bool] = {}
 
     # -- accumulation ------------------------------------------------------------------------------------
@@ -219,30 +223,49 @@ class Analytics:
             return
         if w.untrusted or (self._released_start is not None and w.start <= self._released_start):
             if self.audit is not None:  # nothing paid, nothing released: its time cannot be vouched for
-                self.audit("window_withheld", float(self._last_wall or 0.0), window_start=w.start,
-                           reason="wall time not trusted" if w.untrusted else "window not after the last released")
+                audited(self.audit, "window_withheld", float(self._last_wall or 0.0), window_start=w.start,
+                        reason="wall time not trusted" if w.untrusted else "window not after the last released")
             return
         self._released_start = w.start
         records: list[dict[str, Any]] = []
-        self._grants = self._pay_all()
+        try:
+            self._grants = self._pay_all()
+        except AuditError as e:  # the spend could not be chained into the log (a full disk): nothing charged
+            self.withheld_windows += 1
+            log.error("window %s not released: its budget spend could not be written to the audit log: %s",
+                      w.start, e)
+            return
         allowed = self._bounded_zones(w)
         records += self._occupancy_and_dwell(w, allowed)
         records += self._flow(w)
         records += self._heatmap(w)
-        if self.audit is not None:
-            t = float(self._last_wall or 0.0)
-            eps = float(self.config.epsilon) if self.noise else 0.0
-            for stream, granted in self._grants.items():
-                if granted:
-                    self.audit("budget_spent", t, stream=stream, epsilon=eps, window_start=w.start)
-            if records:
-                metrics: dict[str, int] = defaultdict(int)
-                for r in records:
-                    metrics[r["metric"]] += 1
-                self.audit("records_released", t, kind="aggregate", count=len(records), window_start=w.start,
-                           metrics=dict(metrics))
+        if not self._audit_release(w, records):
+            self.withheld_windows += 1
+            self.withheld += len(records)
+            log.error("window %s: %d aggregate records not released, their audit entries could not be written",
+                      w.start, len(records))
+            return
         if records:
             self.emit(records)
+
+    def _audit_release(self, w: _Window, records: list[dict[str, Any]]) -> bool:
+        """The window's spends and its release into the audit log, before anything leaves; False when the log
+        could not take them (then nothing of the window is released)."""
+        if self.audit is None:
+            return True
+        t = float(self._last_wall or 0.0)
+        eps = float(self.config.epsilon) if self.noise else 0.0
+        for stream, granted in self._grants.items():
+            if granted and not audited(self.audit, "budget_spent", t, stream=stream, epsilon=eps,
+                                       window_start=w.start):
+                return False
+        if not records:
+            return True
+        metrics: dict[str, int] = defaultdict(int)
+        for r in records:
+            metrics[r["metric"]] += 1
+        return audited(self.audit, "records_released", t, kind="aggregate", count=len(records),
+                       window_start=w.start, metrics=dict(metrics))
 
     def _bounded_zones(self, w: _Window) -> dict[int, list[str]]:
         """Each person's zones, longest stay first, cut to max_zones (no cut without noise: no DP to bound)."""

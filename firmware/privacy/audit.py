@@ -16,7 +16,9 @@ cannot hide it under a fresh, valid signature.
 
 Frame events are aggregated (`firmware.privacy.frameaudit`): one `frames` entry per wall-clock minute with the counts
 of frames processed, destroyed (buffers zeroed) and dropped, not one row per frame. Other events are written
-as they happen: `records_released`, `budget_spent`,
+as they happen, each before what it vouches for leaves (one that cannot be written: it does not leave):
+`records_released` (kind aggregate, track or alert), `budget_spent`, the holds while wall time is untrusted
+(`authorization_held`, `authorizations_held`, `alerts_held`, `flowgroups_held`, `demographics_held`),
 `sample_taken`, `samples_purged`, `authorization_accepted`/`_refused`/`_used`/`_dropped`/`_revoked`,
 `dsr_access`, `dsr_erasure`, and the log's own `audit_signing`, `audit_tamper_found` and
 `audit_unanchored` (on opening, the last entry was not yet under a head: a crash between the two writes, or
@@ -65,6 +67,18 @@ class NoAudit:
 
     def append(self, event: str, t: float, **fields: Any) -> None:
         return None
+
+
+def audited(audit: AuditSink | Callable[..., Any], event: str, t: float, **fields: Any) -> bool:
+    """Writes the entry that vouches for a release, before the release: False (logged) when it cannot be written
+    (a full disk, a read-only file system), and then what it vouches for must not leave. The failure is counted
+    by the log (`AuditLog.failures`); the caller counts what it withheld."""
+    try:
+        (audit.append if hasattr(audit, "append") else audit)(event, t, **fields)
+    except AuditError as e:
+        log.error("%s not written, so nothing it vouches for is released: %s", event, e)
+        return False
+    return True
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -202,6 +216,7 @@ class AuditLog:
         self.head: dict[str, Any] | None = None  # the last head written (it travels with upload batches)
         self._logged_key: str | None = None
         self._unanchored: int | None = None
+        self.failures = 0  # appends that raised AuditError (a full disk): counted, reported at stop
         with self._lock, self._locked_file() as f:
             problems = self._resume(f)
             self.tamper_found = tuple(problems)  # what opening found (the budget ledger then trusts no spend)
@@ -212,11 +227,18 @@ class AuditLog:
                 self._append(f, "audit_unanchored", self._last_t, {"seq": self._unanchored})
 
     def append(self, event: str, t: float, **fields: Any) -> dict[str, Any]:
-        """Writes one entry (fsynced) and the new head; returns the entry. Raises AuditError."""
-        with self._lock, self._locked_file() as f:
-            if os.fstat(f.fileno()).st_size != self._size:  # another process appended since
-                self._refresh(f)
-            return self._append(f, event, t, fields)
+        """Writes one entry (fsynced) and the new head; returns the entry. Raises AuditError (counted)."""
+        try:
+            with self._lock, self._locked_file() as f:
+                if os.fstat(f.fileno()).st_size != self._size:  # another process appended since
+                    self._refresh(f)
+                return self._append(f, event, t, fields)
+        except OSError as e:  # cutting a torn line, closing a file whose buffer cannot be written out
+            self.failures += 1
+            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror}") from e
+        except AuditError:
+            self.failures += 1
+            raise
 
     @contextlib.contextmanager
     def _locked_file(self) -> Iterator[Any]:

@@ -182,9 +182,10 @@ RIGHTS = ("Access and erasure requests are answered by time range (and zone), be
           "is handled by the operator's cloud service.")
 
 
-def generate_dpia(cfg: UmbraConfig, *, grants: Sequence[GrantView] = (), now: float | None = None) -> str:
+def generate_dpia(cfg: UmbraConfig, *, grants: Sequence[GrantView] = (), now: float | None = None,
+                  grants_judged: bool = True) -> str:
     """A DPIA (Markdown) stating what the running configuration does; `grants`: the sampling authorizations
-    in force."""
+    in force (`grants_judged` False: which are could not be judged, the device's time being untrusted)."""
     f = facts(cfg)
     profile = f["profile"].value
     when = _iso(now) if now is not None else "(time not given)"
@@ -201,7 +202,10 @@ def generate_dpia(cfg: UmbraConfig, *, grants: Sequence[GrantView] = (), now: fl
             *_kept(f), "", "## 4. Sampling authorizations", "",
             f"Customer key fingerprint: {_fingerprint(f['customer_key'].value)}; most any token may grant: "
             f"{f['max_rate'].value} per hour."]
-    if grants:
+    if not grants_judged:
+        out.append("- not judged: the device's wall time is not trusted yet, so which stored tokens are in force "
+                   "cannot be said (the sensor samples at the default rate until it is).")
+    elif grants:
         out += [f"- token {g.token_id}: {g.rate_per_hour} per hour, {_iso(g.not_before)} to {_iso(g.expires)}"
                 for g in grants]
     else:

@@ -30,7 +30,7 @@ import numpy as np
 from firmware import schemas
 from firmware.config.samples import SamplesConfig
 from firmware.errors import AuthorizationRefused, SampleError
-from firmware.privacy.audit import AuditSink
+from firmware.privacy.audit import AuditSink, audited
 from firmware.samples.authorization import Authorizer, Grant
 from hal.detections import Detections
 from hal.frame import Frame
@@ -362,6 +362,7 @@ class SampleTaker:
         self.config, self.scheduler, self.faces = config, scheduler, face_detector
         self.persons = person_finder
         self._put, self._audit = put, audit
+        self.withheld = 0  # samples never put: their audit entry could not be written
 
     def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float,
                    source_size: tuple[int, int] | None = None) -> dict | None:
@@ -381,16 +382,18 @@ class SampleTaker:
         if cleaned.image is None:
             log.warning("sample: %d face(s) or person(s) still found after the harder blur; sample dropped",
                         cleaned.left)
-            self._audit.append("sample_dropped", now, reason="not-clean", still_found=cleaned.left,
-                               regions_blurred=len(cleaned.regions), authorization=grant.token_id if grant else None)
+            audited(self._audit, "sample_dropped", now, reason="not-clean", still_found=cleaned.left,
+                    regions_blurred=len(cleaned.regions), authorization=grant.token_id if grant else None)
             return None
         jpeg = encode_sample(cleaned.image, self.config.jpeg_quality)
         cleaned.image.fill(0)
         record = sample_record(jpeg, now, grant)
         # the audit entry first: a sample the log never recorded must never leave (a full disk fails it here)
-        self._audit.append("sample_taken", now, bytes=len(jpeg), regions_blurred=len(cleaned.regions),
-                           blurred_harder=cleaned.harder, authorization=record["authorization"],
-                           checked=[n for n, f in (("faces", self.faces), ("persons", self.persons)) if f])
+        if not audited(self._audit, "sample_taken", now, bytes=len(jpeg), regions_blurred=len(cleaned.regions),
+                       blurred_harder=cleaned.harder, authorization=record["authorization"],
+                       checked=[n for n, f in (("faces", self.faces), ("persons", self.persons)) if f]):
+            self.withheld += 1
+            return None
         self._put(record)
         return record
 

@@ -115,3 +115,31 @@ def test_ops_status_reads_device_reports_from_the_cloud_and_halts(tmp_path, caps
     out = capsys.readouterr().out
     assert f"{len(canaries)} reported, 1 failed" in out and "HALT" in out
     assert repo.rollout("2.0.0")["state"] == "halted"
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_a_trial_report_after_a_reboot_a_day_behind_is_stamped_on_the_sensors_time(tmp_path, monkeypatch, healthy):
+    """A slot on trial has just booted, before NTP: the machine's clock (time.time too) a day behind. The
+    committed / rolled_back report carries the sensor's best estimate, never before the last trusted time."""
+    import json
+    import time
+
+    from hal.clock import FakeClock
+    from hal.trustedtime import FakeNtp, SkewedClock, TrustedClock
+
+    true_now = 1_800_000_000.0
+    state = tmp_path / "trusted_time.json"
+    state.write_text(json.dumps({"last_trusted_wall": true_now - 120}))  # known before the reboot
+    machine = SkewedClock(FakeClock(start_wall=true_now), -86_400.0)
+    monkeypatch.setattr(time, "time", machine.wall)
+    clock = TrustedClock(machine, FakeNtp(synced=False), state)
+    boot = DirectoryBootControl(tmp_path / "boot")
+    boot.try_next("b")
+    boot.boot()
+    probes = sensor_probes(fake_loop(stalls=0 if healthy else 3), SimpleNamespace(uploader=SimpleNamespace(
+        stats=SimpleNamespace(batches=2))), detect_hz=10, max_restarts=3, restarts=lambda: 0)
+    probes["loop"] = lambda: True
+    reports: list[dict] = []
+    TrialMonitor(boot, probes, 0.5, reports.append, "1.1.0", "1.0.0", clock).run()
+    assert reports[0]["result"] == ("committed" if healthy else "rolled_back")
+    assert reports[0]["t"] >= true_now - 120  # not a day early
