@@ -111,7 +111,8 @@ def test_the_page_in_chromium_shows_the_view_and_saves_a_drawn_zone_and_line(sit
         assert yellow > 50 and green > 20  # track boxes and detection boxes are drawn
         state = driver.execute_script("return window.umbraView.state")
         assert state["tracks"] and all(isinstance(t["id"], int) for t in state["tracks"])
-        rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#counts tbody tr")]
+        # one read in the page: the table is redrawn with every view, so elements found first may be stale
+        rows = driver.execute_script("return [...document.querySelectorAll('#counts tbody tr')].map(r => r.innerText)")
         assert any(r.startswith("north-south") for r in rows) and any(r.startswith("east-west") for r in rows)
         assert driver.find_elements(By.CSS_SELECTOR, "#zones tbody tr")
 
