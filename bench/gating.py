@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,13 +42,19 @@ class LiveRun:
     dets: dict[int, np.ndarray]  # source frame -> (N, 5) pixel boxes and scores
     invokes: int
     seconds: float
+    device: dict[tuple[str, str], int]  # the loop's own counts (geometry.LineCounter on exact positions)
 
 
 def live(cfg: UmbraConfig, base: Path, frames: int | None = None) -> LiveRun:
     clock = FakeClock(start_wall=PETS_START_WALL)
     out = Replay([], [])
     collect = _Collector(out)
-    loop = build_loop(cfg, base, clock, sinks=[collect])
+    device: Counter[tuple[str, str]] = Counter()
+
+    def count(result) -> None:
+        device.update((c.line, c.direction) for c in result.crossings)
+
+    loop = build_loop(cfg, base, clock, sinks=[collect, count])
     recorder = RecordingTracker(loop.tracker)
     loop.tracker = recorder
     dets: dict[int, np.ndarray] = {}
@@ -67,7 +74,7 @@ def live(cfg: UmbraConfig, base: Path, frames: int | None = None) -> LiveRun:
 
     out.records = [json.loads(x) for x in collect.stream.getvalue().splitlines() if x.strip()]
     invokes = int(getattr(loop.detector, "invokes", stats.frames))
-    return LiveRun(out, dets, invokes, time.perf_counter() - t0)
+    return LiveRun(out, dets, invokes, time.perf_counter() - t0, dict(device))
 
 
 def per_frame(dets: dict[int, np.ndarray]) -> list[np.ndarray]:
@@ -102,6 +109,7 @@ def row(name: str, run: LiveRun, cfg: UmbraConfig, gt_path: Path) -> tuple[str, 
     truth = count_crossings(paths_from_gt(gt_path, run.rep.frames), lines)
     table, _ = compare(counted, truth, lines)
     net = sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in set(counted) | set(truth))
+    dev = sum(abs(run.device.get(k, 0) - truth.get(k, 0)) for k in set(run.device) | set(truth))
     findings, matched = explain(run.rep, world, lines, cfg.camera.fps or 7.0, dets=per_frame(run.dets))
     true = matched + sum(f.kind == "missed" for f in findings)
     gross = len(findings)
@@ -109,12 +117,12 @@ def row(name: str, run: LiveRun, cfg: UmbraConfig, gt_path: Path) -> tuple[str, 
     text = (f"{name:<34} {run.invokes / max(frames, 1):6.2f} {detection_recall(run.dets, gt, 0.5):7.3f} "
             f"{detection_recall(run.dets, gt, 0.1):7.3f} {s['MOTA']:6.3f} {s['IDF1']:6.3f} {s['HOTA']:6.3f} "
             f"{s['recall']:7.3f}   {net:2d}/{true} {net / max(true, 1):5.1%}  {gross:2d}/{true} "
-            f"{gross / max(true, 1):5.1%}  {frames:4d} {run.seconds:6.1f}")
+            f"{gross / max(true, 1):5.1%}  {dev:2d}/{true}  {frames:4d} {run.seconds:6.1f}")
     return text, table.splitlines()
 
 
 HEADER = (f"{'PETS09-S2L1, real SSD on CPU':<34} {'inv/f':>6} {'rec@.5':>7} {'rec@.1':>7} {'MOTA':>6} {'IDF1':>6} "
-          f"{'HOTA':>6} {'trk rec':>7}   {'net err':>10}  {'gross err':>10}  {'frm':>4} {'wall s':>6}")
+          f"{'HOTA':>6} {'trk rec':>7}   {'net err':>10}  {'gross err':>10}  {'dev net':>5}  {'frm':>4} {'wall s':>6}")
 
 
 def empty_scene(cfg: UmbraConfig, hz: float, seconds: float = 120.0) -> float:
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         tables.append((name, table))
     print("(net err: per line and way, a miss and a false count cancel; gross err: crossings matched one by one, "
-          "each miss and each false count an error; rec@: detections handed to the tracker at score >= .5 / .1 "
+          "each miss and each false count an error; dev net: the loop's own counts (LineCounter, exact positions), "
+          "net per line and way; rec@: detections handed to the tracker at score >= .5 / .1 "
           "covering a gt box at IoU 0.5)")
     for name, table in tables:
         print(f"\n{name}:")

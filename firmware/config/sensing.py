@@ -135,6 +135,9 @@ class GeometryConfig:
     homography: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     zones: tuple[ZoneConfig, ...] = ()
     lines: tuple[LineConfig, ...] = ()
+    # A crossing counts when a track goes from beyond this many metres on one side of a line to beyond it on
+    # the other (hysteresis: a track jittering on the line counts nothing); the cloud's rule on records too.
+    count_band_m: float = 0.5
     # The source image's [width, height] the homography was calibrated on; [0, 0]: not stated (then the
     # homography is checked on a 1000-pixel square). The camera's frames must have this size when stated.
     image_size: tuple[int, int] = (0, 0)
@@ -150,6 +153,7 @@ class GeometryConfig:
         if not cond < MAX_CONDITION:
             raise ValueError(f"homography: matrix is singular or nearly so (condition {cond:.3g}, at most "
                              f"{MAX_CONDITION:g} allowed); calibrate it with `umbra calibrate`")
+        number("count_band_m", self.count_band_m, 0, 10, unit="m")
         names = [z.name for z in self.zones]
         if len(set(names)) != len(names):
             raise ValueError("zones: zone names must be unique")
@@ -246,10 +250,12 @@ class DetectorConfig:
     ground_truth: str = ""  # scripted only: a MOTChallenge gt.txt to replay
     # Where inference is spent (firmware.sensing.gating): "tiles" runs every tile every frame; "motion" runs
     # regions (tile-sized) around motion on the low-res stream and around tracked people's predicted boxes,
-    # at most max_invokes a frame, and sweeps every tile (spread over frames) at least every sweep_s.
+    # at most max_invokes a frame, and sweeps every tile (spread over frames) at least every sweep_s while
+    # anyone is tracked, every idle_sweep_s (but never more often than sweep_s) while no one is.
     gating: Literal["tiles", "motion"] = "tiles"
     max_invokes: int = 6  # the budget of detector invokes per frame (gating = "motion")
     sweep_s: float = 10.0  # a full sweep of the tiles at least this often, so no one standing still is lost
+    idle_sweep_s: float = 60.0  # the same on an empty scene (no tracks): motion regions find who walks in
     region_grow: float = 0.3  # a tracked person's predicted box grows by this share of its size on each side
     motion_threshold: int = 20  # grey-level change (0-255) from the running background counted as motion
     motion_min_area: float = 0.0002  # least share of the frame a motion blob covers to count
@@ -273,6 +279,7 @@ class DetectorConfig:
             raise ValueError(f"max_invokes: must be 1 to 64, got {self.max_invokes}")
         if not 0.5 <= self.sweep_s <= 600:
             raise ValueError(f"sweep_s: must be 0.5 to 600 seconds, got {self.sweep_s}")
+        number("idle_sweep_s", self.idle_sweep_s, 0.5, 3600, unit="s")
         if not 0 <= self.region_grow <= 2:
             raise ValueError(f"region_grow: must be 0 to 2 (a share of the box's size), got {self.region_grow}")
         if not 1 <= self.motion_threshold <= 254:

@@ -6,8 +6,9 @@ where each tracked person is predicted to be now (their last box moved on by the
 them into regions the size of one tile (so the detector sees people at the tiling's scale), merges regions
 while there are more than the budget allows, and sweeps every tile of the fixed grid, spread over frames
 at whatever budget is left (at least one tile a frame), at least every `sweep_s`: a person standing still
-makes no motion, and one the tracker lost is found again by the next sweep. No clock, no I/O: times come
-with the frames."""
+makes no motion, and one the tracker lost is found again by the next sweep. While no one is tracked (an empty
+scene) the sweep comes only every `idle_sweep_s` (never more often than `sweep_s`): what walks in makes motion,
+and its regions find it. No clock, no I/O: times come with the frames."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ class Gate:
     def _sweep_due(self, t_s: float) -> bool:
         if self._cursor < len(self.grid):
             return True
-        if self._sweep_at is None or t_s - self._sweep_at >= self.cfg.sweep_s:
+        every = self.cfg.sweep_s if len(self._boxes) else max(self.cfg.idle_sweep_s, self.cfg.sweep_s)
+        if self._sweep_at is None or t_s - self._sweep_at >= every:
             self._sweep_at, self._cursor = t_s, 0
             return True
         return False

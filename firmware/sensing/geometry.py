@@ -1,13 +1,16 @@
-"""Ground-plane geometry: image pixels to metres through a homography, zones as polygons, count lines.
-Pure: no clock, no I/O."""
+"""Ground-plane geometry: image pixels to metres through a homography, zones as polygons, count lines and
+the counter that counts their crossings (LineCounter). Pure: no clock, no I/O (times come with the calls)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware.config.sensing import GeometryConfig
+from firmware.config.sensing import GeometryConfig, LineConfig
+
+FORGET_S = 600.0  # a track unseen this long has ended (the longest [tracker] max_lost_s allowed): its sides go
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,68 @@ class Geometry:
             for i in np.flatnonzero(sign):
                 found.append(Crossing(int(track_ids[i]), ln.name, "+" if sign[i] > 0 else "-"))
         return found
+
+
+class LineCounter:
+    """Count-line crossings with hysteresis, the rule the cloud counts records by (firmware.installer.countaudit):
+    each track's side of each line is the last side it was seen beyond `band` metres on (a track within the
+    band keeps the side it had), remembered across ticks where it is unseen; a crossing counts, once, when a
+    track is seen beyond the band on the other side, within the line's length. So a track jittering on the
+    line counts nothing, and one that crossed while the detector missed it counts when it is seen again.
+
+    Holds track ids and a side per line, no positions; a track unseen for `forget_s` is forgotten."""
+
+    def __init__(self, lines: Sequence[LineConfig], band: float = 0.5, forget_s: float = FORGET_S) -> None:
+        self.names = [ln.name for ln in lines]
+        self.band = float(band)
+        self.forget_s = float(forget_s)
+        a = np.array([ln.a for ln in lines], dtype=np.float64).reshape(-1, 2)
+        b = np.array([ln.b for ln in lines], dtype=np.float64).reshape(-1, 2)
+        self._a = a
+        self._length = np.hypot(*(b - a).T)
+        self._unit = (b - a) / np.where(self._length > 0, self._length, 1.0)[:, None]
+        self._side: dict[int, np.ndarray] = {}  # track id -> side per line: +1 left, -1 right, 0 not yet known
+        self._seen: dict[int, float] = {}  # track id -> when last seen
+        self._pruned_at = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._side)
+
+    def update(self, track_ids: np.ndarray, xy: np.ndarray, t_s: float) -> list[Crossing]:
+        """The crossings completed by the tracks seen now: `track_ids` (N,) at ground points `xy` (N, 2)."""
+        found: list[Crossing] = []
+        ids = np.asarray(track_ids).reshape(-1)
+        if len(ids) and len(self.names):
+            rel = np.asarray(xy, dtype=np.float64).reshape(-1, 1, 2) - self._a  # (N, L, 2)
+            u = self._unit
+            signed = u[:, 0] * rel[..., 1] - u[:, 1] * rel[..., 0]  # > 0: left of a -> b
+            along = u[:, 0] * rel[..., 0] + u[:, 1] * rel[..., 1]
+            now = np.where(signed > self.band, 1, np.where(signed < -self.band, -1, 0)).astype(np.int8)
+            inside = (along >= 0) & (along <= self._length)
+            for j, tid in enumerate(ids.tolist()):
+                found += self._step(int(tid), now[j], inside[j])
+        for tid in ids.tolist():
+            self._seen[int(tid)] = t_s
+        if t_s - self._pruned_at >= min(self.forget_s, 10.0):
+            self._prune(t_s)
+        return found
+
+    def _step(self, tid: int, now: np.ndarray, inside: np.ndarray) -> list[Crossing]:
+        side = self._side.get(tid)
+        if side is None:
+            self._side[tid] = now.copy()
+            return []
+        crossed = (now != 0) & (side != 0) & (now != side) & inside
+        out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k in np.flatnonzero(crossed)]
+        np.copyto(side, now, where=now != 0)
+        return out
+
+    def _prune(self, t_s: float) -> None:
+        self._pruned_at = t_s
+        gone = [tid for tid, seen in self._seen.items() if t_s - seen > self.forget_s]
+        for tid in gone:
+            del self._seen[tid]
+            self._side.pop(tid, None)
 
 
 def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:

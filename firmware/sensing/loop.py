@@ -15,7 +15,7 @@ import numpy as np
 
 from firmware.config.sensing import LoopConfig
 from firmware.sensing.gating import Gate
-from firmware.sensing.geometry import Crossing
+from firmware.sensing.geometry import Crossing, LineCounter
 from firmware.sensing.quantize import GroundState, Quantizer
 from firmware.sensing.records import QuantizedTrack
 from hal.camera import Camera
@@ -102,13 +102,19 @@ class SensorLoop:
         self._camera_open = False
         self._reopen_at_ns = 0
         self._backoff_s = config.reopen_backoff_s[0]
-        self._last_ground: dict[int, np.ndarray] = {}
+        self._counter: LineCounter | None = None  # built from the geometry's lines on the next tick
         self._prev_tick_ns: int | None = None
         self._next_emit_ns: int | None = None
         self._stop = False
 
     def stop(self) -> None:
         self._stop = True
+
+    def reset_counting(self) -> None:
+        """Drop the line counter's state (each track's side of each line): it is rebuilt on the next tick from
+        the quantizer's geometry as it is then, so count lines changed while running count from there on.
+        Safe to call from another thread."""
+        self._counter = None
 
     def run(self, max_ticks: int | None = None) -> LoopStats:
         """Tick until stopped, the camera ends, or `max_ticks` ticks have run."""
@@ -256,7 +262,7 @@ class SensorLoop:
         if not self.sinks:
             return
         ground = self.quantizer.ground(tracks)
-        crossings = self._crossings(ground)
+        crossings = self._crossings(ground, now)
         if self._next_emit_ns is None:
             self._next_emit_ns = now
         records: list[QuantizedTrack] = []
@@ -270,21 +276,12 @@ class SensorLoop:
         for sink in self.sinks:
             sink(result)
 
-    def _crossings(self, ground: GroundState) -> list[Crossing]:
-        last = self._last_ground
-        ids = ground.track_ids
-        if last and len(ids):
-            known = np.fromiter((int(i) in last for i in ids), dtype=bool, count=len(ids))
-            if known.any():
-                kid = ids[known]
-                prev = np.array([last[int(i)] for i in kid])
-                found = self.quantizer.geometry.crossings(kid, prev, ground.xy[known])
-            else:
-                found = []
-        else:
-            found = []
-        self._last_ground = {int(i): ground.xy[j].copy() for j, i in enumerate(ids)}
-        return found
+    def _crossings(self, ground: GroundState, now: int) -> list[Crossing]:
+        counter = self._counter
+        if counter is None:
+            geo = self.quantizer.geometry.config
+            counter = self._counter = LineCounter(geo.lines, geo.count_band_m)
+        return counter.update(ground.track_ids, ground.xy, now / 1e9)
 
 
 def frame_problem(pixels: np.ndarray) -> str | None:

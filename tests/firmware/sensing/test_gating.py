@@ -1,5 +1,6 @@
 """Inference where people are: regions around motion and tracked people, within a budget, a full sweep every
-sweep_s; an empty scene costs almost nothing and a person standing still for a minute stays counted."""
+sweep_s while anyone is tracked and every idle_sweep_s while no one is; an empty scene costs almost nothing and
+a person standing still for a minute stays counted."""
 
 from __future__ import annotations
 
@@ -35,25 +36,60 @@ GATED = DetectorConfig(tiles=(3, 2), overlap=0.3, gating="motion", max_invokes=6
 FPS = 7.0
 
 
-def _loop(clock, people, frames, cfg=GATED, sinks=()):
-    cam = SceneCamera(clock, people, lores_size=(300, 200), fps=FPS, frames=frames)
+def _loop(clock, people, frames, cfg=GATED, sinks=(), fps=FPS):
+    cam = SceneCamera(clock, people, lores_size=(300, 200), fps=fps, frames=frames)
     det = SceneDetector(people)
     geo = Geometry(GeometryConfig(homography=((0.02, 0, 0), (0, 0.02, 0), (0, 0, 1)), zones=(
         ZoneConfig("all", ((-1.0, -1.0), (20.0, -1.0), (20.0, 20.0), (-1.0, 20.0))),)))
     quant = Quantizer(QuantizeConfig(), geo, Pseudonymizer(3600, lambda n: bytes(range(n))))
-    loop = SensorLoop(LoopConfig(detect_hz=FPS), cam, det, Tracker(TrackerConfig()), quant, clock,
+    loop = SensorLoop(LoopConfig(detect_hz=fps), cam, det, Tracker(TrackerConfig()), quant, clock,
                       sinks=sinks, gate=Gate(cfg, GRID))
     return loop, det
 
 
-def test_an_empty_still_scene_costs_at_most_a_tenth_of_an_invoke_a_frame():
+@pytest.mark.parametrize("fps", [FPS, 3.0])
+def test_an_empty_still_scene_is_swept_only_every_idle_sweep_s(fps):
+    """Failed before idle_sweep_s: the empty scene was swept every sweep_s, 0.086 invokes a frame at 7 fps and
+    0.2 at 3 fps (over the goal of 0.1)."""
     clock = FakeClock()
-    loop, det = _loop(clock, lambda seq: np.zeros((0, 4)), frames=int(120 * FPS))
+    loop, det = _loop(clock, lambda seq: np.zeros((0, 4)), frames=int(120 * fps), fps=fps)
     stats = loop.run()
-    assert stats.frames == 840
-    assert det.invokes / stats.frames <= 0.1  # only the sweeps: 6 tiles every 10 s
+    assert stats.frames == int(120 * fps)
     assert loop.gate.stats.motion_frames == 0  # sensor noise is not motion
-    assert det.invokes == loop.gate.stats.sweep_invokes == 6 * 12
+    assert det.invokes == loop.gate.stats.sweep_invokes == 6 * 2  # only the sweeps: 6 tiles at 0 s and 60 s
+    assert det.invokes / stats.frames <= 0.1
+
+
+def _sweeps(gate: Gate, t0: float, t1: float, fps: float = FPS) -> list[float]:
+    """When sweeps began between t0 and t1 (plan called at fps on a still frame)."""
+    still = np.full((200, 300, 3), 100, np.uint8)
+    began = []
+    for k in range(int(round(t0 * fps)), int(round(t1 * fps))):
+        before = gate._sweep_at
+        gate.plan(still, k / fps)
+        if gate._sweep_at != before:
+            began.append(round(k / fps, 1))
+    return began
+
+
+class _Person:
+    box = (100.0, 100.0, 130.0, 180.0)
+    velocity = (0.0, 0.0)
+
+
+def test_the_sweep_comes_every_sweep_s_while_someone_is_tracked_and_every_idle_sweep_s_once_they_left():
+    gate = Gate(GATED, GRID)
+    gate.observe([_Person()], (600, 400), 0.0)
+    assert _sweeps(gate, 0.0, 30.0) == [0.0, 10.0, 20.0]
+    gate.observe([], (600, 400), 30.0)  # they left
+    assert _sweeps(gate, 30.0, 100.0) == [80.0]  # 60 s after the last sweep began
+    gate.observe([_Person()], (600, 400), 100.0)  # someone is back: a sweep is overdue
+    assert _sweeps(gate, 100.0, 111.0) == [100.0, 110.0]
+
+
+def test_an_idle_sweep_never_comes_more_often_than_the_busy_one():
+    gate = Gate(replace(GATED, sweep_s=30.0, idle_sweep_s=5.0), GRID)
+    assert _sweeps(gate, 0.0, 70.0) == [0.0, 30.0, 60.0]
 
 
 def _walk_in_then_stand(seq: int) -> np.ndarray:
@@ -88,7 +124,7 @@ def test_a_person_standing_still_is_lost_without_tracked_regions_or_sweep():
 
 
 def test_the_sweep_covers_every_tile_within_the_budget_spread_over_frames():
-    gate = Gate(replace(GATED, max_invokes=4), GRID)
+    gate = Gate(replace(GATED, max_invokes=4, idle_sweep_s=10.0), GRID)
     still = np.full((200, 300, 3), 100, np.uint8)
     counts = [len(gate.plan(still, k / FPS)) for k in range(80)]
     assert counts[:2] == [4, 2]  # six tiles at four a frame
@@ -156,7 +192,8 @@ def test_a_box_larger_than_a_tile_gets_a_larger_region_of_the_same_shape():
 
 @pytest.mark.parametrize("field,value", [("gating", "everywhere"), ("max_invokes", 0), ("sweep_s", 0.1),
                                          ("region_grow", -0.1), ("motion_threshold", 0), ("motion_alpha", 0.0),
-                                         ("motion_min_area", 0.6)])
+                                         ("motion_min_area", 0.6), ("idle_sweep_s", 0.1),
+                                         ("idle_sweep_s", float("nan")), ("idle_sweep_s", 7200.0)])
 def test_bad_gating_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         replace(GATED, **{field: value}).validate()
