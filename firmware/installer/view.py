@@ -76,8 +76,8 @@ class InstallerView:
         self._watched_ns = self.clock.monotonic_ns()
 
     def set_geometry(self, geometry: GeometryConfig) -> None:
-        """Zones and lines the editor saved, drawn from the next view on (the loop counts with the old ones
-        until the sensor restarts)."""
+        """Zones, lines and homography the editor saved, drawn from the next view on (called in the loop's
+        tick by firmware.installer.live, as the loop starts counting with them)."""
         self.geometry = geometry
 
     def watching(self, now_ns: int) -> bool:

@@ -110,6 +110,11 @@ class SensorLoop:
     def stop(self) -> None:
         self._stop = True
 
+    def reset_counting(self) -> None:
+        """Drops the line-counting state (each track's last ground point), so it is rebuilt with the
+        quantizer's current lines: after they changed while running."""
+        self._last_ground = {}
+
     def run(self, max_ticks: int | None = None) -> LoopStats:
         """Tick until stopped, the camera ends, or `max_ticks` ticks have run."""
         start = self.clock.monotonic_ns()
