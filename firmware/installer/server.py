@@ -237,7 +237,7 @@ class InstallerServer:
             img = [(float(p["image"][0]) * size[0], float(p["image"][1]) * size[1]) for p in body["points"]]
             fit = fit_point_pairs(img, [(float(p["ground"][0]), float(p["ground"][1])) for p in body["points"]])
             if body.get("save"):
-                cfg = save_geometry(self.config_path, None, None, fit.homography)
+                cfg = save_geometry(self.config_path, None, None, fit.homography, (int(size[0]), int(size[1])))
                 handed = self._hand_over(cfg.geometry)
                 self.audit.append("installer_config_saved", self.clock.wall(), homography=True,
                                   file=str(self.config_path))

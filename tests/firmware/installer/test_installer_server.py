@@ -199,6 +199,31 @@ def test_calibration_from_the_page_fits_reports_and_saves_the_homography(rig) ->
     h = cfgmod.load(rig.path).geometry.homography
     assert h[0][0] == pytest.approx(0.03, rel=1e-3) and h[0][2] == pytest.approx(1.0, abs=1e-3)
     assert refused[0] == 400 and "at least 4 point pairs" in refused[1]["detail"]
+    assert cfgmod.load(rig.path).geometry.image_size == (768, 576)  # the size it was fitted on, stated
+
+
+def test_calibration_refuses_bad_input_with_a_one_line_reason(rig) -> None:
+    line = [{"image": [0.1 * i, 0.1 * i], "ground": [float(i), float(i)]} for i in range(1, 6)]
+
+    async def go():
+        s, _ = await _session(rig, rig.token())
+        async with s:
+            async with s.post(rig.base + "/calibrate", json={"points": line}) as r:
+                early = (r.status, await r.json())  # no view yet: the image size is not known
+            async with s.get(rig.base + "/state"):
+                pass
+            await asyncio.to_thread(rig.loop.run, 10)
+            out = [early]
+            for body in ({"points": line}, "not json", {"points": [{"image": [0.1]}] * 4}):
+                kw = {"json": body} if isinstance(body, dict) else {"data": body}
+                async with s.post(rig.base + "/calibrate", **kw) as r:
+                    out.append((r.status, await r.json()))
+        return out
+
+    answers = _run(go())
+    assert all(status == 400 and answer["error"] == "not calibrated" and "\n" not in answer["detail"]
+               for status, answer in answers), answers
+    assert "no view yet" in answers[0][1]["detail"] and "one line" in answers[1][1]["detail"]
 
 
 def test_the_view_zeroes_its_copies_of_the_frame(rig, monkeypatch) -> None:
