@@ -3,7 +3,9 @@
 every person (this tick's detections and confirmed tracks) and every face blurred as sample images are
 (firmware.samples.taking.deidentify_regions), encoded as JPEG; then the JPEG exactly as it would be served is
 checked by the face detector and the person re-check, what they find blurred again and the new JPEG checked,
-until one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted); the regions
+and before the last check what they still find is flattened (filled with its mean colour: nothing of a
+person's shape is left to find), until one is clean (served) or `verify_passes` + 1 checks have failed
+(withheld, counted); the regions
 re-checks found are blurred up front for the next 10 s of views (often a far person or a post the model
 reads as one, so a second check is seldom needed). Every copy is
 zeroed before the frame is released. Only the encoded bytes and the overlay data (boxes, scores, ids,
@@ -142,14 +144,15 @@ class InstallerView:
     def _checked_jpeg(self, rgb: np.ndarray, regions: list[tuple[int, int, int, int]]) -> bytes | None:
         """Encodes `rgb`, then checks the JPEG exactly as it would be served with the face detector and the
         person re-check; what they find is blurred again (persons at twice the block, as samples) and the
-        result checked again, up to `verify_passes` + 1 times. Returns the first JPEG in which nothing is
-        found, or None."""
+        result checked again, up to `verify_passes` + 1 times; before the last check, what is found is
+        flattened instead (a blurred blob can still read as a person at the re-check's low threshold; a flat
+        patch cannot). Returns the first JPEG in which nothing is found, or None."""
         import cv2
 
         cfg = self.samples
         vw, vh = VIEW_SIZE
         scale = np.array([vw, vh, vw, vh], dtype=np.float64)
-        for _ in range(cfg.verify_passes + 1):
+        for k in range(cfg.verify_passes + 1):
             bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
             ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
             bgr.fill(0)
@@ -174,8 +177,12 @@ class InstallerView:
             if not found:
                 return buf.tobytes()
             until = self.clock.monotonic_ns() + RECENT_NS
+            last = k == cfg.verify_passes - 1  # the next check is the last one
             for r, block in found:
-                blur_region(rgb, *r, min_block_px=block)
+                if last:
+                    flatten_region(rgb, *r)
+                else:
+                    blur_region(rgb, *r, min_block_px=block)
                 regions.append(r)
                 self._recent.append((until, r, block))
         log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
@@ -187,6 +194,13 @@ class InstallerView:
             self._grid_for = (self.geometry, size)
         assert self._grid is not None
         return self._grid
+
+
+def flatten_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Fills img[y0:y1, x0:x1] with its mean colour, in place."""
+    patch = img[y0:y1, x0:x1]
+    if patch.size:
+        patch[...] = patch.reshape(-1, patch.shape[-1]).mean(axis=0).round().astype(img.dtype)
 
 
 def _grow(box: np.ndarray, margin: float) -> tuple[int, int, int, int]:
