@@ -26,6 +26,7 @@ from firmware.config.installer import MAX_VALIDITY_S, InstallerConfig
 from firmware.config.sensing import DetectorConfig
 from firmware.errors import SamplesCommandError
 from firmware.installer.counts import RunCounts
+from firmware.installer.live import LiveGeometry
 from firmware.installer.server import InstallerServer
 from firmware.installer.token import InstallerAuthorizer, sign_installer_token
 from firmware.installer.view import InstallerView
@@ -48,6 +49,7 @@ PERSON_RECHECK_SCORE = 0.2  # below the 0.3 the privacy test checks the served v
 class Installer:
     view: InstallerView
     server: InstallerServer
+    live: LiveGeometry
 
     def stop(self) -> None:
         self.server.stop()
@@ -61,8 +63,6 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
     ic = cfg.installer
     if not ic.enabled:
         return None
-
-
     sink = audit if audit is not None else NoAudit()
     view = make_view(cfg, counts, clock, faces, persons=persons)
     loop.frame_hooks.append(view.on_frame)
@@ -72,10 +72,12 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
         ic = replace(ic, port=port)
     trusted = (lambda: clock.trusted) if isinstance(clock, TrustedClock) else None  # tokens held until trusted
     authorizer = InstallerAuthorizer(ic, device_id_of(cfg), sink, trusted=trusted)
-    server = InstallerServer(ic, view, authorizer, target, clock, sink)
+    live = LiveGeometry(loop, counts, view, sink)  # what the page saves, counted from the next frame
+    live.attach()
+    server = InstallerServer(ic, view, authorizer, target, clock, sink, live=live)
     server.start()
     sink.append("installer_mode_started", clock.wall(), bind=ic.bind, port=server.port)
-    return Installer(view, server)
+    return Installer(view, server, live)
 
 
 def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = None,

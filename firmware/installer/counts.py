@@ -42,9 +42,30 @@ class RunCounts:
         self._now = dict.fromkeys(self._zones, 0)
         self._peak = dict.fromkeys(self._zones, 0)
         self._sum = dict.fromkeys(self._zones, 0)
+        self._zticks = dict.fromkeys(self._zones, 0)  # ticks each zone has been counted in (its mean's base)
         self._ticks = 0
         self._kinds: Counter[str] = Counter()
         self._lock = threading.Lock()
+
+    def set_geometry(self, geometry: Geometry) -> CountSnapshot:
+        """The zones and lines changed while running (firmware.installer.live). A line or zone that is
+        unchanged (same name, same ends or corners) keeps its counts; a new or changed one is counted from
+        zero; a removed or changed one leaves the running counts. Returns the counts as they stood before,
+        for the caller to record (nothing counted is lost)."""
+        before = self.snapshot()
+        old_lines = {ln.name: ln for ln in self.geometry.config.lines}
+        old_zones = {z.name: z for z in self.geometry.config.zones}
+        with self._lock:
+            self._lines = Counter({(ln.name, d): (self._lines[(ln.name, d)] if old_lines.get(ln.name) == ln else 0)
+                                   for ln in geometry.config.lines for d in "+-"})
+            kept = {z.name for z in geometry.config.zones if old_zones.get(z.name) == z}
+            self._zones = [z.name for z in geometry.config.zones]
+            self._now = {z: self._now[z] if z in kept else 0 for z in self._zones}
+            self._peak = {z: self._peak[z] if z in kept else 0 for z in self._zones}
+            self._sum = {z: self._sum[z] if z in kept else 0 for z in self._zones}
+            self._zticks = {z: self._zticks[z] if z in kept else 0 for z in self._zones}
+            self.geometry = geometry
+        return before
 
     def __call__(self, result: TickResult) -> None:
         inside = Counter(z for z in self.geometry.zone_of(result.ground.xy) if z is not None) if self._zones else {}
@@ -57,6 +78,7 @@ class RunCounts:
                 self._now[z] = n
                 self._peak[z] = max(self._peak[z], n)
                 self._sum[z] += n
+                self._zticks[z] += 1
             if result.records:
                 self._kinds["umbra.track/1"] += len(result.records)
 
@@ -68,6 +90,6 @@ class RunCounts:
 
     def snapshot(self) -> CountSnapshot:
         with self._lock:
-            t = max(self._ticks, 1)
             return CountSnapshot(dict(self._lines), dict(self._now), dict(self._peak),
-                                 {z: self._sum[z] / t for z in self._zones}, self._ticks, dict(self._kinds))
+                                 {z: self._sum[z] / max(self._zticks[z], 1) for z in self._zones}, self._ticks,
+                                 dict(self._kinds))

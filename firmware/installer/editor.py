@@ -23,8 +23,10 @@ def _r(p: Sequence[float]) -> list[float]:
 
 def geometry_text(text: str, zones: Sequence[tuple[str, Sequence[Ground]]] | None,
                   lines: Sequence[tuple[str, Ground, Ground]] | None,
-                  homography: Sequence[Sequence[float]] | None = None, source: str = "<config>") -> str:
-    """The config text with [geometry]'s zones, lines and/or homography replaced (None: kept)."""
+                  homography: Sequence[Sequence[float]] | None = None, source: str = "<config>",
+                  image_size: tuple[int, int] | None = None) -> str:
+    """The config text with [geometry]'s zones, lines, homography and/or the image size it was fitted on
+    replaced (None: kept)."""
     try:
         doc = tomlkit.parse(text)
     except Exception as e:  # tomlkit's parse errors have no common public base
@@ -34,6 +36,8 @@ def geometry_text(text: str, zones: Sequence[tuple[str, Sequence[Ground]]] | Non
     geo = doc["geometry"]
     if homography is not None:
         geo["homography"] = [[float(f"{v:.10g}") for v in row] for row in homography]  # type: ignore[index]
+    if image_size is not None:
+        geo["image_size"] = [int(image_size[0]), int(image_size[1])]  # type: ignore[index]
     if zones is not None:
         aot = tomlkit.aot()
         for name, poly in zones:
@@ -58,12 +62,13 @@ def geometry_text(text: str, zones: Sequence[tuple[str, Sequence[Ground]]] | Non
 
 def save_geometry(path: Path, zones: Sequence[tuple[str, Sequence[Ground]]] | None,
                   lines: Sequence[tuple[str, Ground, Ground]] | None,
-                  homography: Sequence[Sequence[float]] | None = None) -> cfgmod.UmbraConfig:
+                  homography: Sequence[Sequence[float]] | None = None,
+                  image_size: tuple[int, int] | None = None) -> cfgmod.UmbraConfig:
     """Writes the new geometry into `path` (atomically) and returns the config as it now loads."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InstallerError(f"cannot read config file {path}: {e.strerror}") from None
-    out = geometry_text(text, zones, lines, homography, str(path))
+    out = geometry_text(text, zones, lines, homography, str(path), image_size)
     write_atomic(path, out.encode("utf-8"))
     return cfgmod.parse(out, str(path))

@@ -6,8 +6,10 @@ address within 10 s counted into its next entry). Every token refused, every ses
 audited.
 
 Routes: `GET /` the page (or the locked page), `GET /view.jpg` the latest de-identified view, `GET /state`
-its overlay and counts, `POST /geometry` zones and lines drawn on the view (normalized image points), saved
-into the config, `POST /calibrate` image/ground point pairs, fitted and (with "save") saved."""
+its overlay, counts and whether the last change is applied yet, `POST /geometry` zones and lines drawn on
+the view (normalized image points), saved into the config, `POST /calibrate` image/ground point pairs, fitted
+and (with "save") saved. What is saved is handed to the running sensor (firmware.installer.live), which
+counts with it from its next frame; without one (`live` None) it is counted from the sensor's next start."""
 
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ from typing import Any
 from aiohttp import web
 
 from firmware.config.installer import InstallerConfig, local_only
+from firmware.config.sensing import GeometryConfig
 from firmware.errors import InstallerError, InstallerRefused
 from firmware.installer.editor import save_geometry
+from firmware.installer.live import LiveGeometry
 from firmware.installer.overlay import ImagePlane
 from firmware.installer.token import InstallerAuthorizer, InstallerGrant
 from firmware.installer.view import InstallerView
 from firmware.privacy.audit import AuditSink
-from firmware.sensing.calibrate import CalibrationError, fit_point_pairs
+from firmware.sensing.calibrate import MAX_MEDIAN_ERROR_M, CalibrationError, fit_point_pairs
 from hal.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -46,12 +50,14 @@ hours):</p><form method="post" action="/session"><textarea name="token" id="toke
 
 class InstallerServer:
     def __init__(self, config: InstallerConfig, view: InstallerView, authorizer: InstallerAuthorizer,
-                 config_path: Path, clock: Clock, audit: AuditSink) -> None:
+                 config_path: Path, clock: Clock, audit: AuditSink, live: LiveGeometry | None = None) -> None:
         why = local_only(config.bind)
         if why is not None:
             raise InstallerError(f"installer.bind: {why}")
         self.config, self.view, self.authorizer = config, view, authorizer
         self.config_path, self.clock, self.audit = config_path, clock, audit
+        self.live = live
+        self._saved: GeometryConfig | None = None  # the geometry last saved (the loop may not have it yet)
         self.sessions: dict[str, InstallerGrant] = {}
         self._refusals: dict[str, tuple[float, int]] = {}  # remote -> (last audited, refusals since)
         self.port = 0
@@ -181,27 +187,35 @@ class InstallerServer:
         body: dict[str, Any] = {"device": self.authorizer.device_id, "config": str(self.config_path)}
         if v is not None:
             body.update(v.state)
+        if self.live is not None:
+            body["live"] = self.live.status().to_json()
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def _geometry(self, request: web.Request) -> web.Response:
-
         try:
             zones, lines = self._drawn(await request.json())
             cfg = save_geometry(self.config_path, zones, lines)
         except (InstallerError, ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": "not saved", "detail": str(e)}, status=400)
-        self.view.set_geometry(cfg.geometry)
         self.audit.append("installer_config_saved", self.clock.wall(), zones=len(zones), lines=len(lines),
                           file=str(self.config_path))
         return web.json_response({"saved": str(self.config_path), "zones": len(zones), "lines": len(lines),
-                                  "note": "counted from the sensor's next start"})
+                                  **self._hand_over(cfg.geometry)})
+
+    def _hand_over(self, geometry: GeometryConfig) -> dict[str, Any]:
+        """The saved geometry to the running sensor (or, without live apply, to the view only)."""
+        self._saved = geometry
+        if self.live is None:
+            self.view.set_geometry(geometry)
+            return {"note": "counted from the sensor's next start", "change": None}
+        return {"note": "applied live from the sensor's next frame", "change": self.live.submit(geometry)}
 
     def _drawn(self, body: dict) -> tuple[list, list]:
         """Zones and lines from the page (normalized image points) on the ground, through the homography."""
         v = self.view.latest
         if v is None:
             raise InstallerError("no view yet: the image size is not known")
-        geo = self.view.geometry
+        geo = self._saved or self.view.geometry  # two saves before the loop takes the first: both kept
         plane = ImagePlane(geo, tuple(v.state["size"]))  # type: ignore[arg-type]
         keep = not body.get("replace", False)  # drawn shapes are added to the config's unless replacing
         zones = [(z.name, list(z.polygon)) for z in geo.zones] if keep else []
@@ -213,19 +227,22 @@ class InstallerServer:
         return zones, lines
 
     async def _calibrate(self, request: web.Request) -> web.Response:
-
-        body = await request.json()
+        handed: dict[str, Any] = {"note": "not saved", "change": None}
         try:
+            body = await request.json()
             v = self.view.latest
-            size = v.state["size"] if v is not None else [1, 1]
-            img = [(p["image"][0] * size[0], p["image"][1] * size[1]) for p in body["points"]]
-            fit = fit_point_pairs(img, [tuple(p["ground"]) for p in body["points"]])
+            if v is None:
+                raise InstallerError("no view yet: the image size is not known")
+            size = v.state["size"]
+            img = [(float(p["image"][0]) * size[0], float(p["image"][1]) * size[1]) for p in body["points"]]
+            fit = fit_point_pairs(img, [(float(p["ground"][0]), float(p["ground"][1])) for p in body["points"]])
             if body.get("save"):
-                cfg = save_geometry(self.config_path, None, None, fit.homography)
-                self.view.set_geometry(cfg.geometry)
+                cfg = save_geometry(self.config_path, None, None, fit.homography, (int(size[0]), int(size[1])))
+                handed = self._hand_over(cfg.geometry)
                 self.audit.append("installer_config_saved", self.clock.wall(), homography=True,
                                   file=str(self.config_path))
-        except (CalibrationError, InstallerError, ValueError, KeyError, TypeError) as e:
+        except (CalibrationError, InstallerError, ValueError, KeyError, TypeError, IndexError) as e:
             return web.json_response({"error": "not calibrated", "detail": str(e)}, status=400)
         return web.json_response({"errors_m": list(fit.errors_m), "median_m": fit.median_error_m,
-                                  "homography": fit.homography, "saved": bool(body.get("save"))})
+                                  "bound_m": MAX_MEDIAN_ERROR_M, "homography": fit.homography,
+                                  "saved": bool(body.get("save")), **handed})

@@ -3,9 +3,11 @@
 every person (this tick's detections and confirmed tracks) and every face blurred as sample images are
 (firmware.samples.taking.deidentify_regions), encoded as JPEG; then the JPEG exactly as it would be served is
 checked by the face detector and the person re-check, what they find blurred again and the new JPEG checked,
-until one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted); the regions
-re-checks found are blurred up front for the next 10 s of views (often a far person or a post the model
-reads as one, so a second check is seldom needed). Every copy is
+and before the last check every region they found in the view flattened with its own size around it (filled
+with its mean colour: no shape is left to find, and the neighbour a blur made stand out goes with it), until
+one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted); the regions re-checks
+found are blurred up front for the next 10 s of views (often a far person or a post the model reads as one,
+so a second check is seldom needed). Every copy is
 zeroed before the frame is released. Only the encoded bytes and the overlay data (boxes, scores, ids,
 counts) are kept, for the web server's thread to serve. Hooks: `on_frame` (a frame hook: keeps this tick's
 detections, no pixels) and `on_tracks` (a track hook: makes the view)."""
@@ -34,6 +36,8 @@ from hal.frame import Frame
 log = logging.getLogger(__name__)
 
 VIEW_SIZE = (640, 480)
+FLATTEN_WIDEN = 1.0  # before the last check, what the re-checks found is flattened with its size around it:
+# on PETS09 the next check finds the neighbour the blur made stand out, just beside the last region
 RECENT_NS = 10_000_000_000  # a region a re-check found someone in is blurred up front in views this long after
 
 
@@ -76,8 +80,8 @@ class InstallerView:
         self._watched_ns = self.clock.monotonic_ns()
 
     def set_geometry(self, geometry: GeometryConfig) -> None:
-        """Zones and lines the editor saved, drawn from the next view on (the loop counts with the old ones
-        until the sensor restarts)."""
+        """Zones, lines and homography the editor saved, drawn from the next view on (called in the loop's
+        tick by firmware.installer.live, as the loop starts counting with them)."""
         self.geometry = geometry
 
     def watching(self, now_ns: int) -> bool:
@@ -142,14 +146,14 @@ class InstallerView:
     def _checked_jpeg(self, rgb: np.ndarray, regions: list[tuple[int, int, int, int]]) -> bytes | None:
         """Encodes `rgb`, then checks the JPEG exactly as it would be served with the face detector and the
         person re-check; what they find is blurred again (persons at twice the block, as samples) and the
-        result checked again, up to `verify_passes` + 1 times. Returns the first JPEG in which nothing is
-        found, or None."""
+        result checked again, up to `verify_passes` + 1 times; before the last check, what is found is
+        flattened instead (a blurred blob can still read as a person at the re-check's low threshold; a flat
+        patch cannot). Returns the first JPEG in which nothing is found, or None."""
         import cv2
 
         cfg = self.samples
-        vw, vh = VIEW_SIZE
-        scale = np.array([vw, vh, vw, vh], dtype=np.float64)
-        for _ in range(cfg.verify_passes + 1):
+        this_view: list[tuple[int, int, int, int]] = []  # every region the re-checks found in this view
+        for k in range(cfg.verify_passes + 1):
             bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
             ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
             bgr.fill(0)
@@ -159,27 +163,44 @@ class InstallerView:
             if seen is None:
                 raise ValueError("the view's own JPEG does not decode")
             try:
-                seen_rgb = np.ascontiguousarray(seen[:, :, ::-1])
-                found = []
-                if self.faces is not None:
-                    found += [(_grow(b * scale, cfg.face_margin), cfg.min_block_px)
-                              for b in np.asarray(self.faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
-                if self.persons is not None:
-                    for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4):
-                        r = _grow(b * scale, cfg.person_margin)
-                        found.append((r, max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2)))
-                seen_rgb.fill(0)
+                found = self._recheck(seen)
             finally:
                 seen.fill(0)
             if not found:
                 return buf.tobytes()
             until = self.clock.monotonic_ns() + RECENT_NS
             for r, block in found:
-                blur_region(rgb, *r, min_block_px=block)
-                regions.append(r)
+                this_view.append(r)
                 self._recent.append((until, r, block))
+                if k < cfg.verify_passes - 1:
+                    blur_region(rgb, *r, min_block_px=block)
+                    regions.append(r)
+            if k == cfg.verify_passes - 1:  # the next check is the last: flatten, neighbours included
+                for r in this_view:
+                    wide = _widen(r, FLATTEN_WIDEN)
+                    flatten_region(rgb, *wide)
+                    regions.append(wide)
         log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
         return None
+
+    def _recheck(self, seen_bgr: np.ndarray) -> list[tuple[tuple[int, int, int, int], int]]:
+        """What the face detector and the person re-check find in the decoded JPEG: (pixel region, block)."""
+        cfg = self.samples
+        vw, vh = VIEW_SIZE
+        scale = np.array([vw, vh, vw, vh], dtype=np.float64)
+        seen_rgb = np.ascontiguousarray(seen_bgr[:, :, ::-1])
+        found = []
+        try:
+            if self.faces is not None:
+                found += [(_grow(b * scale, cfg.face_margin), cfg.min_block_px)
+                          for b in np.asarray(self.faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
+            if self.persons is not None:
+                for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4):
+                    r = _grow(b * scale, cfg.person_margin)
+                    found.append((r, max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2)))
+        finally:
+            seen_rgb.fill(0)
+        return found
 
     def _grid_of(self, size: tuple[int, int]) -> dict[str, Any]:
         if self._grid_for != (self.geometry, size):
@@ -187,6 +208,18 @@ class InstallerView:
             self._grid_for = (self.geometry, size)
         assert self._grid is not None
         return self._grid
+
+
+def flatten_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Fills img[y0:y1, x0:x1] with its mean colour, in place."""
+    patch = img[y0:y1, x0:x1]
+    if patch.size:
+        patch[...] = patch.reshape(-1, patch.shape[-1]).mean(axis=0).round().astype(img.dtype)
+
+
+def _widen(r: tuple[int, int, int, int], by: float) -> tuple[int, int, int, int]:
+    """A pixel region plus `by` of its size on every side, clipped to the view."""
+    return _grow(np.asarray(r, dtype=np.float64), by)
 
 
 def _grow(box: np.ndarray, margin: float) -> tuple[int, int, int, int]:

@@ -1,7 +1,9 @@
 """The installer page in a real browser (Debian's headless Chromium driven by Selenium through
 /usr/bin/chromedriver) on the bench footage: PETS09 through VideoCamera, the real SSD detector, the real
 tracker. Locked without a token (refusal audited), unlocked with one; boxes, ids and counts drawn; a zone
-and a line drawn with the mouse, saved, and found in the config file. Privacy: every view the page could
+and a line drawn with the mouse, saved, and found in the config file. Calibration on the page: too few
+points refused, five measured points fitted and saved, the PETS09 homography reproduced within the bound and
+taken up by the running sensor. Privacy: every view the page could
 have served during the run has no person found by the shared person detector above its threshold, and no
 face found by BlazeFace (two variants) inside a blurred region."""
 
@@ -155,6 +157,97 @@ def _draw_zone_and_line(driver) -> None:
     click(0.3, 0.25)
     driver.find_element(By.ID, "save").click()
     _wait(driver, "return document.getElementById('status').textContent.startsWith('saved to')")
+
+
+PAIRS_AT = ((-200, -40), (200, -40), (220, 200), (-220, 200), (0, 80))  # CSS px from the canvas's centre
+
+
+def _ground(h, px: tuple[float, float]) -> tuple[float, float]:
+    import numpy as np
+
+    v = np.asarray(h, dtype=np.float64) @ np.array([px[0], px[1], 1.0])
+    return float(v[0] / v[2]), float(v[1] / v[2])
+
+
+def test_calibration_on_the_page_refuses_too_few_points_and_reproduces_the_pets09_homography(site) -> None:
+    """The installer places five measured floor points (ground metres to the centimetre, from the PETS09
+    homography) on the view: Fit with three is refused with the reason; with five it shows each point's error
+    and the median under the bound; Save writes a homography that puts the floor where PETS09's does (within
+    the bound) and the running sensor takes it up at its next frame, which the page says."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from firmware.sensing.calibrate import MAX_MEDIAN_ERROR_M
+
+    loop, view = site["loop"], site["inst"].view
+    original = cfgmod.load(site["path"]).geometry.homography
+    if view.latest is None:  # run alone: a view to calibrate on
+        view.watch()
+        loop.run(loop.stats.ticks + 8)
+    w, h = view.latest.state["size"]
+    pairs = []
+    for dx, dy in PAIRS_AT:
+        img = ((320 + dx) / 640 * w, (240 + dy) / 480 * h)
+        pairs.append(((dx, dy), tuple(round(c, 2) for c in _ground(original, img))))
+    profile = Path(tempfile.mkdtemp(prefix="umbra-chromium-"))
+    driver = _browser(profile)
+    try:
+        driver.get(site["base"])
+        driver.find_element(By.ID, "token").send_keys(site["token"])
+        driver.find_element(By.ID, "unlock").click()
+        _wait(driver, "return window.umbraView && window.umbraView.state !== null")
+        live = _calibrate_on_the_page(driver, pairs, loop)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    geo = cfgmod.load(site["path"]).geometry
+    assert geo.image_size == (w, h) and geo.homography != original
+    grid = [(x * w / 8, y * h / 8) for x in range(1, 8) for y in range(3, 8)]  # the floor's part of the view
+    off = [np.hypot(*np.subtract(_ground(geo.homography, p), _ground(original, p))) for p in grid]
+    print(f"calibration from the page: median {np.median(off):.3f} m, max {max(off):.3f} m off PETS09 on the floor")
+    assert float(np.median(off)) < MAX_MEDIAN_ERROR_M
+    assert loop.quantizer.geometry.config.homography == geo.homography, live  # the running sensor uses it
+    events = [e["event"] for e in _events(site["audit"])]
+    assert "installer_geometry_applied" in events
+
+
+def _calibrate_on_the_page(driver, pairs: list, loop) -> str:
+    """Places the pairs (three, Fit refused; five, Fit, Save), lets the sensor run on; the page's live line."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from firmware.sensing.calibrate import MAX_MEDIAN_ERROR_M
+
+    canvas = driver.find_element(By.ID, "overlay")
+
+    def place(at: tuple[int, int], ground: tuple[float, float]) -> None:
+        for field, v in zip(("ground-x", "ground-y"), ground, strict=True):
+            box = driver.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(str(v))
+        driver.find_element(By.ID, "place-point").click()
+        ActionChains(driver).move_to_element_with_offset(canvas, *at).click().perform()
+
+    for at, ground in pairs[:3]:
+        place(at, ground)
+    driver.find_element(By.ID, "fit").click()
+    refusal = _wait(driver, "return document.getElementById('cal-error').textContent")
+    assert "at least 4 point pairs" in refusal
+    for at, ground in pairs[3:]:
+        place(at, ground)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#pairs tbody tr")) == 5
+    driver.find_element(By.ID, "fit").click()
+    shown = _wait(driver, "return document.getElementById('cal-result').textContent")
+    assert shown.startswith("median error") and f"bound {MAX_MEDIAN_ERROR_M} m" in shown
+    errors = [float(r.text.split()[-1]) for r in driver.find_elements(By.CSS_SELECTOR, "#pairs tbody tr")]
+    assert len(errors) == 5 and max(errors) < 0.05  # typed to the centimetre, clicked to the pixel
+    driver.find_element(By.ID, "save-calibration").click()
+    _wait(driver, "return document.getElementById('cal-result').textContent.includes('saved')")
+    runner = threading.Thread(target=loop.run, args=(loop.stats.ticks + 4,))
+    runner.start()  # the sensor runs on: it takes the new homography up at its next frame
+    runner.join(120)
+    return _wait(driver, "return document.getElementById('live').textContent.includes('applied at frame') && "
+                         "document.getElementById('live').textContent")
 
 
 def _events(audit: AuditLog) -> list[dict]:
