@@ -221,3 +221,15 @@ def test_tree_config_is_range_checked() -> None:
     c = build(PrivacyConfig, {"tree_enabled": True, "tree_step_s": 300, "tree_epsilon": 0.5}, "privacy")
     assert c.budgets()["flow_total"] == Fraction(1, 2) * 288
     assert "flow_total" not in PrivacyConfig().budgets()  # off by default: no new streams
+
+
+def test_the_dpia_states_the_running_totals_composition() -> None:
+    from firmware.config import parse
+    from firmware.privacy.dpia import generate_dpia
+
+    off = generate_dpia(parse("[privacy]\nepsilon = 0.5\n"))
+    assert "| aggregates (occupancy, flow, dwell, heatmap) |" in off and "binary-tree" not in off
+    on = generate_dpia(parse("[privacy]\ntree_enabled = true\ntree_step_s = 300\ntree_epsilon = 0.25\n"))
+    row = next(line for line in on.splitlines() if "binary-tree" in line)
+    assert "0.25 per step and stream" in row and "at most 9 noised blocks" in row  # 288 steps: 9 levels
+    assert "72 per stream (288 steps" in row
