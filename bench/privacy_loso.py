@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.lib.privacy_eval import PUBLISHED, Scene, default_paths, run_continual, run_scene, scene, summed_flow
+from bench.lib.privacy_eval import (
+    PUBLISHED,
+    Scene,
+    day_of,
+    default_paths,
+    run_continual,
+    run_scene,
+    scene,
+    summed_flow,
+)
 
 GRID: list[dict[str, Any]] = [
     {"presence_cap_s": cap, "occupancy_split": split, "max_crossings": cross}
@@ -67,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="umbra bench privacy-loso", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="seeds per setting and scene")
+    ap.add_argument("--hours", type=float, default=4.0, help="the long replay: each scene back to back for this "
+                    "many hours (one seed, the tree setting chosen without the scene); 0: none")
     args = ap.parse_args(argv)
     scenes = [scene(p) for p in default_paths()]
     print(f"leave-one-scene-out over {len(scenes)} scenes, k={K} eps={EPS:g}, {args.runs} seeds; grid of "
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'left out':14s} | {'15 min occ':>10s} {'flow':>6s} {'goal':>4s} | {'1 min occ':>9s} {'flow':>6s} | "
           f"{'running flow':>12s} {'summed':>7s} {'visitors':>8s} | settings chosen on the others "
           "(15 min; 1 min; tree)")
-    rows = []
+    rows, chosen_tree = [], []
     for j, sc in enumerate(scenes):
         a, b, c = choose(w15, j), choose(w1, j), choose(tree, j)
         occ15, flow15, _ = w15[a, j]
@@ -94,7 +105,23 @@ def main(argv: list[str] | None = None) -> int:
           "eps=1; its window length is not stated)")
     print("goals: 15 min occupancy >= 95% and flow >= 90% on every scene; 1 min at least the published row; "
           "running flow >= 90%")
+    if args.hours > 0:
+        long_replay(scenes, chosen_tree, args.hours)
     return 0
+
+
+def long_replay(scenes: list[Scene], chosen: list[int], hours: float) -> None:
+    """Each scene played back to back for `hours` (new people each pass), as a day's first hours: the day's
+    running totals at minute resolution, the tree against summing the per-minute releases."""
+    print(f"\n{hours:g} hours of each scene back to back (1 seed; the tree's horizon is still the whole day):")
+    print(f"{'scene':22s} | {'running flow':>12s} {'summed':>7s} {'visitors':>8s} | crossings a minute")
+    for j, sc in enumerate(scenes):
+        day = day_of(sc, hours * 3600)
+        run_flow, run_vis = run_continual(day, K, EPS, 0, **TREE_GRID[chosen[j]])
+        recs: list[dict] = []
+        run_scene(day, K, EPS, 60, 0, records=recs)
+        per_min = sum(len(t.crossings) for t in sc.ticks) / (sc.ticks[-1].wall / 60)
+        print(f"{day.name:22s} | {run_flow:12.1%} {summed_flow(day, recs):7.1%} {run_vis:8.1%} | {per_min:.1f}")
 
 
 if __name__ == "__main__":

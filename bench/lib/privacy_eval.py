@@ -9,9 +9,10 @@ import random
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
 from firmware.privacy.continual import ContinualRelease
-from firmware.sensing.geometry import Geometry
+from firmware.sensing.geometry import Crossing, Geometry
 from firmware.sensing.loop import TickResult
 from firmware.sensing.quantize import GroundState
 
@@ -39,7 +40,7 @@ FRAME_S = 0.4  # ETH/UCY frames are 10 apart at 25 fps
 @dataclass(frozen=True)
 class Scene:
     name: str
-    ticks: list[TickResult]
+    ticks: Sequence[TickResult]
     geometry: Geometry
 
 
@@ -73,7 +74,8 @@ def scene(path: Path, zones: int = 1) -> Scene:
     rows = rows[order]
     frames, starts = np.unique(rows[:, 0], return_index=True)
     bounds = list(starts[1:]) + [len(rows)]
-    ticks, last = [], {}
+    ticks: list[TickResult] = []
+    last: dict[int, np.ndarray] = {}
     for f, lo_i, hi_i in zip(frames, starts, bounds, strict=True):
         cur = rows[lo_i:hi_i]
         ids = cur[:, 1].astype(np.int64)
@@ -235,3 +237,40 @@ def summed_flow(sc: Scene, records: list[dict], step_s: int = 60) -> float:
     for (m, line, d) in flow_true:
         got[(m, line, d)] = sum(per[(j, line, d)] for j in range(m + 1))
     return accuracy(flow_true, got)[0]
+
+
+class Replay(Sequence[TickResult]):
+    """A scene played back to back for `seconds` (a day, say): each pass's people under new track ids, made
+    tick by tick when asked (a day of ticks would not fit in memory as objects)."""
+
+    def __init__(self, ticks: Sequence[TickResult], seconds: float, gap_s: float = 1.0) -> None:
+        self.ticks, self.period = ticks, ticks[-1].wall + gap_s
+        self.passes = max(1, int(seconds // self.period))
+
+    def __len__(self) -> int:
+        return self.passes * len(self.ticks)
+
+    @overload
+    def __getitem__(self, i: int) -> TickResult: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[TickResult]: ...
+
+    def __getitem__(self, i: int | slice) -> TickResult | Sequence[TickResult]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k, j = divmod(i, len(self.ticks))
+        t, off = self.ticks[j], k * 1_000_000
+        g = t.ground
+        return TickResult(t.wall + k * self.period, [],
+                          [Crossing(c.track_id + off, c.line, c.direction) for c in t.crossings],
+                          GroundState(g.track_ids + off, g.xy, g.velocity, g.height_m))
+
+
+def day_of(sc: Scene, seconds: float = 86_400.0) -> Scene:
+    """The scene as a whole day (or `seconds`) of the same traffic."""
+    return Scene(f"{sc.name} x{Replay(sc.ticks, seconds).passes}", Replay(sc.ticks, seconds),
+                 sc.geometry)
