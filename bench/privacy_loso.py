@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,8 @@ from bench.lib.privacy_eval import (
     scene,
     summed_flow,
 )
+from firmware.privacy.continual import block_count, error_bound, levels
+from firmware.privacy.dp import laplace_var
 
 GRID: list[dict[str, Any]] = [
     {"presence_cap_s": cap, "occupancy_split": split, "max_crossings": cross}
@@ -78,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="seeds per setting and scene")
     ap.add_argument("--hours", type=float, default=4.0, help="the long replay: each scene back to back for this "
                     "many hours (one seed, the tree setting chosen without the scene); 0: none")
+    ap.add_argument("--growth", action="store_true", help="only the table of the error bound as the day goes on")
     args = ap.parse_args(argv)
+    if args.growth:
+        growth()
+        return 0
     scenes = [scene(p) for p in default_paths()]
     print(f"leave-one-scene-out over {len(scenes)} scenes, k={K} eps={EPS:g}, {args.runs} seeds; grid of "
           f"{len(GRID)} aggregate settings ({', '.join(sorted(GRID[0]))}) and {len(TREE_GRID)} tree settings")
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, chosen_tree = [], []
     for j, sc in enumerate(scenes):
         a, b, c = choose(w15, j), choose(w1, j), choose(tree, j)
+        chosen_tree.append(c)
         occ15, flow15, _ = w15[a, j]
         occ1, flow1, summed = w1[b, j]
         run_flow, run_vis = tree[c, j]
@@ -108,6 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.hours > 0:
         long_replay(scenes, chosen_tree, args.hours)
     return 0
+
+
+def growth(cap: int = 2, steps: int = 1440) -> None:
+    """The 95% error bound of one released running total (one line and direction) after t minutes, exactly
+    from the noise's distribution: the tree (popcount(t) blocks of scale cap x L / eps) against the sum of t
+    unsuppressed per-minute releases of scale cap / eps (normal approximation)."""
+    L = levels(steps)
+    scale = cap * L / EPS
+    print(f"95% error of a running total, crossing cap {cap}, eps={EPS:g} a minute, a day of {steps} minutes "
+          f"(L = {L} levels):")
+    print(f"{'after minutes':>13s} | {'tree':>5s} {'tree, worst so far':>18s} | {'summed minutes':>14s}")
+    worst = 0
+    for t in range(1, steps + 1):
+        worst = max(worst, error_bound(block_count(t), scale, 0.05))
+        if t in (1, 15, 60, 240, 720, 1023, 1440):
+            naive = 1.96 * math.sqrt(t * laplace_var(Fraction(cap) / Fraction(str(EPS))))
+            print(f"{t:13d} | {error_bound(block_count(t), scale, 0.05):5d} {worst:18d} | {naive:14.0f}")
 
 
 def long_replay(scenes: list[Scene], chosen: list[int], hours: float) -> None:
