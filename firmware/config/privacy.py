@@ -36,7 +36,7 @@ class PrivacyConfig:
     tree_enabled: bool = False
     tree_step_s: int = 60  # one step: a release of every running total (10 to 3600 s, dividing the day)
     tree_epsilon: float = 1.0  # per step and stream (flow_total, visitors_total): one step of data, all nodes
-    tree_crossing_cap: int = 1  # crossings one person counts for per step (1: chosen leave-one-scene-out)
+    tree_crossing_cap: int = 2  # crossings one person counts for per step (why 2: docs/TUNING.md)
     tree_gate: bool = True  # a running total is released only once its noised value passes the k threshold
     tree_state_file: str = "{state_dir}/continual_state.json"  # the tree's noised nodes, durable
 
