@@ -11,6 +11,8 @@ BENCH = {
     "tracking": "bench.tracking",
     "counting": "bench.counting",
     "privacy": "bench.privacy",
+    "privacy-loso": "bench.privacy_loso",
+    "privacy-cost": "bench.privacy_cost",
 }
 
 

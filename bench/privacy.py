@@ -18,146 +18,15 @@ averaged over `--runs` seeds. The true values are the unbounded ones, so contrib
 from __future__ import annotations
 
 import argparse
-import random
-import tempfile
-import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.lib import data
-from bench.lib.scenes import truth
-from firmware.config.privacy import PrivacyConfig
-from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
-from firmware.privacy.accountant import Accountant
-from firmware.privacy.analytics import Analytics
+from bench.lib.privacy_eval import PUBLISHED, ROWS, Scene, default_paths, run_scene, scene
 from firmware.privacy.dp import laplace_pmf
-from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import TickResult
-from firmware.sensing.quantize import GroundState
 
-SCENES = ("biwi_eth", "biwi_hotel", "crowds_zara01", "crowds_zara02", "students001")
-PUBLISHED = {  # configuration -> (occupancy accuracy, flow accuracy), the published table
-    "no privacy": (0.992, 0.978), "k=3": (0.987, 0.961), "k=5": (0.973, 0.934),
-    "k=5, eps=2.0": (0.941, 0.892), "k=5, eps=1.0": (0.896, 0.827), "k=5, eps=0.5": (0.813, 0.714),
-}
-ROWS = (("no privacy", 1, None), ("k=3", 3, None), ("k=5", 5, None),
-        ("k=5, eps=2.0", 5, 2.0), ("k=5, eps=1.0", 5, 1.0), ("k=5, eps=0.5", 5, 0.5))
-FRAME_S = 0.4  # ETH/UCY frames are 10 apart at 25 fps
-
-
-@dataclass(frozen=True)
-class Scene:
-    name: str
-    ticks: list[TickResult]
-    geometry: Geometry
-
-
-def load_trajectories(path: Path) -> tuple[np.ndarray, float]:
-    """(rows of frame, id, x, y in metres, seconds per frame unit) from an ETH/UCY file (frame id x y, frames
-    10 apart at 25 fps) or a MOT15 gt.txt with world coordinates (columns 8-9, its seqinfo.ini frame rate)."""
-    if path.name == "gt.txt":
-        from bench.lib.sequences import fps_of
-
-        gt = np.loadtxt(path, delimiter=",", ndmin=2)
-        return np.column_stack((gt[:, 0], gt[:, 1], gt[:, 7], gt[:, 8])), 1.0 / fps_of(path)
-    rows = np.loadtxt(path, ndmin=2)
-    if rows.shape[1] < 4:
-        raise SystemExit(f"{path}: expected 'frame id x y' rows (ETH/UCY format)")
-    return rows[:, :4], FRAME_S / 10
-
-
-def scene(path: Path, zones: int = 1) -> Scene:
-    rows, unit = load_trajectories(path)
-    mx, my = np.median(rows[:, 2]), np.median(rows[:, 3])
-    lo, hi = rows[:, 2:4].min(axis=0) - 1, rows[:, 2:4].max(axis=0) + 1
-    quads = [ZoneConfig("site", ((lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])))]
-    if zones == 4:
-        quads = []
-        for qx, (x0, x1) in (("w", (lo[0], mx)), ("e", (mx, hi[0]))):
-            for qy, (y0, y1) in (("s", (lo[1], my)), ("n", (my, hi[1]))):
-                quads.append(ZoneConfig(qy + qx, ((x0, y0), (x1, y0), (x1, y1), (x0, y1))))
-    geo = Geometry(GeometryConfig(zones=tuple(quads), lines=(
-        LineConfig("vertical", (mx, lo[1]), (mx, hi[1])), LineConfig("horizontal", (lo[0], my), (hi[0], my)))))
-    order = np.argsort(rows[:, 0], kind="stable")
-    rows = rows[order]
-    frames, starts = np.unique(rows[:, 0], return_index=True)
-    bounds = list(starts[1:]) + [len(rows)]
-    ticks, last = [], {}
-    for f, lo_i, hi_i in zip(frames, starts, bounds, strict=True):
-        cur = rows[lo_i:hi_i]
-        ids = cur[:, 1].astype(np.int64)
-        xy = cur[:, 2:4].astype(float)
-        known = np.array([int(i) in last for i in ids], bool)
-        crossings = []
-        if known.any():
-            prev = np.array([last[int(i)] for i in ids[known]])
-            crossings = geo.crossings(ids[known], prev, xy[known])
-        last = {int(i): xy[j] for j, i in enumerate(ids)}
-        ticks.append(TickResult(float((f - frames[0]) * unit), [], crossings,
-                                GroundState(ids, xy, np.zeros_like(xy), np.full(len(ids), 1.7))))
-    name = path.parent.parent.name if path.name == "gt.txt" else path.stem
-    return Scene(name, ticks, geo)
-
-
-def default_paths() -> list[Path]:
-    rels = [f"trajectories/eth_ucy/{s}.txt" for s in SCENES] + ["mot/MOT15/PETS09-S2L1/gt/gt.txt"]
-    paths = [data.find(r) for r in rels]
-    missing = [r for r, p in zip(rels, paths, strict=True) if p is None]
-    if missing:
-        raise SystemExit(data.missing_message(missing))
-    return [p for p in paths if p is not None]
-
-
-def released(records: list[dict]) -> tuple[dict, dict, dict]:
-    occ, flow, visitors = {}, {}, {}
-    for r in records:
-        if r["metric"] == "occupancy" and r["zone"] != "*":
-            occ[(r["window_start"], r["zone"])] = r["values"][1]
-            visitors[(r["window_start"], r["zone"])] = r["values"][0]
-        elif r["metric"] == "line_flow":
-            for d, v in zip("+-", r["values"], strict=True):
-                if v is not None:
-                    flow[(r["window_start"], r["zone"], d)] = v
-    return occ, flow, visitors
-
-
-def accuracy(true: dict, got: dict) -> tuple[float, float]:
-    err = sum(abs(got.get(k, 0.0) - v) for k, v in true.items()) + sum(v for k, v in got.items() if k not in true)
-    return 1.0 - err / max(sum(true.values()), 1e-9), float(sum(true.values()))
-
-
-def run_scene(sc: Scene, k: int, eps: float | None, window_s: int, seed: int,
-              timings: list[float] | None = None) -> tuple[tuple[float, float], ...]:
-    """(accuracy, total true) for occupancy, flow and visitors on one scene."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = PrivacyConfig(window_s=window_s, k=k, epsilon=eps or 1.0, daily_epsilon=10_000.0,
-                            budget_file=str(Path(tmp) / "budget.sqlite"))
-        out: list[dict] = []
-        acc = Accountant(cfg.budget_file, cfg.budgets())
-        an = Analytics(cfg, sc.geometry, acc, out.extend, rng=random.Random(seed), noise=eps is not None)
-        if timings is not None:  # CPU of each release (aggregation, bounding, noise, records)
-            close = an.close_window
-
-            def timed_close() -> None:
-                t0 = time.thread_time()
-                close()
-                timings.append((time.thread_time() - t0) * 1e3)
-
-            an.close_window = timed_close  # type: ignore[method-assign]
-        tick_cpu = 0.0
-        for t in sc.ticks:
-            t0 = time.thread_time()
-            an(t)
-            tick_cpu += time.thread_time() - t0
-        if timings is not None:
-            timings.insert(0, tick_cpu * 1e6 / len(sc.ticks))  # first entry: accumulation per tick, us
-        an.close_window()
-        acc.close()
-    return tuple(accuracy(t, g) for t, g in zip(truth(sc.ticks, sc.geometry, window_s), released(out),
-                                                  strict=True))
+__all__ = ["Scene", "ceiling", "main", "table"]
 
 
 def main(argv: list[str] | None = None) -> int:

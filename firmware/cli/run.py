@@ -27,6 +27,7 @@ from firmware.installer.counts import RunCounts
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
 from firmware.privacy.audit import AuditLog, AuditSink, NoAudit, audit_log_for
+from firmware.privacy.continual import ContinualRelease
 from firmware.privacy.frameaudit import FrameAuditSink
 from firmware.samples.authorization import Authorizer
 from firmware.samples.grantstore import device_id_of, sensor_grants
@@ -60,6 +61,7 @@ class Sensor:
     sync: SyncService | None = None
     audit: AuditLog | None = None
     analytics: Analytics | None = None
+    continual: ContinualRelease | None = None
     loop: SensorLoop | None = None
     flows: FlowGroupHook | None = None
     demographics: DemographicsHook | None = None
@@ -82,6 +84,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     sensor.analytics = analytics_sink(cfg, sensor.base, sensor.emit_aggregates, sensor.audit,
                                       trusted=lambda: sensor.clock.trusted)
     sensor.sinks.append(sensor.analytics)
+    if cfg.privacy.tree_enabled:  # running totals per step, from the same budget
+        sensor.continual = ContinualRelease(
+            cfg.privacy, Geometry(cfg.geometry), sensor.analytics.accountant, sensor.analytics.emit,
+            state_file(cfg.privacy.tree_state_file, cfg.device.state_dir, sensor.base),
+            audit=sensor.audit.append if sensor.audit is not None else None, trusted=lambda: sensor.clock.trusted)
+        sensor.sinks.append(sensor.continual)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sensor.sinks.append(watchdog)
     counts = sensor.counts = RunCounts(Geometry(cfg.geometry))  # the stop summary's and the installer view's
@@ -174,6 +182,8 @@ def close(sensor: Sensor) -> None:
         sensor.ota.stop()
     if sensor.analytics is not None:
         sensor.analytics.close_window()
+    if sensor.continual is not None:
+        sensor.continual.close()
     if sensor.flows is not None:
         sensor.flows.close_window(wall)
     if sensor.demographics is not None:

@@ -29,6 +29,13 @@ def whole(key: str, value: int, lo: int, hi: int, *, unit: str = "", zero: bool 
         raise ValueError(f"{key}: {value!r} is not allowed; use {describe(lo, hi, unit=unit, zero=zero, whole=True)}")
 
 
+def divides(key: str, value: int, whole_of: int, *, unit: str = "") -> None:
+    """`value` (already checked to be a positive whole number) divides `whole_of` exactly, so that steps of it
+    tile a day, say."""
+    if whole_of % value:
+        raise ValueError(f"{key}: {value!r} is not allowed; use a divisor of {whole_of}{' ' + unit if unit else ''}")
+
+
 def numbers(key: str, values: Iterable[Number], lo: Number, hi: Number, **kw: object) -> None:
     """Each item of `values` is a finite number in range (see `number`); the message names the item."""
     for i, v in enumerate(values):

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from firmware.config.checks import number, numbers, whole
+from firmware.config.checks import divides, number, numbers, whole
 
 MAX_DAILY_EPSILON = 100_000.0
 STREAMS = ("occupancy", "flow", "dwell", "heatmap")
+TREE_STREAMS = ("flow_total", "visitors_total")  # running totals under continual observation (tree_*)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,14 @@ class PrivacyConfig:
     max_crossings: int = 0  # line crossings one person counts for per window; 0: derived (crossing_cap)
     budget_file: str = "{state_dir}/privacy_budget.sqlite"  # {state_dir}: [device] state_dir
     audit_file: str = "{state_dir}/audit.jsonl"  # the hash-chained privacy audit log; "" for none
+    # Running totals of the day (line crossings, visitors) per step, released under continual observation by
+    # the binary-tree mechanism (firmware/privacy/continual.py): error growing with log of the day's steps.
+    tree_enabled: bool = False
+    tree_step_s: int = 60  # one step: a release of every running total (10 to 3600 s, dividing the day)
+    tree_epsilon: float = 1.0  # per step and stream (flow_total, visitors_total): one step of data, all nodes
+    tree_crossing_cap: int = 2  # crossings one person counts for per step (why 2: docs/TUNING.md)
+    tree_gate: bool = True  # a running total is released only once its noised value passes the k threshold
+    tree_state_file: str = "{state_dir}/continual_state.json"  # the tree's noised nodes, durable
 
     def validate(self) -> None:
         whole("window_s", self.window_s, 60, 86_400, unit="s")
@@ -53,6 +62,12 @@ class PrivacyConfig:
         whole("heat_min_s", self.heat_min_s, 0, 86_400, unit="s")
         whole("max_zones", self.max_zones, 1, 1000)
         whole("max_crossings", self.max_crossings, 1, 1000, zero=True, unit="(0: derived from the window)")
+        whole("tree_step_s", self.tree_step_s, 10, 3600, unit="s")
+        divides("tree_step_s", self.tree_step_s, 86_400, unit="s")
+        number("tree_epsilon", self.tree_epsilon, 0, 10, lo_open=True)
+        whole("tree_crossing_cap", self.tree_crossing_cap, 1, 100)
+        if not isinstance(self.tree_enabled, bool) or not isinstance(self.tree_gate, bool):
+            raise ValueError("tree_enabled, tree_gate: true or false")
 
     @property
     def crossing_cap(self) -> int:
@@ -64,4 +79,7 @@ class PrivacyConfig:
     def budgets(self) -> dict[str, Fraction]:
         per_day = Fraction(str(self.daily_epsilon)) if self.daily_epsilon else \
             Fraction(str(self.epsilon)) * (86_400 // self.window_s)
-        return {s: per_day for s in STREAMS}
+        out = {s: per_day for s in STREAMS}
+        if self.tree_enabled:  # one step's release of each running total costs tree_epsilon
+            out.update({s: Fraction(str(self.tree_epsilon)) * (86_400 // self.tree_step_s) for s in TREE_STREAMS})
+        return out

@@ -73,6 +73,11 @@ FACT_KEYS = {
     "demo_crops": "demographics.crops_per_track",
     "demo_cells": "demographics.suppress_cells",
     "audit_file": "privacy.audit_file",
+    "tree_on": "privacy.tree_enabled",
+    "tree_step_s": "privacy.tree_step_s",
+    "tree_epsilon": "privacy.tree_epsilon",
+    "tree_cap": "privacy.tree_crossing_cap",
+    "max_zones": "privacy.max_zones",
 }
 
 
@@ -80,7 +85,7 @@ def facts(cfg: UmbraConfig) -> dict[str, Fact]:
     """The configured values the DPIA states, each with the key it was read from."""
     out = {name: _get(cfg, key) for name, key in FACT_KEYS.items()}
     budgets = cfg.privacy.budgets()
-    out["epsilon_day"] = Fact("", {s: float(budgets[s]) for s in STREAMS})
+    out["epsilon_day"] = Fact("", {s: float(b) for s, b in budgets.items()})
     out["demo_epsilon_day"] = Fact("", float(cfg.demographics.daily_budget()))
     return out
 
@@ -148,6 +153,28 @@ def _demographics_row(v: dict[str, Any]) -> tuple[str, str]:
              + "; no pseudonym, flow group or time finer than the window"))
 
 
+def composition(f: dict[str, Fact]) -> list[str]:
+    """The composition table: per released stream, the unit one release protects, its epsilon and what a
+    day of them adds up to (sequential composition in the accountant, per stream and UTC day)."""
+    v = {name: fact.value for name, fact in f.items()}
+    rows = ["| aggregates (occupancy, flow, dwell, heatmap) | one window of one person, bounded (zones, "
+            f"presence, crossings, heat) | {v['epsilon']} per window and stream | {_daily(f)} per stream "
+            "(discrete Laplace, basic composition) |"]
+    if v["tree_on"]:
+        steps = 86_400 // int(v["tree_step_s"])
+        lv = max(1, steps.bit_length())
+        rows.append(f"| running totals of the day (flow_total, visitors_total), binary-tree mechanism | one "
+                    f"step of {v['tree_step_s']} s of one person (at most {v['tree_cap']} crossings; a visitor "
+                    f"in at most {v['max_zones']} zones a day) | {v['tree_epsilon']} per step and stream: the "
+                    f"step is in at most {lv} noised blocks of scale sensitivity x {lv} / epsilon | "
+                    f"{f['epsilon_day'].value.get('flow_total', 0):g} per stream ({steps} steps; each block "
+                    "noised once, kept durably, never re-drawn) |")
+    if v["demo_on"]:
+        rows.append(f"| demographics histograms | one person in one window (one zone) | {v['demo_epsilon']} per "
+                    f"window | {v['demo_epsilon_day']:g} on the demographics stream |")
+    return rows
+
+
 def _kept(f: dict[str, Fact]) -> list[str]:
     v = {name: fact.value for name, fact in f.items()}
     rows = ["| frames | zeroed in the tick that captured them (never written) |",
@@ -198,6 +225,9 @@ def generate_dpia(cfg: UmbraConfig, *, grants: Sequence[GrantView] = (), now: fl
            "No frame is stored or transmitted. Purpose: counting people, flows and dwell times per zone.", "",
            "## 2. What leaves the device", "", "| data | protection |", "| --- | --- |"]
     out += [f"| {a} | {b} |" for a, b in _leaves(f)]
+    out += ["", "How the releases compose (each stream's day is charged to the device's budget, chained into "
+            "the signed audit log, and checked again by the cloud):", "",
+            "| release | unit protected | epsilon | per UTC day |", "| --- | --- | --- | --- |", *composition(f)]
     out += ["", "## 3. What stays on the device, and for how long", "", "| data | retention |", "| --- | --- |",
             *_kept(f), "", "## 4. Sampling authorizations", "",
             f"Customer key fingerprint: {_fingerprint(f['customer_key'].value)}; most any token may grant: "

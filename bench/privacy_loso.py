@@ -1,0 +1,160 @@
+"""Leave-one-scene-out: the privacy/utility figures at k=5, eps=1 on scenes the settings were not chosen on.
+
+For each scene in turn, the [privacy] settings of the grid below are scored on the other scenes only (mean of
+occupancy and flow accuracy, averaged over `--runs` seeds), the best is taken, and the left-out scene's
+figures with it are reported. Every scene is reported this way, so no figure comes from a setting chosen on
+it. Windows: 15 minutes (the goal: occupancy >= 95%, flow >= 90% on every scene) and 1 minute (per-minute
+occupancy and flow against the published 89.6 / 82.7, and the day's running total of crossings: the goal,
+cumulative flow >= 90%). The running totals come from firmware.privacy.continual (binary tree, one step a
+minute, `tree_crossing_cap` chosen the same way); beside them, the running total summed from the per-minute
+line_flow releases. Accuracy as in `umbra bench privacy` (1 - sum |released - true| / sum true; held back
+counts as 0).
+
+`python -m bench.privacy_loso [--runs 5]` (also `umbra bench privacy-loso`); figures: bench/PRIVACY.md."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from bench.lib.privacy_eval import (
+    PUBLISHED,
+    Scene,
+    day_of,
+    default_paths,
+    run_continual,
+    run_scene,
+    scene,
+    summed_flow,
+)
+from firmware.privacy.continual import block_count, error_bound, levels
+from firmware.privacy.dp import laplace_var
+
+GRID: list[dict[str, Any]] = [
+    {"presence_cap_s": cap, "occupancy_split": split, "max_crossings": cross}
+    for cap, split, cross in itertools.product((240, 480), ((0.8, 0.2), (0.9, 0.1)), (0, 2))
+]
+TREE_GRID: list[dict[str, Any]] = [{"tree_crossing_cap": c} for c in (1, 2, 3)]
+K, EPS = 5, 1.0
+
+
+def _name(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def score_windows(scenes: list[Scene], window: int, runs: int) -> np.ndarray:
+    """[setting, scene, (occupancy, flow, summed running flow)] averaged over the seeds."""
+    out = np.zeros((len(GRID), len(scenes), 3))
+    for i, settings in enumerate(GRID):
+        for j, sc in enumerate(scenes):
+            vals = []
+            for seed in range(runs):
+                recs: list[dict] = []
+                occ, flow, _ = run_scene(sc, K, EPS, window, seed, records=recs, **settings)
+                vals.append((occ[0], flow[0], summed_flow(sc, recs) if window == 60 else np.nan))
+            out[i, j] = np.mean(vals, axis=0)
+    return out
+
+
+def score_tree(scenes: list[Scene], runs: int) -> np.ndarray:
+    """[setting, scene, (running flow, running visitors)] averaged over the seeds."""
+    out = np.zeros((len(TREE_GRID), len(scenes), 2))
+    for i, settings in enumerate(TREE_GRID):
+        for j, sc in enumerate(scenes):
+            out[i, j] = np.mean([run_continual(sc, K, EPS, seed, **settings) for seed in range(runs)], axis=0)
+    return out
+
+
+def choose(scores: np.ndarray, left_out: int) -> int:
+    """The setting with the best mean score (the mean of the first two columns) on every scene but one."""
+    others = [j for j in range(scores.shape[1]) if j != left_out]
+    return int(np.argmax(scores[:, others, :2].mean(axis=(1, 2))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="umbra bench privacy-loso", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5, help="seeds per setting and scene")
+    ap.add_argument("--hours", type=float, default=4.0, help="the long replay: each scene back to back for this "
+                    "many hours (one seed, the tree setting chosen without the scene); 0: none")
+    ap.add_argument("--growth", action="store_true", help="only the table of the error bound as the day goes on")
+    ap.add_argument("--long-only", action="store_true", help="only the long replay")
+    args = ap.parse_args(argv)
+    if args.growth:
+        growth()
+        return 0
+    scenes = [scene(p) for p in default_paths()]
+    if args.long_only:
+        long_replay(scenes, args.hours)
+        return 0
+    print(f"leave-one-scene-out over {len(scenes)} scenes, k={K} eps={EPS:g}, {args.runs} seeds; grid of "
+          f"{len(GRID)} aggregate settings ({', '.join(sorted(GRID[0]))}) and {len(TREE_GRID)} tree settings")
+    w15, w1, tree = score_windows(scenes, 900, args.runs), score_windows(scenes, 60, args.runs), \
+        score_tree(scenes, args.runs)
+    print(f"\n{'left out':14s} | {'15 min occ':>10s} {'flow':>6s} {'goal':>4s} | {'1 min occ':>9s} {'flow':>6s} | "
+          f"{'running flow':>12s} {'summed':>7s} {'visitors':>8s} | settings chosen on the others "
+          "(15 min; 1 min; tree)")
+    rows = []
+    for j, sc in enumerate(scenes):
+        a, b, c = choose(w15, j), choose(w1, j), choose(tree, j)
+        occ15, flow15, _ = w15[a, j]
+        occ1, flow1, summed = w1[b, j]
+        run_flow, run_vis = tree[c, j]
+        ok = "yes" if occ15 >= 0.95 and flow15 >= 0.90 else "no"
+        rows.append((occ15, flow15, occ1, flow1, run_flow, summed, run_vis))
+        print(f"{sc.name:14s} | {occ15:10.1%} {flow15:6.1%} {ok:>4s} | {occ1:9.1%} {flow1:6.1%} | {run_flow:12.1%} "
+              f"{summed:7.1%} {run_vis:8.1%} | {_name(GRID[a])}; {_name(GRID[b])}; {_name(TREE_GRID[c])}")
+    mean = np.mean(rows, axis=0)
+    print(f"{'mean':14s} | {mean[0]:10.1%} {mean[1]:6.1%} {'':>4s} | {mean[2]:9.1%} {mean[3]:6.1%} | "
+          f"{mean[4]:12.1%} {mean[5]:7.1%} {mean[6]:8.1%} |")
+    p_occ, p_flow = PUBLISHED["k=5, eps=1.0"]
+    print(f"{'published':14s} | {'':>10s} {'':>6s} {'':>4s} | {p_occ:9.1%} {p_flow:6.1%} | (the published row, k=5, "
+          "eps=1; its window length is not stated)")
+    print("goals: 15 min occupancy >= 95% and flow >= 90% on every scene; 1 min at least the published row; "
+          "running flow >= 90%")
+    if args.hours > 0:
+        long_replay(scenes, args.hours)
+    return 0
+
+
+def growth(cap: int = 2, steps: int = 1440) -> None:
+    """The 95% error bound of one released running total (one line and direction) after t minutes, exactly
+    from the noise's distribution: the tree (popcount(t) blocks of scale cap x L / eps) against the sum of t
+    unsuppressed per-minute releases of scale cap / eps (normal approximation)."""
+    L = levels(steps)
+    scale = cap * L / EPS
+    print(f"95% error of a running total, crossing cap {cap}, eps={EPS:g} a minute, a day of {steps} minutes "
+          f"(L = {L} levels):")
+    print(f"{'after minutes':>13s} | {'tree':>5s} {'tree, worst so far':>18s} | {'summed minutes':>14s}")
+    worst = 0
+    for t in range(1, steps + 1):
+        worst = max(worst, error_bound(block_count(t), scale, 0.05))
+        if t in (1, 15, 60, 240, 720, 1023, 1440):
+            naive = 1.96 * math.sqrt(t * laplace_var(Fraction(cap) / Fraction(str(EPS))))
+            print(f"{t:13d} | {error_bound(block_count(t), scale, 0.05):5d} {worst:18d} | {naive:14.0f}")
+
+
+def long_replay(scenes: list[Scene], hours: float) -> None:
+    """Each scene played back to back for `hours` (new people each pass), as a day's first hours: the day's
+    running totals at minute resolution for each crossing cap of the grid, against summing the per-minute
+    releases. Over hours a cap's truncation adds up, which the short clips of the folds do not show."""
+    caps = [g["tree_crossing_cap"] for g in TREE_GRID]
+    print(f"\n{hours:g} hours of each scene back to back (1 seed; the tree's horizon is still the whole day):")
+    print(f"{'scene':22s} | " + " ".join(f"{'tree cap ' + str(c):>10s}" for c in caps)
+          + f" {'summed':>7s} {'visitors':>8s} | crossings a minute")
+    for sc in scenes:
+        day = day_of(sc, hours * 3600)
+        runs = [run_continual(day, K, EPS, 0, tree_crossing_cap=c) for c in caps]
+        recs: list[dict] = []
+        run_scene(day, K, EPS, 60, 0, records=recs)
+        per_min = sum(len(t.crossings) for t in sc.ticks) / (sc.ticks[-1].wall / 60)
+        print(f"{day.name:22s} | " + " ".join(f"{r[0]:10.1%}" for r in runs)
+              + f" {summed_flow(day, recs):7.1%} {runs[0][1]:8.1%} | {per_min:.1f}")
+
+if __name__ == "__main__":
+    raise SystemExit(main())

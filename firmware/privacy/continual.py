@@ -1,0 +1,354 @@
+"""Running totals of the day under continual observation: the binary-tree ("binary") mechanism of Dwork, Naor,
+Pitassi and Rothblum (2010) and Chan, Shi and Song (2011, Algorithm 2), with exact discrete Laplace noise.
+
+Every `tree_step_s` (a minute by default) the device releases the day's running total of line crossings per
+line and direction (`flow_total`) and of visitors per zone (`visitors_total`). Released one step at a time
+with fresh noise, a running total would carry the noise of every step before it (error growing with the
+square root of the steps, and every step below k suppressed, so a day's chart loses most of its flow).
+The tree instead noises each dyadic block of steps once, as it closes: a step's data is in at most
+L = (steps in a day).bit_length() blocks (11 for 1440 minutes), and the running total after t steps is the sum
+of popcount(t) <= L noised blocks. With noise of scale sensitivity x L / epsilon per block, the error of
+every running total is a sum of at most L discrete Laplace draws: O(L^1.5) standard deviations of one step's
+release, growing with log T, not with T (`error_bound` states it exactly).
+
+Privacy, and how it composes with the daily budget: one step of data (what one person adds in one step, at
+most `tree_crossing_cap` crossings; a person counts as a visitor in at most `max_zones` zones a day) moves at
+most L blocks by the sensitivity each, so the blocks holding it are together `tree_epsilon`-DP for it: the
+same as one window's release, and charged the same way, `tree_epsilon` per step and stream to the accountant
+(streams `flow_total` and `visitors_total`, budget `tree_epsilon` x the steps of a day), through the signed
+audit log when there is one, before any noise is drawn. A step whose charge is refused adds nothing to the
+tree (its data is dropped), so no block ever holds uncharged data. The gate (`tree_gate`: a value below the private k
+threshold of its step is not shown) and the clipping at 0 are post-processing of the noised blocks: free.
+
+Nothing is noised twice: the noised blocks and the exact partial sums of the open ones are written
+durably (`tree_state_file`) after the charge and before the release, so a restart resumes the same tree and
+a step already released is not released again. A state that is behind the budget (the accountant has spent
+more today than the state knows of: deleted, edited, rolled back, or a crash between the charge and the
+write) cannot be trusted to be the tree whose noise was spent: the stream releases nothing more that day,
+and this is audited (`continual_withheld`, reason `state behind budget`). A day earlier than the state's
+(the clock went back) releases nothing either.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware.config.privacy import TREE_STREAMS, PrivacyConfig
+from firmware.privacy.accountant import DAY_S, Accountant
+from firmware.privacy.analytics import threshold
+from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact, laplace_pmf
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import TickResult
+from trust.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "umbra.aggregate/1"
+MECHANISM = "binary_tree"
+STATE_VERSION = 1
+
+
+def levels(steps: int) -> int:
+    """How many levels of blocks close within `steps` steps: each step is in at most this many noised blocks."""
+    return max(1, steps.bit_length())
+
+
+def block_count(t: int) -> int:
+    """How many noised blocks the running total after t steps sums: the 1 bits of t."""
+    return t.bit_count()
+
+
+@functools.lru_cache(maxsize=256)
+def error_bound(parts: int, scale: float, delta: float) -> int:
+    """The least a such that P[|N_1 + ... + N_parts| > a] <= delta, the N_i independent discrete Laplace of this
+    scale: exactly, from the distribution (mass beyond 60 scales per part, below 1e-26, ignored). With parts
+    = block_count(t) this bounds the error of the running total after t steps, for each released value."""
+    if parts == 0:
+        return 0
+    m = int(60 * scale) + 1
+    pmf = laplace_pmf(np.arange(-m, m + 1), scale)
+    total = pmf
+    for _ in range(parts - 1):
+        total = np.convolve(total, pmf)
+    mid = len(total) // 2
+    # outside[a] = P[|S| > a] = 2 P[S > a] (symmetric)
+    right = np.cumsum(total[::-1])[::-1][mid + 1:]  # right[a] = P[S >= a + 1]
+    outside = 2 * right
+    below = np.nonzero(outside <= delta)[0]
+    return int(below[0]) if len(below) else len(outside)
+
+
+class Tree:
+    """One vector of counts' binary tree over one day (Chan, Shi and Song's binary mechanism): `alpha[j]` is
+    the exact partial sum of the open block at level j, `noisy[j]` the noised sum of the last closed one."""
+
+    def __init__(self, dims: int, scale: Fraction, steps: int) -> None:
+        self.dims, self.scale, self.steps = dims, scale, steps
+        self.t = 0  # steps added so far today
+        self.alpha = [[0] * dims for _ in range(levels(steps))]
+        self.noisy = [[0] * dims for _ in range(levels(steps))]
+        self.drawn: list[tuple[int, int]] = []  # (level, index) of each block noised by this object
+
+    def add(self, x: Sequence[int], rng: RandomSource) -> list[int]:
+        """Adds one step's counts; closes (and noises, once) the block that ends here; the new running total."""
+        if len(x) != self.dims:
+            raise ValueError(f"a step of {len(x)} counts for a tree of {self.dims}")
+        if self.t >= self.steps:
+            raise ValueError(f"the day has only {self.steps} steps")
+        self.t += 1
+        i = (self.t & -self.t).bit_length() - 1  # the level of the block closing at step t
+        block = [int(v) + sum(self.alpha[j][d] for j in range(i)) for d, v in enumerate(x)]
+        for j in range(i):
+            self.alpha[j] = [0] * self.dims
+            self.noisy[j] = [0] * self.dims
+        self.alpha[i] = block
+        self.noisy[i] = [v + discrete_laplace(self.scale, rng) for v in block]
+        self.drawn.append((i, self.t >> i))
+        return self.total()
+
+    def total(self) -> list[int]:
+        """The noised running total: the sum of the closed blocks that tile steps 1..t."""
+        out = [0] * self.dims
+        for j in range(len(self.noisy)):
+            if self.t >> j & 1:
+                out = [a + b for a, b in zip(out, self.noisy[j], strict=True)]
+        return out
+
+    def exact_total(self) -> list[int]:
+        """The same sum without noise (tests, and the bench's truth): the alphas of the closed blocks."""
+        out = [0] * self.dims
+        for j in range(len(self.alpha)):
+            if self.t >> j & 1:
+                out = [a + b for a, b in zip(out, self.alpha[j], strict=True)]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": self.t, "alpha": self.alpha, "noisy": self.noisy}
+
+    @classmethod
+    def from_json(cls, data: Any, dims: int, scale: Fraction, steps: int) -> Tree:
+        tree = cls(dims, scale, steps)
+        t, alpha, noisy = int(data["t"]), data["alpha"], data["noisy"]
+        shape = [len(tree.alpha), dims]
+        for rows in (alpha, noisy):
+            if [len(rows), *{len(r) for r in rows}] != shape or not all(isinstance(v, int) for r in rows for v in r):
+                raise ValueError("tree of another shape")
+        if not 0 <= t <= steps:
+            raise ValueError(f"step {t} outside the day")
+        tree.t, tree.alpha, tree.noisy = t, [list(r) for r in alpha], [list(r) for r in noisy]
+        return tree
+
+
+@dataclass
+class _Step:
+    index: int  # steps since the epoch
+    crossings: dict[int, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    visitors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    untrusted: bool = False
+    last_wall: float = 0.0
+
+
+@dataclass
+class _State:
+    day: int = -1
+    last_step: int = -1  # the last step (since the epoch) released or passed over
+    spent: dict[str, str] = field(default_factory=dict)  # per stream: epsilon charged today, as the state knows
+    trees: dict[str, Tree] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
+
+
+class ContinualRelease:
+    """A loop sink: `sink(tick)`. Each step's running totals go to `emit(records)` as the next step begins."""
+
+    def __init__(self, config: PrivacyConfig, geometry: Geometry, accountant: Accountant,
+                 emit: Callable[[list[dict[str, Any]]], None], state_path: str | Path, *,
+                 rng: RandomSource = SYSTEM, audit: Callable[..., Any] | None = None,
+                 trusted: Callable[[], bool] | None = None) -> None:
+        config.validate()
+        self.config, self.geometry, self.accountant, self.emit = config, geometry, accountant, emit
+        self.rng, self.audit, self.path = rng, audit, Path(state_path)
+        self._trusted = trusted or (lambda: True)
+        self.lines = [ln.name for ln in geometry.config.lines]
+        self.zones = [z.name for z in geometry.config.zones]
+        self.steps = DAY_S // config.tree_step_s
+        self.levels = levels(self.steps)
+        self.eps = exact(config.tree_epsilon)
+        self.sensitivity = {"flow_total": config.tree_crossing_cap,
+                            "visitors_total": min(config.max_zones, max(1, len(self.zones)))}
+        self.dims = {"flow_total": 2 * len(self.lines), "visitors_total": len(self.zones)}
+        self.streams = [s for s in TREE_STREAMS if self.dims[s]]
+        self._cur: _Step | None = None
+        self._seen: dict[int, set[str]] = defaultdict(set)  # today's visitors: track -> zones counted in
+        self._seen_day = -1
+        self._withheld: set[tuple[str, int, str]] = set()  # (stream, day, reason) already audited
+        self.state = self._load()
+
+    def scale(self, stream: str) -> Fraction:
+        return Fraction(self.sensitivity[stream] * self.levels) / self.eps
+
+    # -- accumulation ------------------------------------------------------------------------------------
+
+    def __call__(self, tick: TickResult) -> None:
+        index = int(tick.wall // self.config.tree_step_s)
+        if self._cur is not None and index != self._cur.index:
+            self.close_step()
+        if self._cur is None:
+            self._cur = _Step(index)
+        cur = self._cur
+        cur.last_wall = tick.wall
+        if not cur.untrusted and not self._trusted():
+            cur.untrusted = True
+        day = int(tick.wall // DAY_S)
+        if day != self._seen_day:
+            self._seen, self._seen_day = defaultdict(set), day
+        for c in tick.crossings:
+            cur.crossings[int(c.track_id)].append((c.line, c.direction))
+        g = tick.ground
+        if not len(g.track_ids) or not self.zones:
+            return
+        for tid, zone in zip((int(i) for i in g.track_ids), self.geometry.zone_of(g.xy), strict=True):
+            seen = self._seen[tid]
+            if zone is not None and zone not in seen and len(seen) < self.sensitivity["visitors_total"]:
+                seen.add(zone)
+                cur.visitors[zone] += 1
+
+    def _counts(self, cur: _Step) -> dict[str, list[int]]:
+        flow: dict[tuple[str, str], int] = defaultdict(int)
+        for crossings in cur.crossings.values():
+            for line, direction in crossings[: self.config.tree_crossing_cap]:
+                flow[(line, direction)] += 1
+        return {"flow_total": [flow[(ln, d)] for ln in self.lines for d in "+-"],
+                "visitors_total": [cur.visitors[z] for z in self.zones]}
+
+    # -- release -----------------------------------------------------------------------------------------
+
+    def close_step(self) -> None:
+        cur, self._cur = self._cur, None
+        if cur is None or not self.streams:
+            return
+        day, i = divmod(cur.index, self.steps)
+        if day < self.state.day or cur.index <= self.state.last_step:
+            reason = "clock back" if day < self.state.day else "step already released"
+            for s in self.streams:
+                self._withhold(s, day, reason, cur.last_wall)
+            return
+        if day > self.state.day:
+            self.state = self._new_day(day)
+        st = self.state
+        for tree in st.trees.values():  # steps the sensor did not see add nothing: noised as they close
+            while tree.t < i:
+                tree.add([0] * tree.dims, self.rng)
+        st.last_step = cur.index
+        granted = self._pay(cur, day)
+        counts = self._counts(cur)
+        for s, tree in st.trees.items():
+            tree.add(counts[s] if s in granted else [0] * tree.dims, self.rng)
+        self._save()  # before the release: a restart resumes this tree and never noises its blocks again
+        records = [r for s in granted for r in self._records(s, cur)]
+        if records:
+            self.emit(records)
+            if self.audit is not None:
+                self.audit("records_released", cur.last_wall, kind="running_total", count=len(records),
+                           window_start=cur.index * self.config.tree_step_s)
+
+    def _pay(self, cur: _Step, day: int) -> list[str]:
+        """The streams whose step is charged (before any of its noise is drawn); the others add nothing."""
+        live = [s for s in self.streams if self._in_step(s, day, cur)]
+        if not live:
+            return []
+        charges = self.accountant.charge_many({s: self.eps for s in live}, cur.last_wall)
+        granted = []
+        for s in live:
+            if charges[s].granted:
+                granted.append(s)
+                self.state.spent[s] = str(Fraction(self.state.spent.get(s, "0")) + self.eps)
+            else:
+                self._withhold(s, day, f"budget ({charges[s].reason})", cur.last_wall)
+        return granted
+
+    def _in_step(self, stream: str, day: int, cur: _Step) -> bool:
+        """Whether the stream can release this step: trusted time, and a state that agrees with the budget."""
+        if cur.untrusted:
+            self._withhold(stream, day, "wall time not trusted", cur.last_wall)
+            return False
+        spent = self.accountant.spent(stream, cur.last_wall)
+        if spent != Fraction(self.state.spent.get(stream, "0")):
+            self._withhold(stream, day, "state behind budget", cur.last_wall, budget=str(spent),
+                           state=self.state.spent.get(stream, "0"))
+            return False
+        return True
+
+    def _withhold(self, stream: str, day: int, reason: str, t: float, **fields: Any) -> None:
+        key = (stream, day, reason)
+        if key in self._withheld:
+            return
+        self._withheld.add(key)
+        log.warning("running totals of %s on day %d withheld: %s", stream, day, reason)
+        if self.audit is not None:
+            self.audit("continual_withheld", t, stream=stream, day=day, reason=reason, **fields)
+
+    def _records(self, stream: str, cur: _Step) -> list[dict[str, Any]]:
+        st, cfg = self.state, self.config
+        tree = st.trees[stream]
+        total = tree.total()
+        scale = self.scale(stream)
+        shown: list[int | None] = [max(v, 0) for v in total]
+        if cfg.tree_gate:  # each value on its own, each step: below k it passes with probability <= beta
+            bar = threshold(cfg.k, scale, cfg.beta, max(1, block_count(tree.t)))
+            shown = [v if t >= bar else None for v, t in zip(shown, total, strict=True)]
+        names, width = (self.lines, 2) if stream == "flow_total" else (self.zones, 1)
+        return [{"schema": SCHEMA, "window_start": cur.index * cfg.tree_step_s, "window_s": cfg.tree_step_s,
+                 "since": st.day * DAY_S, "metric": stream, "zone": name, "values": shown[j * width:(j + 1) * width],
+                 "k": cfg.k, "epsilon": float(self.eps), "sensitivity": self.sensitivity[stream],
+                 "mechanism": MECHANISM} for j, name in enumerate(names)]
+
+    # -- the durable state -------------------------------------------------------------------------------
+
+    def _new_day(self, day: int) -> _State:
+        return _State(day, -1, {}, {s: Tree(self.dims[s], self.scale(s), self.steps) for s in self.streams},
+                      dict(self.dims))
+
+    def _save(self) -> None:
+        st = self.state
+        doc = {"version": STATE_VERSION, "day": st.day, "last_step": st.last_step, "spent": st.spent,
+               "dims": st.dims, "trees": {s: t.to_json() for s, t in st.trees.items()}}
+        write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode(), private=True)
+
+    def _load(self) -> _State:
+        """The persisted state; a missing, damaged or differently shaped one starts empty (and if the budget
+        shows spends today, `_in_step` withholds the stream for the rest of the day)."""
+        try:
+            doc = json.loads(self.path.read_bytes())
+            if doc.get("version") != STATE_VERSION or doc["dims"] != self.dims:
+                raise ValueError("another version or other lines and zones")
+            trees = {s: Tree.from_json(doc["trees"][s], self.dims[s], self.scale(s), self.steps)
+                     for s in self.streams}
+            spent = {str(k): str(Fraction(v)) for k, v in doc["spent"].items()}
+            return _State(int(doc["day"]), int(doc["last_step"]), spent, trees, dict(self.dims))
+        except FileNotFoundError:
+            return _State()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            log.error("continual-release state %s unusable (%s): starting empty", self.path, e)
+            return _State()
+
+    def close(self) -> None:
+        """At shutdown: the step under way is released (it is complete as far as this run goes)."""
+        self.close_step()
+
+
+def naive_sum_std(steps: int, scale: float) -> float:
+    """For comparison: the standard deviation of a running total summed from per-step releases of this scale
+    (noise of every step adds up: sqrt(steps) x one step's deviation)."""
+    q = math.exp(-1 / scale)
+    return math.sqrt(steps * 2 * q / (1 - q) ** 2)
