@@ -145,7 +145,7 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
     if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
         loop.sinks.append(alerts)
     if sync is not None:
-        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
+        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile, geometry=cfg.geometry))  # + zone plan
     if audit is not None:  # tracks leave the device through the uploader, in the tracks profile only
         sensor.frames = FrameAuditSink(loop, audit, tracks_leave=sync is not None and cfg.privacy.profile == "tracks")
         loop.sinks.append(sensor.frames)
