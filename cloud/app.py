@@ -20,9 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud import dashboard
+from cloud import dashboard, privacy_watch
 from cloud.errors import ApiRefused, Refused
-from cloud import privacy_watch
 from cloud.privacy_watch import PrivacyWatch
 from cloud.push import Push, PushConfig
 from cloud.read_api import ReadApi

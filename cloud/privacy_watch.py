@@ -98,11 +98,11 @@ class PrivacyWatch:
             if had is None or had[1] < Fraction(eps):
                 charges[(metric, start)] = (span, Fraction(eps))
         days: dict[tuple[str, int], tuple[Fraction, Fraction]] = {}  # (metric, day) -> (added, implied budget)
-        for (metric, start), (span, eps) in charges.items():
-            added = self._charge(device, metric, start, span, eps)
+        for (metric, start), (span, charge) in charges.items():
+            added = self._charge(device, metric, start, span, charge)
             key = (metric, start // DAY_S)
             got = days.get(key, (Fraction(0), Fraction(0)))
-            days[key] = (got[0] + added, max(got[1], eps * (DAY_S // max(1, span))))
+            days[key] = (got[0] + added, max(got[1], charge * (DAY_S // max(1, span))))
         for (metric, day), (added, implied) in sorted(days.items()):
             raised += self._day(device, metric, day, added, implied)
         return raised
@@ -120,14 +120,16 @@ class PrivacyWatch:
     def _charge(self, device: str, metric: str, start: int, span: int, eps: Fraction) -> Fraction:
         """Charge the window (one charge per window and stream: the largest epsilon released in it); returns the
         epsilon this added to the window's charge."""
+        if self.db.all("INSERT INTO watch_windows VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                       (device, metric, start, span, str(eps))):
+            return eps  # the window's first release (the usual case: one statement)
         row = self.db.one("SELECT epsilon FROM watch_windows WHERE device_id=? AND metric=? AND window_start=?",
                           (device, metric, start))
         old = Fraction(row[0]) if row else Fraction(0)
         if eps <= old:
             return Fraction(0)
-        self.db.execute("INSERT INTO watch_windows VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, metric, "
-                        "window_start) DO UPDATE SET epsilon = excluded.epsilon", (device, metric, start, span,
-                                                                                   str(eps)))
+        self.db.execute("UPDATE watch_windows SET epsilon = ? WHERE device_id=? AND metric=? AND window_start=?",
+                        (str(eps), device, metric, start))
         return eps - old
 
     def _day(self, device: str, metric: str, day: int, added: Fraction, implied: Fraction) -> list[tuple[str, str]]:

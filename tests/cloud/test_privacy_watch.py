@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,20 @@ def test_a_batch_is_stored_and_watched_together_or_not_at_all(tmp_path: Path, cl
         cloud.store.store_batch("d1", "a" * 32, "0" * 16, 1, 1.0, rows, on_new=boom)
     assert cloud.store.count("batches") == 0 and cloud.watch.ledger("d1") == {}
     flags: list[dict] = []
-    new, _ = cloud.store.store_batch("d1", "a" * 32, "0" * 16, 1, 1.0, rows,
-                                     on_new=lambda: flags.extend(cloud.watch.check("d1", {"records": [_agg(DAY)]}, 1.0)))
+
+    def watched() -> None:
+        flags.extend(cloud.watch.check("d1", {"records": [_agg(DAY)]}, 1.0))
+
+    new, _ = cloud.store.store_batch("d1", "a" * 32, "0" * 16, 1, 1.0, rows, on_new=watched)
     assert new and flags == [] and cloud.watch.ledger("d1") == {"occupancy": {DAY // 86_400: 1}}
+    cloud.store.close()
+
+
+def test_a_window_is_charged_once_at_its_largest_epsilon(tmp_path: Path, cloud_db: str) -> None:
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "c"), database=cloud_db), FakeClock(start_wall=T))
+    w = cloud.watch
+    assert w.observe("d1", {"records": [_agg(DAY, eps=0.5, zone="a")]}, 1.0) == []
+    assert w.observe("d1", {"records": [_agg(DAY, eps=1.0, zone="b"), _agg(DAY, eps=0.25, zone="c")]}, 2.0) == []
+    assert w.observe("d1", {"records": [_agg(DAY + 900, eps=0.5, zone="a")]}, 3.0) == []
+    assert w.ledger("d1") == {"occupancy": {DAY // 86_400: Fraction(3, 2)}}
     cloud.store.close()

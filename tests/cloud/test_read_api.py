@@ -246,8 +246,8 @@ def test_the_rate_limit_is_one_bucket_per_key_across_workers(tmp_path: Path, clo
         http.trust_env = False
 
         def get(w: CloudThread) -> int:
-            return http.get(f"https://localhost:{w.api_port}/api/v1/sensors", headers={"Authorization": f"Bearer {key}"},
-                            verify=str(w.cloud.pki.ca_cert), timeout=10).status_code
+            return http.get(f"https://localhost:{w.api_port}/api/v1/sensors", verify=str(w.cloud.pki.ca_cert),
+                            headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
 
         assert [get(workers[i % 2]) for i in range(6)] == [200, 200, 200, 429, 429, 429]
         clock.advance(1)
