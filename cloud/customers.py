@@ -97,4 +97,4 @@ class RateLimiter:
         if passed:
             return 0.0
         row = self.db.one("SELECT tat FROM rate_limits WHERE key_id = ?", (key,))
-        return max(step, float(row[0]) + step - limit) if row else step
+        return max(1e-3, float(row[0]) + step - limit) if row else step
