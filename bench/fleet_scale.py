@@ -44,6 +44,9 @@ from trust.keys import BatchKey, sign_headers
 
 RELEASE = "2.0.0"
 PERCENTS = (1, 10, 50, 100)
+ZONE_PLAN = {"zones": [{"name": "shop", "polygon": [[0.0, 0.0], [8.0, 0.0], [8.0, 6.0], [0.0, 6.0]]},
+                       {"name": "till", "polygon": [[8.0, 0.0], [12.0, 0.0], [12.0, 6.0], [8.0, 6.0]]}],
+             "lines": [{"name": "door", "a": [0.0, 2.0], "b": [0.0, 4.0]}]}
 
 
 def free_port() -> int:
@@ -103,11 +106,19 @@ class Device:
     seq: int = 0
     updated: bool = False
     bad: bool = False  # on the bad release this device's health check fails
+    started: bool = False  # its first status (after starting) carries the zone plan
+
+    def status(self, now: float) -> dict:
+        rec = {"schema": "umbra.status/1", "t": int(now), "firmware": "1.9.0", "profile": "aggregates",
+               "uptime_s": 100.0, "outbox_records": 0, "dropped": {}, "detector": "edgetpu", "overruns": 0,
+               "fps": 10.0, "slot": "a"}
+        if not self.started:
+            self.started = True
+            rec["zone_plan"] = ZONE_PLAN
+        return rec
 
     def batch(self, now: float, doc: dict) -> tuple[str, bytes, int]:
-        recs = [{"schema": "umbra.status/1", "t": int(now), "firmware": "1.9.0", "profile": "aggregates",
-                 "uptime_s": 100.0, "outbox_records": 0, "dropped": {}, "detector": "edgetpu", "overruns": 0,
-                 "fps": 10.0, "slot": "a"},
+        recs = [self.status(now),
                 {"schema": "umbra.aggregate/1", "window_start": int(now) // 300 * 300, "window_s": 300,
                  "metric": "line_flow", "zone": "door", "values": [3, 2], "k": 5, "epsilon": 0.1, "sensitivity": 1,
                  "mechanism": "discrete_laplace"}]

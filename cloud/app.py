@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud import dashboard
+from cloud import dashboard, privacy_watch
 from cloud.errors import ApiRefused, Refused
 from cloud.privacy_watch import PrivacyWatch
 from cloud.push import Push, PushConfig
@@ -53,7 +53,7 @@ class CloudConfig:
     ota_dir: str = ""  # default: <data_dir>/ota
     api_port: int = 8444  # the customer and ops API (server TLS only; callers present API keys)
     max_range_s: int = 31 * 86_400  # the longest from..to a read may ask for
-    api_rate: float = 10.0  # requests a second per API key (per worker), bursts up to api_burst
+    api_rate: float = 10.0  # requests a second per API key (all workers together), bursts up to api_burst
     api_burst: float = 50.0
     online_within_s: float = 900.0  # a device heard from within this is online (3 status periods)
     flow_p_same: float = 0.26  # flow groups: the same person's same-group rate (bench/flowgroups.py, default noise)
@@ -81,7 +81,7 @@ class Cloud:
         self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
         self.ota_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.database or self.dir / "cloud.sqlite")
-        self.watch = PrivacyWatch(self.dir / "privacy_watch.sqlite")  # audit heads and epsilon, per device
+        self.watch = PrivacyWatch(self.store.db)  # audit heads and epsilon per device, in the cloud database
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
         self.api_ssl = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert,
@@ -226,14 +226,15 @@ class Cloud:
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
         fresh: list[tuple[int, str, str]] = []
+        flags: list[dict[str, Any]] = []
         new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
-                                             self._peer(request), fresh)
+                                             self._peer(request), fresh,
+                                             on_new=lambda: flags.extend(self.watch.check(device, doc, now)))
+        privacy_watch.report(flags)
         if self.push is not None and fresh:
             by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
             self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
         self.duplicate_batches += not new
-        if new:
-            self.watch.observe(device, doc, now)
         nxt = self.next_key_for(device, key)
         return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
                                   "next_key": nxt.to_json() if nxt else None})

@@ -1,6 +1,6 @@
 """Customer and ops access: API keys kept as a hash of their secret, each bound to one tenant and a role
 ("customer" reads its own sensors; "ops" reads the fleet), and a per-key rate limit (a token bucket on the
-injected clock; per worker process, so a fleet of N workers allows up to N times the rate).
+injected clock, kept in the cloud database, so every worker behind it shares one bucket per key).
 
 A key reads `umbra_<key id>_<secret>`; the secret is 32 random bytes, so one SHA-256 is enough to keep it
 (a slow password hash buys nothing against a 256-bit secret) and the comparison is constant-time."""
@@ -13,6 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from cloud.db import Db
 from cloud.errors import AccessError
 from cloud.store import Store
 
@@ -75,19 +76,25 @@ def owns(store: Store, tenant: str, device_id: str) -> bool:
 
 
 class RateLimiter:
-    """`rate` requests a second per key, bursts up to `burst`; `take()` returns 0 or the seconds to wait."""
+    """`rate` requests a second per key, bursts up to `burst`; `take()` returns 0 or the seconds to wait.
 
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
+    The bucket lives in the database (table `rate_limits`), one row per key, so all workers share it. It is kept
+    as the bucket's theoretical arrival time (GCRA, the same limit as a token bucket holding `burst` tokens):
+    a request at `now` passes when max(tat, now) + 1/rate is at most now + burst/rate, and moves tat there; one
+    atomic upsert per request, whatever the number of workers."""
+
+    def __init__(self, db: Db, rate: float, burst: float) -> None:
+        self.db, self.rate, self.burst = db, rate, burst
 
     def take(self, key: str, now: float) -> float:
-        tokens, t = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - t) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
-        self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 100_000:  # forget idle keys rather than grow without bound
-            self._buckets.clear()
-        return 0.0
+        step = 1.0 / self.rate
+        limit = now + self.burst * step + 1e-9  # (the slack absorbs float rounding in tat's sums)
+        passed = self.db.all(
+            "INSERT INTO rate_limits VALUES (?, ?) ON CONFLICT(key_id) DO UPDATE SET "
+            "tat = CASE WHEN rate_limits.tat > ? THEN rate_limits.tat ELSE ? END + ? "
+            "WHERE CASE WHEN rate_limits.tat > ? THEN rate_limits.tat ELSE ? END + ? <= ? RETURNING tat",
+            (key, now + step, now, now, step, now, now, step, limit))
+        if passed:
+            return 0.0
+        row = self.db.one("SELECT tat FROM rate_limits WHERE key_id = ?", (key,))
+        return max(1e-3, float(row[0]) + step - limit) if row else step

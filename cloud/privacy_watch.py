@@ -7,110 +7,141 @@
   and flags a window released twice (epsilon spent twice: a device whose budget store was rewound) and a day
   whose releases pass the budget (`daily_budget`, or epsilon times the windows in a day).
 
-SQLite, one file beside the cloud's store; flags are kept for good.
+Kept in the cloud database (tables `watch_*`, migration 0004), so every worker behind one database sees the same
+heads and ledger and a restart forgets nothing. The cloud runs `check()` inside the transaction that stores the
+batch, so a batch is never stored without being watched; on PostgreSQL a per-device advisory lock orders two
+workers watching batches of one device at once. Flags are kept for good.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import threading
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from cloud.db import Db
+
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
-
-_DDL = """
-PRAGMA journal_mode=WAL;
-CREATE TABLE IF NOT EXISTS audit_heads (device_id TEXT PRIMARY KEY, counter INTEGER NOT NULL, seq INTEGER NOT NULL,
-  hash TEXT NOT NULL, t REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS releases (device_id TEXT NOT NULL, metric TEXT NOT NULL, zone TEXT NOT NULL,
-  window_start INTEGER NOT NULL, window_s INTEGER NOT NULL, epsilon TEXT NOT NULL,
-  PRIMARY KEY (device_id, metric, zone, window_start));
-CREATE TABLE IF NOT EXISTS windows (device_id TEXT NOT NULL, metric TEXT NOT NULL, window_start INTEGER NOT NULL,
-  window_s INTEGER NOT NULL, epsilon TEXT NOT NULL, PRIMARY KEY (device_id, metric, window_start));
-CREATE TABLE IF NOT EXISTS flags (device_id TEXT NOT NULL, t REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
-"""
+_LOCK_SPACE = 0x7761  # "wa": the advisory-lock class of the watch's per-device locks
 
 
 class PrivacyWatch:
-    """`observe(device, batch, now)` after a new batch is stored; returns the flags it raised (also kept)."""
+    """`observe(device, batch, now)` after a new batch is stored (or `check()` inside its transaction); returns
+    the flags it raised (also kept). `db` is the cloud's database, or a SQLite path / postgresql:// URL to open."""
 
-    def __init__(self, path: str | Path, daily_budget: Mapping[str, float] | None = None) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.executescript(_DDL)
-        self._lock = threading.Lock()
+    def __init__(self, db: Db | str | Path, daily_budget: Mapping[str, float] | None = None) -> None:
+        self._own = not isinstance(db, Db)
+        self.db = db if isinstance(db, Db) else Db(db)
         self.daily_budget = {k: Fraction(str(v)) for k, v in (daily_budget or {}).items()}
 
     def close(self) -> None:
-        self._db.close()
+        if self._own:
+            self.db.close()
 
     def observe(self, device: str, batch: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
+        flags = self.check(device, batch, now)
+        report(flags)
+        return flags
+
+    def check(self, device: str, batch: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
+        """Watch one batch in one transaction (joining the caller's); returns the flags raised, not logged."""
+        head = batch.get("audit_head")
+        aggregates = [r for r in batch.get("records", ()) if r.get("schema") == "umbra.aggregate/1"
+                      and Fraction(str(r["epsilon"])) > 0]
+        if not isinstance(head, Mapping) and not aggregates:
+            return []
         raised: list[tuple[str, str]] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                head = batch.get("audit_head")
-                if isinstance(head, Mapping):
-                    raised += self._head(device, head, now)
-                aggregates = [r for r in batch.get("records", ()) if r.get("schema") == "umbra.aggregate/1"]
+        with self.db.tx() as db:
+            if db.postgres:
+                db.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_SPACE, device))
+            if isinstance(head, Mapping):
+                raised += self._head(device, head, now)
+            if aggregates:
                 raised += self._releases(device, aggregates)
-                for kind, detail in raised:
-                    self._db.execute("INSERT INTO flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        for kind, detail in raised:
-            log.error("device %s: %s: %s", device, kind, detail)
+            for kind, detail in raised:
+                db.execute("INSERT INTO watch_flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
         return [{"device_id": device, "kind": k, "detail": d} for k, d in raised]
 
     def _head(self, device: str, head: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
         counter = int(head.get("counter", head.get("seq", 0)))
-        row = self._db.execute("SELECT counter, seq FROM audit_heads WHERE device_id=?", (device,)).fetchone()
-        if row is not None and counter < row[0]:
-            return [("audit_rewound", f"audit head counter {counter} (seq {head.get('seq')}) after {row[0]} "
-                                      f"(seq {row[1]}): the device's audit log went backwards")]
-        self._db.execute("INSERT OR REPLACE INTO audit_heads VALUES (?, ?, ?, ?, ?)",
-                         (device, counter, int(head.get("seq", 0)), str(head.get("hash", "")), now))
-        return []
+        kept = self.db.all(
+            "INSERT INTO watch_heads VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
+            "counter = excluded.counter, seq = excluded.seq, hash = excluded.hash, t = excluded.t "
+            "WHERE excluded.counter >= watch_heads.counter RETURNING counter",
+            (device, counter, int(head.get("seq", 0)), str(head.get("hash", "")), now))
+        if kept:
+            return []
+        row = self.db.one("SELECT counter, seq FROM watch_heads WHERE device_id=?", (device,))
+        assert row is not None  # the upsert found it and kept the higher counter
+        return [("audit_rewound", f"audit head counter {counter} (seq {head.get('seq')}) after {row[0]} "
+                                  f"(seq {row[1]}): the device's audit log went backwards")]
 
     def _releases(self, device: str, records: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        rows = [(device, str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"]),
+                 str(Fraction(str(r["epsilon"])))) for r in records]
+        new = self._insert_releases(rows)
         raised: list[tuple[str, str]] = []
-        days: set[tuple[str, int]] = set()
-        for r in records:
-            metric, zone, start, span = str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"])
-            eps = Fraction(str(r["epsilon"]))
-            if eps <= 0:
-                continue
-            try:
-                self._db.execute("INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?)",
-                                 (device, metric, zone, start, span, str(eps)))
-            except sqlite3.IntegrityError:
+        charges: dict[tuple[str, int], tuple[int, Fraction]] = {}  # (metric, window start) -> (span, epsilon)
+        for row in rows:
+            _, metric, zone, start, span, eps = row
+            if (metric, zone, start) not in new:
                 raised.append(("released_twice", f"{metric} of zone {zone} for the window at {start} released "
                                                  "again: epsilon spent twice (budget store rewound?)"))
                 continue
-            row = self._db.execute("SELECT epsilon FROM windows WHERE device_id=? AND metric=? AND window_start=?",
-                                   (device, metric, start)).fetchone()
-            if row is None or Fraction(row[0]) < eps:  # one charge per window and stream, as the device makes it
-                self._db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?)",
-                                 (device, metric, start, span, str(eps)))
-            days.add((metric, start // DAY_S))
-        for metric, day in sorted(days):
-            raised += self._day_budget(device, metric, day)
+            new.discard((metric, zone, start))  # the same release twice in one batch: the second is a repeat
+            had = charges.get((metric, start))
+            if had is None or had[1] < Fraction(eps):
+                charges[(metric, start)] = (span, Fraction(eps))
+        days: dict[tuple[str, int], tuple[Fraction, Fraction]] = {}  # (metric, day) -> (added, implied budget)
+        for (metric, start), (span, charge) in charges.items():
+            added = self._charge(device, metric, start, span, charge)
+            key = (metric, start // DAY_S)
+            got = days.get(key, (Fraction(0), Fraction(0)))
+            days[key] = (got[0] + added, max(got[1], charge * (DAY_S // max(1, span))))
+        for (metric, day), (added, implied) in sorted(days.items()):
+            raised += self._day(device, metric, day, added, implied)
         return raised
 
-    def _day_budget(self, device: str, metric: str, day: int) -> list[tuple[str, str]]:
-        rows = self._db.execute("SELECT window_s, epsilon FROM windows WHERE device_id=? AND metric=? AND "
-                                "window_start >= ? AND window_start < ?",
-                                (device, metric, day * DAY_S, (day + 1) * DAY_S)).fetchall()
-        spent = sum((Fraction(e) for _, e in rows), Fraction(0))
-        budget = self.daily_budget.get(metric) or max(Fraction(e) * (DAY_S // max(1, s)) for s, e in rows)
+    def _insert_releases(self, rows: list[tuple[str, str, str, int, int, str]]) -> set[tuple[str, str, int]]:
+        """Insert the releases not held yet (one statement per 200); returns (metric, zone, start) of those."""
+        new: set[tuple[str, str, int]] = set()
+        for i in range(0, len(rows), 200):
+            part = rows[i:i + 200]
+            sql = ("INSERT INTO watch_releases VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+                   + " ON CONFLICT DO NOTHING RETURNING metric, zone, window_start")
+            new.update((str(m), str(z), int(s)) for m, z, s in self.db.all(sql, [x for r in part for x in r]))
+        return new
+
+    def _charge(self, device: str, metric: str, start: int, span: int, eps: Fraction) -> Fraction:
+        """Charge the window (one charge per window and stream: the largest epsilon released in it); returns the
+        epsilon this added to the window's charge."""
+        if self.db.all("INSERT INTO watch_windows VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                       (device, metric, start, span, str(eps))):
+            return eps  # the window's first release (the usual case: one statement)
+        row = self.db.one("SELECT epsilon FROM watch_windows WHERE device_id=? AND metric=? AND window_start=?",
+                          (device, metric, start))
+        old = Fraction(row[0]) if row else Fraction(0)
+        if eps <= old:
+            return Fraction(0)
+        self.db.execute("UPDATE watch_windows SET epsilon = ? WHERE device_id=? AND metric=? AND window_start=?",
+                        (str(eps), device, metric, start))
+        return eps - old
+
+    def _day(self, device: str, metric: str, day: int, added: Fraction, implied: Fraction) -> list[tuple[str, str]]:
+        row = self.db.one("SELECT spent, implied FROM watch_days WHERE device_id=? AND metric=? AND day=?",
+                          (device, metric, day))
+        spent = (Fraction(row[0]) if row else Fraction(0)) + added
+        implied = max(implied, Fraction(row[1]) if row else Fraction(0))
+        if row is None or added or implied != Fraction(row[1]):
+            self.db.execute("INSERT INTO watch_days VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, metric, day) "
+                            "DO UPDATE SET spent = excluded.spent, implied = excluded.implied",
+                            (device, metric, day, str(spent), str(implied)))
+        budget = self.daily_budget.get(metric) or implied
         if spent <= budget:
             return []
         return [("budget_passed", f"{metric} on day {day}: releases spent epsilon {float(spent):.4g}, "
@@ -119,20 +150,24 @@ class PrivacyWatch:
     def ledger(self, device: str) -> dict[str, dict[int, Fraction]]:
         """Epsilon spent per metric and UTC day, as the cloud saw it."""
         out: dict[str, dict[int, Fraction]] = {}
-        for metric, start, eps in self._db.execute(
-                "SELECT metric, window_start, epsilon FROM windows WHERE device_id=?", (device,)):
-            day = out.setdefault(metric, {})
-            day[start // DAY_S] = day.get(start // DAY_S, Fraction(0)) + Fraction(eps)
+        for metric, day, spent in self.db.all("SELECT metric, day, spent FROM watch_days WHERE device_id=? "
+                                              "ORDER BY metric, day", (device,)):
+            out.setdefault(metric, {})[int(day)] = Fraction(spent)
         return out
 
     def last_counter(self, device: str) -> int | None:
-        row = self._db.execute("SELECT counter FROM audit_heads WHERE device_id=?", (device,)).fetchone()
+        row = self.db.one("SELECT counter FROM watch_heads WHERE device_id=?", (device,))
         return int(row[0]) if row else None
 
     def flags(self, device: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT device_id, t, kind, detail FROM flags" + (" WHERE device_id=?" if device else "") + " ORDER BY t"
+        q = "SELECT device_id, t, kind, detail FROM watch_flags" + (" WHERE device_id=?" if device else "")
         return [{"device_id": d, "t": t, "kind": k, "detail": x}
-                for d, t, k, x in self._db.execute(q, (device,) if device else ())]
+                for d, t, k, x in self.db.all(q + " ORDER BY t", (device,) if device else ())]
 
     def to_json(self, device: str) -> str:
         return json.dumps({"last_counter": self.last_counter(device), "flags": self.flags(device)})
+
+
+def report(flags: list[dict[str, Any]]) -> None:
+    for f in flags:
+        log.error("device %s: %s: %s", f["device_id"], f["kind"], f["detail"])

@@ -53,13 +53,14 @@ class ReadApi:
         self.store, self.clock = store, clock
         self.max_range_s, self.online_within_s = max_range_s, online_within_s
         self.flow_p_same, self.flow_groups = flow_p_same, flow_groups
-        self.limiter = customers.RateLimiter(rate, burst)
+        self.limiter = customers.RateLimiter(store.db, rate, burst)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/sensors", self.sensors)
         for name in SERIES:
             app.router.add_get(f"/api/v1/sensors/{{sensor}}/{name}", self._series_handler(name))
         app.router.add_get("/api/v1/sensors/{sensor}/flows", self.flows)
+        app.router.add_get("/api/v1/sensors/{sensor}/zones", self.zones)
         app.router.add_get("/ops/v1/fleet", self.fleet)
 
     # --- access -----------------------------------------------------------------------------------------------
@@ -166,6 +167,16 @@ class ReadApi:
         rows = self.transitions(sensor, t0, t1, zone)
         return _answer(rows, fmt, ("from_zone", "to_zone", "window_start", "window_s", "people"),
                        {"sensor": sensor, "from": t0, "to": t1, "metric": "flows"})
+
+    async def zones(self, request: web.Request) -> web.Response:
+        """The sensor's zone plan (zones and count lines, ground metres) from its latest start; empty lists and
+        `t` null before it sent one."""
+        _, sensor = self._sensor(request)
+        if request.query:
+            raise ApiRefused(400, "bad_query", "this endpoint takes no query parameters")
+        got = self.store.zone_plan(sensor)
+        t, plan = got if got else (None, {"zones": [], "lines": []})
+        return web.json_response({"sensor": sensor, "t": t, "zones": plan["zones"], "lines": plan["lines"]})
 
     async def fleet(self, request: web.Request) -> web.Response:
         self.caller(request, "ops")

@@ -10,7 +10,7 @@ are written in the same transaction, only for records newly stored."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +87,11 @@ class Store:
 
     def store_batch(self, device_id: str, batch_id: str, outbox_id: str, seq: int, received: float,
                     rows: Sequence[tuple[int, str, str]], peer: Peer | None = None,
-                    fresh_out: list[tuple[int, str, str]] | None = None) -> tuple[bool, int]:
+                    fresh_out: list[tuple[int, str, str]] | None = None,
+                    on_new: Callable[[], object] | None = None) -> tuple[bool, int]:
         """Store a batch and its records in one transaction. Returns (new batch?, records newly stored);
-        appends the newly stored rows to `fresh_out` once committed."""
+        appends the newly stored rows to `fresh_out` once committed. `on_new` runs inside the transaction when
+        the batch is new (the privacy watch), so the batch and what it derives commit together or not at all."""
         with self.db.tx() as db:
             self._seen(device_id, received, peer or Peer())
             cur = db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -103,6 +105,8 @@ class Store:
                            "ON CONFLICT(name) DO UPDATE SET n = counters.n + ?", (dup, dup))
             for s, sc, b in fresh:
                 self._derive(device_id, outbox_id, s, sc, b)
+            if on_new is not None:
+                on_new()
         if fresh_out is not None:
             fresh_out.extend(fresh)
         return True, len(fresh)
@@ -164,6 +168,15 @@ class Store:
         sets = ", ".join(f"{k} = ?" for k in _STATUS_SET)
         self.db.execute(f"UPDATE devices SET {sets} WHERE device_id = ? AND (status_t IS NULL OR status_t <= ?)",
                         [vals[k] for k in _STATUS_SET] + [device_id, r["t"]])
+        if "zone_plan" in r:  # sent in the first status after the sensor starts
+            self.db.execute("INSERT INTO zone_plans VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
+                            "t = excluded.t, plan = excluded.plan WHERE excluded.t >= zone_plans.t",
+                            (device_id, r["t"], json.dumps(r["zone_plan"], separators=(",", ":"))))
+
+    def zone_plan(self, device_id: str) -> tuple[int, dict[str, Any]] | None:
+        """(status time, plan) of the newest zone plan the sensor sent, or None."""
+        row = self.db.one("SELECT t, plan FROM zone_plans WHERE device_id = ?", (device_id,))
+        return (int(row[0]), json.loads(row[1])) if row else None
 
     def count(self, what: str) -> int:
         if what == "duplicate_records":

@@ -72,7 +72,21 @@ function showOccupancy(rows) {
   draw("occupancy", { type: "line", data: { labels: labels.map(hhmm), datasets } });
 }
 
-function showHeatmap(rows) {
+// The zone plan's outlines: each zone's polygon (closed) and each count line, in the heatmap's ground metres.
+function outlines(plan) {
+  const out = [];
+  for (const z of plan.zones) {
+    const pts = [...z.polygon, z.polygon[0]].map(([x, y]) => ({ x, y }));
+    out.push({ type: "scatter", label: `zone ${z.name}`, data: pts, showLine: true, fill: false, pointRadius: 0, borderWidth: 2 });
+  }
+  for (const l of plan.lines) {
+    out.push({ type: "scatter", label: `line ${l.name}`, data: [l.a, l.b].map(([x, y]) => ({ x, y })), showLine: true,
+      fill: false, pointRadius: 0, borderWidth: 2, borderDash: [6, 4] });
+  }
+  return out;
+}
+
+function showHeatmap(rows, plan) {
   const cells = new Map();
   for (const r of rows) {
     const prev = cells.get(r.zone) || { s: 0, m: r.cell_m };
@@ -80,11 +94,12 @@ function showHeatmap(rows) {
   }
   const peak = Math.max(1, ...[...cells.values()].map((c) => c.s));
   const data = [...cells].map(([xy, c]) => {
-    const [x, y] = xy.split(",").map(Number);
-    return { x: x * c.m, y: y * c.m, r: 3 + 17 * Math.sqrt(c.s / peak), s: c.s };
+    const [x, y] = xy.split(",").map(Number);  // cell (x, y) covers [x m, (x + 1) m): drawn at its centre
+    return { x: (x + 0.5) * c.m, y: (y + 0.5) * c.m, r: 3 + 17 * Math.sqrt(c.s / peak), s: c.s };
   });
-  draw("heatmap", { type: "bubble", data: { datasets: [{ label: "people-seconds", data }] },
-    options: { scales: { x: { title: { display: true, text: "m" } }, y: { reverse: true, title: { display: true, text: "m" } } } } });
+  draw("heatmap", { type: "bubble", data: { datasets: [{ label: "people-seconds", data }, ...outlines(plan)] },
+    options: { scales: { x: { type: "linear", title: { display: true, text: "m" } },
+      y: { type: "linear", reverse: true, title: { display: true, text: "m" } } } } });
 }
 
 function showFlows(rows) {
@@ -111,7 +126,8 @@ async function load() {
   try {
     const base = `/api/v1/sensors/${encodeURIComponent(sensor)}`;
     const [c, o, h, f] = await Promise.all(["counts", "occupancy", "heatmap", "flows"].map((m) => api(`${base}/${m}?${q}`)));
-    showCounts(c.rows); showOccupancy(o.rows); showHeatmap(h.rows); showFlows(f.rows);
+    const plan = await api(`${base}/zones`);
+    showCounts(c.rows); showOccupancy(o.rows); showHeatmap(h.rows, plan); showFlows(f.rows);
     document.getElementById("error").textContent = "";
   } catch (e) {
     document.getElementById("error").textContent = e.message;

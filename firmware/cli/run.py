@@ -163,7 +163,7 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
     if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
         loop.sinks.append(alerts)
     if sync is not None:
-        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile))
+        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile, geometry=cfg.geometry))  # + zone plan
     tracks_leave = sync is not None and cfg.privacy.profile == "tracks"  # through the uploader, tracks profile only
     if audit is not None:  # track records go to the outbox only once their records_released entry is written
         sensor.frames = FrameAuditSink(loop, audit, release=sync.outbox.enqueue if sync and tracks_leave else None)

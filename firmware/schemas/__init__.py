@@ -74,7 +74,7 @@ def _compile(s: Any) -> Check:  # noqa: C901 - one branch per keyword, flat
         if key not in _IGNORED | {"type", "const", "enum", "required", "properties", "additionalProperties",
                                   "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
                                   "maxLength", "pattern", "prefixItems", "items", "minItems", "maxItems",
-                                  "maxProperties"}:
+                                  "maxProperties", "oneOf", "anyOf", "allOf"}:
             raise _Unsupported(key)
     if "type" in s:
         ts = [s["type"]] if isinstance(s["type"], str) else list(s["type"])
@@ -97,6 +97,7 @@ def _compile(s: Any) -> Check:  # noqa: C901 - one branch per keyword, flat
         checks.append(lambda v: not isinstance(v, str) or (lo <= len(v) <= hi and (pat is None or bool(pat(v)))))
     checks.extend(_compile_object(s))
     checks.extend(_compile_array(s))
+    checks.extend(_compile_combined(s))
     if len(checks) == 1:
         return checks[0]
     if len(checks) == 2:
@@ -132,6 +133,21 @@ def _compile_object(s: Mapping[str, Any]) -> list[Check]:
                     return False
             return True
         out.append(obj)
+    return out
+
+
+def _compile_combined(s: Mapping[str, Any]) -> list[Check]:
+    """oneOf (exactly one subschema holds), anyOf (at least one), allOf (every one)."""
+    out: list[Check] = []
+    if "oneOf" in s:
+        one = [_compile(x) for x in s["oneOf"]]
+        out.append(lambda v: sum(1 for c in one if c(v)) == 1)
+    if "anyOf" in s:
+        anyc = [_compile(x) for x in s["anyOf"]]
+        out.append(lambda v: any(c(v) for c in anyc))
+    if "allOf" in s:
+        allc = [_compile(x) for x in s["allOf"]]
+        out.append(lambda v: all(c(v) for c in allc))
     return out
 
 

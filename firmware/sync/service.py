@@ -13,6 +13,7 @@ from typing import Any
 
 from firmware import __version__
 from firmware.config import SyncConfig
+from firmware.config.sensing import GeometryConfig
 from firmware.errors import FirmwareError
 from firmware.sensing.loop import SensorLoop, TickResult, TickSink
 from firmware.sync.outbox import Outbox
@@ -73,13 +74,17 @@ class SyncService:
             finally:
                 await self.uploader.close()
 
-    def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0) -> TickSink:
+    def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0,
+                    geometry: GeometryConfig | None = None) -> TickSink:
         """A loop sink that puts a health record (umbra.status/1) into the outbox every `period_s` of wall
-        time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks."""
+        time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks. The first
+        record after starting also carries the zone plan of `geometry` (zones and lines, ground metres), which
+        the cloud keeps to draw the heatmap over."""
 
         started = self.clock.wall()
         due = [started]
         last = [started, loop.stats.frames]  # fps: frames taken since the previous record
+        plan = [zone_plan(geometry)] if geometry is not None else []
 
         def sink(tick: TickResult) -> None:
             if tick.wall < due[0]:
@@ -88,12 +93,15 @@ class SyncService:
             st = self.outbox.stats()
             span, frames = tick.wall - last[0], loop.stats.frames - last[1]
             last[:] = [tick.wall, loop.stats.frames]
-            self.outbox.enqueue([{
+            record = {
                 "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": profile,
                 "uptime_s": round(tick.wall - started, 1), "outbox_records": st.records,
                 "dropped": dict(st.dropped), "detector": loop.detector.backend, "overruns": loop.stats.overruns,
                 "fps": round(min(frames / span, 1000.0), 2) if span > 0 else 0.0,
-            }])
+            }
+            if plan:
+                record["zone_plan"] = plan.pop()
+            self.outbox.enqueue([record])
 
         return sink
 
@@ -115,3 +123,11 @@ class SyncService:
             if self._thread.is_alive():
                 log.warning("uploader did not stop within %.0f s; records stay in the outbox", timeout_s)
         self.outbox.close()
+
+
+def zone_plan(geometry: GeometryConfig) -> dict[str, Any]:
+    """The zones and count lines of `geometry` as the status record carries them (ground metres)."""
+    return {"zones": [{"name": z.name, "polygon": [[float(x), float(y)] for x, y in z.polygon]}
+                      for z in geometry.zones],
+            "lines": [{"name": ln.name, "a": [float(ln.a[0]), float(ln.a[1])], "b": [float(ln.b[0]), float(ln.b[1])]}
+                      for ln in geometry.lines]}

@@ -4,16 +4,23 @@ releases pass the budget."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
-from cloud.app import DEV_DEVICE, Cloud
+import pytest
+
+from cloud.app import DEV_DEVICE, Cloud, CloudConfig
 from cloud.privacy_watch import PrivacyWatch
 from firmware.privacy.audit import AuditLog
 from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader
 from hal.clock import FakeClock
 from tests.cloud.test_sync_cloud import track, with_cloud
+
+T = 1_728_000_000.0
+DAY = 20_000 * 86_400
 
 
 def test_the_head_travels_with_batches_and_a_log_rolled_back_is_flagged(tmp_path: Path) -> None:
@@ -64,3 +71,55 @@ def test_the_cloud_ledger_flags_epsilon_spent_twice_and_a_budget_passed(tmp_path
     flags = tight.observe("d2", {"records": [_agg(day + 900 * i) for i in range(11)]}, 0.0)
     assert [f["kind"] for f in flags] == ["budget_passed"]
     assert [f["kind"] for f in tight.flags("d2")] == ["budget_passed"] and watch.flags("d2") == []
+
+
+def test_the_watch_is_shared_by_workers_and_survives_a_restart(tmp_path: Path, cloud_db: str) -> None:
+    """Two cloud workers on one database (each its own data folder on PostgreSQL; SQLite lives in the folder):
+    a release one worker saw is a repeat at the other, and a restarted worker still knows the head counter."""
+    second = tmp_path / ("a" if not cloud_db else "b")
+    a = Cloud(CloudConfig(data_dir=str(tmp_path / "a"), database=cloud_db), FakeClock(start_wall=T))
+    b = Cloud(CloudConfig(data_dir=str(second), database=cloud_db), FakeClock(start_wall=T))
+    head = {"seq": 7, "counter": 7, "hash": "0" * 64}
+    assert a.watch.observe("d1", {"audit_head": head, "records": [_agg(DAY + 900)]}, 1.0) == []
+    again = b.watch.observe("d1", {"records": [_agg(DAY + 900, zone="all")]}, 2.0)
+    assert [f["kind"] for f in again] == ["released_twice"]
+    a.store.close()
+    restarted = Cloud(CloudConfig(data_dir=str(tmp_path / "a"), database=cloud_db), FakeClock(start_wall=T))
+    assert restarted.watch.last_counter("d1") == 7
+    back = restarted.watch.observe("d1", {"audit_head": {**head, "seq": 5, "counter": 5}, "records": []}, 3.0)
+    assert [f["kind"] for f in back] == ["audit_rewound"]
+    assert [f["kind"] for f in b.watch.flags("d1")] == ["released_twice", "audit_rewound"]  # kept for all workers
+    assert b.watch.ledger("d1") == {"occupancy": {DAY // 86_400: 1}}
+    b.store.close()
+    restarted.store.close()
+
+
+def test_a_batch_is_stored_and_watched_together_or_not_at_all(tmp_path: Path, cloud_db: str) -> None:
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "c"), database=cloud_db), FakeClock(start_wall=T))
+    rows = [(1, "umbra.aggregate/1", json.dumps(_agg(DAY)))]
+
+    def boom() -> None:
+        cloud.watch.check("d1", {"records": [_agg(DAY)]}, 1.0)
+        raise RuntimeError("worker died mid-batch")
+
+    with pytest.raises(RuntimeError):
+        cloud.store.store_batch("d1", "a" * 32, "0" * 16, 1, 1.0, rows, on_new=boom)
+    assert cloud.store.count("batches") == 0 and cloud.watch.ledger("d1") == {}
+    flags: list[dict] = []
+
+    def watched() -> None:
+        flags.extend(cloud.watch.check("d1", {"records": [_agg(DAY)]}, 1.0))
+
+    new, _ = cloud.store.store_batch("d1", "a" * 32, "0" * 16, 1, 1.0, rows, on_new=watched)
+    assert new and flags == [] and cloud.watch.ledger("d1") == {"occupancy": {DAY // 86_400: 1}}
+    cloud.store.close()
+
+
+def test_a_window_is_charged_once_at_its_largest_epsilon(tmp_path: Path, cloud_db: str) -> None:
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "c"), database=cloud_db), FakeClock(start_wall=T))
+    w = cloud.watch
+    assert w.observe("d1", {"records": [_agg(DAY, eps=0.5, zone="a")]}, 1.0) == []
+    assert w.observe("d1", {"records": [_agg(DAY, eps=1.0, zone="b"), _agg(DAY, eps=0.25, zone="c")]}, 2.0) == []
+    assert w.observe("d1", {"records": [_agg(DAY + 900, eps=0.5, zone="a")]}, 3.0) == []
+    assert w.ledger("d1") == {"occupancy": {DAY // 86_400: Fraction(3, 2)}}
+    cloud.store.close()

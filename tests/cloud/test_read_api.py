@@ -153,7 +153,7 @@ def test_keys_are_stored_hashed_and_a_revoked_key_is_refused(api: Api) -> None:
 
 
 def test_requests_past_the_rate_are_refused_until_the_bucket_refills(api: Api) -> None:
-    api.ct.cloud.read_api.limiter = customers.RateLimiter(rate=1.0, burst=3)
+    api.ct.cloud.read_api.limiter = customers.RateLimiter(api.store.db, rate=1.0, burst=3)
     codes = [api.get("/api/v1/sensors", api.acme).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     r = api.get("/api/v1/sensors", api.acme)
@@ -231,3 +231,51 @@ def test_the_ops_commands_make_keys_assign_sensors_and_exit_nonzero_on_offline_a
     assert main(["rollout", *d, "--repo", str(tmp_path / "repo"), "--devices"]) == 3
     out = capsys.readouterr().out
     assert "release 2.0.0: halted (test)" in out and "pending   shop-1" in out
+
+
+def test_the_rate_limit_is_one_bucket_per_key_across_workers(tmp_path: Path, cloud_db: str) -> None:
+    """Two cloud workers on one database: a key gets its burst once between them, not once from each."""
+    clock = FakeClock(start_wall=T0 + 3600)
+    second = tmp_path / ("cloud" if not cloud_db else "cloud2")  # SQLite: the database is in the data folder
+    workers = [CloudThread(tmp_path / "cloud", clock, database=cloud_db, api_rate=1.0, api_burst=3),
+               CloudThread(second, clock, database=cloud_db, api_rate=1.0, api_burst=3)]
+    try:
+        customers.assign_sensor(workers[0].cloud.store, "shop-1", "acme")
+        key = customers.create_key(workers[0].cloud.store, "acme", "customer", clock.wall())
+        http = requests.Session()
+        http.trust_env = False
+
+        def get(w: CloudThread) -> int:
+            return http.get(f"https://localhost:{w.api_port}/api/v1/sensors", verify=str(w.cloud.pki.ca_cert),
+                            headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
+
+        assert [get(workers[i % 2]) for i in range(6)] == [200, 200, 200, 429, 429, 429]
+        clock.advance(1)
+        assert [get(workers[1]), get(workers[0])] == [200, 429]  # one token a second, for both together
+    finally:
+        for w in workers:
+            w.close()
+            w.cloud.store.close()
+
+
+PLAN = {"zones": [{"name": "shop", "polygon": [[0.0, 0.0], [6.0, 0.0], [6.0, 4.0], [0.0, 4.0]]}],
+        "lines": [{"name": "door", "a": [0.0, 2.0], "b": [0.0, 4.0]}]}
+
+
+def test_the_zone_plan_from_the_first_status_is_served_to_its_owner_only(api: Api) -> None:
+    assert api.get("/api/v1/sensors/shop-1/zones", api.acme).json() == {"sensor": "shop-1", "t": None,
+                                                                         "zones": [], "lines": []}
+    status = {"schema": "umbra.status/1", "t": T0 + 100, "firmware": "1.3.0", "profile": "aggregates",
+              "uptime_s": 0.0, "outbox_records": 0, "dropped": {}, "zone_plan": PLAN}
+    later = {**status, "t": T0 + 400, "uptime_s": 300.0}
+    del later["zone_plan"]  # later statuses do not carry it: the plan stays
+    older = {**status, "t": T0 + 50, "zone_plan": {"zones": [], "lines": []}}  # a resend from before: ignored
+    for i, rec in enumerate((status, later, older)):
+        api.store.store_batch("shop-1", f"{i:032x}", "2" * 16, 1, api.clock.wall(),
+                              [(1, "umbra.status/1", json.dumps(rec))])
+    body = api.get("/api/v1/sensors/shop-1/zones", api.acme).json()
+    assert body == {"sensor": "shop-1", "t": T0 + 100, **PLAN}
+    assert api.get("/api/v1/sensors/shop-1/zones", api.globex).status_code == 404
+    assert api.get("/api/v1/sensors/shop-1/zones", None).status_code == 401
+    assert api.get("/api/v1/sensors/shop-1/zones", api.ops).status_code == 403
+    assert api.get("/api/v1/sensors/shop-1/zones", api.acme, zone="x").status_code == 400

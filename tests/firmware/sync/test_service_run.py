@@ -11,6 +11,7 @@ from cloud.app import DEV_DEVICE
 from cloud.harness import CloudThread, device_setup
 from firmware.cli.main import main
 from firmware.config import load, to_toml
+from firmware.sync.service import zone_plan
 from hal.clock import SystemClock
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,6 +45,8 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     assert len(released) > 10
     status = [r for r in held if r["schema"] == "umbra.status/1"]
     assert len(status) == 1 and status[0]["detector"] == "scripted"  # the first tick reports health
+    assert status[0]["zone_plan"] == zone_plan(base.geometry)  # the first status after starting carries the plan
+    assert [z["name"] for z in status[0]["zone_plan"]["zones"]] == [z.name for z in base.geometry.zones]
     assert [r for r in held if r["schema"] == "umbra.track/1"] == released
     # the partial window's aggregates were paid for at shutdown (whatever k let through)
     from firmware.privacy.accountant import Accountant
