@@ -12,8 +12,8 @@ class OtaConfig:
     base_url: str = ""  # the OTA repository, e.g. https://cloud.example:8443/ota
     hardware: str = "umbra-pi4"
     version_floor: str = "0"  # never install below this version, whatever is signed
-    state_dir: str = "/var/lib/umbra/ota"
-    trusted_root: str = "/var/lib/umbra/provisioning/ota_root.json"  # embedded at provisioning
+    state_dir: str = "{state_dir}/ota"  # {state_dir}: [device] state_dir, expanded by firmware.config
+    trusted_root: str = "{state_dir}/provisioning/ota_root.json"  # embedded at provisioning
     boot: str = "tryboot"  # "tryboot" (Raspberry Pi firmware A/B) or "directory:<path>" (bench)
     check_every_s: float = 6 * 3600.0
     health_deadline_s: float = 300.0

@@ -20,7 +20,7 @@ from firmware.alerts.rules import alert_sink
 from firmware.cli.assemble import JsonlSink, build_clock, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
-from firmware.config import UmbraConfig, load, resolve_path, state_file
+from firmware.config import UmbraConfig, load, resolve_path
 from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.installer.counts import RunCounts
@@ -216,7 +216,7 @@ def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: Aud
                    trusted: Callable[[], bool] | None = None) -> Analytics:
     """The aggregates sink: zones and lines from the config, the budget in its own file (the demographics
     stream's too: one accountant for every stream), each spend chained into the signed audit log."""
-    accountant = Accountant(state_file(cfg.privacy.budget_file, cfg.device.state_dir, base),
+    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base),
                             {**cfg.privacy.budgets(), **cfg.demographics.budgets()}, ledger=audit)
 
     def emit(records: list) -> None:
