@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +140,17 @@ def test_moving_the_whole_state_dir_is_flagged_by_the_cloud(tmp_path: Path) -> N
 
 
 def test_the_guard_records_a_write_outside_the_tmp_folder(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[3]
     conftest._audit_writes("open", ("/var/lib/umbra/audit.jsonl", "ab", 0))
     conftest._audit_writes("open", ("/var/lib/umbra/audit.jsonl", "rb", 0))  # reading is not writing
+    conftest._audit_writes("open", ("/tmp/umbra-state.json", None, os.O_WRONLY | os.O_CREAT))  # os.open
+    conftest._audit_writes("os.mkdir", (str(repo / "out"), 0o777, None))
+    conftest._audit_writes("os.rename", (str(tmp_path / "a"), "/etc/umbra.toml", None, None))
     conftest._audit_writes("open", (str(tmp_path / "x"), "wb", 0))  # the test's own folder
-    assert conftest._written == ["/var/lib/umbra/audit.jsonl"]
+    conftest._audit_writes("os.remove", ("name", 5))  # relative to a folder's fd: shutil.rmtree's own
+    fd, scratch = tempfile.mkstemp()  # tempfile's folder is the test's scratch folder
+    os.close(fd)
+    assert conftest._written == ["/var/lib/umbra/audit.jsonl", "/tmp/umbra-state.json", str(repo / "out"),
+                                 "/etc/umbra.toml"]
+    assert not conftest._outside(scratch) and not conftest._outside(str(tmp_path / "y"))
     conftest._written.clear()  # else this test itself fails, as it should for a real write
