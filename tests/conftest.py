@@ -63,6 +63,8 @@ def _audit_writes(event: str, args: tuple) -> None:
         paths = [args[i] for i in _PATH_EVENTS[event] if i < len(args) and isinstance(args[i], (str, os.PathLike))]
         if dir_fd is not None and isinstance(dir_fd, int) and dir_fd >= 0:
             paths = [p for p in paths if os.path.isabs(os.fspath(p))]  # relative to a folder fd: rmtree's own
+        if event == "os.mkdir":  # mkdir(exist_ok=True) of a folder that is there writes nothing
+            paths = [p for p in paths if not os.path.isdir(p)]
     else:
         return
     for p in paths:
