@@ -12,8 +12,8 @@ class OtaConfig:
     base_url: str = ""  # the OTA repository, e.g. https://cloud.example:8443/ota
     hardware: str = "umbra-pi4"
     version_floor: str = "0"  # never install below this version, whatever is signed
-    state_dir: str = "/var/lib/umbra/ota"
-    trusted_root: str = "/var/lib/umbra/provisioning/ota_root.json"  # embedded at provisioning
+    state_dir: str = "{state_dir}/ota"  # {state_dir}: [device] state_dir, expanded by firmware.config
+    trusted_root: str = "{state_dir}/provisioning/ota_root.json"  # embedded at provisioning
     # "tryboot" (Raspberry Pi firmware A/B), "slots:<root>" (the package's venv slots, e.g. slots:/opt/umbra)
     # or "directory:<path>" (bench)
     boot: str = "tryboot"

@@ -56,10 +56,11 @@ MAX_CHAIN = 8
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    ca_file: str = "/var/lib/umbra/pki/ca.pem"  # the fleet CA: the only trust anchor
-    cert_file: str = "/var/lib/umbra/pki/device.pem"
-    key_file: str = "/var/lib/umbra/pki/device.key"
-    pins_file: str = "/var/lib/umbra/pki/pins.json"  # signed pin set (umbra.pins/1)
+    # "{state_dir}" is the device's [device] state_dir, expanded when firmware.config builds the config
+    ca_file: str = "{state_dir}/pki/ca.pem"  # the fleet CA: the only trust anchor
+    cert_file: str = "{state_dir}/pki/device.pem"
+    key_file: str = "{state_dir}/pki/device.key"
+    pins_file: str = "{state_dir}/pki/pins.json"  # signed pin set (umbra.pins/1)
     fleet_root_public_key: str = ""  # base64 of the raw 32-byte Ed25519 key that signs pin sets
     min_version: str = "1.3"
 

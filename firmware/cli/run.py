@@ -20,7 +20,7 @@ from firmware.alerts.rules import AlertSink, alert_sink
 from firmware.cli.assemble import JsonlSink, build_clock, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
-from firmware.config import UmbraConfig, load, resolve_path, state_file
+from firmware.config import UmbraConfig, load, resolve_path
 from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.installer.counts import RunCounts
@@ -30,15 +30,13 @@ from firmware.privacy.audit import AuditLog, AuditSink, NoAudit, audit_log_for
 from firmware.privacy.continual import ContinualRelease
 from firmware.privacy.frameaudit import FrameAuditSink
 from firmware.samples.authorization import Authorizer
+from firmware.samples.gate import sample_faces, sample_persons
 from firmware.samples.grantstore import device_id_of, sensor_grants
 from firmware.samples.taking import SampleHook, SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop, TickSink
 from firmware.sync.service import SyncService
-from hal.detector import Detector
 from hal.errors import DetectorError
-from hal.faces import FaceConfig, FaceDetector
-from hal.frame import Frame
 from hal.trustedtime import TrustedClock
 from ota import agent
 from ota.watchdog import Watchdog
@@ -153,7 +151,7 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
         if sensor.demographics is not None:
             sensor.demographics.trusted = lambda: sensor.clock.trusted
             loop.track_hooks.append(sensor.demographics)
-    sampler = sample_hook(cfg, sync, audit, loop.detector)
+    sampler = sample_hook(cfg, sync, audit)
     if sampler is not None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall(),
                                   trusted=lambda: sensor.clock.trusted)
@@ -239,7 +237,7 @@ def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: Aud
                    trusted: Callable[[], bool] | None = None) -> Analytics:
     """The aggregates sink: zones and lines from the config, the budget in its own file (the demographics
     stream's too: one accountant for every stream), each spend chained into the signed audit log."""
-    accountant = Accountant(state_file(cfg.privacy.budget_file, cfg.device.state_dir, base),
+    accountant = Accountant(resolve_path(cfg.privacy.budget_file, base),
                             {**cfg.privacy.budgets(), **cfg.demographics.budgets()}, ledger=audit)
 
     def emit(records: list) -> None:
@@ -250,11 +248,12 @@ def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: Aud
                      audit=audit.append if audit is not None else None, trusted=trusted)
 
 
-def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | None, detector: Detector | None = None,
+def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | None,
                 rng: random.Random | None = None) -> SampleHook | None:
     """[samples]: one de-identified sample image an hour at a random instant, from the main stream, into the
     outbox (kept there until uploaded, never past retention_days). Needs sync and a main stream. `sync` is
-    the SyncService (anything with an `outbox`)."""
+    the SyncService (anything with an `outbox`). Each sample is checked by its own models (`_sample_gate`),
+    not the loop's detector."""
     s = cfg.samples
     if not s.enabled or s.rate_per_hour == 0:
         return None
@@ -265,37 +264,28 @@ def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | N
         log.warning("samples: the camera has no main stream, so no sample images are taken")
         return None
     sink: AuditSink = audit if audit is not None else NoAudit()
-    finder = _person_finder(cfg, detector)
-    if finder is None:
-        log.warning("samples: no person detector to re-check a blurred sample with, so no sample images are taken")
+    gate = _sample_gate(cfg)
+    if gate is None:
+        log.warning("samples: no person and face models to check a blurred sample with, so no sample images are taken")
         return None
+    faces, finder = gate
     authorizer = None
     if cfg.authorization.customer_public_key:  # customer tokens may raise the rate (firmware.samples.grantstore)
         authorizer = Authorizer(cfg.authorization, device_id_of(cfg), sink)
     scheduler = SampleScheduler(s, rng or random.SystemRandom(), authorizer)
-    taker = SampleTaker(s, scheduler, FaceDetector(FaceConfig()), put=lambda record: sync.outbox.enqueue([record]),
+    taker = SampleTaker(s, scheduler, faces, put=lambda record: sync.outbox.enqueue([record]),
                         audit=sink, person_finder=finder)
     return SampleHook(taker, sync.outbox, sink)
 
 
-def _person_finder(cfg: UmbraConfig, detector: Detector | None) -> Callable[[Any], Any] | None:
-    """The re-check on the blurred sample: the loop's detector at its own threshold, or (when the loop's detector
-    replays a script and cannot look) the configured TFLite person model; None when neither can run."""
-    if detector is None or cfg.detector.kind == "scripted":
-        from hal.tflite import TfliteDetector  # the person model only a sample needs: loaded when it does
-        from models import ModelError
+def _sample_gate(cfg: UmbraConfig) -> tuple[Any, Any] | None:
+    """The check a sample must pass before it leaves (firmware.samples.gate): its own person model, searched on
+    the [samples] check grids, and both BlazeFace variants; None (no samples) when the models cannot load."""
+    from models import ModelError
 
-        d = cfg.detector
-        try:
-            detector = TfliteDetector(d.model, tiles=d.tiles, overlap=d.overlap, score_threshold=d.score_threshold,
-                                      num_threads=d.threads)
-        except (DetectorError, ModelError, OSError) as e:
-            log.warning("samples: cannot load the person model %s: %s", d.model, e)
-            return None
-    looker: Detector = detector
-
-    def finder(rgb: Any) -> Any:
-        h, w = rgb.shape[:2]
-        return looker.detect(Frame(rgb, None, 0, 0, (w, h))).persons(cfg.detector.score_threshold).boxes
-
-    return finder
+    d = cfg.detector
+    try:
+        return sample_faces(cfg.samples), sample_persons(cfg.samples, d.model, d.threads)
+    except (DetectorError, ModelError, OSError, ValueError) as e:
+        log.warning("samples: cannot load the models that check a sample (%s): %s", d.model, e)
+        return None

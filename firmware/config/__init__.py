@@ -4,6 +4,7 @@ ConfigError naming the key and what is allowed."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -53,6 +54,16 @@ class UmbraConfig:
     installer: InstallerConfig = field(default_factory=InstallerConfig)  # off by default: firmware.installer
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # zone rules on the device; off by default
 
+    def __post_init__(self) -> None:
+        """`{state_dir}` in any path of any section becomes `[device] state_dir` (with `~` and $VARS expanded):
+        every state file (budget store, audit log, outbox, keyring, TLS files, OTA state) defaults under it, and
+        an explicit path still wins. A config built by `dataclasses.replace` is expanded again, but a path that
+        was expanded before keeps the old folder: change `state_dir` in the TOML, not afterwards."""
+        state_dir = os.path.expandvars(os.path.expanduser(self.device.state_dir))
+        for f in dataclasses.fields(self):
+            if f.name != "device":
+                object.__setattr__(self, f.name, _expand(getattr(self, f.name), state_dir))
+
 
 def parse(text: str, source: str = "<config>") -> UmbraConfig:
     try:
@@ -76,9 +87,25 @@ def load(path: str | os.PathLike[str]) -> UmbraConfig:
     return parse(text, str(p))
 
 
-def state_file(value: str, state_dir: str, base: Path) -> Path:
-    """A state file's path from the config: `{state_dir}` stands for `[device] state_dir`, then as `resolve_path`."""
-    return resolve_path(value.replace("{state_dir}", state_dir), base)
+STATE_DIR = "{state_dir}"
+
+
+def _expand(value: Any, state_dir: str) -> Any:
+    """`value` with STATE_DIR replaced by `state_dir` in every string, inside dataclasses and tuples too (the
+    same object back where there is none)."""
+    if isinstance(value, str):
+        return value.replace(STATE_DIR, state_dir) if STATE_DIR in value else value
+    if isinstance(value, tuple):
+        items = [_expand(v, state_dir) for v in value]
+        return tuple(items) if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name)
+            if (new := _expand(old, state_dir)) is not old:
+                changed[f.name] = new
+        return dataclasses.replace(value, **changed) if changed else value
+    return value
 
 
 def resolve_path(value: str, base: Path) -> Path:

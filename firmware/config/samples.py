@@ -19,6 +19,12 @@ class SamplesConfig:
     min_block_px: int = 8
     verify_passes: int = 2  # re-run the face detector on the blurred image and blur what it still finds
     retention_days: int = 30
+    # the check before a sample leaves (firmware.samples.gate): the person model on these square tile grids,
+    # a person from check_score; both BlazeFace variants, a face from check_face_score
+    check_grids: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    check_overlap: float = 0.3
+    check_score: float = 0.2
+    check_face_score: float = 0.4
 
     def validate(self) -> None:
         if self.rate_per_hour not in (0, 1):
@@ -35,6 +41,15 @@ class SamplesConfig:
             raise ValueError("verify_passes: 0 to 5")
         if not 1 <= self.retention_days <= 30:
             raise ValueError("retention_days: 1 to 30 (samples are never kept longer than 30 days)")
+        self._validate_check()
+
+    def _validate_check(self) -> None:
+        if not self.check_grids or not all(1 <= g <= 8 for g in self.check_grids):
+            raise ValueError("check_grids: a non-empty list of square grid sizes from 1 to 8, e.g. [1, 2, 3, 4]")
+        if not 0.0 <= self.check_overlap < 0.5:
+            raise ValueError("check_overlap: 0 to 0.5 (exclusive), a fraction of a tile")
+        if not 0.0 < self.check_score < 1.0 or not 0.0 < self.check_face_score < 1.0:
+            raise ValueError("check_score, check_face_score: between 0 and 1 (exclusive)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from trust.tls import TlsConfig
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
-    path: str = "/var/lib/umbra/outbox.sqlite"
+    path: str = "{state_dir}/outbox.sqlite"  # {state_dir}: [device] state_dir
     max_records: int = 2_000_000  # ~24 h of tracks at a busy site, then drops by kind
     max_bytes: int = 512 * 1024 * 1024
     batch_records: int = 5000
@@ -32,7 +32,7 @@ class UploaderConfig:
     url: str = "https://cloud.umbra.invalid:8443"
     server_hostname: str = ""  # the name checked against the certificate; "" = the URL's host
     device_id: str = ""
-    keyring_file: str = "/var/lib/umbra/keys.json"
+    keyring_file: str = "{state_dir}/keys.json"
     period_s: float = 30.0
     connect_timeout_s: float = 10.0
     request_timeout_s: float = 60.0

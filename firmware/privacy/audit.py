@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from firmware.config import UmbraConfig, state_file
+from firmware.config import UmbraConfig, resolve_path
 from firmware.errors import AuditError
 from trust.devicekey import device_signer, key_b64, public_key_from_b64, public_key_from_cert, signature_ok
 from trust.errors import DeviceKeyError
@@ -476,5 +476,5 @@ def audit_log_for(cfg: UmbraConfig, base: Path) -> AuditLog | None:
     umbra samples) opens it through here, so no writer leaves an unsigned head behind a signed one."""
     if not cfg.privacy.audit_file:
         return None
-    path = state_file(cfg.privacy.audit_file, cfg.device.state_dir, base)
+    path = resolve_path(cfg.privacy.audit_file, base)
     return AuditLog(path, signer=device_signer(cfg.sync.tls.key_file, path))

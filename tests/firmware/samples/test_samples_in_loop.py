@@ -54,9 +54,7 @@ def test_one_deidentified_sample_an_hour_goes_to_the_outbox_and_the_audit_log(tm
         outbox = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite")))
 
     audit = AuditLog(tmp_path / "audit.jsonl")
-    from bench.deid import person_detector
-
-    hook = _sample_hook(cfg, Sync, audit, person_detector(), rng=random.Random(7))
+    hook = _sample_hook(cfg, Sync, audit, rng=random.Random(7))
     assert hook is not None
     main, dets = pets_frame(shared_data)
     original = main.copy()
