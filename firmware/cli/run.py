@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.privacy.tree_enabled:  # running totals per step, from the same budget
         sensor.continual = ContinualRelease(
             cfg.privacy, Geometry(cfg.geometry), sensor.analytics.accountant, sensor.analytics.emit,
-            state_file(cfg.privacy.tree_state_file, cfg.device.state_dir, sensor.base),
+            resolve_path(cfg.privacy.tree_state_file, sensor.base),
             audit=sensor.audit.append if sensor.audit is not None else None, trusted=lambda: sensor.clock.trusted)
         sensor.sinks.append(sensor.continual)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
