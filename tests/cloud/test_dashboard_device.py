@@ -46,7 +46,9 @@ def ran(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator
         "loop": {"detect_hz": 25.0, "emit_hz": 2.0},
         "geometry": asdict(base.geometry),
         "samples": {"enabled": False},
-        "privacy": {"profile": "aggregates", "window_s": 60, "k": 2, "budget_file": str(tmp / "budget.sqlite"),
+        # an hour's window: the ~20 s run falls in one window (with 60 s windows, a run across a minute's edge
+        # left a few seconds in the first, whose occupancy the k-threshold suppressed, and the rest unreleased)
+        "privacy": {"profile": "aggregates", "window_s": 3600, "k": 2, "budget_file": str(tmp / "budget.sqlite"),
                     "audit_file": str(tmp / "audit.jsonl")},
         "sync": dev.sync_table(),
     }

@@ -30,6 +30,7 @@ id = "dev-1"
 
 [geometry]
 homography = [[0.02, 0.0, 0.0], [0.0, 0.02, 0.0], [0.0, 0.0, 1.0]]   # 2 cm per source pixel
+count_band_m = 0.1   # the synthetic walkers cover at most 5 cm a frame: a 0.5 m band takes them 20+ frames
 
 [[geometry.zones]]
 name = "door"
