@@ -60,13 +60,13 @@ def threshold(k: int, scale: Fraction, beta: float, parts: int = 1) -> int:
         q = math.exp(-1 / float(scale))
         t = max(0, math.ceil(math.log(beta * (1 + q)) / math.log(q))) if q > 0 else 0
         return k - 1 + max(t, 1)
-    tail = _sum_tail(float(scale), parts)
+    tail = sum_tail(float(scale), parts)
     t = next(i for i in range(1, len(tail)) if tail[i] <= beta)
     return k - 1 + t
 
 
 @functools.lru_cache(maxsize=64)
-def _sum_tail(scale: float, parts: int) -> np.ndarray:
+def sum_tail(scale: float, parts: int) -> np.ndarray:
     """P[N_1 + ... + N_parts >= t] for t = 0, 1, ..., the N_i discrete Laplace of one scale (exact up to the
     mass cut beyond 60 scales per part, below 1e-26)."""
     m = int(60 * scale) + 1

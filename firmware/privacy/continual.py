@@ -46,8 +46,8 @@ import numpy as np
 
 from firmware.config.privacy import TREE_STREAMS, PrivacyConfig
 from firmware.privacy.accountant import DAY_S, Accountant
-from firmware.privacy.analytics import threshold
-from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact, laplace_pmf
+from firmware.privacy.analytics import sum_tail, threshold
+from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
 from trust.files import write_atomic
@@ -76,14 +76,8 @@ def error_bound(parts: int, scale: float, delta: float) -> int:
     = block_count(t) this bounds the error of the running total after t steps, for each released value."""
     if parts == 0:
         return 0
-    m = int(60 * scale) + 1
-    pmf = laplace_pmf(np.arange(-m, m + 1), scale)
-    total = pmf
-    for _ in range(parts - 1):
-        total = np.convolve(total, pmf)
-    mid = len(total) // 2
-    # outside[a] = P[|S| > a] = 2 P[S > a] (symmetric)
-    right = np.cumsum(total[::-1])[::-1][mid + 1:]  # right[a] = P[S >= a + 1]
+    # outside[a] = P[|S| > a] = 2 P[S > a] = 2 P[S >= a + 1] (symmetric)
+    right = sum_tail(float(scale), parts)[1:]
     outside = 2 * right
     below = np.nonzero(outside <= delta)[0]
     return int(below[0]) if len(below) else len(outside)
