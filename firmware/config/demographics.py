@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from firmware.config.checks import number, whole
-from firmware.config.privacy import MAX_DAILY_EPSILON, MIN_EPSILON
+from firmware.config.privacy import MAX_DAILY_EPSILON, MIN_BETA, MIN_EPSILON
 
 STREAM = "demographics"  # the accountant's stream name
 
@@ -44,7 +44,7 @@ class DemographicsConfig:
         number("epsilon", self.epsilon, MIN_EPSILON, 10)
         number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
                unit="(0: epsilon times the windows of a day)")
-        number("beta", self.beta, 0, 0.5, lo_open=True, hi_open=True)
+        number("beta", self.beta, MIN_BETA, 0.5, hi_open=True)
         whole("crops_per_track", self.crops_per_track, 1, 20)
         number("crop_gap_s", self.crop_gap_s, 0, 3600, lo_open=True, unit="s")
         whole("max_estimates_per_tick", self.max_estimates_per_tick, 1, 16)

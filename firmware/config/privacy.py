@@ -12,6 +12,8 @@ MAX_DAILY_EPSILON = 100_000.0
 # below this a release is noise only, and exp(-epsilon / sensitivity) rounds to 1 (a ZeroDivisionError once the
 # threshold is worked out): a typo or an attack, not a setting
 MIN_EPSILON = 0.001
+# the threshold's tail is exact down to 1e-26 (analytics._sum_tail): a beta far below that finds no threshold
+MIN_BETA = 1e-9
 STREAMS = ("occupancy", "flow", "dwell", "heatmap")
 TREE_STREAMS = ("flow_total", "visitors_total")  # running totals under continual observation (tree_*)
 
@@ -50,7 +52,7 @@ class PrivacyConfig:
         # 1e5 is past any spend (10 per window, 1440 windows a day = 14400); above it is a typo or an attack
         number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
                unit="(0: epsilon times the windows of a day)")
-        number("beta", self.beta, 0, 0.5, lo_open=True, hi_open=True)
+        number("beta", self.beta, MIN_BETA, 0.5, hi_open=True)
         numbers("occupancy_split", self.occupancy_split, 0, 1, lo_open=True)
         if len(self.occupancy_split) != 2 or abs(sum(self.occupancy_split) - 1) > 1e-9:
             raise ValueError("occupancy_split: two positive shares (mean, peak) that sum to 1")
