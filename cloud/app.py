@@ -193,6 +193,8 @@ class Cloud:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise Refused(400, "bad_json", f"body is not JSON: {e}") from None
+        except RecursionError:  # nested past the parser: no batch is
+            raise Refused(400, "bad_json", "body is JSON nested too deep") from None
         try:
             schemas.validate(doc, "umbra.batch/1")
         except schemas.SchemaError as e:

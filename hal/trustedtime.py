@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 PERSIST_EVERY_S = 60.0
 MAX_STATE_BYTES = 4096
+# no trusted time is later than this (2200-01-01): a floor or a server time past it is corrupt or an attack, and
+# kept it would hold wall time untrusted for good (no NTP sync could ever reach it)
+LATEST_TRUSTED_WALL = 7_258_118_400.0
 
 
 class NtpStatus(Protocol):
@@ -140,6 +143,10 @@ class TrustedClock:
     def observe_server_time(self, t: float) -> bool:
         """An authenticated server's time (e.g. the cloud's Date over pinned mutual TLS). Anchors the clock
         unless it is earlier than the last trusted time (then refused and counted). Returns whether taken."""
+        if not t <= LATEST_TRUSTED_WALL:
+            self.refused += 1
+            log.warning("server time %r is past any real time: refused", t)
+            return False
         if not t >= self._floor - 1.0:  # its Date has whole seconds
             self.refused += 1
             log.warning("server time %.0f is before the last trusted time %.0f: refused", t, self._floor)
@@ -177,7 +184,11 @@ class TrustedClock:
         try:
             with open(self.state_file, "rb") as f:
                 value = json.loads(f.read(MAX_STATE_BYTES)).get("last_trusted_wall", 0.0)
-            return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
-        except (OSError, ValueError, AttributeError) as e:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"last_trusted_wall {value!r} is not a time")
+            if value > LATEST_TRUSTED_WALL:
+                raise ValueError(f"last_trusted_wall {value!r} is past any real time")
+            return float(value)
+        except (OSError, ValueError, AttributeError, RecursionError) as e:
             log.warning("last trusted time unreadable in %s (%s): starting without a floor", self.state_file, e)
             return 0.0

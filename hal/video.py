@@ -81,8 +81,11 @@ class VideoCamera:
             cap = cv2.VideoCapture(str(self.source))
             if not cap.isOpened():
                 raise CameraError(f"cannot open video {self.source}")
-            self._cap = cap
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if w < 1 or h < 1:  # the decoder took the file but found no picture in it (an image, say)
+                cap.release()
+                raise CameraError(f"{self.source} is not a video this camera can decode (no picture size)")
+            self._cap = cap
             self.fps = self._fps_override or cap.get(cv2.CAP_PROP_FPS) or 10.0
         self.source_size = (w, h)
         self._decode = np.zeros((h, w, 3), np.uint8)
@@ -171,10 +174,14 @@ class VideoCamera:
         import cv2
 
         if self._cap is not None:
-            ok, out = self._cap.read(buf)
-            if not ok and self.loop and self._seq:
-                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            try:
                 ok, out = self._cap.read(buf)
+                if not ok and self.loop and self._seq:
+                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    ok, out = self._cap.read(buf)
+            except cv2.error as e:  # a frame the decoder cannot put in the source's picture size
+                why = " ".join(str(e).split())
+                raise CameraError(f"corrupt frame {self._seq + 1} in {self.source.name}: {why}") from e
             if ok and out is not buf:  # the decoder would not reuse our buffer: copy, then wipe its own
                 buf[...] = out
                 out.fill(0)

@@ -59,7 +59,7 @@ class BatchKey:
         try:
             key = cls(str(d["key_id"]), base64.b64decode(d["secret"], validate=True), int(d["not_before"]),
                       int(d["expires"]))
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as e:  # Overflow: an infinite time
             raise SigningKeyError(f"malformed key message: {e!r}") from e
         if len(key.secret) < 32 or not 1 <= len(key.key_id) <= 64 or key.expires <= key.not_before:
             raise SigningKeyError("key message: secret under 32 bytes, bad key id, or expires before not_before")
@@ -115,7 +115,7 @@ class KeyRing:
                 for d in json.loads(raw)["keys"]:
                     k = BatchKey.from_json(d)
                     self._keys[k.key_id] = k
-            except (OSError, ValueError, KeyError, TypeError) as e:
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # Recursion: nested past json
                 raise SigningKeyError(f"cannot read the key ring {self.path}: {e!r}") from e
 
     def keys(self) -> list[BatchKey]:

@@ -281,7 +281,7 @@ class PinStore:
             if len(raw) > MAX_PIN_MESSAGE:
                 raise TlsError(f"pin file {path} is larger than {MAX_PIN_MESSAGE} bytes")
             return json.loads(raw)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # Recursion: nested past the JSON parser
             raise TlsError(f"cannot read the pin file {path}: {e}") from e
 
     @property

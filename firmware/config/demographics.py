@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from firmware.config.checks import number, whole
-from firmware.config.privacy import MAX_DAILY_EPSILON
+from firmware.config.privacy import MAX_DAILY_EPSILON, MIN_BETA, MIN_EPSILON
 
 STREAM = "demographics"  # the accountant's stream name
 
@@ -41,10 +41,10 @@ class DemographicsConfig:
     def validate(self) -> None:
         whole("window_s", self.window_s, 10, 86_400, unit="s")
         whole("k", self.k, 1, 1000)
-        number("epsilon", self.epsilon, 0, 10, lo_open=True)
+        number("epsilon", self.epsilon, MIN_EPSILON, 10)
         number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
                unit="(0: epsilon times the windows of a day)")
-        number("beta", self.beta, 0, 0.5, lo_open=True, hi_open=True)
+        number("beta", self.beta, MIN_BETA, 0.5, hi_open=True)
         whole("crops_per_track", self.crops_per_track, 1, 20)
         number("crop_gap_s", self.crop_gap_s, 0, 3600, lo_open=True, unit="s")
         whole("max_estimates_per_tick", self.max_estimates_per_tick, 1, 16)

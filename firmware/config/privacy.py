@@ -9,6 +9,11 @@ from typing import Literal
 from firmware.config.checks import divides, number, numbers, whole
 
 MAX_DAILY_EPSILON = 100_000.0
+# below this a release is noise only, and exp(-epsilon / sensitivity) rounds to 1 (a ZeroDivisionError once the
+# threshold is worked out): a typo or an attack, not a setting
+MIN_EPSILON = 0.001
+# the threshold's tail is exact down to 1e-26 (analytics._sum_tail): a beta far below that finds no threshold
+MIN_BETA = 1e-9
 STREAMS = ("occupancy", "flow", "dwell", "heatmap")
 TREE_STREAMS = ("flow_total", "visitors_total")  # running totals under continual observation (tree_*)
 
@@ -43,11 +48,11 @@ class PrivacyConfig:
     def validate(self) -> None:
         whole("window_s", self.window_s, 60, 86_400, unit="s")
         whole("k", self.k, 1, 10_000)
-        number("epsilon", self.epsilon, 0, 10, lo_open=True)
+        number("epsilon", self.epsilon, MIN_EPSILON, 10)
         # 1e5 is past any spend (10 per window, 1440 windows a day = 14400); above it is a typo or an attack
         number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
                unit="(0: epsilon times the windows of a day)")
-        number("beta", self.beta, 0, 0.5, lo_open=True, hi_open=True)
+        number("beta", self.beta, MIN_BETA, 0.5, hi_open=True)
         numbers("occupancy_split", self.occupancy_split, 0, 1, lo_open=True)
         if len(self.occupancy_split) != 2 or abs(sum(self.occupancy_split) - 1) > 1e-9:
             raise ValueError("occupancy_split: two positive shares (mean, peak) that sum to 1")
@@ -64,7 +69,7 @@ class PrivacyConfig:
         whole("max_crossings", self.max_crossings, 1, 1000, zero=True, unit="(0: derived from the window)")
         whole("tree_step_s", self.tree_step_s, 10, 3600, unit="s")
         divides("tree_step_s", self.tree_step_s, 86_400, unit="s")
-        number("tree_epsilon", self.tree_epsilon, 0, 10, lo_open=True)
+        number("tree_epsilon", self.tree_epsilon, MIN_EPSILON, 10)
         whole("tree_crossing_cap", self.tree_crossing_cap, 1, 100)
         if not isinstance(self.tree_enabled, bool) or not isinstance(self.tree_gate, bool):
             raise ValueError("tree_enabled, tree_gate: true or false")

@@ -25,7 +25,7 @@ class LoopConfig:
 
     def validate(self) -> None:
         number("detect_hz", self.detect_hz, 0.1, 120, unit="Hz")
-        number("emit_hz", self.emit_hz, 0, 2.0, lo_open=True, unit="records per track per second")
+        number("emit_hz", self.emit_hz, 0.005, 2.0, lo_open=True, unit="records per track per second")
         if self.emit_hz > self.detect_hz:
             raise ValueError("emit_hz: cannot exceed detect_hz")
         number("min_score", self.min_score, 0, 1)

@@ -332,7 +332,7 @@ class ContinualRelease:
             return _State(int(doc["day"]), int(doc["last_step"]), spent, trees, dict(self.dims))
         except FileNotFoundError:
             return _State()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
             log.error("continual-release state %s unusable (%s): starting empty", self.path, e)
             return _State()
 

@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, seq INTEGER NOT N
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 CREATE TABLE IF NOT EXISTS dropped (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
+_SHAPE = ("SELECT seq, kind, prio, size, body, batch FROM records LIMIT 0", "SELECT batch_id, seq FROM batches LIMIT 0",
+          "SELECT k, v FROM meta LIMIT 0", "SELECT kind, n FROM dropped LIMIT 0")
 
 
 class Outbox:
@@ -126,6 +128,8 @@ class Outbox:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('outbox_id', ?)", (secrets.token_hex(8),))
                 for k in ("batch_seq", "enqueued", "acked"):
                     self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (k,))
+            for probe in _SHAPE:  # a table of ours with other columns (IF NOT EXISTS kept it) fails here, not mid-run
+                self._db.execute(probe)
             self.outbox_id = self._meta("outbox_id")
             n, b = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records").fetchone()
         except sqlite3.Error as e:

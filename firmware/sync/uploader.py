@@ -157,7 +157,10 @@ class Uploader:
                 if r.status != 200:
                     ra = parse_retry_after(r.headers.get("Retry-After"), self.time.wall())
                     raise UploadError(f"{path}: HTTP {r.status} {raw[:200]!r}", ra, r.status)
-                answer = json.loads(raw)
+                try:
+                    answer = json.loads(raw)
+                except RecursionError:  # nested deeper than the parser goes: no answer of ours looks so
+                    raise UploadError(f"{path}: answer is JSON nested too deep", status=200) from None
                 if not isinstance(answer, dict):
                     raise UploadError(f"{path}: answer is JSON {type(answer).__name__}, not an object", status=200)
                 return answer

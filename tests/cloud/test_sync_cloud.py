@@ -122,6 +122,7 @@ def test_replayed_edited_malformed_and_oversized_batches_are_refused(tmp_path: P
         out["stale"] = await _post(up, b, h)
         big = json.dumps({"pad": "x" * (cloud.config.max_inflated_bytes + 10)}).encode()
         out["bomb"] = await _post(up, *_signed(up, clock, None, raw=big))
+        out["deep"] = await _post(up, *_signed(up, clock, None, raw=b"[" * 100_000))  # past the parser's recursion
         out["records"] = cloud.store.count("records")
         return out
 
@@ -133,6 +134,7 @@ def test_replayed_edited_malformed_and_oversized_batches_are_refused(tmp_path: P
     assert got["bad_record"][0] == 422 and "records/1" in got["bad_record"][1]["detail"]
     assert got["unsigned"][0] == 401 and got["stale"][1]["error"] == "stale"
     assert got["bomb"][0] == 413
+    assert got["deep"][0] == 400 and got["deep"][1]["error"] == "bad_json"
 
 
 def test_outage_retry_after_backoff_and_drain_at_once_after(tmp_path: Path, cloud_db: str) -> None:

@@ -132,7 +132,9 @@ WRONG = [b"null", b"[]", b"[1, 2]", b'"ack"', b"1", b"true", b"{", b"", b"\xff\x
          b'{"ack": null}', b'{"ack": []}', b'{"ack": {"x": 1}}', b'{"next_key": "k"}', b'{"next_key": [1]}',
          b'{"next_key": {"key_id": 1}}', b'{"next_key": {"key_id": "k", "secret": "!!", "not_before": 0}}',
          b'{"payload": []}', b'{"payload": {"version": "7"}}', b'{"payload": {"version": 99}, "signature": 1}',
-         b'{"payload": null}', b'{"tokens": null}', gzip.compress(b"{}"), b"x" * 300_000]
+         b'{"payload": null}', b'{"tokens": null}', gzip.compress(b"{}"), b"x" * 300_000,
+         b"[" * 100_000, b'{"payload": ' * 20_000 + b"1" + b"}" * 20_000,  # nested past the parser's recursion
+         b'{"payload": {"version": NaN}}', b'{"payload": {"version": 1e400}}', b"1" * 5000]
 
 
 def test_every_wrong_answer_is_a_counted_error_and_the_outbox_keeps_every_record(tmp_path: Path) -> None:

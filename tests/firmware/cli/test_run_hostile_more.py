@@ -1,0 +1,54 @@
+"""More of the classes of test_run_hostile, with new examples: a source that is a file of another kind (PNG
+bytes: the decoder opens it but reports no picture size) and settings so small they are zero to the arithmetic.
+Each run, through the real command line, exits non-zero with one `umbra:` line naming the key or file; the
+three cases here ended in a Python traceback before (cv2.error, OverflowError, ZeroDivisionError)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from firmware.config import to_toml
+
+UMBRA = str(Path(sys.executable).parent / "umbra")
+
+
+def _base(tmp: Path, shared: Path) -> dict[str, Any]:
+    return {"device": {"state_dir": str(tmp / "state")},
+            "camera": {"kind": "video", "source": str(shared / "video/vtest.avi")},
+            "detector": {"kind": "scripted", "ground_truth": str(shared / "mot/MOT15/PETS09-S2L1/gt/gt.txt")},
+            "output": {"aggregates_file": str(tmp / "agg.jsonl")},
+            "privacy": {"window_s": 60}, "samples": {"enabled": False}}
+
+
+def test_new_bad_runs_are_one_line_and_non_zero(tmp_path: Path, shared_data: Path) -> None:
+    png = tmp_path / "still.avi"  # a PNG header and noise, named like a video
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 12)
+    cases: dict[str, tuple[dict[str, Any], list[str]]] = {
+        "png as video": ({"camera": {"source": str(png)}}, ["still.avi"]),
+        "vanishing emit_hz": ({"loop": {"emit_hz": 1e-300}}, ["emit_hz"]),
+        "vanishing epsilon": ({"privacy": {"epsilon": 1e-300}}, ["epsilon"]),
+    }
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def run(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        table = _base(tmp_path / name.replace(" ", "_"), shared_data)
+        for section, values in cases[name][0].items():
+            table[section].update(values) if section in table else table.setdefault(section, values)
+        path = tmp_path / f"{name.replace(' ', '_')}.toml"
+        path.write_text(to_toml(table))
+        return name, subprocess.run([UMBRA, "run", "--config", str(path), "--max-frames", "30"],
+                                    capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+    failures = []
+    with ThreadPoolExecutor(2) as pool:
+        for name, proc in pool.map(run, cases):
+            err, words = proc.stderr, cases[name][1]
+            lines = [ln for ln in err.splitlines() if ln.startswith("umbra:")]
+            if proc.returncode == 0 or "Traceback" in err or len(lines) != 1 or not all(w in lines[0] for w in words):
+                failures.append(f"{name}: exit {proc.returncode}, stderr {err[-600:]!r}")
+    assert not failures, "\n".join(failures)
