@@ -18,6 +18,8 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,6 +31,7 @@ from bench.lib.replay import CONFIG, PETS_START_WALL, RecordingTracker, Replay, 
 from bench.lib.scenarios import PI4_HZ
 from firmware.config import UmbraConfig, load
 from firmware.config.sensing import GeometryConfig, LineConfig, TrackerConfig
+from firmware.sensing.geometry import LineCounter
 from firmware.sensing.mot import read_seqinfo
 from hal.clock import FakeClock
 
@@ -71,8 +74,9 @@ def scene_config(base: UmbraConfig, sc: Scene, hz: float) -> UmbraConfig:
                    camera=replace(base.camera, fps=sc.fps))
 
 
-def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool) -> Replay:
-    """The device path over the scene at `cfg.loop.detect_hz`; frames numbered as the source's."""
+def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, ticks: list | None = None) -> Replay:
+    """The device path over the scene at `cfg.loop.detect_hz`; frames numbered as the source's. `ticks`, when
+    given, gets each tick's (track ids, ground points, wall time): the loop's own view, to count it by."""
     from firmware.cli.assemble import build_loop
     from hal.scripted import ScriptedDetector
     from hal.synthetic import SyntheticCamera
@@ -84,7 +88,11 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool) -> Replay:
     det = ScriptedDetector(sc.gt[:, :6], sc.size)
     out = Replay([], [])
     collect = _Collector(out)
-    loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=det, sinks=[collect])
+    def keep(r) -> None:  # a TickResult
+        if ticks is not None:
+            ticks.append((r.ground.track_ids, r.ground.xy, r.wall))
+
+    loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=det, sinks=[collect, keep])
     recorder = RecordingTracker(loop.tracker)
     loop.tracker = recorder
 
@@ -98,19 +106,38 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool) -> Replay:
     return out
 
 
-def count_row(sc: Scene, rep: Replay, label: str) -> str:
+def device_counts(ticks: list, lines: list[LineConfig], band: float, hold: float) -> Counter[tuple[str, str]]:
+    """The loop's own counts (geometry.LineCounter on exact ground points, per tick) with `band` and `hold`."""
+    counter = LineCounter(lines, band, hold_s=hold)
+    got: Counter[tuple[str, str]] = Counter()
+    for ids, xy, wall in [*ticks, (np.zeros(0, np.int64), np.zeros((0, 2)), ticks[-1][2] + hold + 1.0)]:
+        got.update((c.line, c.direction) for c in counter.update(ids, xy, wall))
+    return got
+
+
+def count_row(sc: Scene, rep: Replay, label: str, ticks: list | None = None,
+              geo: GeometryConfig | None = None) -> str:
     lines = list(sc.lines)
     truth = count_crossings([sc.gt[sc.gt[:, 1] == i][:, 7:9] for i in np.unique(sc.gt[:, 1])], lines)
     counted = count_crossings(paths_from_records(rep.records), lines)
     true = sum(truth.values())
-    net = sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in set(counted) | set(truth))
+
+    def net_of(c: Mapping[tuple[str, str], int]) -> int:
+        return sum(abs(c.get(k, 0) - truth.get(k, 0)) for k in set(c) | set(truth))
+
+    net = net_of(counted)
+    dev = ""
+    if ticks and geo is not None:
+        band, hold = geo.count_band_m, geo.count_hold_s
+        dev = (f"  dev net {net_of(device_counts(ticks, lines, band, 0.0)):3d} hold 0, "
+               f"{net_of(device_counts(ticks, lines, band, hold)):3d} hold {hold:g} s")
     findings, matched = explain(rep, sc.gt, lines, sc.fps)
     per = "  ".join(f"{ln.name}{d} {truth.get((ln.name, d), 0)}/{counted.get((ln.name, d), 0)}"
                     for ln in lines for d in "+-")
     gross = len(findings)
     causes = ", ".join(sorted({f"{sum(g.cause == f.cause for g in findings)} {f.cause}" for f in findings}))
     return (f"{sc.name:<15} {label:<9} {true:5d} {net:4d} {net / max(true, 1):6.1%} {gross:5d} "
-            f"{gross / max(true, 1):6.1%}   {per}   [{causes}]")
+            f"{gross / max(true, 1):6.1%}   {per}   [{causes}]{dev}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.scenes:
         sc = scene(name)
         for label, hz, realtime in ((f"{sc.fps:g} fps", sc.fps, False), (f"Pi {PI4_HZ:g} fps", PI4_HZ, True)):
-            rep = run_scene(sc, scene_config(base, sc, hz), realtime)
-            print(count_row(sc, rep, label), flush=True)
+            cfg = scene_config(base, sc, hz)
+            ticks: list = []
+            rep = run_scene(sc, cfg, realtime, ticks)
+            print(count_row(sc, rep, label, ticks, cfg.geometry), flush=True)
     print("(goal at the Pi rate: net <= 5%, gross <= 10% of true crossings; net: per line and way, a miss and a "
-          "false count cancel; gross: crossings matched one by one, bench.lib.explain)")
+          "false count cancel; gross: crossings matched one by one, bench.lib.explain; dev net: the loop's own counts, "
+          "geometry.LineCounter on exact ground points, band 0.5 m, without and with [geometry] count_hold_s)")
     return 0
 
 

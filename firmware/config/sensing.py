@@ -138,6 +138,9 @@ class GeometryConfig:
     # A crossing counts when a track goes from beyond this many metres on one side of a line to beyond it on
     # the other (hysteresis: a track jittering on the line counts nothing); the cloud's rule on records too.
     count_band_m: float = 0.5
+    # ... and only once the track has held the new side this many seconds (a swing back within it cancels the
+    # crossing): 2 * count_band_m at a walker's top speed of 2 m/s, so no walker's return is cancelled (TUNING.md).
+    count_hold_s: float = 0.5
     # The source image's [width, height] the homography was calibrated on; [0, 0]: not stated (then the
     # homography is checked on a 1000-pixel square). The camera's frames must have this size when stated.
     image_size: tuple[int, int] = (0, 0)
@@ -154,6 +157,7 @@ class GeometryConfig:
             raise ValueError(f"homography: matrix is singular or nearly so (condition {cond:.3g}, at most "
                              f"{MAX_CONDITION:g} allowed); calibrate it with `umbra calibrate`")
         number("count_band_m", self.count_band_m, 0, 10, unit="m")
+        number("count_hold_s", self.count_hold_s, 0, 10, unit="s")
         names = [z.name for z in self.zones]
         if len(set(names)) != len(names):
             raise ValueError("zones: zone names must be unique")

@@ -5,8 +5,9 @@ in/out balance over all lines.
 The device's counts come from its released track records (umbra.track/1): one path per (key epoch,
 pseudonym) through the cells' centres, and a crossing counts when a path moves from beyond `band` metres on
 one side of a line to beyond `band` on the other, within the line's length (hysteresis: a path hovering on
-the line counts once). This is the cloud's view, and the same rule as the bench's counting (bench.counting).
-A crossing's time is its record's time bucket.
+the line counts once); the device's hold on the new side (`hold`, [geometry] count_hold_s) is not applied to
+records by default, their times being buckets. This is the cloud's view, and the same rule as the bench's
+counting (bench.counting). A crossing's time is its record's time bucket.
 
 Hand counts are a CSV: either one row per crossing, `time,line,direction`, or tallies, `start,end,line,
 direction,count`; times in Unix seconds or ISO 8601 (with a zone); direction `+`/`-` (or `in`/`out`)."""
@@ -45,29 +46,53 @@ class HandCounts:
     kind: str  # "crossings" or "tallies"
 
 
-def path_crossings(times: np.ndarray, path: np.ndarray, lines: Iterable[LineConfig], band: float) -> list[Crossing]:
+def path_crossings(times: np.ndarray, path: np.ndarray, lines: Iterable[LineConfig], band: float,
+                   hold: float = 0.0) -> list[Crossing]:
+    """The device's rule (firmware.sensing.geometry.LineCounter) on one path: a crossing is due when the path
+    is beyond `band` on the other side, within the line's length, and counts once the path has held that side
+    for `hold` seconds (a point beyond the band back on the old side within `hold` cancels it); a crossing
+    still due where the path ends counts (nothing took it back). Its time is its first point on the new side."""
     out: list[Crossing] = []
     if len(path) < 2:
         return out
     for ln in lines:
-        a, b = np.asarray(ln.a, float), np.asarray(ln.b, float)
-        d = b - a
-        length = float(np.hypot(*d))
-        signed = (d[0] * (path[:, 1] - a[1]) - d[1] * (path[:, 0] - a[0])) / length  # > 0: left of a -> b
-        along = ((path[:, 0] - a[0]) * d[0] + (path[:, 1] - a[1]) * d[1]) / length
-        side = 0
-        for k in range(len(path)):
-            now = 1 if signed[k] > band else (-1 if signed[k] < -band else 0)
-            if now == 0:
+        out += _line_crossings(times, path, ln, band, hold)
+    return sorted(out, key=lambda c: c.t) if hold > 0 else out
+
+
+def _line_crossings(times: np.ndarray, path: np.ndarray, ln: LineConfig, band: float, hold: float) -> list[Crossing]:
+    out: list[Crossing] = []
+    a, b = np.asarray(ln.a, float), np.asarray(ln.b, float)
+    d = b - a
+    length = float(np.hypot(*d))
+    signed = (d[0] * (path[:, 1] - a[1]) - d[1] * (path[:, 0] - a[0])) / length  # > 0: left of a -> b
+    along = ((path[:, 0] - a[0]) * d[0] + (path[:, 1] - a[1]) * d[1]) / length
+    side, due, since = 0, 0, 0.0
+    for k in range(len(path)):
+        t = float(times[k])
+        if due and t - since >= hold:
+            out.append(Crossing(since, ln.name, "+" if due > 0 else "-"))
+            side, due = due, 0
+        now = 1 if signed[k] > band else (-1 if signed[k] < -band else 0)
+        if now == 0 or due:
+            due = 0 if now == side else due  # back on the old side within the hold: not a crossing
+            continue
+        if side and now != side and 0 <= along[k] <= length:
+            if hold > 0:
+                due, since = now, t
                 continue
-            if side and now != side and 0 <= along[k] <= length:
-                out.append(Crossing(float(times[k]), ln.name, "+" if now > 0 else "-"))
-            side = now
+            out.append(Crossing(t, ln.name, "+" if now > 0 else "-"))
+        side = now
+    if due:
+        out.append(Crossing(since, ln.name, "+" if due > 0 else "-"))
     return out
 
 
-def record_crossings(records: Iterable[Mapping], lines: Sequence[LineConfig], band: float = 0.5) -> list[Crossing]:
-    """Crossings in released track records, one path per (epoch, pseudonym) in release order."""
+def record_crossings(records: Iterable[Mapping], lines: Sequence[LineConfig], band: float = 0.5,
+                     hold: float = 0.0) -> list[Crossing]:
+    """Crossings in released track records, one path per (epoch, pseudonym) in release order. No hold by
+    default: a record's time is its time bucket (many records share one), so a hold shorter than the bucket
+    cannot be judged on records; the device judges it on exact times ([geometry] count_hold_s)."""
     by: dict[tuple[int, str], list[Mapping]] = defaultdict(list)
     for r in records:
         if r.get("schema") == "umbra.track/1":
@@ -75,7 +100,7 @@ def record_crossings(records: Iterable[Mapping], lines: Sequence[LineConfig], ba
     out: list[Crossing] = []
     for recs in by.values():
         xy = np.array([cell_centre(r["cell"], r["grid_m"]) for r in recs], dtype=np.float64)
-        out += path_crossings(np.array([r["t"] for r in recs], dtype=np.float64), xy, lines, band)
+        out += path_crossings(np.array([r["t"] for r in recs], dtype=np.float64), xy, lines, band, hold)
     return out
 
 

@@ -71,16 +71,21 @@ class Geometry:
 class LineCounter:
     """Count-line crossings with hysteresis, the rule the cloud counts records by (firmware.installer.countaudit):
     each track's side of each line is the last side it was seen beyond `band` metres on (a track within the
-    band keeps the side it had), remembered across ticks where it is unseen; a crossing counts, once, when a
-    track is seen beyond the band on the other side, within the line's length. So a track jittering on the
-    line counts nothing, and one that crossed while the detector missed it counts when it is seen again.
+    band keeps the side it had), remembered across ticks where it is unseen; a crossing is due when a track is
+    seen beyond the band on the other side, within the line's length, and counts, once, when the track has held
+    that side for `hold_s` (no sighting beyond the band back on the old side within `hold_s` of the first one on
+    the new side: a swing back cancels it). So a track jittering on the line counts nothing, a box that jumps
+    across and back counts nothing, and one that crossed while the detector missed it counts when it is seen
+    again (and held). With `hold_s` 0 a crossing counts on the tick it is seen.
 
     Holds track ids and a side per line, no positions; a track unseen for `forget_s` is forgotten."""
 
-    def __init__(self, lines: Sequence[LineConfig], band: float = 0.5, forget_s: float = FORGET_S) -> None:
+    def __init__(self, lines: Sequence[LineConfig], band: float = 0.5, forget_s: float = FORGET_S,
+                 hold_s: float = 0.0) -> None:
         self.names = [ln.name for ln in lines]
         self.band = float(band)
         self.forget_s = float(forget_s)
+        self.hold_s = float(hold_s)
         a = np.array([ln.a for ln in lines], dtype=np.float64).reshape(-1, 2)
         b = np.array([ln.b for ln in lines], dtype=np.float64).reshape(-1, 2)
         self._a = a
@@ -88,14 +93,17 @@ class LineCounter:
         self._unit = (b - a) / np.where(self._length > 0, self._length, 1.0)[:, None]
         self._side: dict[int, np.ndarray] = {}  # track id -> side per line: +1 left, -1 right, 0 not yet known
         self._seen: dict[int, float] = {}  # track id -> when last seen
+        # track id -> (side it crossed to per line, 0: none due; when first seen there): crossings held, not counted
+        self._due: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._pruned_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self._side)
 
     def update(self, track_ids: np.ndarray, xy: np.ndarray, t_s: float) -> list[Crossing]:
-        """The crossings completed by the tracks seen now: `track_ids` (N,) at ground points `xy` (N, 2)."""
-        found: list[Crossing] = []
+        """The crossings completed by now (held for `hold_s`) by the tracks seen now, `track_ids` (N,) at ground
+        points `xy` (N, 2), or earlier (a track unseen now whose crossing's hold has run out counts now)."""
+        found = self._confirm(t_s) if self._due else []
         ids = np.asarray(track_ids).reshape(-1)
         if len(ids) and len(self.names):
             rel = np.asarray(xy, dtype=np.float64).reshape(-1, 1, 2) - self._a  # (N, L, 2)
@@ -105,21 +113,51 @@ class LineCounter:
             now = np.where(signed > self.band, 1, np.where(signed < -self.band, -1, 0)).astype(np.int8)
             inside = (along >= 0) & (along <= self._length)
             for j, tid in enumerate(ids.tolist()):
-                found += self._step(int(tid), now[j], inside[j])
+                found += self._step(int(tid), now[j], inside[j], t_s)
         for tid in ids.tolist():
             self._seen[int(tid)] = t_s
         if t_s - self._pruned_at >= min(self.forget_s, 10.0):
             self._prune(t_s)
         return found
 
-    def _step(self, tid: int, now: np.ndarray, inside: np.ndarray) -> list[Crossing]:
+    def _step(self, tid: int, now: np.ndarray, inside: np.ndarray, t_s: float) -> list[Crossing]:
         side = self._side.get(tid)
         if side is None:
             self._side[tid] = now.copy()
             return []
+        due = self._due.get(tid)
+        if due is not None:
+            to, _ = due
+            back = (to != 0) & (now == side)  # seen beyond the band on the old side again within the hold
+            to[back] = 0
+            held = to != 0
+            if not held.any():
+                del self._due[tid]
+            now = np.where(held, 0, now).astype(np.int8)  # a line with a crossing due: nothing more to decide
         crossed = (now != 0) & (side != 0) & (now != side) & inside
+        if self.hold_s > 0 and crossed.any():
+            to, since = self._due.setdefault(tid, (np.zeros(len(side), np.int8), np.zeros(len(side))))
+            to[crossed], since[crossed] = now[crossed], t_s
+            now = np.where(crossed, 0, now).astype(np.int8)
+            crossed[:] = False
         out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k in np.flatnonzero(crossed)]
         np.copyto(side, now, where=now != 0)
+        return out
+
+    def _confirm(self, t_s: float) -> list[Crossing]:
+        """Count the crossings held for `hold_s` by now: the track's side becomes the one it crossed to."""
+        out: list[Crossing] = []
+        for tid in list(self._due):
+            to, since = self._due[tid]
+            ripe = (to != 0) & (t_s - since >= self.hold_s)
+            if not ripe.any():
+                continue
+            out += [Crossing(tid, self.names[k], "+" if to[k] > 0 else "-") for k in np.flatnonzero(ripe)]
+            side = self._side[tid]
+            side[ripe] = to[ripe]
+            to[ripe] = 0
+            if not to.any():
+                del self._due[tid]
         return out
 
     def _prune(self, t_s: float) -> None:
@@ -128,6 +166,7 @@ class LineCounter:
         for tid in gone:
             del self._seen[tid]
             self._side.pop(tid, None)
+            self._due.pop(tid, None)
 
 
 def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:

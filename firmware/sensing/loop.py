@@ -280,7 +280,7 @@ class SensorLoop:
         counter = self._counter
         if counter is None:
             geo = self.quantizer.geometry.config
-            counter = self._counter = LineCounter(geo.lines, geo.count_band_m)
+            counter = self._counter = LineCounter(geo.lines, geo.count_band_m, hold_s=geo.count_hold_s)
         return counter.update(ground.track_ids, ground.xy, now / 1e9)
 
 

@@ -163,16 +163,107 @@ def test_the_loop_counts_a_person_jittering_on_the_line_not_at_all():
 
 def test_the_loop_counts_a_crossing_the_detector_missed_when_the_person_is_seen_again():
     """Failed before LineCounter: a track unseen on a tick lost its last position, so its crossing was lost."""
-    loop, got = _loop([2.0, 1.5, None, None, None, -1.5, -2.0], (LOOP_LINE,))
+    loop, got = _loop([2.0, 1.5, None, None, None, -1.5, -2.0, *[-2.0] * 6], (LOOP_LINE,))  # held 0.5 s after
     loop.run()
     assert [(c.track_id, c.line, c.direction) for c in got] == [(7, "door", "+")]
 
 
 def test_reset_counting_rebuilds_the_counter_with_the_lines_as_they_are_now():
-    loop, got = _loop([2.0, 2.0, 2.0, -2.0, -2.0, 2.0, 2.0], ())
+    loop, got = _loop([2.0, 2.0, 2.0, *[-2.0] * 7, *[2.0] * 7], ())  # each side held the 0.5 s count_hold_s
     loop.run(max_ticks=2)
     assert loop._counter is not None and loop._counter.names == []
     loop.quantizer.geometry = Geometry(GeometryConfig(lines=(LOOP_LINE,)))  # a zone editor drew a line
     loop.reset_counting()
     loop.run()
     assert [c.direction for c in got] == ["+", "-"]
+
+
+# -- the hold: a new side must be held `hold_s` before the crossing counts ---------------------------------
+
+HOLD = 0.5
+TICK = 0.125  # exact in binary: HOLD is 4 ticks
+
+
+def _count_held(xs: list[float | None], hold: float = HOLD) -> list[tuple[int, str]]:
+    """As _count, ticks TICK apart, then quiet ticks until every due crossing has had its hold."""
+    counter = LineCounter([LINE], BAND, hold_s=hold)
+    out = []
+    quiet = int(hold / TICK) + 1
+    for k, x in enumerate([*xs, *([None] * quiet)]):
+        seen = x is not None
+        pos = np.array([[x, 0.0]] if seen else []).reshape(-1, 2)
+        got = counter.update(np.array([7] if seen else [], np.int64), pos, k * TICK)
+        out += [(k, c.direction) for c in got]
+    return out
+
+
+few = st.integers(1, int(HOLD / TICK) - 1)  # fewer ticks than the hold: a swing back within it
+many = st.integers(int(HOLD / TICK), 30)
+
+
+@given(st.lists(right, min_size=1, max_size=5), left, st.lists(_maybe_unseen(left), max_size=1),
+       st.lists(_maybe_unseen(inside), max_size=1), right, st.lists(_maybe_unseen(right), max_size=5))
+def test_a_swing_across_and_back_within_the_hold_counts_nothing(start, across, more, hover, back, after):
+    xs = [*start, across, *more, *hover, back, *after]  # back on the old side at most 3 ticks after crossing
+    assert _count_held(xs) == []
+    assert [d for _, d in _count_held(xs, hold=0.0)] == ["+", "-"]  # the rule without a hold counted both
+
+
+@given(right, st.lists(_maybe_unseen(inside), max_size=10), many, st.lists(_maybe_unseen(inside), max_size=10))
+def test_a_real_crossing_counts_exactly_once_once_held(start, before, held, hover):
+    xs = [start, *before, *([-2.0] * held), *hover]
+    first_left = 1 + len(before)
+    assert _count_held(xs) == [(first_left + int(HOLD / TICK), "+")]
+
+
+@given(left, st.integers(1, 50), st.lists(_maybe_unseen(st.floats(BAND + 1e-6, 5.0)), max_size=10))
+def test_a_crossing_made_while_unseen_still_counts_when_seen_again_and_held(start, gap, after):
+    xs = [start, *([None] * gap), 2.0, *after]  # seen again on the other side, then unseen or there
+    assert _count_held(xs) == [(gap + 1 + int(HOLD / TICK), "-")]
+
+
+@given(st.lists(_maybe_unseen(st.floats(-3, 3)), min_size=2, max_size=60), st.lists(y, min_size=60, max_size=60),
+       st.sampled_from([0.0, 0.25, HOLD, 1.0]))
+def test_the_held_rule_is_the_one_countaudit_can_recount_a_path_by(xs, ys, hold):
+    """firmware.installer.countaudit.path_crossings with the same hold counts the same crossings, in order,
+    each at its first point on the new side (the device counts it `hold` later)."""
+    line = LineConfig("short", (0.0, -20.0), (0.0, 20.0))
+    counter = LineCounter([line], BAND, hold_s=hold)
+    device = []
+    first_seen: dict[int, float] = {}
+    steps = [*xs, *([None] * (int(hold / TICK) + 1))]
+    for k, x in enumerate(steps):
+        seen = x is not None
+        pos = np.array([[x, ys[k]]] if seen else []).reshape(-1, 2)
+        device += [(k * TICK, c.direction) for c in counter.update(np.array([1] if seen else [], np.int64), pos,
+                                                                   k * TICK)]
+        if seen:
+            first_seen[k] = k * TICK
+    seen_k = [k for k, x in enumerate(xs) if x is not None]
+    path = np.array([[xs[k], ys[k]] for k in seen_k]).reshape(-1, 2)
+    cloud = path_crossings(np.array(seen_k, dtype=np.float64) * TICK, path, [line], BAND, hold)
+    assert [d for _, d in device] == [c.direction for c in cloud]
+    for (t_dev, _), c in zip(device, cloud, strict=True):  # counted the first tick the hold had run out
+        assert c.t + hold <= t_dev < c.t + hold + TICK or (hold == 0 and t_dev == c.t)
+
+
+def test_the_loop_counts_a_box_that_jumps_across_the_line_and_back_not_at_all():
+    """A PETS09-like swing: more than a metre across for 3 ticks at 10 Hz (0.3 s), then back. Counted + and -
+    before count_hold_s (the same script with the hold 0 counts both, below)."""
+    script = [2.0, 2.0, -1.5, -1.5, -1.5, 2.0, *[2.0] * 8]
+    loop, got = _loop(script, (LOOP_LINE,))
+    loop.run()
+    assert got == []
+    clock = FakeClock()
+    geo = Geometry(GeometryConfig(lines=(LOOP_LINE,), count_hold_s=0.0))
+    quant = Quantizer(QuantizeConfig(), geo, Pseudonymizer(3600, lambda n: bytes(range(n))))
+    old: list = []
+    SensorLoop(LoopConfig(detect_hz=10.0), SyntheticCamera(clock, frames=len(script)), SyntheticCrowd(0),
+               ScriptedTracks(script), quant, clock, sinks=[lambda r: old.extend(r.crossings)]).run()  # type: ignore[arg-type]
+    assert [c.direction for c in old] == ["+", "-"]
+
+
+@pytest.mark.parametrize("hold", [-0.1, float("nan"), 10.5])
+def test_a_bad_hold_is_refused_naming_the_key(hold):
+    with pytest.raises(ValueError, match="count_hold_s"):
+        GeometryConfig(lines=(LINE,), count_hold_s=hold).validate()
