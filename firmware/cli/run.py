@@ -35,7 +35,7 @@ from firmware.samples.grantstore import device_id_of, sensor_grants
 from firmware.samples.taking import SampleHook, SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop, TickSink
-from firmware.sync.service import SyncService
+from firmware.sync.service import StatusSink, SyncService
 from hal.errors import DetectorError
 from hal.trustedtime import TrustedClock
 from ota import agent
@@ -68,6 +68,7 @@ class Sensor:
     ota: agent.Scheduler | None = None
     counts: RunCounts | None = None
     installer: Installer | None = None
+    status: StatusSink | None = None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -96,6 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     loop = sensor.loop = build_loop(cfg, sensor.base, sensor.clock, sinks=sensor.sinks)
     init_hooks(sensor, loop)
     sensor.installer = attach_installer(cfg, args.config, loop, counts, sensor.audit, sensor.clock)  # [installer]
+    if sensor.installer is not None and sensor.status is not None:  # a live zone change reaches the cloud's plan
+        sensor.installer.live.on_applied.append(sensor.status.replan)
     watchdog.ready()
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     if sensor.sync is not None:
@@ -161,7 +164,8 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
     if alerts is not None:  # [alerts]: zone rules, umbra.alert/1 records with the aggregates
         loop.sinks.append(alerts)
     if sync is not None:
-        loop.sinks.append(sync.status_sink(loop, cfg.privacy.profile, geometry=cfg.geometry))  # + zone plan
+        sensor.status = sync.status_sink(loop, cfg.privacy.profile, geometry=cfg.geometry)  # + zone plan
+        loop.sinks.append(sensor.status)
     tracks_leave = sync is not None and cfg.privacy.profile == "tracks"  # through the uploader, tracks profile only
     if audit is not None:  # track records go to the outbox only once their records_released entry is written
         sensor.frames = FrameAuditSink(loop, audit, release=sync.outbox.enqueue if sync and tracks_leave else None)

@@ -7,11 +7,13 @@ use the new geometry, and the loop's line-counting state is dropped (`SensorLoop
 crossing is made of a position on the old ground and one on the new. Each change applied is audited
 (`installer_geometry_applied`) with the counts as they stood before it, so a hand-count audit over a period
 that spans a change can be split at its time and nothing counted is lost. Flow groups and demographics keep
-the zones they started with until the sensor restarts (their state is kept per zone)."""
+the zones they started with until the sensor restarts (their state is kept per zone). The next status record
+carries the new zone plan to the cloud (`on_applied`)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ class LiveGeometry:
         self._submitted = 0
         self._applied = 0
         self._at: tuple[int, float] | None = None
+        self.on_applied: list[Callable[[GeometryConfig], None]] = []  # e.g. the status record's zone plan
 
     def attach(self) -> None:
         """The first frame hook: the change is taken up before anything else in the tick looks."""
@@ -79,3 +82,5 @@ class LiveGeometry:
         self.audit.append("installer_geometry_applied", wall, change=number, frame=frame.seq,
                           zones=[z.name for z in cfg.zones], lines=[ln.name for ln in cfg.lines],
                           counts_before=before.to_json()["lines"])
+        for applied in self.on_applied:
+            applied(cfg)

@@ -15,7 +15,7 @@ from firmware import __version__
 from firmware.config import SyncConfig
 from firmware.config.sensing import GeometryConfig
 from firmware.errors import FirmwareError
-from firmware.sensing.loop import SensorLoop, TickResult, TickSink
+from firmware.sensing.loop import SensorLoop, TickResult
 from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader
 from hal.clock import Clock
@@ -75,35 +75,12 @@ class SyncService:
                 await self.uploader.close()
 
     def status_sink(self, loop: SensorLoop, profile: str = "tracks", period_s: float = 300.0,
-                    geometry: GeometryConfig | None = None) -> TickSink:
+                    geometry: GeometryConfig | None = None) -> StatusSink:
         """A loop sink that puts a health record (umbra.status/1) into the outbox every `period_s` of wall
         time: uptime, outbox backlog and drops, detector backend, overruns. No pixels, no tracks. The first
         record after starting also carries the zone plan of `geometry` (zones and lines, ground metres), which
-        the cloud keeps to draw the heatmap over."""
-
-        started = self.clock.wall()
-        due = [started]
-        last = [started, loop.stats.frames]  # fps: frames taken since the previous record
-        plan = [zone_plan(geometry)] if geometry is not None else []
-
-        def sink(tick: TickResult) -> None:
-            if tick.wall < due[0]:
-                return
-            due[0] = tick.wall + period_s
-            st = self.outbox.stats()
-            span, frames = tick.wall - last[0], loop.stats.frames - last[1]
-            last[:] = [tick.wall, loop.stats.frames]
-            record = {
-                "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": profile,
-                "uptime_s": round(tick.wall - started, 1), "outbox_records": st.records,
-                "dropped": dict(st.dropped), "detector": loop.detector.backend, "overruns": loop.stats.overruns,
-                "fps": round(min(frames / span, 1000.0), 2) if span > 0 else 0.0,
-            }
-            if plan:
-                record["zone_plan"] = plan.pop()
-            self.outbox.enqueue([record])
-
-        return sink
+        the cloud keeps to draw the heatmap over, and so does the first after a live change (`replan`)."""
+        return StatusSink(self.outbox, loop, self.clock.wall(), profile, period_s, geometry)
 
     def kick(self) -> None:
         """Upload now (after an outage ends, or on command)."""
@@ -123,6 +100,43 @@ class SyncService:
             if self._thread.is_alive():
                 log.warning("uploader did not stop within %.0f s; records stay in the outbox", timeout_s)
         self.outbox.close()
+
+
+class StatusSink:
+    """See `SyncService.status_sink`."""
+
+    def __init__(self, outbox: Outbox, loop: SensorLoop, started: float, profile: str, period_s: float,
+                 geometry: GeometryConfig | None) -> None:
+        self.outbox, self.loop, self.started, self.profile, self.period_s = outbox, loop, started, profile, period_s
+        self._due = started
+        self._last = (started, loop.stats.frames)  # fps: frames taken since the previous record
+        self._plan = zone_plan(geometry) if geometry is not None else None
+        self._lock = threading.Lock()  # replan() comes from the installer's thread
+
+    def replan(self, geometry: GeometryConfig) -> None:
+        """The zones and lines changed while running: the next tick's status carries the new plan (sent now,
+        not at the next period, so the cloud's outline follows the change)."""
+        with self._lock:
+            self._plan, self._due = zone_plan(geometry), float("-inf")
+
+    def __call__(self, tick: TickResult) -> None:
+        with self._lock:
+            if tick.wall < self._due:
+                return
+            self._due = tick.wall + self.period_s
+            plan, self._plan = self._plan, None
+        st = self.outbox.stats()
+        span, frames = tick.wall - self._last[0], self.loop.stats.frames - self._last[1]
+        self._last = (tick.wall, self.loop.stats.frames)
+        record = {
+            "schema": "umbra.status/1", "t": int(tick.wall), "firmware": __version__, "profile": self.profile,
+            "uptime_s": round(tick.wall - self.started, 1), "outbox_records": st.records,
+            "dropped": dict(st.dropped), "detector": self.loop.detector.backend, "overruns": self.loop.stats.overruns,
+            "fps": round(min(frames / span, 1000.0), 2) if span > 0 else 0.0,
+        }
+        if plan is not None:
+            record["zone_plan"] = plan
+        self.outbox.enqueue([record])
 
 
 def zone_plan(geometry: GeometryConfig) -> dict[str, Any]:

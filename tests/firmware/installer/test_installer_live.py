@@ -125,3 +125,14 @@ def test_a_new_homography_makes_no_crossing_of_its_own(rig) -> None:
     assert rig.installer.live.status().applied == 1
     assert seen[-1] == []
     assert rig.loop.quantizer.geometry.config.homography[0][2] == pytest.approx(8.0)
+
+
+def test_an_applied_change_is_handed_to_its_listeners_once_the_loop_takes_it_up(rig) -> None:
+    got: list = []
+    rig.installer.live.on_applied.append(got.append)  # umbra run: the status record's zone plan (StatusSink.replan)
+    cfg = cfgmod.load(rig.path).geometry
+    fewer = replace(cfg, lines=cfg.lines[:1])
+    rig.installer.live.submit(fewer)
+    assert got == []  # handed over, not yet applied
+    _more(rig, 1)
+    assert got == [fewer]
