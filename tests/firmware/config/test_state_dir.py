@@ -8,6 +8,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +145,14 @@ def test_the_guard_records_a_write_outside_the_tmp_folder(tmp_path: Path) -> Non
     conftest._audit_writes("open", ("/var/lib/umbra/audit.jsonl", "ab", 0))
     conftest._audit_writes("open", ("/var/lib/umbra/audit.jsonl", "rb", 0))  # reading is not writing
     conftest._audit_writes("open", ("/tmp/umbra-state.json", None, os.O_WRONLY | os.O_CREAT))  # os.open
-    conftest._audit_writes("os.mkdir", (str(repo / "out"), 0o777, None))
+    made = repo / f"out-{uuid.uuid4().hex}"  # a mkdir of a folder that is there (the bench's out/) writes nothing
+    conftest._audit_writes("os.mkdir", (str(made), 0o777, None))
     conftest._audit_writes("os.rename", (str(tmp_path / "a"), "/etc/umbra.toml", None, None))
     conftest._audit_writes("open", (str(tmp_path / "x"), "wb", 0))  # the test's own folder
     conftest._audit_writes("os.remove", ("name", 5))  # relative to a folder's fd: shutil.rmtree's own
     fd, scratch = tempfile.mkstemp()  # tempfile's folder is the test's scratch folder
     os.close(fd)
-    assert conftest._written == ["/var/lib/umbra/audit.jsonl", "/tmp/umbra-state.json", str(repo / "out"),
+    assert conftest._written == ["/var/lib/umbra/audit.jsonl", "/tmp/umbra-state.json", str(made),
                                  "/etc/umbra.toml"]
     assert not conftest._outside(scratch) and not conftest._outside(str(tmp_path / "y"))
     conftest._written.clear()  # else this test itself fails, as it should for a real write
