@@ -1,7 +1,8 @@
 """The cloud's own watch over each device's privacy promises, from the batches it accepts.
 
 - Audit log: every batch carries the device's signed audit head; the watch keeps the highest counter seen per
-  device and flags a device whose head counter goes backwards (its log and head rolled back or deleted).
+  device and flags a device whose head counter goes backwards (its log and head rolled back or deleted), or
+  that signs the counter it holds over another log (`audit_forked`: rolled back and written up to it again).
 - Epsilon ledger: the cloud sees every release, so it keeps its own per-device ledger, per stream (metric) and
   UTC day, of the epsilon the releases spent (one charge per window, as the device's accountant makes it),
   and flags a window released twice (epsilon spent twice: a device whose budget store was rewound) and a day
@@ -68,16 +69,21 @@ class PrivacyWatch:
         return [{"device_id": device, "kind": k, "detail": d} for k, d in raised]
 
     def _head(self, device: str, head: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
-        counter = int(head.get("counter", head.get("seq", 0)))
+        counter, digest = int(head.get("counter", head.get("seq", 0))), str(head.get("hash", ""))
         kept = self.db.all(
             "INSERT INTO watch_heads VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
             "counter = excluded.counter, seq = excluded.seq, hash = excluded.hash, t = excluded.t "
-            "WHERE excluded.counter >= watch_heads.counter RETURNING counter",
-            (device, counter, int(head.get("seq", 0)), str(head.get("hash", "")), now))
+            "WHERE excluded.counter > watch_heads.counter "
+            "OR (excluded.counter = watch_heads.counter AND excluded.hash = watch_heads.hash) RETURNING counter",
+            (device, counter, int(head.get("seq", 0)), digest, now))
         if kept:
             return []
-        row = self.db.one("SELECT counter, seq FROM watch_heads WHERE device_id=?", (device,))
-        assert row is not None  # the upsert found it and kept the higher counter
+        row = self.db.one("SELECT counter, seq, hash FROM watch_heads WHERE device_id=?", (device,))
+        assert row is not None  # the upsert found it and kept what it held
+        if int(row[0]) == counter:  # the same signed counter over another log: one of the two was rolled back
+            return [("audit_forked", f"audit head counter {counter} (seq {head.get('seq')}) signs hash "
+                                     f"{digest[:16]}, the cloud holds {str(row[2])[:16]} (seq {row[1]}) for it: "
+                                     "the device's audit log was rolled back and written again")]
         return [("audit_rewound", f"audit head counter {counter} (seq {head.get('seq')}) after {row[0]} "
                                   f"(seq {row[1]}): the device's audit log went backwards")]
 

@@ -123,3 +123,32 @@ def test_a_window_is_charged_once_at_its_largest_epsilon(tmp_path: Path, cloud_d
     assert w.observe("d1", {"records": [_agg(DAY + 900, eps=0.5, zone="a")]}, 3.0) == []
     assert w.ledger("d1") == {"occupancy": {DAY // 86_400: Fraction(3, 2)}}
     cloud.store.close()
+
+
+def test_a_log_rolled_back_and_written_up_to_the_counter_the_cloud_holds_is_flagged(tmp_path: Path,
+                                                                                     cloud_db: str) -> None:
+    """Rolled back offline and written again until its head counter is back where the cloud last saw it: the
+    counter does not go backwards, but the same counter now signs another log."""
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "c"), database=cloud_db), FakeClock(start_wall=T))
+    log_path = tmp_path / "state" / "audit.jsonl"
+    log = AuditLog(log_path)
+    for i in range(3):
+        log.append("records_released", T + i, kind="track", count=1)
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(log_path.parent, snapshot)
+    for i in range(4):
+        log.append("records_released", T + 10 + i, kind="track", count=1)
+    seen = log.head
+    assert cloud.watch.observe("d1", {"audit_head": seen, "records": []}, 1.0) == []
+    assert cloud.watch.observe("d1", {"audit_head": seen, "records": []}, 2.0) == []  # the same head again: fine
+    shutil.rmtree(log_path.parent)
+    shutil.copytree(snapshot, log_path.parent)
+    log = AuditLog(log_path)
+    for i in range(4):
+        log.append("records_released", T + 20 + i, kind="track", count=2)  # other entries, the same count of them
+    assert log.head["counter"] == seen["counter"] and log.head["hash"] != seen["hash"]
+    flags = cloud.watch.observe("d1", {"audit_head": log.head, "records": []}, 3.0)
+    assert [f["kind"] for f in flags] == ["audit_forked"]
+    assert cloud.watch.last_counter("d1") == seen["counter"]
+    assert [f["kind"] for f in cloud.watch.observe("d1", {"audit_head": seen, "records": []}, 4.0)] == []
+    cloud.store.close()
