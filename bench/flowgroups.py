@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,7 +128,10 @@ def mot17_consistency(data: Path, embedder) -> None:  # noqa: ANN001
         frames = sorted(seq.glob("img1/*.jpg"))
         rows, embs = [], []
         for k, path in enumerate(frames, 1):
-            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            bgr = cv2.imread(str(path))
+            if bgr is None:
+                raise SystemExit(f"cannot read {path}")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             h, w = rgb.shape[:2]
             for r in gt[(gt[:, 0] == k) & (gt[:, 6] == 1) & (gt[:, 8] >= 0.3)]:
                 x, y, bw, bh = r[2:6]
@@ -189,7 +193,8 @@ def _flow_fold(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_mask:
             same, n = same + int(ga[0] == gb[0]), n + 1
     eff = effective_groups(g for w in calib for g in released[w].values())
     p_same = max(same / max(n, 1), 2.0 / eff)  # never at or below chance (the estimator would blow up)
-    r = {"est": np.zeros((2, 2)), "true": np.zeros((2, 2)), "overlap": np.zeros((2, 2)), "present": np.zeros(2),
+    r: dict[str, Any] = {"est": np.zeros((2, 2)), "true": np.zeros((2, 2)), "overlap": np.zeros((2, 2)),
+                         "present": np.zeros(2),
          "err": 0.0, "p_same": p_same, "pairs": n, "eff": eff, "evaluated": 0}
     for w in windows:
         if w in calib or w + 1 not in released or w + 1 in calib:

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle_path = site.publish("1.1.0", payload=payload)
         client = site.client("1.0.0")
         update = client.check()
+        assert update is not None, "the published 1.1.0 was not offered to a 1.0.0 device"
         local = client.download(update)
         up_to_date = site.client("1.1.0")
         up_to_date.check()  # first contact: the device fetches the current metadata once
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         no_news = site.fetcher.bytes_received - before
         print(f"check with nothing new: {no_news} bytes downloaded (goal: a few KB)")
         info = client._up.get_targetinfo(update.name)
+        assert info is not None, f"{update.name} is not in the signed targets"
         t0 = time.perf_counter()
         with open(local, "rb") as f:
             info.verify_length_and_hashes(f)  # the signed length and sha256

@@ -87,7 +87,7 @@ def _releases(tmp: Path, mb: int) -> dict[str, Path]:
     return trees
 
 
-def _child(root: Path, trees: dict[str, Path], env: dict[str, str]) -> subprocess.Popen:
+def _child(root: Path, trees: dict[str, Path], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", CHILD, str(root / "boot"), str(root / "ota"),
                              str(trees["2.0.0"])], env=env, stdout=subprocess.PIPE)
 
@@ -96,6 +96,7 @@ def _install_time(probe: Path, trees: dict[str, Path], env: dict[str, str]) -> f
     """Seconds an uninterrupted install of 2.0.0 takes, from the child's imports done to its exit."""
     DirectoryBootControl(probe / "boot")
     child = _child(probe, trees, env)
+    assert child.stdout is not None  # stdout=PIPE
     child.stdout.readline()
     t0 = time.perf_counter()
     child.wait()
@@ -109,6 +110,7 @@ def _killed_install(root: Path, trees: dict[str, Path], env: dict[str, str], kil
     boot = DirectoryBootControl(root / "boot")
     bundle.verify_and_extract(trees["1.0.0"], boot.slot_path("a"), HW)  # factory image in slot a
     child = _child(root, trees, env)
+    assert child.stdout is not None  # stdout=PIPE
     child.stdout.readline()  # imports done: the install starts now
     time.sleep(kill_at)
     child.send_signal(signal.SIGKILL)

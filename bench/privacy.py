@@ -88,13 +88,13 @@ def ceiling(scenes: list[Scene], window: int, epsilon: float, caps=(15, 30, 45, 
             for (w, z, _), secs in presence.items():
                 by_cell[(w, z)].append(secs)
             err = true = 0.0
-            for secs in by_cell.values():
-                d = np.array(secs)
+            for durations in by_cell.values():
+                d = np.array(durations)
                 scale = min(cap, window) / epsilon
-                z = np.arange(-int(40 * scale) - 1, int(40 * scale) + 2)
-                pmf = laplace_pmf(z, scale)
+                noise = np.arange(-int(40 * scale) - 1, int(40 * scale) + 2)
+                pmf = laplace_pmf(noise, scale)
                 loss = float(np.maximum(d - cap, 0).sum())
-                err += float((pmf * np.abs(z - loss)).sum())
+                err += float((pmf * np.abs(noise - loss)).sum())
                 true += float(d.sum())
             accs.append(1 - err / true)
         per_cap.append((float(np.mean(accs)), cap))

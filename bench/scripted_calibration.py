@@ -59,7 +59,8 @@ def measure(dets: list[np.ndarray], gt: np.ndarray, threshold: float) -> dict[st
 
 
 def _runs(flags: list[bool]) -> list[list[bool]]:
-    out, cur = [], []
+    out: list[list[bool]] = []
+    cur: list[bool] = []
     for x in flags:
         if x:
             cur.append(x)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.3, help="score threshold for a detection to count")
     ap.add_argument("--check", action="store_true", help="also measure the scripted detector the same way")
     args = ap.parse_args(argv)
-    gt_path = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
+    gt_path = data.need("mot/MOT15/PETS09-S2L1/gt/gt.txt")
     gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
     dcfg = load(CONFIG).detector  # the detector as the bench run configures it (tiles, overlap)
     dets = detector_detections(dcfg)

@@ -68,6 +68,14 @@ def find(rel: str) -> Path | None:
     return None
 
 
+def need(rel: str) -> Path:
+    """`find(rel)`, or DataMissing naming the file and where it was looked for."""
+    found = find(rel)
+    if found is None:
+        raise DataMissing(f"bench data missing: {rel} in none of " + ", ".join(str(c) for c in candidates()))
+    return found
+
+
 def data_dir() -> Path:
     """The first data dir holding the bench's video; after `ensure()` this always succeeds."""
     for d in candidates():

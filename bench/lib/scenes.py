@@ -11,7 +11,7 @@ from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
 
 
-def truth(ticks: Sequence[TickResult], geo: Geometry, window_s: int) -> tuple[dict, dict]:
+def truth(ticks: Sequence[TickResult], geo: Geometry, window_s: int) -> tuple[dict, dict, dict]:
     """Unbounded true values: mean present per (window, zone) at 1 Hz, crossings per (window, line, dir)."""
     present: dict[tuple[int, str], list[int]] = defaultdict(list)
     seen: dict[tuple[int, str], set[int]] = defaultdict(set)
