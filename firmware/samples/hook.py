@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -48,13 +50,23 @@ class JobRunner(Protocol):
 
 
 class ThreadRunner:
-    """Each job on its own daemon thread (the worker starts one only when none is running)."""
+    """Each job on its own daemon thread (the worker starts one only when none is running), at `nice` (Linux:
+    niceness is per thread) so the loop's thread keeps the CPU it needs while a sample is made."""
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 10) -> None:
+        self.nice = nice
         self._thread: threading.Thread | None = None
 
     def start(self, job: Callable[[], None]) -> None:
-        self._thread = threading.Thread(target=job, name="umbra-sample", daemon=True)
+        def body() -> None:
+            if self.nice and sys.platform.startswith("linux"):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+                except OSError as e:
+                    log.info("sample worker: niceness not set: %s", e)
+            job()
+
+        self._thread = threading.Thread(target=body, name="umbra-sample", daemon=True)
         self._thread.start()
 
     def wait(self, timeout_s: float) -> bool:
