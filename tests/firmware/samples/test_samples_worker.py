@@ -13,14 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from firmware.cli.run import Sensor, close
 from firmware.config.samples import SamplesConfig
+from firmware.config.sensing import GeometryConfig, LoopConfig, QuantizeConfig, TrackerConfig
 from firmware.config.sync import OutboxConfig
 from firmware.privacy.audit import AuditLog, verify
 from firmware.samples.hook import InlineRunner, SampleHook, SampleWorker, ThreadRunner
 from firmware.samples.taking import SampleJob, SampleScheduler, SampleSlot, SampleTaker
+from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import SensorLoop
+from firmware.sensing.pseudonym import Pseudonymizer
+from firmware.sensing.quantize import Quantizer
+from firmware.sensing.tracker import Tracker
 from firmware.sync.outbox import Outbox
+from hal.clock import FakeClock
 from hal.detections import Detections
 from hal.frame import Frame
+from hal.synthetic import SyntheticCamera, SyntheticCrowd
 
 HOUR = 1_700_002_800.0
 BOX = np.array([[0.3, 0.2, 0.6, 0.9]], np.float32)
@@ -231,3 +240,76 @@ def test_on_a_thread_the_sample_is_made_and_shutdown_waits_for_it(tmp_path: Path
     hook(_frame(_main()), None, HOUR)
     assert hook.close() is True
     assert outbox.take_batch() is not None and len(submitted) == 1 and _all_zero(submitted[0].held)
+
+
+class DueFrom(SampleScheduler):
+    """One slot, due from wall time `at` on."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__(SamplesConfig(), random.Random(0))
+        self.at: float | None = at
+
+    def due(self, now: float) -> SampleSlot | None:
+        if self.at is None or now < self.at:
+            return None
+        self.at = None
+        return SampleSlot(now, None)
+
+
+def _loop_with(hook: SampleHook, clock: FakeClock, frames: int) -> SensorLoop:
+    geo = Geometry(GeometryConfig())
+    quant = Quantizer(QuantizeConfig(), geo, Pseudonymizer(3600, lambda n: bytes(range(n))))
+    return SensorLoop(LoopConfig(detect_hz=10.0), SyntheticCamera(clock, frames=frames), SyntheticCrowd(3),
+                      Tracker(TrackerConfig()), quant, clock, sinks=[lambda r: None], frame_hooks=[hook])
+
+
+def _sampled_loop(tmp_path: Path, runner, persons: Callable[[int], np.ndarray] | None = None):
+    clock = FakeClock()
+    outbox = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite")))
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    rec = Recording(persons)
+    taker = SampleTaker(SamplesConfig(), DueFrom(clock.wall() + 1.0), rec, lambda r: outbox.enqueue([r]), audit,
+                        person_finder=rec.find)
+    hook = SampleHook(taker, outbox, audit, SampleWorker(taker, audit, runner))
+    return _loop_with(hook, clock, 30), hook, outbox, rec
+
+
+def test_in_the_loop_the_tick_hands_the_sample_off_and_the_worker_makes_it(tmp_path: Path) -> None:
+    runner = ManualRunner()
+    loop, hook, outbox, rec = _sampled_loop(tmp_path, runner)
+    submitted = _capture(hook.worker)
+    assert loop.run().frames == 30
+    assert len(submitted) == 1 and rec.shown == []  # handed over in a tick; no model ran in any tick
+    assert submitted[0].image.any()  # its own copy: the loop zeroed its frame, not the job's
+    runner.run()  # the worker's thread
+    assert _all_zero(submitted[0].held) and _all_zero(rec.shown)
+    assert hook.worker.taken == 1 and outbox.take_batch() is not None
+
+
+def test_in_the_loop_a_failing_sample_is_counted_and_the_loop_goes_on(tmp_path: Path) -> None:
+    def persons(call: int) -> np.ndarray:
+        raise RuntimeError("the model fell over")
+
+    loop, hook, outbox, _ = _sampled_loop(tmp_path, InlineRunner(), persons)  # inline: the worst case, in the tick
+    submitted = _capture(hook.worker)
+    assert loop.run().frames == 30  # every frame, after the failure too
+    assert len(submitted) == 1 and hook.worker.errors == 1 and _all_zero(submitted[0].held)
+    assert outbox.take_batch() is None
+
+
+def test_the_sensor_stop_waits_for_the_sample_before_the_uploader_stops() -> None:
+    order: list[str] = []
+
+    class Part:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            order.append(self.name)
+
+        def stop(self) -> None:
+            order.append(self.name)
+
+    sensor = Sensor(None, Path("."), FakeClock(), samples=Part("samples"), sync=Part("sync"))  # type: ignore[arg-type]
+    close(sensor)
+    assert order == ["samples", "sync"]
