@@ -15,7 +15,8 @@ is cancelled (under the lock, so never between its audit entry and its put), its
 it makes afterwards is discarded: nothing half-made reaches the outbox.
 
 The `JobRunner` is injectable: `ThreadRunner` (one daemon thread per job, so at most one thread) on the
-sensor, `InlineRunner` (the job runs within `start`) or a hand-driven runner in tests.
+sensor (at nice 10, so the loop's thread keeps the CPU first), `InlineRunner` (the job runs within `start`) or
+a hand-driven runner in tests.
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ class SampleWorker:
     def _fail(self, job: SampleJob) -> None:
         self.errors += 1
         log.exception("sample: making the sample failed; none taken")
+        if self._cancelled is job:  # abandoned at shutdown: already audited as such
+            return
         audited(self.audit, "sample_dropped", job.taken_at, reason="error",
                 authorization=job.grant.token_id if job.grant else None)
 

@@ -218,16 +218,23 @@ def test_shutdown_waits_for_a_running_job_within_its_bound(tmp_path: Path) -> No
     assert hook.worker.running is None and runner.jobs == []
 
 
-def test_shutdown_past_the_bound_zeroes_the_job_and_nothing_half_made_reaches_the_outbox(tmp_path: Path) -> None:
+@pytest.mark.parametrize("late", ["made", "fails"])
+def test_shutdown_past_the_bound_zeroes_the_job_and_nothing_half_made_reaches_the_outbox(tmp_path: Path,
+                                                                                         late: str) -> None:
+    def persons(call: int) -> np.ndarray:
+        if late == "fails":
+            raise RuntimeError("the model fell over")
+        return np.zeros((0, 4))
+
     runner = ManualRunner()  # the job is still running when the wait ends
-    hook, outbox, rec = _wired(tmp_path, runner, HOUR)
+    hook, outbox, rec = _wired(tmp_path, runner, HOUR, finder=Recording(persons))
     hook(_frame(_main()), None, HOUR)
     job = hook.worker.running
     assert job is not None
     assert hook.close() is False and runner.waited == [3.0] and hook.worker.abandoned == 1
     assert _all_zero(job.held)  # zeroed at once, under the running job
-    runner.run()  # the thread finishes after the sensor stopped
-    assert outbox.take_batch() is None and hook.worker.taken == 0
+    runner.run()  # the thread finishes (or fails) after the sensor stopped
+    assert outbox.take_batch() is None and hook.worker.taken == 0 and hook.worker.errors == (late == "fails")
     assert _all_zero(job.held) and _all_zero(rec.shown)
     assert [d["reason"] for d in _events(tmp_path / "audit.jsonl", "sample_dropped")] == ["shutdown"]
     assert not _events(tmp_path / "audit.jsonl", "sample_taken")
