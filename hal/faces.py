@@ -212,8 +212,10 @@ class FaceDetector:
         part = rgb[y0:y0 + side, x0:x0 + side]
         crop[: part.shape[0], : part.shape[1]] = part
         size = self.spec.input_size
-        tensor = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-        tensor = (tensor / 127.5 - 1.0)[None]
+        small = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        crop.fill(0)
+        tensor = (small.astype(np.float32) / 127.5 - 1.0)[None]
+        small.fill(0)
         try:
             self._interpreter.set_tensor(self._input_index, tensor)
             self._interpreter.invoke()
@@ -221,6 +223,9 @@ class FaceDetector:
             raw_scores = self._interpreter.get_tensor(self._score_index)[0, :, 0]
         except Exception as e:  # noqa: BLE001
             raise DetectorError(f"face model failed on an image: {e}") from e
+        finally:  # no copy of the image outlives the call: ours, and the model's input tensor
+            tensor.fill(0)
+            self._interpreter.set_tensor(self._input_index, tensor)
         boxes, scores = decode(raw_boxes, raw_scores, self._anchors, size, self.config.score_threshold)
         boxes = boxes * side + np.array([x0, y0, x0, y0], dtype=np.float64)
         return boxes, scores

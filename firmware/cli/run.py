@@ -32,7 +32,8 @@ from firmware.privacy.frameaudit import FrameAuditSink
 from firmware.samples.authorization import Authorizer
 from firmware.samples.gate import sample_faces, sample_persons
 from firmware.samples.grantstore import device_id_of, sensor_grants
-from firmware.samples.taking import SampleHook, SampleScheduler, SampleTaker
+from firmware.samples.hook import JobRunner, SampleHook, SampleWorker
+from firmware.samples.taking import SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop, TickSink
 from firmware.sync.service import StatusSink, SyncService
@@ -63,6 +64,7 @@ class Sensor:
     loop: SensorLoop | None = None
     flows: FlowGroupHook | None = None
     demographics: DemographicsHook | None = None
+    samples: SampleHook | None = None
     frames: FrameAuditSink | None = None
     alerts: AlertSink | None = None
     ota: agent.Scheduler | None = None
@@ -154,7 +156,7 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
         if sensor.demographics is not None:
             sensor.demographics.trusted = lambda: sensor.clock.trusted
             loop.track_hooks.append(sensor.demographics)
-    sampler = sample_hook(cfg, sync, audit)
+    sampler = sensor.samples = sample_hook(cfg, sync, audit)  # the sample is made on its worker's thread
     if sampler is not None:
         refresher = sensor_grants(cfg, sensor.base, sampler.taker.scheduler, audit, sensor.clock.wall(),
                                   trusted=lambda: sensor.clock.trusted)
@@ -176,12 +178,22 @@ def init_hooks(sensor: Sensor, loop: SensorLoop) -> None:
 
 def close(sensor: Sensor) -> None:
     """In order: OTA checks, the partial window's aggregates, flow groups and demographics (paid for like any
-    other), the budget, the frame audit, the uploader, the output files."""
-    wall = sensor.clock.wall()
+    other), the budget, the frame audit, a sample being made (waited for, within a bound), the uploader, the
+    output files."""
     if sensor.installer is not None:
         sensor.installer.stop()
     if sensor.ota is not None:
         sensor.ota.stop()
+    _close_windows(sensor, sensor.clock.wall())
+    if sensor.samples is not None:
+        sensor.samples.close()
+    if sensor.sync is not None:
+        sensor.sync.stop()
+    sensor.files.close()
+
+
+def _close_windows(sensor: Sensor, wall: float) -> None:
+    """The partial windows of every stream, the budget, then the frame audit."""
     if sensor.analytics is not None:
         sensor.analytics.close_window()
     if sensor.continual is not None:
@@ -194,9 +206,6 @@ def close(sensor: Sensor) -> None:
         sensor.analytics.accountant.close()
     if sensor.frames is not None:
         sensor.frames.flush(wall)
-    if sensor.sync is not None:
-        sensor.sync.stop()
-    sensor.files.close()
 
 
 def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService | None,
@@ -253,11 +262,11 @@ def analytics_sink(cfg: UmbraConfig, base: Path, emit_to: list[Emit], audit: Aud
 
 
 def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | None,
-                rng: random.Random | None = None) -> SampleHook | None:
+                rng: random.Random | None = None, runner: JobRunner | None = None) -> SampleHook | None:
     """[samples]: one de-identified sample image an hour at a random instant, from the main stream, into the
     outbox (kept there until uploaded, never past retention_days). Needs sync and a main stream. `sync` is
     the SyncService (anything with an `outbox`). Each sample is checked by its own models (`_sample_gate`),
-    not the loop's detector."""
+    not the loop's detector, off the tick: on the worker's `runner` (a thread unless given)."""
     s = cfg.samples
     if not s.enabled or s.rate_per_hour == 0:
         return None
@@ -279,7 +288,7 @@ def sample_hook(cfg: UmbraConfig, sync: SyncService | None, audit: AuditSink | N
     scheduler = SampleScheduler(s, rng or random.SystemRandom(), authorizer)
     taker = SampleTaker(s, scheduler, faces, put=lambda record: sync.outbox.enqueue([record]),
                         audit=sink, person_finder=finder)
-    return SampleHook(taker, sync.outbox, sink)
+    return SampleHook(taker, sync.outbox, sink, SampleWorker(taker, sink, runner))
 
 
 def _sample_gate(cfg: UmbraConfig) -> tuple[Any, Any] | None:

@@ -19,8 +19,9 @@ of frames processed, destroyed (buffers zeroed) and dropped, not one row per fra
 as they happen, each before what it vouches for leaves (one that cannot be written: it does not leave):
 `records_released` (kind aggregate, track or alert), `budget_spent`, the holds while wall time is untrusted
 (`authorization_held`, `authorizations_held`, `alerts_held`, `flowgroups_held`, `demographics_held`),
-`sample_taken`, `samples_purged`, `authorization_accepted`/`_refused`/`_used`/`_dropped`/`_revoked`,
-`dsr_access`, `dsr_erasure`, and the log's own `audit_signing`, `audit_tamper_found` and
+`sample_taken`, `sample_dropped` (reason `not-clean`, `worker-busy`, `error` or `shutdown`), `samples_purged`,
+`authorization_accepted`/`_refused`/`_used`/`_dropped`/`_revoked`, `dsr_access`, `dsr_erasure`, and the log's
+own `audit_signing`, `audit_tamper_found` and
 `audit_unanchored` (on opening, the last entry was not yet under a head: a crash between the two writes, or
 an entry appended by someone else while nobody was writing; the chain cannot tell which).
 

@@ -22,7 +22,7 @@ import base64
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,8 +32,6 @@ from firmware.config.samples import SamplesConfig
 from firmware.errors import AuthorizationRefused, SampleError
 from firmware.privacy.audit import AuditSink, audited
 from firmware.samples.authorization import Authorizer, Grant
-from hal.detections import Detections
-from hal.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +167,14 @@ def blur_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, min_block_p
     cx1, cy1 = min(w, x1 + block), min(h, y1 + block)
     context = img[cy0:cy1, cx0:cx1]
     cw, ch = cx1 - cx0, cy1 - cy0
-    small = cv2.resize(context, (max(1, round(cw / block)), max(1, round(ch / block))), interpolation=cv2.INTER_AREA)
+    area = cv2.resize(context, (max(1, round(cw / block)), max(1, round(ch / block))), interpolation=cv2.INTER_AREA)
     # blur at block scale (sigma of one block), then smooth upsampling: the region keeps at most one colour
     # per block of information, and costs the same whatever its size
-    small = cv2.GaussianBlur(small, (0, 0), sigmaX=1.0, borderType=cv2.BORDER_REFLECT)
+    small = cv2.GaussianBlur(area, (0, 0), sigmaX=1.0, borderType=cv2.BORDER_REFLECT)
     smooth = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
     img[y0:y1, x0:x1] = smooth[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+    for buf in (area, small, smooth):  # the region's colours, before and after the blur
+        buf.fill(0)
 
 
 def deidentify(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
@@ -185,7 +185,7 @@ def deidentify(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: Fa
 
 def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
                        config: SamplesConfig | None = None, person_finder: PersonFinder | None = None,
-                       ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+                       held: list[np.ndarray] | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """A blurred copy of `main_rgb` (HxWx3 uint8) and the pixel regions blurred. `person_boxes`: (N, 4)
     normalized xyxy (the loop's person detections, which are normalized to the frame). Every person box
     plus margin and every face the face detector finds plus margin is blurred. Then, up to `verify_passes`
@@ -193,7 +193,8 @@ def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_dete
     persons above its threshold) run again on the result: a face still found is blurred again, and a person
     still found is blurred again at twice the block size (a crowd's blurred blobs can still read as a person,
     and a person the first detection missed shows once its neighbours are blurred). The input is not
-    modified."""
+    modified. The blurred copy is appended to `held` (the caller zeroes it whatever happens); the images
+    checked on the way (as sent) are zeroed here."""
     cfg = config or SamplesConfig()
     if main_rgb.ndim != 3 or main_rgb.shape[2] != 3 or main_rgb.dtype != np.uint8:
         raise SampleError(f"a sample is HxWx3 uint8, got {main_rgb.shape} {main_rgb.dtype}")
@@ -204,11 +205,27 @@ def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_dete
         faces = face_detector.detect(main_rgb)
         regions += [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
     out = main_rgb.copy()
+    if held is not None:
+        held.append(out)
     for r in regions:
         blur_region(out, *r, min_block_px=cfg.min_block_px)
     for _ in range(cfg.verify_passes):
-        more: list[tuple[int, int, int, int]] = []
-        seen = _as_sent(out, cfg.jpeg_quality)  # check what will leave: JPEG blocks can redraw an edge
+        more = _reblur(out, face_detector, person_finder, cfg)
+        if not more:
+            break
+        log.info("sample: %d face(s) or person(s) still found after blurring; blurring again", len(more))
+        regions += more
+    return out, regions
+
+
+def _reblur(out: np.ndarray, face_detector: FaceFinder | None, person_finder: PersonFinder | None,
+            cfg: SamplesConfig) -> list[tuple[int, int, int, int]]:
+    """One verify pass of `deidentify_regions` on `out`, in place: the regions blurred again."""
+    h, w = out.shape[:2]
+    scale = np.array([w, h, w, h], dtype=np.float64)
+    more: list[tuple[int, int, int, int]] = []
+    seen = _as_sent(out, cfg.jpeg_quality)  # check what will leave: JPEG blocks can redraw an edge
+    try:
         if face_detector is not None:
             faces = face_detector.detect(seen)
             more += [_expand(b, cfg.face_margin, w, h) for b in np.asarray(faces.boxes, np.float64) * scale]
@@ -220,11 +237,9 @@ def deidentify_regions(main_rgb: np.ndarray, person_boxes: np.ndarray, face_dete
             for r in people:
                 blur_region(out, *r, min_block_px=max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2))
             more += people
-        if not more:
-            break
-        log.info("sample: %d face(s) or person(s) still found after blurring; blurring again", len(more))
-        regions += more
-    return out, regions
+    finally:
+        seen.fill(0)
+    return more
 
 
 def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -234,7 +249,9 @@ def _as_sent(rgb: np.ndarray, quality: int) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(encode_sample(rgb, quality), np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("the sample's own JPEG does not decode")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    rgb_seen = np.ascontiguousarray(bgr[:, :, ::-1])
+    bgr.fill(0)
+    return rgb_seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,23 +272,27 @@ def still_found(rgb: np.ndarray, face_detector: FaceFinder | None, person_finder
     scale = np.array([w, h, w, h], dtype=np.float64)
     seen = _as_sent(rgb, config.jpeg_quality)
     found: list[tuple[int, int, int, int]] = []
-    if face_detector is not None:
-        found += [_expand(b, config.face_margin, w, h)
-                  for b in np.asarray(face_detector.detect(seen).boxes, np.float64).reshape(-1, 4) * scale]
-    if person_finder is not None:
-        found += [_expand(b, config.person_margin, w, h)
-                  for b in np.asarray(person_finder(seen), np.float64).reshape(-1, 4) * scale]
+    try:
+        if face_detector is not None:
+            found += [_expand(b, config.face_margin, w, h)
+                      for b in np.asarray(face_detector.detect(seen).boxes, np.float64).reshape(-1, 4) * scale]
+        if person_finder is not None:
+            found += [_expand(b, config.person_margin, w, h)
+                      for b in np.asarray(person_finder(seen), np.float64).reshape(-1, 4) * scale]
+    finally:
+        seen.fill(0)
     return found
 
 
 def clean_sample(main_rgb: np.ndarray, person_boxes: np.ndarray, face_detector: FaceFinder | None,
-                 person_finder: PersonFinder | None, config: SamplesConfig | None = None) -> Cleaned:
+                 person_finder: PersonFinder | None, config: SamplesConfig | None = None,
+                 held: list[np.ndarray] | None = None) -> Cleaned:
     """De-identifies (`deidentify_regions`), then checks the result as it would be sent: anything the face
     detector or the person finder still finds is blurred harder (twice the margin, one colour per region),
     and checked again; if anything is still found, the sample cannot be cleaned (`image` None; the blurred
-    copy is zeroed)."""
+    copy is zeroed). The blurred copy is appended to `held`, for a caller that zeroes it whatever happens."""
     cfg = config or SamplesConfig()
-    out, regions = deidentify_regions(main_rgb, person_boxes, face_detector, cfg, person_finder)
+    out, regions = deidentify_regions(main_rgb, person_boxes, face_detector, cfg, person_finder, held)
     found = still_found(out, face_detector, person_finder, cfg)
     harder = len(found)
     if found:
@@ -334,10 +355,18 @@ def encode_sample(deidentified_rgb: np.ndarray, quality: int = 50) -> bytes:
     import cv2
 
     img = fit_main(deidentified_rgb)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    try:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    finally:
+        bgr.fill(0)
+        if img is not deidentified_rgb:
+            img.fill(0)
     if not ok:
         raise SampleError("JPEG encoding failed")
-    return buf.tobytes()
+    jpeg = buf.tobytes()
+    buf.fill(0)
+    return jpeg
 
 
 def sample_record(jpeg: bytes, taken_at: float, grant: Grant | None = None, width: int = 640,
@@ -351,9 +380,36 @@ def sample_record(jpeg: bytes, taken_at: float, grant: Grant | None = None, widt
     }
 
 
+@dataclass(slots=True)
+class SampleJob:
+    """A due sample, copied out of the frame in the tick: the main image fitted whole into 640x480 (the job's
+    own buffer, never the frame's), the person boxes mapped into it, the instant and the grant it is taken
+    under. `held` is every pixel buffer the job owns (the copy, then the blurred image): `zero()` clears them."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    taken_at: float
+    grant: Grant | None
+    held: list[np.ndarray] = field(default_factory=list)
+
+    def zero(self) -> None:
+        for buf in self.held:
+            buf.fill(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Made:
+    """A cleaned, encoded sample ready to leave: the record and its `sample_taken` audit fields."""
+
+    record: dict[str, Any]
+    fields: dict[str, Any]
+    taken_at: float
+
+
 class SampleTaker:
-    """The loop calls `maybe_take(main_rgb, person_boxes, now)` every tick it has a main image; at the
-    scheduled instants it de-identifies, encodes, audits, and hands the record to `put` (the outbox)."""
+    """At the scheduled instants, a sample: `due()` (in the tick: the slot and a copy of what it needs),
+    `make()` (de-identify, gate, encode: seconds of CPU, meant for `firmware.samples.hook.SampleWorker`),
+    `release()` (audit `sample_taken`, then `put` into the outbox). `maybe_take()` does all three at once."""
 
     def __init__(self, config: SamplesConfig, scheduler: SampleScheduler, face_detector: FaceFinder | None,
                  put: Callable[[Mapping[str, Any]], Any], audit: AuditSink,
@@ -364,21 +420,26 @@ class SampleTaker:
         self._put, self._audit = put, audit
         self.withheld = 0  # samples never put: their audit entry could not be written
 
-    def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float,
-                   source_size: tuple[int, int] | None = None) -> dict | None:
-        """At a due instant: the sample record put into the outbox, or None (not due, or dropped because it
-        could not be cleaned: then audited as `sample_dropped` and never put). `person_boxes` are normalized
-        to `source_size` (the sensor's view; the main image is that view fitted whole into 640x480)."""
+    def due(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float,
+            source_size: tuple[int, int] | None = None) -> SampleJob | None:
+        """At a due instant, the job for it (the main image fitted and copied: the frame may be zeroed as soon
+        as this returns), else None. `person_boxes` are normalized to `source_size` (the sensor's view; the
+        main image is that view fitted whole into 640x480). Consumes the slot."""
         if main_rgb is None:  # no main image this tick: a due slot stays pending until one comes
             return None
         slot = self.scheduler.due(now)
         if slot is None:
             return None
-        grant = slot.grant
         fitted, boxes = letterbox(main_rgb, person_boxes, source_size)
-        cleaned = clean_sample(fitted, boxes, self.faces, self.persons, self.config)
-        if fitted is not main_rgb:
-            fitted.fill(0)
+        if fitted is main_rgb:
+            fitted = main_rgb.copy()
+        return SampleJob(fitted, boxes, now, slot.grant, [fitted])
+
+    def make(self, job: SampleJob) -> Made | None:
+        """The job de-identified, gated and encoded, or None when it could not be cleaned (then audited as
+        `sample_dropped` and never put). Does not zero the job: its owner does, whatever happens."""
+        grant, now = job.grant, job.taken_at
+        cleaned = clean_sample(job.image, job.boxes, self.faces, self.persons, self.config, held=job.held)
         if cleaned.image is None:
             log.warning("sample: %d face(s) or person(s) still found after the harder blur; sample dropped",
                         cleaned.left)
@@ -388,34 +449,31 @@ class SampleTaker:
         jpeg = encode_sample(cleaned.image, self.config.jpeg_quality)
         cleaned.image.fill(0)
         record = sample_record(jpeg, now, grant)
-        # the audit entry first: a sample the log never recorded must never leave (a full disk fails it here)
-        if not audited(self._audit, "sample_taken", now, bytes=len(jpeg), regions_blurred=len(cleaned.regions),
-                       blurred_harder=cleaned.harder, authorization=record["authorization"],
-                       checked=[n for n, f in (("faces", self.faces), ("persons", self.persons)) if f]):
+        return Made(record, {"bytes": len(jpeg), "regions_blurred": len(cleaned.regions),
+                             "blurred_harder": cleaned.harder, "authorization": record["authorization"],
+                             "checked": [n for n, f in (("faces", self.faces), ("persons", self.persons)) if f]}, now)
+
+    def release(self, made: Made) -> dict | None:
+        """Audits `sample_taken`, then puts the record; None (counted in `withheld`) when the entry could not
+        be written: a sample the log never recorded must never leave (a full disk fails it here)."""
+        if not audited(self._audit, "sample_taken", made.taken_at, **made.fields):
             self.withheld += 1
             return None
-        self._put(record)
-        return record
+        self._put(made.record)
+        return made.record
 
-
-class SampleHook:
-    """The loop's frame hook for samples: hands each frame's main image and its person boxes to the taker (a
-    sample is taken only at its scheduled instant; the image is copied, blurred and encoded within the tick,
-    before the frame is zeroed), and once a day applies the retention rule to the store. The de-identification
-    runs in the tick that takes the sample, so that tick overruns once an hour (the loop drops the frames it
-    could not take; the tracker is time-aware)."""
-
-    def __init__(self, taker: SampleTaker, store: SampleStore, audit: AuditSink) -> None:
-        self.taker, self.store, self.audit = taker, store, audit
-        self._purged_day: int | None = None
-
-    def __call__(self, frame: Frame, detections: Detections | None, wall: float) -> None:
-        day = int(wall // 86400)
-        if day != self._purged_day:
-            self._purged_day = day
-            purge_expired(self.store, wall, self.taker.config.retention_days, self.audit)
-        boxes = detections.persons().boxes if detections is not None else np.zeros((0, 4))
-        self.taker.maybe_take(frame.main, boxes, wall, frame.source_size)
+    def maybe_take(self, main_rgb: np.ndarray | None, person_boxes: np.ndarray, now: float,
+                   source_size: tuple[int, int] | None = None) -> dict | None:
+        """At a due instant, all at once (`due`, `make`, `release`): the sample record put into the outbox, or
+        None (not due, or dropped or withheld); every buffer the job held is zeroed on the way out."""
+        job = self.due(main_rgb, person_boxes, now, source_size)
+        if job is None:
+            return None
+        try:
+            made = self.make(job)
+            return self.release(made) if made is not None else None
+        finally:
+            job.zero()
 
 
 def purge_expired(store: SampleStore, now: float, retention_days: int = 30,

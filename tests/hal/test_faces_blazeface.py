@@ -72,6 +72,14 @@ def test_real_model_finds_the_faces_in_face_jpg(shared_data: Path, variant: str)
     assert len(blank) == 0
 
 
+def test_no_copy_of_the_image_outlives_detect(shared_data: Path) -> None:
+    rgb = cv2.cvtColor(cv2.imread(str(shared_data / "images" / "face.jpg")), cv2.COLOR_BGR2RGB)
+    with FaceDetector(FaceConfig(tiles=(1, 2))) as det:
+        det.detect(rgb)
+        interp = det._interpreter
+        assert not interp.get_tensor(interp.get_input_details()[0]["index"]).any()  # the model's input: zeroed
+
+
 def test_bad_input_and_bad_config_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="variant"):
         FaceConfig(variant="long").validate()

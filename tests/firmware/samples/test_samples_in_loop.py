@@ -17,6 +17,7 @@ from firmware.cli.run import sample_hook as _sample_hook
 from firmware.config import load
 from firmware.config.sync import OutboxConfig
 from firmware.privacy.audit import AuditLog, verify
+from firmware.samples.hook import InlineRunner
 from firmware.sync.outbox import Outbox
 from hal.detections import Detections
 from hal.frame import Frame
@@ -54,7 +55,7 @@ def test_one_deidentified_sample_an_hour_goes_to_the_outbox_and_the_audit_log(tm
         outbox = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite")))
 
     audit = AuditLog(tmp_path / "audit.jsonl")
-    hook = _sample_hook(cfg, Sync, audit, rng=random.Random(7))
+    hook = _sample_hook(cfg, Sync, audit, rng=random.Random(7), runner=InlineRunner())  # made within the call
     assert hook is not None
     main, dets = pets_frame(shared_data)
     original = main.copy()
