@@ -29,6 +29,9 @@ class GateStats:
     motion_frames: int = 0  # frames in which something moved
 
 
+_XYXY = np.array([0, 1, 0, 1])  # a velocity (x, y) spread over a box's corners
+
+
 class Gate:
     """`plan(pixels, t_s)` gives the regions (R, 4) [x0, y0, x1, y1] normalized to the frame for this frame;
     `observe(tracks, frame_size, t_s)` tells it the tracker's tracks (pixels, with velocities, coasting ones
@@ -51,9 +54,9 @@ class Gate:
 
     def observe(self, tracks: Sequence, frame_size: tuple[int, int], t_s: float) -> None:
         w, h = frame_size
-        scale = np.array([w, h, w, h], dtype=np.float64)
-        self._boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4) / scale
-        self._vel = np.array([t.velocity for t in tracks], dtype=np.float64).reshape(-1, 2) / scale[:2]
+        rows = np.array([(*t.box, *t.velocity) for t in tracks], dtype=np.float64).reshape(-1, 6)
+        self._boxes = rows[:, :4] / np.array([w, h, w, h], dtype=np.float64)
+        self._vel = rows[:, 4:] / np.array([w, h], dtype=np.float64)
         self._t_obs = t_s
 
     def predicted(self, t_s: float) -> np.ndarray:
@@ -61,10 +64,13 @@ class Gate:
         if not len(self._boxes):
             return self._boxes
         dt = min(max(t_s - self._t_obs, 0.0), 2.0)
-        shift = np.tile(self._vel * dt, 2)
-        b = self._boxes + shift
-        g = self.cfg.region_grow * np.column_stack((b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
-        return np.clip(b + np.column_stack((-g, g)), 0.0, 1.0)
+        shift = self._vel * dt
+        b = self._boxes + shift[:, _XYXY]
+        g = self.cfg.region_grow * (b[:, 2:] - b[:, :2])
+        out = np.empty_like(b)
+        np.subtract(b[:, :2], g, out=out[:, :2])
+        np.add(b[:, 2:], g, out=out[:, 2:])
+        return np.clip(out, 0.0, 1.0, out=out)
 
     def plan(self, pixels: np.ndarray, t_s: float) -> np.ndarray:
         moving = self.motion.boxes(pixels)
@@ -102,23 +108,34 @@ Box = list[float]  # [x0, y0, x1, y1]: plain floats, a few dozen of them a frame
 def pack(boxes: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
     """Regions holding every box whole: boxes are grouped while a group's bounding box fits in one tile,
     then each group becomes a region of the tile's shape (larger, same aspect, if a single box is larger)
-    centred on it and kept inside the frame."""
-    order = np.argsort(boxes[:, 0], kind="stable") if len(boxes) else np.zeros(0, np.int64)
-    groups: list[Box] = [[float(v) for v in boxes[i]] for i in order]
-    merged = True
-    while merged and len(groups) > 1:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                u = _union(groups[i], groups[j])
-                if u[2] - u[0] <= tile[0] and u[3] - u[1] <= tile[1]:
-                    groups[i] = u
-                    del groups[j]
-                    merged = True
-                    break
-            if merged:
+    centred on it and kept inside the frame.
+
+    Groups are taken in order of their left edge, and the first pair (in that order) whose union fits is
+    merged, again and again. After a merge of (i, j) no pair before (i, j) can fit (their unions only grew),
+    so the scan goes on from there instead of from the start; and since a group keeps its first box's left
+    edge, no group further right than a tile's width from group i can join it."""
+    tw, th = tile
+    groups: list[Box] = sorted(boxes.tolist(), key=_left)  # stable, as the boxes came
+    prune = all(g[2] >= g[0] for g in groups)  # a group's right edge never left of its left one
+    i = 0
+    while i < len(groups) - 1:
+        gi, j = groups[i], i + 1
+        while j < len(groups):
+            gj = groups[j]
+            if prune and gj[0] - gi[0] > tw:
                 break
+            u = _union(gi, gj)
+            if u[2] - u[0] <= tw and u[3] - u[1] <= th:
+                groups[i] = gi = u
+                del groups[j]
+            else:
+                j += 1
+        i += 1
     return np.array([fit(g, tile) for g in groups], dtype=np.float64).reshape(-1, 4)
+
+
+def _left(box: Box) -> float:
+    return box[0]
 
 
 def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float]) -> np.ndarray:
