@@ -40,8 +40,8 @@ class Gate:
         self.tile = (float(self.grid[0, 2] - self.grid[0, 0]), float(self.grid[0, 3] - self.grid[0, 1]))
         self.motion = MotionDetector(cfg.motion_threshold, cfg.motion_min_area, cfg.motion_alpha)
         self.stats = GateStats()
-        self._boxes = np.zeros((0, 4))  # last tracks, normalized
-        self._vel = np.zeros((0, 2))  # their velocities, normalized per second
+        # last tracks, normalized: (x0, y0, x1, y1, vx, vy), velocities per second; plain floats, a few a frame
+        self._tracks: list[tuple[float, float, float, float, float, float]] = []
         self._t_obs = 0.0
         self._sweep_at: float | None = None  # when the sweep in progress (or the last one) began
         self._cursor = len(self.grid)  # next tile of the sweep in progress; len(grid): none in progress
@@ -50,28 +50,31 @@ class Gate:
         self.motion.reset()
 
     def observe(self, tracks: Sequence, frame_size: tuple[int, int], t_s: float) -> None:
-        w, h = frame_size
-        scale = np.array([w, h, w, h], dtype=np.float64)
-        self._boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4) / scale
-        self._vel = np.array([t.velocity for t in tracks], dtype=np.float64).reshape(-1, 2) / scale[:2]
+        w, h = float(frame_size[0]), float(frame_size[1])
+        self._tracks = [(float(x0) / w, float(y0) / h, float(x1) / w, float(y1) / h, float(vx) / w, float(vy) / h)
+                        for (x0, y0, x1, y1), (vx, vy) in ((t.box, t.velocity) for t in tracks)]
         self._t_obs = t_s
 
     def predicted(self, t_s: float) -> np.ndarray:
         """The tracked people's boxes moved on to `t_s` and grown by `region_grow` on each side."""
-        if not len(self._boxes):
-            return self._boxes
+        return np.array(self._predicted(t_s), dtype=np.float64).reshape(-1, 4)
+
+    def _predicted(self, t_s: float) -> list[Box]:
         dt = min(max(t_s - self._t_obs, 0.0), 2.0)
-        shift = np.tile(self._vel * dt, 2)
-        b = self._boxes + shift
-        g = self.cfg.region_grow * np.column_stack((b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
-        return np.clip(b + np.column_stack((-g, g)), 0.0, 1.0)
+        grow = self.cfg.region_grow
+        out = []
+        for x0, y0, x1, y1, vx, vy in self._tracks:
+            sx, sy = vx * dt, vy * dt
+            x0, y0, x1, y1 = x0 + sx, y0 + sy, x1 + sx, y1 + sy
+            gx, gy = grow * (x1 - x0), grow * (y1 - y0)
+            out.append([_clip01(x0 - gx), _clip01(y0 - gy), _clip01(x1 + gx), _clip01(y1 + gy)])
+        return out
 
     def plan(self, pixels: np.ndarray, t_s: float) -> np.ndarray:
         moving = self.motion.boxes(pixels)
         self.stats.frames += 1
         self.stats.motion_frames += bool(len(moving))
-        cands = np.vstack((self.predicted(t_s), moving))
-        regions = pack(cands, self.tile)
+        regions = _pack(self._predicted(t_s) + moving.tolist(), self.tile)
         sweeping = self._sweep_due(t_s)
         budget = self.cfg.max_invokes - (1 if sweeping else 0)
         regions = merge_to_budget(regions, max(budget, 0), self.tile)
@@ -84,7 +87,7 @@ class Gate:
     def _sweep_due(self, t_s: float) -> bool:
         if self._cursor < len(self.grid):
             return True
-        every = self.cfg.sweep_s if len(self._boxes) else max(self.cfg.idle_sweep_s, self.cfg.sweep_s)
+        every = self.cfg.sweep_s if self._tracks else max(self.cfg.idle_sweep_s, self.cfg.sweep_s)
         if self._sweep_at is None or t_s - self._sweep_at >= every:
             self._sweep_at, self._cursor = t_s, 0
             return True
@@ -102,23 +105,43 @@ Box = list[float]  # [x0, y0, x1, y1]: plain floats, a few dozen of them a frame
 def pack(boxes: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
     """Regions holding every box whole: boxes are grouped while a group's bounding box fits in one tile,
     then each group becomes a region of the tile's shape (larger, same aspect, if a single box is larger)
-    centred on it and kept inside the frame."""
-    order = np.argsort(boxes[:, 0], kind="stable") if len(boxes) else np.zeros(0, np.int64)
-    groups: list[Box] = [[float(v) for v in boxes[i]] for i in order]
-    merged = True
-    while merged and len(groups) > 1:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                u = _union(groups[i], groups[j])
-                if u[2] - u[0] <= tile[0] and u[3] - u[1] <= tile[1]:
-                    groups[i] = u
-                    del groups[j]
-                    merged = True
-                    break
-            if merged:
+    centred on it and kept inside the frame.
+
+    Groups are taken in order of their left edge, and the first pair (in that order) whose union fits is
+    merged, again and again. After a merge of (i, j) no pair before (i, j) can fit (their unions only grew),
+    so the scan goes on from there instead of from the start; and since a group keeps its first box's left
+    edge, no group further right than a tile's width from group i can join it."""
+    return _pack(boxes.tolist(), tile)
+
+
+def _pack(boxes: list[Box], tile: tuple[float, float]) -> np.ndarray:
+    tw, th = tile
+    groups = sorted(boxes, key=_left)  # stable, as the boxes came
+    prune = all(g[2] >= g[0] for g in groups)  # a group's right edge never left of its left one
+    i = 0
+    while i < len(groups) - 1:
+        gi, j = groups[i], i + 1
+        while j < len(groups):
+            gj = groups[j]
+            if prune and gj[0] - gi[0] > tw:
                 break
+            u = _union(gi, gj)
+            if u[2] - u[0] <= tw and u[3] - u[1] <= th:
+                groups[i] = gi = u
+                del groups[j]
+            else:
+                j += 1
+        i += 1
     return np.array([fit(g, tile) for g in groups], dtype=np.float64).reshape(-1, 4)
+
+
+def _left(box: Box) -> float:
+    return box[0]
+
+
+def _clip01(v: float) -> float:
+    """`np.clip(v, 0.0, 1.0)` on one float, to the bit (NaN kept, -0.0 made 0.0)."""
+    return 0.0 if v <= 0.0 else 1.0 if v >= 1.0 else v
 
 
 def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float]) -> np.ndarray:

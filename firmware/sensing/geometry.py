@@ -112,13 +112,30 @@ class LineCounter:
             along = u[:, 0] * rel[..., 0] + u[:, 1] * rel[..., 1]
             now = np.where(signed > self.band, 1, np.where(signed < -self.band, -1, 0)).astype(np.int8)
             inside = (along >= 0) & (along <= self._length)
+            sides, insides = now.tolist(), inside.tolist()
             for j, tid in enumerate(ids.tolist()):
-                found += self._step(int(tid), now[j], inside[j], t_s)
+                if not self._quiet(int(tid), sides[j], insides[j]):
+                    found += self._step(int(tid), now[j], inside[j], t_s)
         for tid in ids.tolist():
             self._seen[int(tid)] = t_s
         if t_s - self._pruned_at >= min(self.forget_s, 10.0):
             self._prune(t_s)
         return found
+
+    def _quiet(self, tid: int, now: list[int], inside: list[bool]) -> bool:
+        """`_step` in plain Python for the common case, a known track with no crossing due that crosses
+        nothing now (its sides are updated where it is beyond the band); False, and nothing done, otherwise."""
+        side = self._side.get(tid)
+        if side is None or tid in self._due:
+            return False
+        old = side.tolist()
+        for n, s, i in zip(now, old, inside, strict=True):
+            if n and s and n != s and i:
+                return False
+        for k, n in enumerate(now):
+            if n and n != old[k]:
+                side[k] = n
+        return True
 
     def _step(self, tid: int, now: np.ndarray, inside: np.ndarray, t_s: float) -> list[Crossing]:
         side = self._side.get(tid)

@@ -118,7 +118,7 @@ def test_a_person_standing_still_is_lost_without_tracked_regions_or_sweep():
     cfg = replace(GATED, region_grow=0.0, sweep_s=600.0)
     loop, _ = _loop(clock, _walk_in_then_stand, frames=int(70 * FPS), cfg=cfg,
                     sinks=[lambda r: present.append(len(r.ground.track_ids))])
-    loop.gate.predicted = lambda t_s: np.zeros((0, 4))  # type: ignore[method-assign]
+    loop.gate._predicted = lambda t_s: []  # type: ignore[method-assign]
     loop.run()
     assert min(present[int(40 * FPS):int(65 * FPS)]) == 0
 

@@ -267,3 +267,21 @@ def test_the_loop_counts_a_box_that_jumps_across_the_line_and_back_not_at_all():
 def test_a_bad_hold_is_refused_naming_the_key(hold):
     with pytest.raises(ValueError, match="count_hold_s"):
         GeometryConfig(lines=(LINE,), count_hold_s=hold).validate()
+
+
+walk = st.lists(st.lists(st.tuples(st.integers(0, 5), st.floats(-3.0, 3.0), st.floats(-120.0, 120.0)),
+                         max_size=6), min_size=1, max_size=40)
+
+
+@given(walk, st.sampled_from([0.0, 0.5]))
+def test_the_quiet_fast_path_counts_and_keeps_sides_as_the_full_step(frames, hold):
+    """`_quiet` (plain Python for a track that crosses nothing) against `_step` alone, frame by frame."""
+    lines = [LINE, LineConfig("hall", (-10.0, 20.0), (10.0, 20.0))]
+    fast, full = LineCounter(lines, BAND, hold_s=hold), LineCounter(lines, BAND, hold_s=hold)
+    full._quiet = lambda tid, now, inside: False  # type: ignore[method-assign]
+    for k, seen in enumerate(frames):
+        ids = np.array(sorted({tid for tid, _, _ in seen}), dtype=np.int64)
+        xy = np.array([[x, yy] for tid in ids for _, x, yy in [next(p for p in seen if p[0] == tid)]]).reshape(-1, 2)
+        assert fast.update(ids, xy, k * 0.2) == full.update(ids, xy, k * 0.2)
+        assert fast._side.keys() == full._side.keys()
+        assert all(np.array_equal(fast._side[t], full._side[t]) for t in fast._side)
