@@ -6,9 +6,7 @@
    with 100 people in view (synthetic crowd); goals <= 1 ms and <= 3 ms.
 3. Capture to zeroed buffer, p99, against the detector's own p99: goal at most detector + 2 ms.
 4. Resident memory after 10,000 frames against after 1,000: goal within 5 MB.
-The gated row is run beside the same loop gated by the gate as it was before its cost was cut
-(bench.lib.gate_reference), round for round, so the before/after ratio comes from one run. The machine's
-load average is printed: CPU figures on a shared machine are inflated, ratios much less.
+The machine's load average is printed: CPU figures on a shared machine are inflated, ratios much less.
 
 `umbra bench speed [--frames N] [--rounds R] [--memory-frames 10000]`"""
 
@@ -53,17 +51,12 @@ def alone(cfg, video: Path, detector, frames: int) -> float:
         return frames / (time.perf_counter() - t0)
 
 
-def whole_loop(cfg, video: Path, detector, frames: int, reference_gate: bool = False):
-    """The loop on the video; `reference_gate`: gated by the gate as it was before its cost was cut
-    (bench.lib.gate_reference), for a before/after in the same run."""
+def whole_loop(cfg, video: Path, detector, frames: int):
+    """The loop on the video."""
     clock = FakeClock()
     cam = _camera(cfg, video, clock)
     loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=detector, sinks=[lambda r: None],
                       profile=True)
-    if reference_gate and loop.gate is not None:
-        from bench.lib.gate_reference import ReferenceGate
-
-        loop.gate = ReferenceGate(cfg.detector, loop.gate.grid)  # type: ignore[assignment]
     t0 = time.perf_counter()
     stats = loop.run(max_ticks=frames)
     return stats.frames / (time.perf_counter() - t0), stats
@@ -132,17 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     det_p99 = np.percentile(np.array(det_ms) / 1e6, 99)
     crowd = crowd_own_ms(cfg, 100, 600)
     gcfg = gated(cfg)
-    g_own_l, r_own_l = [], []
+    g_own_l = []
     gdet = build_detector(gcfg, CONFIG.parent)
-    rdet = build_detector(gcfg, CONFIG.parent)
-    for _ in range(args.rounds):  # the gate and the reference gate, interleaved
+    for _ in range(args.rounds):
         _, gstats = whole_loop(gcfg, video, gdet, args.frames)
-        _, rstats = whole_loop(gcfg, video, rdet, args.frames, reference_gate=True)
         g_own_l += gstats.own_ns[5:]
-        r_own_l += rstats.own_ns[5:]
-    g_own, r_own = np.array(g_own_l) / 1e6, np.array(r_own_l) / 1e6
+    g_own = np.array(g_own_l) / 1e6
     g_inv = gdet.invokes / max(args.frames * args.rounds, 1)
-    r_inv = rdet.invokes / max(args.frames * args.rounds, 1)
     print()
     print(f"loop / (decode + inference alone), median of rounds: {np.median(ratios):.3f}   (goal >= 0.9)")
     print(f"loop's own CPU per frame, PETS density, median:    {np.median(own_ms):.3f} ms (goal <= 1 ms)")
@@ -150,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loop's own CPU per frame, PETS density, gated:     {np.median(g_own):.3f} ms, p99 "
           f"{np.percentile(g_own, 99):.3f} ms (goal <= 1 ms; motion and regions included, {g_inv:.2f} invokes a "
           f"frame against {len(detector.grid) if hasattr(detector, 'grid') else 1} tiled)")
-    print(f"  the same with the gate before its cost was cut:  {np.median(r_own):.3f} ms, p99 "
-          f"{np.percentile(r_own, 99):.3f} ms ({r_inv:.2f} invokes a frame); gated now / before: "
-          f"{np.median(g_own) / np.median(r_own):.3f}")
     print(f"capture to zeroed buffer p99 {hold_p99:.2f} ms vs detector p99 {det_p99:.2f} ms: "
           f"margin {hold_p99 - det_p99:+.2f} ms (goal <= +2 ms)")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

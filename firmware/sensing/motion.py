@@ -8,8 +8,8 @@ thumbnail, its difference from the background, the masks) are allocated once per
 after every frame and dropped by `reset()`.
 
 Every step is exact in its arithmetic (sums of grey levels are whole numbers in float32, masks are boolean),
-so the buffers and the order of the work change no box: tests/firmware/sensing/test_motion.py holds the
-reference the boxes are compared with, and `python -m bench.gate_speed` compares them on the bench footage."""
+so the buffers and the order of the work change no box: tests/firmware/sensing/test_gate_reference.py holds
+digests of what the code before them gave, which this code reproduces to the bit (bench/GATING.md)."""
 
 from __future__ import annotations
 
