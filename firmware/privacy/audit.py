@@ -177,8 +177,9 @@ class AuditLog:
     `sign`). Opening an existing log resumes its chain after its last entry; a torn last line (a crash
     mid-write after the last entry, perhaps NUL-padded, not covered by the head, nothing else wrong) is cut
     off. NULs or garbage in place of entries, or a tail that is not a torn line, are left as found and
-    recorded as `audit_tamper_found` (once: damage before an earlier such entry was recorded by it). Opening also checks the head it finds against the log (and, when the log names a
-    signing key, its signature): a mismatch means the log was cut or rewritten while nobody was writing, and
+    recorded as `audit_tamper_found` (once: damage before an earlier such entry was recorded by it).
+    Opening also checks the head it finds against the log (and, when the log names a signing key, its
+    signature): a mismatch means the log was cut or rewritten while nobody was writing, and
     is recorded for good as an `audit_tamper_found` entry (which `verify()` reports), so a restart cannot
     launder it under a fresh signature. Appends are serialized by a lock within a process and by an flock on
     the file across processes (the sensor and `umbra samples`/`umbra privacy` may append to one log)."""
