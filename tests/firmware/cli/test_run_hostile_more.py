@@ -52,3 +52,27 @@ def test_new_bad_runs_are_one_line_and_non_zero(tmp_path: Path, shared_data: Pat
             if proc.returncode == 0 or "Traceback" in err or len(lines) != 1 or not all(w in lines[0] for w in words):
                 failures.append(f"{name}: exit {proc.returncode}, stderr {err[-600:]!r}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_pi_camera_without_picamera2_is_one_line_and_non_zero(tmp_path: Path, shared_data: Path) -> None:
+    """A permanent camera fault (here: the Pi camera named on a machine without picamera2) stops the run at
+    start with one `umbra:` line and a non-zero exit; an empty config file means the Pi camera too. Both retried
+    the camera for ever and exited 0 before (seen failing on the old code)."""
+    import importlib.util
+
+    if importlib.util.find_spec("picamera2") is not None:
+        return  # on a Pi the camera may well be there
+    table = _base(tmp_path / "pi", shared_data)
+    table["camera"] = {"kind": "pi"}
+    (tmp_path / "pi.toml").write_text(to_toml(table))
+    (tmp_path / "empty.toml").write_text("")
+    home = tmp_path / "home"  # an empty config keeps its state under ~/.local/state/umbra
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HOME": str(home)}
+    failures = []
+    for name in ("pi.toml", "empty.toml"):
+        proc = subprocess.run([UMBRA, "run", "--config", str(tmp_path / name), "--max-frames", "20"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("umbra:")]
+        if proc.returncode == 0 or "Traceback" in proc.stderr or len(lines) != 1 or "picamera2" not in lines[0]:
+            failures.append(f"{name}: exit {proc.returncode}, stderr {proc.stderr[-600:]!r}")
+    assert not failures, "\n".join(failures)
