@@ -382,7 +382,8 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
         raw_lines = p.read_bytes().split(b"\n")
     except OSError as e:
         return VerifyResult(False, 0, (f"cannot read {p}: {e.strerror}",), None)
-    torn = len(raw_lines[-1]) if raw_lines[-1] and is_torn(raw_lines[-1]) else 0
+    tail = raw_lines[-1]
+    torn = len(tail) if tail and is_torn(tail) else 0
     if torn:  # a write cut by a power cut after the last entry: the writer cuts it (if the head covers no more)
         raw_lines[-1] = b""
     problems: list[str] = []
@@ -402,8 +403,13 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
                 first_bad = prev_seq + 1
         if entry is not None:
             prev_hash, prev_seq = entry["hash"], entry["seq"]
-    problems.extend(_check_head(p, prev_seq, prev_hash, Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
-                                seen_counter))
+    head_bad = _check_head(p, prev_seq, prev_hash, Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
+                           seen_counter)
+    if torn and head_bad:  # the head (or its absence) says entries may be missing: the tail is no torn line
+        head_bad.append(f"after the last entry (seq {prev_seq}): {describe(tail)}, where the head or its absence "
+                        "says entries may have been: not a torn last line")
+        torn = 0
+    problems.extend(head_bad)
     if problems and first_bad is None:
         first_bad = prev_seq + 1
     return VerifyResult(not problems, n, tuple(problems), first_bad, torn)
