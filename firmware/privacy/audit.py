@@ -386,6 +386,22 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
     torn = len(tail) if tail and is_torn(tail) else 0
     if torn:  # a write cut by a power cut after the last entry: the writer cuts it (if the head covers no more)
         raw_lines[-1] = b""
+    problems, first_bad, (prev_seq, prev_hash), n, keys = _check_lines(raw_lines)
+    head_bad = _check_head(p, prev_seq, prev_hash, Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
+                           seen_counter)
+    if torn and head_bad:  # the head (or its absence) says entries may be missing: the tail is no torn line
+        head_bad.append(f"after the last entry (seq {prev_seq}): {describe(tail)}, where the head or its absence "
+                        "says entries may have been: not a torn last line")
+        torn = 0
+    problems.extend(head_bad)
+    if problems and first_bad is None:
+        first_bad = prev_seq + 1
+    return VerifyResult(not problems, n, tuple(problems), first_bad, torn)
+
+
+def _check_lines(raw_lines: list[bytes]) -> tuple[list[str], int | None, tuple[int, str], int,
+                                                  list[tuple[int, str, str]]]:
+    """Every line's hash, link and seq: (problems, first bad seq, last (seq, hash), entries, signing keys)."""
     problems: list[str] = []
     first_bad: int | None = None
     prev_hash, prev_seq, n = GENESIS, 0, 0
@@ -403,16 +419,7 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
                 first_bad = prev_seq + 1
         if entry is not None:
             prev_hash, prev_seq = entry["hash"], entry["seq"]
-    head_bad = _check_head(p, prev_seq, prev_hash, Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
-                           seen_counter)
-    if torn and head_bad:  # the head (or its absence) says entries may be missing: the tail is no torn line
-        head_bad.append(f"after the last entry (seq {prev_seq}): {describe(tail)}, where the head or its absence "
-                        "says entries may have been: not a torn last line")
-        torn = 0
-    problems.extend(head_bad)
-    if problems and first_bad is None:
-        first_bad = prev_seq + 1
-    return VerifyResult(not problems, n, tuple(problems), first_bad, torn)
+    return problems, first_bad, (prev_seq, prev_hash), n, keys
 
 
 def _entry_note(entry: Mapping[str, Any], keys: list[tuple[int, str, str]]) -> str | None:
