@@ -8,6 +8,7 @@ from hal.errors import (
     BootControlError,
     CameraError,
     CameraStalled,
+    CameraUnavailable,
     DelegateError,
     DetectorError,
     EndOfStream,
@@ -17,6 +18,7 @@ from hal.errors import (
 from hal.frame import Frame, FramePool
 
 __all__ = [
-    "PERSON", "BootControlError", "CameraError", "CameraStalled", "Clock", "DelegateError", "Detections",
+    "PERSON", "BootControlError", "CameraError", "CameraStalled", "CameraUnavailable",
+    "Clock", "DelegateError", "Detections",
     "DetectorError", "EndOfStream", "FakeClock", "Frame", "FramePool", "HalError", "SerialError", "SystemClock",
 ]

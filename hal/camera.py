@@ -15,8 +15,10 @@ class Camera(Protocol):
     `capture()` returns the next frame, whose buffers the camera owns; the caller must `release()` it
     (which zeroes it) in the same tick. Raises `CameraStalled` when no frame arrives within the camera's
     timeout, `CameraError` when the camera is not open or has failed; after either, `close()` then `open()`
-    may bring it back. `fps` is the camera's native rate, `lores_size` the (width, height) of
-    `Frame.pixels`, `main_size` that of `Frame.main` (or None when there is no main stream)."""
+    may bring it back. `CameraUnavailable` (from `open()` or `capture()`) is permanent: the camera cannot work
+    here as configured, and the caller must stop rather than retry. `fps` is the camera's native rate,
+    `lores_size` the (width, height) of `Frame.pixels`, `main_size` that of `Frame.main` (or None when there
+    is no main stream)."""
 
     fps: float
     lores_size: tuple[int, int]

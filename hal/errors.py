@@ -15,6 +15,13 @@ class CameraStalled(CameraError):
     """No frame arrived within the camera's timeout; the caller may reopen the camera."""
 
 
+class CameraUnavailable(CameraError):
+    """A permanent camera fault: the camera cannot work on this machine as configured (its driver module is not
+    installed, there is no such camera, it refuses the configuration, the source file is missing or not a
+    video). Reopening cannot help, so the caller stops and says so; every other CameraError is transient (a
+    frame timeout, a camera busy or failing to start that may come back) and is retried with backoff."""
+
+
 class DetectorError(HalError):
     """The detector could not load its model or failed on a frame."""
 

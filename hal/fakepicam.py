@@ -25,10 +25,12 @@ class _Request:
 
 
 class FakePicamera2:
-    def __init__(self, image_rgb: np.ndarray, *, stall_on: frozenset[int] = frozenset(), fail_start: bool = False):
+    def __init__(self, image_rgb: np.ndarray, *, stall_on: frozenset[int] = frozenset(), fail_start: bool = False,
+                 refuse_config: bool = False):
         self.image = image_rgb
         self.stall_on = stall_on
         self.fail_start = fail_start
+        self.refuse_config = refuse_config  # a sensor that offers no mode for the configuration asked
         self.config: dict[str, Any] | None = None
         self.started = False
         self.closed = False
@@ -40,6 +42,8 @@ class FakePicamera2:
         return kw
 
     def configure(self, config: dict[str, Any]) -> None:
+        if self.refuse_config:
+            raise RuntimeError("Configuration validation failed")
         if config["lores"]["format"] != "YUV420":
             raise RuntimeError("lores stream must be YUV")  # what the Pi 4's ISP says
         self.config = config

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hal.clock import Clock
-from hal.errors import CameraError, CameraStalled
+from hal.errors import CameraError, CameraStalled, CameraUnavailable
 from hal.frame import Frame, FramePool
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,11 @@ def _default_factory(camera_num: int) -> Any:
     try:
         from picamera2 import Picamera2
     except ImportError as e:
-        raise CameraError(
+        raise CameraUnavailable(
             "picamera2 is not installed: on Raspberry Pi OS `sudo apt install python3-picamera2` (and create the "
             "venv with --system-site-packages), or `pip install '.[pi]'`; on a laptop use camera.kind = \"video\""
         ) from e
-    try:
-        return Picamera2(camera_num)
-    except (IndexError, RuntimeError) as e:
-        raise CameraError(f"no camera {camera_num} found by libcamera ({e}); check the ribbon cable") from e
+    return Picamera2(camera_num)  # IndexError: no such camera; RuntimeError: it would not open (PiCamera.open)
 
 
 class PiCamera:
@@ -58,7 +55,7 @@ class PiCamera:
         factory: Callable[[int], Any] = _default_factory,
     ) -> None:
         if lores_size[0] % 2 or lores_size[1] % 2:
-            raise CameraError(f"lores size {lores_size}: width and height must be even for YUV420")
+            raise CameraUnavailable(f"lores size {lores_size}: width and height must be even for YUV420")
         self.clock = clock
         self.lores_size = lores_size
         self.main_size = main_size
@@ -76,24 +73,48 @@ class PiCamera:
     def open(self) -> None:
         if self._cam is not None:
             return
-        cam = self._factory(self.camera_num)
+        try:
+            cam = self._factory(self.camera_num)
+        except IndexError as e:  # picamera2 indexes libcamera's list of cameras: there is no such camera
+            raise CameraUnavailable(f"no camera {self.camera_num} found by libcamera; check the ribbon cable and "
+                                    "`rpicam-hello --list-cameras`") from e
+        except RuntimeError as e:  # the camera is there but would not open (busy with another process, say)
+            raise CameraError(f"camera {self.camera_num} would not open: {e}") from e
         streams: dict[str, Any] = {"lores": {"size": self.lores_size, "format": "YUV420"}}
         # picamera2's "BGR888" is laid out R, G, B in memory (its names follow libcamera's DRM fourcc).
         main = {"size": self.main_size or self.lores_size, "format": "BGR888"}
         period_us = int(1e6 / self.fps)
-        try:
+        try:  # the same configuration on the same camera is refused every time: permanent
             config = cam.create_video_configuration(
                 main=main, lores=streams["lores"], buffer_count=4, queue=False,
                 controls={"FrameDurationLimits": (period_us, period_us)},
             )
             cam.configure(config)
-            cam.start()
         except Exception as e:  # libcamera raises RuntimeError and friends with its own messages
+            _close_quietly(cam)
+            raise CameraUnavailable(f"camera {self.camera_num} refuses the configuration (lores {self.lores_size} "
+                                    f"YUV420, main {main['size']}, {self.fps} fps): {e}") from e
+        try:  # a sensor that does not start (a frontend timeout) may start on the next try
+            cam.start()
+        except Exception as e:
             _close_quietly(cam)
             raise CameraError(f"camera {self.camera_num} would not start: {e}") from e
         self._cam = cam
         log.info("camera %d started: lores %s YUV420, main %s, %.1f fps", self.camera_num, self.lores_size,
                  self.main_size, self.fps)
+
+    def probe(self) -> None:
+        """Open and close the camera once, before the loop starts: a permanent fault (`CameraUnavailable`:
+        picamera2 missing, no such camera, a configuration it refuses) is raised, so `umbra run` stops with it
+        at once; a transient one is only logged, and the loop's reopening with backoff takes it from there."""
+        try:
+            self.open()
+        except CameraUnavailable:
+            raise
+        except CameraError as e:
+            log.warning("camera %d not ready at start (%s); the loop will retry", self.camera_num, e)
+        finally:
+            self.close()
 
     def close(self) -> None:
         cam, self._cam = self._cam, None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hal.clock import Clock, due_frame, due_ns
-from hal.errors import CameraError, EndOfStream
+from hal.errors import CameraError, CameraUnavailable, EndOfStream
 from hal.frame import Frame, FramePool, letterbox_into
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -69,22 +69,22 @@ class VideoCamera:
         if self.source.is_dir():
             self._images = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._images:
-                raise CameraError(f"{self.source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise CameraUnavailable(f"{self.source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             first = cv2.imread(str(self._images[0]))
             if first is None:
-                raise CameraError(f"cannot decode {self._images[0]}")
+                raise CameraUnavailable(f"cannot decode {self._images[0]}")
             h, w = first.shape[:2]
             self.fps = self._fps_override or 10.0
         else:
             if not self.source.is_file():
-                raise CameraError(f"video {self.source} not found")
+                raise CameraUnavailable(f"video {self.source} not found")
             cap = cv2.VideoCapture(str(self.source))
             if not cap.isOpened():
-                raise CameraError(f"cannot open video {self.source}")
+                raise CameraUnavailable(f"cannot open video {self.source}")
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             if w < 1 or h < 1:  # the decoder took the file but found no picture in it (an image, say)
                 cap.release()
-                raise CameraError(f"{self.source} is not a video this camera can decode (no picture size)")
+                raise CameraUnavailable(f"{self.source} is not a video this camera can decode (no picture size)")
             self._cap = cap
             self.fps = self._fps_override or cap.get(cv2.CAP_PROP_FPS) or 10.0
         self.source_size = (w, h)
@@ -95,15 +95,15 @@ class VideoCamera:
 
     def probe(self) -> tuple[int, int]:
         """Check the source once, before the loop starts, and return its (width, height): a missing, empty or
-        undecodable source is a CameraError naming it (the loop would otherwise retry it for ever)."""
+        undecodable source is a CameraUnavailable naming it (permanent: the loop would retry it for ever)."""
         if self.source.is_file() and self.source.stat().st_size == 0:
-            raise CameraError(f"video {self.source} is empty (0 bytes)")
+            raise CameraUnavailable(f"video {self.source} is empty (0 bytes)")
         self.open()
         try:
             if self._cap is not None and self._decode is not None and not self._read_into(self._decode):
-                raise CameraError(f"{self.source} is not a video this camera can decode (no first frame)")
+                raise CameraUnavailable(f"{self.source} is not a video this camera can decode (no first frame)")
             if self.source_size[0] < 1 or self.source_size[1] < 1:
-                raise CameraError(f"{self.source} has no picture size")
+                raise CameraUnavailable(f"{self.source} has no picture size")
             return self.source_size
         finally:
             self.close()

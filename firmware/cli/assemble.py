@@ -41,7 +41,9 @@ def build_camera(cfg: UmbraConfig, base: Path, clock: Clock, lores_size: tuple[i
         from hal.picam import PiCamera
 
         check_image_size(cfg, c.main_size, "camera.main_size")
-        return PiCamera(lores_size=lores_size, main_size=c.main_size, clock=clock)
+        pi = PiCamera(lores_size=lores_size, main_size=c.main_size, clock=clock)
+        pi.probe()  # a permanent fault (picamera2 missing, no camera) stops the run here, with one line
+        return pi
     from hal.video import VideoCamera
 
     cam = VideoCamera(

@@ -32,6 +32,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         signed = ("head signature checked against the device key" if args.cert or args.public_key else
                   "head signature NOT checked against the device key (give --cert DEVICE_CERT.pem)")
         print(f"{args.file}: OK, {result.entries} entries, chain and head intact; {signed}")
+        if result.torn_tail:
+            print(f"  a torn last line of {result.torn_tail} bytes after the last entry (a write cut by a power cut, "
+                  "not under the head): the device cuts it when it next opens the log")
         return 0
     print(f"{args.file}: TAMPERED or damaged ({result.entries} entries); first bad seq {result.first_bad_seq}")
     for problem in result.problems:

@@ -89,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sensor.continual = ContinualRelease(
             cfg.privacy, Geometry(cfg.geometry), sensor.analytics.accountant, sensor.analytics.emit,
             resolve_path(cfg.privacy.tree_state_file, sensor.base),
-            audit=sensor.audit.append if sensor.audit is not None else None, trusted=lambda: sensor.clock.trusted)
+            audit=sensor.audit.append if sensor.audit is not None else None, trusted=lambda: sensor.clock.trusted,
+            history=sensor.audit.path if sensor.audit is not None else None)  # what the log says was released
         sensor.sinks.append(sensor.continual)
     watchdog = Watchdog()  # systemd's WatchdogSec restarts a loop that stops ticking
     sensor.sinks.append(watchdog)

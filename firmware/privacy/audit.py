@@ -25,6 +25,13 @@ own `audit_signing`, `audit_tamper_found` and
 `audit_unanchored` (on opening, the last entry was not yet under a head: a crash between the two writes, or
 an entry appended by someone else while nobody was writing; the chain cannot tell which).
 
+Damage (`firmware.privacy.auditfile`): a power cut can only leave a torn last line after the last complete
+entry (each line is fsynced before its head), which a writer cuts and `verify()` accepts (`torn_tail`).
+Anything else that removes entries (NUL bytes or garbage where entries were, a zeroed file whose head is gone
+but whose high-water mark remembers its entries) is named by `verify()` and recorded by the writer in the
+chain it continues after the last good entry: `umbra run` keeps running, and the budget ledger releases
+nothing more that day (`budget_day_withheld`).
+
 CLI: `umbra audit verify FILE [--cert DEVICE_CERT.pem | --public-key B64]` exits 0 when the log verifies,
 1 when it does not.
 """
@@ -46,15 +53,13 @@ from typing import Any, BinaryIO, Protocol
 
 from firmware.config import UmbraConfig, resolve_path
 from firmware.errors import AuditError
+from firmware.privacy.auditfile import GENESIS, KEYS, Tail, describe, is_torn, scan, unrecorded_damage
 from trust.devicekey import device_signer, key_b64, public_key_from_b64, public_key_from_cert, signature_ok
 from trust.errors import DeviceKeyError
 from trust.files import canonical, write_atomic
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
-KEYS = ("seq", "t", "event", "fields", "prev_hash", "hash")
-SIGNING_MARKER = b'"event":"audit_signing"'  # canonical JSON: a string value cannot hold it unescaped
 
 
 class AuditSink(Protocol):
@@ -115,6 +120,15 @@ def read_mark(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
+def read_mark_seq(path: str | os.PathLike[str]) -> int | None:
+    """The seq of the log's last entry when the high-water mark was last written (None: no mark)."""
+    try:
+        seq = json.loads(_mark_path(Path(path)).read_bytes())["seq"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seq if isinstance(seq, int) else None
+
+
 def rollback_problems(head: Mapping[str, Any] | None, seen: int | None, by: str) -> list[str]:
     """A head older than a counter seen before (`by`: who saw it) means the log and its head were rolled back."""
     if seen is None or head is None or head_counter(head) >= seen:
@@ -133,43 +147,6 @@ class HeadSigner(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
     def public_key_b64(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Tail:
-    """What resuming needs from a log: its last two (seq, hash) and the signing keys it names by seq."""
-
-    last: tuple[int, str]
-    before_last: tuple[int, str]
-    keys: tuple[tuple[int, str, str], ...]  # (seq of the audit_signing entry, alg, key)
-
-    def key_at(self, seq: int) -> tuple[str, str] | None:
-        named = [(alg, key) for s, alg, key in self.keys if s <= seq]
-        return named[-1] if named else None
-
-
-def _scan(data: bytes) -> _Tail:
-    """The tail of complete log bytes; `audit_signing` entries are found by their marker, so a long log is not
-    parsed line by line (verify() does that)."""
-    ends: list[dict[str, Any]] = []
-    stop = len(data.rstrip(b"\n"))
-    while len(ends) < 2 and stop > 0:
-        start = data.rfind(b"\n", 0, stop) + 1
-        if data[start:stop]:
-            ends.insert(0, json.loads(data[start:stop]))
-        stop = start - 1
-    pairs = [(int(e["seq"]), str(e["hash"])) for e in ends]
-    pairs = [(0, GENESIS)] * (2 - len(pairs)) + pairs
-    keys = []
-    pos = data.find(SIGNING_MARKER)
-    while pos >= 0:
-        start = data.rfind(b"\n", 0, pos) + 1
-        stop = data.find(b"\n", pos)
-        entry = json.loads(data[start:stop if stop >= 0 else len(data)])
-        if entry.get("event") == "audit_signing":
-            keys.append((int(entry["seq"]), str(entry["fields"]["alg"]), str(entry["fields"]["key"])))
-        pos = data.find(SIGNING_MARKER, pos + 1)
-    return _Tail(pairs[1], pairs[0], tuple(keys))
 
 
 def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_last: tuple[int, str] | None,
@@ -198,9 +175,12 @@ def head_problems(head: Mapping[str, Any] | None, last: tuple[int, str], before_
 class AuditLog:
     """Appends entries to `path`. `signer` signs the head: a `HeadSigner` (the device key, see
     `audit_log_for`) or a plain `signer(message) -> signature` (e.g. an Ed25519 key's
-    `sign`). Opening an existing log resumes its chain; a torn last line (a crash mid-write, not covered by
-    the head) is cut off. Opening also checks the head it finds against the log (and, when the log names a
-    signing key, its signature): a mismatch means the log was cut or rewritten while nobody was writing, and
+    `sign`). Opening an existing log resumes its chain after its last entry; a torn last line (a crash
+    mid-write after the last entry, perhaps NUL-padded, not covered by the head, nothing else wrong) is cut
+    off. NULs or garbage in place of entries, or a tail that is not a torn line, are left as found and
+    recorded as `audit_tamper_found` (once: damage before an earlier such entry was recorded by it).
+    Opening also checks the head it finds against the log (and, when the log names a signing key, its
+    signature): a mismatch means the log was cut or rewritten while nobody was writing, and
     is recorded for good as an `audit_tamper_found` entry (which `verify()` reports), so a restart cannot
     launder it under a fresh signature. Appends are serialized by a lock within a process and by an flock on
     the file across processes (the sensor and `umbra samples`/`umbra privacy` may append to one log)."""
@@ -296,40 +276,62 @@ class AuditLog:
             raise AuditError(f"cannot read the audit log {self.path}: {e.strerror}") from e
 
     def _resume(self, f: BinaryIO) -> list[str]:
-        """Takes up the chain where the file ends; returns what is wrong with the head found beside it."""
+        """Takes up the chain after the last entry in the file; returns what is wrong with the file and the head
+        found beside it. Only a torn last line (`auditfile.is_torn`) with nothing else wrong is cut off; any
+        other damage is left in place (verify() keeps naming it) and the chain goes on after the last entry."""
         data = self._read(f)
         cut = data.rfind(b"\n") + 1
-        if cut < len(data):  # torn last line: written but never completed nor anchored
-            log.warning("audit log %s: cutting off a torn last line (%d bytes)", self.path, len(data) - cut)
-            f.truncate(cut)
-            os.fsync(f.fileno())
-            data = data[:cut]
-        self._size, self._last_t = len(data), 0.0
-        try:
-            tail = _scan(data)
-            if data.strip():
-                self._last_t = float(json.loads(data[data.rfind(b"\n", 0, len(data) - 1) + 1:])["t"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise AuditError(f"audit log {self.path}: last entries unreadable; run `umbra audit verify`") from e
-        self.seq, self.last_hash = tail.last
+        complete, rest = data[:cut], data[cut:]
+        tail = scan(complete)
+        self.seq, self.last_hash, self._last_t = tail.last[0], tail.last[1], tail.last_t
         self._logged_key = tail.keys[-1][2] if tail.keys else None
-        try:
-            head = json.loads(_head_path(self.path).read_bytes())
-        except FileNotFoundError:
-            head = None
-        except (OSError, ValueError):
-            return ["the head file is unreadable"]
-        if head is not None and not isinstance(head, dict):
-            return ["the head file is not a head"]
+        head, problems = self._load_head()
         mark = read_mark(self.path)
         self.counter = max(head_counter(head) if head else 0, mark or 0, self.seq)
         self.head = head
-        named = tail.key_at(head["seq"]) if head is not None and isinstance(head.get("seq"), int) else None
-        problems = head_problems(head, tail.last, tail.before_last, named)
-        problems += rollback_problems(head, mark, "high-water mark beside the log")
-        if not problems and head is not None and (head.get("seq"), head.get("hash")) != tail.last:
-            self._unanchored = tail.last[0]  # a crash between the last line and its head
+        if not problems:
+            named = tail.key_at(head["seq"]) if head is not None and isinstance(head.get("seq"), int) else None
+            problems = head_problems(head, tail.last, tail.before_last, named)
+            problems += rollback_problems(head, mark, "high-water mark beside the log")
+            marked = read_mark_seq(self.path)
+            if not problems and head is None and marked is not None and marked > tail.last[0]:
+                problems.append(f"no head file, and the high-water mark says the log held {marked} entries but it "
+                                f"ends at seq {tail.last[0]}: entries were removed or zeroed")
+            if not problems and head is not None and (head.get("seq"), head.get("hash")) != tail.last:
+                self._unanchored = tail.last[0]  # a crash between the last line and its head
+        problems = unrecorded_damage(complete) + problems
+        if rest and not is_torn(rest):
+            problems.append(f"after the last entry (seq {self.seq}): {describe(rest)}, not a torn last line")
+        if rest:
+            self._end_tail(f, rest, cut, keep=bool(problems))
+        self._size = os.fstat(f.fileno()).st_size
+        if problems:
+            self._unanchored = None
         return problems
+
+    def _load_head(self) -> tuple[dict[str, Any] | None, list[str]]:
+        try:
+            head = json.loads(_head_path(self.path).read_bytes())
+        except FileNotFoundError:
+            return None, []
+        except (OSError, ValueError):
+            return None, ["the head file is unreadable"]
+        if not isinstance(head, dict):
+            return None, ["the head file is not a head"]
+        return head, []
+
+    def _end_tail(self, f: BinaryIO, rest: bytes, cut: int, *, keep: bool) -> None:
+        """A torn last line, when nothing else is wrong, is cut off; with damage found it is kept (evidence)
+        and ended with a newline, so the next entry starts on a line of its own."""
+        if keep:
+            log.error("audit log %s: %d bytes after the last entry kept as found (the log is damaged)",
+                      self.path, len(rest))
+            f.write(b"\n")
+            f.flush()
+        else:
+            log.warning("audit log %s: cutting off a torn last line (%d bytes)", self.path, len(rest))
+            f.truncate(cut)
+        os.fsync(f.fileno())
 
     def _refresh(self, f: BinaryIO) -> None:
         """The file changed under us: another process appended (take up the chain after its entries, and any
@@ -349,7 +351,7 @@ class AuditLog:
         complete = new[:new.rfind(b"\n") + 1]
         if len(complete) < len(new):  # that process died mid-line: cut it, as opening would
             f.truncate(start + len(complete))
-        tail = _scan(complete)
+        tail = scan(complete)
         self.counter = max(self.counter, read_mark(self.path) or 0)  # that process wrote heads too
         if tail.last[0]:
             self.seq, self.last_hash = tail.last
@@ -364,6 +366,7 @@ class VerifyResult:
     entries: int
     problems: tuple[str, ...] = field(default_factory=tuple)
     first_bad_seq: int | None = None
+    torn_tail: int = 0  # bytes of a torn last line after the last entry (not a problem: the writer cuts it)
 
 
 def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
@@ -380,6 +383,26 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
         raw_lines = p.read_bytes().split(b"\n")
     except OSError as e:
         return VerifyResult(False, 0, (f"cannot read {p}: {e.strerror}",), None)
+    tail = raw_lines[-1]
+    torn = len(tail) if tail and is_torn(tail) else 0
+    if torn:  # a write cut by a power cut after the last entry: the writer cuts it (if the head covers no more)
+        raw_lines[-1] = b""
+    problems, first_bad, (prev_seq, prev_hash), n, keys = _check_lines(raw_lines)
+    head_bad = _check_head(p, prev_seq, prev_hash, Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
+                           seen_counter)
+    if torn and head_bad:  # the head (or its absence) says entries may be missing: the tail is no torn line
+        head_bad.append(f"after the last entry (seq {prev_seq}): {describe(tail)}, where the head or its absence "
+                        "says entries may have been: not a torn last line")
+        torn = 0
+    problems.extend(head_bad)
+    if problems and first_bad is None:
+        first_bad = prev_seq + 1
+    return VerifyResult(not problems, n, tuple(problems), first_bad, torn)
+
+
+def _check_lines(raw_lines: list[bytes]) -> tuple[list[str], int | None, tuple[int, str], int,
+                                                  list[tuple[int, str, str]]]:
+    """Every line's hash, link and seq: (problems, first bad seq, last (seq, hash), entries, signing keys)."""
     problems: list[str] = []
     first_bad: int | None = None
     prev_hash, prev_seq, n = GENESIS, 0, 0
@@ -397,11 +420,7 @@ def verify(path: str | os.PathLike[str], public_key: str | None = None, *,
                 first_bad = prev_seq + 1
         if entry is not None:
             prev_hash, prev_seq = entry["hash"], entry["seq"]
-    problems.extend(_check_head(p, prev_seq, prev_hash, _Tail((0, ""), (0, ""), tuple(keys)), public_key, cert,
-                                seen_counter))
-    if problems and first_bad is None:
-        first_bad = prev_seq + 1
-    return VerifyResult(not problems, n, tuple(problems), first_bad)
+    return problems, first_bad, (prev_seq, prev_hash), n, keys
 
 
 def _entry_note(entry: Mapping[str, Any], keys: list[tuple[int, str, str]]) -> str | None:
@@ -418,7 +437,7 @@ def _check_line(raw: bytes, lineno: int, prev_hash: str, prev_seq: int) -> tuple
         if not isinstance(entry, dict) or set(entry) != set(KEYS):
             return f"line {lineno}: not an audit entry (keys {sorted(entry) if isinstance(entry, dict) else '?'})", None
     except ValueError:
-        return f"line {lineno}: not JSON (torn or edited)", None
+        return f"line {lineno}: {describe(raw)}", None
     seq = entry["seq"]
     if entry["hash"] != entry_hash(entry):
         return f"line {lineno} (seq {seq}): hash does not match its content: the entry was edited", entry
@@ -430,7 +449,7 @@ def _check_line(raw: bytes, lineno: int, prev_hash: str, prev_seq: int) -> tuple
     return None, entry
 
 
-def _check_head(p: Path, last_seq: int, last_hash: str, tail: _Tail, public_key: str | None,
+def _check_head(p: Path, last_seq: int, last_hash: str, tail: Tail, public_key: str | None,
                 cert: str | os.PathLike[str] | None, seen_counter: int | None = None) -> list[str]:
     head_path = _head_path(p)
     try:

@@ -22,11 +22,19 @@ threshold of its step is not shown) and the clipping at 0 are post-processing of
 
 Nothing is noised twice: the noised blocks and the exact partial sums of the open ones are written
 durably (`tree_state_file`) after the charge and before the release, so a restart resumes the same tree and
-a step already released is not released again. A state that is behind the budget (the accountant has spent
-more today than the state knows of: deleted, edited, rolled back, or a crash between the charge and the
-write) cannot be trusted to be the tree whose noise was spent: the stream releases nothing more that day,
-and this is audited (`continual_withheld`, reason `state behind budget`). A day earlier than the state's
-(the clock went back) releases nothing either.
+a step already released is not released again. A state that cannot vouch for today's releases cannot be
+trusted to be the tree whose noise was spent, and its blocks cannot be rebuilt from what was released
+(gated, clipped): the running totals are then SUSPENDED for the rest of that day, never restarted with
+fresh noise. That is the case when the state file is unreadable, missing or rolled back and either the
+audit log records running totals released today (`records_released`, kind `running_total`: read at start,
+`history=`; reason `state behind audit log`) or the budget shows today's spend (the accountant has spent
+more today than the state knows of, e.g. a crash between the charge and the write; reason `state behind
+budget`). A suspended day draws no noise, charges nothing and releases nothing; it is audited
+(`continual_state_unusable` for a file that could not be read, `continual_withheld` per stream with the
+reason) and written in the state (`suspended`), so a restart keeps it; the next day starts a fresh tree.
+No step whose window the audit log records as released today is released again, whatever the state says,
+and a day earlier than the state's (the clock went back) releases nothing either. Without an audit log
+only the budget store vouches (a store and state deleted together cannot then be told from a new device).
 """
 
 from __future__ import annotations
@@ -160,6 +168,39 @@ class _State:
     spent: dict[str, str] = field(default_factory=dict)  # per stream: epsilon charged today, as the state knows
     trees: dict[str, Tree] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)
+    suspended: str = ""  # why this day's running totals are suspended ("": they are not); no trees then
+
+
+_RELEASED_MARKER = b'"kind":"running_total"'
+
+
+def released_in_log(path: str | Path | None) -> dict[int, int]:
+    """Per day (since the epoch): the latest window_start of running totals the audit log records as released.
+    Entries are found by their marker, as the budget's spends are (`accountant.spends_in_log`)."""
+    if path is None:
+        return {}
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        log.error("cannot read the audit log %s for released running totals: %s", path, e.strerror)
+        return {}
+    out: dict[int, int] = {}
+    pos = data.find(_RELEASED_MARKER)
+    while pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        stop = data.find(b"\n", pos)
+        try:
+            entry = json.loads(data[start:stop if stop >= 0 else len(data)])
+            start_s = entry["fields"]["window_start"]
+            if entry["event"] == "records_released" and isinstance(start_s, int):
+                day = start_s // DAY_S
+                out[day] = max(out.get(day, start_s), start_s)
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged line is the audit log's verify() to report
+        pos = data.find(_RELEASED_MARKER, pos + 1)
+    return out
 
 
 class ContinualRelease:
@@ -168,7 +209,7 @@ class ContinualRelease:
     def __init__(self, config: PrivacyConfig, geometry: Geometry, accountant: Accountant,
                  emit: Callable[[list[dict[str, Any]]], None], state_path: str | Path, *,
                  rng: RandomSource = SYSTEM, audit: Callable[..., Any] | None = None,
-                 trusted: Callable[[], bool] | None = None) -> None:
+                 trusted: Callable[[], bool] | None = None, history: str | Path | None = None) -> None:
         config.validate()
         self.config, self.geometry, self.accountant, self.emit = config, geometry, accountant, emit
         self.rng, self.audit, self.path = rng, audit, Path(state_path)
@@ -186,6 +227,8 @@ class ContinualRelease:
         self._seen: dict[int, set[str]] = defaultdict(set)  # today's visitors: track -> zones counted in
         self._seen_day = -1
         self._withheld: set[tuple[str, int, str]] = set()  # (stream, day, reason) already audited
+        self._released = released_in_log(history)  # day -> latest window_start released, as the log says
+        self._unusable = ""  # why the state file could not be used (audited with the first step)
         self.state = self._load()
 
     def scale(self, stream: str) -> Fraction:
@@ -232,13 +275,26 @@ class ContinualRelease:
         if cur is None or not self.streams:
             return
         day, i = divmod(cur.index, self.steps)
-        if day < self.state.day or cur.index <= self.state.last_step:
-            reason = "clock back" if day < self.state.day else "step already released"
+        if self._unusable and self.audit is not None:
+            self.audit("continual_state_unusable", cur.last_wall, file=str(self.path), why=self._unusable)
+        self._unusable = ""
+        window_start = cur.index * self.config.tree_step_s
+        passed = self._passed(cur.index, day, window_start)
+        if not passed:
+            if day > self.state.day:
+                self.state = self._new_day(day)
+            if self._suspend(cur, day):
+                passed = self.state.suspended
+                self.state.last_step = cur.index
+                self._save()  # the suspension outlives a restart; no tree, no noise drawn this day
+        if passed:
             for s in self.streams:
-                self._withhold(s, day, reason, cur.last_wall)
+                self._withhold(s, day, passed, cur.last_wall)
             return
-        if day > self.state.day:
-            self.state = self._new_day(day)
+        self._release(cur, day, i, window_start)
+
+    def _release(self, cur: _Step, day: int, i: int, window_start: int) -> None:
+        """Charges the step, adds it to the trees (written durably), then releases the running totals."""
         st = self.state
         for tree in st.trees.values():  # steps the sensor did not see add nothing: noised as they close
             while tree.t < i:
@@ -252,9 +308,39 @@ class ContinualRelease:
         records = [r for s in granted for r in self._records(s, cur)]
         if records:
             self.emit(records)
+            self._released[day] = window_start
             if self.audit is not None:
                 self.audit("records_released", cur.last_wall, kind="running_total", count=len(records),
-                           window_start=cur.index * self.config.tree_step_s)
+                           window_start=window_start)
+
+    def _passed(self, index: int, day: int, window_start: int) -> str:
+        """Why a step may not be released at all ("": it may): a day before the state's, or a step the state or
+        the audit log says was released (or passed over) already."""
+        if day < self.state.day:
+            return "clock back"
+        if index <= self.state.last_step or window_start <= self._released.get(day, -1):
+            return "step already released"
+        return ""
+
+    def _suspend(self, cur: _Step, day: int) -> bool:
+        """Whether the day's running totals are (now) suspended: the state cannot vouch for what the audit log
+        or the budget says was released today. Decided before any noise of the step is drawn."""
+        st = self.state
+        if st.suspended:
+            return True
+        logged = self._released.get(day)
+        known = st.last_step * self.config.tree_step_s if st.last_step >= 0 else -1
+        if logged is not None and logged > known:
+            st.suspended = "state behind audit log"
+        for s in self.streams if not st.suspended else ():
+            spent = self.accountant.spent(s, cur.last_wall)
+            if spent != Fraction(st.spent.get(s, "0")):
+                st.suspended = "state behind budget"
+                log.error("continual-release state knows %s of %s spent today, the budget %s", st.spent.get(s, "0"),
+                          s, spent)
+        if st.suspended:
+            st.trees = {}
+        return bool(st.suspended)
 
     def _pay(self, cur: _Step, day: int) -> list[str]:
         """The streams whose step is charged (before any of its noise is drawn); the others add nothing."""
@@ -272,14 +358,9 @@ class ContinualRelease:
         return granted
 
     def _in_step(self, stream: str, day: int, cur: _Step) -> bool:
-        """Whether the stream can release this step: trusted time, and a state that agrees with the budget."""
+        """Whether the stream can release this step: trusted time (the state agrees with the budget: `_suspend`)."""
         if cur.untrusted:
             self._withhold(stream, day, "wall time not trusted", cur.last_wall)
-            return False
-        spent = self.accountant.spent(stream, cur.last_wall)
-        if spent != Fraction(self.state.spent.get(stream, "0")):
-            self._withhold(stream, day, "state behind budget", cur.last_wall, budget=str(spent),
-                           state=self.state.spent.get(stream, "0"))
             return False
         return True
 
@@ -316,24 +397,29 @@ class ContinualRelease:
     def _save(self) -> None:
         st = self.state
         doc = {"version": STATE_VERSION, "day": st.day, "last_step": st.last_step, "spent": st.spent,
-               "dims": st.dims, "trees": {s: t.to_json() for s, t in st.trees.items()}}
+               "dims": st.dims, "trees": {s: t.to_json() for s, t in st.trees.items()}, "suspended": st.suspended}
         write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode(), private=True)
 
     def _load(self) -> _State:
-        """The persisted state; a missing, damaged or differently shaped one starts empty (and if the budget
-        shows spends today, `_in_step` withholds the stream for the rest of the day)."""
+        """The persisted state; a missing, damaged or differently shaped one starts empty (and if the audit log
+        or the budget shows releases today, `_suspend` suspends the day: it is never re-noised)."""
         try:
             doc = json.loads(self.path.read_bytes())
             if doc.get("version") != STATE_VERSION or doc["dims"] != self.dims:
                 raise ValueError("another version or other lines and zones")
-            trees = {s: Tree.from_json(doc["trees"][s], self.dims[s], self.scale(s), self.steps)
-                     for s in self.streams}
+            suspended = doc.get("suspended", "")
+            if not isinstance(suspended, str):
+                raise ValueError("suspended is not a reason")
+            trees = {} if suspended else {s: Tree.from_json(doc["trees"][s], self.dims[s], self.scale(s),
+                                                             self.steps) for s in self.streams}
             spent = {str(k): str(Fraction(v)) for k, v in doc["spent"].items()}
-            return _State(int(doc["day"]), int(doc["last_step"]), spent, trees, dict(self.dims))
+            return _State(int(doc["day"]), int(doc["last_step"]), spent, trees, dict(self.dims), suspended)
         except FileNotFoundError:
             return _State()
         except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
-            log.error("continual-release state %s unusable (%s): starting empty", self.path, e)
+            log.error("continual-release state %s unusable (%s): starting empty; today's running totals are "
+                      "suspended if any were released", self.path, e)
+            self._unusable = f"unusable: {e}"[:200]
             return _State()
 
     def close(self) -> None:

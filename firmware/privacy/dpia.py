@@ -168,7 +168,8 @@ def composition(f: dict[str, Fact]) -> list[str]:
                     f"in at most {v['max_zones']} zones a day) | {v['tree_epsilon']} per step and stream: the "
                     f"step is in at most {lv} noised blocks of scale sensitivity x {lv} / epsilon | "
                     f"{f['epsilon_day'].value.get('flow_total', 0):g} per stream ({steps} steps; each block "
-                    "noised once, kept durably, never re-drawn) |")
+                    "noised once, kept durably, never re-drawn; a state file lost, damaged or rolled back "
+                    "suspends that day's running totals, audited, rather than restart them with fresh noise) |")
     if v["demo_on"]:
         rows.append(f"| demographics histograms | one person in one window (one zone) | {v['demo_epsilon']} per "
                     f"window | {v['demo_epsilon_day']:g} on the demographics stream |")

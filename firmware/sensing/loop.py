@@ -1,7 +1,9 @@
 """The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize and emit
 at the emit rate. Ticks are scheduled on the monotonic clock at start + k * period, so the loop never
 drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
-queued). A stalled camera is reported and reopened with backoff while the loop keeps its cadence."""
+queued). A stalled or failed camera is reported and reopened with backoff while the loop keeps its cadence;
+a permanent fault (`CameraUnavailable`: no driver, no such camera, a refused configuration) ends `run()` with
+that error, since no reopening can help."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from hal.camera import Camera
 from hal.clock import Clock
 from hal.detections import Detections
 from hal.detector import Detector, RegionDetector
-from hal.errors import CameraError, CameraStalled, DetectorError, EndOfStream
+from hal.errors import CameraError, CameraStalled, CameraUnavailable, DetectorError, EndOfStream
 from hal.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -117,7 +119,8 @@ class SensorLoop:
         self._counter = None
 
     def run(self, max_ticks: int | None = None) -> LoopStats:
-        """Tick until stopped, the camera ends, or `max_ticks` ticks have run."""
+        """Tick until stopped, the camera ends, or `max_ticks` ticks have run. Raises `CameraUnavailable` when
+        the camera has a permanent fault (the camera is closed first)."""
         start = self.clock.monotonic_ns()
         k = 0
         try:
@@ -208,6 +211,8 @@ class SensorLoop:
                 if self.stats.camera_stalls:
                     self.stats.camera_reopens += 1
                     log.info("camera reopened", extra={"stalls": self.stats.camera_stalls})
+            except CameraUnavailable:  # permanent: reopening cannot help, the run stops with it
+                raise
             except CameraError as e:
                 self._schedule_reopen(now, f"camera open failed: {e}")
                 return None
@@ -215,6 +220,8 @@ class SensorLoop:
             return self.camera.capture()
         except EndOfStream:
             return _END
+        except CameraUnavailable:
+            raise
         except CameraStalled as e:
             self.stats.camera_stalls += 1
             self._close_camera()

@@ -52,3 +52,56 @@ def test_new_bad_runs_are_one_line_and_non_zero(tmp_path: Path, shared_data: Pat
             if proc.returncode == 0 or "Traceback" in err or len(lines) != 1 or not all(w in lines[0] for w in words):
                 failures.append(f"{name}: exit {proc.returncode}, stderr {err[-600:]!r}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_pi_camera_without_picamera2_is_one_line_and_non_zero(tmp_path: Path, shared_data: Path) -> None:
+    """A permanent camera fault (here: the Pi camera named on a machine without picamera2) stops the run at
+    start with one `umbra:` line and a non-zero exit; an empty config file means the Pi camera too. Both retried
+    the camera for ever and exited 0 before (seen failing on the old code)."""
+    import importlib.util
+
+    if importlib.util.find_spec("picamera2") is not None:
+        return  # on a Pi the camera may well be there
+    table = _base(tmp_path / "pi", shared_data)
+    table["camera"] = {"kind": "pi"}
+    (tmp_path / "pi.toml").write_text(to_toml(table))
+    (tmp_path / "empty.toml").write_text("")
+    home = tmp_path / "home"  # an empty config keeps its state under ~/.local/state/umbra
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HOME": str(home)}
+    failures = []
+    for name in ("pi.toml", "empty.toml"):
+        proc = subprocess.run([UMBRA, "run", "--config", str(tmp_path / name), "--max-frames", "20"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("umbra:")]
+        if proc.returncode == 0 or "Traceback" in proc.stderr or len(lines) != 1 or "picamera2" not in lines[0]:
+            failures.append(f"{name}: exit {proc.returncode}, stderr {proc.stderr[-600:]!r}")
+    assert not failures, "\n".join(failures)
+
+
+def test_umbra_run_and_audit_verify_agree_on_a_zeroed_audit_log(tmp_path: Path, shared_data: Path) -> None:
+    """An audit log zeroed in place (a bad card, or by hand) with its head deleted: `umbra audit verify` fails
+    naming the NUL bytes; `umbra run` keeps running (exit 0), records the damage in the chain it continues
+    after the last good entry and leaves the zeros where they were, and verify still fails afterwards. Before,
+    the run cut the zeros as a torn line and went on silently: the entries were gone and nothing said so."""
+    table = _base(tmp_path / "s", shared_data)
+    table["privacy"]["audit_file"] = str(tmp_path / "audit.jsonl")
+    (tmp_path / "c.toml").write_text(to_toml(table))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def umbra(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([UMBRA, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+    assert umbra("run", "--config", str(tmp_path / "c.toml"), "--max-frames", "5").returncode == 0
+    log = tmp_path / "audit.jsonl"
+    size = log.stat().st_size
+    assert size > 0 and umbra("audit", "verify", str(log)).returncode == 0
+    log.write_bytes(b"\0" * size)
+    (tmp_path / "audit.jsonl.head").unlink()
+    before = umbra("audit", "verify", str(log))
+    assert before.returncode == 1 and "NUL" in before.stdout
+    proc = umbra("run", "--config", str(tmp_path / "c.toml"), "--max-frames", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = log.read_bytes()
+    assert data.startswith(b"\0" * size) and b'"event":"audit_tamper_found"' in data
+    after = umbra("audit", "verify", str(log))
+    assert after.returncode == 1 and "NUL" in after.stdout and "found it damaged" in after.stdout

@@ -233,3 +233,4 @@ def test_the_dpia_states_the_running_totals_composition() -> None:
     row = next(line for line in on.splitlines() if "binary-tree" in line)
     assert "0.25 per step and stream" in row and "at most 9 noised blocks" in row  # 288 steps: 9 levels
     assert "72 per stream (288 steps" in row
+    assert "suspends that day's running totals" in row  # a lost state is never restarted with fresh noise
