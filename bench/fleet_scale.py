@@ -345,7 +345,7 @@ def fill_fleet(store: Store, n: int) -> int:
     return len(rows)
 
 
-def fleet_view_ms(store: Store, workers: list[Worker], n: int = 7) -> tuple[list[float], int]:
+def fleet_view_ms(store: Store, workers: list[Worker], n: int = 8) -> tuple[list[float], int]:
     key = customers.create_key(store, "ops", "ops", time.time())
 
     async def go() -> tuple[list[float], int]:
@@ -413,9 +413,10 @@ def report(args: argparse.Namespace, tally: Tally, sim: dict, store: Store, devi
     else:
         print(f"rollout: NOT halted (halts {sim['halts']}); installs outside stage 1: {len(beyond)}")
     ms, size = view
+    warm = ms[1:]
     print(f"fleet view: GET /ops/v1/fleet with {store.count('devices')} devices ({filled} not reached by the run "
-          f"filled in directly; {size / 1e6:.1f} MB JSON): "
-          f"median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms over {len(ms)} requests")
+          f"filled in directly; {size / 1e6:.1f} MB JSON): first request (every row rendered) {ms[0]:.0f} ms, then "
+          f"median {statistics.median(warm):.0f} ms, max {max(warm):.0f} ms over {len(warm)} requests")
 
 
 KILL_SETTLE_S = 10.0  # batches sent up to this long after the killed worker is back count as "around the kill"

@@ -116,30 +116,31 @@ class Store:
                 raise Replay(nonce[0] if nonce else "")  # rolls the transaction back
             if not cur.fetchall():
                 return False, 0
-            fresh = self._insert_records(device_id, outbox_id, rows)
+            queued = self._queue_records(device_id, outbox_id, rows)
+            if on_new is not None:  # the watch first: its first read shares the records' round trip
+                on_new()
+            new_seqs = {int(r[0]) for cur in queued for r in cur.fetchall()}
+            fresh = [r for r in rows if r[0] in new_seqs]
             dup = len(rows) - len(fresh)
             if dup:
                 db.execute("INSERT INTO counters VALUES ('duplicate_records', ?) "
                            "ON CONFLICT(name) DO UPDATE SET n = counters.n + ?", (dup, dup))
             for s, sc, b in fresh:
                 self._derive(device_id, outbox_id, s, sc, b)
-            if on_new is not None:
-                on_new()
         if fresh_out is not None:
             fresh_out.extend(fresh)
         return True, len(fresh)
 
-    def _insert_records(self, device_id: str, outbox_id: str, rows: Sequence[tuple[int, str, str]]
-                        ) -> list[tuple[int, str, str]]:
-        """Insert the records not already held (one statement per 200); returns those newly stored."""
-        new: set[int] = set()
+    def _queue_records(self, device_id: str, outbox_id: str, rows: Sequence[tuple[int, str, str]]) -> list[Any]:
+        """Insert the records not already held (one statement per 200); returns the cursors whose rows are the
+        seqs newly stored (read them before the transaction ends)."""
+        out = []
         for i in range(0, len(rows), 200):
             part = rows[i:i + 200]
             sql = ("INSERT INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
                    + " ON CONFLICT DO NOTHING RETURNING seq")
-            args = [x for s, sc, b in part for x in (device_id, outbox_id, s, sc, b)]
-            new.update(int(r[0]) for r in self.db.all(sql, args))
-        return [r for r in rows if r[0] in new]
+            out.append(self.db.execute(sql, [x for s, sc, b in part for x in (device_id, outbox_id, s, sc, b)]))
+        return out
 
     def _seen(self, device_id: str, now: float, peer: Peer) -> None:
         self.db.execute(
