@@ -280,7 +280,7 @@ class Fleet:
                 await asyncio.sleep(min(10.0, 0.5 * (attempt + 1)))
                 continue
             done = time.perf_counter()
-            self.tally.latencies.append((sent_at, done - t - waited))
+            self.tally.latencies.append((sent_at + waited, done - t - waited))  # written on a connection then
             self.tally.pool_wait.append(waited)
             self.tally.end_to_end.append(done - t_first)
             self.tally.duplicate_acks += bool(ack["duplicate"])
