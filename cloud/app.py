@@ -25,7 +25,7 @@ from cloud.errors import ApiRefused, Refused
 from cloud.privacy_watch import PrivacyWatch
 from cloud.push import Push, PushConfig
 from cloud.read_api import ReadApi
-from cloud.store import Peer, Store
+from cloud.store import Peer, Replay, Store
 from firmware import schemas
 from firmware.config.flows import FlowGroupConfig
 from hal.clock import Clock
@@ -36,6 +36,7 @@ from trust.tls import server_context
 log = logging.getLogger(__name__)
 
 DEV_DEVICE = "umbra-dev-0001"
+NEWEST_KEY_TTL_S = 300.0  # how long a worker trusts its cached newest key of a device (see Cloud._newest_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class Cloud:
         self.unavailable_until = 0.0  # wall time: answer 503 + Retry-After until then (outage simulation)
         self.refusals: Counter[str] = Counter()
         self._keys: dict[tuple[str, str], BatchKey] = {}
+        self._newest: dict[str, tuple[float, BatchKey]] = {}  # device -> (cached until, its newest key)
         self.duplicate_batches = 0  # resends of batches already stored (acknowledged, not stored again)
         if self.store.newest_key(DEV_DEVICE) is None:
             ring = KeyRing(self.pki.root / "device_keys.json")
@@ -105,12 +107,25 @@ class Cloud:
     def issue_key(self, device_id: str) -> BatchKey:
         key = BatchKey.generate(self.clock.wall(), self.config.key_lifetime_s)
         self.store.add_key(device_id, key)
+        self._newest.pop(device_id, None)
+        return key
+
+    def _newest_key(self, device_id: str, now: float) -> BatchKey | None:
+        """The device's newest key, from a per-worker cache of NEWEST_KEY_TTL_S. A worker issues a key only when
+        the newest is within rotate_lead_s of expiry, so a cached key further from expiry than that stays the
+        newest unless one is issued by hand (provisioning), which this worker sees within the TTL."""
+        got = self._newest.get(device_id)
+        if got is not None and now < got[0] and got[1].expires - now > self.config.rotate_lead_s:
+            return got[1]
+        key = self.store.newest_key(device_id)
+        if key is not None and len(self._newest) < 200_000:
+            self._newest[device_id] = (now + NEWEST_KEY_TTL_S, key)
         return key
 
     def next_key_for(self, device_id: str, used: BatchKey | None) -> BatchKey | None:
         """The key the device should have next: a fresh one when the newest is near expiry."""
         now = self.clock.wall()
-        newest = self.store.newest_key(device_id)
+        newest = self._newest_key(device_id, now)
         if newest is None or newest.expires - now <= self.config.rotate_lead_s:
             newest = self.issue_key(device_id)
         return None if used is not None and used.key_id == newest.key_id else newest
@@ -146,7 +161,9 @@ class Cloud:
         expires = int(ssl.cert_time_to_seconds(cert["notAfter"])) if cert.get("notAfter") else None
         return Peer(cert.get("serialNumber"), expires)
 
-    def _check_signature(self, request: web.Request, device: str, body: bytes) -> BatchKey:
+    def _check_signature(self, request: web.Request, device: str, body: bytes) -> tuple[BatchKey, tuple[str, int, int]]:
+        """The key that signed the request, and its nonce to claim (nonce, timestamp, forget nonces before) in
+        the transaction that stores the batch (`Store.store_batch` refuses a nonce already held)."""
         h = request.headers
         if not all(x in h for x in (H_KEY, H_TS, H_NONCE, H_SIG)):
             raise Refused(401, "unsigned", f"headers {H_KEY}, {H_TS}, {H_NONCE}, {H_SIG} are required")
@@ -167,9 +184,9 @@ class Cloud:
             raise Refused(401, "stale", f"timestamp is more than {window} s from the cloud's clock")
         if not signature_ok(key, h, request.method, request.path, device, body):
             raise Refused(401, "bad_signature", "the HMAC does not match the request (edited, or wrong key)")
-        if len(h[H_NONCE]) > 64 or self.store.seen_nonce(h[H_NONCE], ts, int(now) - 2 * window):
+        if len(h[H_NONCE]) > 64:
             raise Refused(409, "replay", "this signed request was already received")
-        return key
+        return key, (h[H_NONCE], ts, int(now) - 2 * window)
 
     def _inflate(self, request: web.Request, body: bytes) -> bytes:
         enc = request.headers.get("Content-Encoding", "identity").lower()
@@ -223,15 +240,19 @@ class Cloud:
         if request.content_type != "application/json":
             raise Refused(415, "content_type", "Content-Type must be application/json")
         body = await request.read()  # bounded by client_max_size (413 above it)
-        key = self._check_signature(request, device, body)
+        key, nonce = self._check_signature(request, device, body)
         doc = self._parse_batch(device, self._inflate(request, body))
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
         fresh: list[tuple[int, str, str]] = []
         flags: list[dict[str, Any]] = []
-        new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
-                                             self._peer(request), fresh,
-                                             on_new=lambda: flags.extend(self.watch.check(device, doc, now)))
+        try:
+            new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
+                                                 self._peer(request), fresh,
+                                                 on_new=lambda: flags.extend(self.watch.check(device, doc, now)),
+                                                 nonce=nonce)
+        except Replay:
+            raise Refused(409, "replay", "this signed request was already received") from None
         privacy_watch.report(flags)
         if self.push is not None and fresh:
             by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))

@@ -53,6 +53,7 @@ class Db:
         self.postgres = is_postgres(self.url)
         self._lock = threading.RLock()
         self._depth = 0
+        self._pipelined = False
         try:
             self._conn: Any = self._connect()
         except Exception as e:  # psycopg.Error or sqlite3.Error: say which database
@@ -102,6 +103,22 @@ class Db:
         return tuple(row) if row is not None else None
 
     @contextmanager
+    def pipeline(self) -> Iterator[Db]:
+        """On PostgreSQL, send statements without waiting for each one's answer (psycopg's pipeline mode): a
+        statement's result is awaited only when read (`all`, `one`), so statements whose results are not read
+        share one round trip with the next read or the end of the block. SQLite: no change."""
+        with self._lock:
+            if not self.postgres or self._pipelined:
+                yield self
+                return
+            self._pipelined = True
+            try:
+                with self._conn.pipeline():
+                    yield self
+            finally:
+                self._pipelined = False
+
+    @contextmanager
     def tx(self) -> Iterator[Db]:
         """One transaction (nested calls join the outer one). On SQLite it takes the write lock at once."""
         with self._lock:
@@ -112,7 +129,15 @@ class Db:
                 finally:
                     self._depth -= 1
                 return
-            self._conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+            if self.postgres:  # psycopg's own transaction block: also right inside a pipeline
+                self._depth = 1
+                try:
+                    with self._conn.transaction():
+                        yield self
+                finally:
+                    self._depth = 0
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield self

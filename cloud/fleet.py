@@ -5,7 +5,9 @@ and publishes a halt the moment a stage passes its budget."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,62 @@ def fleet_summary(devices: list[dict[str, Any]]) -> dict[str, Any]:
         versions[d["firmware"] or "unknown"] = versions.get(d["firmware"] or "unknown", 0) + 1
     return {"devices": len(devices), "online": sum(d["online"] for d in devices),
             "with_errors": sum(1 for d in devices if d["last_error"]), "firmware": versions}
+
+
+class FleetView:
+    """The ops fleet view as JSON bytes, equal to `json.dumps({"summary": fleet_summary(rows), "devices": rows})`
+    of `rows = fleet(...)`, made fast for 10,000 devices: each row is rendered once and kept (keyed by its
+    signature, a text of every column but last_seen) until one of its columns changes; a request reads three
+    values per row (id, last seen, signature), re-reads only the rows whose signature changed, and joins the
+    kept renderings with last_seen and online filled in."""
+
+    MAX_KEPT = 200_000
+
+    def __init__(self) -> None:
+        # device -> (signature, JSON up to "last_seen": , JSON from the next column to "online": , firmware key,
+        # has an error)
+        self._kept: dict[str, tuple[str, str, str, str, bool]] = {}
+
+    def page(self, store: Store, now: float, online_within_s: float, after: str = "", limit: int = 100_000) -> bytes:
+        rows = store.device_signatures(after, limit)
+        kept = self._kept
+        stale = [d for d, _, sig in rows if (k := kept.get(d)) is None or k[0] != sig]
+        if stale:
+            if len(kept) + len(stale) > self.MAX_KEPT:
+                kept.clear()
+            got = store.devices_by_id(stale) if len(stale) < 1000 else store.devices_signed(after, limit)
+            for sig, *cols in got:
+                kept[cols[0]] = (sig, *_render(cols))
+        parts: list[str] = []
+        add = parts.append
+        versions: dict[str, int] = {}
+        online_n = errors = 0
+        for d, last_seen, _ in rows:
+            k = kept.get(d)
+            if k is None:  # removed between the two reads: not in this page
+                continue
+            online = last_seen is not None and now - float(last_seen) <= online_within_s
+            online_n += online
+            errors += k[4]
+            versions[k[3]] = versions.get(k[3], 0) + 1
+            add(f"{k[1]}{_number(last_seen)}{k[2]}{'true}' if online else 'false}'}")
+        summary = {"devices": len(parts), "online": online_n, "with_errors": errors, "firmware": versions}
+        return f'{{"summary": {json.dumps(summary)}, "devices": [{", ".join(parts)}]}}'.encode()
+
+
+def _number(x: float | None) -> str:
+    """As json.dumps writes it (float repr for finite floats)."""
+    return "null" if x is None else repr(x) if isinstance(x, float) and math.isfinite(x) else json.dumps(x)
+
+
+def _render(cols: list[Any]) -> tuple[str, str, str, bool]:
+    """A row's JSON around last_seen and online, its firmware key and whether it has an error."""
+    d = dict(zip(DEVICE_COLUMNS, cols, strict=True))
+    d["online"] = False
+    text = json.dumps(d)
+    head, _, rest = text.partition(f'"last_seen": {json.dumps(d["last_seen"])}')
+    tail = rest[:-len("false}")]
+    return head + '"last_seen": ', tail, d["firmware"] or "unknown", bool(d["last_error"])
 
 
 def rollout_view(plan: dict[str, Any], store: Store, now: float) -> dict[str, Any]:

@@ -103,14 +103,18 @@ class PrivacyWatch:
             had = charges.get((metric, start))
             if had is None or had[1] < Fraction(eps):
                 charges[(metric, start)] = (span, Fraction(eps))
+        # every window's claim and every day's row asked for at once (one round trip on PostgreSQL's pipeline;
+        # under the device's lock nothing else writes them meanwhile)
+        claims = {k: self._claim_window(device, k[0], k[1], span, eps) for k, (span, eps) in charges.items()}
+        day_rows = {k: self._day_row(device, *k) for k in sorted({(m, st // DAY_S) for m, st in charges})}
         days: dict[tuple[str, int], tuple[Fraction, Fraction]] = {}  # (metric, day) -> (added, implied budget)
         for (metric, start), (span, charge) in charges.items():
-            added = self._charge(device, metric, start, span, charge)
+            added = self._charge(device, metric, start, charge, claims[(metric, start)])
             key = (metric, start // DAY_S)
             got = days.get(key, (Fraction(0), Fraction(0)))
             days[key] = (got[0] + added, max(got[1], charge * (DAY_S // max(1, span))))
         for (metric, day), (added, implied) in sorted(days.items()):
-            raised += self._day(device, metric, day, added, implied)
+            raised += self._day(device, metric, day, added, implied, day_rows[(metric, day)].fetchone())
         return raised
 
     def _insert_releases(self, rows: list[tuple[str, str, str, int, int, str]]) -> set[tuple[str, str, int]]:
@@ -123,11 +127,19 @@ class PrivacyWatch:
             new.update((str(m), str(z), int(s)) for m, z, s in self.db.all(sql, [x for r in part for x in r]))
         return new
 
-    def _charge(self, device: str, metric: str, start: int, span: int, eps: Fraction) -> Fraction:
+    def _claim_window(self, device: str, metric: str, start: int, span: int, eps: Fraction) -> Any:
+        """Queue the window's first charge (a cursor: a row if the window was not charged yet)."""
+        return self.db.execute("INSERT INTO watch_windows VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                               (device, metric, start, span, str(eps)))
+
+    def _day_row(self, device: str, metric: str, day: int) -> Any:
+        return self.db.execute("SELECT spent, implied FROM watch_days WHERE device_id=? AND metric=? AND day=?",
+                               (device, metric, day))
+
+    def _charge(self, device: str, metric: str, start: int, eps: Fraction, claim: Any) -> Fraction:
         """Charge the window (one charge per window and stream: the largest epsilon released in it); returns the
-        epsilon this added to the window's charge."""
-        if self.db.all("INSERT INTO watch_windows VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-                       (device, metric, start, span, str(eps))):
+        epsilon this added to the window's charge. `claim`: the cursor of `_claim_window`."""
+        if claim.fetchall():
             return eps  # the window's first release (the usual case: one statement)
         row = self.db.one("SELECT epsilon FROM watch_windows WHERE device_id=? AND metric=? AND window_start=?",
                           (device, metric, start))
@@ -138,9 +150,8 @@ class PrivacyWatch:
                         (str(eps), device, metric, start))
         return eps - old
 
-    def _day(self, device: str, metric: str, day: int, added: Fraction, implied: Fraction) -> list[tuple[str, str]]:
-        row = self.db.one("SELECT spent, implied FROM watch_days WHERE device_id=? AND metric=? AND day=?",
-                          (device, metric, day))
+    def _day(self, device: str, metric: str, day: int, added: Fraction, implied: Fraction,
+             row: tuple | None) -> list[tuple[str, str]]:
         spent = (Fraction(row[0]) if row else Fraction(0)) + added
         implied = max(implied, Fraction(row[1]) if row else Fraction(0))
         if row is None or added or implied != Fraction(row[1]):

@@ -54,6 +54,7 @@ class ReadApi:
         self.max_range_s, self.online_within_s = max_range_s, online_within_s
         self.flow_p_same, self.flow_groups = flow_p_same, flow_groups
         self.limiter = customers.RateLimiter(store.db, rate, burst)
+        self.fleet_view = fleet.FleetView()  # kept renderings of the fleet rows (see fleet.FleetView)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/sensors", self.sensors)
@@ -187,8 +188,8 @@ class ReadApi:
             raise ApiRefused(400, "bad_query", "limit is a whole number") from None
         if not 1 <= limit <= 10_000 or len(after) > 64 or set(request.query) - {"after", "limit"}:
             raise ApiRefused(400, "bad_query", "limit 1 to 10000, after a device id; nothing else")
-        devices = fleet.fleet(self.store, self.clock.wall(), self.online_within_s, after, limit)
-        return web.json_response({"summary": fleet.fleet_summary(devices), "devices": devices})
+        body = self.fleet_view.page(self.store, self.clock.wall(), self.online_within_s, after, limit)
+        return web.Response(body=body, content_type="application/json")
 
 
 def _answer(rows: list[Row], fmt: str, columns: tuple[str, ...], meta: Row) -> web.Response:

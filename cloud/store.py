@@ -27,6 +27,10 @@ class Peer:
     cert_expires: int | None = None
 
 
+class Replay(Exception):
+    """The signed request's nonce was already received."""
+
+
 _STATUS_SET = ("firmware", "slot", "profile", "status_t", "uptime_s", "fps", "overruns", "detector",
                "outbox_records", "last_error", "hardware_id")
 
@@ -75,11 +79,15 @@ class Store:
     def seen_nonce(self, nonce: str, t: int, forget_before: int) -> bool:
         """Record `nonce`; True if it was already there (a replay). Nonces older than the window are forgotten
         every 256th call (one statement per request otherwise)."""
+        with self.db.tx():
+            return not self._claim_nonce(nonce, t, forget_before).fetchall()
+
+    def _claim_nonce(self, nonce: str, t: int, forget_before: int) -> Any:
+        """Queue the nonce's claim (a cursor: a row if it is new); see `seen_nonce`."""
         self._nonces += 1
         if self._nonces % 256 == 1:
             self.db.execute("DELETE FROM nonces WHERE t < ?", (forget_before,))
-        cur = self.db.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING", (nonce, t))
-        return int(cur.rowcount) == 0
+        return self.db.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1", (nonce, t))
 
     # batches
     def has_batch(self, device_id: str, batch_id: str) -> bool:
@@ -88,40 +96,51 @@ class Store:
     def store_batch(self, device_id: str, batch_id: str, outbox_id: str, seq: int, received: float,
                     rows: Sequence[tuple[int, str, str]], peer: Peer | None = None,
                     fresh_out: list[tuple[int, str, str]] | None = None,
-                    on_new: Callable[[], object] | None = None) -> tuple[bool, int]:
+                    on_new: Callable[[], object] | None = None,
+                    nonce: tuple[str, int, int] | None = None) -> tuple[bool, int]:
         """Store a batch and its records in one transaction. Returns (new batch?, records newly stored);
         appends the newly stored rows to `fresh_out` once committed. `on_new` runs inside the transaction when
-        the batch is new (the privacy watch), so the batch and what it derives commit together or not at all."""
-        with self.db.tx() as db:
+        the batch is new (the privacy watch), so the batch and what it derives commit together or not at all.
+        `nonce` (nonce, its timestamp, forget nonces before): the signed request's nonce, claimed in the same
+        transaction; a nonce already held raises `Replay` and nothing is stored.
+
+        On PostgreSQL the statements are pipelined: the nonce, the device's last-seen and the batch's claim
+        share one round trip, the records a second, and what derives from them goes with the commit (the
+        privacy watch adds the round trips whose answers it reads)."""
+        with self.db.pipeline() as db, db.tx():
+            claimed = self._claim_nonce(*nonce) if nonce is not None else None
             self._seen(device_id, received, peer or Peer())
-            cur = db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            cur = db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
                              (device_id, batch_id, outbox_id, seq, len(rows), received))
-            if int(cur.rowcount) == 0:
+            if claimed is not None and not claimed.fetchall():
+                raise Replay(nonce[0] if nonce else "")  # rolls the transaction back
+            if not cur.fetchall():
                 return False, 0
-            fresh = self._insert_records(device_id, outbox_id, rows)
+            queued = self._queue_records(device_id, outbox_id, rows)
+            if on_new is not None:  # the watch first: its first read shares the records' round trip
+                on_new()
+            new_seqs = {int(r[0]) for cur in queued for r in cur.fetchall()}
+            fresh = [r for r in rows if r[0] in new_seqs]
             dup = len(rows) - len(fresh)
             if dup:
                 db.execute("INSERT INTO counters VALUES ('duplicate_records', ?) "
                            "ON CONFLICT(name) DO UPDATE SET n = counters.n + ?", (dup, dup))
             for s, sc, b in fresh:
                 self._derive(device_id, outbox_id, s, sc, b)
-            if on_new is not None:
-                on_new()
         if fresh_out is not None:
             fresh_out.extend(fresh)
         return True, len(fresh)
 
-    def _insert_records(self, device_id: str, outbox_id: str, rows: Sequence[tuple[int, str, str]]
-                        ) -> list[tuple[int, str, str]]:
-        """Insert the records not already held (one statement per 200); returns those newly stored."""
-        new: set[int] = set()
+    def _queue_records(self, device_id: str, outbox_id: str, rows: Sequence[tuple[int, str, str]]) -> list[Any]:
+        """Insert the records not already held (one statement per 200); returns the cursors whose rows are the
+        seqs newly stored (read them before the transaction ends)."""
+        out = []
         for i in range(0, len(rows), 200):
             part = rows[i:i + 200]
             sql = ("INSERT INTO records VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
                    + " ON CONFLICT DO NOTHING RETURNING seq")
-            args = [x for s, sc, b in part for x in (device_id, outbox_id, s, sc, b)]
-            new.update(int(r[0]) for r in self.db.all(sql, args))
-        return [r for r in rows if r[0] in new]
+            out.append(self.db.execute(sql, [x for s, sc, b in part for x in (device_id, outbox_id, s, sc, b)]))
+        return out
 
     def _seen(self, device_id: str, now: float, peer: Peer) -> None:
         self.db.execute(
@@ -212,6 +231,33 @@ class Store:
         """Fleet rows in device-id order (keyset paging from `after`), columns as `DEVICE_COLUMNS`."""
         return self.db.all(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE device_id > ? "
                            "ORDER BY device_id LIMIT ?", (after, limit))
+
+    def device_signatures(self, after: str = "", limit: int = 100_000) -> list[tuple[str, float | None, str]]:
+        """(device id, last seen, signature) per fleet row in device-id order: the signature changes whenever a
+        column of the row does, so a cached rendering of a row is reused until it does; three values a row to
+        read instead of 15. On PostgreSQL it is the row version's xmin (the transaction that wrote it: every
+        update writes a new version), on SQLite one text of every other column."""
+        return self.db.all(f"SELECT device_id, last_seen, {self._signature()} FROM devices WHERE device_id > ? "
+                           "ORDER BY device_id LIMIT ?", (after, limit))
+
+    def devices_by_id(self, ids: Sequence[str]) -> list[tuple]:
+        """(signature, *DEVICE_COLUMNS) of the named devices (those that exist), 500 ids a statement."""
+        out: list[tuple] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            out += self.db.all(f"SELECT {self._signature()}, {', '.join(DEVICE_COLUMNS)} FROM devices "
+                               f"WHERE device_id IN ({', '.join('?' * len(part))})", part)
+        return out
+
+    def devices_signed(self, after: str = "", limit: int = 100_000) -> list[tuple]:
+        """(signature, *DEVICE_COLUMNS) of a page of the fleet, as `devices`."""
+        return self.db.all(f"SELECT {self._signature()}, {', '.join(DEVICE_COLUMNS)} FROM devices "
+                           "WHERE device_id > ? ORDER BY device_id LIMIT ?", (after, limit))
+
+    def _signature(self) -> str:
+        if self.db.postgres:
+            return "xmin::text"
+        return " || ',' || ".join(f"quote({c})" for c in DEVICE_COLUMNS if c not in ("device_id", "last_seen"))
 
 
 DEVICE_COLUMNS = ("device_id", "hardware_id", "cert_serial", "cert_expires", "firmware", "slot", "profile",

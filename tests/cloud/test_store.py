@@ -104,3 +104,25 @@ def test_the_fleet_row_follows_the_newest_status_and_the_certificate(cloud_db: s
             {"schema": "umbra.ota/1", "t": t, "release": "2.0", "from_version": "1.2.0", "result": result}))])
     assert s.ota_results("2.0") == {"d1": "committed"}
     s.close()
+
+
+def test_the_nonce_is_claimed_in_the_batchs_transaction(cloud_db: str, tmp_path: Path) -> None:
+    from cloud.store import Replay
+
+    store = Store(_url(cloud_db, tmp_path))
+    rows = [(1, "umbra.track/1", "{}")]
+    nonce = ("n" * 32, 1_800_000_000, 1_799_999_000)
+
+    def boom() -> None:
+        raise RuntimeError("the watch failed")
+
+    with pytest.raises(RuntimeError):  # the transaction rolled back: nonce and batch both free again
+        store.store_batch("dev", "b1", "o1", 1, 1.0, rows, on_new=boom, nonce=nonce)
+    assert store.count("batches") == 0
+    assert store.store_batch("dev", "b1", "o1", 1, 1.0, rows, nonce=nonce) == (True, 1)
+    with pytest.raises(Replay):  # the same signed request again, even for another batch: nothing stored
+        store.store_batch("dev", "b2", "o1", 2, 1.0, [(2, "umbra.track/1", "{}")], nonce=nonce)
+    assert store.count("batches") == 1 and store.record_seqs("dev") == [1]
+    assert store.store_batch("dev", "b1", "o1", 1, 1.0, rows, nonce=("m" * 32, *nonce[1:])) == (False, 0)
+    assert store.seen_nonce("m" * 32, nonce[1], nonce[2]) and not store.seen_nonce("k" * 32, nonce[1], nonce[2])
+    store.close()
