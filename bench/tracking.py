@@ -8,7 +8,11 @@ Detections: the real SSD on PETS09-S2L1 (cached by bench.lib.detcache); the MOT1
 the shared sequences; and the scripted detector replaying ground truth with the real detector's measured
 errors (PETS09 and MOT17 sequences), which also shows how faithful a stand-in the scripted detector is.
 
-`python -m bench.tracking [--sequences PETS09 MOT15 MOT17-04-FRCNN ...]`"""
+Beside the scores, the breakdown: false boxes (FP), missed ones (FN), fragmentations (Frag), ids issued, and
+HOTA's detection and association accuracy (DetA, AssA): an ID switch shows in IDsw and AssA, a track lost and
+started again in Frag and ids.
+
+`python -m bench.tracking [--sequences PETS09 MOT15 MOT17-04-FRCNN ...] [--every K]`"""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.every < 1:
         ap.error("--every: 1 or more")
     print(f"{'sequence':28s} {'tracker':21s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDsw':>5s} {'recall':>6s} "
-          f"{'prec':>6s} {'ms/frame':>8s}")
+          f"{'prec':>6s} {'ms/frame':>8s} {'FP':>6s} {'FN':>6s} {'Frag':>5s} {'ids':>5s} {'DetA':>6s} {'AssA':>6s}")
     verdicts = []
     for name, dets, gt, fps, size in sequences(args.sequences):
         if args.every > 1:
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_all(TRACKERS, dets, gt, fps, size)
         for tname, s in results.items():
             print(f"{name:28s} {tname:21s} {s['MOTA']:6.3f} {s['IDF1']:6.3f} {s['HOTA']:6.3f} {int(s['IDSW']):5d} "
-                  f"{s['recall']:6.3f} {s['precision']:6.3f} {s['ms_per_frame']:8.3f}")
+                  f"{s['recall']:6.3f} {s['precision']:6.3f} {s['ms_per_frame']:8.3f} {int(s['FP']):6d} "
+                  f"{int(s['FN']):6d} {int(s['Frag']):5d} {int(s['ids']):5d} {s['DetA']:6.3f} {s['AssA']:6.3f}")
         ours = results.pop("umbra")
         best_idf1 = max(r["IDF1"] for r in results.values())
         best_hota = max(r["HOTA"] for r in results.values())

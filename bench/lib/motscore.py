@@ -41,6 +41,13 @@ def score(rows: np.ndarray | list, gt: np.ndarray) -> dict[str, float]:
         "IDSW": float(clear["IDSW"]),
         "recall": float(clear["CLR_Re"]),
         "precision": float(clear["CLR_Pr"]),
+        # (the breakdown: what a tracker gets wrong, not only how much)
+        "FP": float(clear["CLR_FP"]),
+        "FN": float(clear["CLR_FN"]),
+        "Frag": float(clear["Frag"]),
+        "DetA": float(np.mean(hota["DetA"])),
+        "AssA": float(np.mean(hota["AssA"])),
+        "ids": float(len(np.unique(res[:, 1]))),
     }
 
 

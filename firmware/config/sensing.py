@@ -69,6 +69,9 @@ class TrackerConfig:
     # Matching IoU buffered by the prediction's uncertainty: boxes grown by gate_sigma position deviations
     # (Tracker._iou; 0: plain IoU).
     gate_sigma: float = 0.0
+    # A newborn's second sighting is matched on the IoU buffered by newborn_sigma deviations of its predicted
+    # centre (its speed is the birth_speed prior; 0: plain IoU). With gate_sigma on, gate_sigma's buffer serves.
+    newborn_sigma: float = 1.0
     high_quantile: float = 0.1
     birth_quantile: float = 0.3
     score_samples: int = 50
@@ -83,7 +86,7 @@ class TrackerConfig:
         number("max_lost_s", self.max_lost_s, 0, 600, lo_open=True, unit="s")
         for name in ("coast_s", "refound_after_s"):
             number(name, getattr(self, name), 0, 600, unit="s")
-        for name in ("direction_weight", "heading_sure", "lag_sigma", "gate_sigma"):
+        for name in ("direction_weight", "heading_sure", "lag_sigma", "gate_sigma", "newborn_sigma"):
             number(name, getattr(self, name), 0, 100)
         for name in ("pos_noise", "vel_noise", "meas_noise"):
             number(name, getattr(self, name), 0, 10, lo_open=True, unit="box heights")

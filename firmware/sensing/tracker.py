@@ -332,10 +332,26 @@ class Tracker:
         if cfg.gate_sigma and np.count_nonzero(det_used) < len(det_used):
             buffered = self._buffered_pass(p, boxes, z, established, bool(some_newborn), is_high, heading)
         # Newborn tracks take their second sighting from whatever detections are left: a high score started them,
-        # so a low one may confirm them.
+        # so a low one may confirm them. Their speed is unknown, so (unless gate_sigma buffered every track) they
+        # match on the IoU buffered by their own prediction's uncertainty (newborn_sigma deviations).
         if some_newborn:
+            if buffered is None and cfg.newborn_sigma and np.count_nonzero(det_used) < len(det_used):
+                buffered = self._newborn_buffered(newborn, boxes, z)
             p.take(newborn, ~det_used, lim.tentative_match_iou, over=buffered)
         return p.result()
+
+    def _newborn_buffered(self, newborn: np.ndarray, boxes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The newborns' rows of `buffered_iou`, each prediction grown by `newborn_sigma` deviations of its centre
+        (the other rows 0: the pass that reads it takes newborns only). A newborn's velocity is its prior
+        (`birth_speed` box heights per second), so its deviation grows with the time since its first sighting:
+        the gate widens as the detector slows down, where a fixed IoU loses whoever walks out of their own box
+        between two frames (a 3 fps detector, a fast walker, a small box)."""
+        f = self._f[newborn]
+        margin = np.sqrt(f[:, 8:10])
+        margin *= self.config.newborn_sigma
+        out = np.zeros((len(self._f), len(boxes)))
+        out[newborn] = buffered_iou(f[:, _POS] @ _XYXY, boxes, f[:, 2:4], z[:, 2:4], margin)
+        return out
 
     def _buffered_pass(self, p: _Pairs, boxes: np.ndarray, z: np.ndarray, established: np.ndarray | None,
                        some_newborn: bool, is_high: np.ndarray, heading: Bonus | None) -> np.ndarray | None:

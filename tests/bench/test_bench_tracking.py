@@ -13,3 +13,15 @@ def test_every_second_frame_is_the_sequence_a_detector_half_as_fast_sees():
     d, g, fps = every(dets, gt, 14.0, 2)
     assert [int(x[0, 0]) for x in d] == [1, 3, 5, 7] and fps == 7.0
     assert g[:, 0].tolist() == [1, 2, 3, 4] and g[:, 2].tolist() == [1, 3, 5, 7]  # gt of frames 1, 3, 5, 7
+
+
+def test_the_score_breaks_errors_down_by_kind():
+    from bench.lib.motscore import score
+
+    gt = np.array([[f, 1, 0, 0, 10, 20] for f in range(1, 7)], float)  # one person, frames 1..6
+    # Tracked as id 5 on 1-2, missed on 3, id 6 on 4-6, and a false box on frames 3 and 6. (A frame with no
+    # tracker box at all does not break a gt track's run in the scorer: the false box on 3 makes it count.)
+    res = [(f, 5 if f < 3 else 6, 0, 0, 10, 20) for f in (1, 2, 4, 5, 6)] + [(f, 7, 100, 100, 10, 20) for f in (3, 6)]
+    s = score(res, gt)
+    assert (s["FN"], s["FP"], s["IDSW"], s["Frag"], s["ids"]) == (1, 2, 1, 1, 3)
+    assert 0 < s["AssA"] < 1 and 0 < s["DetA"] < 1

@@ -72,11 +72,30 @@ def test_at_a_quarter_rate_a_buffered_gate_keeps_a_fast_walker_on_one_track():
             out |= {x.track_id for x in tr.update(box, np.array([0.9]), 0.5)}
         return out
 
-    assert len(ids(TrackerConfig(gate_sigma=0.0))) == 0  # never confirmed
-    assert len(ids(TrackerConfig(gate_sigma=1.0))) == 1
+    assert len(ids(TrackerConfig(gate_sigma=0.0, newborn_sigma=0.0))) == 0  # never confirmed
+    assert len(ids(TrackerConfig(gate_sigma=1.0, newborn_sigma=0.0))) == 1
+    # The defaults: only the newborn's gate follows its own uncertainty (its speed prior over the half second).
+    assert len(ids(TrackerConfig())) == 1
+    assert len(ids(TrackerConfig(newborn_sigma=1.0))) == 1
+
+
+def test_the_newborn_gate_widens_with_the_frame_interval_and_leaves_far_detections_apart():
+    # One sighting, then the next 60 px on (a 40 px wide, 100 px tall box): at 30 fps no walker gets that far
+    # (the newborn's deviation after 1/30 s is about 12 px: the second box starts a track of its own), in the
+    # half second between two frames at 2 fps one does (its deviation is then about a box height).
+    def confirmed(dt: float, shift: float) -> int:
+        tr = Tracker(TrackerConfig())
+        tr.update(np.array([[10, 100, 50, 200]], float), np.array([0.9]), dt)
+        out = tr.update(np.array([[10 + shift, 100, 50 + shift, 200]], float), np.array([0.9]), dt)
+        return len(out)
+
+    assert confirmed(0.5, 60.0) == 1
+    assert confirmed(1 / 30, 60.0) == 0
+    assert confirmed(0.5, 400.0) == 0  # far beyond a walker's half second
 
 
 def test_new_settings_are_checked():
-    for bad in (dict(high_quantile=1.5), dict(birth_quantile=-0.1), dict(gate_sigma=-1.0), dict(score_samples=0)):
+    for bad in (dict(high_quantile=1.5), dict(birth_quantile=-0.1), dict(gate_sigma=-1.0), dict(score_samples=0),
+                dict(newborn_sigma=-1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TrackerConfig(**bad).validate()
