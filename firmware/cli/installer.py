@@ -13,6 +13,7 @@ import argparse
 import logging
 import secrets
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,21 @@ class Installer:
     live: LiveGeometry
 
     def stop(self) -> None:
+        self.view.close()  # no more views; the one in progress ends (its copy zeroed)
         self.server.stop()
 
 
 def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, counts: RunCounts, audit: AuditSink | None,
-                     clock: Clock, faces: Any = None, port: int | None = None, persons: Any = None
-                     ) -> Installer | None:
+                     clock: Clock, faces: Any = None, port: int | None = None, persons: Any = None,
+                     executor: Executor | None = None) -> Installer | None:
     """With [installer] enabled: the view's hooks on the loop and the server started. `faces`, `persons`:
-    the view's face detector and person re-check (defaults: see make_view); `port` overrides the config's."""
+    the view's face detector and person re-check (defaults: see make_view); `port` overrides the config's;
+    `executor`: where the view's jobs run (default: a worker thread of the view's own)."""
     ic = cfg.installer
     if not ic.enabled:
         return None
     sink = audit if audit is not None else NoAudit()
-    view = make_view(cfg, counts, clock, faces, persons=persons)
+    view = make_view(cfg, counts, clock, faces, persons=persons, executor=executor)
     loop.frame_hooks.append(view.on_frame)
     loop.track_hooks.append(view.on_tracks)
     target = resolve_path(ic.config_file, config_path.resolve().parent) if ic.config_file else config_path
@@ -81,13 +84,14 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
 
 
 def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = None,
-              ic: InstallerConfig | None = None, persons: Any = None) -> InstallerView:
+              ic: InstallerConfig | None = None, persons: Any = None, executor: Executor | None = None
+              ) -> InstallerView:
     """The view as the sensor makes it: de-identified as samples are (the same blur, then one re-check of the
     result by a face detector and by the person detector, blurring what they still find, twice), with lighter
     passes than a sample's: BlazeFace short range on the whole frame and 2 x 2 tiles, and the person model
-    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings), so that at one view
-    every two seconds the loop keeps 90% of its rate (bench.installer_cost). A scripted detector cannot
-    look: no person re-check then."""
+    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings). The view is made in
+    its worker thread (`executor`: default its own), not in the loop's tick, so that the loop keeps its
+    rate (bench.installer_cost). A scripted detector cannot look: no person re-check then."""
 
     if faces is None:
 
@@ -98,7 +102,7 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
     samples = replace(cfg.samples, verify_passes=max(cfg.samples.verify_passes, VIEW_VERIFY_PASSES),
                       jpeg_quality=ic.jpeg_quality)  # the re-checks see the JPEG as it is served
     return InstallerView(ic, cfg.geometry, counts, clock, faces, samples=samples,
-                         min_score=cfg.loop.min_score, person_finder=persons or None)
+                         min_score=cfg.loop.min_score, person_finder=persons or None, executor=executor)
 
 
 def person_recheck(cfg: UmbraConfig) -> Any:
