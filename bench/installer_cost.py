@@ -115,11 +115,18 @@ def run(frames: int, block: int, privacy: bool) -> str:
         f"  page polled:     {spent['on'][1]} frames in {spent['on'][0]:.1f} s = {rate['on']:.2f} frames/s "
         f"({inst.view.made} views made, {inst.view.withheld} withheld, {inst.view.failed} failed, "
         f"{len(served)} JPEGs served)",
+        f"  {inst.view.checks} JPEG checks ({inst.view.checks / max(1, inst.view.made + inst.view.withheld):.2f} a "
+        f"view){_tiles(inst.view.persons)}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"  ratio on/off {ratio:.3f}: the view costs {1 - ratio:.1%} of the loop's frame rate (goal: at most 10%)",
     ]
     if privacy:
         lines.append(_privacy(views))
     return "\n".join(lines)
+
+
+def _tiles(persons: object) -> str:
+    runs, reused = getattr(persons, "runs", None), getattr(persons, "reused", None)
+    return "" if runs is None else f", person re-check tiles: {runs} run, {reused} the same as the last check's"
 
 
 def _privacy(views: list) -> str:

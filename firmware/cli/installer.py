@@ -36,6 +36,7 @@ from firmware.samples.authorization import public_key_b64
 from firmware.samples.grantstore import device_id_of
 from firmware.sensing.loop import SensorLoop
 from hal.clock import Clock
+from hal.detections import Detections
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
 from hal.trustedtime import TrustedClock
@@ -107,19 +108,74 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
 
 def person_recheck(cfg: UmbraConfig) -> Any:
     """The person model on the blurred view, 2 x 2 tiles: normalized boxes of persons above
-    PERSON_RECHECK_SCORE."""
+    PERSON_RECHECK_SCORE. Each tile's own detections are kept (no pixels: a digest of the tile's pixels
+    names them) and the model runs again only on the tiles whose pixels changed since the last check: a
+    view's next check differs from the last only around what was blurred, so the other tiles would give the
+    same detections (same pixels, same model); the merge across tiles is redone as `detect` does it."""
     from hal.tflite import TfliteDetector
 
     d = DetectorConfig()
     det = TfliteDetector(cfg.detector.model, edgetpu={"auto": None, "on": True, "off": False}[cfg.detector.edgetpu],
                          tiles=d.tiles, overlap=d.overlap, score_threshold=PERSON_RECHECK_SCORE,
                          num_threads=cfg.detector.threads)
+    return TileMemo(det, PERSON_RECHECK_SCORE)
 
-    def find(rgb: Any) -> Any:
+
+class TileMemo:
+    """`find(rgb)`: `det`'s persons above `score` in `rgb` (normalized boxes), as `det.detect` finds them
+    with its fixed tiling, running the model only on the tiles whose pixels differ from the last image's
+    (`runs` and `reused` count tiles). What is kept between calls is each tile's digest and detections."""
+
+    def __init__(self, det: Any, score: float) -> None:
+        self.det, self.score = det, score
+        self.grid = det.grid
+        self.runs = self.reused = 0
+        self._memo: dict[int, tuple[bytes, tuple[Any, Any, Any]]] = {}
+
+    def __call__(self, rgb: Any) -> Any:
+        import numpy as np
+
+        from hal.nms import merge_tiles
+
+        if not rgb.flags.c_contiguous:
+            raise ValueError("the re-check reads a C-contiguous image (a copy would outlive the check)")
         h, w = rgb.shape[:2]
-        return det.detect(Frame(rgb, None, 0, 0, (w, h))).persons(PERSON_RECHECK_SCORE).boxes
+        frame = Frame(rgb, None, 0, 0, (w, h))
+        parts = []
+        for t, tile in enumerate(self.grid):
+            digest = _tile_digest(frame.pixels, tile)
+            kept = self._memo.get(t)
+            if kept is not None and kept[0] == digest:
+                self.reused += 1
+                parts.append(kept[1])
+                continue
+            boxes, scores, classes, _ = self.det.detect_tiles(frame, self.grid[t:t + 1])
+            self.det.invokes += 1
+            self.runs += 1
+            self._memo[t] = (digest, (boxes, scores, classes))
+            parts.append((boxes, scores, classes))
+        boxes = np.concatenate([p[0] for p in parts]).reshape(-1, 4)
+        scores = np.concatenate([p[1] for p in parts])
+        classes = np.concatenate([p[2] for p in parts])
+        tile_of = np.concatenate([np.full(len(p[1]), t, dtype=np.int64) for t, p in enumerate(parts)])
+        if len(self.grid) > 1:
+            keep = merge_tiles(boxes, scores, tile_of, self.grid, self.det.iou_threshold, self.det.drop_fragments)
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        return Detections(boxes.astype(np.float32), scores, classes).persons(self.score).boxes
 
-    return find
+
+def _tile_digest(img: Any, tile: Any) -> bytes:
+    """A digest of the pixels of one tile (normalized xyxy, rounded to pixels as the detector crops it),
+    with the image's shape and the tile's place; read row by row from the image, no copy made."""
+    import hashlib
+
+    h, w = img.shape[:2]
+    x0, y0 = int(round(tile[0] * w)), int(round(tile[1] * h))
+    x1, y1 = int(round(tile[2] * w)), int(round(tile[3] * h))
+    d = hashlib.blake2b(repr((img.shape, str(img.dtype), x0, y0, x1, y1)).encode(), digest_size=16)
+    for y in range(y0, y1):
+        d.update(memoryview(img[y, x0:x1]).cast("B"))
+    return d.digest()
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

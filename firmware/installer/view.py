@@ -105,6 +105,7 @@ class InstallerView:
         self.latest: ViewFrame | None = None
         self.made = 0
         self.withheld = 0  # views not served: someone was still found after every re-check
+        self.checks = 0  # JPEGs checked (1 to verify_passes + 1 a view)
         self.failed = 0  # view jobs that raised (logged; no view from them, the loop goes on)
         self.listeners: list[Callable[[ViewFrame], None]] = []  # each new view, in the worker's thread
         self._period_ns = int(1e9 / config.view_hz)
@@ -289,6 +290,8 @@ class InstallerView:
             seen = cv2.imdecode(buf, cv2.IMREAD_COLOR)
             if seen is None:
                 raise ValueError("the view's own JPEG does not decode")
+            with self._lock:
+                self.checks += 1
             try:
                 found = self._recheck(seen)
             finally:
