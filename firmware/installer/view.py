@@ -34,7 +34,7 @@ from firmware.config.samples import SamplesConfig
 from firmware.config.sensing import GeometryConfig
 from firmware.installer.counts import RunCounts
 from firmware.installer.overlay import ImagePlane, ground_grid, overlay_state
-from firmware.samples.taking import FaceFinder, PersonFinder, blur_region, deidentify_regions
+from firmware.samples.taking import FaceFinder, PersonFinder, deidentify_regions
 from firmware.sensing.tracker import Track
 from hal.clock import Clock
 from hal.detections import Detections
@@ -43,9 +43,9 @@ from hal.frame import Frame
 log = logging.getLogger(__name__)
 
 VIEW_SIZE = (640, 480)
-FLATTEN_WIDEN = 1.0  # before the last check, what the re-checks found is flattened with its size around it:
+FLATTEN_WIDEN = 1.0  # before the next check, what the re-checks found is flattened with its size around it:
 # on PETS09 the next check finds the neighbour the blur made stand out, just beside the last region
-RECENT_NS = 10_000_000_000  # a region a re-check found someone in is blurred up front in views this long after
+RECENT_NS = 10_000_000_000  # a region a re-check found someone in is flattened up front in views this long after
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class InstallerView:
         self._grid: dict[str, Any] | None = None
         self._grid_for: tuple[GeometryConfig, tuple[int, int]] | None = None
         self._lock = threading.Lock()
-        self._recent: list[tuple[int, tuple[int, int, int, int], int]] = []  # (until, region, block): no pixels
+        self._recent: list[tuple[int, tuple[int, int, int, int]]] = []  # (until, region): no pixels
         self._executor = executor  # None: a thread of our own, started with the first view
         self._own_executor = executor is None
         self._job: ViewJob | None = None  # the view in progress (at most one)
@@ -250,9 +250,9 @@ class InstallerView:
             blurred, regions = deidentify_regions(small, np.vstack((boxes, track_boxes)), self.faces,
                                                   replace(self.samples, verify_passes=0))
             now = self.clock.monotonic_ns()
-            self._recent = [(t, r, b) for t, r, b in self._recent if t > now]
-            for _, r, block in self._recent:  # where a re-check found someone lately: blurred up front
-                blur_region(blurred, *r, min_block_px=block)
+            self._recent = [(t, r) for t, r in self._recent if t > now]
+            for _, r in self._recent:  # where a re-check found someone lately: flattened up front
+                flatten_region(blurred, *r)
                 regions.append(r)
             try:
                 jpeg = self._checked_jpeg(blurred, regions)
@@ -273,10 +273,10 @@ class InstallerView:
 
     def _checked_jpeg(self, rgb: np.ndarray, regions: list[tuple[int, int, int, int]]) -> bytes | None:
         """Encodes `rgb`, then checks the JPEG exactly as it would be served with the face detector and the
-        person re-check; what they find is blurred again (persons at twice the block, as samples) and the
-        result checked again, up to `verify_passes` + 1 times; before the last check, what is found is
-        flattened instead (a blurred blob can still read as a person at the re-check's low threshold; a flat
-        patch cannot). Returns the first JPEG in which nothing is found, or None."""
+        person re-check; when they find someone, every region found in this view is flattened with its own
+        size around it (a blurred blob can still read as a person at the re-check's low threshold, and the
+        blur can make a neighbour stand out; a flat patch is neither) and the result checked again, up to
+        `verify_passes` + 1 checks. Returns the first JPEG in which nothing is found, or None."""
         import cv2
 
         cfg = self.samples
@@ -299,13 +299,9 @@ class InstallerView:
             if not found:
                 return buf.tobytes()
             until = self.clock.monotonic_ns() + RECENT_NS
-            for r, block in found:
-                this_view.append(r)
-                self._recent.append((until, r, block))
-                if k < cfg.verify_passes - 1:
-                    blur_region(rgb, *r, min_block_px=block)
-                    regions.append(r)
-            if k == cfg.verify_passes - 1:  # the next check is the last: flatten, neighbours included
+            this_view += found
+            self._recent += [(until, _widen(r, FLATTEN_WIDEN)) for r in found]
+            if k < cfg.verify_passes:  # another check follows: flatten, neighbours included
                 for r in this_view:
                     wide = _widen(r, FLATTEN_WIDEN)
                     flatten_region(rgb, *wide)
@@ -313,8 +309,9 @@ class InstallerView:
         log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
         return None
 
-    def _recheck(self, seen_bgr: np.ndarray) -> list[tuple[tuple[int, int, int, int], int]]:
-        """What the face detector and the person re-check find in the decoded JPEG: (pixel region, block)."""
+    def _recheck(self, seen_bgr: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """What the face detector and the person re-check find in the decoded JPEG: pixel regions (with
+        their margins, as samples')."""
         cfg = self.samples
         vw, vh = VIEW_SIZE
         scale = np.array([vw, vh, vw, vh], dtype=np.float64)
@@ -322,12 +319,11 @@ class InstallerView:
         found = []
         try:
             if self.faces is not None:
-                found += [(_grow(b * scale, cfg.face_margin), cfg.min_block_px)
+                found += [_grow(b * scale, cfg.face_margin)
                           for b in np.asarray(self.faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
             if self.persons is not None:
-                for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4):
-                    r = _grow(b * scale, cfg.person_margin)
-                    found.append((r, max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2)))
+                found += [_grow(b * scale, cfg.person_margin)
+                          for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4)]
         finally:
             seen_rgb.fill(0)
         return found

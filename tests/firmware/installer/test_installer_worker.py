@@ -255,3 +255,24 @@ def test_at_stop_a_running_job_is_waited_for_and_zeroes_its_copy(tmp_path: Path,
     assert release.is_set() and not s.view.busy()  # close() waited for it...
     assert not jobs[0].pixels.any() and s.view.made == 1  # ...and it ended, its copy zeroed
     assert s.view._executor is not None and s.view._executor._shutdown  # type: ignore[attr-defined]
+
+
+def test_where_a_re_check_found_someone_is_flattened_up_front_for_ten_seconds(tmp_path: Path) -> None:
+    box = np.array([[0.3, 0.3, 0.4, 0.6]])
+
+    def persons(rgb: np.ndarray) -> np.ndarray:  # a person wherever the box's inside is not flat
+        x0, y0, x1, y1 = (box[0] * [640, 480, 640, 480]).astype(int)
+        return box if rgb[y0 + 4:y1 - 4, x0 + 4:x1 - 4].std(axis=(0, 1)).max() > 2.0 else np.zeros((0, 4))
+
+    s = _sensor(tmp_path, persons, viewmod.InlineExecutor())
+    xx = np.mgrid[0:480, 0:640][1]
+    pixels = (xx % 256).astype(np.uint8)[..., None].repeat(3, axis=2)  # ramps: not flat anywhere
+    first = s.view.make(pixels, (640, 480), [], 1, 0.0)
+    assert first is not None and s.view.checks == 2  # found, flattened, clean at the second check
+    s.clock.advance(9)
+    again = s.view.make(pixels, (640, 480), [], 2, 9.0)
+    assert again is not None and s.view.checks == 3  # flattened before the first check: clean at once
+    assert len(persons(_decoded(again.jpeg))) == 0
+    s.clock.advance(2)
+    late = s.view.make(pixels, (640, 480), [], 3, 11.0)
+    assert late is not None and s.view.checks == 5  # 11 s on: found again
