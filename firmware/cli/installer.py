@@ -87,8 +87,8 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
 def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = None,
               ic: InstallerConfig | None = None, persons: Any = None, executor: Executor | None = None
               ) -> InstallerView:
-    """The view as the sensor makes it: de-identified as samples are (the same blur, then one re-check of the
-    result by a face detector and by the person detector, blurring what they still find, twice), with lighter
+    """The view as the sensor makes it: de-identified as samples are (the same blur, then re-checks of the
+    result by a face detector and by the person detector, flattening what they still find, twice), with lighter
     passes than a sample's: BlazeFace short range on the whole frame and 2 x 2 tiles, and the person model
     on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings). The view is made in
     its worker thread (`executor`: default its own), not in the loop's tick, so that the loop keeps its

@@ -5,12 +5,12 @@ geometry) and hands them to a background worker (one thread; an injectable execu
 and zeroes it when the job ends, whatever happens. The worker resizes it to 640 x 480, blurs every person
 (the tick's detections and confirmed tracks) and every face as sample images are
 (firmware.samples.taking.deidentify_regions), encodes the JPEG; then the JPEG exactly as it would be served
-is checked by the face detector and the person re-check, what they find blurred again and the new JPEG
-checked, and before the last check every region they found in the view flattened with its own size around
-it (filled with its mean colour: no shape is left to find, and the neighbour a blur made stand out goes with
-it), until one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted); the regions
-re-checks found are blurred up front for the next 10 s of views (often a far person or a post the model
-reads as one, so a second check is seldom needed). Every copy is zeroed before the job ends; a job that
+is checked by the face detector and the person re-check; when they find someone, every region they found in
+the view is flattened with its own size around it (filled with its mean colour: no shape is left to find,
+and the neighbour a blur made stand out goes with it) and the new JPEG checked, until one is clean (served)
+or `verify_passes` + 1 checks have failed (withheld, counted); the regions re-checks found are flattened up
+front in the next 10 s of views (often a far person or a post the model reads as one, so a second check is
+seldom needed). Every copy is zeroed before the job ends; a job that
 fails is counted (`failed`) and logged, and the loop goes on. Only the finished view (encoded bytes and the
 overlay data: boxes, scores, ids, counts) is published, for the web server's thread to serve. Hooks:
 `on_frame` (a frame hook: keeps this tick's detections, no pixels) and `on_tracks` (a track hook: hands
