@@ -174,8 +174,9 @@ class InstallerView:
 
     def _capture(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
                  wall: float) -> ViewJob:
+        counts = self.counts.snapshot().to_json()  # first: nothing after the copy can fail
         return ViewJob(np.array(pixels, dtype=np.uint8, copy=True), source_size, self._dets, tuple(tracks),
-                       self.geometry, self.counts.snapshot().to_json(), seq, wall)
+                       self.geometry, counts, seq, wall)
 
     def _work(self, job: ViewJob) -> None:
         """In the worker: the view of `job` made and published; the job's copy zeroed, whatever happens."""
