@@ -17,6 +17,7 @@ from firmware.cli.installer import make_view
 from firmware.errors import InstallerError
 from firmware.installer.counts import RunCounts
 from firmware.installer.overlay import draw_overlay
+from firmware.installer.view import InlineExecutor
 from firmware.sensing.geometry import Geometry
 from hal.clock import FakeClock, SystemClock
 
@@ -36,7 +37,8 @@ def snapshot(cfg, base: Path, frames: int, clock=None, camera=None, detector=Non
         clock = FakeClock() if cfg.camera.kind == "video" else SystemClock()
     counts = RunCounts(Geometry(cfg.geometry))
     loop = build_loop(cfg, base, clock, sinks=[counts], camera=camera, detector=detector)
-    view = make_view(cfg, counts, clock, faces, replace(cfg.installer, view_hz=10.0, watch_timeout_s=60.0))
+    view = make_view(cfg, counts, clock, faces, replace(cfg.installer, view_hz=10.0, watch_timeout_s=60.0),
+                     executor=InlineExecutor())  # made in the tick: the last frame's view when the run ends
     loop.frame_hooks.append(view.on_frame)
     loop.track_hooks.append(view.on_tracks)
     view.watch()

@@ -13,6 +13,7 @@ import argparse
 import logging
 import secrets
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from firmware.samples.authorization import public_key_b64
 from firmware.samples.grantstore import device_id_of
 from firmware.sensing.loop import SensorLoop
 from hal.clock import Clock
+from hal.detections import Detections
 from hal.faces import FaceConfig, FaceDetector
 from hal.frame import Frame
 from hal.trustedtime import TrustedClock
@@ -52,19 +54,21 @@ class Installer:
     live: LiveGeometry
 
     def stop(self) -> None:
+        self.view.close()  # no more views; the one in progress ends (its copy zeroed)
         self.server.stop()
 
 
 def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, counts: RunCounts, audit: AuditSink | None,
-                     clock: Clock, faces: Any = None, port: int | None = None, persons: Any = None
-                     ) -> Installer | None:
+                     clock: Clock, faces: Any = None, port: int | None = None, persons: Any = None,
+                     executor: Executor | None = None) -> Installer | None:
     """With [installer] enabled: the view's hooks on the loop and the server started. `faces`, `persons`:
-    the view's face detector and person re-check (defaults: see make_view); `port` overrides the config's."""
+    the view's face detector and person re-check (defaults: see make_view); `port` overrides the config's;
+    `executor`: where the view's jobs run (default: a worker thread of the view's own)."""
     ic = cfg.installer
     if not ic.enabled:
         return None
     sink = audit if audit is not None else NoAudit()
-    view = make_view(cfg, counts, clock, faces, persons=persons)
+    view = make_view(cfg, counts, clock, faces, persons=persons, executor=executor)
     loop.frame_hooks.append(view.on_frame)
     loop.track_hooks.append(view.on_tracks)
     target = resolve_path(ic.config_file, config_path.resolve().parent) if ic.config_file else config_path
@@ -81,13 +85,14 @@ def attach_installer(cfg: UmbraConfig, config_path: Path, loop: SensorLoop, coun
 
 
 def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = None,
-              ic: InstallerConfig | None = None, persons: Any = None) -> InstallerView:
-    """The view as the sensor makes it: de-identified as samples are (the same blur, then one re-check of the
-    result by a face detector and by the person detector, blurring what they still find, twice), with lighter
+              ic: InstallerConfig | None = None, persons: Any = None, executor: Executor | None = None
+              ) -> InstallerView:
+    """The view as the sensor makes it: de-identified as samples are (the same blur, then re-checks of the
+    result by a face detector and by the person detector, flattening what they still find, twice), with lighter
     passes than a sample's: BlazeFace short range on the whole frame and 2 x 2 tiles, and the person model
-    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings), so that at one view
-    every two seconds the loop keeps 90% of its rate (bench.installer_cost). A scripted detector cannot
-    look: no person re-check then."""
+    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings). The view is made in
+    its worker thread (`executor`: default its own), not in the loop's tick, so that the loop keeps its
+    rate (bench.installer_cost). A scripted detector cannot look: no person re-check then."""
 
     if faces is None:
 
@@ -98,24 +103,79 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
     samples = replace(cfg.samples, verify_passes=max(cfg.samples.verify_passes, VIEW_VERIFY_PASSES),
                       jpeg_quality=ic.jpeg_quality)  # the re-checks see the JPEG as it is served
     return InstallerView(ic, cfg.geometry, counts, clock, faces, samples=samples,
-                         min_score=cfg.loop.min_score, person_finder=persons or None)
+                         min_score=cfg.loop.min_score, person_finder=persons or None, executor=executor)
 
 
 def person_recheck(cfg: UmbraConfig) -> Any:
     """The person model on the blurred view, 2 x 2 tiles: normalized boxes of persons above
-    PERSON_RECHECK_SCORE."""
+    PERSON_RECHECK_SCORE. Each tile's own detections are kept (no pixels: a digest of the tile's pixels
+    names them) and the model runs again only on the tiles whose pixels changed since the last check: a
+    view's next check differs from the last only around what was blurred, so the other tiles would give the
+    same detections (same pixels, same model); the merge across tiles is redone as `detect` does it."""
     from hal.tflite import TfliteDetector
 
     d = DetectorConfig()
     det = TfliteDetector(cfg.detector.model, edgetpu={"auto": None, "on": True, "off": False}[cfg.detector.edgetpu],
                          tiles=d.tiles, overlap=d.overlap, score_threshold=PERSON_RECHECK_SCORE,
                          num_threads=cfg.detector.threads)
+    return TileMemo(det, PERSON_RECHECK_SCORE)
 
-    def find(rgb: Any) -> Any:
+
+class TileMemo:
+    """`find(rgb)`: `det`'s persons above `score` in `rgb` (normalized boxes), as `det.detect` finds them
+    with its fixed tiling, running the model only on the tiles whose pixels differ from the last image's
+    (`runs` and `reused` count tiles). What is kept between calls is each tile's digest and detections."""
+
+    def __init__(self, det: Any, score: float) -> None:
+        self.det, self.score = det, score
+        self.grid = det.grid
+        self.runs = self.reused = 0
+        self._memo: dict[int, tuple[bytes, tuple[Any, Any, Any]]] = {}
+
+    def __call__(self, rgb: Any) -> Any:
+        import numpy as np
+
+        from hal.nms import merge_tiles
+
+        if not rgb.flags.c_contiguous:
+            raise ValueError("the re-check reads a C-contiguous image (a copy would outlive the check)")
         h, w = rgb.shape[:2]
-        return det.detect(Frame(rgb, None, 0, 0, (w, h))).persons(PERSON_RECHECK_SCORE).boxes
+        frame = Frame(rgb, None, 0, 0, (w, h))
+        parts = []
+        for t, tile in enumerate(self.grid):
+            digest = _tile_digest(frame.pixels, tile)
+            kept = self._memo.get(t)
+            if kept is not None and kept[0] == digest:
+                self.reused += 1
+                parts.append(kept[1])
+                continue
+            boxes, scores, classes, _ = self.det.detect_tiles(frame, self.grid[t:t + 1])
+            self.det.invokes += 1
+            self.runs += 1
+            self._memo[t] = (digest, (boxes, scores, classes))
+            parts.append((boxes, scores, classes))
+        boxes = np.concatenate([p[0] for p in parts]).reshape(-1, 4)
+        scores = np.concatenate([p[1] for p in parts])
+        classes = np.concatenate([p[2] for p in parts])
+        tile_of = np.concatenate([np.full(len(p[1]), t, dtype=np.int64) for t, p in enumerate(parts)])
+        if len(self.grid) > 1:
+            keep = merge_tiles(boxes, scores, tile_of, self.grid, self.det.iou_threshold, self.det.drop_fragments)
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        return Detections(boxes.astype(np.float32), scores, classes).persons(self.score).boxes
 
-    return find
+
+def _tile_digest(img: Any, tile: Any) -> bytes:
+    """A digest of the pixels of one tile (normalized xyxy, rounded to pixels as the detector crops it),
+    with the image's shape and the tile's place; read row by row from the image, no copy made."""
+    import hashlib
+
+    h, w = img.shape[:2]
+    x0, y0 = int(round(tile[0] * w)), int(round(tile[1] * h))
+    x1, y1 = int(round(tile[2] * w)), int(round(tile[3] * h))
+    d = hashlib.blake2b(repr((img.shape, str(img.dtype), x0, y0, x1, y1)).encode(), digest_size=16)
+    for y in range(y0, y1):
+        d.update(memoryview(img[y, x0:x1]).cast("B"))
+    return d.digest()
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

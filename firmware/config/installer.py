@@ -35,7 +35,7 @@ class InstallerConfig:
     port: int = 8765
     authority_public_key: str = ""
     max_validity_s: int = MAX_VALIDITY_S
-    view_hz: float = 0.5  # bench/INSTALLER.md: one view every 2 s costs the PETS09 loop under 10% of its rate
+    view_hz: float = 0.5  # one view every 2 s: what it costs the PETS09 loop is in bench/INSTALLER.md
     jpeg_quality: int = 50  # as samples
     watch_timeout_s: float = 5.0  # no request for this long: nobody is watching, no frames are made
     config_file: str = ""

@@ -1,24 +1,31 @@
-"""The installer's live view, made in the loop's tick: while someone watches (a request in the last
-`watch_timeout_s`), at most `view_hz` times a second, the low-res frame is copied, resized to 640 x 480,
-every person (this tick's detections and confirmed tracks) and every face blurred as sample images are
-(firmware.samples.taking.deidentify_regions), encoded as JPEG; then the JPEG exactly as it would be served is
-checked by the face detector and the person re-check, what they find blurred again and the new JPEG checked,
-and before the last check every region they found in the view flattened with its own size around it (filled
-with its mean colour: no shape is left to find, and the neighbour a blur made stand out goes with it), until
-one is clean (served) or `verify_passes` + 1 checks have failed (withheld, counted); the regions re-checks
-found are blurred up front for the next 10 s of views (often a far person or a post the model reads as one,
-so a second check is seldom needed). Every copy is
-zeroed before the frame is released. Only the encoded bytes and the overlay data (boxes, scores, ids,
-counts) are kept, for the web server's thread to serve. Hooks: `on_frame` (a frame hook: keeps this tick's
-detections, no pixels) and `on_tracks` (a track hook: makes the view)."""
+"""The installer's live view, made off the loop's tick: while someone watches (a request in the last
+`watch_timeout_s`), at most `view_hz` times a second and only when no view is in progress, the tick copies
+the low-res frame and the overlay data (this tick's detections, the confirmed tracks, the counts, the
+geometry) and hands them to a background worker (one thread; an injectable executor), which owns the copy
+and zeroes it when the job ends, whatever happens. The worker resizes it to 640 x 480, blurs every person
+(the tick's detections and confirmed tracks) and every face as sample images are
+(firmware.samples.taking.deidentify_regions), encodes the JPEG; then the JPEG exactly as it would be served
+is checked by the face detector and the person re-check; when they find someone, every region they found in
+the view is flattened with its own size around it (filled with its mean colour: no shape is left to find,
+and the neighbour a blur made stand out goes with it) and the new JPEG checked, until one is clean (served)
+or `verify_passes` + 1 checks have failed (withheld, counted); the regions re-checks found are flattened up
+front in the next 10 s of views (often a far person or a post the model reads as one, so a second check is
+seldom needed). Every copy is zeroed before the job ends; a job that
+fails is counted (`failed`) and logged, and the loop goes on. Only the finished view (encoded bytes and the
+overlay data: boxes, scores, ids, counts) is published, for the web server's thread to serve. Hooks:
+`on_frame` (a frame hook: keeps this tick's detections, no pixels) and `on_tracks` (a track hook: hands
+the view's job over). `close()` at stop: a job not started is dropped (its copy zeroed), one running is
+waited for."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -27,7 +34,7 @@ from firmware.config.samples import SamplesConfig
 from firmware.config.sensing import GeometryConfig
 from firmware.installer.counts import RunCounts
 from firmware.installer.overlay import ImagePlane, ground_grid, overlay_state
-from firmware.samples.taking import FaceFinder, PersonFinder, blur_region, deidentify_regions
+from firmware.samples.taking import FaceFinder, PersonFinder, deidentify_regions
 from firmware.sensing.tracker import Track
 from hal.clock import Clock
 from hal.detections import Detections
@@ -36,9 +43,9 @@ from hal.frame import Frame
 log = logging.getLogger(__name__)
 
 VIEW_SIZE = (640, 480)
-FLATTEN_WIDEN = 1.0  # before the last check, what the re-checks found is flattened with its size around it:
+FLATTEN_WIDEN = 1.0  # before the next check, what the re-checks found is flattened with its size around it:
 # on PETS09 the next check finds the neighbour the blur made stand out, just beside the last region
-RECENT_NS = 10_000_000_000  # a region a re-check found someone in is blurred up front in views this long after
+RECENT_NS = 10_000_000_000  # a region a re-check found someone in is flattened up front in views this long after
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +60,43 @@ class ViewFrame:
     regions: tuple[tuple[float, float, float, float], ...]
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class InlineExecutor(Executor):
+    """Runs each job at once in the caller's thread: the view made in the tick (`umbra draw`, tests)."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - held by the future, as a pool's would be
+            future.set_exception(e)
+        return future
+
+
+@dataclass(slots=True)
+class ViewJob:
+    """What the tick hands the worker: its own copy of the low-res frame (zeroed when the job ends) and the
+    overlay data as they stood in the tick."""
+
+    pixels: np.ndarray
+    source_size: tuple[int, int]
+    detections: tuple[np.ndarray, np.ndarray]  # normalized boxes, scores
+    tracks: tuple[Any, ...]  # confirmed tracks (immutable: firmware.sensing.tracker.Track)
+    geometry: GeometryConfig
+    counts: dict[str, Any]
+    seq: int
+    wall: float
+
+
 class InstallerView:
     def __init__(self, config: InstallerConfig, geometry: GeometryConfig, counts: RunCounts, clock: Clock,
                  faces: FaceFinder | None, person_finder: PersonFinder | None = None,
-                 samples: SamplesConfig | None = None, min_score: float = 0.0) -> None:
+                 samples: SamplesConfig | None = None, min_score: float = 0.0,
+                 executor: Executor | None = None) -> None:
         self.config, self.counts, self.clock = config, counts, clock
         self.geometry = geometry
         self.faces, self.persons = faces, person_finder
@@ -65,7 +105,9 @@ class InstallerView:
         self.latest: ViewFrame | None = None
         self.made = 0
         self.withheld = 0  # views not served: someone was still found after every re-check
-        self.listeners: list[Callable[[ViewFrame], None]] = []  # each new view (tests, benchmarks)
+        self.checks = 0  # JPEGs checked (1 to verify_passes + 1 a view)
+        self.failed = 0  # view jobs that raised (logged; no view from them, the loop goes on)
+        self.listeners: list[Callable[[ViewFrame], None]] = []  # each new view, in the worker's thread
         self._period_ns = int(1e9 / config.view_hz)
         self._next_ns = 0
         self._watched_ns: int | None = None
@@ -73,7 +115,12 @@ class InstallerView:
         self._grid: dict[str, Any] | None = None
         self._grid_for: tuple[GeometryConfig, tuple[int, int]] | None = None
         self._lock = threading.Lock()
-        self._recent: list[tuple[int, tuple[int, int, int, int], int]] = []  # (until, region, block): no pixels
+        self._recent: list[tuple[int, tuple[int, int, int, int]]] = []  # (until, region): no pixels
+        self._executor = executor  # None: a thread of our own, started with the first view
+        self._own_executor = executor is None
+        self._job: ViewJob | None = None  # the view in progress (at most one)
+        self._future: Future[None] | None = None
+        self._closed = False
 
     def watch(self) -> None:
         """A request came in: make views for the next `watch_timeout_s`."""
@@ -96,36 +143,117 @@ class InstallerView:
         self._dets = (p.boxes.astype(np.float64), p.scores.astype(np.float64))
 
     def on_tracks(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
+        """In the tick: when a view is due and none is in progress, a copy of the frame and the overlay
+        data go to the worker; nothing else is done here."""
         now = self.clock.monotonic_ns()
-        if now < self._next_ns or not self.watching(now):
+        if self._closed or now < self._next_ns or not self.watching(now):
             return
+        with self._lock:
+            if self._job is not None:
+                return  # one in progress: this tick makes none, the next one tries again
+            job = self._capture(frame.pixels, frame.source_size, tracks, frame.seq, wall)
+            self._job = job
         self._next_ns = now + self._period_ns
-        view = self.make(frame.pixels, frame.source_size, tracks, frame.seq, wall)
-        if view is None:
+        try:
+            future = self._pool().submit(self._work, job)
+        except Exception:  # noqa: BLE001 - (a pool shut down): counted, the copy zeroed, the loop goes on
+            with self._lock:
+                self._job = None
+                self.failed += 1
+            job.pixels.fill(0)
+            log.exception("installer view not handed to its worker (frame %d)", job.seq)
             return
-        self.latest = view
-        self.made += 1
-        for listener in self.listeners:
-            listener(view)
+        with self._lock:
+            if self._job is job:
+                self._future = future
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umbra-installer-view")
+        return self._executor
+
+    def _capture(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
+                 wall: float) -> ViewJob:
+        counts = self.counts.snapshot().to_json()  # first: nothing after the copy can fail
+        return ViewJob(np.array(pixels, dtype=np.uint8, copy=True), source_size, self._dets, tuple(tracks),
+                       self.geometry, counts, seq, wall)
+
+    def _work(self, job: ViewJob) -> None:
+        """In the worker: the view of `job` made and published; the job's copy zeroed, whatever happens."""
+        try:
+            view = self._render(job)
+            if view is not None:
+                self.latest = view  # one reference: the server thread sees the old view or the new one
+                with self._lock:
+                    self.made += 1
+                for listener in self.listeners:
+                    listener(view)
+        except Exception:  # noqa: BLE001 - counted and logged: a view is not worth the sensor
+            with self._lock:
+                self.failed += 1
+            log.exception("installer view failed (frame %d); no view from it", job.seq)
+        finally:
+            job.pixels.fill(0)
+            with self._lock:
+                if self._job is job:
+                    self._job, self._future = None, None
+
+    def busy(self) -> bool:
+        """Whether a view is in progress."""
+        with self._lock:
+            return self._job is not None
+
+    def drain(self) -> None:
+        """Waits for the view in progress, if any (benchmarks, tests, stop)."""
+        with self._lock:
+            future = self._future
+        if future is not None:
+            wait_futures([future])
+
+    def close(self) -> None:
+        """At stop: no more views; a job not started yet is dropped (its copy zeroed), one running is waited
+        for (it zeroes its own); our own worker thread ends."""
+        self._closed = True
+        with self._lock:
+            job, future = self._job, self._future
+        if job is not None and future is not None and future.cancel():
+            job.pixels.fill(0)
+            with self._lock:
+                if self._job is job:
+                    self._job, self._future = None, None
+        elif future is not None:
+            wait_futures([future])
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     def make(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
              wall: float) -> ViewFrame | None:
-        """The view of one frame, or None when it cannot be made clean (withheld, counted); every pixel copy
+        """The view of one frame made at once, in the caller's thread, with the overlay data as they stand
+        (tests, `umbra draw`), or None when it cannot be made clean (withheld, counted); every pixel copy
         made here is zeroed before it returns."""
+        job = self._capture(pixels, source_size, tracks, seq, wall)
+        try:
+            return self._render(job)
+        finally:
+            job.pixels.fill(0)
+
+    def _render(self, job: ViewJob) -> ViewFrame | None:
+        """The view of `job`, or None when it cannot be made clean (withheld, counted); every pixel copy made
+        here is zeroed before it returns (the job's own copy is its caller's to zero)."""
         import cv2
 
-        boxes, scores = self._dets
-        w, h = source_size
+        boxes, scores = job.detections
+        w, h = job.source_size
         scale = np.array([w, h, w, h], dtype=np.float64)
-        track_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4) / scale
-        small = cv2.resize(pixels, VIEW_SIZE, interpolation=cv2.INTER_AREA)
+        track_boxes = np.array([t.box for t in job.tracks], dtype=np.float64).reshape(-1, 4) / scale
+        small = cv2.resize(job.pixels, VIEW_SIZE, interpolation=cv2.INTER_AREA)
         try:
             blurred, regions = deidentify_regions(small, np.vstack((boxes, track_boxes)), self.faces,
                                                   replace(self.samples, verify_passes=0))
             now = self.clock.monotonic_ns()
-            self._recent = [(t, r, b) for t, r, b in self._recent if t > now]
-            for _, r, block in self._recent:  # where a re-check found someone lately: blurred up front
-                blur_region(blurred, *r, min_block_px=block)
+            self._recent = [(t, r) for t, r in self._recent if t > now]
+            for _, r in self._recent:  # where a re-check found someone lately: flattened up front
+                flatten_region(blurred, *r)
                 regions.append(r)
             try:
                 jpeg = self._checked_jpeg(blurred, regions)
@@ -134,21 +262,22 @@ class InstallerView:
         finally:
             small.fill(0)
         if jpeg is None:
-            self.withheld += 1
+            with self._lock:
+                self.withheld += 1
             return None
         vw, vh = VIEW_SIZE
         norm = tuple((r[0] / vw, r[1] / vh, r[2] / vw, r[3] / vh) for r in regions)
-        state = overlay_state(self.geometry, source_size, (boxes, scores), tracks,
-                              self.counts.snapshot().to_json(), self._grid_of(source_size))
-        state.update(seq=seq, wall=wall)
-        return ViewFrame(seq, wall, jpeg, state, norm)
+        state = overlay_state(job.geometry, job.source_size, (boxes, scores), job.tracks, job.counts,
+                              self._grid_of(job.geometry, job.source_size))
+        state.update(seq=job.seq, wall=job.wall)
+        return ViewFrame(job.seq, job.wall, jpeg, state, norm)
 
     def _checked_jpeg(self, rgb: np.ndarray, regions: list[tuple[int, int, int, int]]) -> bytes | None:
         """Encodes `rgb`, then checks the JPEG exactly as it would be served with the face detector and the
-        person re-check; what they find is blurred again (persons at twice the block, as samples) and the
-        result checked again, up to `verify_passes` + 1 times; before the last check, what is found is
-        flattened instead (a blurred blob can still read as a person at the re-check's low threshold; a flat
-        patch cannot). Returns the first JPEG in which nothing is found, or None."""
+        person re-check; when they find someone, every region found in this view is flattened with its own
+        size around it (a blurred blob can still read as a person at the re-check's low threshold, and the
+        blur can make a neighbour stand out; a flat patch is neither) and the result checked again, up to
+        `verify_passes` + 1 checks. Returns the first JPEG in which nothing is found, or None."""
         import cv2
 
         cfg = self.samples
@@ -162,6 +291,8 @@ class InstallerView:
             seen = cv2.imdecode(buf, cv2.IMREAD_COLOR)
             if seen is None:
                 raise ValueError("the view's own JPEG does not decode")
+            with self._lock:
+                self.checks += 1
             try:
                 found = self._recheck(seen)
             finally:
@@ -169,13 +300,9 @@ class InstallerView:
             if not found:
                 return buf.tobytes()
             until = self.clock.monotonic_ns() + RECENT_NS
-            for r, block in found:
-                this_view.append(r)
-                self._recent.append((until, r, block))
-                if k < cfg.verify_passes - 1:
-                    blur_region(rgb, *r, min_block_px=block)
-                    regions.append(r)
-            if k == cfg.verify_passes - 1:  # the next check is the last: flatten, neighbours included
+            this_view += found
+            self._recent += [(until, _widen(r, FLATTEN_WIDEN)) for r in found]
+            if k < cfg.verify_passes:  # another check follows: flatten, neighbours included
                 for r in this_view:
                     wide = _widen(r, FLATTEN_WIDEN)
                     flatten_region(rgb, *wide)
@@ -183,8 +310,9 @@ class InstallerView:
         log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
         return None
 
-    def _recheck(self, seen_bgr: np.ndarray) -> list[tuple[tuple[int, int, int, int], int]]:
-        """What the face detector and the person re-check find in the decoded JPEG: (pixel region, block)."""
+    def _recheck(self, seen_bgr: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """What the face detector and the person re-check find in the decoded JPEG: pixel regions (with
+        their margins, as samples')."""
         cfg = self.samples
         vw, vh = VIEW_SIZE
         scale = np.array([vw, vh, vw, vh], dtype=np.float64)
@@ -192,20 +320,19 @@ class InstallerView:
         found = []
         try:
             if self.faces is not None:
-                found += [(_grow(b * scale, cfg.face_margin), cfg.min_block_px)
+                found += [_grow(b * scale, cfg.face_margin)
                           for b in np.asarray(self.faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
             if self.persons is not None:
-                for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4):
-                    r = _grow(b * scale, cfg.person_margin)
-                    found.append((r, max(cfg.min_block_px, max(r[2] - r[0], r[3] - r[1]) // 2)))
+                found += [_grow(b * scale, cfg.person_margin)
+                          for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4)]
         finally:
             seen_rgb.fill(0)
         return found
 
-    def _grid_of(self, size: tuple[int, int]) -> dict[str, Any]:
-        if self._grid_for != (self.geometry, size):
-            self._grid = ground_grid(ImagePlane(self.geometry, size))
-            self._grid_for = (self.geometry, size)
+    def _grid_of(self, geometry: GeometryConfig, size: tuple[int, int]) -> dict[str, Any]:
+        if self._grid_for != (geometry, size):
+            self._grid = ground_grid(ImagePlane(geometry, size))
+            self._grid_for = (geometry, size)
         assert self._grid is not None
         return self._grid
 

@@ -13,6 +13,7 @@ from firmware import config as cfgmod
 from firmware.cli.installer import Installer, attach_installer
 from firmware.installer.counts import RunCounts
 from firmware.installer.token import sign_installer_token
+from firmware.installer.view import InlineExecutor
 from firmware.privacy.audit import AuditLog
 from firmware.samples.authorization import public_key_b64
 from firmware.sensing.geometry import Geometry
@@ -82,7 +83,7 @@ def rig(tmp_path: Path):
                       Quantizer(cfg.quantize, geo, Pseudonymizer(3600)), clock, sinks=[counts])
     audit = AuditLog(tmp_path / "audit.jsonl")
     inst = attach_installer(replace(cfg), path, loop, counts, audit, clock, faces=ScriptedFaces(),
-                            persons=lambda rgb: np.zeros((0, 4)))
+                            persons=lambda rgb: np.zeros((0, 4)), executor=InlineExecutor())  # views in the tick
     assert inst is not None
     yield Rig(cfg, path, key, clock, loop, inst, audit)
     inst.stop()
