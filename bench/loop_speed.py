@@ -17,15 +17,14 @@ import gc
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from bench.lib import data
+from bench.lib.replay import pets_video_config
 from bench.lib.scenarios import gated
 from firmware.cli.assemble import build_detector, build_loop, model_input_size
-from firmware.config import load
 from hal.clock import FakeClock
 from hal.synthetic import SyntheticCamera, SyntheticCrowd
 
@@ -100,14 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-frames", type=int, default=10_000)
     args = ap.parse_args(argv)
     try:
-        data.ensure(verbose=False)
+        cfg, video = pets_video_config()
     except data.DataMissing as e:
         print(e, file=sys.stderr)
         return 1
-    video = data.find("video/vtest.avi")
-    os.environ.setdefault("UMBRA_DATA_DIR", str(data.data_dir()))
-    cfg = load(CONFIG)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(video)))
     detector = build_detector(cfg, CONFIG.parent)
     print(f"detector backend {detector.backend}, tiles {cfg.detector.tiles}, {args.rounds} rounds of "
           f"{args.frames} frames each side; load average {os.getloadavg()[0]:.1f}")

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.lib import data
+from bench.lib.replay import pets_video_config
 from firmware.cli.assemble import build_detector, build_loop, model_input_size
-from firmware.config import UmbraConfig, load
+from firmware.config import UmbraConfig
 from firmware.privacy.audit import NoAudit
 from firmware.samples.gate import sample_faces, sample_persons
 from firmware.samples.hook import InlineRunner, JobRunner, SampleHook, SampleWorker, ThreadRunner
@@ -144,14 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tail-s", type=float, default=5.0, help="seconds each side runs on after the sample")
     args = ap.parse_args(argv)
     try:
-        data.ensure(verbose=False)
+        cfg, video = pets_video_config()
     except data.DataMissing as e:
         print(e, file=sys.stderr)
         return 1
-    video = data.find("video/vtest.avi")
-    os.environ.setdefault("UMBRA_DATA_DIR", str(data.data_dir()))
-    cfg = load(CONFIG)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(video)))
     if args.hz:
         cfg = replace(cfg, loop=replace(cfg.loop, detect_hz=args.hz, emit_hz=min(cfg.loop.emit_hz, args.hz)))
     detector = build_detector(cfg, CONFIG.parent)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,14 @@ class _Collector:
 def pets_config(path: Path = CONFIG) -> UmbraConfig:
     os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
     return load(path)
+
+
+def pets_video_config() -> tuple[UmbraConfig, Path]:
+    """The bench config reading the bench video (PETS09's vtest.avi), and that video's path; raises
+    data.DataMissing (its message says what is missing and where to put it)."""
+    cfg = pets_config()
+    video = data.need("video/vtest.avi")
+    return replace(cfg, camera=replace(cfg.camera, source=str(video))), video
 
 
 def replay(per_frame: list[np.ndarray], cfg: UmbraConfig | None = None, base: Path = CONFIG.parent,
