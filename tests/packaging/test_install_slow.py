@@ -46,6 +46,8 @@ def test_install_run_upgrade_purge_in_a_clean_debian_12_root():
     assert "slots: umbra:umbra" in text and '"committed": "a"' in text
     assert "umbra run: exit 0" in text and "config kept" in text and "state kept" in text
     assert "-> slot-a/0.1.0-2; slot-a holds: 0.1.0-2 " in text  # the upgrade replaced the venv in slot A
+    assert "dpkg -i during a trial: refused: umbra: an OTA trial of slot b is pending" in text
+    assert "trial state untouched; dpkg has: 0.1.0-2 ii" in text
     assert "systemd-analyze verify --root (installed units): clean" in text
     assert text.rstrip().endswith("nothing")  # purge leaves nothing but dpkg's records and the system user
 
