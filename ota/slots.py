@@ -1,7 +1,8 @@
 """The slots on disk: a versioned virtual environment per slot, and the `current` link the units run from.
 
-    /opt/umbra/slots/slot-a/<version>/     the venv of the version in slot A (the Debian package installs here)
-    /opt/umbra/slots/slot-b/<version>/     the venv OTA built in slot B (beside the release tree it came from)
+    /opt/umbra/slots/slot-a/<version>/     a venv: the Debian package's (a fresh install puts it in slot A; an
+                                           upgrade replaces the committed slot's, never writing boot.json), or
+    /opt/umbra/slots/slot-b/<version>/     the venv OTA built in the other slot (beside the release tree it came from)
     /opt/umbra/slots/boot.json             hal.boot.DirectoryBootControl's state: committed, trying, booted
     /opt/umbra/slots/current -> slot-a/<version>
     /opt/umbra/current -> slots/current    what the systemd units start (/opt/umbra/current/bin/umbra)

@@ -51,7 +51,7 @@ for arch in $arches; do
     | gzip -9n > "$doc/changelog.Debian.gz"
   size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
   sed -e "s/@VERSION@/$debver/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" packaging/debian/control.in > "$root/DEBIAN/control"
-  for s in postinst prerm postrm; do
+  for s in preinst postinst prerm postrm; do
     sed "s/@VERSION@/$debver/" "packaging/debian/$s" > "$root/DEBIAN/$s"; chmod 0755 "$root/DEBIAN/$s"
   done
   (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums)

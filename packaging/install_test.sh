@@ -66,7 +66,8 @@ in_root runuser -u umbra -- /usr/bin/env HOME=/var/lib/umbra UMBRA_DATA_DIR=/dat
   --config /srv/bench/bench/configs/pets09.toml > "$root.run.out" 2> "$root.run.err" || {
   echo "umbra run FAILED:"; tail -20 "$root.run.err"; exit 1; }
 echo "umbra run: exit 0 in $(( $(date +%s) - t0 )) s; its last log lines:"; tail -n 3 "$root.run.err" | cut -c1-200
-echo "outputs:"; in_root sh -c 'stat -c "  %U:%G %s bytes %n" /srv/bench/out/*'
+# the run's records and state go under its state_dir: the default, ~/.local/state/umbra of the umbra user
+echo "outputs:"; in_root sh -c 'stat -c "  %U:%G %s bytes %n" /var/lib/umbra/.local/state/umbra/*'
 umount "$root/data"; rmdir "$root/data"; rm -rf "$root/srv/bench"
 
 echo "== upgrade to $(basename "$UMBRA_DEB_N1")"
@@ -79,6 +80,18 @@ in_root dpkg -i "/tmp/$(basename "$UMBRA_DEB_N1")" >/dev/null
 grep -q configured "$root/var/lib/umbra/provisioning/state.json" && echo "state kept: $(cat "$root/var/lib/umbra/provisioning/state.json")"
 echo "current: /opt/umbra/current -> $(readlink "$root/opt/umbra/current") -> $(readlink "$root/opt/umbra/slots/current"); slot-a holds: $(ls "$root/opt/umbra/slots/slot-a" | tr '\n' ' ')"
 in_root /opt/umbra/current/bin/umbra --help >/dev/null && echo "the new venv runs"
+
+echo "== dpkg -i during an OTA trial (slot b installed, not yet booted)"
+state="$root/opt/umbra/slots/boot.json"
+cp -p "$state" "$root.boot.json"
+printf '{"booted": "a", "committed": "a", "last_rollback": null, "tries": 0, "trying": "b"}' > "$state"
+trial_before=$(sha256sum < "$state")
+if in_root dpkg -i "/tmp/$(basename "$UMBRA_DEB_N1")" > "$root.trial.out" 2>&1; then
+  echo "dpkg -i during a trial: NOT refused"; exit 1
+fi
+echo "dpkg -i during a trial: refused: $(grep -o 'umbra: an OTA trial.*' "$root.trial.out" | cut -c1-120)"
+[ "$(sha256sum < "$state")" = "$trial_before" ] && echo "trial state untouched; dpkg has: $(in_root dpkg-query -W -f='${Version} ${db:Status-Abbrev}' umbra)"
+mv "$root.boot.json" "$state"; rm -f "$root.trial.out"
 
 echo "== dpkg --purge umbra"
 rm -f "$root/tmp/"umbra_*.deb

@@ -1,6 +1,7 @@
 """Opt-in (UMBRA_INSTALL_TEST=1, as root, ~10 min): packaging/install_test.sh in a clean Debian 12 root made
 with debootstrap from Debian's mirror: dpkg -i, the user, folders, units and slot layout, `umbra run` of the
-bench config as the umbra user, the upgrade N -> N+1, purge. Skips with the reason when a part is missing."""
+bench config as the umbra user, the upgrade N -> N+1, purge; and packaging/boot_test.sh, the same root booted
+under a real systemd with systemd-nspawn. Skips with the reason when a part is missing."""
 
 from __future__ import annotations
 
@@ -45,5 +46,28 @@ def test_install_run_upgrade_purge_in_a_clean_debian_12_root():
     assert "slots: umbra:umbra" in text and '"committed": "a"' in text
     assert "umbra run: exit 0" in text and "config kept" in text and "state kept" in text
     assert "-> slot-a/0.1.0-2; slot-a holds: 0.1.0-2 " in text  # the upgrade replaced the venv in slot A
+    assert "dpkg -i during a trial: refused: umbra: an OTA trial of slot b is pending" in text
+    assert "trial state untouched; dpkg has: 0.1.0-2 ii" in text
     assert "systemd-analyze verify --root (installed units): clean" in text
     assert text.rstrip().endswith("nothing")  # purge leaves nothing but dpkg's records and the system user
+
+
+@pytest.mark.skipif(shutil.which("systemd-nspawn") is None,
+                    reason="systemd-nspawn not installed (apt-get install systemd-container)")
+def test_the_units_under_a_real_systemd_booted_in_nspawn():
+    """packaging/boot_test.sh: systemd 252 as PID 1 of the installed root; on a blank device the agent and the
+    sensor are skipped by their conditions and the OTA timer waits; on a device marked locked the sensor's
+    ExecCondition and render pass and `umbra run` sends READY=1 inside all of its unit's hardening."""
+    why = mirror_unreachable()
+    if why:
+        pytest.skip(f"no Debian 12 root can be made: {why}")
+    out = subprocess.run(["bash", str(REPO / "packaging" / "boot_test.sh")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    text = out.stdout
+    assert "as PID 1 in the container: running" in text
+    assert "umbra-provision.service: Result=success ActiveState=inactive SubState=dead ConditionResult=no" in text
+    assert "umbra.service: Result=exec-condition" in text
+    assert "umbra-ota-check.timer: Result=success ActiveState=active SubState=waiting" in text
+    assert "wrote /run/umbra/sensor.toml" in text and "Started umbra.service" in text  # READY=1 heard
+    assert "SIGSYS" not in text and "denied" not in text
+    assert text.rstrip().endswith("container powered off")
