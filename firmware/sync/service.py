@@ -87,7 +87,7 @@ class SyncService:
         plan = [zone_plan(geometry)] if geometry is not None else []
 
         def sink(tick: TickResult) -> None:
-            if tick.wall < due[0]:
+            if tick.final or tick.wall < due[0]:
                 return
             due[0] = tick.wall + period_s
             st = self.outbox.stats()
