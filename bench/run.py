@@ -254,7 +254,7 @@ def _accuracy(cfg, gt: Path, recorder, records: list, rep: Replay | None, seqs: 
     true = count_crossings(paths_from_gt(gt, max(seqs)), lines_cfg)
     bucket = cfg.quantize.time_bucket_s
     if crossings_path is not None:
-        table, _ = compare(tally(read_line_counts(crossings_path)), true, lines_cfg)
+        table, _ = compare(device_counts(crossings_path), true, lines_cfg)
         out.append(f"  COUNTING (the device's own: its line counter, hold {cfg.geometry.count_hold_s:g} s, "
                    f"{crossings_path}) vs gt crossings, net per line and way (a miss and a false count cancel):")
         out += ["    " + row for row in table.splitlines()]
@@ -270,6 +270,12 @@ def _accuracy(cfg, gt: Path, recorder, records: list, rep: Replay | None, seqs: 
                            f"  secondary: recounted from records crossing by crossing (timed to the bucket, "
                            f"matched up to {WINDOW_S + bucket:g} s apart)")
     return out
+
+
+def device_counts(crossings_path: Path) -> dict[tuple[str, str], int]:
+    """The bench run's counting figure: the device's own line counts, as `umbra audit-counts --crossings` reads
+    them (the same file, the same reader)."""
+    return tally(read_line_counts(crossings_path))
 
 
 def _one_by_one(cfg, gt: Path, rep: Replay, recorder, records: list, seqs: list[int], found: dict[int, np.ndarray],
