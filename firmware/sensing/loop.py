@@ -1,7 +1,7 @@
 """The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize at the emit
 rate, and release a time bucket's records once the bucket has ended, one per pseudonym (quantize.Buckets), the
-last bucket when the loop stops. Ticks are scheduled on the monotonic clock at start + k * period, so the loop never
-drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
+last bucket when the loop stops. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
+never drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
 queued). A stalled camera is reported and reopened with backoff while the loop keeps its cadence."""
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class TrackerLike(Protocol):
 
 _END = object()  # the camera has no more frames (a video file ended)
 _NOBODY = GroundState(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
+for _a in (_NOBODY.track_ids, _NOBODY.xy, _NOBODY.velocity, _NOBODY.height_m):
+    _a.flags.writeable = False  # shared by every final result
 
 
 @dataclass(slots=True)
