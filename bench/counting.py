@@ -1,11 +1,14 @@
-"""Counting accuracy: line crossings counted from the quantized track records a device released (the cloud's
-view) against crossings in the ground-truth tracks, per line and direction. Both sides go through the same
-counter: a crossing counts when a path moves from beyond `band` metres on one side of the line to beyond
-`band` on the other (hysteresis, so a path hovering on the line counts once, not on every wobble).
+"""Counting accuracy. The product's counts are the device's own line counts (`umbra bench run` prints them first;
+`umbra audit-counts --crossings` reads the same file). This module's `--records` is the secondary figure: line
+crossings recounted from the quantized track records a device released (the cloud's view, one record per
+pseudonym per time bucket) against crossings in the ground-truth tracks, per line and direction. Both sides go
+through the same counter: a crossing counts when a path moves from beyond `band` metres on one side of the line
+to beyond `band` on the other (hysteresis, so a path hovering on the line counts once, not on every wobble).
 
 `python -m bench.counting --records tracks.jsonl [--gt gt.txt] [--config pets09.toml]`;
 `python -m bench.counting --explain` replays the bench run on cached detections and says, crossing by
-crossing, what was missed or counted falsely and why (bench.lib.explain)."""
+crossing, what was missed or counted falsely and why (bench.lib.explain): the device's own counts first, then
+the recount from records."""
 
 from __future__ import annotations
 

@@ -93,6 +93,7 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, ticks: list | None = 
             ticks.append((r.ground.track_ids, r.ground.xy, r.wall))
 
     loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=det, sinks=[collect, keep])
+    collect.pseudonyms = loop.quantizer.pseudonyms
     recorder = RecordingTracker(loop.tracker)
     loop.tracker = recorder
 
@@ -131,7 +132,7 @@ def count_row(sc: Scene, rep: Replay, label: str, ticks: list | None = None,
         band, hold = geo.count_band_m, geo.count_hold_s
         dev = (f"  dev net {net_of(device_counts(ticks, lines, band, 0.0)):3d} hold 0, "
                f"{net_of(device_counts(ticks, lines, band, hold)):3d} hold {hold:g} s")
-    findings, matched = explain(rep, sc.gt, lines, sc.fps)
+    findings, matched = explain(rep, sc.gt, lines, sc.fps, source="records")  # as the net: from records
     per = "  ".join(f"{ln.name}{d} {truth.get((ln.name, d), 0)}/{counted.get((ln.name, d), 0)}"
                     for ln in lines for d in "+-")
     gross = len(findings)

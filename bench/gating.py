@@ -55,6 +55,7 @@ def live(cfg: UmbraConfig, base: Path, frames: int | None = None) -> LiveRun:
         device.update((c.line, c.direction) for c in result.crossings)
 
     loop = build_loop(cfg, base, clock, sinks=[collect, count])
+    collect.pseudonyms = loop.quantizer.pseudonyms
     recorder = RecordingTracker(loop.tracker)
     loop.tracker = recorder
     dets: dict[int, np.ndarray] = {}
@@ -110,7 +111,8 @@ def row(name: str, run: LiveRun, cfg: UmbraConfig, gt_path: Path) -> tuple[str, 
     table, _ = compare(counted, truth, lines)
     net = sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in set(counted) | set(truth))
     dev = sum(abs(run.device.get(k, 0) - truth.get(k, 0)) for k in set(run.device) | set(truth))
-    findings, matched = explain(run.rep, world, lines, cfg.camera.fps or 7.0, dets=per_frame(run.dets))
+    findings, matched = explain(run.rep, world, lines, cfg.camera.fps or 7.0, dets=per_frame(run.dets),
+                                source="records", bucket_s=cfg.quantize.time_bucket_s)  # as the net: from records
     true = matched + sum(f.kind == "missed" for f in findings)
     gross = len(findings)
     frames = len(run.dets)

@@ -21,6 +21,7 @@ from bench.lib import data
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import UmbraConfig, load
 from firmware.sensing.loop import TickResult
+from firmware.sensing.pseudonym import Pseudonymizer
 from hal.clock import FakeClock
 from hal.detections import Detections
 from hal.frame import Frame
@@ -62,26 +63,35 @@ class Replay:
     ground: dict[int, list[tuple[int, float, float]]] = field(default_factory=dict)  # id -> (frame, x, y)
     pseudonym_of: dict[tuple[int, str], int] = field(default_factory=dict)  # (epoch, pseudonym) -> track id
     record_frame: list[int] = field(default_factory=list)  # the frame each record was released on
+    # the device's own counts: the loop's line counter, (frame, track id, line, direction) per crossing
+    crossings: list[tuple[int, int, str, str]] = field(default_factory=list)
     frames: int = 0
+    start_wall: float = PETS_START_WALL  # wall time of frame 1 (a record's bucket start -> its frame)
 
 
 class _Collector:
-    def __init__(self, out: Replay) -> None:
+    """Bench-side: the released records, and what a device never releases (exact ground points, the track
+    behind each pseudonym, read from the loop's own pseudonymizer, `pseudonyms`)."""
+
+    def __init__(self, out: Replay, pseudonyms: Pseudonymizer | None = None) -> None:
         self.out = out
+        self.pseudonyms = pseudonyms
         self.stream = io.StringIO()
         self.jsonl = JsonlSink(self.stream)
         self.frame = 0
         self.seq: int | None = None  # the source frame number of this tick's frame, when a hook says
 
     def __call__(self, result: TickResult) -> None:
-        self.frame = self.seq if self.seq is not None else self.frame + 1
+        if not result.final:
+            self.frame = self.seq if self.seq is not None else self.frame + 1
         self.jsonl(result)
+        self.out.record_frame += [self.frame] * len(result.records)
         g = result.ground
         for i, tid in enumerate(g.track_ids):
             self.out.ground.setdefault(int(tid), []).append((self.frame, float(g.xy[i, 0]), float(g.xy[i, 1])))
-        for tid, rec in zip(g.track_ids, result.records, strict=False):
-            self.out.pseudonym_of[(rec.epoch, rec.pseudonym)] = int(tid)
-            self.out.record_frame.append(self.frame)
+            if self.pseudonyms is not None:
+                self.out.pseudonym_of[self.pseudonyms.pseudonym(int(tid), result.wall)] = int(tid)
+        self.out.crossings += [(self.frame, int(c.track_id), c.line, c.direction) for c in result.crossings]
 
 
 def pets_config(path: Path = CONFIG) -> UmbraConfig:
@@ -111,6 +121,7 @@ def replay(per_frame: list[np.ndarray], cfg: UmbraConfig | None = None, base: Pa
     collect = _Collector(out)
     loop = build_loop(cfg, base, clock, camera=cam,
                       detector=CachedDetector(per_frame), sinks=[collect])
+    collect.pseudonyms = loop.quantizer.pseudonyms
     recorder = RecordingTracker(tracker if tracker is not None else loop.tracker)
     loop.tracker = recorder
     stats = loop.run()

@@ -23,6 +23,7 @@ from firmware.cli.summary import stop_summary
 from firmware.config import UmbraConfig, load, resolve_path
 from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
+from firmware.installer.countaudit import LineCountSink
 from firmware.installer.counts import RunCounts
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
@@ -135,10 +136,14 @@ def init_sync(sensor: Sensor) -> None:
 
 
 def init_outputs(sensor: Sensor) -> None:
-    """[output]: the bench's JSON-lines files of released tracks and aggregates."""
+    """[output]: the bench's JSON-lines files of released tracks and aggregates, and of the device's own line
+    counts."""
     out = sensor.cfg.output
     if out.tracks_file:
         sensor.sinks.append(JsonlSink(_open_append(resolve_path(out.tracks_file, sensor.base), sensor.files)))
+    if out.crossings_file:  # the loop's own line counts, per bucket, for `umbra audit-counts`
+        counts = _open_append(resolve_path(out.crossings_file, sensor.base), sensor.files)
+        sensor.sinks.append(LineCountSink(counts, sensor.cfg.quantize.time_bucket_s))
     if out.aggregates_file:
         agg = _open_append(resolve_path(out.aggregates_file, sensor.base), sensor.files)
         sensor.emit_aggregates.append(functools.partial(write_json_lines, agg))

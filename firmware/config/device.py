@@ -26,3 +26,6 @@ class DeviceConfig:
 class OutputConfig:
     tracks_file: str = ""  # JSON lines of released track records (bench); empty: none
     aggregates_file: str = ""  # JSON lines of released aggregates (bench); empty: none
+    # JSON lines of the device's own line counts per time bucket, line and direction (the count audit's and the
+    # bench's source: firmware.installer.countaudit); empty: none
+    crossings_file: str = ""

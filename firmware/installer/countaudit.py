@@ -2,12 +2,16 @@
 the same period, per count line and direction, with net (+ minus -) and gross (+ plus -) per line and the
 in/out balance over all lines.
 
-The device's counts come from its released track records (umbra.track/1): one path per (key epoch,
-pseudonym) through the cells' centres, and a crossing counts when a path moves from beyond `band` metres on
-one side of a line to beyond `band` on the other, within the line's length (hysteresis: a path hovering on
-the line counts once); the device's hold on the new side (`hold`, [geometry] count_hold_s) is not applied to
-records by default, their times being buckets. This is the cloud's view, and the same rule as the bench's
-counting (bench.counting). A crossing's time is its record's time bucket.
+The device's counts are its own: the loop's line counter (firmware.sensing.geometry.LineCounter, on exact
+ground positions at the detect rate, with [geometry] count_hold_s), the counts it releases, noised, as line-flow
+aggregates. `LineCountSink` writes them, per time bucket, line and direction, to `[output] crossings_file`;
+`read_line_counts` reads that file back, and the bench run (bench.run) counts from the same file.
+
+A recount from the released track records (umbra.track/1, `record_crossings`) is the cloud's view and only a
+secondary figure: one path per (key epoch, pseudonym) through the cells' centres, one point per time bucket
+(the loop releases one record per pseudonym per bucket), a crossing counting when a path moves from beyond
+`band` metres on one side of a line to beyond `band` on the other, within the line's length. A crossing's
+time, either way, is its time bucket's start.
 
 Hand counts are a CSV: either one row per crossing, `time,line,direction`, or tallies, `start,end,line,
 direction,count`; times in Unix seconds or ISO 8601 (with a zone); direction `+`/`-` (or `in`/`out`)."""
@@ -15,16 +19,19 @@ direction,count`; times in Unix seconds or ISO 8601 (with a zone); direction `+`
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from firmware.config.sensing import LineConfig
 from firmware.errors import InstallerError
+from firmware.sensing.loop import TickResult
 from firmware.sensing.quantize import cell_centre
 
 Key = tuple[str, str]
@@ -44,6 +51,62 @@ class HandCounts:
     counts: dict[Key, int]
     periods: tuple[tuple[float, float], ...]
     kind: str  # "crossings" or "tallies"
+
+
+class LineCountSink:
+    """A loop sink writing the loop's own line counts as JSON lines, one per (time bucket, line, direction):
+    `{"t": bucket start, "bucket_s", "line", "direction", "count"}`, a bucket's lines written once it has ended
+    (and the last one when the loop stops), sorted by line and direction: nothing finer than the bucket."""
+
+    def __init__(self, stream: IO[str], bucket_s: int) -> None:
+        self.stream = stream
+        self.bucket_s = int(bucket_s)
+        self._t: int | None = None
+        self._held: Counter[Key] = Counter()
+        self.count = 0
+
+    def __call__(self, result: TickResult) -> None:
+        t = int(result.wall // self.bucket_s) * self.bucket_s
+        if result.final or (self._t is not None and t != self._t):
+            self._write()
+        if result.final:
+            return
+        self._t = t
+        for c in result.crossings:
+            self._held[(c.line, c.direction)] += 1
+
+    def _write(self) -> None:
+        for (line, d), n in sorted(self._held.items()):
+            self.stream.write(json.dumps({"t": self._t, "bucket_s": self.bucket_s, "line": line, "direction": d,
+                                          "count": n}, separators=(",", ":")) + "\n")
+            self.count += n
+        self._held.clear()
+        self.stream.flush()
+
+
+def read_line_counts(path: Path) -> list[Crossing]:
+    """The device's crossings from a `LineCountSink` file, each at its bucket's start."""
+    out: list[Crossing] = []
+    try:
+        with Path(path).open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    t, ln, d, count = float(r["t"]), str(r["line"]), str(r["direction"]), int(r["count"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise InstallerError(f"{path}:{n}: not a line count ({e})") from None
+                if d not in ("+", "-") or count < 0:
+                    raise InstallerError(f"{path}:{n}: direction {d!r} or count {count} is wrong")
+                out += [Crossing(t, ln, d)] * count
+    except OSError as e:
+        raise InstallerError(f"cannot read line counts {path}: {e}") from None
+    return out
+
+
+def tally(crossings: Iterable[Crossing]) -> dict[Key, int]:
+    return dict(Counter((c.line, c.direction) for c in crossings))
 
 
 def path_crossings(times: np.ndarray, path: np.ndarray, lines: Iterable[LineConfig], band: float,
@@ -90,9 +153,9 @@ def _line_crossings(times: np.ndarray, path: np.ndarray, ln: LineConfig, band: f
 
 def record_crossings(records: Iterable[Mapping], lines: Sequence[LineConfig], band: float = 0.5,
                      hold: float = 0.0) -> list[Crossing]:
-    """Crossings in released track records, one path per (epoch, pseudonym) in release order. No hold by
-    default: a record's time is its time bucket (many records share one), so a hold shorter than the bucket
-    cannot be judged on records; the device judges it on exact times ([geometry] count_hold_s)."""
+    """Crossings in released track records (the cloud's recount), one path per (epoch, pseudonym) in release
+    order, one point per time bucket. No hold by default: a hold shorter than the bucket cannot be judged on
+    records; the device judges it on exact times ([geometry] count_hold_s)."""
     by: dict[tuple[int, str], list[Mapping]] = defaultdict(list)
     for r in records:
         if r.get("schema") == "umbra.track/1":

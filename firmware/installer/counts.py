@@ -68,6 +68,10 @@ class RunCounts:
         return before
 
     def __call__(self, result: TickResult) -> None:
+        if result.final:  # the loop stopped: only the last bucket's records
+            with self._lock:
+                self._kinds["umbra.track/1"] += len(result.records)
+            return
         inside = Counter(z for z in self.geometry.zone_of(result.ground.xy) if z is not None) if self._zones else {}
         with self._lock:
             for c in result.crossings:

@@ -187,12 +187,16 @@ class Analytics:
     # -- accumulation ------------------------------------------------------------------------------------
 
     def __call__(self, tick: TickResult) -> None:
+        if tick.final:  # the loop stopped: no tick to account (close_window releases the partial window)
+            return
         start = int(tick.wall // self.config.window_s) * self.config.window_s
         if self._w is not None and start != self._w.start:
             self.close_window()
         if self._w is None:
             self._w = _Window(start)
-        w = self._w
+        self._accumulate(self._w, tick)
+
+    def _accumulate(self, w: _Window, tick: TickResult) -> None:
         if not w.untrusted and not self._trusted():
             w.untrusted = True
         dt = 0.0 if self._last_wall is None else min(max(tick.wall - self._last_wall, 0.0), 5.0)

@@ -113,8 +113,9 @@ def _leaves(f: dict[str, Fact]) -> list[tuple[str, str]]:
     if v["profile"] == "tracks":
         rows.append(("quantized tracks (pseudonym, grid cell, time bucket, size class, heading, zone)",
                      f"pseudonym key in memory only, rotated every {v['rotate_s']:g} s; cells of "
-                     f"{v['grid_m']} m, time buckets of {v['bucket_s']} s; at most 2 records per "
-                     "track per second"))
+                     f"{v['grid_m']} m, time buckets of {v['bucket_s']} s; at most one record per "
+                     "pseudonym per bucket (its most frequent cell, size, heading and zone), released "
+                     "after the bucket ends, sorted by pseudonym: no order, count or time inside a bucket"))
     rows.append(("aggregates per zone and window (occupancy, line flow, dwell histogram, heatmap)",
                  f"k-anonymity threshold k = {v['k']} on noised counts; "
                  f"differential privacy epsilon = {v['epsilon']} per release, "

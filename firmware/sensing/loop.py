@@ -1,6 +1,7 @@
-"""The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize and emit
-at the emit rate. Ticks are scheduled on the monotonic clock at start + k * period, so the loop never
-drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
+"""The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize at the emit
+rate, and release a time bucket's records once the bucket has ended, one per pseudonym (quantize.Buckets), the
+last bucket when the loop stops. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
+never drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
 queued). A stalled or failed camera is reported and reopened with backoff while the loop keeps its cadence;
 a permanent fault (`CameraUnavailable`: no driver, no such camera, a refused configuration) ends `run()` with
 that error, since no reopening can help."""
@@ -18,7 +19,7 @@ import numpy as np
 from firmware.config.sensing import LoopConfig
 from firmware.sensing.gating import Gate
 from firmware.sensing.geometry import Crossing, LineCounter
-from firmware.sensing.quantize import GroundState, Quantizer
+from firmware.sensing.quantize import Buckets, GroundState, Quantizer
 from firmware.sensing.records import QuantizedTrack
 from hal.camera import Camera
 from hal.clock import Clock
@@ -36,6 +37,9 @@ class TrackerLike(Protocol):
 
 
 _END = object()  # the camera has no more frames (a video file ended)
+_NOBODY = GroundState(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
+for _a in (_NOBODY.track_ids, _NOBODY.xy, _NOBODY.velocity, _NOBODY.height_m):
+    _a.flags.writeable = False  # shared by every final result
 
 
 @dataclass(slots=True)
@@ -46,7 +50,7 @@ class LoopStats:
     detector_errors: int = 0
     camera_stalls: int = 0
     camera_reopens: int = 0
-    records: int = 0
+    records: int = 0  # track records released (one per pseudonym per ended time bucket)
     # profile only, one entry per frame: CPU of the loop's own work (not decode, not inference), wall time
     # in the detector, and wall time from the frame's capture to its zeroed release
     own_ns: list[int] = field(default_factory=list)
@@ -56,13 +60,18 @@ class LoopStats:
 
 @dataclass(frozen=True, slots=True)
 class TickResult:
-    """What one tick produced, for sinks: quantized records (on emit ticks only), count-line crossings and
-    the ground state (on-device analytics). Never holds pixels."""
+    """What one tick produced, for sinks: the track records released (those of the time buckets that ended
+    before this tick, one per pseudonym, sorted by pseudonym), count-line crossings and the ground state
+    (on-device analytics). Never holds pixels.
+
+    `final`: not a tick but the loop stopping: `records` are the last bucket's, nothing was seen (no
+    crossings, no one on the ground); a sink that accounts ticks (occupancy, alerts, health) ignores it."""
 
     wall: float
     records: Sequence[QuantizedTrack]
     crossings: Sequence[Crossing]
     ground: GroundState
+    final: bool = False
 
 
 FrameHook = Callable[[Frame, Detections | None, float], None]
@@ -107,6 +116,7 @@ class SensorLoop:
         self._counter: LineCounter | None = None  # built from the geometry's lines on the next tick
         self._prev_tick_ns: int | None = None
         self._next_emit_ns: int | None = None
+        self._buckets = Buckets(quantizer.config.time_bucket_s)  # records held until their bucket ends
         self._stop = False
 
     def stop(self) -> None:
@@ -136,8 +146,20 @@ class SensorLoop:
                     self.stats.overruns += int(behind - k)
                     k = int(behind)
         finally:
-            self._close_camera()
+            try:
+                self.flush()
+            finally:
+                self._close_camera()
         return self.stats
+
+    def flush(self) -> None:
+        """Release the records of the bucket still open and tell the sinks the loop stopped (a `final`
+        TickResult). `run` does it on the way out; a caller stepping `tick` itself calls it when done."""
+        records = self._buckets.flush()
+        self.stats.records += len(records)
+        result = TickResult(self.clock.wall(), records, (), _NOBODY, final=True)
+        for sink in self.sinks:
+            sink(result)
 
     def tick(self) -> bool:
         """One tick. Returns False when the camera has no more frames."""
@@ -272,13 +294,14 @@ class SensorLoop:
         crossings = self._crossings(ground, now)
         if self._next_emit_ns is None:
             self._next_emit_ns = now
-        records: list[QuantizedTrack] = []
+        quantized: list[QuantizedTrack] = []
         wall = self.clock.wall()
         if now >= self._next_emit_ns:
-            records = self.quantizer.quantize(ground, wall)
-            self.stats.records += len(records)
+            quantized = self.quantizer.quantize(ground, wall)
             missed = (now - self._next_emit_ns) // self._emit_ns + 1
             self._next_emit_ns += missed * self._emit_ns
+        records = self._buckets.add(quantized, wall)  # nothing finer than the bucket leaves: its end, once
+        self.stats.records += len(records)
         result = TickResult(wall, records, crossings, ground)
         for sink in self.sinks:
             sink(result)

@@ -4,8 +4,9 @@ configured grid, time bucket, size class and heading sector. Pure: time is an ar
 Nothing finer than the bucket in value, order or count: `Buckets` holds a bucket's records until it ends and
 then releases one record per pseudonym (its dominant cell, size, heading and zone: the most frequent, ties
 broken by value, never by time), sorted by (epoch, pseudonym). So neither how many times a track was seen
-within a bucket, nor in what order, nor when, can be read from what leaves. Not yet wired into the loop:
-counting crossings from the released records (bench/counting.py) needs the finer paths (issue 16 report)."""
+within a bucket, nor in what order, nor when, can be read from what leaves. The loop (firmware.sensing.loop)
+releases every track record through it; the product's counts are the loop's own line counts, not a recount of
+these records."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`umbra audit-counts`: on a PETS09 run (scripted detector replaying the gt through the real tracker and
 quantizer) the report against the ground truth has the same per-line figures, net and gross, and the same
-total absolute error as the bench's own counting (bench.counting); hand counts as crossings or tallies."""
+total absolute error as the bench run's own counting (the device's line counts, bench.run.device_counts), and
+its recount from records the same as the bench's (bench.counting); hand counts as crossings or tallies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,9 @@ from firmware import config as cfgmod
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.cli.main import main
 from firmware.errors import InstallerError
-from firmware.installer.countaudit import read_hand_counts
+from firmware.installer.countaudit import LineCountSink, read_hand_counts, read_line_counts
+from firmware.sensing.geometry import Crossing
+from firmware.sensing.loop import TickResult
 from hal.clock import FakeClock
 from hal.scripted import ScriptedDetector
 from hal.synthetic import SyntheticCamera
@@ -31,15 +35,67 @@ def run(shared_data: Path, tmp_path_factory):
     gt = shared_data / "mot/MOT15/PETS09-S2L1/gt/gt.txt"
     cfg = cfgmod.load(ROOT / "bench/configs/pets09.toml")
     cfg = replace(cfg, detector=replace(cfg.detector, kind="scripted", ground_truth=str(gt)))
-    out = io.StringIO()
+    out, counts = io.StringIO(), io.StringIO()
     clock = FakeClock(start_wall=START)
     loop = build_loop(cfg, ROOT / "bench/configs", clock, camera=SyntheticCamera(
         clock, source_size=(768, 576), frames=795, main_size=None), detector=ScriptedDetector.from_mot(
-        gt, (768, 576), seed=3), sinks=[JsonlSink(out)])
+        gt, (768, 576), seed=3), sinks=[JsonlSink(out), LineCountSink(counts, cfg.quantize.time_bucket_s)])
+    counted: list = []
+    loop.sinks.append(lambda r: counted.extend(r.crossings))
     loop.run()
-    path = tmp_path_factory.mktemp("audit") / "tracks.jsonl"
+    folder = tmp_path_factory.mktemp("audit")
+    path = folder / "tracks.jsonl"
     path.write_text(out.getvalue())
+    (folder / "crossings.jsonl").write_text(counts.getvalue())
+    assert len(read_line_counts(folder / "crossings.jsonl")) == len(counted) > 20  # every crossing the loop counted
     return cfg, gt, path
+
+
+def test_the_device_counts_give_the_bench_runs_own_counting_figures(run, capsys) -> None:
+    """Issue 18, point 4: the same net and gross per line, and the same total error, as the bench run prints
+    for its counting, both read from the device's own line counts."""
+    from bench.run import device_counts
+
+    cfg, gt, records = run
+    crossings = records.parent / "crossings.jsonl"
+    assert main(["audit-counts", "--config", str(ROOT / "bench/configs/pets09.toml"), "--crossings",
+                 str(crossings), "--gt", str(gt)]) == 0
+    out = capsys.readouterr().out
+    assert "the device's own line counts" in out and "recount" not in out
+    lines = cfg.geometry.lines
+    found, truth = device_counts(crossings), count_crossings(paths_from_gt(gt), lines)
+    table, _ = compare(found, truth, lines)
+    bench_total = re.search(r"total absolute error (\d+) of (\d+)", table)
+    ours = re.search(r"total absolute error (\d+) of (\d+)", out)
+    assert bench_total and ours and bench_total.groups() == ours.groups()
+    for ln in lines:
+        tp, tm = truth.get((ln.name, "+"), 0), truth.get((ln.name, "-"), 0)
+        fp, fm = found.get((ln.name, "+"), 0), found.get((ln.name, "-"), 0)
+        row = re.search(rf"^{re.escape(ln.name)}\s+([+-]\d+)\s+([+-]\d+)\s+(\d+)\s+(\d+)$", out, re.M)
+        assert row is not None, out
+        assert [int(g) for g in row.groups()] == [tp - tm, fp - fm, tp + tm, fp + fm]
+
+
+def test_line_counts_leave_per_ended_bucket_sorted_and_at_stop() -> None:
+    out = io.StringIO()
+    sink = LineCountSink(out, 5)
+    nobody: Any = None  # the sink reads no ground
+
+    def tick(wall: float, *cs: tuple[str, str], final: bool = False) -> None:
+        sink(TickResult(wall, [], [Crossing(7, ln, d) for ln, d in cs], nobody, final=final))
+
+    tick(START + 1, ("b", "+"), ("a", "-"))
+    tick(START + 4.5, ("a", "-"))
+    assert out.getvalue() == ""  # the bucket has not ended
+    tick(START + 5.0)
+    rows = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert rows == [{"t": START, "bucket_s": 5, "line": "a", "direction": "-", "count": 2},
+                    {"t": START, "bucket_s": 5, "line": "b", "direction": "+", "count": 1}]
+    tick(START + 7, ("a", "+"))
+    tick(START + 8, final=True)
+    assert json.loads(out.getvalue().splitlines()[-1]) == {"t": START + 5, "bucket_s": 5, "line": "a",
+                                                           "direction": "+", "count": 1}
+    assert sink.count == 4
 
 
 def test_against_the_gt_it_prints_the_bench_countings_figures(run, capsys) -> None:

@@ -42,19 +42,25 @@ def test_ticks_follow_the_schedule_and_overruns_are_counted_and_skipped():
     assert offsets[-1] == (40 + 2 - 1) * PERIOD_NS
 
 
-def test_emit_rate_is_two_records_per_track_per_second_at_most():
+def test_tracks_are_quantized_at_the_emit_rate_and_released_once_per_pseudonym_per_ended_bucket():
     clock = FakeClock(start_wall=1_700_000_000.0)
     cam = SyntheticCamera(clock, frames=100)
     got = []
     loop = make_loop(clock, cam, SyntheticCrowd(8), sinks=[lambda r: got.append(r)], detect_hz=10.0, emit_hz=2.0)
+    quantized = []
+    inner = loop.quantizer.quantize
+    loop.quantizer.quantize = lambda g, w: quantized.append(w) or inner(g, w)  # type: ignore[method-assign]
     loop.run()
-    emit_ticks = [r for r in got if r.records]
-    assert 19 <= len(emit_ticks) <= 21  # 10 s at 2 Hz
-    per_pseud: dict[str, int] = {}
-    for r in emit_ticks:
+    assert 19 <= len(quantized) <= 21  # 10 s at 2 Hz
+    assert got[-1].final and not any(r.final for r in got[:-1])  # the stop flushes the last bucket
+    per: dict[tuple[str, int], int] = {}
+    for r in got:
         for rec in r.records:
-            per_pseud[rec.pseudonym] = per_pseud.get(rec.pseudonym, 0) + 1
-    assert per_pseud and max(per_pseud.values()) <= 2 * 10 + 1
+            assert rec.t % 5 == 0 and (r.final or r.wall >= rec.t + 5)  # released once its bucket has ended
+            per[(rec.pseudonym, rec.t)] = per.get((rec.pseudonym, rec.t), 0) + 1
+        assert [x.pseudonym for x in r.records] == sorted(x.pseudonym for x in r.records)
+    assert per and max(per.values()) == 1
+    assert sum(len(r.records) for r in got) == loop.stats.records
 
 
 def test_every_buffer_is_zero_after_every_tick_even_when_the_detector_fails():
@@ -75,7 +81,7 @@ def test_every_buffer_is_zero_after_every_tick_even_when_the_detector_fails():
     stats = loop.run()
     assert stats.detector_errors == 3
     assert stats.frames == 30
-    assert len(checks) == 30 and all(checks)
+    assert len(checks) == 30 + 1 and all(checks)  # and the stop's final result
 
 
 def test_a_stalled_camera_is_reopened_with_backoff_while_the_loop_keeps_cadence():
@@ -134,11 +140,14 @@ def test_a_coasting_track_is_neither_released_nor_counted_and_keeps_its_id():
     loop = make_loop(clock, camera, Blinking({15, 16, 17}), sinks=[got.append],
                      detect_hz=10.0, emit_hz=10.0)
     loop.tracker = Spy(TrackerConfig(coast_s=1.0))
+    quantized: list = []  # each tick's records before the bucket merges them (emit_hz = detect_hz)
+    inner = loop.quantizer.quantize
+    loop.quantizer.quantize = lambda g, w: quantized.append(inner(g, w)) or quantized[-1]  # type: ignore
     loop.run()
     missed = range(14, 17)  # ticks (0-based) of frames 15-17
     assert all(reported[i] and all(t.unseen_s > 0 for t in reported[i]) for i in missed)  # coasted...
-    assert all(not got[i].records and not len(got[i].ground.track_ids) for i in missed)  # ...not released
-    before = {r.pseudonym for r in got[13].records}
-    after = {r.pseudonym for r in got[17].records}
+    assert all(not quantized[i] and not len(got[i].ground.track_ids) for i in missed)  # ...not released
+    before = {r.pseudonym for r in quantized[13]}
+    after = {r.pseudonym for r in quantized[17]}
     assert before and before == after
     assert sizes == {camera.source_size}  # the boxes' frame, so a guess that has left it is not reported

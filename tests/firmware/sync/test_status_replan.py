@@ -32,9 +32,9 @@ def test_a_live_change_sends_the_new_plan_with_the_next_tick(tmp_path: Path) -> 
         sink(SimpleNamespace(wall=wall))  # type: ignore[arg-type]
     moved = replace(geometry, lines=(replace(geometry.lines[0], name="moved", a=(1.0, 1.0), b=(2.0, 5.0)),))
     sink.replan(moved)
-    sink(SimpleNamespace(wall=1030.0))  # type: ignore[arg-type]
-    sink(SimpleNamespace(wall=1040.0))  # type: ignore[arg-type]
-    sink(SimpleNamespace(wall=1330.0))  # type: ignore[arg-type]  (the period after the replan's record)
+    sink(SimpleNamespace(wall=1030.0, final=False))  # type: ignore[arg-type]
+    sink(SimpleNamespace(wall=1040.0, final=False))  # type: ignore[arg-type]
+    sink(SimpleNamespace(wall=1330.0, final=False))  # type: ignore[arg-type]  (the period after the replan's record)
     got = _statuses(ob)
     ob.close()
     assert [r["t"] for r in got] == [1000, 1030, 1330]
