@@ -29,7 +29,7 @@ def test_a_live_change_sends_the_new_plan_with_the_next_tick(tmp_path: Path) -> 
     sink = StatusSink(ob, loop, 1000.0, "aggregates", 300.0, geometry)  # type: ignore[arg-type]
     for wall in (1000.0, 1010.0, 1020.0):
         loop.stats.frames += 70
-        sink(SimpleNamespace(wall=wall))  # type: ignore[arg-type]
+        sink(SimpleNamespace(wall=wall, final=False))  # type: ignore[arg-type]
     moved = replace(geometry, lines=(replace(geometry.lines[0], name="moved", a=(1.0, 1.0), b=(2.0, 5.0)),))
     sink.replan(moved)
     sink(SimpleNamespace(wall=1030.0, final=False))  # type: ignore[arg-type]
