@@ -35,6 +35,7 @@ def test_a_live_change_sends_the_new_plan_with_the_next_tick(tmp_path: Path) -> 
     sink(SimpleNamespace(wall=1030.0, final=False))  # type: ignore[arg-type]
     sink(SimpleNamespace(wall=1040.0, final=False))  # type: ignore[arg-type]
     sink(SimpleNamespace(wall=1330.0, final=False))  # type: ignore[arg-type]  (the period after the replan's record)
+    sink(SimpleNamespace(wall=1700.0, final=True))  # type: ignore[arg-type]  the loop stopping: not a tick
     got = _statuses(ob)
     ob.close()
     assert [r["t"] for r in got] == [1000, 1030, 1330]
