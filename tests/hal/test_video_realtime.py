@@ -4,6 +4,7 @@ skipped, and each frame carries its own capture time on the source's timeline (a
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -105,7 +106,7 @@ def test_without_realtime_every_frame_comes_one_a_capture_at_clock_time(tmp_path
 def test_the_loop_steps_the_tracker_by_capture_times_at_a_pi_rate(tmp_path: Path) -> None:
     """At detect_hz 3.5 on a 7 fps source the tracker is told 2/7 s between frames (people walk at their
     speed), and the loop sees every other source frame."""
-    from firmware.config.sensing import LoopConfig
+    from firmware.config.sensing import LoopConfig, QuantizeConfig
     from firmware.sensing.loop import SensorLoop
     from hal.detections import Detections
 
@@ -130,7 +131,7 @@ def test_the_loop_steps_the_tracker_by_capture_times_at_a_pi_rate(tmp_path: Path
     clock = FakeClock()
     det, tracker = Dets(), Tracker()
     loop = SensorLoop(LoopConfig(detect_hz=3.5), _camera(_images(tmp_path / "frames", 20), clock), det, tracker,
-                      quantizer=None, clock=clock)  # type: ignore[arg-type]
+                      quantizer=SimpleNamespace(config=QuantizeConfig()), clock=clock)  # type: ignore[arg-type]
     loop.run()
     assert det.seqs == list(range(1, 21, 2))
     assert tracker.dts[1:] == pytest.approx([2 / FPS] * 9, abs=1e-6)
