@@ -33,6 +33,7 @@ from bench.lib.privacy_eval import (
     scene,
     summed_flow,
 )
+from firmware.privacy.combine import Combiner
 from firmware.privacy.continual import block_count, error_bound, levels
 from firmware.privacy.dp import laplace_var
 
@@ -145,18 +146,26 @@ def main(argv: list[str] | None = None) -> int:
 def growth(cap: int = 2, steps: int = 1440) -> None:
     """The 95% error bound of one released running total (one line and direction) after t minutes, exactly
     from the noise's distribution: the tree (popcount(t) blocks of scale cap x L / eps) against the sum of t
-    unsuppressed per-minute releases of scale cap / eps (normal approximation)."""
+    unsuppressed per-minute releases of scale cap / eps (normal approximation), and the tree combined with
+    those minutes (`firmware.privacy.combine`, every minute released: the variance exact, the 95% error by the
+    normal approximation)."""
     L = levels(steps)
     scale = cap * L / EPS
+    minute_var = laplace_var(Fraction(cap) / Fraction(str(EPS)))
+    both = Combiner([1] * steps, laplace_var(Fraction(scale)), [1] * steps, minute_var)
     print(f"95% error of a running total, crossing cap {cap}, eps={EPS:g} a minute, a day of {steps} minutes "
           f"(L = {L} levels):")
-    print(f"{'after minutes':>13s} | {'tree':>5s} {'tree, worst so far':>18s} | {'summed minutes':>14s}")
+    print(f"{'after minutes':>13s} | {'tree':>5s} {'tree, worst so far':>18s} | {'summed minutes':>14s} | "
+          f"{'tree + minutes':>14s}")
     worst = 0
     for t in range(1, steps + 1):
         worst = max(worst, error_bound(block_count(t), scale, 0.05))
         if t in (1, 15, 60, 240, 720, 1023, 1440):
-            naive = 1.96 * math.sqrt(t * laplace_var(Fraction(cap) / Fraction(str(EPS))))
-            print(f"{t:13d} | {error_bound(block_count(t), scale, 0.05):5d} {worst:18d} | {naive:14.0f}")
+            naive = 1.96 * math.sqrt(t * minute_var)
+            est = both.at(t)
+            comb = 1.96 * math.sqrt(est[1]) if est is not None else math.nan
+            print(f"{t:13d} | {error_bound(block_count(t), scale, 0.05):5d} {worst:18d} | {naive:14.0f} | "
+                  f"{comb:14.0f}")
 
 
 def long_replay(scenes: list[Scene], hours: float) -> None:

@@ -37,10 +37,12 @@ What is released, and what is not:
   (a suppressed minute under no readable block) leaves the running total without an estimate (None), as
   withheld. This is where the combination gains most on short clips: the tree's gate withholds early totals.
 Where the tree's total is released, each combination is of the plain value with an independent estimate, so
-the variance is never above the plain tree's (popcount(t) blocks). Caveats: the per-minute counts cap a person's crossings per window
-(`crossing_cap`), the tree per step (`tree_crossing_cap`): where the caps differ the two estimate slightly
-different counts. Released values are selected (they passed a k gate): near the gate they lean high, the same
-bias the plain values have.
+the variance is never above the plain tree's (popcount(t) blocks). What it costs not to assume a value: one
+suppressed minute leaves every block above it without a minute-side estimate up to the nearest block the tree
+noised, so where many minutes are suppressed the estimate is close to the plain tree's. Caveats: the per-minute
+counts cap a person's crossings per window (`crossing_cap`), the tree per step (`tree_crossing_cap`): where the
+caps differ the two estimate slightly different counts (truncation, which no estimator undoes). Released values
+are selected (they passed a k gate): near the gate they lean high, the same bias the plain values have.
 """
 
 from __future__ import annotations
