@@ -22,6 +22,7 @@ from firmware.config.privacy import PrivacyConfig
 from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
+from firmware.privacy.combine import combine_records
 from firmware.privacy.continual import ContinualRelease
 from firmware.sensing.geometry import Crossing, Geometry
 from firmware.sensing.loop import TickResult
@@ -188,10 +189,11 @@ def running_truth(sc: Scene, step_s: int) -> tuple[dict[tuple[int, str, str], in
 
 
 def run_continual(sc: Scene, k: int, eps: float, seed: int, step_s: int = 60,
-                  timings: list[float] | None = None, **settings: Any) -> tuple[float, float]:
+                  timings: list[float] | None = None, records: list[dict] | None = None,
+                  **settings: Any) -> tuple[float, float]:
     """Accuracy of the released running totals (flow_total, visitors_total) against `running_truth`, over
     every step, line and direction (zone): 1 - sum |released - true| / sum true, a held-back value as 0.
-    `timings` gets the CPU (ms) of each step's release."""
+    `timings` gets the CPU (ms) of each step's release; `records`: gets the released records."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = replace(PrivacyConfig(k=k, tree_enabled=True, tree_step_s=step_s, tree_epsilon=eps), **settings)
         acc = Accountant(Path(tmp) / "budget.sqlite", cfg.budgets())
@@ -210,6 +212,8 @@ def run_continual(sc: Scene, k: int, eps: float, seed: int, step_s: int = 60,
             tree(t)
         tree.close()
         acc.close()
+    if records is not None:
+        records.extend(out)
     flow_true, vis_true = running_truth(sc, step_s)
     flow_got: dict[tuple[int, str, str], float] = {}
     vis_got: dict[tuple[int, str], float] = {}
@@ -236,6 +240,19 @@ def summed_flow(sc: Scene, records: list[dict], step_s: int = 60) -> float:
     got = {}
     for (m, line, d) in flow_true:
         got[(m, line, d)] = sum(per[(j, line, d)] for j in range(m + 1))
+    return accuracy(flow_true, got)[0]
+
+
+def combined_flow(sc: Scene, tree_records: list[dict], minute_records: list[dict], step_s: int = 60) -> float:
+    """The reader's estimate (firmware.privacy.combine): the tree's released running totals combined with the
+    released per-minute line_flow values by inverse variance, against the same truth as `run_continual` (a
+    withheld total as 0). The two record lists must come from independent noise (different seeds)."""
+    flow_true, _ = running_truth(sc, step_s)
+    got: dict[tuple[int, str, str], float] = {}
+    for (day, line, d), series in combine_records([*tree_records, *minute_records]).items():
+        for i, est in enumerate(series):
+            if est is not None:
+                got[(day // step_s + i, line, d)] = est[0]
     return accuracy(flow_true, got)[0]
 
 

@@ -170,7 +170,10 @@ def composition(f: dict[str, Fact]) -> list[str]:
                     f"step is in at most {lv} noised blocks of scale sensitivity x {lv} / epsilon | "
                     f"{f['epsilon_day'].value.get('flow_total', 0):g} per stream ({steps} steps; each block "
                     "noised once, kept durably, never re-drawn; a state file lost, damaged or rolled back "
-                    "suspends that day's running totals, audited, rather than restart them with fresh noise) |")
+                    "suspends that day's running totals, audited, rather than restart them with fresh noise; a "
+                    "reader may combine them with the per-minute line_flow releases by inverse variance, "
+                    "`firmware.privacy.combine`: post-processing of released values, no epsilon spent and "
+                    "the guarantee unchanged) |")
     if v["demo_on"]:
         rows.append(f"| demographics histograms | one person in one window (one zone) | {v['demo_epsilon']} per "
                     f"window | {v['demo_epsilon_day']:g} on the demographics stream |")
