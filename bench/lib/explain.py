@@ -25,6 +25,7 @@ bucket, so a crossing is timed to its bucket's start and matched up to a bucket 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from bench.lib.crossings import Crossing, crossing_events, paths_from_records, r
 from bench.lib.replay import Replay
 from firmware.config.sensing import LineConfig
 from firmware.sensing.tracker import iou_matrix
+
+Key = tuple[str, str]  # (line name, "+" or "-")
 
 WINDOW_S = 4.0  # a counted crossing matches a true one on the same line and way at most this far apart
 SIDE_S = 3.0  # who a track follows is read over this long on each side of a crossing
@@ -134,6 +137,34 @@ def explain(rep: Replay, gt: np.ndarray, lines: list[LineConfig], fps: float, ba
     findings += [ctx.false(counted[j], c_track[j], c_frame[j], gt, gids, true, t_frame, matched_people)
                  for j in range(len(counted)) if j not in hit_c]
     return sorted(findings, key=lambda f: (f.kind, f.line, f.frame)), len(ok)
+
+
+@dataclass(frozen=True)
+class CountFigures:
+    """One source's counting figures against the gt: `net`, per line and way (a miss and a false count cancel),
+    and `gross`, crossings matched one by one (`explain`: each miss and each false count an error)."""
+
+    true: int  # true crossings: matched ones and missed ones
+    net: int
+    findings: list[Finding]
+
+    @property
+    def gross(self) -> int:
+        return len(self.findings)
+
+    def causes(self) -> str:
+        """The gross errors by cause, most common first: "3 ID swap, 1 jitter"."""
+        return ", ".join(f"{n} {c}" for c, n in Counter(f.cause for f in self.findings).most_common())
+
+
+def figures(rep: Replay, gt: np.ndarray, lines: list[LineConfig], fps: float, counted: Mapping[Key, int],
+            truth: Mapping[Key, int], dets: list[np.ndarray] | None = None, source: str = "device",
+            bucket_s: float = 5.0) -> CountFigures:
+    """Net and gross counting error of `counted` (what `source` counted, per line and way: the device's own
+    counts as its crossings file gives them, or the recount from records) against `truth`, the gt's."""
+    findings, matched = explain(rep, gt, lines, fps, dets=dets, source=source, bucket_s=bucket_s)
+    net = sum(abs(counted.get(k, 0) - truth.get(k, 0)) for k in set(counted) | set(truth))
+    return CountFigures(matched + sum(f.kind == "missed" for f in findings), net, findings)
 
 
 class _Context:

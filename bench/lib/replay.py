@@ -94,6 +94,29 @@ class _Collector:
         self.out.crossings += [(self.frame, int(c.track_id), c.line, c.direction) for c in result.crossings]
 
 
+class DeviceCounts:
+    """A loop sink: the device's own line counts written as a sensor writes them (`[output] crossings_file`,
+    firmware.installer.countaudit.LineCountSink, per time bucket) to `path`, and read back as `umbra bench run`
+    and `umbra audit-counts --crossings` read them (`read_line_counts`)."""
+
+    def __init__(self, path: Path, bucket_s: int) -> None:
+        from firmware.installer.countaudit import LineCountSink
+
+        self.path = path
+        self._stream = path.open("w", encoding="utf-8")
+        self._sink = LineCountSink(self._stream, bucket_s)
+
+    def __call__(self, result: TickResult) -> None:
+        self._sink(result)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Per line and way, from the file (call once the loop has stopped: its final result closes the bucket)."""
+        from firmware.installer.countaudit import read_line_counts, tally
+
+        self._stream.close()
+        return tally(read_line_counts(self.path))
+
+
 def pets_config(path: Path = CONFIG) -> UmbraConfig:
     os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
     return load(path)
