@@ -25,6 +25,7 @@ from bench.lib import data
 from bench.lib.replay import pets_video_config
 from firmware.cli.assemble import build_detector, build_loop, model_input_size
 from firmware.config import UmbraConfig
+from firmware.config.samples import SamplesConfig
 from firmware.privacy.audit import NoAudit
 from firmware.samples.gate import sample_faces, sample_persons
 from firmware.samples.hook import InlineRunner, JobRunner, SampleHook, SampleWorker, ThreadRunner
@@ -38,8 +39,8 @@ CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
 class DueOnce(SampleScheduler):
     """One slot, due from wall time `at` on."""
 
-    def __init__(self, cfg: UmbraConfig, at: float) -> None:
-        super().__init__(cfg.samples, random.Random(0))
+    def __init__(self, cfg: SamplesConfig, at: float) -> None:
+        super().__init__(cfg, random.Random(0))
         self.at: float | None = at
 
     def due(self, now: float) -> SampleSlot | None:
@@ -115,7 +116,7 @@ def run_side(cfg: UmbraConfig, video: Path, detector, gate, runner: JobRunner | 
     put: list[dict] = []
     worker = None
     if runner is not None:
-        taker = SampleTaker(cfg.samples, DueOnce(cfg, clock.wall() + due_s), gate[0], put.append, NoAudit(),
+        taker = SampleTaker(cfg.samples, DueOnce(cfg.samples, clock.wall() + due_s), gate[0], put.append, NoAudit(),
                             person_finder=gate[1])
         worker = SampleWorker(taker, NoAudit(), runner, shutdown_wait_s=600.0)
     watch = Watch(worker, due_s, tail_s)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.sample_stall import DueOnce  # a scheduler with one slot, due from a given time
 from firmware.cli.run import Sensor, close
 from firmware.config.samples import SamplesConfig
 from firmware.config.sensing import GeometryConfig, LoopConfig, QuantizeConfig, TrackerConfig
@@ -249,18 +250,6 @@ def test_on_a_thread_the_sample_is_made_and_shutdown_waits_for_it(tmp_path: Path
     assert outbox.take_batch() is not None and len(submitted) == 1 and _all_zero(submitted[0].held)
 
 
-class DueFrom(SampleScheduler):
-    """One slot, due from wall time `at` on."""
-
-    def __init__(self, at: float) -> None:
-        super().__init__(SamplesConfig(), random.Random(0))
-        self.at: float | None = at
-
-    def due(self, now: float) -> SampleSlot | None:
-        if self.at is None or now < self.at:
-            return None
-        self.at = None
-        return SampleSlot(now, None)
 
 
 def _loop_with(hook: SampleHook, clock: FakeClock, frames: int) -> SensorLoop:
@@ -275,7 +264,8 @@ def _sampled_loop(tmp_path: Path, runner, persons: Callable[[int], np.ndarray] |
     outbox = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite")))
     audit = AuditLog(tmp_path / "audit.jsonl")
     rec = Recording(persons)
-    taker = SampleTaker(SamplesConfig(), DueFrom(clock.wall() + 1.0), rec, lambda r: outbox.enqueue([r]), audit,
+    samples = SamplesConfig()
+    taker = SampleTaker(samples, DueOnce(samples, clock.wall() + 1.0), rec, lambda r: outbox.enqueue([r]), audit,
                         person_finder=rec.find)
     hook = SampleHook(taker, outbox, audit, SampleWorker(taker, audit, runner))
     return _loop_with(hook, clock, 30), hook, outbox, rec
