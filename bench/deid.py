@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.lib.data import clean_exit
+from bench.lib.images import decode_rgb, read_rgb
 from hal.detections import Detections
 from hal.frame import Frame
 
@@ -78,16 +80,15 @@ def inside_regions(boxes_px: np.ndarray, regions: Sequence[tuple[int, int, int, 
 
 def run_photo(path: Path, persons, gate, verify_faces) -> dict:  # noqa: ANN001
     """De-identifies one photo; returns the figures and the before/after images."""
-    import cv2
 
     from firmware.samples.taking import deidentify_regions, encode_sample, fit_main
 
-    rgb = fit_main(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    rgb = fit_main(read_rgb(path))
     before_p = detect_persons(persons, rgb)
     before_f = verify_faces.detect(rgb)
     blurred, regions = deidentify_regions(rgb, before_p.boxes, gate[0], person_finder=gate[1])
     jpeg = encode_sample(blurred)
-    after = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    after = decode_rgb(jpeg, "sample")
     all_after = persons.detect(Frame(after, None, 0, 0, (640, 480))).persons(0.0)
     in_blur = inside_regions(all_after.to_pixels(640, 480), regions)
     after_f = verify_faces.detect(after)
@@ -116,7 +117,7 @@ def frames_of(src: list[Path] | tuple[Path, int]):  # noqa: ANN201 - yields RGB 
 
     if isinstance(src, list):
         for path in src:
-            yield cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            yield read_rgb(path)
         return
     cap = cv2.VideoCapture(str(src[0]))
     i = 0
@@ -154,7 +155,6 @@ def independent_check(persons_model: str = "ssd_mobilenet_v1_coco_quant"):  # no
 
 def sample_path(rgb: np.ndarray, persons, faces, gate, checkers) -> dict:  # noqa: ANN001
     """One frame through the taker's path: detect, letterbox, clean or drop, and the checks on what is sent."""
-    import cv2
 
     from firmware.samples.taking import clean_sample, encode_sample, letterbox
 
@@ -166,7 +166,7 @@ def sample_path(rgb: np.ndarray, persons, faces, gate, checkers) -> dict:  # noq
     if cleaned.image is None:
         return r
     jpeg = encode_sample(cleaned.image)
-    sent = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    sent = decode_rgb(jpeg, "sample")
     person_check, face_check = checkers
     r.update(gate_persons=len(gate_persons(sent)), gate_faces=len(gate_faces.detect(sent)),
              check_persons=person_check(sent), check_faces=len(face_check.detect(sent)))
@@ -199,6 +199,7 @@ def run_footage(data: Path, pets_every: int, persons, gate) -> int:  # noqa: ANN
     return bad
 
 
+@clean_exit
 def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from bench.lib import data
+from bench.lib.data import clean_exit
+from bench.lib.images import read_rgb
 from bench.lib.replay import PETS_START_WALL
 from firmware.config.demographics import DemographicsConfig
 from firmware.demographics.bands import BANDS, GENDERS, band_index, band_of, gender_of
@@ -75,10 +77,7 @@ def estimate_all(faces: list[dict[str, Any]], size: int = 0) -> list[tuple[float
     out: list[tuple[float, float] | None] = []
     with OnnxAgeGender() as est:
         for f in faces:
-            bgr = cv2.imread(str(f["file"]))
-            if bgr is None:
-                raise SystemExit(f"bench.demographics: cannot read image {f['file']}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = read_rgb(f["file"])
             if size:
                 small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
                 rgb = np.full((size * 3 // 2, size * 3 // 2, 3), 90, np.uint8)
@@ -195,17 +194,13 @@ def utility(args: argparse.Namespace) -> int:
 
 def per_estimate(faces: list[dict]) -> float:
     """Prints one estimate's cost; returns its median process CPU in ms."""
-    import cv2
 
     from hal.agegender import OnnxAgeGender
 
     cpu, wall, search = [], [], []
     with OnnxAgeGender() as est:
         for f in faces:
-            bgr = cv2.imread(str(f["file"]))
-            if bgr is None:
-                raise SystemExit(f"bench.demographics: cannot read image {f['file']}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = read_rgb(f["file"])
             c0, w0 = time.process_time_ns(), time.perf_counter_ns()
             found = est.faces(rgb)
             c1 = time.process_time_ns()
@@ -286,6 +281,7 @@ def cost(args: argparse.Namespace) -> int:
     return 0
 
 
+@clean_exit
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.demographics", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)

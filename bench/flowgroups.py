@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.lib.data import clean_exit
+from bench.lib.images import read_rgb
 from firmware.config.flows import FlowGroupConfig
 from firmware.flows.groups import FlowGroupWindow, FlowHasher, effective_groups, estimate_transitions, fit_basis
 
@@ -119,7 +121,6 @@ def consistency_table(rows: np.ndarray, embs: np.ndarray, step: int, fit_mask: n
 
 
 def mot17_consistency(data: Path, embedder) -> None:  # noqa: ANN001
-    import cv2
 
     print("\n2. MOT17 sample frames: same person in consecutive frames (basis fitted per sequence)")
     total_same, total_pairs = 0, 0
@@ -128,10 +129,7 @@ def mot17_consistency(data: Path, embedder) -> None:  # noqa: ANN001
         frames = sorted(seq.glob("img1/*.jpg"))
         rows, embs = [], []
         for k, path in enumerate(frames, 1):
-            bgr = cv2.imread(str(path))
-            if bgr is None:
-                raise SystemExit(f"cannot read {path}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = read_rgb(path)
             h, w = rgb.shape[:2]
             for r in gt[(gt[:, 0] == k) & (gt[:, 6] == 1) & (gt[:, 8] >= 0.3)]:
                 x, y, bw, bh = r[2:6]
@@ -242,6 +240,7 @@ def flow_benchmark(rows: np.ndarray, embs: np.ndarray, window_frames: int, fit_m
     return total_err
 
 
+@clean_exit
 def main(argv: Sequence[str] | None = None) -> int:
     from hal.embedder import Embedder
 

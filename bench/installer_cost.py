@@ -124,7 +124,8 @@ def run(frames: int, block: int, privacy: bool, warmup: int = 14) -> str:
     loop.frame_hooks.append(lambda f, d, w: tick_wall.append(time.perf_counter()))
     now = int(clock.wall())
     token = sign_installer_token(key, device_id=cfg.device.id, not_before=now - 1, expires=now + 3600, token_id="b")
-    stop, watching, served = threading.Event(), threading.Event(), []
+    stop, watching = threading.Event(), threading.Event()
+    served: list[int] = []
     client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{inst.server.port}", token, stop, watching,
                                                     served), daemon=True)
     client.start()

@@ -16,8 +16,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +115,7 @@ def run_side(cfg: UmbraConfig, video: Path, detector, gate, runner: JobRunner | 
     clock = SystemClock()
     cam = VideoCamera(video, lores_size=model_input_size(cfg), main_size=cfg.camera.main_size,
                       fps=cfg.camera.fps or None, clock=clock, realtime=True, loop=True)
-    put: list[dict] = []
+    put: list[Mapping[str, Any]] = []
     worker = None
     if runner is not None:
         taker = SampleTaker(cfg.samples, DueOnce(cfg.samples, clock.wall() + due_s), gate[0], put.append, NoAudit(),

@@ -4,6 +4,7 @@ against its pinned sha256, and fetch what is missing from its official source wh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -13,14 +14,17 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from models import sha256_file
 from trust.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".data"
+_Main = TypeVar("_Main", bound=Callable[..., int])
 MOT15_ZIP = "https://motchallenge.net/data/MOT15.zip"
 
 
@@ -48,6 +52,20 @@ FILES = (
 
 class DataMissing(Exception):
     """Bench data could not be found or fetched; the message says what to provide and where."""
+
+
+def clean_exit(main: _Main) -> _Main:
+    """A bench's main, with bench data that is missing or unusable (DataMissing) reported on one line, exit 1."""
+
+    @functools.wraps(main)
+    def guarded(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except DataMissing as e:
+            print(e, file=sys.stderr)
+            return 1
+
+    return cast(_Main, guarded)
 
 
 def candidates() -> list[Path]:

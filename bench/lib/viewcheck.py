@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.lib.images import decode_rgb
+
 PERSON_THRESHOLD = 0.3  # DetectorConfig.score_threshold's default, as bench.deid
 VIEW = (640, 480)
 
@@ -50,7 +52,6 @@ class Checker:
 
     def check(self, views: Sequence[Any]) -> ViewCheck:
         """`views`: firmware.installer.view.ViewFrame (jpeg bytes, normalized blurred regions)."""
-        import cv2
 
         from hal.frame import Frame
 
@@ -59,7 +60,7 @@ class Checker:
         best = 0.0
         bad: list[int] = []
         for v in views:
-            rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(v.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            rgb = decode_rgb(v.jpeg, "view")
             found = self.persons.detect(Frame(rgb, None, 0, 0, (w, h))).persons(0.0)
             best = max(best, float(found.scores.max()) if len(found) else 0.0)
             n_p = int((found.scores >= PERSON_THRESHOLD).sum())
