@@ -34,6 +34,7 @@ from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.privacy.dp import SYSTEM, RandomSource
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
+from firmware.sensing.tickbudget import TickBudget
 from firmware.sensing.tracker import Track
 from hal.agegender import AgeGenderEstimator
 from hal.clock import Clock
@@ -70,8 +71,7 @@ class DemographicsHook:
         self._due: dict[int, _Due] = {}
         self._zone: dict[int, str | None] = {}
         self._zones_due_ns = 0
-        self._clock, self._budget_ns = clock, int(config.tick_share * period_s * 1e9)
-        self._cost_ns = 0.0  # recent wall time of one estimate (moving average)
+        self._budget = TickBudget(clock, int(config.tick_share * period_s * 1e9))
         self.estimated = self.deferred = self.errors = self.no_face = 0
         self.withheld = 0  # records never released: their audit entry could not be written
         # whether the sensor's wall time is trusted (hal.trustedtime; None: always): until it is, ticks are held
@@ -104,16 +104,11 @@ class DemographicsHook:
             for t, zone in zip(tracks, self._zones(tracks), strict=True):
                 self._zone[t.track_id] = zone
         for t in self._pick(tracks, frame.t_mono_ns):
-            if not self._room(frame):
+            if not self._budget.room(frame.t_mono_ns):
                 self.deferred += 1
                 self._win_deferred += 1
                 break
             self._estimate(frame, t)
-
-    def _room(self, frame: Frame) -> bool:
-        if self._clock is None or self._budget_ns <= 0:
-            return True
-        return self._clock.monotonic_ns() - frame.t_mono_ns + self._cost_ns <= self._budget_ns
 
     def _zones(self, tracks: Sequence[Any]) -> list[str | None]:
         boxes = np.array([t.box for t in tracks], np.float64).reshape(-1, 4)
@@ -154,9 +149,9 @@ class DemographicsHook:
             return
         src = frame.main if frame.main is not None else frame.pixels
         crop = cut(src, head)
-        t0 = self._clock.monotonic_ns() if self._clock is not None else 0
         try:
-            est = self.estimator.estimate(crop)
+            with self._budget.measure():
+                est = self.estimator.estimate(crop)
         except DetectorError as e:
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
@@ -164,9 +159,6 @@ class DemographicsHook:
             return
         finally:
             crop.fill(0)
-            if self._clock is not None:
-                took = self._clock.monotonic_ns() - t0
-                self._cost_ns = 0.7 * self._cost_ns + 0.3 * took if self._cost_ns else float(took)
         if est is None:
             self.no_face += 1
             return

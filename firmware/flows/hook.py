@@ -39,6 +39,7 @@ from firmware.flows.groups import Basis, FlowGroupWindow, FlowHasher, Population
 from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
+from firmware.sensing.tickbudget import TickBudget
 from firmware.sensing.tracker import Track
 from hal.clock import Clock
 from hal.embedder import cut
@@ -86,8 +87,7 @@ class FlowGroupHook:
         self._period: int | None = None  # the period of the open window (hyperplanes and basis follow it)
         self._basis: Basis | None = None
         self._hasher: FlowHasher | None = None
-        self._clock, self._budget_ns = clock, int(config.tick_share * period_s * 1e9)
-        self._embed_ns = 0.0  # recent wall time of one embedding (moving average)
+        self._budget = TickBudget(clock, int(config.tick_share * period_s * 1e9))
         self.embedded = 0
         self.deferred = 0  # ticks on which a due crop waited for lack of time
         self.errors = 0
@@ -127,17 +127,11 @@ class FlowGroupHook:
                     self._window.seen(t.track_id, zone)
         zones = [self._zone.get(t.track_id) for t in tracks]
         for t in self._pick(tracks, zones, frame.t_mono_ns):
-            if not self._room(frame):
+            if not self._budget.room(frame.t_mono_ns):
                 self._window_deferred += 1
                 self.deferred += 1
                 break
             self._embed(frame, t)
-
-    def _room(self, frame: Frame) -> bool:
-        if self._clock is None or self._budget_ns <= 0:
-            return True
-        used = self._clock.monotonic_ns() - frame.t_mono_ns
-        return used + self._embed_ns <= self._budget_ns
 
     def _zones(self, tracks: Sequence[Track]) -> list[str | None]:
         boxes = np.array([t.box for t in tracks], np.float64).reshape(-1, 4)
@@ -169,9 +163,9 @@ class FlowGroupHook:
             return
         src = frame.main if frame.main is not None else frame.pixels
         crop = cut(src, np.array([x0 / sw, y0 / sh, x1 / sw, y1 / sh]))
-        t0 = self._clock.monotonic_ns() if self._clock is not None else 0
         try:
-            emb = np.asarray(self.embedder.embed(crop), np.float32)
+            with self._budget.measure():
+                emb = np.asarray(self.embedder.embed(crop), np.float32)
         except DetectorError as e:
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
@@ -179,9 +173,6 @@ class FlowGroupHook:
             return
         finally:
             crop.fill(0)
-            if self._clock is not None:
-                took = self._clock.monotonic_ns() - t0
-                self._embed_ns = 0.7 * self._embed_ns + 0.3 * took if self._embed_ns else float(took)
         assert self._window is not None
         self._window.add_embedding(track.track_id, emb)
         self._stats.add(emb)

@@ -222,6 +222,29 @@ def test_the_time_guard_defers_estimates_when_the_tick_has_no_room():
     assert est.calls == 1 and hook.deferred >= 28  # once its cost is known, nothing more fits in a tick
 
 
+def test_a_cold_first_estimate_over_the_budget_does_not_stop_estimates_for_good():
+    from firmware.sensing.tickbudget import STALE_S
+
+    clock = FakeClock(start_wall=WALL0)
+    costs = iter([0.5] + [0.01] * 10_000)  # a cold first estimate of 500 ms, then 10 ms, in a 100 ms period
+
+    class Cold(ScriptedAgeGender):
+        def estimate(self, rgb):
+            clock.advance(next(costs))
+            return super().estimate(rgb)
+
+    est = Cold([Estimate(30.0, 0.9, 1.0)])
+    hook = DemographicsHook(CFG, est, GEOMETRY, Accountant(":memory:", CFG.budgets()), lambda r: None,
+                            rng=random.Random(0), clock=clock, period_s=0.1)
+    img = np.full((480, 640, 3), 50, np.uint8)
+    tracks = [Track(i, (10.0 + 100 * i, 10.0, 90.0 + 100 * i, 300.0), 0.9, (0, 0), 1.0, 5) for i in range(4)]
+    for tick in range(int(2 * STALE_S / 0.1)):
+        with Frame(img.copy(), None, clock.monotonic_ns(), tick, (640, 480)) as frame:
+            hook(frame, tracks, clock.wall())
+        clock.advance(0.1)
+    assert est.calls > 4  # tried again once the cold figure had gone stale, and within the budget since
+
+
 def test_a_failing_estimator_is_counted_and_logged_once_without_a_value(caplog):
     est = ScriptedAgeGender([Estimate(33.0, 0.7, 1.0)], fail_every=2)
     acc = Accountant(":memory:", CFG.budgets())
