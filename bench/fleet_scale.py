@@ -17,7 +17,12 @@ attempt afresh (new timestamp and nonce), as a device does. Each device releases
 
 Latency "on a connection" runs from writing the request on one of the shared connections to reading the ack,
 so it holds the workers' queueing but not the wait for a free shared connection (a real device has its own),
-which is printed apart. `UMBRA_FLEET_PROFILE=/tmp/prof` makes each worker write a cProfile (CPU time) of
+which is printed apart. Where a batch's CPU goes is printed too: the unkilled worker's handler by stage
+(`Cloud.stage_cpu`: signature, JSON, schema checks, the store transaction, the privacy watch, the ack) and what is
+left outside it (aiohttp, the event loop), PostgreSQL's CPU per stored batch, the device channel's mutual TLS
+measured apart in process (`tls_costs`: the fleet itself runs plain HTTP), the simulator's own split, and,
+labelled as a projection, the rate the measured cloud CPU per batch implies on dedicated cores.
+`UMBRA_FLEET_PROFILE=/tmp/prof` makes each worker write a cProfile (CPU time) of
 itself to /tmp/prof.<pid> when stopped.
 
 `python -m bench.fleet_scale [--devices 10000] [--seconds 90]`"""
