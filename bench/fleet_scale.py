@@ -17,7 +17,12 @@ attempt afresh (new timestamp and nonce), as a device does. Each device releases
 
 Latency "on a connection" runs from writing the request on one of the shared connections to reading the ack,
 so it holds the workers' queueing but not the wait for a free shared connection (a real device has its own),
-which is printed apart. `UMBRA_FLEET_PROFILE=/tmp/prof` makes each worker write a cProfile (CPU time) of
+which is printed apart. Where a batch's CPU goes is printed too: the unkilled worker's handler by stage
+(`Cloud.stage_cpu`: signature, JSON, schema checks, the store transaction, the privacy watch, the ack) and what is
+left outside it (aiohttp, the event loop), PostgreSQL's CPU per stored batch, the device channel's mutual TLS
+measured apart in process (`tls_costs`: the fleet itself runs plain HTTP), the simulator's own split, and,
+labelled as a projection, the rate the measured cloud CPU per batch implies on dedicated cores.
+`UMBRA_FLEET_PROFILE=/tmp/prof` makes each worker write a cProfile (CPU time) of
 itself to /tmp/prof.<pid> when stopped.
 
 `python -m bench.fleet_scale [--devices 10000] [--seconds 90]`"""
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import math
@@ -33,11 +39,13 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +61,7 @@ from hal.clock import SystemClock
 from ota.repo import Repository
 from ota.rollout import in_stage, make_plan, position
 from trust.keys import BatchKey, sign_headers
+from trust.tls import client_context
 
 RELEASE = "2.0.0"
 PERCENTS = (1, 10, 50, 100)
@@ -74,8 +83,19 @@ def worker_main(data_dir: str, database: str, port: int, api_port: int) -> None:
                       insecure_identity_header=True)
         await cloud.start(host="127.0.0.1", port=port, tls=False)
         await cloud.start_api(host="127.0.0.1", port=api_port, tls=False)
+        cloud.stage_cpu = Counter()  # CPU ns per ingest stage, printed as one JSON line on SIGUSR1
+        gc_start = [0]
+
+        def gc_cb(phase: str, info: dict) -> None:  # the cyclic collector's CPU, wherever it runs
+            if phase == "start":
+                gc_start[0] = time.thread_time_ns()
+            elif cloud.stage_cpu is not None:
+                cloud.stage_cpu["gc"] += time.thread_time_ns() - gc_start[0]
+        gc.callbacks.append(gc_cb)
         stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(cloud.stage_cpu), flush=True))
         print("ready", flush=True)
         await stop.wait()
 
@@ -110,6 +130,12 @@ class Worker:
         assert self.proc is not None
         t = psutil.Process(self.proc.pid).cpu_times()
         return float(t.user + t.system)
+
+    def stages(self) -> dict[str, int]:
+        """CPU ns per ingest stage (and "batches") this worker spent since it started (`Cloud.stage_cpu`)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        return dict(json.loads(self.proc.stdout.readline()))
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -173,6 +199,8 @@ class Tally:
     per_worker: dict[int, int] = field(default_factory=dict)  # port -> batches acknowledged
     installs: dict[str, float] = field(default_factory=dict)
     first_failure_acked: float | None = None
+    sample_request: bytes = b""  # one request as written (headers and body) and its answer, for the TLS cost
+    sample_answer: bytes = b""
 
 
 class PoolTimeout(TimeoutError):
@@ -245,6 +273,7 @@ class Fleet:
     def __init__(self, devices: list[Device], workers: list[Worker], repo: Repository, tally: Tally) -> None:
         self.devices, self.workers, self.repo, self.tally = devices, workers, repo, tally
         self.doc: dict = {}
+        self.cpu: Counter[str] = Counter()  # simulator CPU ns: building batches, signing them
         self.stop_at = 0.0
         self.drain_s = 30.0
 
@@ -254,7 +283,10 @@ class Fleet:
             await asyncio.sleep(1.0)
 
     async def send(self, http: HttpPool, d: Device, i: int, now: float) -> None:
+        c0 = time.thread_time_ns()
         batch_id, body, n = d.batch(now, self.doc)
+        self.cpu["build"] += time.thread_time_ns() - c0
+        self.cpu["built"] += 1
         has_ota = b"umbra.ota/1" in body
         t_first = time.perf_counter()
         for attempt in range(10_000):
@@ -262,8 +294,10 @@ class Fleet:
                 self.tally.unacked += 1  # still in the device's outbox: sent again at its next upload
                 return
             w = self.workers[(i + attempt) % len(self.workers)]
+            c0 = time.thread_time_ns()
             head = "".join(f"{k}: {v}\r\n" for k, v in sign_headers(d.key, "POST", "/v1/batches", d.id, body,
                                                                      time.time()).items())
+            self.cpu["sign"] += time.thread_time_ns() - c0
             sent_at, t = time.time(), time.perf_counter()
             try:
                 status, answer, waited = await http.post(w.port, f"X-Umbra-Device: {d.id}\r\n{head}", body,
@@ -284,6 +318,10 @@ class Fleet:
             self.tally.pool_wait.append(waited)
             self.tally.end_to_end.append(done - t_first)
             self.tally.duplicate_acks += bool(ack["duplicate"])
+            if not self.tally.sample_request:  # as written, for the TLS cost (the answer's headers about 200 bytes)
+                self.tally.sample_request = (f"POST /v1/batches HTTP/1.1\r\nHost: 127.0.0.1:{w.port}\r\n{head}"
+                                             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+                self.tally.sample_answer = b"h" * 200 + answer
             self.tally.acked[(d.id, batch_id)] = n
             self.tally.per_worker[w.port] = self.tally.per_worker.get(w.port, 0) + 1
             if has_ota:
@@ -360,6 +398,88 @@ def setup(args: argparse.Namespace, tmp: Path, pg: LocalPostgres) -> tuple[str, 
     return url, devices, repo, t0
 
 
+class _TlsPair:
+    """A device (client) and a cloud (server) TLS endpoint over memory BIOs, the server's calls timed (CPU)."""
+
+    def __init__(self, server: ssl.SSLContext, client: ssl.SSLContext, session: ssl.SSLSession | None) -> None:
+        self.bios = [ssl.MemoryBIO() for _ in range(4)]  # client in, client out, server in, server out
+        self.c = client.wrap_bio(self.bios[0], self.bios[1], server_hostname="localhost", session=session)
+        self.s = server.wrap_bio(self.bios[2], self.bios[3], server_side=True)
+        self.server_ns = 0
+
+    def _server(self, f: object) -> object:
+        t = time.thread_time_ns()
+        try:
+            return f()  # type: ignore[operator]
+        except ssl.SSLWantReadError:
+            return None
+        finally:
+            self.server_ns += time.thread_time_ns() - t
+
+    def _pump(self) -> None:
+        self.bios[2].write(self.bios[1].read())
+        self.bios[0].write(self.bios[3].read())
+
+    def handshake(self) -> None:
+        for _ in range(20):
+            try:
+                self.c.do_handshake()
+                self._pump()
+                self._server(self.s.do_handshake)
+                self._pump()
+                break
+            except ssl.SSLWantReadError:
+                self._pump()
+                self._server(self.s.do_handshake)
+                self._pump()
+
+    def exchange(self, request: bytes, answer: bytes) -> None:
+        """One request and its answer on the established connection (the server decrypts and encrypts)."""
+        self.c.write(request)
+        self._pump()
+        got = b""
+        while len(got) < len(request):
+            got += self._server(lambda: self.s.read(65536)) or b""  # type: ignore[operator]
+            self._pump()
+        self._server(lambda: self.s.write(answer))
+        self._pump()
+        got = b""
+        while len(got) < len(answer):
+            try:
+                got += self.c.read(65536)
+            except ssl.SSLWantReadError:
+                self._pump()
+
+
+def tls_costs(cloud_dir: Path, request: bytes, answer: bytes, n: int = 40) -> dict[str, float]:
+    """Server-side CPU ms of the device channel's mutual TLS with the cloud's own server context and a device's
+    client context (fleet CA, device certificate): a full handshake (client certificate verified), a resumed one
+    (TLS 1.3 session ticket), and one batch's request and ack on an open connection. In process, over memory
+    BIOs: the fleet itself runs plain HTTP (see the module doc)."""
+    from trust import pki
+    from trust.tls import server_context
+
+    p = pki.DevPkiPaths(cloud_dir / "pki")
+    server = server_context(p.server_cert, p.server_key, p.ca_cert)
+    client = client_context(p.ca_cert, p.device_cert, p.device_key)
+    full, resumed, record, reused = [], [], [], 0
+    session = None
+    for i in range(n):
+        pair = _TlsPair(server, client, session if i % 2 else None)
+        pair.handshake()
+        (resumed if i % 2 else full).append(pair.server_ns)
+        reused += bool(i % 2 and pair.c.session_reused)
+        if pair.s.getpeercert() is None:
+            raise SystemExit("TLS cost: the server saw no client certificate")
+        pair.server_ns = 0
+        for _ in range(5):
+            pair.exchange(request, answer)
+        record.append(pair.server_ns / 5)
+        session = pair.c.session
+    return {"full_ms": statistics.median(full) / 1e6, "resumed_ms": statistics.median(resumed) / 1e6,
+            "record_ms": statistics.median(record) / 1e6, "resumed_share": reused / max(1, n // 2)}
+
+
 def fill_fleet(store: Store, n: int) -> int:
     """Rows for the simulated devices the run did not reach, so the fleet view is timed at full size."""
     have = set(store.device_ids())
@@ -392,7 +512,7 @@ def fleet_view_ms(store: Store, workers: list[Worker], n: int = 8) -> tuple[list
 
 def report(args: argparse.Namespace, tally: Tally, sim: dict, store: Store, devices: list[Device],
            view: tuple[list[float], int], wall_s: float, cpu: tuple[float, float, int, float, float],
-           filled: int) -> None:
+           filled: int, costs: dict) -> None:
     n_batches, n_records = len(tally.acked), sum(tally.acked.values())
     stored = set(store.db.all("SELECT device_id, batch_id FROM batches"))
     lost = [k for k in tally.acked if k not in stored]
@@ -426,6 +546,7 @@ def report(args: argparse.Namespace, tally: Tally, sim: dict, store: Store, devi
           f"batch), of {os.cpu_count()} CPUs x {wall_s:.0f} s = {(os.cpu_count() or 1) * wall_s:.0f} CPU s")
     print(f"worker CPU: {w_s * 1000 / max(w_n, 1):.2f} ms per batch (the unkilled worker during the run, start-up "
           f"excluded: {w_s:.1f} CPU s for {w_n} batches), so one core takes about {w_n / max(w_s, 1e-9):.0f} batches/s")
+    print_costs(costs, w_s, w_n, pg_s, len(stored), sim_s, requests, w_all, wall_s)
     print(f"worker SIGKILL at {args.seconds * 0.4:.0f} s, restarted 3 s later: {tally.failed_attempts} attempts "
           f"failed (refused connections, timeouts) and were resent; {tally.duplicate_acks} resends had been stored "
           f"already and were acknowledged as duplicates. Acknowledged but not stored: {len(lost)}. Stored twice: "
@@ -443,6 +564,42 @@ def report(args: argparse.Namespace, tally: Tally, sim: dict, store: Store, devi
     print(f"fleet view: GET /ops/v1/fleet with {store.count('devices')} devices ({filled} not reached by the run "
           f"filled in directly; {size / 1e6:.1f} MB JSON): first request (every row rendered) {ms[0]:.0f} ms, then "
           f"median {statistics.median(warm):.0f} ms, max {max(warm):.0f} ms over {len(warm)} requests")
+
+
+def print_costs(costs: dict, w_s: float, w_n: int, pg_s: float, pg_n: int, sim_s: float, requests: int,
+                w_all: float, wall_s: float) -> None:
+    """Where a batch's CPU goes: the worker by stage, PostgreSQL, TLS (measured apart), the simulator; and the
+    rate that cloud CPU per batch implies on dedicated cores (a projection, not a measurement)."""
+    st, tls, sim = costs["stages"], costs["tls"], costs["sim"]
+    n = max(1, int(st.get("batches", 0)))
+    names = ("signature", "inflate", "json_parse", "schema_validate", "json_dump_records", "store_tx",
+             "privacy_watch", "ack")
+    ms = {k: st.get(k, 0) / 1e6 / n for k in names}
+    total = w_s * 1000 / max(w_n, 1)
+    print("worker CPU per batch by stage (the unkilled worker's handler, its thread's CPU; store_tx is psycopg's "
+          "side of the batch's transaction: nonce, batch claim, records, derived rows, commit): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in ms.items())
+          + f" ms; outside the handler (aiohttp's HTTP parsing and writing, the event loop): "
+            f"{total - sum(ms.values()):.3f} ms; total {total:.3f} ms; the cyclic GC, wherever it ran (also inside "
+            f"the stages): {st.get('gc', 0) / 1e6 / n:.3f} ms")
+    pg = pg_s * 1000 / max(pg_n, 1)
+    print(f"TLS, measured apart (the fleet runs plain HTTP): server CPU {tls['record_ms']:.3f} ms per batch on an "
+          f"open mutual-TLS connection; a handshake {tls['full_ms']:.2f} ms full (client certificate verified), "
+          f"{tls['resumed_ms']:.2f} ms resumed ({tls['resumed_share']:.0%} of resumptions took)")
+    req = max(requests, 1)
+    print(f"simulator CPU: building a batch {sim['build'] / 1e6 / max(1, sim['built']):.3f} ms ({sim['built']} built,"
+          f" also those never sent), per request: signing it "
+          f"{sim['sign'] / 1e6 / req:.3f} ms, the rest (HTTP client, asyncio, rollout controller, TUF reads) "
+          f"{(sim_s * 1e9 - sim['build'] - sim['sign']) / 1e6 / req:.3f} ms; the simulator took "
+          f"{sim_s / max(sim_s + w_all + pg_s, 1e-9):.0%} of the CPU the run's processes used "
+          f"({sim_s / max((os.cpu_count() or 1) * wall_s, 1e-9):.0%} of the machine)")
+    cloud = total + pg + tls["record_ms"]
+    print(f"PROJECTION (not measured: what the measured CPU per batch implies, nothing else on the cores): cloud "
+          f"CPU {cloud:.2f} ms per batch (worker {total:.2f} + PostgreSQL {pg:.2f} + TLS records "
+          f"{tls['record_ms']:.3f}); two workers and PostgreSQL sharing 2 dedicated cores: about "
+          f"{2000 / cloud:.0f} batches/s; two workers on 2 dedicated cores, PostgreSQL on its own: about "
+          f"{2000 / (total + tls['record_ms']):.0f} batches/s (goal 333/s; a TLS handshake per upload would add "
+          f"{tls['full_ms']:.2f} ms full or {tls['resumed_ms']:.2f} ms resumed a batch)")
 
 
 KILL_SETTLE_S = 10.0  # batches sent up to this long after the killed worker is back count as "around the kill"
@@ -505,9 +662,11 @@ def main(argv: list[str] | None = None) -> int:
             w0 = (sim["cpu_at_kill"] or [cpu0[1]])[0] - cpu0[1] + (workers[0].cpu_s() if sim["killed"] else 0.0)
             cpu = (process_cpu_s(me) - cpu0[0], w1, tally.per_worker.get(workers[1].port, 0), w0 + w1,
                    pg_cpu_s(pg) - cpu0[3])
+            costs = {"stages": workers[1].stages(), "sim": fleet.cpu,
+                     "tls": tls_costs(tmp / "cloud", tally.sample_request, tally.sample_answer)}
             filled = fill_fleet(store, args.devices)
             view = fleet_view_ms(store, workers)
-            report(args, tally, sim, store, devices, view, wall, cpu, filled)
+            report(args, tally, sim, store, devices, view, wall, cpu, filled, costs)
             store.close()
         finally:
             for w in workers:

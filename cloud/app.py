@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import ssl
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Cloud:
         self._keys: dict[tuple[str, str], BatchKey] = {}
         self._newest: dict[str, tuple[float, BatchKey]] = {}  # device -> (cached until, its newest key)
         self.duplicate_batches = 0  # resends of batches already stored (acknowledged, not stored again)
+        self.stage_cpu: Counter[str] | None = None  # set to a Counter: CPU ns per ingest stage (bench.fleet_scale)
         if self.store.newest_key(DEV_DEVICE) is None:
             ring = KeyRing(self.pki.root / "device_keys.json")
             ring.add(self.issue_key(DEV_DEVICE), clock.wall())
@@ -161,6 +163,17 @@ class Cloud:
         expires = int(ssl.cert_time_to_seconds(cert["notAfter"])) if cert.get("notAfter") else None
         return Peer(cert.get("serialNumber"), expires)
 
+    def _signing_key(self, device: str, key_id: str, now: float) -> BatchKey | None:
+        key = self._keys.get((device, key_id))
+        if key is not None:
+            return key
+        key, newest = self.store.key_and_newest(device, key_id)  # one statement: `next_key_for` needs the newest
+        if newest is not None and device not in self._newest and len(self._newest) < 200_000:
+            self._newest[device] = (now + NEWEST_KEY_TTL_S, newest)
+        if key is not None and len(self._keys) < 200_000:
+            self._keys[(device, key_id)] = key  # keys never change once issued
+        return key
+
     def _check_signature(self, request: web.Request, device: str, body: bytes) -> tuple[BatchKey, tuple[str, int, int]]:
         """The key that signed the request, and its nonce to claim (nonce, timestamp, forget nonces before) in
         the transaction that stores the batch (`Store.store_batch` refuses a nonce already held)."""
@@ -168,9 +181,7 @@ class Cloud:
         if not all(x in h for x in (H_KEY, H_TS, H_NONCE, H_SIG)):
             raise Refused(401, "unsigned", f"headers {H_KEY}, {H_TS}, {H_NONCE}, {H_SIG} are required")
         now = self.clock.wall()
-        key = self._keys.get((device, h[H_KEY])) or self.store.key(device, h[H_KEY])
-        if key is not None and len(self._keys) < 200_000:
-            self._keys[(device, h[H_KEY])] = key  # keys never change once issued
+        key = self._signing_key(device, h[H_KEY], now)
         if key is None:
             raise Refused(401, "unknown_key", "this key id was never issued to this device; fetch /v1/keys/next")
         if not key.valid_at(now):
@@ -205,13 +216,17 @@ class Cloud:
             raise Refused(400, "bad_gzip", "gzip stream is truncated")
         return out
 
-    def _parse_batch(self, device: str, raw: bytes) -> dict[str, Any]:
+    @staticmethod
+    def _load_json(raw: bytes) -> Any:
         try:
-            doc = json.loads(raw)
+            return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise Refused(400, "bad_json", f"body is not JSON: {e}") from None
         except RecursionError:  # nested past the parser: no batch is
             raise Refused(400, "bad_json", "body is JSON nested too deep") from None
+
+    @staticmethod
+    def _validate_batch(device: str, doc: Any) -> dict[str, Any]:
         try:
             schemas.validate(doc, "umbra.batch/1")
         except schemas.SchemaError as e:
@@ -240,27 +255,54 @@ class Cloud:
         if request.content_type != "application/json":
             raise Refused(415, "content_type", "Content-Type must be application/json")
         body = await request.read()  # bounded by client_max_size (413 above it)
+        cpu = time.thread_time_ns if self.stage_cpu is not None else None
+        t0 = cpu() if cpu else 0
         key, nonce = self._check_signature(request, device, body)
-        doc = self._parse_batch(device, self._inflate(request, body))
+        t1 = cpu() if cpu else 0
+        raw = self._inflate(request, body)
+        t2 = cpu() if cpu else 0
+        doc = self._load_json(raw)
+        t3 = cpu() if cpu else 0
+        self._validate_batch(device, doc)
+        t4 = cpu() if cpu else 0
         rows = [(s, r["schema"], json.dumps(r, separators=(",", ":")))
                 for s, r in zip(doc["seqs"], doc["records"], strict=True)]
         fresh: list[tuple[int, str, str]] = []
         flags: list[dict[str, Any]] = []
+        watch_ns = [0]
+
+        def on_new() -> None:
+            w = cpu() if cpu else 0
+            flags.extend(self.watch.check(device, doc, now, device_locked=True))  # see Store.store_batch
+            watch_ns[0] = cpu() - w if cpu else 0
+
+        t5 = cpu() if cpu else 0
         try:
             new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
-                                                 self._peer(request), fresh,
-                                                 on_new=lambda: flags.extend(self.watch.check(device, doc, now)),
-                                                 nonce=nonce)
+                                                 self._peer(request), fresh, on_new=on_new, nonce=nonce)
         except Replay:
             raise Refused(409, "replay", "this signed request was already received") from None
+        t6 = cpu() if cpu else 0
         privacy_watch.report(flags)
         if self.push is not None and fresh:
             by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
             self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
         self.duplicate_batches += not new
         nxt = self.next_key_for(device, key)
-        return web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
-                                  "next_key": nxt.to_json() if nxt else None})
+        out = web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
+                                 "next_key": nxt.to_json() if nxt else None})
+        if cpu and self.stage_cpu is not None:
+            c = self.stage_cpu
+            c["batches"] += 1
+            c["signature"] += t1 - t0
+            c["inflate"] += t2 - t1
+            c["json_parse"] += t3 - t2
+            c["schema_validate"] += t4 - t3
+            c["json_dump_records"] += t5 - t4
+            c["privacy_watch"] += watch_ns[0]
+            c["store_tx"] += t6 - t5 - watch_ns[0]
+            c["ack"] += cpu() - t6
+        return out
 
     async def keys_next(self, request: web.Request) -> web.Response:
         device = self._device(request)

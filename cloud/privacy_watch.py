@@ -49,8 +49,12 @@ class PrivacyWatch:
         report(flags)
         return flags
 
-    def check(self, device: str, batch: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
-        """Watch one batch in one transaction (joining the caller's); returns the flags raised, not logged."""
+    def check(self, device: str, batch: Mapping[str, Any], now: float,
+              device_locked: bool = False) -> list[dict[str, Any]]:
+        """Watch one batch in one transaction (joining the caller's); returns the flags raised, not logged.
+        `device_locked`: the caller's transaction already holds a lock that orders every transaction watching
+        this device (`Store.store_batch` does: its upsert of the device's row holds that row until commit), so
+        the watch's own per-device advisory lock would be one more statement for nothing."""
         head = batch.get("audit_head")
         aggregates = [r for r in batch.get("records", ()) if r.get("schema") == "umbra.aggregate/1"
                       and Fraction(str(r["epsilon"])) > 0]
@@ -58,14 +62,14 @@ class PrivacyWatch:
             return []
         raised: list[tuple[str, str]] = []
         with self.db.tx() as db:
-            if db.postgres:
-                db.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_SPACE, device))
+            if db.postgres and not device_locked:
+                db.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_SPACE, device))
             if isinstance(head, Mapping):
                 raised += self._head(device, head, now)
             if aggregates:
                 raised += self._releases(device, aggregates)
             for kind, detail in raised:
-                db.execute("INSERT INTO watch_flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
+                db.run("INSERT INTO watch_flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
         return [{"device_id": device, "kind": k, "detail": d} for k, d in raised]
 
     def _head(self, device: str, head: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
@@ -146,7 +150,7 @@ class PrivacyWatch:
         old = Fraction(row[0]) if row else Fraction(0)
         if eps <= old:
             return Fraction(0)
-        self.db.execute("UPDATE watch_windows SET epsilon = ? WHERE device_id=? AND metric=? AND window_start=?",
+        self.db.run("UPDATE watch_windows SET epsilon = ? WHERE device_id=? AND metric=? AND window_start=?",
                         (str(eps), device, metric, start))
         return eps - old
 
@@ -155,7 +159,7 @@ class PrivacyWatch:
         spent = (Fraction(row[0]) if row else Fraction(0)) + added
         implied = max(implied, Fraction(row[1]) if row else Fraction(0))
         if row is None or added or implied != Fraction(row[1]):
-            self.db.execute("INSERT INTO watch_days VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, metric, day) "
+            self.db.run("INSERT INTO watch_days VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, metric, day) "
                             "DO UPDATE SET spent = excluded.spent, implied = excluded.implied",
                             (device, metric, day, str(spent), str(implied)))
         budget = self.daily_budget.get(metric) or implied

@@ -58,6 +58,15 @@ class Store:
                           "ORDER BY expires DESC LIMIT 1", (device_id,))
         return BatchKey(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
+    def key_and_newest(self, device_id: str, key_id: str) -> tuple[BatchKey | None, BatchKey | None]:
+        """(`key(device_id, key_id)`, `newest_key(device_id)`) in one statement: a device's first batch to a
+        worker needs both (the key that signed it, and the newest to say whether to send the next)."""
+        rows = self.db.all("SELECT key_id, secret, not_before, expires FROM keys WHERE device_id=? AND (key_id=? "
+                           "OR expires = (SELECT MAX(expires) FROM keys WHERE device_id=?)) ORDER BY expires DESC",
+                           (device_id, key_id, device_id))
+        keys = [BatchKey(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        return next((k for k in keys if k.key_id == key_id), None), (keys[0] if keys else None)
+
     # customer sampling authorizations, relayed to the device as they are (the device verifies them)
     def put_authorization(self, device_id: str, token_id: str, token: str | None) -> None:
         """Store a token for a device (token None: revoke that id; a revoked id stays revoked)."""
@@ -86,7 +95,7 @@ class Store:
         """Queue the nonce's claim (a cursor: a row if it is new); see `seen_nonce`."""
         self._nonces += 1
         if self._nonces % 256 == 1:
-            self.db.execute("DELETE FROM nonces WHERE t < ?", (forget_before,))
+            self.db.run("DELETE FROM nonces WHERE t < ?", (forget_before,))
         return self.db.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1", (nonce, t))
 
     # batches
@@ -100,7 +109,10 @@ class Store:
                     nonce: tuple[str, int, int] | None = None) -> tuple[bool, int]:
         """Store a batch and its records in one transaction. Returns (new batch?, records newly stored);
         appends the newly stored rows to `fresh_out` once committed. `on_new` runs inside the transaction when
-        the batch is new (the privacy watch), so the batch and what it derives commit together or not at all.
+        the batch is new (the privacy watch), so the batch and what it derives commit together or not at all;
+        it runs after the transaction's upsert of the device's row, which holds that row's lock until commit, so
+        two workers' transactions for one device run `on_new` one after the other (what the watch's
+        `device_locked` relies on).
         `nonce` (nonce, its timestamp, forget nonces before): the signed request's nonce, claimed in the same
         transaction; a nonce already held raises `Replay` and nothing is stored.
 
@@ -123,7 +135,7 @@ class Store:
             fresh = [r for r in rows if r[0] in new_seqs]
             dup = len(rows) - len(fresh)
             if dup:
-                db.execute("INSERT INTO counters VALUES ('duplicate_records', ?) "
+                db.run("INSERT INTO counters VALUES ('duplicate_records', ?) "
                            "ON CONFLICT(name) DO UPDATE SET n = counters.n + ?", (dup, dup))
             for s, sc, b in fresh:
                 self._derive(device_id, outbox_id, s, sc, b)
@@ -143,7 +155,7 @@ class Store:
         return out
 
     def _seen(self, device_id: str, now: float, peer: Peer) -> None:
-        self.db.execute(
+        self.db.run(
             "INSERT INTO devices (device_id, last_seen, cert_serial, cert_expires) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(device_id) DO UPDATE SET last_seen = CASE WHEN devices.last_seen IS NULL OR "
             "excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END, "
@@ -157,23 +169,23 @@ class Store:
         elif schema in ("umbra.aggregate/1", "umbra.flowgroups/1"):
             r = json.loads(body)
             metric, vals = (r["metric"], r["values"]) if "metric" in r else ("flowgroups", r["groups"])
-            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            self.db.run("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                             (device_id, outbox_id, seq, metric, r["zone"], r["window_start"], r["window_s"],
                              json.dumps(vals)))
         elif schema == "umbra.demographics/1":
             r = json.loads(body)
-            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, 'demographics', ?, ?, ?, ?) "
+            self.db.run("INSERT INTO aggregates VALUES (?, ?, ?, 'demographics', ?, ?, ?, ?) "
                             "ON CONFLICT DO NOTHING",
                             (device_id, outbox_id, seq, r["zone"], r["window_start"], r["window_s"],
                              json.dumps(r["counts"])))
         elif schema == "umbra.alert/1":
             r = json.loads(body)
-            self.db.execute("INSERT INTO aggregates VALUES (?, ?, ?, 'alert', ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+            self.db.run("INSERT INTO aggregates VALUES (?, ?, ?, 'alert', ?, ?, 0, ?) ON CONFLICT DO NOTHING",
                             (device_id, outbox_id, seq, r["zone"], r["t"],
                              json.dumps({"rule": r["rule"], "value": r["value"], "limit": r["limit"]})))
         elif schema == "umbra.ota/1":
             r = json.loads(body)
-            self.db.execute(
+            self.db.run(
                 "INSERT INTO ota_results VALUES (?, ?, ?, ?) ON CONFLICT(device_id, release) DO UPDATE SET "
                 "result = excluded.result, t = excluded.t WHERE excluded.t > ota_results.t OR "
                 "(excluded.t = ota_results.t AND ota_results.result = 'installed')",
@@ -185,10 +197,10 @@ class Store:
                 "detector": r.get("detector"), "outbox_records": r["outbox_records"],
                 "last_error": r.get("last_error"), "hardware_id": r.get("hardware")}
         sets = ", ".join(f"{k} = ?" for k in _STATUS_SET)
-        self.db.execute(f"UPDATE devices SET {sets} WHERE device_id = ? AND (status_t IS NULL OR status_t <= ?)",
+        self.db.run(f"UPDATE devices SET {sets} WHERE device_id = ? AND (status_t IS NULL OR status_t <= ?)",
                         [vals[k] for k in _STATUS_SET] + [device_id, r["t"]])
         if "zone_plan" in r:  # sent in the first status after the sensor starts
-            self.db.execute("INSERT INTO zone_plans VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
+            self.db.run("INSERT INTO zone_plans VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
                             "t = excluded.t, plan = excluded.plan WHERE excluded.t >= zone_plans.t",
                             (device_id, r["t"], json.dumps(r["zone_plan"], separators=(",", ":"))))
 
