@@ -76,20 +76,28 @@ def test_bernoulli_exp_is_exact_in_probability():
         assert abs(hits / N - p) < 5 * math.sqrt(p * (1 - p) / N) + 1e-9
 
 
+ORACLE_N = 40_000
+ORACLE_ALPHA = 1e-6
+
+
 def test_agrees_with_opendp_discrete_laplace():
+    """OpenDP draws from the OS's randomness and cannot be seeded, so this test alone is random: it fails on a
+    correct sampler with probability ORACLE_ALPHA (it was 1e-3 at N draws). Twice the draws keep its power:
+    told apart from scale 3.15 in a third of runs, as before (a scratch run of 400 trials each with numpy's
+    discrete Laplace in both roles); scale 3.3 always."""
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
-    meas = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=3.0)
-    theirs = [meas(0) for _ in range(N)]
+    meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=3.0)
+    theirs = meas([0] * ORACLE_N)  # independent draws, one call
     rng = random.Random("opendp")
-    ours = [discrete_laplace(Fraction(3), rng) for _ in range(N)]
+    ours = [discrete_laplace(Fraction(3), rng) for _ in range(ORACLE_N)]
     support = range(-15, 16)
     a = np.array([sum(1 for x in theirs if x == z) for z in support] + [sum(1 for x in theirs if abs(x) > 15)])
     b = np.array([sum(1 for x in ours if x == z) for z in support] + [sum(1 for x in ours if abs(x) > 15)])
     table = np.vstack((a, b))
     table = table[:, table.sum(axis=0) > 0]
-    assert stats.chi2_contingency(table).pvalue > 0.001
+    assert stats.chi2_contingency(table).pvalue > ORACLE_ALPHA
 
 
 def test_mechanism_and_helpers():
