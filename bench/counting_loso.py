@@ -172,14 +172,16 @@ def scene_runs(name: str) -> list[Run]:
     sc = cs.scene(name)
     base = load(CONFIG)
     out = []
+    frames = int(sc.gt[:, 0].max())
     for label, hz, realtime in ((f"{sc.fps:g} fps", sc.fps, False), (f"Pi {PI4_HZ:g} fps", PI4_HZ, True)):
         cfg = cs.scene_config(base, sc, hz)
-        frames = int(sc.gt[:, 0].max())
 
         def make(cfg=cfg, realtime=realtime, label=label) -> Run:
             print(f"  recording {name} {label} (scripted detector)...", file=sys.stderr, flush=True)
-            cam = lambda clock: SyntheticCamera(clock, lores_size=(8, 8), main_size=None,  # noqa: E731
-                                                source_size=sc.size, fps=sc.fps, frames=frames, realtime=realtime)
+            def cam(clock, realtime=realtime) -> SyntheticCamera:
+                return SyntheticCamera(clock, lores_size=(8, 8), main_size=None, source_size=sc.size, fps=sc.fps,
+                                       frames=frames, realtime=realtime)
+
             ticks, rows = _loop_ticks(cfg, cam, ScriptedDetector(sc.gt[:, :6], sc.size))
             last = max(t[0] for t in ticks)
             return Run(name, label, sc.fps, list(sc.lines), ticks, _truth(*_gt_paths(sc.gt, last), list(sc.lines),
@@ -368,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
           "LEFT-OUT: the setting of least summed (net + gross) / true on the other scenes' rows; all-tuned: the "
           "same over every row, shown beside it only)")
     for name in args.explain or []:
-        for i, r in enumerate(rs):
+        for r in rs:
             if r.scene == name:
                 for st in (OLD, picks[name]):
                     print("\n".join(explain_run(r, st)))

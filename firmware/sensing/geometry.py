@@ -84,8 +84,9 @@ class LineCounter:
     Three refinements, each off by default (so the rule is countaudit.path_crossings', the cloud's on a path),
     on in the loop by [geometry] (chosen by leave-one-scene-out, bench/counting_loso.py, bench/COUNTING.md):
     `restart`, a crossing due is held from the track's last sighting back within the band, so it counts once
-    the track has been seen only beyond the band on the new side for `hold_s` (a box jittering about the band
-    after a false excursion never holds it); `smooth_s`, the point counted is the track's ground point
+    `hold_s` has passed with no sighting of the track but beyond the band on the new side (a box jittering
+    within the band after a false excursion does not hold it while it is seen there; a track that ends there
+    counts `hold_s` after its last sighting); `smooth_s`, the point counted is the track's ground point
     averaged exponentially over that time constant (in tick time, so the same at any rate); `join_s`, a track
     seen for the first time takes over the sides of the nearest track unseen now, last seen within `join_s`
     and no further than JOIN_M plus WALK_MPS for the time between (a walker whose track ended at the line and
@@ -249,12 +250,11 @@ class LineCounter:
             return
         when = np.array([self._last[t][0] for t in ended])
         at = np.array([self._last[t][1] for t in ended]).reshape(-1, 2)
-        pairs = []
+        pairs: list[tuple[float, int, int]] = []  # (distance, newborn's index, ended track's index)
+        reach = JOIN_M + WALK_MPS * (t_s - when)
         for j in fresh:
             dist = np.hypot(*(at - xy[j]).T)
-            reach = JOIN_M + WALK_MPS * (t_s - when)
-            for k in np.flatnonzero(dist <= reach):
-                pairs.append((float(dist[k]), j, int(k)))
+            pairs += [(float(dist[m]), j, m) for m in np.flatnonzero(dist <= reach).tolist()]
         taken: set[int] = set()
         for _, j, k in sorted(pairs):
             tid = int(ids[j])
