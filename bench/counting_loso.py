@@ -7,9 +7,10 @@ native rate and the Pi 4's. The loop's own view of each run (per tick: the seen 
 points, the tick's time) is recorded once (cached under out/cache/, keyed by the sources that make it) and the
 counter is replayed on it, tick by tick, as the loop calls it.
 
-For each scene left out, the counter's settings are chosen from a small grid by the least total error (net +
-gross, summed over the rows of the OTHER scenes), then reported on the left-out scene's rows, beside the old
-counter (band 0.5 m, hold 0.5 s, no joining) and the setting best over every row (tuned on everything, printed
+For each scene left out, the counter's settings (hold, and restart, smoothing and joining each on or off: see
+`Setting`, GRID) are chosen from a small grid by the least total error ((net + gross) / true, summed over the
+rows of the OTHER scenes), then reported on the left-out scene's rows, beside the old counter (band 0.5 m,
+hold 0.5 s, none of the three) and the setting best over every row (tuned on everything, printed
 only beside the left-out figures). Net: per line and way, |counted - true| summed (a miss and a false count
 cancel); gross: crossings matched one by one (same line and way, at most bench.lib.explain.WINDOW_S apart, as
 many as can be: the misses plus the false counts), against the gt's own crossings (bench.lib.crossings).

@@ -147,8 +147,9 @@ class GeometryConfig:
     # ... held from the last sighting back within the band (true), not only cancelled by one beyond it on the
     # old side: a box jittering about the line's band after a false excursion never holds the new side.
     count_hold_restart: bool = True
-    # A track's ground point as counted: averaged over this many seconds (exponentially, in time), 0: raw.
-    count_smooth_s: float = 0.3
+    # A track's ground point as counted: averaged over this many seconds (exponentially, in time), 0: raw. Off
+    # by default: it helps at 25-30 fps, costs crossings at 3 fps, and delays every count by about itself.
+    count_smooth_s: float = 0.0
     # A track born within this many seconds of another's last sighting, near it (1 m plus 2 m/s of the time
     # between), takes over that track's sides: a walker whose track is lost at the line and born again as
     # another id beyond it counts once. 0: off. (These three: bench/counting_loso.py, bench/COUNTING.md.)

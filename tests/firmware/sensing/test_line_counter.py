@@ -169,7 +169,7 @@ def test_the_loop_counts_a_crossing_the_detector_missed_when_the_person_is_seen_
 
 
 def test_reset_counting_rebuilds_the_counter_with_the_lines_as_they_are_now():
-    # each side held the 0.5 s count_hold_s once the 0.3 s count_smooth_s has taken the point beyond the band
+    # each side held the 0.5 s count_hold_s, with time to spare for a [geometry] count_smooth_s of 0.3 s
     loop, got = _loop([2.0, 2.0, 2.0, *[-2.0] * 10, *[2.0] * 10], ())
     loop.run(max_ticks=2)
     assert loop._counter is not None and loop._counter.names == []

@@ -17,7 +17,7 @@ from firmware.sensing.geometry import JOIN_M, WALK_MPS, LineCounter
 
 BAND, HOLD, TICK = 0.5, 0.5, 0.125
 LINE = LineConfig("door", (0.0, -100.0), (0.0, 100.0))  # x = 0; right (x > 0) -> left is "+"
-NEW = {"restart": True, "smooth_s": 0.3, "join_s": 2.0}  # the loop's defaults
+NEW = {"restart": True, "smooth_s": 0.3, "join_s": 2.0}  # all three on (the loop's defaults leave smoothing off)
 OLD: dict = {}
 
 inside = st.floats(-BAND * 0.9, BAND * 0.9)
