@@ -144,6 +144,16 @@ class GeometryConfig:
     # ... and only once the track has held the new side this many seconds (a swing back within it cancels the
     # crossing): 2 * count_band_m at a walker's top speed of 2 m/s, so no walker's return is cancelled (TUNING.md).
     count_hold_s: float = 0.5
+    # ... held from the last sighting back within the band (true), not only cancelled by one beyond it on the
+    # old side: a box jittering about the line's band after a false excursion never holds the new side.
+    count_hold_restart: bool = True
+    # A track's ground point as counted: averaged over this many seconds (exponentially, in time), 0: raw. Off
+    # by default: it helps at 25-30 fps, costs crossings at 3 fps, and delays every count by about itself.
+    count_smooth_s: float = 0.0
+    # A track born within this many seconds of another's last sighting, near it (1 m plus 2 m/s of the time
+    # between), takes over that track's sides: a walker whose track is lost at the line and born again as
+    # another id beyond it counts once. 0: off. (These three: bench/counting_loso.py, bench/COUNTING.md.)
+    count_join_s: float = 2.0
     # The source image's [width, height] the homography was calibrated on; [0, 0]: not stated (then the
     # homography is checked on a 1000-pixel square). The camera's frames must have this size when stated.
     image_size: tuple[int, int] = (0, 0)
@@ -161,6 +171,10 @@ class GeometryConfig:
                              f"{MAX_CONDITION:g} allowed); calibrate it with `umbra calibrate`")
         number("count_band_m", self.count_band_m, 0, 10, unit="m")
         number("count_hold_s", self.count_hold_s, 0, 10, unit="s")
+        number("count_smooth_s", self.count_smooth_s, 0, 10, unit="s")
+        number("count_join_s", self.count_join_s, 0, 60, unit="s")
+        if not isinstance(self.count_hold_restart, bool):
+            raise ValueError(f"count_hold_restart: must be true or false, not {self.count_hold_restart!r}")
         names = [z.name for z in self.zones]
         if len(set(names)) != len(names):
             raise ValueError("zones: zone names must be unique")

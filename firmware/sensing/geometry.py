@@ -3,6 +3,7 @@ the counter that counts their crossings (LineCounter). Pure: no clock, no I/O (t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ import numpy as np
 from firmware.config.sensing import GeometryConfig, LineConfig
 
 FORGET_S = 600.0  # a track unseen this long has ended (the longest [tracker] max_lost_s allowed): its sides go
+WALK_MPS = 2.0  # a walker's top speed: how far a lost walker can have gone by the time a new track is born
+JOIN_M = 1.0  # ... plus this, a box's error on the ground: where a newborn may take over a lost track's sides
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +81,32 @@ class LineCounter:
     across and back counts nothing, and one that crossed while the detector missed it counts when it is seen
     again (and held). With `hold_s` 0 a crossing counts on the tick it is seen.
 
-    Holds track ids and a side per line, no positions; a track unseen for `forget_s` is forgotten."""
+    Three refinements, each off by default (so the rule is countaudit.path_crossings', the cloud's on a path),
+    on in the loop by [geometry] (chosen by leave-one-scene-out, bench/counting_loso.py, bench/COUNTING.md):
+    `restart`, a crossing due is held from the track's last sighting back within the band, so it counts once
+    `hold_s` has passed with no sighting of the track but beyond the band on the new side (a box jittering
+    within the band after a false excursion does not hold it while it is seen there; a track that ends there
+    counts `hold_s` after its last sighting); `smooth_s`, the point counted is the track's ground point
+    averaged exponentially over that time constant (in tick time, so the same at any rate); `join_s`, a track
+    seen for the first time takes over the sides of the nearest track unseen now, last seen within `join_s`
+    and no further than JOIN_M plus WALK_MPS for the time between (a walker whose track ended at the line and
+    was born again beyond it counts once; a crossing the old track had due counts as its).
+
+    Holds track ids, a side per line and, with `smooth_s` or `join_s`, one point per track; a track unseen for
+    `forget_s` is forgotten, and only those seen within `join_s` are looked at for joining."""
 
     def __init__(self, lines: Sequence[LineConfig], band: float = 0.5, forget_s: float = FORGET_S,
-                 hold_s: float = 0.0) -> None:
+                 hold_s: float = 0.0, join_s: float = 0.0, smooth_s: float = 0.0, restart: bool = False) -> None:
         self.names = [ln.name for ln in lines]
         self.band = float(band)
         self.forget_s = float(forget_s)
         self.hold_s = float(hold_s)
+        self.join_s = float(join_s)
+        self.smooth_s = float(smooth_s)
+        self.restart = bool(restart)
+        # track id -> (when last seen, its point as counted there): only with join_s or smooth_s
+        self._last: dict[int, tuple[float, np.ndarray]] = {}
+        self._joinable: dict[int, None] = {}  # tracks seen within join_s that no newborn has taken, oldest first
         a = np.array([ln.a for ln in lines], dtype=np.float64).reshape(-1, 2)
         b = np.array([ln.b for ln in lines], dtype=np.float64).reshape(-1, 2)
         self._a = a
@@ -105,8 +126,11 @@ class LineCounter:
         points `xy` (N, 2), or earlier (a track unseen now whose crossing's hold has run out counts now)."""
         found = self._confirm(t_s) if self._due else []
         ids = np.asarray(track_ids).reshape(-1)
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        if self.join_s > 0 or self.smooth_s > 0:
+            xy = self._follow(ids, xy, t_s)
         if len(ids) and len(self.names):
-            rel = np.asarray(xy, dtype=np.float64).reshape(-1, 1, 2) - self._a  # (N, L, 2)
+            rel = xy.reshape(-1, 1, 2) - self._a  # (N, L, 2)
             u = self._unit
             signed = u[:, 0] * rel[..., 1] - u[:, 1] * rel[..., 0]  # > 0: left of a -> b
             along = u[:, 0] * rel[..., 0] + u[:, 1] * rel[..., 1]
@@ -144,7 +168,9 @@ class LineCounter:
             return []
         due = self._due.get(tid)
         if due is not None:
-            to, _ = due
+            to, since = due
+            if self.restart:  # seen back within the band: the new side is held from its next sighting there
+                since[(to != 0) & (now == 0)] = t_s
             back = (to != 0) & (now == side)  # seen beyond the band on the old side again within the hold
             to[back] = 0
             held = to != 0
@@ -184,6 +210,64 @@ class LineCounter:
             del self._seen[tid]
             self._side.pop(tid, None)
             self._due.pop(tid, None)
+            self._last.pop(tid, None)
+
+    def _follow(self, ids: np.ndarray, xy: np.ndarray, t_s: float) -> np.ndarray:
+        """Each seen track's point as counted: smoothed over `smooth_s` (an exponential average in time, so a
+        box's jitter does not take it across the band), and a newborn's sides taken over from a track that
+        ended near where it is born (`join_s`): a track lost and born again as another id is one walker."""
+        out = xy.copy()
+        fresh = []
+        for j, tid in enumerate(ids.tolist()):
+            last = self._last.get(tid)
+            if last is None:
+                fresh.append(j)
+                continue
+            when, at = last
+            if self.smooth_s > 0:
+                out[j] = at + (1.0 - math.exp(-max(t_s - when, 0.0) / self.smooth_s)) * (xy[j] - at)
+        if fresh and self.join_s > 0:
+            self._join(ids, xy, fresh, t_s)
+        for j, tid in enumerate(ids.tolist()):
+            self._last[tid] = (t_s, out[j])
+            if self.join_s > 0:
+                self._joinable.pop(tid, None)
+                self._joinable[tid] = None  # to the end: the order is that of last sightings
+        return out
+
+    def _join(self, ids: np.ndarray, xy: np.ndarray, fresh: list[int], t_s: float) -> None:
+        """Newborns (`fresh`: indices into ids) take the sides of the nearest track unseen now, last seen
+        within `join_s` no further than JOIN_M plus a walker's top speed for the time between."""
+        while self._joinable:  # forget what ended too long ago (oldest first)
+            tid = next(iter(self._joinable))
+            last = self._last.get(tid)
+            if last is not None and t_s - last[0] <= self.join_s:
+                break
+            del self._joinable[tid]
+        seen_now = set(ids.tolist())
+        ended = [tid for tid in self._joinable if tid not in seen_now and tid in self._side]
+        if not ended:
+            return
+        when = np.array([self._last[t][0] for t in ended])
+        at = np.array([self._last[t][1] for t in ended]).reshape(-1, 2)
+        pairs: list[tuple[float, int, int]] = []  # (distance, newborn's index, ended track's index)
+        reach = JOIN_M + WALK_MPS * (t_s - when)
+        for j in fresh:
+            dist = np.hypot(*(at - xy[j]).T)
+            pairs += [(float(dist[m]), j, m) for m in np.flatnonzero(dist <= reach).tolist()]
+        taken: set[int] = set()
+        for _, j, k in sorted(pairs):
+            tid = int(ids[j])
+            if k in taken or tid in self._side:
+                continue
+            taken.add(k)
+            old = ended[k]
+            side = self._side[old].copy()
+            due = self._due.get(old)
+            if due is not None:  # its held crossing counts (as the old track's) unless it comes back
+                np.copyto(side, due[0], where=due[0] != 0)
+            self._side[tid] = side
+            del self._joinable[old]
 
 
 def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:

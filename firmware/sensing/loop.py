@@ -310,7 +310,9 @@ class SensorLoop:
         counter = self._counter
         if counter is None:
             geo = self.quantizer.geometry.config
-            counter = self._counter = LineCounter(geo.lines, geo.count_band_m, hold_s=geo.count_hold_s)
+            counter = self._counter = LineCounter(geo.lines, geo.count_band_m, hold_s=geo.count_hold_s,
+                                                  join_s=geo.count_join_s, smooth_s=geo.count_smooth_s,
+                                                  restart=geo.count_hold_restart)
         return counter.update(ground.track_ids, ground.xy, now / 1e9)
 
 

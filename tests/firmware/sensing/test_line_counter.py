@@ -169,7 +169,8 @@ def test_the_loop_counts_a_crossing_the_detector_missed_when_the_person_is_seen_
 
 
 def test_reset_counting_rebuilds_the_counter_with_the_lines_as_they_are_now():
-    loop, got = _loop([2.0, 2.0, 2.0, *[-2.0] * 7, *[2.0] * 7], ())  # each side held the 0.5 s count_hold_s
+    # each side held the 0.5 s count_hold_s, with time to spare for a [geometry] count_smooth_s of 0.3 s
+    loop, got = _loop([2.0, 2.0, 2.0, *[-2.0] * 10, *[2.0] * 10], ())
     loop.run(max_ticks=2)
     assert loop._counter is not None and loop._counter.names == []
     loop.quantizer.geometry = Geometry(GeometryConfig(lines=(LOOP_LINE,)))  # a zone editor drew a line
@@ -255,7 +256,8 @@ def test_the_loop_counts_a_box_that_jumps_across_the_line_and_back_not_at_all():
     loop.run()
     assert got == []
     clock = FakeClock()
-    geo = Geometry(GeometryConfig(lines=(LOOP_LINE,), count_hold_s=0.0))
+    geo = Geometry(GeometryConfig(lines=(LOOP_LINE,), count_hold_s=0.0, count_smooth_s=0.0, count_join_s=0.0,
+                                  count_hold_restart=False))  # the rule before the hold
     quant = Quantizer(QuantizeConfig(), geo, Pseudonymizer(3600, lambda n: bytes(range(n))))
     old: list = []
     SensorLoop(LoopConfig(detect_hz=10.0), SyntheticCamera(clock, frames=len(script)), SyntheticCrowd(0),
