@@ -6,7 +6,9 @@ seen on the last tick moves at constant velocity in the world, not the image (`p
 as its person comes closer speeds up as it grows); one whose sightings fall off the same side of its prediction
 twice running catches up faster (`lag_sigma`, `lag_fade`); a lost one is still reported at its prediction for
 `coast_s` while that is in the frame; `camera_motion` (off) takes the camera's own motion out of the
-predictions.
+predictions. Off by default: `recover_sigma` (a lost track left unmatched takes a detection within a
+Mahalanobis gate of its prediction) and `imm_switch_hz` (the centre as an IMM of walking and standing,
+firmware.sensing.imm).
 
 Time-aware: `update()` takes the seconds since the previous call, so the filter behaves the same at 7 Hz as at
 30 Hz and through dropped frames. Deterministic (no randomness; ties broken by the assignment solver's fixed
