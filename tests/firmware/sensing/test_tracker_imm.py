@@ -29,7 +29,7 @@ def _cov(t: np.ndarray) -> np.ndarray:
     return np.array([[t[0], t[1]], [t[1], t[2]]])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)  # (no example database: tests write only in tmp)
 @given(st.integers(0, 2**32 - 1), st.floats(0.03, 1.0), st.floats(0.0, 3.0))
 def test_imm_matches_filterpy_on_random_inputs(seed: int, dt: float, rate: float):
     """One coordinate, two models (walking, standing), several steps of random measurements: the models'
@@ -66,7 +66,7 @@ def test_imm_matches_filterpy_on_random_inputs(seed: int, dt: float, rate: float
         assert mu.sum() == pytest.approx(1.0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)  # (no example database: tests write only in tmp)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.floats(0.01, 2.0), st.floats(0.0, 5.0))
 def test_model_probabilities_stay_a_distribution(seed: int, n: int, dt: float, rate: float):
     rng = np.random.default_rng(seed)
