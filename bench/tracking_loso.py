@@ -40,9 +40,10 @@ RATES = (1, 2, 4)
 MOT_SEQ = ("02", "04", "05", "09", "10")
 # The grid: the few settings that matter most across scenes, each axis a list of overrides of the defaults.
 GRID_AXES: dict[str, tuple[dict, ...]] = {
-    "scores": ({}, {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3},
-               {"adaptive_scores": True, "high_quantile": 0.2, "birth_quantile": 0.5}),
-    "gate": ({}, {"gate_sigma": 1.0}, {"gate_sigma": 2.0}),
+    "scores": ({}, {"adaptive_scores": True, "high_quantile": 0.1, "birth_quantile": 0.3}),
+    "gate": ({}, {"gate_sigma": 1.0}),
+    # lost tracks recovered on a Mahalanobis gate; the centre as an IMM of walking and standing
+    "motion": ({}, {"recover_sigma": 3.0}, {"imm_switch_hz": 0.1}),
 }
 
 

@@ -75,6 +75,13 @@ class TrackerConfig:
     high_quantile: float = 0.1
     birth_quantile: float = 0.3
     score_samples: int = 50
+    # The box centre as an interacting multiple model (firmware.sensing.imm) of walking (constant velocity) and
+    # standing (velocity forgotten), switching at this rate per second; 0: constant velocity alone.
+    imm_switch_hz: float = 0.0
+    # A lost track left unmatched may take a high-score detection whose centre is within recover_sigma
+    # deviations of its prediction (Mahalanobis, on the innovation's covariance: the gate grows with the time
+    # lost and the frame interval) and whose height is within a factor 1.5 of its own; 0: off.
+    recover_sigma: float = 0.0
 
     def validate(self) -> None:
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
@@ -86,12 +93,13 @@ class TrackerConfig:
         number("max_lost_s", self.max_lost_s, 0, 600, lo_open=True, unit="s")
         for name in ("coast_s", "refound_after_s"):
             number(name, getattr(self, name), 0, 600, unit="s")
-        for name in ("direction_weight", "heading_sure", "lag_sigma", "gate_sigma", "newborn_sigma"):
+        for name in ("direction_weight", "heading_sure", "lag_sigma", "gate_sigma", "newborn_sigma", "recover_sigma"):
             number(name, getattr(self, name), 0, 100)
         for name in ("pos_noise", "vel_noise", "meas_noise"):
             number(name, getattr(self, name), 0, 10, lo_open=True, unit="box heights")
         number("birth_speed", self.birth_speed, 0, 100, lo_open=True, unit="box heights per second")
         number("lag_fade", self.lag_fade, 1, 1000)
+        number("imm_switch_hz", self.imm_switch_hz, 0, 100, unit="per second")
         whole("score_samples", self.score_samples, 1, 100_000)
 
 

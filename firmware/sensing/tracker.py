@@ -6,7 +6,9 @@ seen on the last tick moves at constant velocity in the world, not the image (`p
 as its person comes closer speeds up as it grows); one whose sightings fall off the same side of its prediction
 twice running catches up faster (`lag_sigma`, `lag_fade`); a lost one is still reported at its prediction for
 `coast_s` while that is in the frame; `camera_motion` (off) takes the camera's own motion out of the
-predictions.
+predictions. Off by default: `recover_sigma` (a lost track left unmatched takes a detection within a
+Mahalanobis gate of its prediction) and `imm_switch_hz` (the centre as an IMM of walking and standing,
+firmware.sensing.imm).
 
 Time-aware: `update()` takes the seconds since the previous call, so the filter behaves the same at 7 Hz as at
 30 Hz and through dropped frames. Deterministic (no randomness; ties broken by the assignment solver's fixed
@@ -25,7 +27,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from firmware.config.sensing import TrackerConfig
-from firmware.sensing import camera_motion
+from firmware.sensing import camera_motion, imm
 from firmware.sensing.score_scale import ScoreScale
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
@@ -45,6 +47,14 @@ _GROW_M = np.zeros((3, _COLS))  # (1, 1/a, 1/a^2) -> a row's multipliers (see _p
 _GROW_M[0] = 1.0
 _GROW_M[0, _VEL] = _GROW_M[0, _P12] = _GROW_M[0, _P22] = 0.0
 _GROW_M[1, _VEL] = _GROW_M[1, _P12] = _GROW_M[2, _P22] = 1.0
+# The IMM's models of the box centre (imm_switch_hz): walking (constant velocity) and standing; as (a, b) of
+# x' = x + a v, v' = b v, the walking one's a being dt.
+_IMM_WALK_A, _IMM_B = np.array([1.0, 0.0]), np.array([1.0, 0.0])
+_IMM_PRIOR = np.array([1.0, 0.0])  # a newborn's model probabilities: walking
+_IMM_SURE_HITS = 4  # sightings before the likelihoods move the model probabilities (see _imm_correct)
+_IMM_COLS = np.array([[0, 4], [1, 5]])  # the centre's (position, velocity) columns, x then y
+_IMM_P_COLS = np.array([[8, 12, 16], [9, 13, 17]])  # and their covariance terms (p11, p12, p22)
+_RECOVER_HEIGHT = math.log(1.5)  # a recovered track's height is within this factor (log) of its detection's
 
 
 def _const(value: float, dtype: type = np.float64) -> np.ndarray:
@@ -243,6 +253,12 @@ class Tracker:
         self._scale = ScoreScale(min_samples=self.config.score_samples) if self.config.adaptive_scores else None
         self._scale_buf: list[np.ndarray] = []
         self._frame: tuple[float, float] | None = None  # (width, height), once update() has been told
+        # With imm_switch_hz: the centre's models per track (see firmware.sensing.imm), (N, 2, 2, 2) states,
+        # (N, 2, 2, 3) covariances, (N, 2) model probabilities; the row's centre columns hold their estimate.
+        self._imm_x = np.zeros((0, 2, 2, 2))
+        self._imm_p = np.zeros((0, 2, 2, 3))
+        self._imm_mu = np.zeros((0, 2))
+        self._imm_cbar = np.zeros((0, 2))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -278,6 +294,8 @@ class Tracker:
             pairs = self._associate(boxes, z, scores, track_used, det_used)
             if pairs is not None:
                 self._correct(*pairs, z, scores, dt)
+                if cfg.imm_switch_hz:
+                    self._imm_correct(*pairs, z)
                 if self._scale is not None:
                     self._learn_scores(pairs[0], scores[pairs[1]])
         self._settle(track_used)
@@ -331,6 +349,8 @@ class Tracker:
         buffered = None
         if cfg.gate_sigma and np.count_nonzero(det_used) < len(det_used):
             buffered = self._buffered_pass(p, boxes, z, established, bool(some_newborn), is_high, heading)
+        if cfg.recover_sigma:
+            self._recover(p, z, is_high)
         # Newborn tracks take their second sighting from whatever detections are left: a high score started them,
         # so a low one may confirm them. Their speed is unknown, so (unless gate_sigma buffered every track) they
         # match on the IoU buffered by their own prediction's uncertainty (newborn_sigma deviations).
@@ -339,6 +359,35 @@ class Tracker:
                 buffered = self._newborn_buffered(newborn, boxes, z)
             p.take(newborn, ~det_used, lim.tentative_match_iou, over=buffered)
         return p.result()
+
+    def _recover(self, p: _Pairs, z: np.ndarray, is_high: np.ndarray) -> None:
+        """Lost tracks the passes left take high-score detections left within `recover_sigma` deviations of
+        their predicted centre: the squared Mahalanobis distance over the centre's two coordinates on the
+        innovation's variance (the prediction's p11 plus the measurement's), so the gate grows with the time
+        lost and with the frame interval, where IoU stops meeting a person who walked on. The height must agree
+        within a factor 1.5. Pairs closer in that distance win."""
+        lost = p.left(None)
+        lost &= self._state == _LOST_I8
+        dets = is_high & ~p.det_used
+        if not np.count_nonzero(lost) or not np.count_nonzero(dets):
+            return
+        t, d = lost.nonzero()[0], dets.nonzero()[0]
+        f, zd = self._f[t], z[d]
+        r = np.maximum(zd[:, 3], 1.0) * self.config.meas_noise
+        r *= r
+        s = f[:, None, 8:10] + r[None, :, None]  # (tracks, detections, x y)
+        innov = zd[None, :, :2] - f[:, None, :2]
+        d2 = (innov * innov / s).sum(-1)
+        gate = self.config.recover_sigma ** 2
+        ok = d2 <= gate
+        ok &= np.abs(np.log(np.maximum(zd[None, :, 3], 1.0) / np.maximum(f[:, None, 3], 1.0))) <= _RECOVER_HEIGHT
+        rows, cols = _match(1.0 - d2 / gate, ok)
+        if len(rows):
+            ti, di = t[rows], d[cols]
+            p.track_used[ti] = True
+            p.det_used[di] = True
+            p.t_all.append(ti)
+            p.d_all.append(di)
 
     def _newborn_buffered(self, newborn: np.ndarray, boxes: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The newborns' rows of `buffered_iou`, each prediction grown by `newborn_sigma` deviations of its centre
@@ -383,6 +432,49 @@ class Tracker:
             g += h2 * q
             g *= m
         self._f = g
+        if self.config.imm_switch_hz:
+            self._imm_predict(dt, h2)
+
+    def _imm_predict(self, dt: float, h2: np.ndarray) -> None:
+        """With imm_switch_hz, the centre's prediction is the IMM's (firmware.sensing.imm): the models mixed,
+        each predicted (walking at constant velocity, standing with its velocity forgotten; the process noise
+        the constant-velocity filter's, per squared box height), and their estimate written to the row (the
+        size keeps the row's own prediction)."""
+        cfg = self.config
+        x0, p0, cbar = imm.mix(self._imm_x, self._imm_p, self._imm_mu, imm.switches(2, cfg.imm_switch_hz, dt))
+        # A track missed on the last tick does not switch while unseen: nothing says its person stopped or
+        # walked on (the chain's drift towards standing would stall every occluded walker's prediction).
+        unseen = self._f[:, _UNSEEN] > 1.5 * dt  # (the clock has already run this tick)
+        if np.count_nonzero(unseen):
+            x0[unseen], p0[unseen], cbar[unseen] = self._imm_x[unseen], self._imm_p[unseen], self._imm_mu[unseen]
+        q = np.empty(p0.shape[:-1] + (2,))
+        q[..., 0] = (cfg.pos_noise**2 * dt) * h2[:, :, None]
+        q[..., 1] = (cfg.vel_noise**2 * dt) * h2[:, :, None]
+        self._imm_x, self._imm_p = imm.predict(x0, p0, _IMM_WALK_A * dt, _IMM_B, q)
+        self._imm_cbar = cbar
+        self._imm_mu = cbar  # (a track not seen this tick keeps the predicted probabilities)
+        self._imm_write()
+
+    def _imm_write(self) -> None:
+        """The IMM's estimate of the centre into the rows."""
+        xc, pc = imm.combine(self._imm_x, self._imm_p, self._imm_mu)
+        self._f[:, _IMM_COLS] = xc
+        self._f[:, _IMM_P_COLS] = pc
+
+    def _imm_correct(self, idx: np.ndarray, det: np.ndarray, z: np.ndarray) -> None:
+        """The matched tracks' models take their detections' centres (the measurement noise the filter's);
+        their model probabilities follow the likelihoods."""
+        zd = z[det]
+        r = np.maximum(zd[:, 3], 1.0) * self.config.meas_noise
+        r *= r
+        x, p, mu = imm.update(self._imm_x[idx], self._imm_p[idx], self._imm_cbar[idx], zd[:, :2],
+                              np.repeat(r[:, None], 2, 1))
+        # A young track's speed is still its prior's: a walker's first steps fit standing better than a walking
+        # model that does not know its speed yet, so its probabilities stay as predicted (walking, from birth).
+        young = self._f[idx, _HITS] < _IMM_SURE_HITS
+        mu[young] = self._imm_cbar[idx][young]
+        self._imm_x[idx], self._imm_p[idx], self._imm_mu[idx] = x, p, mu
+        self._imm_write()
 
     def _perspective(self, dt: float) -> np.ndarray:
         """Constant velocity in the world rather than the image: a person of fixed height moving at constant
@@ -457,6 +549,9 @@ class Tracker:
         f[:, 0] += sx
         f[:, 1] += sy
         f[:, 2:4] *= math.exp(scale)
+        if self.config.imm_switch_hz:
+            self._imm_x[:, :, 0, 0] += sx
+            self._imm_x[:, :, 1, 0] += sy
         return True
 
     def _heading(self, z: np.ndarray, scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[float]:
@@ -596,6 +691,9 @@ class Tracker:
             self._ended.extend(int(i) for i in self._ids[dead & ~newborn])
             keep = ~dead
             self._f, self._ids, st = self._f[keep], self._ids[keep], st[keep]
+            if self.config.imm_switch_hz:
+                self._imm_x, self._imm_p = self._imm_x[keep], self._imm_p[keep]
+                self._imm_mu, self._imm_cbar = self._imm_mu[keep], self._imm_cbar[keep]
         self._state = st
 
     def _birth(self, z: np.ndarray, scores: np.ndarray) -> None:
@@ -611,6 +709,16 @@ class Tracker:
         f[:, _HITS] = 1
         f[:, _ONE] = 1.0
         self._f = np.vstack((self._f, f))
+        if self.config.imm_switch_hz:  # both models start from the first sighting (standing: no speed)
+            x = np.repeat(f[:, None, _IMM_COLS], 2, 1)
+            pm = np.repeat(f[:, None, _IMM_P_COLS], 2, 1)
+            x[:, 1, :, 1] = 0.0
+            pm[:, 1, :, 1:] = 0.0
+            self._imm_x = np.concatenate((self._imm_x, x))
+            self._imm_p = np.concatenate((self._imm_p, pm))
+            prior = np.repeat(_IMM_PRIOR[None], n, 0)
+            self._imm_mu = np.concatenate((self._imm_mu, prior))
+            self._imm_cbar = np.concatenate((self._imm_cbar, prior))
         self._ids = np.concatenate((self._ids, np.arange(self._next_id, self._next_id + n)))
         self._next_id += n
         first = self.config.min_hits <= 1
