@@ -7,8 +7,12 @@
 3. Capture to zeroed buffer, p99, against the detector's own p99: goal at most detector + 2 ms.
 4. Resident memory after 10,000 frames against after 1,000: goal within 5 MB.
 The machine's load average is printed: CPU figures on a shared machine are inflated, ratios much less.
+With `--compare`, the gated loop also runs with the gate as it was before its OpenCV pass
+(bench.lib.gate_reference), round for round in alternating order: the loop's own CPU and the gate's (plan +
+observe, thread time) of each, their ratios, and how many frames the two planned different regions on (the
+regions each handed the detector; 0 expected).
 
-`umbra bench speed [--frames N] [--rounds R] [--memory-frames 10000]`"""
+`umbra bench speed [--frames N] [--rounds R] [--memory-frames 10000] [--compare]`"""
 
 from __future__ import annotations
 
@@ -61,6 +65,73 @@ def whole_loop(cfg, video: Path, detector, frames: int):
     return stats.frames / (time.perf_counter() - t0), stats
 
 
+def gated_loop(cfg, video: Path, detector, frames: int, reference: bool = False):
+    """The gated loop on the video (with `reference`, the old gate of bench.lib.gate_reference in its place):
+    its stats, the regions it handed the detector each frame, and the gate's CPU per frame (plan + observe,
+    thread time, ns)."""
+    from bench.lib import gate_reference
+
+    clock = FakeClock()
+    cam = _camera(cfg, video, clock)
+    loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=detector, sinks=[lambda r: None],
+                      profile=True)
+    if reference:
+        loop.gate = gate_reference.Gate(loop.gate.cfg, loop.gate.grid)
+    gate, planned, gate_ns = loop.gate, [], []
+    plan, observe, detect = gate.plan, gate.observe, detector.detect
+
+    def timed_plan(pixels, t_s):
+        t0 = time.thread_time_ns()
+        out = plan(pixels, t_s)
+        gate_ns.append(time.thread_time_ns() - t0)
+        return out
+
+    def timed_observe(*args):
+        t0 = time.thread_time_ns()
+        observe(*args)
+        if gate_ns:
+            gate_ns[-1] += time.thread_time_ns() - t0
+
+    def logged_detect(frame, regions=None):  # inside the loop's inference window: not in its own CPU
+        planned.append(None if regions is None else regions.copy())
+        return detect(frame, regions)
+
+    gate.plan, gate.observe, detector.detect = timed_plan, timed_observe, logged_detect
+    try:
+        stats = loop.run(max_ticks=frames)
+    finally:
+        del detector.detect
+    return stats, planned, gate_ns
+
+
+def compare(gcfg, video: Path, detector, frames: int, rounds: int) -> None:
+    """The gated loop with the gate as it is and as it was, round for round, alternating which runs first."""
+    own: dict[bool, list[int]] = {False: [], True: []}
+    gate: dict[bool, list[int]] = {False: [], True: []}
+    differ = total = 0
+    for r in range(rounds):
+        runs = {}
+        for ref in (r % 2 == 0, r % 2 != 0):
+            stats, planned, gate_ns = gated_loop(gcfg, video, detector, frames, reference=ref)
+            own[ref] += stats.own_ns[5:]
+            gate[ref] += gate_ns[5:]
+            runs[ref] = planned
+        total += len(runs[False])
+        differ += abs(len(runs[False]) - len(runs[True])) + sum(
+            not (a is None and b is None or a is not None and b is not None and np.array_equal(a, b))
+            for a, b in zip(runs[False], runs[True], strict=False))
+    o_new, o_old = np.median(own[False]) / 1e6, np.median(own[True]) / 1e6
+    g_new, g_old = np.median(gate[False]) / 1e3, np.median(gate[True]) / 1e3
+    print(f"gated, gate as it was (bench.lib.gate_reference) vs now, {rounds} rounds of {frames} frames, "
+          f"alternating:")
+    print(f"  loop's own CPU per frame, median:  before {o_old:.3f} ms, now {o_new:.3f} ms, ratio "
+          f"{o_new / o_old:.3f} (p99 {np.percentile(own[True], 99) / 1e6:.3f} / "
+          f"{np.percentile(own[False], 99) / 1e6:.3f} ms)")
+    print(f"  the gate's CPU (plan + observe):   before {g_old:.1f} us, now {g_new:.1f} us, ratio "
+          f"{g_new / g_old:.3f}")
+    print(f"  frames whose regions differ: {differ} of {total}")
+
+
 def crowd_own_ms(cfg, people: int, frames: int) -> float:
     clock = FakeClock()
     cam = SyntheticCamera(clock, frames=frames, lores_size=model_input_size(cfg))
@@ -97,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=200, help="frames per round and side")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-frames", type=int, default=10_000)
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the gated loop with the gate as it was, round for round")
     args = ap.parse_args(argv)
     try:
         cfg, video = pets_video_config()
@@ -136,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
           f"frame against {len(detector.grid) if hasattr(detector, 'grid') else 1} tiled)")
     print(f"capture to zeroed buffer p99 {hold_p99:.2f} ms vs detector p99 {det_p99:.2f} ms: "
           f"margin {hold_p99 - det_p99:+.2f} ms (goal <= +2 ms)")
+    if args.compare:
+        compare(gcfg, video, gdet, args.frames, max(args.rounds, 2))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.memory_frames:
         m1, m2 = memory(cfg, video, args.memory_frames)

@@ -38,6 +38,7 @@ class Gate:
         self.cfg = cfg
         self.grid = np.asarray(grid, dtype=np.float64).reshape(-1, 4)
         self.tile = (float(self.grid[0, 2] - self.grid[0, 0]), float(self.grid[0, 3] - self.grid[0, 1]))
+        self._tiles: list[Box] = self.grid.tolist()
         self.motion = MotionDetector(cfg.motion_threshold, cfg.motion_min_area, cfg.motion_alpha)
         self.stats = GateStats()
         # last tracks, normalized: (x0, y0, x1, y1, vx, vy), velocities per second; plain floats, a few a frame
@@ -71,18 +72,17 @@ class Gate:
         return out
 
     def plan(self, pixels: np.ndarray, t_s: float) -> np.ndarray:
-        moving = self.motion.boxes(pixels)
+        moving = self.motion.regions(pixels)
         self.stats.frames += 1
-        self.stats.motion_frames += bool(len(moving))
-        regions = _pack(self._predicted(t_s) + moving.tolist(), self.tile)
+        self.stats.motion_frames += bool(moving)
+        regions = _pack_list(self._predicted(t_s) + moving, self.tile)
         sweeping = self._sweep_due(t_s)
         budget = self.cfg.max_invokes - (1 if sweeping else 0)
-        regions = merge_to_budget(regions, max(budget, 0), self.tile)
-        sweep = self._sweep_tiles(self.cfg.max_invokes - len(regions)) if sweeping else np.zeros((0, 4))
-        out = np.vstack((regions, sweep))
-        self.stats.invokes += len(out)
+        regions = _merge_list(regions, max(budget, 0), self.tile)
+        sweep = self._sweep_tiles(self.cfg.max_invokes - len(regions)) if sweeping else []
+        self.stats.invokes += len(regions) + len(sweep)
         self.stats.sweep_invokes += len(sweep)
-        return out
+        return np.array(regions + sweep, dtype=np.float64).reshape(-1, 4)
 
     def _sweep_due(self, t_s: float) -> bool:
         if self._cursor < len(self.grid):
@@ -93,8 +93,8 @@ class Gate:
             return True
         return False
 
-    def _sweep_tiles(self, n: int) -> np.ndarray:
-        take = self.grid[self._cursor:self._cursor + max(n, 0)]
+    def _sweep_tiles(self, n: int) -> list[Box]:
+        take = self._tiles[self._cursor:self._cursor + max(n, 0)]
         self._cursor += len(take)
         return take
 
@@ -111,10 +111,10 @@ def pack(boxes: np.ndarray, tile: tuple[float, float]) -> np.ndarray:
     merged, again and again. After a merge of (i, j) no pair before (i, j) can fit (their unions only grew),
     so the scan goes on from there instead of from the start; and since a group keeps its first box's left
     edge, no group further right than a tile's width from group i can join it."""
-    return _pack(boxes.tolist(), tile)
+    return np.array(_pack_list(boxes.tolist(), tile), dtype=np.float64).reshape(-1, 4)
 
 
-def _pack(boxes: list[Box], tile: tuple[float, float]) -> np.ndarray:
+def _pack_list(boxes: list[Box], tile: tuple[float, float]) -> list[Box]:
     tw, th = tile
     groups = sorted(boxes, key=_left)  # stable, as the boxes came
     prune = all(g[2] >= g[0] for g in groups)  # a group's right edge never left of its left one
@@ -132,7 +132,7 @@ def _pack(boxes: list[Box], tile: tuple[float, float]) -> np.ndarray:
             else:
                 j += 1
         i += 1
-    return np.array([fit(g, tile) for g in groups], dtype=np.float64).reshape(-1, 4)
+    return [fit(g, tile) for g in groups]
 
 
 def _left(box: Box) -> float:
@@ -148,7 +148,13 @@ def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float])
     """While there are more regions than `budget`, the two whose merged region adds least area become one."""
     if budget <= 0:
         return np.zeros((0, 4))
-    regs: list[Box] = [[float(v) for v in r] for r in regions]
+    merged = _merge_list([[float(v) for v in r] for r in regions], budget, tile)
+    return np.array(merged, dtype=np.float64).reshape(-1, 4)
+
+
+def _merge_list(regs: list[Box], budget: int, tile: tuple[float, float]) -> list[Box]:
+    if budget <= 0:
+        return []
     while len(regs) > budget:
         best, pair = float("inf"), (0, 1)
         for i in range(len(regs)):
@@ -160,7 +166,7 @@ def merge_to_budget(regions: np.ndarray, budget: int, tile: tuple[float, float])
         i, j = pair
         regs[i] = fit(_union(regs[i], regs[j]), tile)
         del regs[j]
-    return np.array(regs, dtype=np.float64).reshape(-1, 4)
+    return regs
 
 
 def fit(box: Box | np.ndarray, tile: tuple[float, float]) -> Box:

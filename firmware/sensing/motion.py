@@ -1,6 +1,7 @@
 """Cheap motion on the low-res stream, the way Frigate gates its detector (its improved motion detector, read
 as a reference): a small grey image against a running-average background, thresholded, dilated, and the
-connected blobs' boxes. Pure numpy and scipy on a strided view of the frame; no clock, no I/O.
+connected blobs' boxes. Numpy on a strided view of the frame, OpenCV for the dilation and the blobs; no clock,
+no I/O.
 
 The background is a blurred average of the scene at 1/`step` of the low-res size. It never leaves the
 device and is zeroed by `reset()` (the loop calls it when the camera closes). The work buffers (the
@@ -13,57 +14,57 @@ digests of what the code before them gave, which this code reproduces to the bit
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage
-
-_CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connected blobs (scipy's default)
 
 
 class _Work:
-    """The per-frame buffers for a thumbnail of (h, w) samples: allocated once, zeroed after every frame."""
+    """The per-frame buffers for a thumbnail of (h, w) samples, all views of one block of memory: allocated
+    once, zeroed after every frame by one fill (cold, each call costs more than its bytes)."""
+
+    grey: np.ndarray
+    pairs: np.ndarray
+    small: np.ndarray
+    size: np.ndarray
+    moved: np.ndarray
+    rows: np.ndarray
+    grown: np.ndarray
+    labels: np.ndarray
 
     def __init__(self, h: int, w: int) -> None:
-        self.grey = np.zeros((h, w), np.uint8)  # the strided samples
-        self.pairs = np.zeros((h, w - 1), np.uint16)  # sums of horizontal neighbours
-        self.small = np.zeros((h - 1, w - 1), np.float32)  # the 2x2 blur, then its difference from the background
-        self.size = np.zeros((h - 1, w - 1), np.float32)  # the difference's magnitude
-        self.moved = np.zeros((h - 1, w - 1), bool)
-        self.rows = np.zeros((h - 1, w - 1), bool)  # the mask dilated along rows
-        self.grown = np.zeros((h - 1, w - 1), bool)  # ... and then along columns: a 5x5 dilation
-        # 4-connected blobs number at most half the samples: 16 bits hold them but in a huge thumbnail
-        self.labels = np.zeros((h - 1, w - 1), np.int16 if h * w < 2**16 else np.int32)
+        m = (h - 1, w - 1)
+        label = np.uint16 if h * w < 2**16 else np.int32  # OpenCV's label types: 16 bits hold one a sample
+        parts = (("grey", (h, w), np.uint8),  # the strided samples
+                 ("pairs", (h, w - 1), np.uint16),  # sums of horizontal neighbours
+                 ("small", m, np.float32),  # the 2x2 blur, then its difference from the background
+                 ("size", m, np.float32),  # the difference's magnitude
+                 ("moved", m, np.bool_),
+                 ("rows", m, np.bool_),  # the mask dilated along rows
+                 ("grown", m, np.bool_),  # ... and then along columns: a 5x5 dilation
+                 ("labels", m, label))  # the blobs' numbers
+        sizes = [-(-int(np.prod(shape)) * np.dtype(t).itemsize // 64) * 64 for _, shape, t in parts]
+        self.memory = np.zeros(sum(sizes), np.uint8)
+        at = 0
+        for (name, shape, t), n in zip(parts, sizes, strict=True):
+            k = int(np.prod(shape)) * np.dtype(t).itemsize
+            setattr(self, name, self.memory[at:at + k].view(t).reshape(shape))
+            at += n
         self.shape = (h, w)
 
     def zero(self) -> None:
-        for a in (self.grey, self.pairs, self.small, self.size, self.moved, self.rows, self.grown,
-                  self.labels):
-            a.fill(0)
+        self.memory.fill(0)
 
 
-def _dilate(m: np.ndarray) -> np.ndarray:
-    """A 3x3 binary dilation from shifted ORs (scipy's is ten times slower at this size)."""
-    rows = m.copy()
-    rows[1:] |= m[:-1]
-    rows[:-1] |= m[1:]
-    out = rows.copy()
-    out[:, 1:] |= rows[:, :-1]
-    out[:, :-1] |= rows[:, 1:]
-    return out
+_ROW5 = np.ones((1, 5), np.uint8)  # a 5x5 square as a row of 5 and then a column of 5
+_COL5 = np.ones((5, 1), np.uint8)
 
 
 def _dilate5(m: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """`_dilate(_dilate(m))` (a 5x5 square, nothing beyond the edges) into preallocated buffers: along rows,
-    then along columns (OpenCV's dilate gives the same, no faster in the loop)."""
-    np.copyto(rows, m)
-    rows[:, 1:] |= m[:, :-1]
-    rows[:, 2:] |= m[:, :-2]
-    rows[:, :-1] |= m[:, 1:]
-    rows[:, :-2] |= m[:, 2:]
-    np.copyto(out, rows)
-    out[1:] |= rows[:-1]
-    out[2:] |= rows[:-2]
-    out[:-1] |= rows[1:]
-    out[:-2] |= rows[2:]
+    """The 5x5 binary dilation of the boolean mask `m` (nothing beyond the edges) into `out`, along rows into
+    `rows` and then along columns: OpenCV's dilate on the masks' bytes (booleans are bytes 0 and 1, and the
+    maximum of those is their OR), one C call a pass where numpy needed ten shifted ORs."""
+    cv2.dilate(m.view(np.uint8), _ROW5, dst=rows.view(np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    cv2.dilate(rows.view(np.uint8), _COL5, dst=out.view(np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return out
 
 
@@ -111,45 +112,53 @@ class MotionDetector:
         return wk, wk.small
 
     def boxes(self, pixels: np.ndarray) -> np.ndarray:
+        return np.array(self.regions(pixels), dtype=np.float64).reshape(-1, 4)
+
+    def regions(self, pixels: np.ndarray) -> list[list[float]]:
+        """`boxes` as plain floats (what the gate packs), the same values."""
         wk, small = self._small(pixels)
         try:
             return self._boxes(wk, small)
         finally:
             wk.zero()
 
-    def _boxes(self, wk: _Work, small: np.ndarray) -> np.ndarray:
+    def _boxes(self, wk: _Work, small: np.ndarray) -> list[list[float]]:
         if self._bg is None or self._bg.shape != small.shape:
             self._bg = small.copy()
-            return np.zeros((0, 4))
+            return []
         diff = np.subtract(small, self._bg, out=small)
         moved = np.greater(np.abs(diff, out=wk.size), self.threshold, out=wk.moved)
         self.share = float(np.count_nonzero(moved)) / moved.size
         if self.share > self.relearn:  # the whole picture changed: learn it again, report nothing
             self._bg += diff
-            return np.zeros((0, 4))
+            return []
         # the background follows the scene slowly where nothing moves, and ten times more slowly where
         # something does, so a person who stops fades into it over tens of seconds (tracked regions keep them)
         np.multiply(diff, 0.1, out=diff, where=moved)
         diff *= self.alpha
         self._bg += diff
         if self.share == 0.0:
-            return np.zeros((0, 4))
-        return self._blobs(_dilate5(moved, wk.rows, wk.grown), wk.labels)
+            return []
+        return self._blob_list(_dilate5(moved, wk.rows, wk.grown), wk.labels)
 
     def _blobs(self, mask: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        return np.array(self._blob_list(mask, labels), dtype=np.float64).reshape(-1, 4)
+
+    def _blob_list(self, mask: np.ndarray, labels: np.ndarray | None = None) -> list[list[float]]:
+        """The boxes of the 4-connected blobs of the boolean `mask` covering at least `min_area` of it, in the
+        order of their first sample row by row (scipy's label and find_objects, which this replaced, gave the
+        same boxes in the same order); `labels` (uint16 or int32, the mask's shape) receives their numbers."""
+        h, w = mask.shape
         if labels is None:
             labels = np.zeros(mask.shape, np.int32)
-        n = ndimage.label(mask, structure=_CROSS, output=labels)
-        if not n:
-            return np.zeros((0, 4))
-        h, w = mask.shape
+        ltype = cv2.CV_16U if labels.dtype == np.uint16 else cv2.CV_32S
+        _, got, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), labels=labels, connectivity=4,
+                                                            ltype=ltype)
+        if got is not labels:  # never so with a buffer of the right kind: keep the blobs zeroable
+            np.copyto(labels, got)
+            got.fill(0)
         least = self.min_area * h * w
-        # a blob of the 5x5-dilated mask holds at least a 3x3 square (a moved sample in a corner), so below
-        # nine samples the area check passes every blob and is skipped
-        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:].tolist() if least > 9 or min(h, w) < 3 else None
-        out = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-               for i, sl in enumerate(ndimage.find_objects(labels, n))
-               if sl is not None and (areas is None or areas[i] >= least)]
-        if not out:
-            return np.zeros((0, 4))
-        return np.array(out, dtype=np.float64) / np.array((w, h, w, h), dtype=np.float64)
+        # row 0 is the background; x, y, width, height, area; int / int is the correctly rounded quotient,
+        # as numpy's float64 division
+        return [[x / w, y / h, (x + bw) / w, (y + bh) / h] for x, y, bw, bh, area in stats[1:].tolist()
+                if area >= least]
