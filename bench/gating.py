@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.lib import data
-from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.crossings import compare, count_crossings, count_records, paths_from_gt
 from bench.lib.explain import figures
 from bench.lib.motscore import load_gt, score
 from bench.lib.replay import CONFIG, PETS_START_WALL, DeviceCounts, RecordingTracker, Replay, _Collector
@@ -108,7 +108,7 @@ def row(name: str, run: LiveRun, cfg: UmbraConfig, gt_path: Path) -> tuple[str, 
     s = score(run.rep.rows, gt[np.isin(gt[:, 0], seen)])
     lines = list(cfg.geometry.lines)
     truth = count_crossings(paths_from_gt(gt_path, run.rep.frames), lines)
-    recounted = count_crossings(paths_from_records(run.rep.records), lines)
+    recounted = count_records(run.rep.records, lines)
     fps, bucket, dets = cfg.camera.fps or 7.0, cfg.quantize.time_bucket_s, per_frame(run.dets)
     dev = figures(run.rep, world, lines, fps, run.device, truth, dets, "device", bucket)
     rec = figures(run.rep, world, lines, fps, recounted, truth, dets, "records", bucket)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.lib import data
-from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.crossings import compare, count_crossings, count_records, paths_from_gt
 from bench.lib.explain import WINDOW_S
 from bench.lib.motscore import load_gt, score
 from bench.lib.replay import CONFIG, PETS_START_WALL, RecordingTracker, Replay, _Collector
@@ -261,7 +261,7 @@ def _accuracy(cfg, gt: Path, recorder, records: list, rep: Replay | None, seqs: 
     if rep is not None:
         out += _one_by_one(cfg, gt, rep, recorder, records, seqs, found, "device",
                            "  the device's own counts crossing by crossing (matched one by one, bench.countexplain)")
-    table, _ = compare(count_crossings(paths_from_records(records), lines_cfg), true, lines_cfg)
+    table, _ = compare(count_records(records, lines_cfg), true, lines_cfg)
     out.append(f"  secondary, not the product's counts: recounted from the released records ({bucket} s buckets, "
                f"one record per pseudonym per bucket: the cloud's view), net per line and way:")
     out += ["    " + row for row in table.splitlines()]

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 SIZE_CLASSES = ("S", "M", "L")  # bucketed apparent height: child-sized / adult / large (groups, carts)
 HEADING_SECTORS = 8  # 0 = +x (east on the ground plane), counter-clockwise, 45 degrees each
+TRACK_SCHEMAS = ("umbra.track/1", "umbra.track/2")  # every version of the track record a reader may meet
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +24,13 @@ class QuantizedTrack:
     heading: 0..7 sector of the direction of motion, or None when not moving.
     zone: name of the configured zone the track stands in, or None.
     cls: object class ("person").
+    crossings: the count-line crossings the device's line counter (geometry.LineCounter) confirmed for this
+      track in this bucket, as (line, direction, count) sorted by line and direction: how many times, which
+      line, which way, never in what order or when within the bucket; () when it crossed none (or there are
+      no lines). Since umbra.track/2; umbra.track/1 records have none.
     """
 
-    SCHEMA: ClassVar[str] = "umbra.track/1"
+    SCHEMA: ClassVar[str] = "umbra.track/2"
 
     pseudonym: str
     epoch: int
@@ -36,6 +41,7 @@ class QuantizedTrack:
     heading: int | None
     zone: str | None
     cls: str = "person"
+    crossings: tuple[tuple[str, str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,4 +55,5 @@ class QuantizedTrack:
             "heading": self.heading,
             "zone": self.zone,
             "cls": self.cls,
+            "crossings": [[line, direction, n] for line, direction, n in self.crossings],
         }
