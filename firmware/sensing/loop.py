@@ -1,6 +1,7 @@
 """The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize at the emit
 rate, and release a time bucket's records once the bucket has ended, one per pseudonym (quantize.Buckets), the
-last bucket when the loop stops. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
+last bucket when the loop stops; each carries the count-line crossings the loop's line counter confirmed for its
+track in that bucket. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
 never drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
 queued). A stalled or failed camera is reported and reopened with backoff while the loop keeps its cadence;
 a permanent fault (`CameraUnavailable`: no driver, no such camera, a refused configuration) ends `run()` with

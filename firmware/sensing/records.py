@@ -13,7 +13,8 @@ TRACK_SCHEMAS = ("umbra.track/1", "umbra.track/2")  # every version of the track
 
 @dataclass(frozen=True, slots=True)
 class QuantizedTrack:
-    """One track at one emit tick, with nothing finer than the configured quantization.
+    """One track at one emit tick, or (as released, quantize.merge_bucket) one pseudonym over one time bucket,
+    with nothing finer than the configured quantization.
 
     pseudonym: 16 hex chars, HMAC-SHA256(key, track id) truncated; the key rotates and lives in memory only.
     epoch: index of the pseudonym key period (pseudonyms link only within one epoch).

@@ -96,8 +96,10 @@ def _tracks(t: dict[int, tuple[float, float, float, float]]) -> list[FakeTrack]:
     return [FakeTrack(i, (x - 4.0, y - 30.0, x + 4.0, y), (vx, vy)) for i, (x, y, vx, vy) in sorted(t.items())]
 
 
-def _run(ticks: list[dict], lines: tuple[LineConfig, ...] = ()) -> tuple[str, list[tuple[float, list]], Audit,
-                                                                          SensorLoop, list[tuple[float, int, str, str]]]:
+Run = tuple[str, list[tuple[float, list]], "Audit", SensorLoop, list[tuple[float, int, str, str]]]
+
+
+def _run(ticks: list[dict], lines: tuple[LineConfig, ...] = ()) -> Run:
     clock = FakeClock(start_wall=START)
     quant = Quantizer(QuantizeConfig(grid_m=0.5, time_bucket_s=BUCKET_S, min_speed_mps=0.3),
                       Geometry(GeometryConfig(homography=((0.02, 0, 0), (0, 0.02, 0), (0, 0, 1)), lines=lines,
