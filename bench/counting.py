@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.crossings import compare, count_crossings, count_records, paths_from_gt
 
 Key = tuple[str, str]  # (line name, "+" or "-")
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = load(args.config).geometry.lines
     with args.records.open(encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
-    table, _ = compare(count_crossings(paths_from_records(records), lines, args.band),
+    table, _ = compare(count_records(records, lines, args.band),
                        count_crossings(paths_from_gt(gt), lines, args.band), lines)
     print(table)
     return 0

@@ -1,7 +1,8 @@
 """Counting scenes beyond PETS09: count lines drawn on MOTChallenge sequences with ground-truth tracks
 (static cameras: MOT17-02, MOT17-04, MOT17-09, MOT20-01), the device path run on the scripted detector
-(hal.scripted, the real SSD's measured errors) and counted from the quantized records it releases, against
-the crossings of the gt's own tracks.
+(hal.scripted, the real SSD's measured errors), counted by the device's own line counter and recounted from the
+quantized records it releases (each umbra.track/2 record carries its pseudonym's confirmed crossings of its
+bucket), against the crossings of the gt's own tracks.
 
 These sequences carry no world coordinates, so the ground plane is the image's, scaled to metres by the
 median person height (a person is taken as 1.7 m): the homography is diag(s, s, 1) on the foot point
@@ -25,13 +26,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bench.lib import data
-from bench.lib.crossings import count_crossings, paths_from_records
+from bench.lib.crossings import count_crossings, count_records, per_bucket
 from bench.lib.explain import explain
 from bench.lib.replay import CONFIG, PETS_START_WALL, RecordingTracker, Replay, _Collector
 from bench.lib.scenarios import PI4_HZ
 from firmware.config import UmbraConfig, load
 from firmware.config.sensing import GeometryConfig, LineConfig, TrackerConfig
-from firmware.sensing.geometry import LineCounter
 from firmware.sensing.mot import read_seqinfo
 from hal.clock import FakeClock
 
@@ -74,9 +74,10 @@ def scene_config(base: UmbraConfig, sc: Scene, hz: float) -> UmbraConfig:
                    camera=replace(base.camera, fps=sc.fps))
 
 
-def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, ticks: list | None = None) -> Replay:
-    """The device path over the scene at `cfg.loop.detect_hz`; frames numbered as the source's. `ticks`, when
-    given, gets each tick's (track ids, ground points, wall time): the loop's own view, to count it by."""
+def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, crossed: list | None = None) -> Replay:
+    """The device path over the scene at `cfg.loop.detect_hz`; frames numbered as the source's. `crossed`,
+    when given, gets the loop's own crossings as (wall time, line, way), as its line counter counted them (what
+    `[output] crossings_file` holds per bucket)."""
     from firmware.cli.assemble import build_loop
     from hal.scripted import ScriptedDetector
     from hal.synthetic import SyntheticCamera
@@ -88,9 +89,10 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, ticks: list | None = 
     det = ScriptedDetector(sc.gt[:, :6], sc.size)
     out = Replay([], [])
     collect = _Collector(out)
+
     def keep(r) -> None:  # a TickResult
-        if ticks is not None:
-            ticks.append((r.ground.track_ids, r.ground.xy, r.wall))
+        if crossed is not None:
+            crossed.extend((r.wall, c.line, c.direction) for c in r.crossings)
 
     loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=det, sinks=[collect, keep])
     collect.pseudonyms = loop.quantizer.pseudonyms
@@ -107,38 +109,38 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, ticks: list | None = 
     return out
 
 
-def device_counts(ticks: list, lines: list[LineConfig], band: float, hold: float) -> Counter[tuple[str, str]]:
-    """The loop's own counts (geometry.LineCounter on exact ground points, per tick) with `band` and `hold`."""
-    counter = LineCounter(lines, band, hold_s=hold)
-    got: Counter[tuple[str, str]] = Counter()
-    for ids, xy, wall in [*ticks, (np.zeros(0, np.int64), np.zeros((0, 2)), ticks[-1][2] + hold + 1.0)]:
-        got.update((c.line, c.direction) for c in counter.update(ids, xy, wall))
-    return got
+def bucket_counts(crossed: list, records: list[Mapping], bucket_s: float) -> tuple[dict, dict]:
+    """The device's own crossings and the records' per (bucket start, line, way): equal when each record
+    carries its pseudonym's crossings of its bucket (umbra.track/2)."""
+    device = per_bucket(crossed, bucket_s)
+    recs = per_bucket(((float(r["t"]), str(line), str(d)) for r in records for line, d, n in r.get("crossings", ())
+                       for _ in range(int(n))), bucket_s)
+    return device, recs
 
 
-def count_row(sc: Scene, rep: Replay, label: str, ticks: list | None = None,
-              geo: GeometryConfig | None = None) -> str:
+def count_row(sc: Scene, rep: Replay, label: str, crossed: list, bucket_s: float) -> str:
     lines = list(sc.lines)
     truth = count_crossings([sc.gt[sc.gt[:, 1] == i][:, 7:9] for i in np.unique(sc.gt[:, 1])], lines)
-    counted = count_crossings(paths_from_records(rep.records), lines)
+    device: Counter[tuple[str, str]] = Counter((line, d) for _, line, d in crossed)
+    counted = count_records(rep.records, lines)
     true = sum(truth.values())
 
     def net_of(c: Mapping[tuple[str, str], int]) -> int:
         return sum(abs(c.get(k, 0) - truth.get(k, 0)) for k in set(c) | set(truth))
 
-    net = net_of(counted)
-    dev = ""
-    if ticks and geo is not None:
-        band, hold = geo.count_band_m, geo.count_hold_s
-        dev = (f"  dev net {net_of(device_counts(ticks, lines, band, 0.0)):3d} hold 0, "
-               f"{net_of(device_counts(ticks, lines, band, hold)):3d} hold {hold:g} s")
-    findings, matched = explain(rep, sc.gt, lines, sc.fps, source="records")  # as the net: from records
-    per = "  ".join(f"{ln.name}{d} {truth.get((ln.name, d), 0)}/{counted.get((ln.name, d), 0)}"
-                    for ln in lines for d in "+-")
+    dev_gross = len(explain(rep, sc.gt, lines, sc.fps, source="device")[0])
+    findings, _ = explain(rep, sc.gt, lines, sc.fps, source="records", bucket_s=bucket_s)
+    per = "  ".join(f"{ln.name}{d} {truth.get((ln.name, d), 0)}/{device.get((ln.name, d), 0)}/"
+                    f"{counted.get((ln.name, d), 0)}" for ln in lines for d in "+-")
     gross = len(findings)
     causes = ", ".join(sorted({f"{sum(g.cause == f.cause for g in findings)} {f.cause}" for f in findings}))
-    return (f"{sc.name:<15} {label:<9} {true:5d} {net:4d} {net / max(true, 1):6.1%} {gross:5d} "
-            f"{gross / max(true, 1):6.1%}   {per}   [{causes}]{dev}")
+    by_dev, by_rec = bucket_counts(crossed, rep.records, bucket_s)
+    off = sum(abs(by_dev.get(k, 0) - by_rec.get(k, 0)) for k in set(by_dev) | set(by_rec))
+    same = "yes" if off == 0 else f"NO {off}"
+    pct = 1 / max(true, 1)
+    return (f"{sc.name:<15} {label:<9} {true:5d} {net_of(device):4d} {net_of(device) * pct:6.1%} {dev_gross:5d} "
+            f"{dev_gross * pct:6.1%} {net_of(counted):4d} {net_of(counted) * pct:6.1%} {gross:5d} {gross * pct:6.1%} "
+            f"{same:>6}   {per}   [records' gross errors: {causes}]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,18 +153,22 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 1
     base = load(CONFIG)
-    print(f"{'scene':<15} {'rate':<9} {'true':>5} {'net':>4} {'net%':>6} {'gross':>5} {'gross%':>6}   "
-          f"per line and way: true/counted   [gross errors by cause]")
+    print(f"{'':<25} {'':>5} {'device (line counter)':^24} {'recount from records':^24}")
+    print(f"{'scene':<15} {'rate':<9} {'true':>5} {'net':>4} {'net%':>6} {'gross':>5} {'gross%':>6} {'net':>4} "
+          f"{'net%':>6} {'gross':>5} {'gross%':>6} {'=/bkt':>6}   per line and way: true/device/records   "
+          f"[gross errors by cause]")
     for name in args.scenes:
         sc = scene(name)
         for label, hz, realtime in ((f"{sc.fps:g} fps", sc.fps, False), (f"Pi {PI4_HZ:g} fps", PI4_HZ, True)):
             cfg = scene_config(base, sc, hz)
-            ticks: list = []
-            rep = run_scene(sc, cfg, realtime, ticks)
-            print(count_row(sc, rep, label, ticks, cfg.geometry), flush=True)
+            crossed: list = []
+            rep = run_scene(sc, cfg, realtime, crossed)
+            print(count_row(sc, rep, label, crossed, cfg.quantize.time_bucket_s), flush=True)
     print("(goal at the Pi rate: net <= 5%, gross <= 10% of true crossings; net: per line and way, a miss and a "
-          "false count cancel; gross: crossings matched one by one, bench.lib.explain; dev net: the loop's own counts, "
-          "geometry.LineCounter on exact ground points, band 0.5 m, without and with [geometry] count_hold_s)")
+          "false count cancel; gross: crossings matched one by one, bench.lib.explain (records: timed to their "
+          "bucket); device: the loop's own line counter, [geometry] count_band_m and count_hold_s; records: each "
+          "umbra.track/2 record's crossings; =/bkt: the records' counts equal the device's in every bucket, line "
+          "and way)")
     return 0
 
 

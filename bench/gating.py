@@ -6,7 +6,9 @@ meanwhile, at most 4 invokes a frame). Per row: invokes per frame, detection rec
 at the tracker's score floors), tracking (bench.motscore), and counting: first the device's own counts (the loop's
 line counter, written per time bucket as a sensor writes `[output] crossings_file` and read back as `umbra bench
 run` reads it), net per line and way and gross (crossings matched one by one, bench.lib.explain); then, as a
-secondary figure, the recount from the released records (one per pseudonym per time bucket). Then an empty
+secondary figure, the recount from the released records (one per pseudonym per time bucket, each umbra.track/2
+record carrying the crossings the line counter confirmed for it there: the same counts bucket by bucket; gross
+from records is matched up to a bucket further apart in time). Then an empty
 scene (hal.synthetic.SceneCamera), where only the sweeps cost anything.
 
 `python -m bench.gating [--frames N]`"""
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.lib import data
-from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.crossings import compare, count_crossings, count_records, paths_from_gt
 from bench.lib.explain import figures
 from bench.lib.motscore import load_gt, score
 from bench.lib.replay import CONFIG, PETS_START_WALL, DeviceCounts, RecordingTracker, Replay, _Collector
@@ -108,7 +110,7 @@ def row(name: str, run: LiveRun, cfg: UmbraConfig, gt_path: Path) -> tuple[str, 
     s = score(run.rep.rows, gt[np.isin(gt[:, 0], seen)])
     lines = list(cfg.geometry.lines)
     truth = count_crossings(paths_from_gt(gt_path, run.rep.frames), lines)
-    recounted = count_crossings(paths_from_records(run.rep.records), lines)
+    recounted = count_records(run.rep.records, lines)
     fps, bucket, dets = cfg.camera.fps or 7.0, cfg.quantize.time_bucket_s, per_frame(run.dets)
     dev = figures(run.rep, world, lines, fps, run.device, truth, dets, "device", bucket)
     rec = figures(run.rep, world, lines, fps, recounted, truth, dets, "records", bucket)
@@ -173,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         tables.append((name, table))
     print("(DEVICE: the headline, the device's own counts (its line counter, [geometry] count_hold_s), as its "
-          "crossings file gives them; records: secondary, not the product's counts, recounted from the released "
-          "records, one per pseudonym per time bucket; net: per line and way, a miss and a false count cancel; "
+          "crossings file gives them; records: secondary, recounted from the released records' own crossings "
+          "(umbra.track/2, one record per pseudonym per time bucket; gross matched a bucket further apart); "
+          "net: per line and way, a miss and a false count cancel; "
           "gross: crossings matched one by one, each miss and each false count an error; goals at the Pi rate: "
           "gross <= 10%, net <= 5%; rec@: detections handed to the tracker at score >= .5 / .1 covering a gt box "
           "at IoU 0.5)")

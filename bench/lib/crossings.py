@@ -1,16 +1,21 @@
-"""Line crossings from paths (gt tracks or quantized records) and their comparison with the truth."""
+"""Line crossings from paths (gt tracks or quantized records) and their comparison with the truth.
+
+A recount from records takes each umbra.track/2 record's own `crossings` (those the device's line counter
+confirmed for that pseudonym in that bucket), so it equals the device's counts bucket by bucket; only records
+without that field (umbra.track/1) are recounted from the path through their cells' centres."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from firmware.config.sensing import LineConfig
 from firmware.sensing.quantize import cell_centre
+from firmware.sensing.records import TRACK_SCHEMAS
 
 Key = tuple[str, str]  # (line name, "+" or "-")
 
@@ -62,9 +67,44 @@ def record_paths(records: Sequence[Mapping]) -> dict[tuple[int, str], list[int]]
     """Indices of the track records of each (key epoch, pseudonym), in release order."""
     by: dict[tuple[int, str], list[int]] = defaultdict(list)
     for i, r in enumerate(records):
-        if r.get("schema") == "umbra.track/1":
+        if r.get("schema") in TRACK_SCHEMAS:
             by[(r["epoch"], r["pseudonym"])].append(i)
     return dict(by)
+
+
+def record_events(records: Sequence[Mapping], lines: Iterable[LineConfig], band: float = 0.5) -> list[Crossing]:
+    """Every crossing in released track records, as `crossing_events` gives them: `path` indexes
+    `record_paths(records)`, `step` the record within it that carries (or, for a path of umbra.track/1
+    records, completes) the crossing. A record's crossings are counts per line and way: each count is one
+    crossing, in the record's order (line, then way)."""
+    records = list(records)
+    lines = list(lines)
+    out: list[Crossing] = []
+    for p, idx in enumerate(record_paths(records).values()):
+        if all("crossings" in records[i] for i in idx):
+            out += [Crossing(p, str(line), str(d), k) for k, i in enumerate(idx)
+                    for line, d, n in records[i]["crossings"] for _ in range(int(n))]
+            continue
+        path = np.array([cell_centre(records[i]["cell"], records[i]["grid_m"]) for i in idx])
+        out += [replace(c, path=p) for c in crossing_events([path], lines, band)]
+    return out
+
+
+def count_records(records: Sequence[Mapping], lines: Iterable[LineConfig], band: float = 0.5) -> dict[Key, int]:
+    """The recount from released track records, per (line, way): see `record_events`."""
+    counts: dict[Key, int] = defaultdict(int)
+    for c in record_events(records, lines, band):
+        counts[(c.line, c.direction)] += 1
+    return dict(counts)
+
+
+def per_bucket(events: Iterable[tuple[float, str, str]], bucket_s: float) -> dict[tuple[int, str, str], int]:
+    """(time, line, way) events as counts per (bucket start, line, way), to compare two sources bucket by
+    bucket."""
+    counts: dict[tuple[int, str, str], int] = defaultdict(int)
+    for t, line, d in events:
+        counts[(int(t // bucket_s * bucket_s), line, d)] += 1
+    return dict(counts)
 
 
 def paths_from_records(records: Iterable[Mapping]) -> list[np.ndarray]:

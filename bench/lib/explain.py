@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bench.lib.crossings import Crossing, crossing_events, paths_from_records, record_paths
+from bench.lib.crossings import Crossing, crossing_events, record_events, record_paths
 from bench.lib.replay import Replay
 from firmware.config.sensing import LineConfig
 from firmware.sensing.tracker import iou_matrix
@@ -101,7 +101,7 @@ def counted_crossings(rep: Replay, lines: list[LineConfig], fps: float, band: fl
         raise ValueError(f"source {source!r}: 'device' or 'records'")
     keys = list(record_paths(rep.records))
     idx = list(record_paths(rep.records).values())
-    counted = crossing_events(paths_from_records(rep.records), lines, band)
+    counted = record_events(rep.records, lines, band)  # each record's own crossings (umbra.track/2)
     frames = [max(1, int(round((rep.records[idx[c.path][c.step]]["t"] - rep.start_wall) * fps)) + 1) for c in counted]
     return counted, frames, [rep.pseudonym_of[keys[c.path]] for c in counted]
 

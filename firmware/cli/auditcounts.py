@@ -7,7 +7,8 @@ ground truth) over the same period, per line and direction, net and gross, and t
 
 `--crossings`: the device's own line counts (the loop's line counter, `[output] crossings_file`, per time
 bucket), the counts the device releases; the bench run counts from the same file. `--records`: a recount from
-the released track records (JSON lines, umbra.track/1, one per pseudonym per time bucket), the cloud's view,
+the released track records (JSON lines, umbra.track/2, one per pseudonym per time bucket, each with the
+crossings the device confirmed for it in that bucket; umbra.track/1 ones recounted from cells), the cloud's view,
 printed after the device's counts and labelled as such. Hand counts: see firmware.installer.countaudit. With
 --gt, frame n of the gt is at --start-wall + (n-1)/fps (the bench's fixed clock start and the config's detect
 rate by default) and the period is the whole run."""

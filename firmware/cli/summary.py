@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from firmware.installer.counts import CountSnapshot
+from firmware.sensing.records import QuantizedTrack
 
 
 def stop_summary(stats: Any, counts: CountSnapshot, profile: str, audit_failures: int = 0, withheld: int = 0) -> str:
@@ -23,7 +24,7 @@ def stop_summary(stats: Any, counts: CountSnapshot, profile: str, audit_failures
             f"{z} {counts.zones_now[z]} at stop, at most {counts.zones_peak[z]}, {counts.zones_mean[z]:.1f} on "
             f"average" for z in counts.zones_now))
     kinds = dict(counts.records_by_kind)
-    made = kinds.pop("umbra.track/1", 0)
+    made = kinds.pop(QuantizedTrack.SCHEMA, 0)
     where = "released" if profile == "tracks" else "made, kept on the device (aggregates profile)"
     rows.append(f"  records: {made} quantized track records {where}"
                 + "".join(f", {n} {k}" for k, n in sorted(kinds.items())))

@@ -7,11 +7,12 @@ ground positions at the detect rate, with [geometry] count_hold_s), the counts i
 aggregates. `LineCountSink` writes them, per time bucket, line and direction, to `[output] crossings_file`;
 `read_line_counts` reads that file back, and the bench run (bench.run) counts from the same file.
 
-A recount from the released track records (umbra.track/1, `record_crossings`) is the cloud's view and only a
-secondary figure: one path per (key epoch, pseudonym) through the cells' centres, one point per time bucket
-(the loop releases one record per pseudonym per bucket), a crossing counting when a path moves from beyond
-`band` metres on one side of a line to beyond `band` on the other, within the line's length. A crossing's
-time, either way, is its time bucket's start.
+A recount from the released track records (`record_crossings`) is the cloud's view: an umbra.track/2 record
+carries the crossings the device's line counter confirmed for its pseudonym in its bucket, so the recount
+equals the device's own counts bucket by bucket. Records of the older umbra.track/1 carry none and are
+recounted from one path per (key epoch, pseudonym) through the cells' centres, one point per time bucket, a
+crossing counting when a path moves from beyond `band` metres on one side of a line to beyond `band` on the
+other, within the line's length. A crossing's time, either way, is its time bucket's start.
 
 Hand counts are a CSV: either one row per crossing, `time,line,direction`, or tallies, `start,end,line,
 direction,count`; times in Unix seconds or ISO 8601 (with a zone); direction `+`/`-` (or `in`/`out`)."""
@@ -33,6 +34,7 @@ from firmware.config.sensing import LineConfig
 from firmware.errors import InstallerError
 from firmware.sensing.loop import TickResult
 from firmware.sensing.quantize import cell_centre
+from firmware.sensing.records import TRACK_SCHEMAS
 
 Key = tuple[str, str]
 
@@ -153,14 +155,19 @@ def _line_crossings(times: np.ndarray, path: np.ndarray, ln: LineConfig, band: f
 
 def record_crossings(records: Iterable[Mapping], lines: Sequence[LineConfig], band: float = 0.5,
                      hold: float = 0.0) -> list[Crossing]:
-    """Crossings in released track records (the cloud's recount), one path per (epoch, pseudonym) in release
-    order, one point per time bucket. No hold by default: a hold shorter than the bucket cannot be judged on
-    records; the device judges it on exact times ([geometry] count_hold_s)."""
+    """Crossings in released track records (the cloud's recount), each at its record's bucket start. An
+    umbra.track/2 record carries the crossings the device's line counter confirmed for it in its bucket
+    (`crossings`: counts per line and way), so this equals the device's own counts bucket by bucket. Records
+    without them (umbra.track/1) are recounted from one path per (epoch, pseudonym) in release order, one point
+    per time bucket; no hold by default: a hold shorter than the bucket cannot be judged on records; the device
+    judges it on exact times ([geometry] count_hold_s)."""
     by: dict[tuple[int, str], list[Mapping]] = defaultdict(list)
-    for r in records:
-        if r.get("schema") == "umbra.track/1":
-            by[(r["epoch"], r["pseudonym"])].append(r)
     out: list[Crossing] = []
+    for r in records:
+        if r.get("schema") in TRACK_SCHEMAS and "crossings" in r:
+            out += [Crossing(float(r["t"]), str(line), str(d)) for line, d, n in r["crossings"] for _ in range(int(n))]
+        elif r.get("schema") in TRACK_SCHEMAS:
+            by[(r["epoch"], r["pseudonym"])].append(r)
     for recs in by.values():
         xy = np.array([cell_centre(r["cell"], r["grid_m"]) for r in recs], dtype=np.float64)
         out += path_crossings(np.array([r["t"] for r in recs], dtype=np.float64), xy, lines, band, hold)

@@ -12,6 +12,7 @@ from typing import Any
 
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
+from firmware.sensing.records import QuantizedTrack
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class RunCounts:
     def __call__(self, result: TickResult) -> None:
         if result.final:  # the loop stopped: only the last bucket's records
             with self._lock:
-                self._kinds["umbra.track/1"] += len(result.records)
+                self._kinds[QuantizedTrack.SCHEMA] += len(result.records)
             return
         inside = Counter(z for z in self.geometry.zone_of(result.ground.xy) if z is not None) if self._zones else {}
         with self._lock:
@@ -84,7 +85,7 @@ class RunCounts:
                 self._sum[z] += n
                 self._zticks[z] += 1
             if result.records:
-                self._kinds["umbra.track/1"] += len(result.records)
+                self._kinds[QuantizedTrack.SCHEMA] += len(result.records)
 
     def released(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Counts records released beside the tracks (aggregates, flow groups, samples) by schema."""

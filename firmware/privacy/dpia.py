@@ -54,6 +54,8 @@ FACT_KEYS = {
     "rotate_s": "pseudonym.rotate_s",
     "grid_m": "quantize.grid_m",
     "bucket_s": "quantize.time_bucket_s",
+    "lines": "geometry.lines",
+    "hold_s": "geometry.count_hold_s",
     "samples_on": "samples.enabled",
     "sample_rate": "samples.rate_per_hour",
     "sample_days": "samples.retention_days",
@@ -111,11 +113,13 @@ def _leaves(f: dict[str, Fact]) -> list[tuple[str, str]]:
     v = {name: fact.value for name, fact in f.items()}
     rows = []
     if v["profile"] == "tracks":
-        rows.append(("quantized tracks (pseudonym, grid cell, time bucket, size class, heading, zone)",
+        rows.append(("quantized tracks (pseudonym, grid cell, time bucket, size class, heading, zone, "
+                     "count-line crossings)",
                      f"pseudonym key in memory only, rotated every {v['rotate_s']:g} s; cells of "
                      f"{v['grid_m']} m, time buckets of {v['bucket_s']} s; at most one record per "
                      "pseudonym per bucket (its most frequent cell, size, heading and zone), released "
-                     "after the bucket ends, sorted by pseudonym: no order, count or time inside a bucket"))
+                     "after the bucket ends, sorted by pseudonym: no order, count or time inside a bucket; "
+                     + _crossings_text(v)))
     rows.append(("aggregates per zone and window (occupancy, line flow, dwell histogram, heatmap)",
                  f"k-anonymity threshold k = {v['k']} on noised counts; "
                  f"differential privacy epsilon = {v['epsilon']} per release, "
@@ -197,6 +201,23 @@ def _kept(f: dict[str, Fact]) -> list[str]:
              "| privacy audit log | on the device, hash-chained; no personal data |"
              if v["audit_file"] else "| privacy audit log | none: `[privacy] audit_file` is empty |"]
     return rows
+
+
+def _crossings_text(v: dict[str, Any]) -> str:
+    """What the track records' `crossings` field reveals under the running config, and what it does not."""
+    lines = list(v["lines"])
+    if not lines:
+        return "no count lines are configured, so no record carries a crossing"
+    names = ", ".join(ln.name for ln in lines)
+    return (f"each record also lists the crossings of the {len(lines)} count line(s) ({names}) that the device "
+            f"confirmed for that pseudonym in that bucket (held {v['hold_s']:g} s on the new side): which line, "
+            f"which direction and how many times within the {v['bucket_s']} s bucket, sorted by line and "
+            "direction. It reveals that this pseudonym passed that line that way in that bucket, which its cells "
+            "in consecutive buckets mostly showed already and which the line-flow aggregates release as counts; "
+            "it reveals nothing finer: not the order of two crossings, not when within the bucket, not where "
+            "along the line, no position but the record's cell. A pseudonym credited with a crossing in a bucket "
+            "has a record there even if no emit tick sampled it; a crossing confirmed after its track was lost "
+            "goes in a record made from the track's last sighting, within the hold")
 
 
 RISKS = [

@@ -1,6 +1,7 @@
 """JSON schemas of the records that leave the device, and validation for both sides (device and cloud).
 
-Schemas here (`<kind>.json`): umbra.track/1, umbra.aggregate/1, umbra.audit/1, umbra.status/1, umbra.ota/1,
+Schemas here (`<kind>.json`): umbra.track/2 (and the older umbra.track/1, `track1.json`, which the cloud
+still accepts from devices not yet updated), umbra.aggregate/1, umbra.audit/1, umbra.status/1, umbra.ota/1,
 umbra.sample/1, umbra.flowgroups/1 and the envelope umbra.batch/1.
 
 `validate(record)` picks the schema by the record's `schema` field. jsonschema costs ~100 us a record,
@@ -23,7 +24,8 @@ from jsonschema import Draft202012Validator
 
 from firmware.errors import SchemaError
 
-LOCAL = {"umbra.track/1": "track.json", "umbra.aggregate/1": "aggregate.json", "umbra.audit/1": "audit.json",
+LOCAL = {"umbra.track/1": "track1.json", "umbra.track/2": "track.json", "umbra.aggregate/1": "aggregate.json",
+         "umbra.audit/1": "audit.json",
          "umbra.status/1": "status.json", "umbra.batch/1": "batch.json", "umbra.ota/1": "ota.json",
          "umbra.sample/1": "sample.json", "umbra.flowgroups/1": "flowgroups.json",
          "umbra.demographics/1": "demographics.json", "umbra.alert/1": "alert.json"}

@@ -1,6 +1,7 @@
 """The fixed-rate sensor loop: capture, detect, release (zeroed) and track in one tick; quantize at the emit
 rate, and release a time bucket's records once the bucket has ended, one per pseudonym (quantize.Buckets), the
-last bucket when the loop stops. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
+last bucket when the loop stops; each carries the count-line crossings the loop's line counter confirmed for its
+track in that bucket. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
 never drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
 queued). A stalled or failed camera is reported and reopened with backoff while the loop keeps its cadence;
 a permanent fault (`CameraUnavailable`: no driver, no such camera, a refused configuration) ends `run()` with
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
@@ -117,6 +119,9 @@ class SensorLoop:
         self._prev_tick_ns: int | None = None
         self._next_emit_ns: int | None = None
         self._buckets = Buckets(quantizer.config.time_bucket_s)  # records held until their bucket ends
+        # the ground states of the ticks within [geometry] count_hold_s: where a track whose crossing the counter
+        # confirms while it is unseen was last seen (the record that crossing goes with)
+        self._recent: deque[tuple[float, GroundState]] = deque()
         self._stop = False
 
     def stop(self) -> None:
@@ -300,7 +305,8 @@ class SensorLoop:
             quantized = self.quantizer.quantize(ground, wall)
             missed = (now - self._next_emit_ns) // self._emit_ns + 1
             self._next_emit_ns += missed * self._emit_ns
-        records = self._buckets.add(quantized, wall)  # nothing finer than the bucket leaves: its end, once
+        crossed = self._crossed(crossings, ground, wall) if crossings else []
+        records = self._buckets.add(quantized, wall, crossed)  # nothing finer than the bucket leaves: its end, once
         self.stats.records += len(records)
         result = TickResult(wall, records, crossings, ground)
         for sink in self.sinks:
@@ -313,7 +319,39 @@ class SensorLoop:
             counter = self._counter = LineCounter(geo.lines, geo.count_band_m, hold_s=geo.count_hold_s,
                                                   join_s=geo.count_join_s, smooth_s=geo.count_smooth_s,
                                                   restart=geo.count_hold_restart)
-        return counter.update(ground.track_ids, ground.xy, now / 1e9)
+        t_s = now / 1e9
+        found = counter.update(ground.track_ids, ground.xy, t_s)
+        lag = counter.hold_s + counter.smooth_s  # how long after its last sighting a crossing can be confirmed
+        if lag > 0 and counter.names:
+            # a crossing confirmed now was first seen on its new side after the last tick's time - lag:
+            # keep the ground states from then on
+            while self._recent and self._recent[0][0] < self._recent[-1][0] - lag:
+                self._recent.popleft()
+            self._recent.append((t_s, ground))
+        return found
+
+    def _crossed(self, crossings: Sequence[Crossing], ground: GroundState,
+                 wall: float) -> list[tuple[QuantizedTrack, str, str]]:
+        """Each confirmed crossing with its track's record at this tick (quantized at `wall`, so in this
+        tick's bucket): where the track is seen now, or, for a crossing confirmed after the hold while its
+        track is unseen, where it was last seen within the hold."""
+        states = [g for _, g in reversed(self._recent)] or [ground]  # newest (this tick's) first
+        want = {c.track_id for c in crossings}
+        rec: dict[int, QuantizedTrack] = {}
+        for g in states:
+            if not want:
+                break
+            idx = [i for i, tid in enumerate(g.track_ids.tolist()) if tid in want]
+            if not idx:
+                continue
+            sub = GroundState(g.track_ids[idx], g.xy[idx], g.velocity[idx], g.height_m[idx])
+            for tid, r in zip(sub.track_ids.tolist(), self.quantizer.quantize(sub, wall), strict=True):
+                rec[tid] = r
+                want.discard(tid)
+        if want:
+            log.warning("no sighting of track(s) %s for their line crossing; it is counted, not in a record",
+                        sorted(want))
+        return [(rec[c.track_id], c.line, c.direction) for c in crossings if c.track_id in rec]
 
 
 def frame_problem(pixels: np.ndarray) -> str | None:

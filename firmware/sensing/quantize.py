@@ -5,8 +5,14 @@ Nothing finer than the bucket in value, order or count: `Buckets` holds a bucket
 then releases one record per pseudonym (its dominant cell, size, heading and zone: the most frequent, ties
 broken by value, never by time), sorted by (epoch, pseudonym). So neither how many times a track was seen
 within a bucket, nor in what order, nor when, can be read from what leaves. The loop (firmware.sensing.loop)
-releases every track record through it; the product's counts are the loop's own line counts, not a recount of
-these records."""
+releases every track record through it.
+
+Each record also carries the count-line crossings the loop's line counter (geometry.LineCounter) confirmed for
+its track in that bucket, as counts per (line, direction), sorted: the same crossings the loop counts and
+releases as line counts, so a recount from records equals the device's own counts per bucket, and nothing of
+their order or time within the bucket leaves. A track the counter credits with a crossing in a bucket where no
+emit tick sampled it (seen only between emit ticks, or confirmed after `count_hold_s` while unseen) still gets
+that bucket's record, made from its sighting at the crossing (or its last one before)."""
 
 from __future__ import annotations
 
@@ -100,30 +106,50 @@ def _dominant(values: Iterable[_V]) -> _V:
     return min((v for v, n in counts.items() if n == top), key=lambda v: (v is None, repr(v)))
 
 
-def merge_bucket(records: Sequence[QuantizedTrack]) -> QuantizedTrack:
-    """One pseudonym's records of one bucket as one record: each field its dominant value."""
+def merge_bucket(records: Sequence[QuantizedTrack], crossings: Iterable[tuple[str, str]] = ()) -> QuantizedTrack:
+    """One pseudonym's records of one bucket as one record: each field its dominant value, and `crossings`
+    ((line, direction) each, in any order) as counts per (line, direction), sorted."""
     first = records[0]
+    tally = Counter(crossings)
     return replace(first, cell=_dominant(r.cell for r in records), size=_dominant(r.size for r in records),
-                   heading=_dominant(r.heading for r in records), zone=_dominant(r.zone for r in records))
+                   heading=_dominant(r.heading for r in records), zone=_dominant(r.zone for r in records),
+                   crossings=tuple((line, d, n) for (line, d), n in sorted(tally.items())))
+
+
+Key = tuple[int, str]  # (key epoch, pseudonym)
 
 
 class Buckets:
-    """Collects the records of the current time bucket; `add(records, wall)` returns the records of the
-    buckets that ended before `wall` (one per pseudonym each), `flush()` the current one."""
+    """Collects the records of the current time bucket; `add(records, wall, crossed)` returns the records of
+    the buckets that ended before `wall` (one per pseudonym each), `flush()` the current one.
+
+    `crossed`: this tick's confirmed line crossings, each as (the crossing track's record at this tick, line,
+    direction). Its crossings go to that pseudonym's record of the bucket; the record at the crossing stands in
+    for the track's emit-tick records only when it has none in the bucket (decided when the bucket ends, so
+    the order of ticks never decides)."""
 
     def __init__(self, bucket_s: int) -> None:
         self.bucket_s = bucket_s
         self._t: int | None = None
-        self._held: dict[tuple[int, str], list[QuantizedTrack]] = {}
+        self._held: dict[Key, list[QuantizedTrack]] = {}
+        self._crossed: dict[Key, list[tuple[QuantizedTrack, str, str]]] = {}
 
-    def add(self, records: Sequence[QuantizedTrack], wall: float) -> list[QuantizedTrack]:
+    def add(self, records: Sequence[QuantizedTrack], wall: float,
+            crossed: Sequence[tuple[QuantizedTrack, str, str]] = ()) -> list[QuantizedTrack]:
         t = int(wall // self.bucket_s) * self.bucket_s
         out = self.flush() if self._t is not None and t != self._t else []
         self._t = t
         for r in records:
             self._held.setdefault((r.epoch, r.pseudonym), []).append(r)
+        for c in crossed:
+            self._crossed.setdefault((c[0].epoch, c[0].pseudonym), []).append(c)
         return out
 
     def flush(self) -> list[QuantizedTrack]:
-        held, self._held, self._t = self._held, {}, None
-        return [merge_bucket(held[k]) for k in sorted(held)]
+        held, crossed = self._held, self._crossed
+        self._held, self._crossed, self._t = {}, {}, None
+        out = []
+        for k in sorted(held.keys() | crossed.keys()):
+            cs = crossed.get(k, [])
+            out.append(merge_bucket(held.get(k) or [r for r, _, _ in cs], [(line, d) for _, line, d in cs]))
+        return out

@@ -44,7 +44,7 @@ def test_replay_releases_the_crossing_and_explain_finds_nothing_wrong():
     dets, gt = _walker(cfg, (-11.0, -3.0), (-5.0, -3.0), 8 * FPS)
     rep = replay(dets, cfg)
     assert rep.frames == len(dets)
-    assert rep.records and all(r["schema"] == "umbra.track/1" for r in rep.records)
+    assert rep.records and all(r["schema"] == "umbra.track/2" for r in rep.records)
     assert set(rep.pseudonym_of.values()) == {1}  # one track, one pseudonym
     lines = list(cfg.geometry.lines)
     findings, matched = explain(rep, gt, lines, FPS, dets=dets)

@@ -280,3 +280,30 @@ def test_uploader_refuses_a_fleet_signed_server_key_outside_the_pins(tmp_path: P
         assert (await up.cycle()).error is None and cloud.store.count("records") == 5
 
     with_cloud(tmp_path, body)
+
+
+def test_track_records_of_both_versions_are_accepted_and_stored_as_sent(tmp_path: Path, cloud_db: str) -> None:
+    """Issue 17: umbra.track/2 carries the bucket's confirmed crossings; a device not yet updated still sends
+    umbra.track/1, and the cloud keeps taking it (records are stored whole, as sent: no column to migrate)."""
+    old = {k: v for k, v in track(1).items() if k != "crossings"} | {"schema": "umbra.track/1"}
+    new = QuantizedTrack("00000000000000aa", 0, 1_700_000_005, (3, 4), 0.5, "M", 2, None,
+                         crossings=(("door", "+", 2), ("door", "-", 1))).to_json()
+
+    async def body(cloud: Cloud, up: Uploader, ob: Outbox, clock: FakeClock) -> dict:
+        out = {}
+        doc = _doc(ob, 2) | {"records": [old, new]}
+        out["both"] = await _post(up, *_signed(up, clock, doc))
+        out["bodies"] = [json.loads(b) for b in cloud.store.bodies(DEV_DEVICE)]
+        for k, (name, rec) in enumerate((("zero", new | {"crossings": [["door", "+", 0]]}),
+                                         ("way", new | {"crossings": [["door", "in", 1]]}),
+                                         ("old_with_crossings", old | {"crossings": []}),
+                                         ("new_without", {x: v for x, v in new.items() if x != "crossings"}))):
+            bad = _doc(ob, 1) | {"records": [rec], "batch_id": f"{k + 1:02x}" * 16}
+            out[name] = await _post(up, *_signed(up, clock, bad))
+        return out
+
+    got = with_cloud(tmp_path, body, cloud_cfg={"database": cloud_db})
+    assert got["both"][0] == 200 and got["bodies"] == [old, new]
+    assert new["crossings"] == [["door", "+", 2], ["door", "-", 1]]
+    for name in ("zero", "way", "old_with_crossings", "new_without"):
+        assert got[name][0] == 422 and "records/0" in got[name][1]["detail"], name

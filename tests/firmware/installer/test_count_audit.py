@@ -1,7 +1,8 @@
 """`umbra audit-counts`: on a PETS09 run (scripted detector replaying the gt through the real tracker and
 quantizer) the report against the ground truth has the same per-line figures, net and gross, and the same
 total absolute error as the bench run's own counting (the device's line counts, bench.run.device_counts), and
-its recount from records the same as the bench's (bench.counting); hand counts as crossings or tallies."""
+its recount from records the same as the bench's (bench.counting); the records' own crossings (umbra.track/2)
+equal the device's line counts bucket by bucket; hand counts as crossings or tallies."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from bench.lib.crossings import compare, count_crossings, paths_from_gt, paths_from_records
+from bench.lib.crossings import compare, count_crossings, count_records, paths_from_gt, per_bucket
 from firmware import config as cfgmod
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.cli.main import main
 from firmware.errors import InstallerError
-from firmware.installer.countaudit import LineCountSink, read_hand_counts, read_line_counts
+from firmware.installer.countaudit import LineCountSink, read_hand_counts, read_line_counts, tally
 from firmware.sensing.geometry import Crossing
 from firmware.sensing.loop import TickResult
 from hal.clock import FakeClock
@@ -76,6 +77,26 @@ def test_the_device_counts_give_the_bench_runs_own_counting_figures(run, capsys)
         assert [int(g) for g in row.groups()] == [tp - tm, fp - fm, tp + tm, fp + fm]
 
 
+def test_a_recount_from_records_is_the_devices_own_counts_bucket_by_bucket(run) -> None:
+    """Issue 17: each track record carries the crossings the loop's line counter confirmed for its pseudonym in
+    its bucket, so the cloud's recount (`record_crossings`, `count_records`) is the device's crossings file,
+    per bucket, line and way, on a whole PETS09 run."""
+    from firmware.installer.countaudit import record_crossings
+
+    cfg, gt, records = run
+    recs = [json.loads(x) for x in records.read_text().splitlines()]
+    assert recs and all(r["schema"] == "umbra.track/2" for r in recs)
+    bucket = cfg.quantize.time_bucket_s
+    device = per_bucket(((c.t, c.line, c.direction) for c in read_line_counts(records.parent / "crossings.jsonl")),
+                        bucket)
+    recount = per_bucket(((c.t, c.line, c.direction) for c in record_crossings(recs, cfg.geometry.lines)), bucket)
+    assert sum(device.values()) > 20 and recount == device
+    lines = cfg.geometry.lines
+    assert count_records(recs, lines) == tally(read_line_counts(records.parent / "crossings.jsonl"))
+    v1 = [{**{k: v for k, v in r.items() if k != "crossings"}, "schema": "umbra.track/1"} for r in recs]
+    assert count_records(v1, lines) != count_records(recs, lines)  # the old recount from cells is not it
+
+
 def test_line_counts_leave_per_ended_bucket_sorted_and_at_stop() -> None:
     out = io.StringIO()
     sink = LineCountSink(out, 5)
@@ -105,7 +126,7 @@ def test_against_the_gt_it_prints_the_bench_countings_figures(run, capsys) -> No
     out = capsys.readouterr().out
     recs = [json.loads(x) for x in records.read_text().splitlines()]
     lines = cfg.geometry.lines
-    found, truth = count_crossings(paths_from_records(recs), lines), count_crossings(paths_from_gt(gt), lines)
+    found, truth = count_records(recs, lines), count_crossings(paths_from_gt(gt), lines)
     table, _ = compare(found, truth, lines)
     bench_total = re.search(r"total absolute error (\d+) of (\d+)", table)
     ours = re.search(r"total absolute error (\d+) of (\d+)", out)

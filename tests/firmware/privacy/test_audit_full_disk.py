@@ -105,7 +105,7 @@ def sensor(tmp_path, shared_data, monkeypatch):
 
 
 def _held(cloud: CloudThread, dev, kind: str) -> int:
-    schema = {"track": "umbra.track/1", "aggregate": "umbra.aggregate/1"}[kind]
+    schema = {"track": "umbra.track/2", "aggregate": "umbra.aggregate/1"}[kind]
     bodies = [json.loads(b) for b in cloud.cloud.store.bodies(DEV_DEVICE)]
     with Outbox(OutboxConfig(path=dev.outbox_path)) as ob:
         left = [json.loads(b) for b in ob.take_batch().bodies] if len(ob) else []

@@ -69,6 +69,18 @@ def test_the_tracks_profile_states_cells_buckets_and_rotation() -> None:
     assert "**tracks**" in md and "rotated every 1800 s" in md and "cells of 1.5 m, time buckets of 10 s" in md
 
 
+def test_the_tracks_profile_says_what_the_records_crossings_reveal() -> None:
+    """Issue 17: umbra.track/2 records carry their bucket's confirmed crossings; the DPIA names the lines and
+    says what that field shows (line, direction, count in a bucket) and what it does not (order, time)."""
+    tracks = SHOP.replace('profile = "aggregates"', 'profile = "tracks"')
+    md = generate_dpia(parse(tracks))
+    assert "no count lines are configured, so no record carries a crossing" in md
+    md = generate_dpia(parse(tracks + '[[geometry.lines]]\nname = "door"\na = [0.0, 0.0]\nb = [3.0, 0.0]\n'))
+    assert "crossings of the 1 count line(s) (door)" in md and "within the 10 s bucket" in md
+    assert "not the order of two crossings, not when within the bucket" in md
+    assert "count-line crossings" not in generate_dpia(parse(SHOP))  # aggregates profile: no track records
+
+
 def test_the_default_profile_is_the_one_the_config_has() -> None:
     """The old DPIA guessed 'tracks' when it found no key; the typed config's default is 'aggregates'."""
     md = generate_dpia(UmbraConfig())

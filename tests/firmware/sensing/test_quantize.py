@@ -17,7 +17,7 @@ from firmware.sensing.pseudonym import Pseudonymizer
 from firmware.sensing.quantize import GroundState, Quantizer
 from firmware.sensing.records import QuantizedTrack
 
-FIELDS = {"schema", "pseudonym", "epoch", "t", "cell", "grid_m", "size", "heading", "zone", "cls"}
+FIELDS = {"schema", "pseudonym", "epoch", "t", "cell", "grid_m", "size", "heading", "zone", "cls", "crossings"}
 PETS_H = ((0.0534514045, -0.6041246, 88.5765506), (-0.139303754, -0.399810678, 120.417519),
           (0.000917480166, 0.0196253016, 1.0))
 
@@ -67,6 +67,7 @@ def test_records_carry_only_coarse_fields(tracks, wall, grid, bucket):
         assert j["zone"] in (None, "west")
         assert len(j["pseudonym"]) == 16 and int(j["pseudonym"], 16) >= 0
         assert j["cls"] == "person"
+        assert j["crossings"] == []  # a tick's record: crossings are the bucket's (quantize.Buckets)
 
 
 @settings(max_examples=200, deadline=None)

@@ -38,3 +38,21 @@ def test_the_fast_check_agrees_with_jsonschema_on_the_sensitivity_oneof(sensitiv
 @given(st.fixed_dictionaries({}, optional={"one": value, "any": value, "all": value}))
 def test_the_fast_check_agrees_with_jsonschema_on_combinations(doc: dict) -> None:
     assert schemas._compile(COMBINED)(doc) == Draft202012Validator(COMBINED).is_valid(doc)
+
+
+TRACK2 = {"schema": "umbra.track/2", "pseudonym": "00000000000000aa", "epoch": 0, "t": 1_700_000_000,
+          "cell": [1, 2], "grid_m": 0.5, "size": "M", "heading": None, "zone": None, "cls": "person",
+          "crossings": [["door", "+", 1]]}
+entry = st.one_of(st.lists(st.one_of(scalar, st.sampled_from(["+", "-", "door"])), max_size=4),
+                  st.tuples(st.sampled_from(["door", "", "x" * 65]), st.sampled_from(["+", "-", "in"]),
+                            st.integers(-1, 3)).map(list))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(value, st.lists(entry, max_size=3)))
+def test_the_fast_check_agrees_with_jsonschema_on_a_tracks_crossings(crossings: object) -> None:
+    """umbra.track/2's `crossings` (issue 17): [[line, "+" or "-", count >= 1], ...]."""
+    rec = {**TRACK2, "crossings": crossings}
+    _, slow = schemas._validators("umbra.track/2")
+    assert schemas.is_valid(rec) == slow.is_valid(rec)
+    assert slow.is_valid(TRACK2) and not slow.is_valid({**TRACK2, "crossings": [["door", "+", 0]]})

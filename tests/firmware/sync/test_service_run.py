@@ -48,7 +48,7 @@ def test_umbra_run_syncs_what_it_releases_to_the_cloud(tmp_path, shared_data, mo
     assert len(status) == 1 and status[0]["detector"] == "scripted"  # the first tick reports health
     assert status[0]["zone_plan"] == zone_plan(base.geometry)  # the first status after starting carries the plan
     assert [z["name"] for z in status[0]["zone_plan"]["zones"]] == [z.name for z in base.geometry.zones]
-    assert [r for r in held if r["schema"] == "umbra.track/1"] == released
+    assert [r for r in held if r["schema"] == "umbra.track/2"] == released
     # the partial window's aggregates were paid for at shutdown (whatever k let through)
     from firmware.privacy.accountant import Accountant
 

@@ -82,7 +82,7 @@ def test_full_outbox_drops_tracks_first_and_audit_last(tmp_path: Path) -> None:
         ob.ack(inflight.batch_id)
         rest = ob.take_batch()
         kinds = [json.loads(x)["schema"] for x in rest.bodies]
-        assert kinds == ["umbra.track/1"] + ["umbra.audit/1"] * 3
+        assert kinds == ["umbra.track/2"] + ["umbra.audit/1"] * 3
     with Outbox(OutboxConfig(path=str(tmp_path / "o.sqlite"), max_records=13)) as ob:
         assert ob.stats().dropped == {"track": 4}  # counted durably
 
