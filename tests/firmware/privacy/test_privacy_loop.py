@@ -60,8 +60,10 @@ def make_loop(clock, cam, det, sinks=()):
                       sinks=sinks)
 
 
-@pytest.mark.parametrize("people", [3, 60])
-def test_no_frame_sized_array_survives_a_tick_and_nothing_is_written_or_sent(people):
+def scan_run(people: int) -> dict:
+    """The loop's run with every reachable array scanned after each tick, and writes and sends watched. Run in a
+    fresh interpreter (below): there, every array is the loop's, and the scan of all objects is quick; inside
+    the suite's process the scan would also see other tests' arrays and walk all of their objects."""
     clock = FakeClock()
     cam = SyntheticCamera(clock, frames=40, lores_size=(300, 300), main_size=(640, 480))
     frame_elems = 300 * 300 * 3
@@ -70,7 +72,7 @@ def test_no_frame_sized_array_survives_a_tick_and_nothing_is_written_or_sent(peo
     def after_tick(result):
         live = [a for a in frame_sized_arrays(frame_elems // 4) if a.any()]
         if live:
-            violations.append([a.shape for a in live])
+            violations.append([list(a.shape) for a in live])
 
     loop = make_loop(clock, cam, SyntheticCrowd(people, fail_on=frozenset({7})), sinks=[after_tick])
     _WATCH["events"].clear()
@@ -79,14 +81,30 @@ def test_no_frame_sized_array_survives_a_tick_and_nothing_is_written_or_sent(peo
         stats = loop.run()
     finally:
         _WATCH["on"].clear()
-    assert stats.frames == 40
-    assert not violations, f"frame-sized arrays with content outlived their tick: {violations[:3]}"
-    assert not _WATCH["events"], f"the loop wrote or sent something: {_WATCH['events'][:5]}"
     # the only frame-sized arrays left are the camera's own buffers, and they are zero
     pool_ids = {id(b) for b in (cam.pool._free[0] + cam.pool._free[1]) if b is not None}
-    for arr in frame_sized_arrays(frame_elems // 4):
-        if id(arr) in pool_ids:
-            assert not arr.any()
+    pool_dirty = sum(1 for arr in frame_sized_arrays(frame_elems // 4) if id(arr) in pool_ids and arr.any())
+    return {"frames": stats.frames, "violations": violations[:3], "events": [list(e) for e in _WATCH["events"][:5]],
+            "pool_dirty": pool_dirty}
+
+
+@pytest.mark.parametrize("people", [3, 60])
+def test_no_frame_sized_array_survives_a_tick_and_nothing_is_written_or_sent(people, tmp_path):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_privacy_loop as t; "
+            "print(json.dumps(t.scan_run(int(sys.argv[3]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(root), str(people)],
+                          capture_output=True, text=True, timeout=100, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["frames"] == 40
+    assert not r["violations"], f"frame-sized arrays with content outlived their tick: {r['violations']}"
+    assert not r["events"], f"the loop wrote or sent something: {r['events']}"
+    assert r["pool_dirty"] == 0, "a camera buffer was returned to its pool with content"
 
 
 def test_the_audit_hook_does_see_writes(tmp_path):
