@@ -7,12 +7,8 @@
 3. Capture to zeroed buffer, p99, against the detector's own p99: goal at most detector + 2 ms.
 4. Resident memory after 10,000 frames against after 1,000: goal within 5 MB.
 The machine's load average is printed: CPU figures on a shared machine are inflated, ratios much less.
-With `--compare`, the gated loop also runs with the gate as it was before its OpenCV pass
-(bench.lib.gate_reference), round for round in alternating order: the loop's own CPU and the gate's (plan +
-observe, thread time) of each, their ratios, and how many frames the two planned different regions on (the
-regions each handed the detector; 0 expected).
 
-`umbra bench speed [--frames N] [--rounds R] [--memory-frames 10000] [--compare]`"""
+`umbra bench speed [--frames N] [--rounds R] [--memory-frames 10000]`"""
 
 from __future__ import annotations
 
@@ -65,18 +61,13 @@ def whole_loop(cfg, video: Path, detector, frames: int):
     return stats.frames / (time.perf_counter() - t0), stats
 
 
-def gated_loop(cfg, video: Path, detector, frames: int, reference: bool = False):
-    """The gated loop on the video (with `reference`, the old gate of bench.lib.gate_reference in its place):
-    its stats, the regions it handed the detector each frame, and the gate's CPU per frame (plan + observe,
-    thread time, ns)."""
-    from bench.lib import gate_reference
-
+def gated_loop(cfg, video: Path, detector, frames: int):
+    """The gated loop on the video: its stats, the regions it handed the detector each frame, and the gate's CPU
+    per frame (plan + observe, thread time, ns)."""
     clock = FakeClock()
     cam = _camera(cfg, video, clock)
     loop = build_loop(cfg, CONFIG.parent, clock, camera=cam, detector=detector, sinks=[lambda r: None],
                       profile=True)
-    if reference:
-        loop.gate = gate_reference.Gate(loop.gate.cfg, loop.gate.grid)
     gate, planned, gate_ns = loop.gate, [], []
     plan, observe, detect = gate.plan, gate.observe, detector.detect
 
@@ -102,34 +93,6 @@ def gated_loop(cfg, video: Path, detector, frames: int, reference: bool = False)
     finally:
         del detector.detect
     return stats, planned, gate_ns
-
-
-def compare(gcfg, video: Path, detector, frames: int, rounds: int) -> None:
-    """The gated loop with the gate as it is and as it was, round for round, alternating which runs first."""
-    own: dict[bool, list[int]] = {False: [], True: []}
-    gate: dict[bool, list[int]] = {False: [], True: []}
-    differ = total = 0
-    for r in range(rounds):
-        runs = {}
-        for ref in (r % 2 == 0, r % 2 != 0):
-            stats, planned, gate_ns = gated_loop(gcfg, video, detector, frames, reference=ref)
-            own[ref] += stats.own_ns[5:]
-            gate[ref] += gate_ns[5:]
-            runs[ref] = planned
-        total += len(runs[False])
-        differ += abs(len(runs[False]) - len(runs[True])) + sum(
-            not (a is None and b is None or a is not None and b is not None and np.array_equal(a, b))
-            for a, b in zip(runs[False], runs[True], strict=False))
-    o_new, o_old = np.median(own[False]) / 1e6, np.median(own[True]) / 1e6
-    g_new, g_old = np.median(gate[False]) / 1e3, np.median(gate[True]) / 1e3
-    print(f"gated, gate as it was (bench.lib.gate_reference) vs now, {rounds} rounds of {frames} frames, "
-          f"alternating:")
-    print(f"  loop's own CPU per frame, median:  before {o_old:.3f} ms, now {o_new:.3f} ms, ratio "
-          f"{o_new / o_old:.3f} (p99 {np.percentile(own[True], 99) / 1e6:.3f} / "
-          f"{np.percentile(own[False], 99) / 1e6:.3f} ms)")
-    print(f"  the gate's CPU (plan + observe):   before {g_old:.1f} us, now {g_new:.1f} us, ratio "
-          f"{g_new / g_old:.3f}")
-    print(f"  frames whose regions differ: {differ} of {total}")
 
 
 def crowd_own_ms(cfg, people: int, frames: int) -> float:
@@ -168,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=200, help="frames per round and side")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-frames", type=int, default=10_000)
-    ap.add_argument("--compare", action="store_true",
-                    help="also run the gated loop with the gate as it was, round for round")
     args = ap.parse_args(argv)
     try:
         cfg, video = pets_video_config()
@@ -193,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     det_p99 = np.percentile(np.array(det_ms) / 1e6, 99)
     crowd = crowd_own_ms(cfg, 100, 600)
     gcfg = gated(cfg)
-    g_own_l = []
+    g_own_l, g_gate_l = [], []
     gdet = build_detector(gcfg, CONFIG.parent)
     for _ in range(args.rounds):
-        _, gstats = whole_loop(gcfg, video, gdet, args.frames)
+        gstats, _, gate_ns = gated_loop(gcfg, video, gdet, args.frames)
         g_own_l += gstats.own_ns[5:]
+        g_gate_l += gate_ns[5:]
     g_own = np.array(g_own_l) / 1e6
     g_inv = gdet.invokes / max(args.frames * args.rounds, 1)
     print()
@@ -207,10 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loop's own CPU per frame, PETS density, gated:     {np.median(g_own):.3f} ms, p99 "
           f"{np.percentile(g_own, 99):.3f} ms (goal <= 1 ms; motion and regions included, {g_inv:.2f} invokes a "
           f"frame against {len(detector.grid) if hasattr(detector, 'grid') else 1} tiled)")
+    print(f"  of which the gate (plan + observe, thread time), median: {np.median(g_gate_l) / 1e3:.1f} us")
     print(f"capture to zeroed buffer p99 {hold_p99:.2f} ms vs detector p99 {det_p99:.2f} ms: "
           f"margin {hold_p99 - det_p99:+.2f} ms (goal <= +2 ms)")
-    if args.compare:
-        compare(gcfg, video, gdet, args.frames, max(args.rounds, 2))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.memory_frames:
         m1, m2 = memory(cfg, video, args.memory_frames)
