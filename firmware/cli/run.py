@@ -41,6 +41,7 @@ from firmware.sync.service import StatusSink, SyncService
 from hal.errors import DetectorError
 from hal.trustedtime import TrustedClock
 from ota import agent
+from ota.lock import LockedBoot
 from ota.watchdog import Watchdog
 
 log = logging.getLogger("umbra")
@@ -228,11 +229,15 @@ def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService 
             sync.outbox.enqueue([rec])
         log.info("ota: %s", rec)
 
+    # commit, rollback, install and the switch to a new slot, each under the slots lock the package's scripts
+    # take too (ota.lock)
+    lock = agent.slots_lock(cfg.ota)
+    boot = LockedBoot(boot, lock)
     if boot.state().get("trying") or boot.state().get("trying_now"):
         agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
                            cfg.ota.health_deadline_s, report, __version__, "?", clock).start()
     client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
-                               __version__, clock)
+                               __version__, clock, lock)
 
     def run_check() -> None:
         if agent.check_and_install(client, report):
