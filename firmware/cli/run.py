@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import signal
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from firmware.samples.grantstore import device_id_of, sensor_grants
 from firmware.samples.hook import JobRunner, SampleHook, SampleWorker
 from firmware.samples.taking import SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import SensorLoop, TickSink
+from firmware.sensing.loop import CameraLost, SensorLoop, TickSink
 from firmware.sync.service import StatusSink, SyncService
 from hal.errors import DetectorError
 from hal.trustedtime import TrustedClock
@@ -109,14 +110,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sensor.sync is not None:
         sensor.sync.start()
     sensor.ota = start_ota(cfg, sensor.base, loop, sensor.sync, sensor.clock)
+    lost: CameraLost | None = None
     try:
         stats = loop.run(max_ticks=args.max_frames)
     except KeyboardInterrupt:
         stats = loop.stats
+    except CameraLost as e:  # gone mid-run past the loop's limit: what was counted is kept, then one line
+        stats, lost = loop.stats, e
     finally:
         close(sensor)
     print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile,
                        sensor.audit.failures if sensor.audit is not None else 0, withheld(sensor)))
+    if lost is not None:
+        print(f"umbra: {lost}", file=sys.stderr)
+        return 3
     return 0
 
 
