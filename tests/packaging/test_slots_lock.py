@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,23 @@ def fake(installed, tmp_path) -> FakeRoot:
     return new
 
 
+STARTED: list[tuple[subprocess.Popen, Path]] = []  # (process, its signals folder), ended at each test's end
+
+
+@pytest.fixture(autouse=True)
+def _end_processes() -> Iterator[None]:
+    """A test that fails midway leaves no process waiting for its `go`: told to go on, then killed."""
+    yield
+    while STARTED:
+        proc, sig = STARTED.pop()
+        (sig / "go").touch()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def lock_file(fake: FakeRoot) -> Path:
     return fake.root / "var" / "lib" / "umbra" / "slots.lock"
 
@@ -93,9 +111,11 @@ def signals(fake: FakeRoot) -> Path:
 
 
 def start_ota(fake: FakeRoot, hold: bool) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", OTA, str(fake.opt), str(lock_file(fake)), str(signals(fake)),
+    proc = subprocess.Popen([sys.executable, "-c", OTA, str(fake.opt), str(lock_file(fake)), str(signals(fake)),
                              "hold" if hold else "go"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    STARTED.append((proc, signals(fake)))
+    return proc
 
 
 def start_postinst(fake: FakeRoot, **env: str) -> tuple[subprocess.Popen, Path]:
@@ -108,6 +128,7 @@ def start_postinst(fake: FakeRoot, **env: str) -> tuple[subprocess.Popen, Path]:
     with err.open("w") as f:
         proc = subprocess.Popen(["/bin/sh", str(script), "configure", N], env=full, stdout=subprocess.DEVNULL,
                                 stderr=f, text=True)
+    STARTED.append((proc, signals(fake)))
     return proc, err
 
 
@@ -197,6 +218,7 @@ def test_the_preinst_waits_for_an_ota_step_and_sees_its_trial(fake):
     env = {**os.environ, "DPKG_ROOT": str(fake.root), "PATH": f"{fake.bin}:{os.environ['PATH']}"}
     with err.open("w") as f:
         pre = subprocess.Popen(["/bin/sh", str(script), "upgrade", N], env=env, stderr=f)
+    STARTED.append((pre, sig))
     wait_until(lambda: "waiting up to" in err.read_text(), pre)
     (sig / "go").touch()
     assert ota.wait() == 0
