@@ -26,12 +26,16 @@ from hal.picam import PiCamera
 from hal.synthetic import SyntheticCrowd
 from tests.firmware.sensing.test_loop import make_loop
 
-IMAGE = np.full((480, 640, 3), 90, np.uint8)
+
+def image() -> np.ndarray:
+    """The scene the camera sees; made per test, never held by the module (tests/firmware/privacy looks for any
+    frame-sized array with content that outlives its tick)."""
+    return np.full((480, 640, 3), 90, np.uint8)
 
 
 def rig(limit_s: float | None = None):
     clock = FakeClock()
-    bus = CameraBus(IMAGE)
+    bus = CameraBus(image())
     cam = PiCamera(clock=clock, lores_size=(320, 240), main_size=None, factory=bus.factory)
     events: list[tuple[float, str, int]] = []  # (time s, fault, frames) at each tick
     t0 = clock.monotonic_ns()
@@ -135,7 +139,7 @@ def test_umbra_run_exits_with_one_line_when_the_camera_stays_gone(tmp_path, shar
     from firmware.cli.main import main
     from firmware.config import to_toml
 
-    bus = CameraBus(IMAGE)
+    bus = CameraBus(image())
     monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=bus.factory))
     monkeypatch.setattr(loop_mod, "CAMERA_LOST_LIMIT_S", 1.0)
     bus.unplug_after(15)
