@@ -4,13 +4,20 @@
 A customer key reads only its tenant's sensors: another tenant's sensor answers 404, as one that does not
 exist. Every series takes `from` and `to` (Unix seconds, at most `max_range_s` apart), an optional `zone`, and
 `format=csv` for a CSV export of the same rows. Values are the released (k-thresholded, noised) aggregates as
-the devices sent them; a suppressed value is null (an empty CSV field)."""
+the devices sent them; a suppressed value is null (an empty CSV field).
+
+`flow_totals` takes a UTC `day` instead: the day's running crossings per count line and direction, one row per
+step (minute) of the tree, as the device released them under continual observation (`flow_total`, binary
+tree: firmware.privacy.continual) and combined with the per-minute `line_flow` releases of the same line by
+inverse variance (firmware.privacy.combine, the device's own code: post-processing of released values only),
+with the combined estimate's standard error."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,6 +30,7 @@ from cloud.errors import ApiRefused
 from cloud.store import Store
 from firmware.demographics.bands import BANDS, GENDERS
 from firmware.flows.groups import estimate_transitions
+from firmware.privacy.combine import DAY_S, combine_records
 from hal.clock import Clock
 
 _SENSOR = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -61,6 +69,7 @@ class ReadApi:
         for name in SERIES:
             app.router.add_get(f"/api/v1/sensors/{{sensor}}/{name}", self._series_handler(name))
         app.router.add_get("/api/v1/sensors/{sensor}/flows", self.flows)
+        app.router.add_get("/api/v1/sensors/{sensor}/flow_totals", self.flow_totals)
         app.router.add_get("/api/v1/sensors/{sensor}/zones", self.zones)
         app.router.add_get("/ops/v1/fleet", self.fleet)
 
@@ -169,6 +178,64 @@ class ReadApi:
         return _answer(rows, fmt, ("from_zone", "to_zone", "window_start", "window_s", "people"),
                        {"sensor": sensor, "from": t0, "to": t1, "metric": "flows"})
 
+    def running_totals(self, sensor: str, day: int, zone: str | None) -> list[Row]:
+        """Per line (`zone`) and direction ("+" forward, "-" backward), each step of `day` up to the last the
+        tree released: the running total as released (null: withheld below k, or no record for that step) and
+        the combined estimate with its standard error (null where nothing released covers every step so far).
+        The records are read whole (epsilon, sensitivity, window: the scales the combination needs)."""
+        q = ("SELECT r.body FROM aggregates a JOIN records r ON r.device_id = a.device_id "
+             "AND r.outbox_id = a.outbox_id AND r.seq = a.seq WHERE a.device_id = ? "
+             "AND a.metric IN ('flow_total', 'line_flow') AND a.window_start >= ? AND a.window_start < ?")
+        args: list[Any] = [sensor, day, day + DAY_S]
+        if zone is not None:
+            q += " AND a.zone = ?"
+            args.append(zone)
+        records = [r for (b,) in self.store.db.all(q + " ORDER BY a.window_start, a.seq", args)
+                   if _combinable(r := json.loads(b))]
+        released: dict[tuple[str, str], dict[int, Any]] = defaultdict(dict)
+        steps: dict[str, int] = {}
+        for r in records:
+            if r.get("metric") == "flow_total" and int(r.get("since", -1)) == day:
+                steps[r["zone"]] = int(r["window_s"])
+                for d, v in zip("+-", r["values"], strict=True):
+                    released[(r["zone"], d)][int(r["window_start"])] = v
+        out = []
+        for (d0, line, d), series in sorted(combine_records(records).items()):
+            if d0 != day:
+                continue
+            w = steps[line]
+            for i, est in enumerate(series):
+                ws = day + i * w
+                out.append({"zone": line, "direction": d, "window_start": ws, "window_s": w,
+                            "released": released[(line, d)].get(ws),
+                            "combined": None if est is None else round(est[0], 3),
+                            "stderr": None if est is None else round(math.sqrt(est[1]), 3)})
+        return out
+
+    async def flow_totals(self, request: web.Request) -> web.Response:
+        _, sensor = self._sensor(request)
+        q = request.query
+        unknown = set(q) - {"day", "zone", "format"}
+        if unknown:
+            raise ApiRefused(400, "bad_query", f"unknown query parameter {sorted(unknown)[0]!r}")
+        try:
+            day = int(q["day"])
+        except KeyError:
+            raise ApiRefused(400, "bad_query", "day (the UTC day's start, Unix seconds) is required") from None
+        except ValueError:
+            raise ApiRefused(400, "bad_query", "day is whole Unix seconds") from None
+        if not 0 <= day <= 2**40 or day % DAY_S:
+            raise ApiRefused(400, "bad_query", f"day: the start of a UTC day (a multiple of {DAY_S}), from 0")
+        zone = q.get("zone")
+        if zone is not None and not _ZONE.match(zone):
+            raise ApiRefused(400, "bad_query", "zone: 1 to 64 printable characters")
+        fmt = q.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise ApiRefused(400, "bad_query", "format: json or csv")
+        rows = self.running_totals(sensor, day, zone)
+        return _answer(rows, fmt, ("zone", "direction", "window_start", "window_s", "released", "combined", "stderr"),
+                       {"sensor": sensor, "from": day, "to": day + DAY_S, "metric": "flow_totals"})
+
     async def zones(self, request: web.Request) -> web.Response:
         """The sensor's zone plan (zones and count lines, ground metres) from its latest start; empty lists and
         `t` null before it sent one."""
@@ -190,6 +257,14 @@ class ReadApi:
             raise ApiRefused(400, "bad_query", "limit 1 to 10000, after a device id; nothing else")
         body = self.fleet_view.page(self.store, self.clock.wall(), self.online_within_s, after, limit)
         return web.Response(body=body, content_type="application/json")
+
+
+def _combinable(r: Row) -> bool:
+    """A record whose noise scale combine.py can read: one whole sensitivity, a positive epsilon, two values (the
+    schema allows more: those are left out, never guessed at)."""
+    s, e, v = r.get("sensitivity"), r.get("epsilon"), r.get("values")
+    return (isinstance(s, int) and not isinstance(s, bool) and s >= 1 and isinstance(e, int | float)
+            and math.isfinite(e) and e > 0 and isinstance(v, list) and len(v) == 2)
 
 
 def _answer(rows: list[Row], fmt: str, columns: tuple[str, ...], meta: Row) -> web.Response:

@@ -15,8 +15,11 @@ class Camera(Protocol):
     `capture()` returns the next frame, whose buffers the camera owns; the caller must `release()` it
     (which zeroes it) in the same tick. Raises `CameraStalled` when no frame arrives within the camera's
     timeout, `CameraError` when the camera is not open or has failed; after either, `close()` then `open()`
-    may bring it back. `CameraUnavailable` (from `open()` or `capture()`) is permanent: the camera cannot work
-    here as configured, and the caller must stop rather than retry. `fps` is the camera's native rate,
+    may bring it back. `CameraUnavailable` (from `open()` or `capture()`) before the camera has given a frame is
+    permanent: the camera cannot work here as configured, and the caller must stop rather than retry. After it
+    has given frames, the same error means the camera was lost mid-run (a loose cable, a power dip: no camera
+    found): hardware that may come back, so the loop counts it and keeps retrying with backoff up to a limit
+    (firmware.sensing.loop; hal.camera_bus fakes it). `fps` is the camera's native rate,
     `lores_size` the (width, height) of `Frame.pixels`, `main_size` that of `Frame.main` (or None when there
     is no main stream)."""
 

@@ -17,6 +17,7 @@ from ota.client import OtaClient, OtaClientConfig, PinnedFetcher, pin_checker
 from ota.config import OtaConfig
 from ota.errors import Held, OtaError, Refused
 from ota.health import HealthResult, check
+from ota.lock import SlotLock
 from ota.slots import SlotLinks
 from ota.watchdog import restart_count
 from trust.tls import CertTimes, DeviceTime, PinStore, TlsConfig, client_context, device_context
@@ -36,10 +37,10 @@ def make_boot(spec: str, base: Path | None = None) -> BootControl:
 
 
 def make_client(cfg: OtaConfig, tls: TlsConfig, boot: BootControl, device_id: str, version: str,
-                time: DeviceTime | None = None) -> OtaClient:
+                time: DeviceTime | None = None, lock: SlotLock | None = None) -> OtaClient:
     """The device's client: its TLS identity and pins (the uploader's), its embedded root. With `time` (the
     running sensor's trusted clock), checks are held until it is trusted, and certificate and metadata expiry
-    are judged on it rather than on the system clock."""
+    are judged on it rather than on the system clock. `lock`: the slots lock (default: [ota] lock_file's)."""
     times: CertTimes | None = None
     if time is not None:
         ctx, times = device_context(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version, time)
@@ -52,7 +53,12 @@ def make_client(cfg: OtaConfig, tls: TlsConfig, boot: BootControl, device_id: st
     except OSError as e:
         raise OtaError(f"no trusted OTA root at {cfg.trusted_root}: provision the device first") from e
     return OtaClient(OtaClientConfig(cfg.base_url, device_id, cfg.hardware, version, cfg.version_floor),
-                     Path(cfg.state_dir), root, fetcher, boot, time)
+                     Path(cfg.state_dir), root, fetcher, boot, time, lock or slots_lock(cfg))
+
+
+def slots_lock(cfg: OtaConfig) -> SlotLock:
+    """The slots lock the package's scripts take too ([ota] lock_file; ota.lock)."""
+    return SlotLock(Path(cfg.lock_file), cfg.lock_wait_s)
 
 
 def record(release: str, from_version: str, result: str, reason: str = "", slot: str | None = None,

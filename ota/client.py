@@ -33,6 +33,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from hal.boot import BootControl
 from ota.bundle import parse_version, verify_and_extract
 from ota.errors import Held, OtaError, Refused
+from ota.lock import LockedBoot, SlotLock
 from ota.repo import ROLLOUT
 from ota.rollout import in_stage
 from ota.slots import has_wheelhouse, install_venv
@@ -161,9 +162,14 @@ def judge_expiry_at(up: Updater, when: float) -> Updater:
 
 class OtaClient:
     def __init__(self, config: OtaClientConfig, state_dir: Path, trusted_root: bytes, fetcher: FetcherInterface,
-                 boot: BootControl, time: DeviceTime | None = None) -> None:
-        """`time`: the device's clock; checks are held while it is not trusted, and expiry judged on it."""
-        self.config, self.dir, self.fetcher, self.boot = config, Path(state_dir), fetcher, boot
+                 boot: BootControl, time: DeviceTime | None = None, lock: SlotLock | None = None) -> None:
+        """`time`: the device's clock; checks are held while it is not trusted, and expiry judged on it.
+        `lock`: the slots lock shared with the package's scripts (ota.lock), held over each install and each
+        change of the boot state (`self.boot` is then a LockedBoot: use it for boot, commit and rollback)."""
+        self.config, self.dir, self.fetcher = config, Path(state_dir), fetcher
+        self.lock = lock
+        wrapped = lock is None or (isinstance(boot, LockedBoot) and boot.lock is lock)
+        self.boot: BootControl = boot if wrapped else LockedBoot(boot, lock)  # type: ignore[arg-type]
         self.time = time
         self.held = 0  # checks held because wall time was not trusted
         self.meta_dir, self.cache_dir = self.dir / "metadata", self.dir / "downloads"
@@ -276,7 +282,15 @@ class OtaClient:
         """Verify and unpack into the inactive slot (a fresh folder, renamed into place); a release that carries
         a wheelhouse is installed from it into the slot's venv `<slot>/<version>` (ota.slots.install_venv:
         offline, hashes checked); then ask the boot control to try it once. Returns the slot. A venv that
-        cannot be built is Refused("install") and the slot is not tried."""
+        cannot be built is Refused("install") and the slot is not tried. All of it under the slots lock (if
+        given): the slot chosen is still the inactive one when it is tried, and no package install switches
+        `current` meanwhile (SlotsBusy if one holds the lock past its wait)."""
+        if self.lock is None:
+            return self._install(update, bundle)
+        with self.lock:
+            return self._install(update, bundle)
+
+    def _install(self, update: Update, bundle: Path) -> str:
         slot = self.boot.inactive()
         dest = self.boot.slot_path(slot)
         staging = dest.with_name(dest.name + ".staging")

@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import signal
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,11 +37,12 @@ from firmware.samples.grantstore import device_id_of, sensor_grants
 from firmware.samples.hook import JobRunner, SampleHook, SampleWorker
 from firmware.samples.taking import SampleScheduler, SampleTaker
 from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import SensorLoop, TickSink
+from firmware.sensing.loop import CameraLost, SensorLoop, TickSink
 from firmware.sync.service import StatusSink, SyncService
 from hal.errors import DetectorError
 from hal.trustedtime import TrustedClock
 from ota import agent
+from ota.lock import LockedBoot
 from ota.watchdog import Watchdog
 
 log = logging.getLogger("umbra")
@@ -108,14 +110,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sensor.sync is not None:
         sensor.sync.start()
     sensor.ota = start_ota(cfg, sensor.base, loop, sensor.sync, sensor.clock)
+    lost: CameraLost | None = None
     try:
         stats = loop.run(max_ticks=args.max_frames)
     except KeyboardInterrupt:
         stats = loop.stats
+    except CameraLost as e:  # gone mid-run past the loop's limit: what was counted is kept, then one line
+        stats, lost = loop.stats, e
     finally:
         close(sensor)
     print(stop_summary(stats, counts.snapshot(), cfg.privacy.profile,
                        sensor.audit.failures if sensor.audit is not None else 0, withheld(sensor)))
+    if lost is not None:
+        print(f"umbra: {lost}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -228,11 +236,15 @@ def start_ota(cfg: UmbraConfig, base: Path, loop: SensorLoop, sync: SyncService 
             sync.outbox.enqueue([rec])
         log.info("ota: %s", rec)
 
+    # commit, rollback, install and the switch to a new slot, each under the slots lock the package's scripts
+    # take too (ota.lock)
+    lock = agent.slots_lock(cfg.ota)
+    boot = LockedBoot(boot, lock)
     if boot.state().get("trying") or boot.state().get("trying_now"):
         agent.TrialMonitor(boot, agent.sensor_probes(loop, sync, cfg.loop.detect_hz, cfg.ota.max_restarts),
                            cfg.ota.health_deadline_s, report, __version__, "?", clock).start()
     client = agent.make_client(cfg.ota, cfg.sync.tls, boot, cfg.sync.uploader.device_id or cfg.device.id,
-                               __version__, clock)
+                               __version__, clock, lock)
 
     def run_check() -> None:
         if agent.check_and_install(client, report):

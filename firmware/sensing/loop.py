@@ -4,12 +4,18 @@ last bucket when the loop stops; each carries the count-line crossings the loop'
 track in that bucket. Ticks are scheduled on the monotonic clock at start + k * period, so the loop
 never drifts; a tick that overruns counts the deadlines it missed and skips them (frames are dropped, never
 queued). A stalled or failed camera is reported and reopened with backoff while the loop keeps its cadence;
-a permanent fault (`CameraUnavailable`: no driver, no such camera, a refused configuration) ends `run()` with
-that error, since no reopening can help."""
+a permanent fault at start (`CameraUnavailable` before the camera gave a frame: no driver, no such camera, a
+refused configuration) ends `run()` with that error, since no reopening can help. A camera lost mid-run (it gave
+frames, then opening it finds none: a loose ribbon cable, a power dip) is hardware that may come back: a
+counted fault (`camera_lost`, `camera_fault`, shown in the status records), reopened with the same capped
+exponential backoff while the loop keeps ticking, and carried on from when it returns; only if it stays gone
+past `camera_lost_limit_s` (CAMERA_LOST_LIMIT_S, 10 minutes, counted from its last frame) does `run()` end,
+with `CameraLost`."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,6 +45,11 @@ class TrackerLike(Protocol):
 
 
 _END = object()  # the camera has no more frames (a video file ended)
+CAMERA_LOST_LIMIT_S = 600.0  # a camera gone mid-run for longer than this ends the run (CameraLost)
+
+
+class CameraLost(CameraUnavailable):
+    """The camera vanished mid-run and stayed gone past the loop's limit."""
 _NOBODY = GroundState(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
 for _a in (_NOBODY.track_ids, _NOBODY.xy, _NOBODY.velocity, _NOBODY.height_m):
     _a.flags.writeable = False  # shared by every final result
@@ -52,6 +63,8 @@ class LoopStats:
     detector_errors: int = 0
     camera_stalls: int = 0
     camera_reopens: int = 0
+    camera_lost: int = 0  # times the camera vanished mid-run (opening it found none), whether it came back or not
+    camera_fault: str = ""  # what is wrong with the camera now ("" while it delivers frames)
     records: int = 0  # track records released (one per pseudonym per ended time bucket)
     # profile only, one entry per frame: CPU of the loop's own work (not decode, not inference), wall time
     # in the detector, and wall time from the frame's capture to its zeroed release
@@ -97,7 +110,12 @@ class SensorLoop:
         profile: bool = False,
         track_hooks: Sequence[TrackHook] = (),
         gate: Gate | None = None,
+        camera_lost_limit_s: float | None = None,
     ) -> None:
+        if camera_lost_limit_s is None:
+            camera_lost_limit_s = CAMERA_LOST_LIMIT_S
+        if not (math.isfinite(camera_lost_limit_s) and camera_lost_limit_s > 0):
+            raise ValueError(f"camera_lost_limit_s: {camera_lost_limit_s!r}; use a finite number of seconds above 0")
         self.config = config
         self.camera = camera
         self.detector = detector
@@ -115,6 +133,10 @@ class SensorLoop:
         self._camera_open = False
         self._reopen_at_ns = 0
         self._backoff_s = config.reopen_backoff_s[0]
+        self._lost_limit_ns = int(camera_lost_limit_s * 1e9)
+        self._had_frame = False  # the camera gave a frame this run: from then on, a camera not found may come back
+        self._failing_since_ns: int | None = None  # the first failure since the camera's last frame
+        self._lost = False  # opening the camera found none since its last frame
         self._counter: LineCounter | None = None  # built from the geometry's lines on the next tick
         self._prev_tick_ns: int | None = None
         self._next_emit_ns: int | None = None
@@ -135,7 +157,8 @@ class SensorLoop:
 
     def run(self, max_ticks: int | None = None) -> LoopStats:
         """Tick until stopped, the camera ends, or `max_ticks` ticks have run. Raises `CameraUnavailable` when
-        the camera has a permanent fault (the camera is closed first)."""
+        the camera has a permanent fault before its first frame, `CameraLost` when it vanished mid-run and
+        stayed gone past the limit (the camera is closed first, the last bucket released)."""
         start = self.clock.monotonic_ns()
         k = 0
         try:
@@ -229,37 +252,67 @@ class SensorLoop:
         return _seen(tracks)
 
     def _capture(self, now: int) -> Frame | object | None:
-        if not self._camera_open:
-            if now < self._reopen_at_ns:
-                return None
-            try:
-                self.camera.open()
-                self._camera_open = True
-                if self.stats.camera_stalls:
-                    self.stats.camera_reopens += 1
-                    log.info("camera reopened", extra={"stalls": self.stats.camera_stalls})
-            except CameraUnavailable:  # permanent: reopening cannot help, the run stops with it
-                raise
-            except CameraError as e:
-                self._schedule_reopen(now, f"camera open failed: {e}")
-                return None
+        if not self._camera_open and not self._open_camera(now):
+            return None
         try:
-            return self.camera.capture()
+            frame = self.camera.capture()
         except EndOfStream:
             return _END
-        except CameraUnavailable:
-            raise
-        except CameraStalled as e:
-            self.stats.camera_stalls += 1
-            self._close_camera()
-            self._schedule_reopen(self.clock.monotonic_ns(), f"camera stalled: {e}")
         except CameraError as e:
+            if isinstance(e, CameraUnavailable) and not self._had_frame:
+                raise
             self.stats.camera_stalls += 1
             self._close_camera()
-            self._schedule_reopen(self.clock.monotonic_ns(), f"camera failed: {e}")
-        return None
+            if isinstance(e, CameraUnavailable):
+                self._camera_gone(self.clock.monotonic_ns(), e)
+            else:
+                kind = "stalled" if isinstance(e, CameraStalled) else "failed"
+                self._schedule_reopen(self.clock.monotonic_ns(), f"camera {kind}: {e}")
+            return None
+        self._had_frame = True
+        if self._failing_since_ns is not None:
+            away = (self.clock.monotonic_ns() - self._failing_since_ns) / 1e9
+            log.warning("camera back after %.1f s without frames (%s)", away, self.stats.camera_fault)
+        self._failing_since_ns, self._lost, self.stats.camera_fault = None, False, ""
+        return frame
+
+    def _open_camera(self, now: int) -> bool:
+        """Open the camera if its reopen is due; False while it is not open."""
+        if now < self._reopen_at_ns:
+            return False
+        try:
+            self.camera.open()
+        except CameraUnavailable as e:
+            if not self._had_frame:  # permanent at start: reopening cannot help, the run stops with it
+                raise
+            self._camera_gone(now, e)  # mid-run: hardware that may come back
+            return False
+        except CameraError as e:
+            self._schedule_reopen(now, f"camera open failed: {e}")
+            return False
+        self._camera_open = True
+        if self.stats.camera_stalls or self.stats.camera_lost:
+            self.stats.camera_reopens += 1
+            log.info("camera reopened", extra={"stalls": self.stats.camera_stalls})
+        return True
+
+    def _camera_gone(self, now: int, e: CameraUnavailable) -> None:
+        """The camera gave frames this run and now cannot be found: counted once per loss, reported, reopened
+        with backoff; CameraLost once it has been without frames for longer than the limit."""
+        if not self._lost:
+            self._lost = True
+            self.stats.camera_lost += 1
+        since = self._failing_since_ns if self._failing_since_ns is not None else now
+        away_s = (now - since) / 1e9
+        if now - since > self._lost_limit_ns:
+            raise CameraLost(f"camera lost mid-run and gone for {away_s:.0f} s, over the limit of "
+                             f"{self._lost_limit_ns / 1e9:.0f} s: {e}") from e
+        self._schedule_reopen(now, f"camera lost ({away_s:.0f} s without frames): {e}")
 
     def _schedule_reopen(self, now: int, why: str) -> None:
+        if self._failing_since_ns is None:
+            self._failing_since_ns = now
+        self.stats.camera_fault = why[:200]
         log.warning("%s; reopening in %.1f s", why, self._backoff_s)
         self._reopen_at_ns = now + int(self._backoff_s * 1e9)
         self._backoff_s = min(self._backoff_s * 2, self.config.reopen_backoff_s[1])

@@ -134,6 +134,11 @@ class StatusSink:
             "dropped": dict(st.dropped), "detector": self.loop.detector.backend, "overruns": self.loop.stats.overruns,
             "fps": round(min(frames / span, 1000.0), 2) if span > 0 else 0.0,
         }
+        stats = self.loop.stats
+        if stats.camera_stalls or stats.camera_lost:  # the camera's faults, counted since start
+            record.update(camera_stalls=stats.camera_stalls, camera_lost=stats.camera_lost)
+        if stats.camera_fault:  # the camera is failing now (the cloud's fleet view lists last_error)
+            record["last_error"] = f"camera: {stats.camera_fault}"[:200]
         if plan is not None:
             record["zone_plan"] = plan
         self.outbox.enqueue([record])

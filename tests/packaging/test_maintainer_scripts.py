@@ -298,11 +298,11 @@ def test_purge_after_an_ota_removes_both_slots_the_config_and_the_state(fake):
 
 
 def test_the_preinst_and_the_postinst_read_the_boot_state_alike():
-    def check(name: str) -> str:
-        text = (DEBIAN / name).read_text()
-        return text[text.index("<<'PY'\n"):text.index("\nPY\n")]
+    def checks(name: str) -> list[str]:
+        """Every python heredoc of the script: the boot state's check and the slots lock's path."""
+        return sorted(re.findall(r"<<'PY'\n(.*?)\nPY\n", (DEBIAN / name).read_text(), re.S))
 
-    assert check("preinst") == check("postinst")
+    assert len(checks("preinst")) == 2 and checks("preinst") == checks("postinst")
 
 
 def test_no_maintainer_script_reaches_outside_dpkg_root():

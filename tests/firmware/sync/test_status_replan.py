@@ -25,7 +25,8 @@ def _statuses(ob: Outbox) -> list[dict]:
 def test_a_live_change_sends_the_new_plan_with_the_next_tick(tmp_path: Path) -> None:
     geometry = load(ROOT / "bench/configs/pets09.toml").geometry
     ob = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite")))
-    loop = SimpleNamespace(stats=SimpleNamespace(frames=0, overruns=0), detector=SimpleNamespace(backend="cpu"))
+    loop = SimpleNamespace(stats=SimpleNamespace(frames=0, overruns=0, camera_stalls=0, camera_lost=0, camera_fault=""),
+                           detector=SimpleNamespace(backend="cpu"))
     sink = StatusSink(ob, loop, 1000.0, "aggregates", 300.0, geometry)  # type: ignore[arg-type]
     for wall in (1000.0, 1010.0, 1020.0):
         loop.stats.frames += 70
