@@ -60,7 +60,15 @@ def test_the_long_running_services_tell_systemd_they_are_ready_and_alive(name, w
 def test_ota_installs_into_the_slots_and_nowhere_else_under_opt():
     svc = unit(PACKAGING / "systemd" / "umbra-ota-check.service")["Service"]
     assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/opt/umbra/slots"
-    assert "ReadWritePaths" not in unit(PACKAGING / "systemd" / "umbra.service")["Service"]
+
+
+def test_the_sensor_can_commit_its_trial_in_the_slots_and_write_nothing_else_under_opt():
+    """The sensor runs a trial's health check (firmware.cli.run.start_ota): with the package's slots it commits
+    or rolls back by rewriting /opt/umbra/slots/boot.json and its current link. Before, its unit saw /opt
+    read-only, so the commit failed on an installed device."""
+    svc = unit(PACKAGING / "systemd" / "umbra.service")["Service"]
+    assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "-/opt/umbra/slots"
+    assert "/opt/umbra/slots" in (PACKAGING / "debian" / "postinst").read_text()  # where the package puts them
 
 
 @needs_systemd
