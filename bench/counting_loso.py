@@ -67,7 +67,7 @@ def _key(*parts: str) -> str:
         for p in sorted((ROOT / folder).glob("*.py")):
             if p.name != "geometry.py":
                 h.update(p.read_bytes())
-    for p in (CONFIG, ROOT / "bench/lib/replay.py", ROOT / "bench/countscenes.py"):
+    for p in (CONFIG, ROOT / "bench/lib/replay.py", ROOT / "bench/lib/motscenes.py"):
         h.update(p.read_bytes())
     h.update("|".join(parts).encode())
     return h.hexdigest()[:16]
@@ -164,7 +164,7 @@ def pets_run(label: str) -> Run:
 
 
 def scene_runs(name: str) -> list[Run]:
-    from bench import countscenes as cs
+    from bench.lib import motscenes as cs
     from firmware.config import load
     from hal.scripted import ScriptedDetector
     from hal.synthetic import SyntheticCamera
@@ -193,7 +193,7 @@ def scene_runs(name: str) -> list[Run]:
 
 
 def runs(scenes: Iterable[str]) -> list[Run]:
-    from bench.countscenes import SCENES
+    from bench.lib.motscenes import SCENES
 
     out: list[Run] = []
     for name in scenes:
@@ -300,7 +300,7 @@ def explain_run(run: Run, st: Setting) -> list[str]:
     if run.scene == PETS:
         gt = np.loadtxt(data.need(PETS_GT), delimiter=",", ndmin=2)
     else:
-        from bench.countscenes import scene
+        from bench.lib.motscenes import scene
 
         gt = scene(run.scene).gt
     ident = Identity(run.rows or [], gt)
@@ -331,7 +331,7 @@ def explain_run(run: Run, st: Setting) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.countscenes import SCENES
+    from bench.lib.motscenes import SCENES
 
     ap = argparse.ArgumentParser(prog="python -m bench.counting_loso", description=__doc__)
     ap.add_argument("--scenes", nargs="*", default=[PETS, *SCENES])
