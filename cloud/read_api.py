@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -113,12 +113,7 @@ class ReadApi:
             raise ApiRefused(400, "bad_query", "need 0 <= from < to")
         if t1 - t0 > self.max_range_s:
             raise ApiRefused(400, "range_too_large", f"from..to spans at most {self.max_range_s} s: ask in parts")
-        zone = q.get("zone")
-        if zone is not None and not _ZONE.match(zone):
-            raise ApiRefused(400, "bad_query", "zone: 1 to 64 printable characters")
-        fmt = q.get("format", "json")
-        if fmt not in ("json", "csv"):
-            raise ApiRefused(400, "bad_query", "format: json or csv")
+        zone, fmt = _zone_and_format(q)
         return t0, t1, zone, fmt
 
     # --- handlers ---------------------------------------------------------------------------------------------
@@ -226,12 +221,7 @@ class ReadApi:
             raise ApiRefused(400, "bad_query", "day is whole Unix seconds") from None
         if not 0 <= day <= 2**40 or day % DAY_S:
             raise ApiRefused(400, "bad_query", f"day: the start of a UTC day (a multiple of {DAY_S}), from 0")
-        zone = q.get("zone")
-        if zone is not None and not _ZONE.match(zone):
-            raise ApiRefused(400, "bad_query", "zone: 1 to 64 printable characters")
-        fmt = q.get("format", "json")
-        if fmt not in ("json", "csv"):
-            raise ApiRefused(400, "bad_query", "format: json or csv")
+        zone, fmt = _zone_and_format(q)
         rows = self.running_totals(sensor, day, zone)
         return _answer(rows, fmt, ("zone", "direction", "window_start", "window_s", "released", "combined", "stderr"),
                        {"sensor": sensor, "from": day, "to": day + DAY_S, "metric": "flow_totals"})
@@ -279,3 +269,14 @@ def _answer(rows: list[Row], fmt: str, columns: tuple[str, ...], meta: Row) -> w
     name = f"{meta['sensor']}-{meta['metric']}-{meta['from']}-{meta['to']}.csv"
     return web.Response(text=buf.getvalue(), content_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _zone_and_format(q: Mapping[str, str]) -> tuple[str | None, str]:
+    """The optional `zone` and `format` (json or csv) of a read query, or 400."""
+    zone = q.get("zone")
+    if zone is not None and not _ZONE.match(zone):
+        raise ApiRefused(400, "bad_query", "zone: 1 to 64 printable characters")
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiRefused(400, "bad_query", "format: json or csv")
+    return zone, fmt
