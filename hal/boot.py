@@ -38,6 +38,25 @@ class BootControl(Protocol):
     def state(self) -> dict: ...
 
 
+class WrappedBoot:
+    """A BootControl around another (`inner`): the reads pass through; a subclass adds to the changes."""
+
+    def __init__(self, inner: BootControl) -> None:
+        self.inner = inner
+
+    def active(self) -> str:
+        return self.inner.active()
+
+    def inactive(self) -> str:
+        return self.inner.inactive()
+
+    def slot_path(self, slot: str) -> Path:
+        return self.inner.slot_path(slot)
+
+    def state(self) -> dict:
+        return self.inner.state()
+
+
 class DirectoryBootControl:
     """root/slot-a, root/slot-b and root/boot.json: {"committed": "a", "trying": null|"b", "tries": 0,
     "last_rollback": null}. `boot()` is what the bootloader does at power-on: a slot marked to try runs once;

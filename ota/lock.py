@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from hal.boot import BootControl
+from hal.boot import BootControl, WrappedBoot
 from ota.errors import Held
 
 log = logging.getLogger(__name__)
@@ -103,24 +103,13 @@ class SlotLock:
             raise
 
 
-class LockedBoot:
+class LockedBoot(WrappedBoot):
     """A BootControl whose changes (try, boot, commit, rollback) each run under the slots lock; reads pass
     through (boot.json is written atomically)."""
 
     def __init__(self, inner: BootControl, lock: SlotLock) -> None:
-        self.inner, self.lock = inner, lock
-
-    def active(self) -> str:
-        return self.inner.active()
-
-    def inactive(self) -> str:
-        return self.inner.inactive()
-
-    def slot_path(self, slot: str) -> Path:
-        return self.inner.slot_path(slot)
-
-    def state(self) -> dict:
-        return self.inner.state()
+        super().__init__(inner)
+        self.lock = lock
 
     def try_next(self, slot: str) -> None:
         with self.lock:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hal.boot import BootControl, DirectoryBootControl
+from hal.boot import BootControl, DirectoryBootControl, WrappedBoot
 from ota.bundle import parse_version
 from ota.errors import OtaError
 
@@ -97,30 +97,18 @@ def relink(link: Path, target: Path) -> None:
         os.close(fd)
 
 
-class SlotLinks:
+class SlotLinks(WrappedBoot):
     """A BootControl (the directory-backed one under root/slots by default) that keeps root/slots/current on
     the booted slot's venv and root/current on root/slots/current."""
 
     def __init__(self, root: Path, boot: BootControl | None = None) -> None:
         self.root = Path(root)
-        self.inner = boot if boot is not None else DirectoryBootControl(self.root / "slots")
-
-    def active(self) -> str:
-        return self.inner.active()
-
-    def inactive(self) -> str:
-        return self.inner.inactive()
-
-    def slot_path(self, slot: str) -> Path:
-        return self.inner.slot_path(slot)
+        super().__init__(boot if boot is not None else DirectoryBootControl(self.root / "slots"))
 
     def try_next(self, slot: str) -> None:
         if slot_venv(self.slot_path(slot)) is None:
             raise OtaError(f"slot {slot} holds no installed venv: not tried")
         self.inner.try_next(slot)
-
-    def state(self) -> dict:
-        return self.inner.state()
 
     def boot(self) -> str:
         slot = self.inner.boot()

@@ -141,8 +141,8 @@ class SensorLoop:
         self._prev_tick_ns: int | None = None
         self._next_emit_ns: int | None = None
         self._buckets = Buckets(quantizer.config.time_bucket_s)  # records held until their bucket ends
-        # the ground states of the ticks within [geometry] count_hold_s: where a track whose crossing the counter
-        # confirms while it is unseen was last seen (the record that crossing goes with)
+        # the ground states of the ticks within the counter's lag (count_hold_s + count_smooth_s): where a track
+        # whose crossing the counter confirms while it is unseen was last seen (the record that crossing goes with)
         self._recent: deque[tuple[float, GroundState]] = deque()
         self._stop = False
 
