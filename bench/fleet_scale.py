@@ -598,8 +598,9 @@ def print_costs(costs: dict, w_s: float, w_n: int, pg_s: float, pg_n: int, sim_s
           f"CPU {cloud:.2f} ms per batch (worker {total:.2f} + PostgreSQL {pg:.2f} + TLS records "
           f"{tls['record_ms']:.3f}); two workers and PostgreSQL sharing 2 dedicated cores: about "
           f"{2000 / cloud:.0f} batches/s; two workers on 2 dedicated cores, PostgreSQL on its own: about "
-          f"{2000 / (total + tls['record_ms']):.0f} batches/s (goal 333/s; a TLS handshake per upload would add "
-          f"{tls['full_ms']:.2f} ms full or {tls['resumed_ms']:.2f} ms resumed a batch)")
+          f"{2000 / (total + tls['record_ms']):.0f} batches/s (goal 333/s; no handshake a batch: a device keeps its "
+          f"connection open across uploads, UploaderConfig.keepalive_s, and pays a {tls['full_ms']:.2f} ms "
+          f"handshake only when it opens a new one)")
 
 
 KILL_SETTLE_S = 10.0  # batches sent up to this long after the killed worker is back count as "around the kill"

@@ -61,6 +61,11 @@ class CloudConfig:
     flow_p_same: float = 0.26  # flow groups: the same person's same-group rate (bench/flowgroups.py, default noise)
     push: PushConfig = PushConfig()  # MQTT and webhooks (off unless a broker or webhook is named)
     database: str = ""  # a postgresql:// URL for a fleet (several workers); default: SQLite <data_dir>/cloud.sqlite
+    # how long the device listener keeps an idle connection (aiohttp's AppRunner default, made explicit): longer
+    # than the devices keep theirs (firmware.config.sync.UploaderConfig.keepalive_s, 1.5 upload periods: 45 s at
+    # the default 30 s), so a device reuses one mutual-TLS connection upload after upload and it is the device
+    # that closes an idle one; 3630 s covers upload periods up to 2420 s
+    keepalive_s: float = 3630.0
 
     def validate(self) -> None:
         if not 0 < self.rotate_lead_s < self.key_lifetime_s:
@@ -71,6 +76,8 @@ class CloudConfig:
             raise ValueError("port, api_port: 0 to 65535")
         if not (self.api_rate > 0 and self.api_burst >= 1 and self.max_range_s >= 60):
             raise ValueError("api_rate above 0, api_burst at least 1, max_range_s at least 60")
+        if not 1 <= self.keepalive_s <= 86_400:
+            raise ValueError("keepalive_s: 1 to 86400 (above the devices' keep-alive, 1.5 upload periods)")
 
 
 class Cloud:
@@ -396,7 +403,8 @@ class Cloud:
     async def start(self, host: str | None = None, port: int | None = None,
                     tls: bool = True) -> tuple[web.AppRunner, int]:
         """Start serving; returns the runner (call `await runner.cleanup()`) and the bound port."""
-        runner = web.AppRunner(self.app(), access_log=None, auto_decompress=False)  # we inflate, bounded
+        runner = web.AppRunner(self.app(), access_log=None, auto_decompress=False,  # we inflate, bounded
+                               keepalive_timeout=self.config.keepalive_s)
         await runner.setup()
         site = web.TCPSite(runner, host or self.config.host, self.config.port if port is None else port,
                            ssl_context=self.ssl if tls else None)

@@ -117,6 +117,48 @@ function showFlows(rows) {
     options: { indexAxis: "y" } });
 }
 
+// The day's running crossings per line and direction (flow_totals): the combined estimate as a line, a band of
+// one standard error either side of it, and the running totals as released as points. A point sits at its
+// step's end (the total runs from the day's start to there); null (withheld, or no estimate yet) is a gap.
+const DIRECTIONS = { "+": "forward", "-": "backward" };
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
+
+function showRunning(rows) {
+  const ends = [...new Set(rows.map((r) => r.window_start + r.window_s))].sort((a, b) => a - b);
+  const series = new Map();
+  for (const r of rows) {
+    const k = `${r.zone} ${DIRECTIONS[r.direction]}`;
+    if (!series.has(k)) series.set(k, { line: r.zone, dir: r.direction, rows: [] });
+    series.get(k).rows.push(r);
+  }
+  const tbody = document.querySelector("#running-totals tbody");
+  tbody.replaceChildren();
+  const datasets = [];
+  let i = 0;
+  for (const [k, s] of series) {
+    const colour = PALETTE[i++ % PALETTE.length];
+    const at = new Map(s.rows.map((r) => [r.window_start + r.window_s, r]));
+    const pick = (f) => ends.map((t) => (at.has(t) ? f(at.get(t)) : null));
+    const bound = (sign) => (r) => (r.combined === null ? null : r.combined + sign * r.stderr);
+    const line = { borderColor: colour, backgroundColor: colour, pointRadius: 0, borderWidth: 1.5, spanGaps: false };
+    datasets.push({ ...line, label: `${k} estimate`, data: pick((r) => r.combined) });
+    datasets.push({ ...line, label: `${k} − 1 s.e.`, data: pick(bound(-1)), borderWidth: 0, fill: false, band: true });
+    datasets.push({ ...line, label: `${k} + 1 s.e.`, data: pick(bound(1)), borderWidth: 0, band: true,
+      fill: "-1", backgroundColor: colour + "33" });
+    datasets.push({ ...line, label: `${k} released`, data: pick((r) => r.released), showLine: false, pointRadius: 1.5 });
+    const last = [...s.rows].reverse().find((r) => r.combined !== null);
+    const tr = document.createElement("tr");
+    cell(tr, s.line); cell(tr, DIRECTIONS[s.dir]);
+    cell(tr, last ? hhmm(last.window_start + last.window_s) : "–");
+    cell(tr, last ? last.combined.toFixed(1) : "–").dataset.running = `${s.line}/${s.dir}`;
+    cell(tr, last ? last.stderr.toFixed(1) : "–").dataset.stderr = `${s.line}/${s.dir}`;
+    tbody.appendChild(tr);
+  }
+  draw("running", { type: "line", data: { labels: ends.map(hhmm), datasets },
+    options: { plugins: { legend: { labels: { filter: (item, data) => !data.datasets[item.datasetIndex].band } } },
+      scales: { y: { title: { display: true, text: "people since 00:00 UTC" } } } } });
+}
+
 async function load() {
   const sensor = document.getElementById("sensor").value;
   const day = document.getElementById("day").value;
@@ -127,7 +169,8 @@ async function load() {
     const base = `/api/v1/sensors/${encodeURIComponent(sensor)}`;
     const [c, o, h, f] = await Promise.all(["counts", "occupancy", "heatmap", "flows"].map((m) => api(`${base}/${m}?${q}`)));
     const plan = await api(`${base}/zones`);
-    showCounts(c.rows); showOccupancy(o.rows); showHeatmap(h.rows, plan); showFlows(f.rows);
+    const running = await api(`${base}/flow_totals?day=${from}`);
+    showCounts(c.rows); showRunning(running.rows); showOccupancy(o.rows); showHeatmap(h.rows, plan); showFlows(f.rows);
     document.getElementById("error").textContent = "";
   } catch (e) {
     document.getElementById("error").textContent = e.message;

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from firmware.config.checks import number, whole
 from trust.tls import TlsConfig
 
+KEEPALIVE_PERIODS = 1.5  # an idle connection is kept this many upload periods (UploaderConfig.keepalive_s)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
@@ -68,6 +70,14 @@ class UploaderConfig:
         number("pins_refresh_s", self.pins_refresh_s, 60, 30 * 86_400, unit="s")
         number("cert_renew_before_s", self.cert_renew_before_s, 0, 365 * 86_400, unit="s")
         number("authorizations_refresh_s", self.authorizations_refresh_s, 30, 86_400, unit="s")
+
+    @property
+    def keepalive_s(self) -> float:
+        """How long the uploader keeps an idle connection to the cloud: past one upload period (half a period to
+        spare for a late cycle), so every upload after the first reuses the open mutual-TLS connection instead of
+        shaking hands again (aiohttp's own 15 s is shorter than the 30 s period). The cloud keeps idle
+        connections longer still (cloud.app.CloudConfig.keepalive_s), so the device is the one that closes."""
+        return KEEPALIVE_PERIODS * self.period_s
 
 
 @dataclass(frozen=True, slots=True)

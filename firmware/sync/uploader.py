@@ -6,6 +6,9 @@
   early (e.g. when the network comes back).
 - A batch is deleted from the outbox only when the cloud acknowledges its id. Until then the same batch
   (same id, same sequence, same records) is resent, signed afresh, and the cloud drops duplicates.
+- One connection serves upload after upload: it is kept idle for 1.5 periods (`UploaderConfig.keepalive_s`),
+  so the mutual-TLS handshake is paid once, not every period; a connection the cloud closed is replaced by a
+  new one (a new handshake) at the next request, and nothing is lost.
 - Every call has a timeout (`ClientTimeout` with connect and total limits) and every response read is
   bounded (`max_response_bytes`).
 - Housekeeping on the same channel: the next signing key before the current one runs out (and at once if
@@ -131,7 +134,7 @@ class Uploader:
             else:
                 ctx = client_context(self.tls.ca_file, self.tls.cert_file, self.tls.key_file, self.tls.min_version)
             conn = _PinnedConnector(ssl_context=ctx, pins=self.pins.pins, cert_times=times, limit=2,
-                                    enable_cleanup_closed=True)
+                                    enable_cleanup_closed=True, keepalive_timeout=self.config.keepalive_s)
             self._session = aiohttp.ClientSession(connector=conn, timeout=self._timeout)
             self._session_trusted = self.time.trusted
         return self._session

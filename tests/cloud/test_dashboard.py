@@ -40,6 +40,17 @@ def _day_of_aggregates() -> list[dict]:
                     "values": [rng.randint(5, 60), round(rng.uniform(1, 9), 2), rng.randint(2, 15)]})
         out.append({**base, "window_start": t, "metric": "heatmap", "zone": f"{w % 5},{w % 3}",
                     "values": [float(rng.randint(10, 400)), 0.5]})
+    # the running crossings of the day (continual observation, one step a minute from 00:00): the door's tree to
+    # noon, the gate's to 05:00; totals below k withheld (null), as the device's k gate does
+    for line, steps, opens in (("door", 720, 480), ("gate", 300, 60)):
+        fwd = bwd = 0
+        for i in range(steps):
+            if i >= opens:
+                fwd, bwd = fwd + rng.randint(0, 3), bwd + rng.randint(0, 2)
+            noised = [max(0, v + rng.randint(-3, 3)) for v in (fwd, bwd)]
+            out.append({"schema": "umbra.aggregate/1", "window_start": DAY0 + 60 * i, "window_s": 60, "since": DAY0,
+                        "metric": "flow_total", "zone": line, "values": [v if v >= 5 else None for v in noised],
+                        "k": 5, "epsilon": 1.0, "sensitivity": 2, "mechanism": "binary_tree"})
     for w in range(32, 40):
         for zone, ids in (("shop", range(0, 40)), ("till", range(10, 45))):
             out.append({"schema": "umbra.flowgroups/1", "window_start": DAY0 + w * 900, "window_s": 900, "zone": zone,
@@ -92,8 +103,9 @@ def browser() -> Iterator[object]:
 
 
 def _api(ct: CloudThread, key: str, metric: str) -> list[dict]:
+    params = {"day": DAY0} if metric == "flow_totals" else {"from": DAY0, "to": DAY0 + 86400}
     r = requests.get(f"https://localhost:{ct.api_port}/api/v1/sensors/{DEV_DEVICE}/{metric}",
-                     params={"from": DAY0, "to": DAY0 + 86400}, headers={"Authorization": f"Bearer {key}"},
+                     params=params, headers={"Authorization": f"Bearer {key}"},
                      verify=str(ct.cloud.pki.ca_cert), timeout=10)
     assert r.status_code == 200
     return r.json()["rows"]
@@ -125,6 +137,47 @@ def test_the_dashboard_shows_the_released_figures_the_api_serves(site: tuple[Clo
                                             ("shop", "till")), abs=0.05)
     bubbles = browser.execute_script("return umbraCharts.heatmap.data.datasets[0].data.length")
     assert bubbles == len({r["zone"] for r in _api(ct, key, "heatmap")})
+
+
+def test_the_running_crossings_chart_holds_the_apis_estimates(site: tuple[CloudThread, str], browser) -> None:
+    """flow_totals on the page: per line and direction the combined estimate, a band of one standard error either
+    side, and the totals as released, each point at its step's end; the table's last estimate, the API's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ct, key = site
+    browser.get(f"https://localhost:{ct.api_port}/dashboard?sensor={DEV_DEVICE}&day={DAY}#key={key}")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    assert browser.find_element(By.ID, "error").text == ""
+    rows = _api(ct, key, "flow_totals")
+    ends = sorted({r["window_start"] + r["window_s"] for r in rows})
+    assert len(ends) == 720  # the door's steps, to noon; the gate's (to 05:00) among them
+    series: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in rows:
+        series.setdefault((r["zone"], r["direction"]), {})[r["window_start"] + r["window_s"]] = r
+    assert list(series) == [("door", "+"), ("door", "-"), ("gate", "+"), ("gate", "-")]
+    want = []
+    for (line, d), at in series.items():
+        name = f"{line} {'forward' if d == '+' else 'backward'}"
+        est = [at[t]["combined"] if t in at else None for t in ends]  # None: no row for the line at that step
+        err = [at[t]["stderr"] if t in at else None for t in ends]
+        want += [[f"{name} estimate", est],
+                 [f"{name} − 1 s.e.", [None if e is None else e - s for e, s in zip(est, err, strict=True)]],
+                 [f"{name} + 1 s.e.", [None if e is None else e + s for e, s in zip(est, err, strict=True)]],
+                 [f"{name} released", [at[t]["released"] if t in at else None for t in ends]]]
+        last = [r for r in at.values() if r["combined"] is not None][-1]
+        shown = browser.find_element(By.CSS_SELECTOR, f'[data-running="{line}/{d}"]').text
+        assert float(shown) == pytest.approx(last["combined"], abs=0.05)
+        shown = browser.find_element(By.CSS_SELECTOR, f'[data-stderr="{line}/{d}"]').text
+        assert float(shown) == pytest.approx(last["stderr"], abs=0.05)
+        assert at[max(at)]["combined"] is not None  # by its last step each line's totals are far above k
+    assert all(x["stderr"] > 0 for x in rows if x["combined"] is not None)  # a band to draw
+    charted = browser.execute_script("return umbraCharts.running.data.datasets.map(d => [d.label, d.data])")
+    assert charted == want
+    labels = browser.execute_script("return umbraCharts.running.data.labels")
+    assert labels[0] == "00:01" and labels[-1] == "12:00"  # each total at its step's end
+    fills = browser.execute_script("return umbraCharts.running.data.datasets.map(d => d.fill)")
+    assert fills[2::4] == ["-1"] * 4  # each upper bound fills down to its lower bound: the error band
 
 
 def test_the_dashboard_without_a_key_says_so_and_reads_nothing(site: tuple[CloudThread, str], browser) -> None:
