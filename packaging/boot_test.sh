@@ -85,7 +85,7 @@ echo "umbra-boot-switch.path: $(show umbra-boot-switch.path)"
 ask() {  # ask ACTION [SLOT]: hal.boot.SwitchRequester from the installed venv, as the umbra user
   in_ct runuser -u umbra -- /opt/umbra/current/bin/python -c \
     'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' "$@" 2>&1 \
-    | tail -n 1 | sed 's/^/  answer: /'
+    | tail -n 1 | sed 's/^/  answer: /' || true
 }
 echo "try b:"; ask try b
 echo "  autoboot.txt: $(in_ct cat /boot/firmware/autoboot.txt | tr '\n' ' ')"
@@ -97,6 +97,7 @@ sleep 1
 echo "garbage: $(in_ct journalctl --no-pager -o cat -u umbra-boot-switch.service | grep 'umbra-boot-switch: bad request' | tail -n 1)"
 [ "$before" = "$(in_ct md5sum /boot/firmware/autoboot.txt)" ] && echo "  autoboot.txt unchanged"
 echo "umbra-boot-switch.path after a refusal: $(show umbra-boot-switch.path)"
+echo "systemd-logind.service: $(show systemd-logind.service)"
 echo "boot (systemctl reboot --reboot-argument='0 tryboot' from the switch's sandbox):"
 ask boot &
 asker=$!
@@ -106,6 +107,6 @@ pid=""
 wait "$asker" 2>/dev/null || true
 echo "container stopped: nspawn exit $rc (133: the container rebooted)"
 journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-boot-switch.service 2>/dev/null \
-  | grep -E "SIGSYS|denied|Failed|failed|Deactivated|Finished|reboot" | tail -n 4 | cut -c1-160 | sed 's/^/  /'
+  | grep -E "SIGSYS|denied|Failed|failed|Deactivated|Finished|reboot" | tail -n 6 | cut -c1-160 | sed 's/^/  /'
 journalctl -D "$root/var/log/journal" --no-pager -o cat _PID=1 2>/dev/null | grep -E "Reached target.*Reboot|reboot" \
   | tail -n 2 | sed 's/^/  /'

@@ -52,6 +52,7 @@ def test_the_boot_switch_is_root_with_cap_sys_boot_alone_and_runs_only_root_s_pr
     assert svc["NoNewPrivileges"] == "yes" and svc["ProtectSystem"] == "strict" and svc["PrivateNetwork"] == "yes"
     assert svc["ReadWritePaths"] == "-/boot/firmware /run/umbra-boot /run/systemd"
     assert "@reboot" in svc["SystemCallFilter"]  # PID 1 reboots, not this process
+    assert svc.get("ProcSubset", "all") == "all"  # a commit reads the booted partition in /proc/device-tree
     execs = [v for k, v in svc.items() if k.startswith("Exec")]
     assert execs == ["/usr/bin/python3 -E -s -B /usr/lib/umbra/boot-switch/umbra-boot-switch --dir /run/umbra-boot "
                      "--boot-dir /boot/firmware"]
