@@ -3,19 +3,26 @@
 `BootControl` is what the installer needs: which slot runs, write a slot, try the other one once on the next
 boot, mark the running slot good, and fall back. `DirectoryBootControl` keeps two slot folders and a state
 file (written atomically) for bench runs and tests; `TrybootBootControl` drives the Raspberry Pi firmware's
-tryboot A/B (autoboot.txt + `reboot '0 tryboot'`), where a failed try falls back by itself. Every failure to
-read or change the boot state is a `BootControlError`.
+tryboot A/B (autoboot.txt + `reboot '0 tryboot'`), where a failed try falls back by itself; its changes are
+asked of the privileged boot switch (hal.tryboot_switch, `umbra-boot-switch.service`) by a `SwitchRequester`.
+Every failure to read or change the boot state is a `BootControlError`.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import logging
+import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from hal import tryboot_switch
 from hal.errors import BootControlError
 from trust.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 SLOTS = ("a", "b")
 
@@ -117,60 +124,103 @@ class DirectoryBootControl:
         self._save(st)
 
 
+class SwitchRequester:
+    """Asks the privileged `umbra-boot-switch` unit (hal.tryboot_switch) for one change and waits for its
+    answer: writes `<id> <action>[ <slot>]` atomically into `request_dir/request` (mode 0644: the unit runs as
+    root without CAP_DAC_OVERRIDE) and polls `request_dir/result` for `<id> ok` every `poll_s` on `clock`,
+    pausing with `sleep` (both injectable), up to `timeout_s`. A refusal or no answer is a BootControlError."""
+
+    def __init__(self, request_dir: Path = tryboot_switch.REQUEST_DIR, timeout_s: float = 30.0, *,
+                 poll_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.request_dir, self.timeout_s, self.poll_s = Path(request_dir), timeout_s, poll_s
+        self.clock, self.sleep = clock, sleep
+
+    def __call__(self, action: str, slot: str | None = None) -> None:
+        rid = secrets.token_hex(16)
+        line = f"{rid} {action}" + (f" {slot}" if slot else "")
+        try:
+            write_atomic(self.request_dir / "request", (line + "\n").encode(), mode=0o644)
+        except OSError as e:
+            raise BootControlError(f"cannot ask the boot switch ({self.request_dir}): {e.strerror}") from e
+        deadline = self.clock() + self.timeout_s
+        while True:
+            try:
+                answer = (self.request_dir / "result").read_text().strip()
+            except OSError:
+                answer = ""
+            if answer.startswith(rid + " "):
+                verdict = answer[len(rid) + 1:]
+                if verdict == "ok":
+                    return
+                raise BootControlError(f"the boot switch refused {action!r}: {verdict.removeprefix('error: ')}")
+            if self.clock() >= deadline:
+                raise BootControlError(f"no answer from umbra-boot-switch.service within {self.timeout_s:g}s "
+                                       f"to {line!r} (is umbra-boot-switch.path enabled?)")
+            self.sleep(self.poll_s)
+
+
+Requester = Callable[..., None]
+
+
 class TrybootBootControl:
     """Raspberry Pi 4/5 firmware A/B: autoboot.txt names the committed partition under [all] and the one to
-    try under [tryboot]; `reboot '0 tryboot'` boots the latter once, and any later reboot the former."""
+    try under [tryboot]; `reboot '0 tryboot'` boots the latter once, and any later reboot the former. Reads
+    are direct (autoboot.txt and the device tree are world-readable); every change (try, the tryboot reboot,
+    commit, rollback) is asked of the privileged boot switch through `requester` (default: a SwitchRequester
+    on /run/umbra-boot), since this process may neither write the boot partition nor reboot."""
 
-    def __init__(self, boot_dir: Path = Path("/boot/firmware"), partitions: dict[str, int] | None = None,
-                 slot_root: Path = Path("/slots")) -> None:
+    def __init__(self, boot_dir: Path = tryboot_switch.BOOT_DIR, partitions: dict[str, int] | None = None,
+                 slot_root: Path = Path("/slots"), requester: Requester | None = None,
+                 device_tree: Path = tryboot_switch.DEVICE_TREE) -> None:
         self.boot_dir = Path(boot_dir)
-        self.partitions = partitions or {"a": 2, "b": 3}
+        self.partitions = partitions or dict(tryboot_switch.PARTITIONS)
         self.slot_root = Path(slot_root)
-
-    def _autoboot(self) -> dict[str, int]:
-        text = (self.boot_dir / "autoboot.txt").read_text()
-        section, out = "all", {}
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("["):
-                section = line.strip("[]")
-            elif line.startswith("boot_partition="):
-                out[section] = int(line.split("=", 1)[1])
-        return out
+        self.request = requester or SwitchRequester()
+        self.device_tree = Path(device_tree)
 
     def _slot_of(self, partition: int) -> str:
-        return next(s for s, p in self.partitions.items() if p == partition)
+        try:
+            return tryboot_switch.slot_of(self.partitions, partition)
+        except tryboot_switch.SwitchError as e:
+            raise BootControlError(str(e)) from e
 
     def state(self) -> dict:
-        ab = self._autoboot()
-        tryboot = Path("/proc/device-tree/chosen/bootloader/tryboot")
+        try:
+            ab = tryboot_switch.parse_autoboot((self.boot_dir / "autoboot.txt").read_text())
+        except (OSError, tryboot_switch.SwitchError) as e:
+            raise BootControlError(f"cannot read {self.boot_dir / 'autoboot.txt'}: {e}") from e
+        tryboot = self.device_tree / "tryboot"
         trying = tryboot.exists() and tryboot.read_bytes()[-1:] == b"\x01"
-        return {"committed": self._slot_of(ab["all"]), "trying_now": trying}
+        return {"committed": self._slot_of(ab["all"]), "tryboot": self._slot_of(ab["tryboot"]),
+                "trying_now": trying}
 
     def active(self) -> str:
-        return self._slot_of(int(Path("/proc/device-tree/chosen/bootloader/partition").read_bytes()[-1]))
+        try:
+            return self._slot_of(tryboot_switch.booted_partition(self.device_tree))
+        except tryboot_switch.SwitchError as e:
+            raise BootControlError(str(e)) from e
 
     def inactive(self) -> str:
         return "b" if self.state()["committed"] == "a" else "a"
 
     def slot_path(self, slot: str) -> Path:
+        if slot not in SLOTS:
+            raise BootControlError(f"no slot {slot!r}")
         return self.slot_root / slot
 
-    def _write(self, committed: str, tryboot: str) -> None:
-        text = (f"[all]\ntryboot_a_b=1\nboot_partition={self.partitions[committed]}\n"
-                f"[tryboot]\nboot_partition={self.partitions[tryboot]}\n")
-        write_atomic(self.boot_dir / "autoboot.txt", text.encode())
-
     def try_next(self, slot: str) -> None:
-        self._write(self.state()["committed"], slot)
+        if slot not in SLOTS:
+            raise BootControlError(f"no slot {slot!r}")
+        self.request("try", slot)
 
     def boot(self) -> str:
-        subprocess.run(["reboot", "0 tryboot"], check=True)  # the firmware tries the [tryboot] partition once
+        self.request("boot")  # the switch reboots with '0 tryboot': the firmware tries the [tryboot] partition once
         return self.active()
 
     def mark_good(self) -> None:
-        self._write(self.active(), self.active())
+        self.request("commit", self.active())
 
     def rollback(self, reason: str) -> None:
-        subprocess.run(["reboot"], check=True)  # the next normal boot takes the committed partition
-
+        log.warning("rolling back to the committed slot: %s", reason)
+        self.request("rollback")  # [tryboot] back to the committed slot, then a plain reboot

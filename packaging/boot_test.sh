@@ -6,6 +6,9 @@
 # maker's CA, the sensor skipped by its ExecCondition, the OTA timer waiting), then the sensor started on a device
 # marked locked: its ExecCondition and ExecStartPre (render) pass and `umbra run` sends READY=1 inside every
 # hardening of its unit. The marked state has no pins (it is not a real provisioning), so the sensor then stops.
+# Then the tryboot switch (umbra-boot-switch.path/.service) on a stand-in autoboot.txt, asked by the umbra user
+# through hal.boot.SwitchRequester: try, a refusal, garbage, and `boot`, which reboots the container through
+# logind from inside the switch's sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, systemd-nspawn)" >&2; exit 2; }
@@ -33,6 +36,9 @@ trap cleanup EXIT
 cp -a "$base/." "$root/"
 cp "$UMBRA_DEB_N" "$root/tmp/"
 mount -t proc proc "$root/proc"; mount --rbind /dev "$root/dev"
+# the system bus, so systemd-logind runs (as on Raspberry Pi OS) and the boot switch's reboot goes through it
+chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -qq --no-install-recommends dbus >/dev/null
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg -i "/tmp/$(basename "$UMBRA_DEB_N")" >/dev/null
 umount -l "$root/dev" "$root/proc"
 echo "installed $(basename "$UMBRA_DEB_N")"
@@ -70,7 +76,37 @@ in_ct systemctl stop umbra.service || true
 in_ct journalctl --no-pager -o cat -u umbra.service | grep -E "wrote /run/umbra|Started umbra.service|exited|SIGSYS|denied" \
   | head -n 6 | cut -c1-160 | sed 's/^/  /'
 echo "sensor's process: $(in_ct systemctl show -p ExecMainStatus -p ExecMainCode umbra.service | tr '\n' ' ')"
-in_ct systemctl poweroff || true
-wait "$pid" || true
+
+echo "== the tryboot switch (a stand-in boot partition: a folder, not the Pi's vfat; no Pi firmware reads it)"
+in_ct mkdir -p /boot/firmware
+in_ct sh -c 'printf "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n" > /boot/firmware/autoboot.txt'
+in_ct systemctl restart umbra-boot-switch.path  # its ConditionPathExists was not met at boot
+echo "umbra-boot-switch.path: $(show umbra-boot-switch.path)"
+ask() {  # ask ACTION [SLOT]: hal.boot.SwitchRequester from the installed venv, as the umbra user
+  in_ct runuser -u umbra -- /opt/umbra/current/bin/python -c \
+    'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' "$@" 2>&1 \
+    | tail -n 1 | sed 's/^/  answer: /' || true
+}
+echo "try b:"; ask try b
+echo "  autoboot.txt: $(in_ct cat /boot/firmware/autoboot.txt | tr '\n' ' ')"
+echo "try a (the committed slot):"; ask try a
+before="$(in_ct md5sum /boot/firmware/autoboot.txt)"
+in_ct runuser -u umbra -- sh -c 'echo "garbage; reboot" > /run/umbra-boot/request'
+for _ in $(seq 30); do in_ct test -e /run/umbra-boot/request || break; sleep 1; done
+sleep 1
+echo "garbage: $(in_ct journalctl --no-pager -o cat -u umbra-boot-switch.service | grep 'umbra-boot-switch: bad request' | tail -n 1)"
+[ "$before" = "$(in_ct md5sum /boot/firmware/autoboot.txt)" ] && echo "  autoboot.txt unchanged"
+echo "umbra-boot-switch.path after a refusal: $(show umbra-boot-switch.path)"
+echo "systemd-logind.service: $(show systemd-logind.service)"
+echo "boot (systemctl reboot --reboot-argument='0 tryboot' from the switch's sandbox):"
+ask boot &
+asker=$!
+rc=0
+wait "$pid" || rc=$?
 pid=""
-echo "container powered off"
+wait "$asker" 2>/dev/null || true
+echo "container stopped: nspawn exit $rc (133: the container rebooted)"
+journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-boot-switch.service 2>/dev/null \
+  | grep -E "SIGSYS|denied|Failed|failed|Deactivated|Finished|reboot" | tail -n 6 | cut -c1-160 | sed 's/^/  /'
+journalctl -D "$root/var/log/journal" --no-pager -o cat _PID=1 2>/dev/null | grep -E "Reached target.*Reboot|reboot" \
+  | tail -n 2 | sed 's/^/  /'

@@ -38,7 +38,12 @@ for arch in $arches; do
   cp "$wheel" "$wh/"
   { grep -v '^#' "packaging/lock/$arch.txt"
     echo "umbra==$version --hash=sha256:$(sha256sum "$wheel" | cut -d' ' -f1)  # $(basename "$wheel")"; } > "$wh/requirements.lock"
-  install -D -m 0644 -t "$root/lib/systemd/system" packaging/systemd/*.service packaging/systemd/*.timer
+  install -D -m 0644 -t "$root/lib/systemd/system" packaging/systemd/*.service packaging/systemd/*.timer \
+    packaging/systemd/*.path
+  # the boot switch that umbra-boot-switch.service runs as root: root's files here, never the umbra-written venv
+  install -D -m 0755 hal/tryboot_switch.py "$root/usr/lib/umbra/boot-switch/umbra-boot-switch"
+  install -D -m 0644 trust/files.py "$root/usr/lib/umbra/boot-switch/trust/files.py"
+  install -D -m 0644 /dev/null "$root/usr/lib/umbra/boot-switch/trust/__init__.py"
   install -D -m 0644 packaging/debian/sysusers.conf "$root/usr/lib/sysusers.d/umbra.conf"
   install -D -m 0644 packaging/debian/tmpfiles.conf "$root/usr/lib/tmpfiles.d/umbra.conf"
   install -D -m 0644 packaging/sensor.toml "$root/usr/share/umbra/sensor.toml.template"

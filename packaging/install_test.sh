@@ -53,7 +53,7 @@ echo "units: $(cd "$root/lib/systemd/system" && ls umbra* | tr '\n' ' ')"
 echo "enabled: $(cd "$root/etc/systemd/system" && find . -name 'umbra*' | sort | tr '\n' ' ')"
 echo "device state: $(in_root runuser -u umbra -- /opt/umbra/current/bin/umbra-device state)"
 (cd "$root/lib/systemd/system" && systemd-analyze verify --root="$root" umbra.service umbra-ota-check.service \
-  umbra-ota-check.timer umbra-provision.service && echo "systemd-analyze verify --root (installed units): clean")
+  umbra-ota-check.timer umbra-provision.service umbra-boot-switch.path umbra-boot-switch.service && echo "systemd-analyze verify --root (installed units): clean")
 
 echo "== umbra run bench/configs/pets09.toml as umbra"
 mkdir -p "$root/data" "$root/srv/bench/bench/configs" "$root/srv/bench/out"

@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: bytes, private: bool = False) -> None:
+def write_atomic(path: Path, data: bytes, private: bool = False, mode: int | None = None) -> None:
     """Temp file in the same folder, fsync, os.replace, fsync of the folder: a reader (or a power cut) sees
-    the old file or the new one, never a mix. Standard library only, so the set-up (models, bench.lib.data)
-    uses it too."""
+    the old file or the new one, never a mix. `private`: mode 0600; `mode`: that mode (the temp file's own is
+    0600), set before the file appears. Standard library only, so the set-up (models, bench.lib.data) and the
+    boot switch (hal.tryboot_switch) use it too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        if private:
-            os.fchmod(fd, 0o600)
+        if private or mode is not None:
+            os.fchmod(fd, 0o600 if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

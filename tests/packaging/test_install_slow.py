@@ -57,7 +57,8 @@ def test_install_run_upgrade_purge_in_a_clean_debian_12_root():
 def test_the_units_under_a_real_systemd_booted_in_nspawn():
     """packaging/boot_test.sh: systemd 252 as PID 1 of the installed root; on a blank device the agent and the
     sensor are skipped by their conditions and the OTA timer waits; on a device marked locked the sensor's
-    ExecCondition and render pass and `umbra run` sends READY=1 inside all of its unit's hardening."""
+    ExecCondition and render pass and `umbra run` sends READY=1 inside all of its unit's hardening; the tryboot
+    switch answers the umbra user's requests, refuses garbage with one line, and reboots the container."""
     why = mirror_unreachable()
     if why:
         pytest.skip(f"no Debian 12 root can be made: {why}")
@@ -70,4 +71,12 @@ def test_the_units_under_a_real_systemd_booted_in_nspawn():
     assert "umbra-ota-check.timer: Result=success ActiveState=active SubState=waiting" in text
     assert "wrote /run/umbra/sensor.toml" in text and "Started umbra.service" in text  # READY=1 heard
     assert "SIGSYS" not in text and "denied" not in text
-    assert text.rstrip().endswith("container powered off")
+    # the tryboot switch on a stand-in autoboot.txt, asked by the umbra user through hal.boot.SwitchRequester
+    assert "umbra-boot-switch.path: Result=success ActiveState=active SubState=waiting" in text
+    assert ("try b:\n  answer: ok\n  autoboot.txt: [all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3"
+            in text)
+    assert "refused 'try': slot a is the committed one" in text
+    assert "garbage: umbra-boot-switch: bad request 'garbage; reboot\\n'" in text and "autoboot.txt unchanged" in text
+    assert "umbra-boot-switch.path after a refusal: Result=success ActiveState=active" in text
+    # `boot`: the switch's `systemctl reboot --reboot-argument='0 tryboot'` from inside its sandbox rebooted it
+    assert "nspawn exit 133" in text and "Reached target reboot.target" in text

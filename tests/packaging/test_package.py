@@ -87,7 +87,8 @@ def test_every_wheel_is_locked_by_hash_and_nothing_else_is_shipped(tree):
 
 def test_units_user_folders_template_and_control(tree):
     assert sorted(p.name for p in (tree / "lib/systemd/system").iterdir()) == [
-        "umbra-ota-check.service", "umbra-ota-check.timer", "umbra-provision.service", "umbra.service"]
+        "umbra-boot-switch.path", "umbra-boot-switch.service", "umbra-ota-check.service", "umbra-ota-check.timer",
+        "umbra-provision.service", "umbra.service"]
     users = (tree / "usr/lib/sysusers.d/umbra.conf").read_text()
     assert "m umbra video" in users and "m umbra dialout" in users
     assert "d /var/lib/umbra 0750 umbra umbra" in (tree / "usr/lib/tmpfiles.d/umbra.conf").read_text()
@@ -96,3 +97,22 @@ def test_units_user_folders_template_and_control(tree):
     assert "Suggests: libedgetpu1-std" in control
     assert (tree / "usr/share/umbra/models/ssd_mobilenet_v1_coco_quant/detect.tflite").is_file()
     assert "--require-hashes" in (tree / "DEBIAN/postinst").read_text()
+
+
+def test_the_boot_switch_ships_as_root_s_files_and_runs_from_them_alone(deb, tree, tmp_path):
+    """umbra-boot-switch.service runs /usr/lib/umbra/boot-switch as root: dpkg's (root) files, standard
+    library and trust.files only (never the venv), so the shipped copy answers a request by itself."""
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    rows = {line.split()[-1]: line.split()[:2] for line in listing.splitlines()}
+    assert rows["./usr/lib/umbra/boot-switch/umbra-boot-switch"] == ["-rwxr-xr-x", "root/root"]
+    assert rows["./usr/lib/umbra/boot-switch/trust/files.py"] == ["-rw-r--r--", "root/root"]
+    boot, req = tmp_path / "boot", tmp_path / "req"
+    boot.mkdir(), req.mkdir()
+    (boot / "autoboot.txt").write_text("[all]\ntryboot_a_b=1\nboot_partition=2\n")
+    (req / "request").write_text("00112233445566778899aabbccddeeff try b\n")
+    program = tree / "usr/lib/umbra/boot-switch/umbra-boot-switch"
+    out = subprocess.run(["python3", "-E", "-s", "-B", str(program), "--dir", str(req), "--boot-dir", str(boot),
+                          "--systemctl", "/bin/false"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert (req / "result").read_text() == "00112233445566778899aabbccddeeff ok\n"
+    assert "[tryboot]\nboot_partition=3" in (boot / "autoboot.txt").read_text()

@@ -1,5 +1,5 @@
 """The shipped systemd units: `systemd-analyze verify` clean, `systemd-analyze security` at most 2.5 each, and
-none runs as root."""
+none runs as root but the tryboot boot switch, which holds CAP_SYS_BOOT alone and runs root's program."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ spec.loader.exec_module(units_check)
 needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                    reason="systemd-analyze not installed (apt-get install systemd)")
 SERVICES = [p for p in units_check.units() if p.suffix == ".service"]
+SWITCH = PACKAGING / "systemd" / "umbra-boot-switch.service"
 
 
 def unit(path: Path) -> configparser.ConfigParser:
@@ -28,17 +29,39 @@ def unit(path: Path) -> configparser.ConfigParser:
     return cp
 
 
-def test_the_units_are_the_four_the_package_installs():
+def test_the_units_are_the_six_the_package_installs():
     assert sorted(p.name for p in units_check.units()) == [
-        "umbra-ota-check.service", "umbra-ota-check.timer", "umbra-provision.service", "umbra.service"]
+        "umbra-boot-switch.path", "umbra-boot-switch.service", "umbra-ota-check.service", "umbra-ota-check.timer",
+        "umbra-provision.service", "umbra.service"]
 
 
-@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in SERVICES if p != SWITCH], ids=lambda p: p.name)
 def test_no_service_runs_as_root(path):
     svc = unit(path)["Service"]
     assert svc.get("User") == "umbra" and svc.get("Group") == "umbra"
     assert svc.get("CapabilityBoundingSet", "x") == "" and svc.get("NoNewPrivileges") == "yes"
     assert not any(v.lstrip("-@:!").startswith("+") for k, v in svc.items() if k.startswith("Exec"))
+
+
+def test_the_boot_switch_is_root_with_cap_sys_boot_alone_and_runs_only_root_s_program():
+    """The one root unit (docs/INSTALL.md, "The tryboot switch"): autoboot.txt on vfat and
+    /run/systemd/reboot-param are root's; logind grants the reboot to CAP_SYS_BOOT. It must never run code
+    from /opt/umbra, which the umbra user's OTA writes."""
+    svc = unit(SWITCH)["Service"]
+    assert "User" not in svc and svc["CapabilityBoundingSet"] == "CAP_SYS_BOOT" and svc["AmbientCapabilities"] == ""
+    assert svc["NoNewPrivileges"] == "yes" and svc["ProtectSystem"] == "strict" and svc["PrivateNetwork"] == "yes"
+    assert svc["ReadWritePaths"] == "-/boot/firmware /run/umbra-boot /run/systemd"
+    assert "@reboot" in svc["SystemCallFilter"]  # PID 1 reboots, not this process
+    assert svc.get("ProcSubset", "all") == "all"  # a commit reads the booted partition in /proc/device-tree
+    execs = [v for k, v in svc.items() if k.startswith("Exec")]
+    assert execs == ["/usr/bin/python3 -E -s -B /usr/lib/umbra/boot-switch/umbra-boot-switch --dir /run/umbra-boot "
+                     "--boot-dir /boot/firmware"]
+    path = unit(PACKAGING / "systemd" / "umbra-boot-switch.path")
+    assert path["Path"]["PathExists"] == "/run/umbra-boot/request" and path["Path"]["Unit"] == SWITCH.name
+    assert path["Unit"]["ConditionPathExists"] == "/boot/firmware/autoboot.txt"
+    tmpfiles = (PACKAGING / "debian" / "tmpfiles.conf").read_text()
+    assert "d /run/umbra-boot 0770 root umbra -" in tmpfiles  # the umbra group asks, root answers
+    assert "umbra-boot-switch.path" in (PACKAGING / "debian" / "postinst").read_text()
 
 
 def test_the_provisioning_agent_runs_only_on_an_unlocked_device_and_hands_over_to_the_sensor():
@@ -58,8 +81,10 @@ def test_the_long_running_services_tell_systemd_they_are_ready_and_alive(name, w
 
 
 def test_ota_installs_into_the_slots_and_nowhere_else_under_opt():
+    """... and asks the boot switch for a tryboot slot (hal.boot.SwitchRequester): the request folder is all
+    it may write besides."""
     svc = unit(PACKAGING / "systemd" / "umbra-ota-check.service")["Service"]
-    assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/opt/umbra/slots"
+    assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/opt/umbra/slots -/run/umbra-boot"
 
 
 def test_the_sensor_can_commit_its_trial_in_the_slots_and_write_nothing_else_under_opt():
@@ -67,7 +92,7 @@ def test_the_sensor_can_commit_its_trial_in_the_slots_and_write_nothing_else_und
     or rolls back by rewriting /opt/umbra/slots/boot.json and its current link. Before, its unit saw /opt
     read-only, so the commit failed on an installed device."""
     svc = unit(PACKAGING / "systemd" / "umbra.service")["Service"]
-    assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "-/opt/umbra/slots"
+    assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "-/opt/umbra/slots -/run/umbra-boot"
     assert "/opt/umbra/slots" in (PACKAGING / "debian" / "postinst").read_text()  # where the package puts them
 
 
