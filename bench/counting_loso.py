@@ -105,9 +105,8 @@ def _loop_ticks(cfg, camera=None, detector=None) -> tuple[list, list]:
     seq = [0]
 
     def keep(r) -> None:  # a TickResult
-        if not r.final:
-            ticks.append((seq[0], np.asarray(r.ground.track_ids).copy(), np.asarray(r.ground.xy).copy(),
-                          clock.monotonic_ns() / 1e9))
+        ticks.append((seq[0], np.asarray(r.ground.track_ids).copy(), np.asarray(r.ground.xy).copy(),
+                      clock.monotonic_ns() / 1e9))
 
     kw = {} if camera is None else {"camera": camera(clock), "detector": detector}
     loop = build_loop(cfg, CONFIG.parent, clock, sinks=[keep], **kw)

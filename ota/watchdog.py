@@ -34,8 +34,6 @@ class Watchdog:
         notify("READY=1", self.socket_path)
 
     def __call__(self, tick) -> None:
-        if getattr(tick, "final", False):  # the loop stopping is not a tick
-            return
         if tick.wall - self._last >= 1.0:
             self._last = tick.wall
             if notify("WATCHDOG=1", self.socket_path):

@@ -20,7 +20,7 @@ import numpy as np
 from bench.lib import data
 from firmware.cli.assemble import JsonlSink, build_loop
 from firmware.config import UmbraConfig, load
-from firmware.sensing.loop import TickResult
+from firmware.sensing.loop import EndsRun, RunEnd, TickResult
 from firmware.sensing.pseudonym import Pseudonymizer
 from hal.clock import FakeClock
 from hal.detections import Detections
@@ -69,7 +69,7 @@ class Replay:
     start_wall: float = PETS_START_WALL  # wall time of frame 1 (a record's bucket start -> its frame)
 
 
-class _Collector:
+class _Collector(EndsRun):
     """Bench-side: the released records, and what a device never releases (exact ground points, the track
     behind each pseudonym, read from the loop's own pseudonymizer, `pseudonyms`)."""
 
@@ -82,8 +82,7 @@ class _Collector:
         self.seq: int | None = None  # the source frame number of this tick's frame, when a hook says
 
     def __call__(self, result: TickResult) -> None:
-        if not result.final:
-            self.frame = self.seq if self.seq is not None else self.frame + 1
+        self.frame = self.seq if self.seq is not None else self.frame + 1
         self.jsonl(result)
         self.out.record_frame += [self.frame] * len(result.records)
         g = result.ground
@@ -93,8 +92,13 @@ class _Collector:
                 self.out.pseudonym_of[self.pseudonyms.pseudonym(int(tid), result.wall)] = int(tid)
         self.out.crossings += [(self.frame, int(c.track_id), c.line, c.direction) for c in result.crossings]
 
+    def end_run(self, end: RunEnd) -> None:
+        """The loop stopped: the last bucket's records, at the last tick's frame."""
+        self.jsonl.end_run(end)
+        self.out.record_frame += [self.frame] * len(end.records)
 
-class DeviceCounts:
+
+class DeviceCounts(EndsRun):
     """A loop sink: the device's own line counts written as a sensor writes them (`[output] crossings_file`,
     firmware.installer.countaudit.LineCountSink, per time bucket) to `path`, and read back as `umbra bench run`
     and `umbra audit-counts --crossings` read them (`read_line_counts`)."""
@@ -109,8 +113,11 @@ class DeviceCounts:
     def __call__(self, result: TickResult) -> None:
         self._sink(result)
 
+    def end_run(self, end: RunEnd) -> None:
+        self._sink.end_run(end)
+
     def counts(self) -> dict[tuple[str, str], int]:
-        """Per line and way, from the file (call once the loop has stopped: its final result closes the bucket)."""
+        """Per line and way, from the file (call once the loop has stopped: its end of the run closes the bucket)."""
         from firmware.installer.countaudit import read_line_counts, tally
 
         self._stream.close()

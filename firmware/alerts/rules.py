@@ -91,8 +91,6 @@ class AlertSink:
         self._holding = False
 
     def __call__(self, tick: TickResult) -> None:
-        if tick.final:  # the loop stopped: nobody seen is not everybody gone
-            return
         if self._trusted is not None and not self._trusted():
             if not self._holding and self._audit is not None:
                 audited(self._audit, "alerts_held", tick.wall, reason="time-untrusted")

@@ -13,9 +13,10 @@ from firmware.config import UmbraConfig, resolve_path
 from firmware.errors import ConfigError
 from firmware.sensing.gating import Gate
 from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import FrameHook, SensorLoop, TickResult, TickSink
+from firmware.sensing.loop import FrameHook, RecordSink, SensorLoop, TickSink
 from firmware.sensing.pseudonym import Pseudonymizer
 from firmware.sensing.quantize import Quantizer
+from firmware.sensing.records import QuantizedTrack
 from firmware.sensing.tracker import Tracker
 from hal.camera import Camera
 from hal.clock import Clock, SystemClock
@@ -132,14 +133,16 @@ def build_gate(cfg: UmbraConfig, detector: Detector) -> Gate | None:
     return Gate(d, grid)
 
 
-class JsonlSink:
-    """Writes released track records as JSON lines (the bench's view of what leaves the device)."""
+class JsonlSink(RecordSink):
+    """Writes released track records as JSON lines (the bench's view of what leaves the device), the last
+    bucket's too when the loop stops."""
 
     def __init__(self, stream: IO[str]) -> None:
+        super().__init__(self._write)
         self.stream = stream
         self.count = 0
 
-    def __call__(self, result: TickResult) -> None:
-        for rec in result.records:
+    def _write(self, records: Sequence[QuantizedTrack]) -> None:
+        for rec in records:
             self.stream.write(json.dumps(rec.to_json(), separators=(",", ":")) + "\n")
-        self.count += len(result.records)
+        self.count += len(records)

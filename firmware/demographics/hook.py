@@ -10,11 +10,20 @@ every confirmed track (its foot point on the ground, twice a second) and estimat
 - the head crop (the top `head_share` of the person's box, from the main stream when there is one) is copied
   out of the frame, given to the estimator (BlazeFace finds the face, the dlib networks estimate it; every chip
   and tensor there is zeroed before it returns), and zeroed at once.
-An estimate only adds to its track's sums in the open window (`DemographicWindow`, memory only); it is never
+Each person counts once per window, as far as the device can tell them apart: the count, the crops and their
+schedule belong to a chain's slot in the open window, not to a track. A track seen for the first time in the
+window takes over the slot of the nearest track that ended near where it is born, by the line counter's join
+rule (`[geometry] count_join_s`, `firmware.sensing.geometry.join_pairs`: last seen within `count_join_s`, no
+further than JOIN_M plus a walker's top speed for the time between), so a track the tracker lost and started
+again as another id is one contribution, not two; any other track opens a new slot. What it cannot do: a
+person whose track is lost for longer than `count_join_s` (or reborn further away), or who leaves and comes
+back after it, opens a new slot and counts again (the release's sensitivity is one slot: `release`).
+An estimate only adds to its slot's sums in the open window (`DemographicWindow`, memory only); it is never
 logged, stored or emitted. At the window's end the epsilon is charged to the `demographics` stream (whatever
 the data: the spend reveals nothing), each zone's histogram is released or withheld privately, the records go
 to `emit` and the audit log says what was released (counts of records and estimates, never a value), and
-the sums, track ids and the crop schedule are dropped.
+the sums, the slots, the track ids and their last ground points (kept only while a track may still be joined)
+and the crop schedule are dropped.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from firmware.errors import AuditError
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.privacy.dp import SYSTEM, RandomSource
-from firmware.sensing.geometry import Geometry
+from firmware.sensing.geometry import Geometry, join_pairs
 from firmware.sensing.loop import SensorLoop
 from firmware.sensing.tickbudget import TickBudget
 from firmware.sensing.tracker import Track
@@ -68,8 +77,15 @@ class DemographicsHook:
         self.zones = tuple(z.name for z in geometry.config.zones)
         self._emit, self._audit, self._rng = emit, audit if audit is not None else NoAudit(), rng
         self._window: DemographicWindow | None = None
-        self._due: dict[int, _Due] = {}
-        self._zone: dict[int, str | None] = {}
+        self._due: dict[int, _Due] = {}  # slot -> its crop schedule
+        self._zone: dict[int, str | None] = {}  # track id -> its zone, looked up twice a second
+        # the chains (join rule as the line counter's, geometry `count_join_s`): track id -> its slot in the
+        # open window, and, for the tracks seen within the join time that no newborn has taken, when they
+        # were last seen (monotonic ns) and their ground point there; all cleared when the window closes
+        self._join_ns = int(geometry.config.count_join_s * 1e9)
+        self._slot: dict[int, int] = {}
+        self._slots = 0
+        self._last: dict[int, tuple[int, np.ndarray]] = {}
         self._zones_due_ns = 0
         self._budget = TickBudget(clock, int(config.tick_share * period_s * 1e9))
         self.estimated = self.deferred = self.errors = self.no_face = 0
@@ -99,9 +115,11 @@ class DemographicsHook:
             self._window = DemographicWindow(self.config, start)
         if not tracks:
             return
+        ground = self._ground(tracks)
+        self._chain(tracks, ground, frame.t_mono_ns)
         if frame.t_mono_ns >= self._zones_due_ns:
             self._zones_due_ns = frame.t_mono_ns + ZONE_EVERY_NS
-            for t, zone in zip(tracks, self._zones(tracks), strict=True):
+            for t, zone in zip(tracks, self.geometry.zone_of(ground), strict=True):
                 self._zone[t.track_id] = zone
         for t in self._pick(tracks, frame.t_mono_ns):
             if not self._budget.room(frame.t_mono_ns):
@@ -110,18 +128,47 @@ class DemographicsHook:
                 break
             self._estimate(frame, t)
 
-    def _zones(self, tracks: Sequence[Any]) -> list[str | None]:
+    def _ground(self, tracks: Sequence[Any]) -> np.ndarray:
+        """The tracks' foot points (the bottom centre of the box) on the ground, (N, 2)."""
         boxes = np.array([t.box for t in tracks], np.float64).reshape(-1, 4)
         feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) * 0.5, boxes[:, 3]))
-        return self.geometry.zone_of(self.geometry.to_ground(feet))
+        return self.geometry.to_ground(feet)
+
+    def _chain(self, tracks: Sequence[Any], ground: np.ndarray, now_ns: int) -> None:
+        """Each track's slot: a track new in the window takes over the slot of the track the join rule joins it
+        to (ended, near where it is born), or opens a new one. The join state is kept only as long as needed:
+        a track unseen for longer than the join time is no longer joinable and its point is dropped."""
+        for tid in [tid for tid, (seen, _) in self._last.items() if now_ns - seen > self._join_ns]:
+            del self._last[tid]
+        ids = [int(t.track_id) for t in tracks]
+        born = [j for j, tid in enumerate(ids) if tid not in self._slot]
+        if born:
+            seen_now = set(ids)
+            ended = [tid for tid in self._last if tid not in seen_now]
+            if ended and self._join_ns > 0:
+                gap_s = np.array([(now_ns - self._last[tid][0]) / 1e9 for tid in ended])
+                at = np.array([self._last[tid][1] for tid in ended]).reshape(-1, 2)
+                for j, m in join_pairs(ground[born], at, gap_s):
+                    self._slot[ids[born[j]]] = self._slot[ended[m]]
+                    del self._last[ended[m]]  # taken: no second newborn joins it
+            for j in born:
+                if ids[j] not in self._slot:
+                    self._slots += 1
+                    self._slot[ids[j]] = self._slots
+        if self._join_ns > 0:
+            for j, tid in enumerate(ids):
+                self._last[tid] = (now_ns, ground[j].copy())
 
     def _pick(self, tracks: Sequence[Any], now_ns: int) -> list[Any]:
         cfg = self.config
         due = []
+        slots: set[int] = set()
         for t in tracks:
-            if self._zone.get(t.track_id) is None:
+            slot = self._slot[t.track_id]
+            if self._zone.get(t.track_id) is None or slot in slots:
                 continue
-            d = self._due.setdefault(t.track_id, _Due(0, now_ns, int(cfg.crop_gap_s * 1e9)))
+            slots.add(slot)  # two tracks of one chain (an old id the tracker found again): one turn
+            d = self._due.setdefault(slot, _Due(0, now_ns, int(cfg.crop_gap_s * 1e9)))
             if d.crops < cfg.crops_per_track and now_ns >= d.due_ns:
                 due.append((d.crops, d.due_ns, t))
         due.sort(key=lambda x: (x[0], x[1]))
@@ -140,7 +187,8 @@ class DemographicsHook:
         return np.array([max(cx - h / 2, 0) / sw, max(y0, 0) / sh, min(cx + h / 2, sw) / sw, min(y0 + h, sh) / sh])
 
     def _estimate(self, frame: Frame, track: Track) -> None:
-        d = self._due[track.track_id]
+        slot = self._slot[track.track_id]
+        d = self._due[slot]
         d.crops += 1  # a crop without a face still uses its turn, so one track cannot starve others
         d.due_ns = frame.t_mono_ns + d.gap_ns
         d.gap_ns *= 2
@@ -164,7 +212,7 @@ class DemographicsHook:
             return
         zone = self._zone.get(track.track_id)
         assert self._window is not None and zone is not None
-        if self._window.add(track.track_id, zone, est.age, est.p_male):
+        if self._window.add(slot, zone, est.age, est.p_male):
             self.estimated += 1
             self._win_estimates += 1
         del est
@@ -174,6 +222,9 @@ class DemographicsHook:
         win, self._window = self._window, None
         self._due.clear()
         self._zone.clear()
+        self._slot.clear()
+        self._last.clear()
+        self._slots = 0
         self._zones_due_ns = 0
         estimates, deferred = self._win_estimates, self._win_deferred
         self._win_estimates = self._win_deferred = 0
@@ -208,8 +259,10 @@ class DemographicsHook:
         return records
 
     def held_tracks(self) -> int:
-        """Tracks with anything held (crop schedule, zone, estimate sums): 0 right after a window closes."""
-        return max(len(self._due), len(self._zone), self._window.held() if self._window is not None else 0)
+        """Tracks or slots with anything held (slot, join point, crop schedule, zone, estimate sums): 0 right after
+        a window closes."""
+        return max(len(self._due), len(self._zone), len(self._slot), len(self._last),
+                   self._window.held() if self._window is not None else 0)
 
 
 def build_demographics_hook(config: DemographicsConfig, loop: SensorLoop, emit_to: Sequence[Callable[[list], Any]],

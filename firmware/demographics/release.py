@@ -1,15 +1,21 @@
 """A window's demographic histograms and their private release. Pure: no clock, no I/O; noise from an injected
 random source (the OS CSPRNG in production).
 
-Accumulation (`DemographicWindow`): per track, the sums of its crops' estimates (expected age, male
-probability) and the zone it was first estimated in. These sums are in memory only, for the open window; they
-are never stored, logged or emitted, and `close()` zeroes and drops them. At the close each track becomes one
-count: the band of its mean age by the class of its mean male probability, in its zone.
+Accumulation (`DemographicWindow`): per contribution slot (a chain of tracks the hook's join rule took for one
+walker, `firmware.demographics.hook`; a number that is no track id or pseudonym, reset each window), the sums
+of its crops' estimates (expected age, male probability) and the zone it was first estimated in. These sums
+are in memory only, for the open window; they are never stored, logged or emitted, and `close()` zeroes and
+drops them. At the close each slot becomes one count: the band of its mean age by the class of its mean male
+probability, in its zone.
 
-Release (`release`): neighbouring windows differ by one track; a track adds 1 to one cell of one zone's
+Release (`release`): neighbouring windows differ by one slot; a slot adds 1 to one cell of one zone's
 histogram, so the window's histograms (all zones together) have L1 sensitivity 1 and one epsilon pays for the
-whole window. Each of a zone's 12 cells gets discrete Laplace noise of scale 1/epsilon (firmware.privacy.dp,
-the same sampler as the other aggregates). Private k-thresholding as firmware.privacy.analytics does it: a zone
+whole window. Per person this holds as far as the device can tell people apart: a track lost and born again
+within the join time (`[geometry] count_join_s`) near where it ended is the same slot; a person lost for longer,
+reborn further away, or who leaves and comes back after the join time, has one slot per chain, so a person
+with c chains in a window is protected at c times epsilon.
+Each of a zone's 12 cells gets discrete Laplace noise of scale 1/epsilon (firmware.privacy.dp, the same sampler
+as the other aggregates). Private k-thresholding as firmware.privacy.analytics does it: a zone
 is released only when the sum of its noised cells reaches `analytics.threshold(k, 1/epsilon, beta, parts=12)`,
 so a zone with fewer than k people is released with probability at most beta and the decision is itself DP. With
 `suppress_cells`, each cell must also reach `threshold(k, 1/epsilon, beta)` alone, or is released as null.
@@ -34,7 +40,7 @@ from firmware.privacy.analytics import threshold
 from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact
 
 SCHEMA = "umbra.demographics/1"
-SENSITIVITY = 1  # L1, per window over all zones: one track, one cell
+SENSITIVITY = 1  # L1, per window over all zones: one slot (a chain of joined tracks), one cell
 ESTIMATOR = "dlib_age_v1+dlib_gender_v1"
 
 
@@ -50,15 +56,15 @@ class _Votes:
 
 
 class DemographicWindow:
-    """One window's estimates, per track until the close. `add(track_id, zone, age, p_male)` returns False
-    (and keeps nothing) once the track has `crops_per_track` estimates."""
+    """One window's estimates, per contribution slot until the close. `add(slot, zone, age, p_male)` returns
+    False (and keeps nothing) once the slot has `crops_per_track` estimates."""
 
     def __init__(self, config: DemographicsConfig, window_start: int) -> None:
         self.config, self.window_start = config, window_start
         self._votes: dict[int, _Votes] = {}
 
-    def add(self, track_id: int, zone: str, age: float, p_male: float) -> bool:
-        v = self._votes.setdefault(track_id, _Votes(zone))
+    def add(self, slot: int, zone: str, age: float, p_male: float) -> bool:
+        v = self._votes.setdefault(slot, _Votes(zone))
         if v.n >= self.config.crops_per_track:
             return False
         v.n += 1
@@ -66,15 +72,15 @@ class DemographicWindow:
         v.male_sum += float(p_male)
         return True
 
-    def estimates(self, track_id: int) -> int:
-        v = self._votes.get(track_id)
+    def estimates(self, slot: int) -> int:
+        v = self._votes.get(slot)
         return v.n if v is not None else 0
 
     def held(self) -> int:
         return len(self._votes)
 
     def close(self, zones: Iterable[str]) -> dict[str, np.ndarray]:
-        """The true (6, 2) count histogram of every zone; the per-track sums are zeroed and dropped."""
+        """The true (6, 2) count histogram of every zone; the per-slot sums are zeroed and dropped."""
         out = {z: np.zeros((len(BANDS), len(GENDERS)), np.int64) for z in zones}
         for v in self._votes.values():
             if v.n and v.zone in out:

@@ -32,7 +32,7 @@ import numpy as np
 
 from firmware.config.sensing import LineConfig
 from firmware.errors import InstallerError
-from firmware.sensing.loop import TickResult
+from firmware.sensing.loop import EndsRun, RunEnd, TickResult
 from firmware.sensing.quantize import cell_centre
 from firmware.sensing.records import TRACK_SCHEMAS
 
@@ -55,7 +55,7 @@ class HandCounts:
     kind: str  # "crossings" or "tallies"
 
 
-class LineCountSink:
+class LineCountSink(EndsRun):
     """A loop sink writing the loop's own line counts as JSON lines, one per (time bucket, line, direction):
     `{"t": bucket start, "bucket_s", "line", "direction", "count"}`, a bucket's lines written once it has ended
     (and the last one when the loop stops), sorted by line and direction: nothing finer than the bucket."""
@@ -69,13 +69,15 @@ class LineCountSink:
 
     def __call__(self, result: TickResult) -> None:
         t = int(result.wall // self.bucket_s) * self.bucket_s
-        if result.final or (self._t is not None and t != self._t):
+        if self._t is not None and t != self._t:
             self._write()
-        if result.final:
-            return
         self._t = t
         for c in result.crossings:
             self._held[(c.line, c.direction)] += 1
+
+    def end_run(self, end: RunEnd) -> None:
+        """The loop stopped: the last bucket's lines are written."""
+        self._write()
 
     def _write(self) -> None:
         for (line, d), n in sorted(self._held.items()):

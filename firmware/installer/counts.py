@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import TickResult
+from firmware.sensing.loop import EndsRun, RunEnd, TickResult
 from firmware.sensing.records import QuantizedTrack
 
 
@@ -32,7 +32,7 @@ class CountSnapshot:
         }
 
 
-class RunCounts:
+class RunCounts(EndsRun):
     """`sink(result)` each tick; `snapshot()` at any time."""
 
     def __init__(self, geometry: Geometry) -> None:
@@ -68,11 +68,12 @@ class RunCounts:
             self.geometry = geometry
         return before
 
+    def end_run(self, end: RunEnd) -> None:
+        """The loop stopped: only the last bucket's records (no tick, nobody seen)."""
+        with self._lock:
+            self._kinds[QuantizedTrack.SCHEMA] += len(end.records)
+
     def __call__(self, result: TickResult) -> None:
-        if result.final:  # the loop stopped: only the last bucket's records
-            with self._lock:
-                self._kinds[QuantizedTrack.SCHEMA] += len(result.records)
-            return
         inside = Counter(z for z in self.geometry.zone_of(result.ground.xy) if z is not None) if self._zones else {}
         with self._lock:
             for c in result.crossings:

@@ -187,8 +187,6 @@ class Analytics:
     # -- accumulation ------------------------------------------------------------------------------------
 
     def __call__(self, tick: TickResult) -> None:
-        if tick.final:  # the loop stopped: no tick to account (close_window releases the partial window)
-            return
         start = int(tick.wall // self.config.window_s) * self.config.window_s
         if self._w is not None and start != self._w.start:
             self.close_window()

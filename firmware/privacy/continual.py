@@ -237,8 +237,6 @@ class ContinualRelease:
     # -- accumulation ------------------------------------------------------------------------------------
 
     def __call__(self, tick: TickResult) -> None:
-        if tick.final:  # the loop stopped: no tick to account
-            return
         index = int(tick.wall // self.config.tree_step_s)
         if self._cur is not None and index != self._cur.index:
             self.close_step()

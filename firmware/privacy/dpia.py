@@ -56,6 +56,7 @@ FACT_KEYS = {
     "bucket_s": "quantize.time_bucket_s",
     "lines": "geometry.lines",
     "hold_s": "geometry.count_hold_s",
+    "join_s": "geometry.count_join_s",
     "samples_on": "samples.enabled",
     "sample_rate": "samples.rate_per_hour",
     "sample_days": "samples.retention_days",
@@ -150,7 +151,11 @@ def _demographics_row(v: dict[str, Any]) -> tuple[str, str]:
              "attribute (no model here)"),
             (f"estimated on the device from up to {v['demo_crops']} face crops per person and window (dlib's "
              "age and gender networks), zeroed in the tick; no estimate leaves alone, is stored or logged: each "
-             "person counts once, in one zone, only inside the window's histogram (sensitivity 1); discrete "
+             "person counts once, in one zone, only inside the window's histogram (sensitivity 1), as far as the "
+             f"device can tell people apart: a track lost and born again within {v['join_s']:g} s near where it "
+             "ended ([geometry] count_join_s, the line counter's join rule) keeps its one count; a person "
+             "lost for longer, or who leaves and comes back after that, counts again (c such chains in a "
+             "window: c times epsilon); discrete "
              f"Laplace noise, epsilon = {v['demo_epsilon']} per window (all zones), {day} per day on the "
              f"`demographics` stream of the same budget; a zone released only when its noised total passes "
              f"the private threshold for k = {v['demo_k']}"
@@ -179,7 +184,9 @@ def composition(f: dict[str, Fact]) -> list[str]:
                     "`firmware.privacy.combine`: post-processing of released values, no epsilon spent and "
                     "the guarantee unchanged) |")
     if v["demo_on"]:
-        rows.append(f"| demographics histograms | one person in one window (one zone) | {v['demo_epsilon']} per "
+        rows.append(f"| demographics histograms | one person in one window (one zone), a track lost and born again "
+                    f"within {v['join_s']:g} s joined to it; one who is lost longer or comes back later counts "
+                    f"again | {v['demo_epsilon']} per "
                     f"window | {v['demo_epsilon_day']:g} on the demographics stream |")
     return rows
 
@@ -191,7 +198,9 @@ def _kept(f: dict[str, Fact]) -> list[str]:
             "| flow-group embeddings | memory only, one window |"]
     if v["demo_on"]:
         rows.append("| demographic estimates (per person: mean estimated age and gender probability of its "
-                    "crops) | memory only, one window, zeroed when the histogram is made |")
+                    "crops) | memory only, one window, zeroed when the histogram is made; the tracks' slots "
+                    "(which chain has counted) cleared then, their last ground points kept only while they "
+                    "may be joined |")
     if v["flow_on"]:
         rows.append("| flow-group population statistics (mean and top principal directions of a period's crop "
                     "embeddings, no identity) | memory only: gathered over one period, the basis fitted from "

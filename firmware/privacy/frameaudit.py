@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from firmware.privacy.audit import AuditSink, audited
-from firmware.sensing.loop import SensorLoop, TickResult
+from firmware.sensing.loop import EndsRun, RunEnd, SensorLoop, TickResult
+from firmware.sensing.records import QuantizedTrack
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class FrameAudit:
         self.released = 0
 
 
-class FrameAuditSink:
+class FrameAuditSink(EndsRun):
     """A loop sink feeding `FrameAudit` from the loop's counters (every frame taken is released, and so zeroed,
     within its tick) and, where quantized tracks leave the device (`release`: the outbox's enqueue), holding the
     records each tick made until the minute's `records_released` entry is written."""
@@ -83,11 +84,18 @@ class FrameAuditSink:
         return self._frames.withheld
 
     def __call__(self, result: TickResult) -> None:
+        self._count(result.wall, result.records)
+
+    def end_run(self, end: RunEnd) -> None:
+        """The loop stopped: the frames since the last tick and the last bucket's records."""
+        self._count(end.wall, end.records)
+
+    def _count(self, wall: float, records: Sequence[QuantizedTrack]) -> None:
         st = self._loop.stats
         taken, missed = st.frames - self._seen[0], st.overruns - self._seen[1]
         self._seen = (st.frames, st.overruns)
-        hold = [r.to_json() for r in result.records] if self._release is not None else None
-        self._frames.count(result.wall, processed=taken, destroyed=taken, dropped=missed, hold=hold)
+        hold = [r.to_json() for r in records] if self._release is not None else None
+        self._frames.count(wall, processed=taken, destroyed=taken, dropped=missed, hold=hold)
 
     def flush(self, t: float) -> None:
         self._frames.flush(t)

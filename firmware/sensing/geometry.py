@@ -248,19 +248,11 @@ class LineCounter:
         ended = [tid for tid in self._joinable if tid not in seen_now and tid in self._side]
         if not ended:
             return
-        when = np.array([self._last[t][0] for t in ended])
+        gap_s = t_s - np.array([self._last[t][0] for t in ended])
         at = np.array([self._last[t][1] for t in ended]).reshape(-1, 2)
-        pairs: list[tuple[float, int, int]] = []  # (distance, newborn's index, ended track's index)
-        reach = JOIN_M + WALK_MPS * (t_s - when)
-        for j in fresh:
-            dist = np.hypot(*(at - xy[j]).T)
-            pairs += [(float(dist[m]), j, m) for m in np.flatnonzero(dist <= reach).tolist()]
-        taken: set[int] = set()
-        for _, j, k in sorted(pairs):
-            tid = int(ids[j])
-            if k in taken or tid in self._side:
-                continue
-            taken.add(k)
+        born = [j for j in fresh if int(ids[j]) not in self._side]
+        for j, k in join_pairs(xy[born], at, gap_s):
+            tid = int(ids[born[j]])
             old = ended[k]
             side = self._side[old].copy()
             due = self._due.get(old)
@@ -268,6 +260,30 @@ class LineCounter:
                 np.copyto(side, due[0], where=due[0] != 0)
             self._side[tid] = side
             del self._joinable[old]
+
+
+def join_pairs(born: np.ndarray, ended_at: np.ndarray, gap_s: np.ndarray) -> list[tuple[int, int]]:
+    """The join rule (LineCounter's `join_s`, the demographics' chains): (newborn, ended track) index pairs,
+    nearest first, each newborn and each ended track in at most one. A newborn at `born` (N, 2) may take an
+    ended track last seen at `ended_at` (M, 2) `gap_s` (M,) seconds ago no further than JOIN_M plus a walker's
+    top speed for that time (the caller keeps only those within its join time)."""
+    born = np.asarray(born, dtype=np.float64).reshape(-1, 2)
+    at = np.asarray(ended_at, dtype=np.float64).reshape(-1, 2)
+    reach = JOIN_M + WALK_MPS * np.asarray(gap_s, dtype=np.float64).reshape(-1)
+    pairs: list[tuple[float, int, int]] = []  # (distance, newborn's index, ended track's index)
+    for j in range(len(born)):
+        dist = np.hypot(*(at - born[j]).T)
+        pairs += [(float(dist[m]), j, m) for m in np.flatnonzero(dist <= reach).tolist()]
+    out: list[tuple[int, int]] = []
+    took_born: set[int] = set()
+    took_ended: set[int] = set()
+    for _, j, m in sorted(pairs):
+        if j in took_born or m in took_ended:
+            continue
+        took_born.add(j)
+        took_ended.add(m)
+        out.append((j, m))
+    return out
 
 
 def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -50,11 +50,6 @@ CAMERA_LOST_LIMIT_S = 600.0  # a camera gone mid-run for longer than this ends t
 
 class CameraLost(CameraUnavailable):
     """The camera vanished mid-run and stayed gone past the loop's limit."""
-_NOBODY = GroundState(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
-for _a in (_NOBODY.track_ids, _NOBODY.xy, _NOBODY.velocity, _NOBODY.height_m):
-    _a.flags.writeable = False  # shared by every final result
-
-
 @dataclass(slots=True)
 class LoopStats:
     ticks: int = 0
@@ -77,23 +72,61 @@ class LoopStats:
 class TickResult:
     """What one tick produced, for sinks: the track records released (those of the time buckets that ended
     before this tick, one per pseudonym, sorted by pseudonym), count-line crossings and the ground state
-    (on-device analytics). Never holds pixels.
-
-    `final`: not a tick but the loop stopping: `records` are the last bucket's, nothing was seen (no
-    crossings, no one on the ground); a sink that accounts ticks (occupancy, alerts, health) ignores it."""
+    (on-device analytics). Never holds pixels. Always a tick: the loop stopping is a `RunEnd`, given to a
+    sink's `end_run`, never to its `__call__`."""
 
     wall: float
     records: Sequence[QuantizedTrack]
     crossings: Sequence[Crossing]
     ground: GroundState
-    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """The loop stopping, not a tick: `records` are the last bucket's track records (released now); nothing
+    was seen. Given only to sinks that take it (`EndsRun`)."""
+
+    wall: float
+    records: Sequence[QuantizedTrack]
+
+
+@runtime_checkable
+class EndsRun(Protocol):
+    """A sink that is told the loop stopped: `end_run(end)` once, after the last tick. The default (a sink that
+    does not have it, or derives from this without overriding it) is told nothing; so a sink that does nothing
+    special sees only ticks. A sink that keeps track records (files, the outbox) takes the last bucket's here."""
+
+    def end_run(self, end: RunEnd) -> None:
+        return None
+
+
+class RecordSink(EndsRun):
+    """A sink of the released track records alone: `take(records)` with each tick's (when there are any) and,
+    when the loop stops, the last bucket's (a file, the outbox)."""
+
+    def __init__(self, take: Callable[[Sequence[QuantizedTrack]], object]) -> None:
+        self.take = take
+
+    def __call__(self, tick: TickResult) -> None:
+        if tick.records:
+            self.take(tick.records)
+
+    def end_run(self, end: RunEnd) -> None:
+        if end.records:
+            self.take(end.records)
+
+
+def end_run(sink: object, end: RunEnd) -> None:
+    """Tells `sink` the loop stopped if it takes it (`EndsRun`); a plain callable is not called."""
+    if isinstance(sink, EndsRun):
+        sink.end_run(end)
 
 
 FrameHook = Callable[[Frame, Detections | None, float], None]
 # (frame, this tick's confirmed tracks in source pixels, wall): called inside the frame's scope, after the
 # tracker, so a consumer sees the pixels with the tracks; it must copy nothing it does not zero itself
 TrackHook = Callable[[Frame, Sequence, float], None]
-TickSink = Callable[[TickResult], None]
+TickSink = Callable[[TickResult], None]  # each tick; the end of the run only through `end_run` (EndsRun)
 
 
 class SensorLoop:
@@ -181,13 +214,14 @@ class SensorLoop:
         return self.stats
 
     def flush(self) -> None:
-        """Release the records of the bucket still open and tell the sinks the loop stopped (a `final`
-        TickResult). `run` does it on the way out; a caller stepping `tick` itself calls it when done."""
+        """Release the records of the bucket still open and tell the sinks the loop stopped (`end_run` with a
+        `RunEnd`, to the sinks that take it; never as a tick). `run` does it on the way out; a caller stepping
+        `tick` itself calls it when done."""
         records = self._buckets.flush()
         self.stats.records += len(records)
-        result = TickResult(self.clock.wall(), records, (), _NOBODY, final=True)
+        end = RunEnd(self.clock.wall(), records)
         for sink in self.sinks:
-            sink(result)
+            end_run(sink, end)
 
     def tick(self) -> bool:
         """One tick. Returns False when the camera has no more frames."""

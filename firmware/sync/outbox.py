@@ -31,7 +31,8 @@ from firmware.config.sync import OutboxConfig
 from firmware.errors import FirmwareError, OutboxError
 from firmware.privacy.compliance import HeldItem
 from firmware.schemas import validate as schema_validate
-from firmware.sensing.loop import TickResult
+from firmware.sensing.loop import RecordSink
+from firmware.sensing.records import QuantizedTrack
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Outbox:
             validate = schema_validate
         self._validate = validate
         self._lock = threading.Lock()
+        self.sink = RecordSink(self.enqueue_tracks)  # the SensorLoop's sink: each tick's and the last bucket's
         self.recreated = 0  # times the database file was found deleted under us and written back (see _ensure_file)
         try:
             self._db = self._connect()
@@ -233,10 +235,9 @@ class Outbox:
             self._bytes += size - dropped[1]
         return len(rows)
 
-    def sink(self, tick: TickResult) -> None:
-        """A SensorLoop sink: the tick's released records, one transaction."""
-        if tick.records:
-            self.enqueue([r.to_json() for r in tick.records])
+    def enqueue_tracks(self, records: Iterable[QuantizedTrack]) -> int:
+        """Released track records, one transaction (`sink` hands each tick's here)."""
+        return self.enqueue([r.to_json() for r in records])
 
     def _enforce_bounds(self, count: int, nbytes: int) -> tuple[int, int]:
         over_n = count - self.config.max_records

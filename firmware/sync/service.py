@@ -121,7 +121,7 @@ class StatusSink:
 
     def __call__(self, tick: TickResult) -> None:
         with self._lock:
-            if tick.final or tick.wall < self._due:  # the loop stopping is not a tick to report on
+            if tick.wall < self._due:
                 return
             self._due = tick.wall + self.period_s
             plan, self._plan = self._plan, None

@@ -173,7 +173,7 @@ def test_each_person_is_estimated_a_few_times_and_counted_once(run):
     released = [f for e, _, f in run["audit"] if e == "demographics_released"]
     assert released == [{"window_start": WALL0 // 60 * 60, "window_s": 60, "records": len(run["records"]),
                          "zones": 2, "estimates": 9, "deferred_ticks": 0, "k": 2}]
-    assert hook.held_tracks() == 0  # schedule, zones and the estimate sums dropped at the close
+    assert hook.held_tracks() == 0  # schedule, zones, slots, join points and the estimate sums dropped at the close
 
 
 def test_crops_and_tensors_are_zeroed_in_the_tick_and_nothing_face_sized_is_kept(run):
@@ -292,3 +292,94 @@ def test_the_head_crop_is_the_top_of_the_box_and_small_people_are_skipped():
 
 def test_estimator_errors_are_hal_errors():
     assert issubclass(DetectorError, Exception)
+
+
+# the same two zones in ground metres, 100 source pixels a metre: the join rule's distances are a walker's
+METRIC = Geometry(GeometryConfig(homography=((0.01, 0.0, 0.0), (0.0, 0.01, 0.0), (0.0, 0.0, 1.0)),
+                                 zones=(ZoneConfig("left", ((0, 0), (3.2, 0), (3.2, 4.8), (0, 4.8))),
+                                        ZoneConfig("right", ((3.2, 0), (6.4, 0), (6.4, 4.8), (3.2, 4.8))))))
+GENDERED = [Estimate(30.0, 0.9, 1.0), Estimate(31.0, 0.8, 1.0)]
+
+
+def person(tid: int, x: float) -> Track:
+    return Track(tid, (x, 60.0, x + 80.0, 360.0), 0.9, (0.0, 0.0), 1.0, 5)
+
+
+def counted(monkeypatch, script, geometry=METRIC) -> tuple[int, DemographicsHook]:
+    """Runs `script` (per tick at 10 fps, the tracks seen) through a hook and returns how many the window's
+    true histograms counted (all zones) and the hook, closed."""
+    from firmware.demographics import hook as hook_module
+
+    true: list[int] = []
+    real = hook_module.release
+
+    def noting(counts, *a, **k):
+        true.append(int(sum(h.sum() for h in counts.values())))
+        return real(counts, *a, **k)
+
+    monkeypatch.setattr(hook_module, "release", noting)
+    clock = FakeClock(start_wall=WALL0)
+    hook = DemographicsHook(CFG, ScriptedAgeGender(GENDERED), geometry, Accountant(":memory:", CFG.budgets()),
+                            lambda r: None, rng=random.Random(0), clock=clock, period_s=0.1)
+    img = np.full((480, 640, 3), 50, np.uint8)
+    for tick, tracks in enumerate(script):
+        with Frame(img.copy(), None, clock.monotonic_ns(), tick, (640, 480)) as frame:
+            hook(frame, tracks, clock.wall())
+        clock.advance(0.1)
+    hook.close_window(clock.wall())
+    (n,) = true
+    return n, hook
+
+
+def test_a_fragmented_track_counts_once(monkeypatch):
+    # one walker: track 1 for 2 s, lost for 0.5 s, born again as track 2 a few cm on, for 3 s; then lost
+    # again and born as track 3 (1.5 s later, 1 m on: within 1 m + 2 m/s of the gap)
+    script = ([[person(1, 100.0)]] * 20 + [[]] * 5 + [[person(2, 104.0)]] * 30 + [[]] * 15
+              + [[person(3, 204.0)]] * 20)
+    n, hook = counted(monkeypatch, script)
+    assert n == 1
+    assert hook.held_tracks() == 0
+    assert per_track_kept(hook) == []
+
+
+def per_track_kept(hook: DemographicsHook) -> list[object]:
+    """What the hook still reaches (not through its estimator, config, geometry, accountant, modules, classes or
+    functions) that could be per track: a dict keyed by ints (track ids, slots), a ground point, or a float
+    equal to one of the scripted estimates."""
+    skip = {id(o) for o in (hook.estimator, hook.config, hook.geometry, hook.accountant)}
+    values = {v for e in GENDERED for v in (e.age, e.p_male)}
+    seen, stack, found = set(), [hook], []
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or id(o) in skip or isinstance(o, types.ModuleType | type | types.FunctionType):
+            continue
+        seen.add(id(o))
+        if isinstance(o, dict) and any(isinstance(k, int) for k in o):
+            found.append(o)
+        elif isinstance(o, np.ndarray) and o.size and o.any():
+            found.append(o)
+        elif isinstance(o, float) and o in values:
+            found.append(o)
+        stack.extend(gc.get_referents(o))
+    return found
+
+
+def test_a_second_person_nearby_still_counts(monkeypatch):
+    # two people 0.3 m apart, seen together: neither is a fragment of the other
+    together = [[person(1, 100.0), person(2, 130.0)]] * 30
+    assert counted(monkeypatch, together)[0] == 2
+    # one leaves, another comes in 2.5 m away 0.6 s after its last sighting (beyond 1 m + 2 m/s x 0.6 s): two
+    apart = [[person(1, 100.0)]] * 20 + [[]] * 5 + [[person(2, 350.0)]] * 20
+    assert counted(monkeypatch, apart)[0] == 2
+    # one person, lost for longer than the join time (count_join_s, 2 s): counts again, as the DPIA says
+    late = [[person(1, 100.0)]] * 20 + [[]] * 25 + [[person(2, 100.0)]] * 20
+    assert counted(monkeypatch, late)[0] == 2
+    # two tracks lost together, two newborns where they were: each joins its own, two people
+    pair = [[person(1, 100.0), person(2, 400.0)]] * 20 + [[]] * 3 + [[person(3, 402.0), person(4, 101.0)]] * 20
+    assert counted(monkeypatch, pair)[0] == 2
+
+
+def test_with_the_join_off_each_track_counts(monkeypatch):
+    off = Geometry(GeometryConfig(homography=METRIC.config.homography, zones=METRIC.config.zones, count_join_s=0.0))
+    script = [[person(1, 100.0)]] * 20 + [[]] * 5 + [[person(2, 104.0)]] * 30
+    assert counted(monkeypatch, script, off)[0] == 2

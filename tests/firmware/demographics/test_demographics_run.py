@@ -77,3 +77,5 @@ def test_the_dpia_states_the_stream_only_when_on():
     assert "epsilon = 0.5 per window" in md and "48 (epsilon times the 96 windows) per day" in md
     assert "k = 7" in md and "no estimate leaves alone" in md and "no mood" in md
     assert "demographic estimates" in md  # what stays in memory, and for how long
+    # the bound per person as far as the device knows, and what it does not cover
+    assert "a track lost and born again within 2 s near where it ended" in md and "counts again" in md

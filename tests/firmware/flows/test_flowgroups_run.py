@@ -21,6 +21,7 @@ from firmware.config import load
 from firmware.config.flows import FlowGroupConfig
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.sensing.geometry import Geometry
+from firmware.sensing.loop import EndsRun
 from hal.clock import FakeClock
 from hal.embedder import Embedder, FakeEmbedder
 
@@ -104,7 +105,7 @@ def pets_run(shared_data):
         checks = {"ticks": 0, "crops_nonzero": 0, "input_dirty": 0, "image_like": 0, "max_new_crops": 0}
         last = [0]
 
-        def after_tick(_result) -> None:
+        def after_tick() -> None:
             checks["ticks"] += 1
             checks["max_new_crops"] = max(checks["max_new_crops"], len(spy.crops) - last[0])
             last[0] = len(spy.crops)
@@ -112,7 +113,14 @@ def pets_run(shared_data):
             checks["input_dirty"] += not real.input_is_blank()
             checks["image_like"] += len(image_like_arrays(hook, spy))
 
-        loop.sinks.append(after_tick)
+        class AfterTick(EndsRun):  # after every tick, and at the end of the run
+            def __call__(self, _result) -> None:
+                after_tick()
+
+            def end_run(self, _end) -> None:
+                after_tick()
+
+        loop.sinks.append(AfterTick())
         loop.track_hooks.append(hook)
         loop.run(max_ticks=175)
         hook.close_window(clock.wall())
@@ -137,7 +145,7 @@ def test_records_per_zone_and_window_with_every_group_padded(pets_run) -> None:
 
 def test_crops_and_model_input_zeroed_and_nothing_image_like_kept(pets_run) -> None:
     c = pets_run["checks"]
-    assert c["ticks"] == 175 + 1  # and the stop's final result: the checks hold then too
+    assert c["ticks"] == 175 + 1  # and the end of the run: the checks hold then too
     assert len(pets_run["spy"].crops) > 20
     assert c["crops_nonzero"] == 0  # every crop the model saw was zeroed within its tick
     assert c["input_dirty"] == 0  # and so was the model's input tensor

@@ -22,7 +22,7 @@ from firmware.cli.main import main
 from firmware.errors import InstallerError
 from firmware.installer.countaudit import LineCountSink, read_hand_counts, read_line_counts, tally
 from firmware.sensing.geometry import Crossing
-from firmware.sensing.loop import TickResult
+from firmware.sensing.loop import RunEnd, TickResult, end_run
 from hal.clock import FakeClock
 from hal.scripted import ScriptedDetector
 from hal.synthetic import SyntheticCamera
@@ -102,8 +102,8 @@ def test_line_counts_leave_per_ended_bucket_sorted_and_at_stop() -> None:
     sink = LineCountSink(out, 5)
     nobody: Any = None  # the sink reads no ground
 
-    def tick(wall: float, *cs: tuple[str, str], final: bool = False) -> None:
-        sink(TickResult(wall, [], [Crossing(7, ln, d) for ln, d in cs], nobody, final=final))
+    def tick(wall: float, *cs: tuple[str, str]) -> None:
+        sink(TickResult(wall, [], [Crossing(7, ln, d) for ln, d in cs], nobody))
 
     tick(START + 1, ("b", "+"), ("a", "-"))
     tick(START + 4.5, ("a", "-"))
@@ -113,7 +113,7 @@ def test_line_counts_leave_per_ended_bucket_sorted_and_at_stop() -> None:
     assert rows == [{"t": START, "bucket_s": 5, "line": "a", "direction": "-", "count": 2},
                     {"t": START, "bucket_s": 5, "line": "b", "direction": "+", "count": 1}]
     tick(START + 7, ("a", "+"))
-    tick(START + 8, final=True)
+    end_run(sink, RunEnd(START + 8, []))  # the loop stopping
     assert json.loads(out.getvalue().splitlines()[-1]) == {"t": START + 5, "bucket_s": 5, "line": "a",
                                                            "direction": "+", "count": 1}
     assert sink.count == 4

@@ -20,8 +20,6 @@ def _crossings_by_tick(rig, grounds: list | None = None) -> list[list]:
     seen: list[list] = []
 
     def sink(result: TickResult) -> None:
-        if result.final:  # the loop stopping, not a tick
-            return
         seen.append([(c.line, c.direction) for c in result.crossings])
         if grounds is not None:
             grounds.append(result.ground.xy.copy())

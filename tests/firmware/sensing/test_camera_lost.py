@@ -41,8 +41,7 @@ def rig(limit_s: float | None = None):
     t0 = clock.monotonic_ns()
 
     def watch(result):
-        if not result.final:
-            events.append(((clock.monotonic_ns() - t0) / 1e9, loop.stats.camera_fault, loop.stats.frames))
+        events.append(((clock.monotonic_ns() - t0) / 1e9, loop.stats.camera_fault, loop.stats.frames))
 
     loop = make_loop(clock, cam, SyntheticCrowd(2), sinks=[watch], detect_hz=10.0, reopen_backoff_s=(0.5, 8.0))
     if limit_s is not None:

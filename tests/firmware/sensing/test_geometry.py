@@ -56,3 +56,22 @@ def pytest_approx(v, tol):
     import pytest
 
     return pytest.approx(np.array(v), abs=tol)
+
+
+@given(st.lists(st.tuples(st.floats(-20, 20), st.floats(-20, 20)), max_size=6),
+       st.lists(st.tuples(st.floats(-20, 20), st.floats(-20, 20), st.floats(0, 3)), max_size=6))
+def test_the_join_rule_pairs_each_track_once_within_reach_nearest_first(born, ended):
+    from firmware.sensing.geometry import JOIN_M, WALK_MPS, join_pairs
+
+    b = np.array(born, np.float64).reshape(-1, 2)
+    e = np.array([x[:2] for x in ended], np.float64).reshape(-1, 2)
+    gap = np.array([x[2] for x in ended], np.float64)
+    pairs = join_pairs(b, e, gap)
+    assert len({j for j, _ in pairs}) == len(pairs) == len({m for _, m in pairs})
+    dist = {(j, m): float(np.hypot(*(e[m] - b[j]))) for j in range(len(b)) for m in range(len(e))}
+    reach = JOIN_M + WALK_MPS * gap
+    assert all(dist[p] <= reach[p[1]] for p in pairs)
+    # greedy nearest first: no unpaired newborn and unpaired ended track within reach of each other are left
+    free_b = set(range(len(b))) - {j for j, _ in pairs}
+    free_e = set(range(len(e))) - {m for _, m in pairs}
+    assert not any(dist[(j, m)] <= reach[m] for j in free_b for m in free_e)

@@ -8,7 +8,7 @@ import pytest
 
 from firmware.config.sensing import GeometryConfig, LoopConfig, QuantizeConfig, TrackerConfig
 from firmware.sensing.geometry import Geometry
-from firmware.sensing.loop import SensorLoop
+from firmware.sensing.loop import EndsRun, RecordSink, RunEnd, SensorLoop, TickResult
 from firmware.sensing.pseudonym import Pseudonymizer
 from firmware.sensing.quantize import Quantizer
 from firmware.sensing.tracker import Tracker
@@ -45,22 +45,50 @@ def test_ticks_follow_the_schedule_and_overruns_are_counted_and_skipped():
 def test_tracks_are_quantized_at_the_emit_rate_and_released_once_per_pseudonym_per_ended_bucket():
     clock = FakeClock(start_wall=1_700_000_000.0)
     cam = SyntheticCamera(clock, frames=100)
-    got = []
-    loop = make_loop(clock, cam, SyntheticCrowd(8), sinks=[lambda r: got.append(r)], detect_hz=10.0, emit_hz=2.0)
+    got: list = []
+
+    class Keep(EndsRun):
+        def __call__(self, r: TickResult) -> None:
+            got.append(r)
+
+        def end_run(self, end: RunEnd) -> None:
+            got.append(end)
+
+    loop = make_loop(clock, cam, SyntheticCrowd(8), sinks=[Keep()], detect_hz=10.0, emit_hz=2.0)
     quantized = []
     inner = loop.quantizer.quantize
     loop.quantizer.quantize = lambda g, w: quantized.append(w) or inner(g, w)  # type: ignore[method-assign]
     loop.run()
     assert 19 <= len(quantized) <= 21  # 10 s at 2 Hz
-    assert got[-1].final and not any(r.final for r in got[:-1])  # the stop flushes the last bucket
+    # the stop flushes the last bucket, once, after every tick
+    assert isinstance(got[-1], RunEnd) and all(isinstance(r, TickResult) for r in got[:-1])
+    assert got[-1].records
     per: dict[tuple[str, int], int] = {}
     for r in got:
         for rec in r.records:
-            assert rec.t % 5 == 0 and (r.final or r.wall >= rec.t + 5)  # released once its bucket has ended
+            assert rec.t % 5 == 0 and (isinstance(r, RunEnd) or r.wall >= rec.t + 5)  # once its bucket ended
             per[(rec.pseudonym, rec.t)] = per.get((rec.pseudonym, rec.t), 0) + 1
         assert [x.pseudonym for x in r.records] == sorted(x.pseudonym for x in r.records)
     assert per and max(per.values()) == 1
     assert sum(len(r.records) for r in got) == loop.stats.records
+
+
+def test_a_sink_that_does_nothing_special_never_sees_the_end_of_the_run_as_a_tick():
+    # an occupancy-like sink, a plain function: the people it saw on the last tick are still there after the
+    # stop (the end of the run is no tick where nobody was seen), and it is called once per tick, never more
+    clock = FakeClock(start_wall=1_700_000_000.0)
+    seen: list[int] = []
+    records: list = []
+    loop = make_loop(clock, SyntheticCamera(clock, frames=100), SyntheticCrowd(8),
+                     sinks=[lambda r: seen.append(len(r.ground.track_ids)), RecordSink(records.extend)],
+                     detect_hz=10.0, emit_hz=2.0)
+    for _ in range(60):
+        assert loop.tick()
+    before = list(seen)
+    assert len(before) == 60 and before[-1] > 0
+    loop.flush()
+    assert seen == before  # not told: no tick with nobody in it
+    assert len(records) == loop.stats.records  # while a sink that keeps records has the last bucket's too
 
 
 def test_every_buffer_is_zero_after_every_tick_even_when_the_detector_fails():
@@ -74,14 +102,21 @@ def test_every_buffer_is_zero_after_every_tick_even_when_the_detector_fails():
         seen.append(frame.buffers())
         assert any(b.any() for b in frame.buffers())  # live while in the tick
 
-    def sink(result):
+    def check() -> None:
         checks.append(all(not b.any() for bufs in seen for b in bufs) and cam.pool.free == cam.pool.size)
 
-    loop = make_loop(clock, cam, det, sinks=[sink], hooks=[hook])
+    class Sink(EndsRun):
+        def __call__(self, result: TickResult) -> None:
+            check()
+
+        def end_run(self, end: RunEnd) -> None:
+            check()
+
+    loop = make_loop(clock, cam, det, sinks=[Sink()], hooks=[hook])
     stats = loop.run()
     assert stats.detector_errors == 3
     assert stats.frames == 30
-    assert len(checks) == 30 + 1 and all(checks)  # and the stop's final result
+    assert len(checks) == 30 + 1 and all(checks)  # and at the end of the run
 
 
 def test_a_stalled_camera_is_reopened_with_backoff_while_the_loop_keeps_cadence():

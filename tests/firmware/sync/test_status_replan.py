@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from firmware.config import load
 from firmware.config.sync import OutboxConfig
+from firmware.sensing.loop import RunEnd, end_run
 from firmware.sync.outbox import Outbox
 from firmware.sync.service import StatusSink, zone_plan
 
@@ -30,13 +31,13 @@ def test_a_live_change_sends_the_new_plan_with_the_next_tick(tmp_path: Path) -> 
     sink = StatusSink(ob, loop, 1000.0, "aggregates", 300.0, geometry)  # type: ignore[arg-type]
     for wall in (1000.0, 1010.0, 1020.0):
         loop.stats.frames += 70
-        sink(SimpleNamespace(wall=wall, final=False))  # type: ignore[arg-type]
+        sink(SimpleNamespace(wall=wall))  # type: ignore[arg-type]
     moved = replace(geometry, lines=(replace(geometry.lines[0], name="moved", a=(1.0, 1.0), b=(2.0, 5.0)),))
     sink.replan(moved)
-    sink(SimpleNamespace(wall=1030.0, final=False))  # type: ignore[arg-type]
-    sink(SimpleNamespace(wall=1040.0, final=False))  # type: ignore[arg-type]
-    sink(SimpleNamespace(wall=1330.0, final=False))  # type: ignore[arg-type]  (the period after the replan's record)
-    sink(SimpleNamespace(wall=1700.0, final=True))  # type: ignore[arg-type]  the loop stopping: not a tick
+    sink(SimpleNamespace(wall=1030.0))  # type: ignore[arg-type]
+    sink(SimpleNamespace(wall=1040.0))  # type: ignore[arg-type]
+    sink(SimpleNamespace(wall=1330.0))  # type: ignore[arg-type]  (the period after the replan's record)
+    end_run(sink, RunEnd(1700.0, []))  # the loop stopping: not a tick (the status sink is not told)
     got = _statuses(ob)
     ob.close()
     assert [r["t"] for r in got] == [1000, 1030, 1330]

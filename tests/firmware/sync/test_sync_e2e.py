@@ -16,7 +16,7 @@ from cloud.harness import device_setup
 from firmware.cli.assemble import build_loop
 from firmware.config import load
 from firmware.config.sync import OutboxConfig
-from firmware.sensing.loop import TickResult
+from firmware.sensing.loop import RecordSink
 from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader
 from hal.clock import FakeClock
@@ -40,9 +40,7 @@ def test_loop_on_footage_to_cloud_exactly_once(tmp_path: Path, shared_data: Path
         outbox = Outbox(OutboxConfig(path=dev.outbox_path))  # validates each record against its schema
         up = Uploader(dev.uploader, dev.tls, outbox, clock, random.Random(1))
 
-        def capture(tick: TickResult) -> None:
-            released.extend(r.to_json() for r in tick.records)
-
+        capture = RecordSink(lambda records: released.extend(r.to_json() for r in records))  # the last bucket's too
         loop = build_loop(cfg, ROOT / "bench" / "configs", clock, sinks=[outbox.sink, capture])
         period = 1 / cfg.loop.detect_hz
         next_upload = clock.wall() + up.config.period_s
