@@ -50,13 +50,16 @@ def mix(x: np.ndarray, p: np.ndarray, mu: np.ndarray, trans: np.ndarray) -> tupl
 def predict(x: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray, q: np.ndarray) -> tuple[np.ndarray,
                                                                                              np.ndarray]:
     """Each model's prediction: x' = x + a v, v' = b v (a, b: (M,) per model), covariance F P F' + Q with Q the
-    (N, M, D, 2) diagonal noise (q11, q22)."""
+    (N, M, D, 3) noise terms (q11, q12, q22), or (N, M, D, 2) diagonal noise (q11, q22)."""
+    if q.shape[-1] == 2:
+        q = np.stack((q[..., 0], np.zeros_like(q[..., 0]), q[..., 1]), -1)
     a = a[None, :, None]
     b = b[None, :, None]
     pos, vel = x[..., 0], x[..., 1]
     p11, p12, p22 = p[..., 0], p[..., 1], p[..., 2]
     xn = np.stack((pos + a * vel, b * vel), -1)
-    pn = np.stack((p11 + 2.0 * a * p12 + a * a * p22 + q[..., 0], b * (p12 + a * p22), b * b * p22 + q[..., 1]), -1)
+    pn = np.stack((p11 + 2.0 * a * p12 + a * a * p22 + q[..., 0], b * (p12 + a * p22) + q[..., 1],
+                   b * b * p22 + q[..., 2]), -1)
     return xn, pn
 
 

@@ -57,6 +57,17 @@ _IMM_P_COLS = np.array([[8, 12, 16], [9, 13, 17]])  # and their covariance terms
 _RECOVER_HEIGHT = math.log(1.5)  # a recovered track's height is within this factor (log) of its detection's
 
 
+def process_noise(cfg: TrackerConfig, dt: float) -> tuple[float, float, float]:
+    """The process noise (q11, q12, q22) a (position, velocity) pair gains over `dt` seconds, per squared box
+    height: the exact discretization of a position random walk (`pos_noise`) plus a velocity random walk
+    (`vel_noise`, white acceleration): q11 = qp dt + qv dt^3 / 3, q12 = qv dt^2 / 2, q22 = qv dt. So one step of
+    4 dt gives the covariance four steps of dt give (the velocity's noise reaches the position within the step,
+    not only from the next one on): a detector at a quarter of the rate predicts as uncertainly as the full-rate
+    one over the same time."""
+    qp, qv = cfg.pos_noise**2, cfg.vel_noise**2
+    return qp * dt + qv * dt**3 / 3.0, qv * dt * dt / 2.0, qv * dt
+
+
 def _const(value: float, dtype: type = np.float64) -> np.ndarray:
     """`value` as a read-only 0-d array: a ufunc converts a Python number argument on every call, a fifth of its
     cost on the few boxes of a tick (so the hot paths take constants and thresholds as these)."""
@@ -447,9 +458,11 @@ class Tracker:
         unseen = self._f[:, _UNSEEN] > 1.5 * dt  # (the clock has already run this tick)
         if np.count_nonzero(unseen):
             x0[unseen], p0[unseen], cbar[unseen] = self._imm_x[unseen], self._imm_p[unseen], self._imm_mu[unseen]
-        q = np.empty(p0.shape[:-1] + (2,))
-        q[..., 0] = (cfg.pos_noise**2 * dt) * h2[:, :, None]
-        q[..., 1] = (cfg.vel_noise**2 * dt) * h2[:, :, None]
+        # (walking: the constant-velocity filter's noise; standing forgets its velocity, so none of the velocity's
+        # noise reaches its position: q11 the position's random walk alone, q12 none)
+        walk = np.array(process_noise(cfg, dt))
+        stand = np.array([cfg.pos_noise**2 * dt, 0.0, walk[2]])
+        q = np.stack((walk, stand))[None, :, None, :] * h2[:, :, None, None]
         self._imm_x, self._imm_p = imm.predict(x0, p0, _IMM_WALK_A * dt, _IMM_B, q)
         self._imm_cbar = cbar
         self._imm_mu = cbar  # (a track not seen this tick keeps the predicted probabilities)
@@ -511,8 +524,7 @@ class Tracker:
                 a[_P22.start + k, _P11.start + k] = dt * dt
                 a[_P22.start + k, _P12.start + k] = dt
             q = np.zeros(n)
-            q[_P11] = cfg.pos_noise**2 * dt
-            q[_P22] = cfg.vel_noise**2 * dt
+            q[_P11], q[_P12], q[_P22] = process_noise(cfg, dt)
             a[_ONE, _AGE] = a[_ONE, _UNSEEN] = dt
             self._motion_dt, self._motion_m = dt, (a, q)
         return self._motion_m

@@ -25,3 +25,11 @@ def test_the_score_breaks_errors_down_by_kind():
     s = score(res, gt)
     assert (s["FN"], s["FP"], s["IDSW"], s["Frag"], s["ids"]) == (1, 2, 1, 1, 3)
     assert 0 < s["AssA"] < 1 and 0 < s["DetA"] < 1
+
+
+def test_the_leave_one_out_bench_names_an_unknown_sequence_in_one_line(capsys):
+    from bench import tracking_loso
+
+    assert tracking_loso.main(["--only", "PETS09-S2L1,nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no sequence nope" in err[0] and "PETS09-S2L1" in err[0]

@@ -126,8 +126,9 @@ def test_accuracy_floor_on_pets09_with_the_calibrated_scripted_detector(shared_d
 
 def test_the_prediction_is_the_constant_velocity_kalman_step():
     """The prediction, done as one matrix product on every track's row, is the textbook step for each of the
-    four coordinates: x' = F x, P' = F P F^T + Q with F = [[1, dt], [0, 1]] and Q from the box height; age and
-    time unseen advance by dt. Two different dt in turn, so a stale cached matrix would show."""
+    four coordinates: x' = F x, P' = F P F^T + Q with F = [[1, dt], [0, 1]] and Q from the box height (a position
+    random walk plus white acceleration, discretized exactly); age and time unseen advance by dt. Two different
+    dt in turn, so a stale cached matrix would show."""
     cfg = TrackerConfig(perspective=False)  # (the image-plane step; see the perspective test)
     tr = Tracker(cfg)
     boxes = np.array([[10.0, 10.0, 50.0, 110.0], [200.0, 40.0, 230.0, 120.0], [300.0, 300.0, 300.5, 300.6]])
@@ -147,7 +148,8 @@ def test_the_prediction_is_the_constant_velocity_kalman_step():
                 x = np.array([before[i, c], before[i, 4 + c]])
                 p = np.array([[before[i, 8 + c], before[i, 12 + c]], [before[i, 12 + c], before[i, 16 + c]]])
                 fm = np.array([[1.0, dt], [0.0, 1.0]])
-                q = np.diag([cfg.pos_noise**2 * h2[i] * dt, cfg.vel_noise**2 * h2[i] * dt])
+                qp, qv = cfg.pos_noise**2 * h2[i], cfg.vel_noise**2 * h2[i]
+                q = np.array([[qp * dt + qv * dt**3 / 3, qv * dt**2 / 2], [qv * dt**2 / 2, qv * dt]])
                 want_x, want_p = fm @ x, fm @ p @ fm.T + q
                 assert after[i, c] == pytest.approx(want_x[0]) and after[i, 4 + c] == pytest.approx(want_x[1])
                 assert after[i, 8 + c] == pytest.approx(want_p[0, 0])
@@ -156,6 +158,39 @@ def test_the_prediction_is_the_constant_velocity_kalman_step():
             assert after[i, 20] == pytest.approx(before[i, 20] + dt)  # age
             assert after[i, 21] == pytest.approx(before[i, 21] + dt)  # time unseen
             assert after[i, 22:].tolist() == before[i, 22:].tolist()  # score and sightings untouched
+
+
+def test_one_long_prediction_is_as_uncertain_as_the_short_ones_it_spans():
+    """A detector at a quarter of the rate: one prediction over 4 dt leaves the same state and covariance as four
+    predictions over dt (the process noise is the continuous model's, discretized exactly), so the gates that
+    read the covariance widen with the time between frames, not with the number of frames. The old diagonal
+    noise left the long step's position a third of the velocity noise's share short."""
+    cfg = TrackerConfig(perspective=False, vel_noise=0.5)
+    start = np.array([[10.0, 10.0, 50.0, 110.0], [200.0, 40.0, 230.0, 120.0]])
+    rates = []
+    for steps in (1, 4):
+        tr = Tracker(cfg)
+        for k in range(3):  # (a few sightings: a velocity and a correlated covariance to carry)
+            tr.update(start + [4.0 * k, 0.0, 4.0 * k, 0.0], np.array([0.9, 0.9]), 0.1)
+        for _ in range(steps):
+            tr._predict(0.4 / steps)
+        rates.append(tr._f[:, :20].copy())
+    np.testing.assert_allclose(rates[0], rates[1], rtol=1e-9, atol=1e-9)
+
+
+def test_a_walker_seen_at_a_quarter_rate_keeps_its_id_through_a_missed_detection():
+    """PETS09's 7 fps at a quarter of the rate (1.75 fps): a walker crossing the frame at about a body height a
+    second, one detection missed: the same id before and after."""
+    dt = 4 / 7
+    tr = Tracker()
+    ids = []
+    for f in range(10):
+        x = 100 + 70 * f * dt
+        box = np.array([[x, 200.0, x + 40, 300.0]])
+        out = tr.update(np.zeros((0, 4)) if f == 5 else box, np.array([]) if f == 5 else np.array([0.9]), dt)
+        ids.append([t.track_id for t in out if t.unseen_s == 0])
+    assert ids[5] == []
+    assert {i for tick in ids[1:] for i in tick} == {1}
 
 
 def test_a_newborn_missed_once_is_dropped_unreported_and_a_confirmed_one_ends_once():
