@@ -61,7 +61,7 @@ class Quantizer:
         ground scale: `Geometry.metres_per_pixel`). The points are made in plain floats, the same arithmetic as
         numpy's on arrays, and mapped in one `to_ground` call (three before): a few tracks a tick, where each
         numpy call's cost is most of the work. The same values to the bit as the arrays gave
-        (tests/firmware/sensing/test_quantize.py)."""
+        (tests/firmware/sensing/test_ground_reference.py)."""
         n = len(tracks)
         ids = np.fromiter((t.track_id for t in tracks), dtype=np.int64, count=n)
         feet, ahead, right, tall = [], [], [], []
