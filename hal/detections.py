@@ -44,4 +44,4 @@ class Detections:
     def to_pixels(self, width: int, height: int) -> np.ndarray:
         """Boxes in pixels of an image `width` x `height`, as float64 (N, 4) xyxy."""
         scale = np.array([width, height, width, height], dtype=np.float64)
-        return self.boxes.astype(np.float64) * scale
+        return self.boxes * scale  # (numpy casts the boxes to float64 for the product: no copy of its own)
