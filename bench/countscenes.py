@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, crossed: list | None 
     return out
 
 
-def bucket_counts(crossed: list, records: list[Mapping], bucket_s: float) -> tuple[dict, dict]:
+def bucket_counts(crossed: list, records: Sequence[Mapping], bucket_s: float) -> tuple[dict, dict]:
     """The device's own crossings and the records' per (bucket start, line, way): equal when each record
     carries its pseudonym's crossings of its bucket (umbra.track/2)."""
     device = per_bucket(crossed, bucket_s)

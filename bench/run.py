@@ -15,8 +15,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,8 +142,13 @@ def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
     budget = out / "privacy-budget.sqlite"
     for stale in out.glob("privacy-budget.sqlite*"):
         stale.unlink()
+
+    def emit(recs: list[dict[str, Any]]) -> None:
+        for t in targets:
+            t(recs)
+
     return Analytics(cfg.privacy, Geometry(cfg.geometry), Accountant(budget, cfg.privacy.budgets(), ledger=audit),
-                     lambda recs: [t(recs) for t in targets], audit=audit.append)
+                     emit, audit=audit.append)
 
 
 class BenchSync:
@@ -179,7 +186,7 @@ class BenchSync:
         if self.clock.wall() >= self.next_upload:
             self._cycle()
 
-    def enqueue(self, records: list[dict]) -> None:
+    def enqueue(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Aggregates as the analytics release them, track records as the frame audit does."""
         self.outbox.enqueue(records)
         self.released += len(records)
