@@ -140,6 +140,7 @@ def memory(cfg, video: Path, frames: int) -> tuple[float, float]:
     return rss[1000], rss[frames]
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     from hal.tflite import TfliteDetector
 
@@ -148,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-frames", type=int, default=10_000)
     args = ap.parse_args(argv)
-    try:
-        cfg, video = pets_video_config()
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
+    cfg, video = pets_video_config()
     detector = build_detector(cfg, CONFIG.parent)
     print(f"detector backend {detector.backend}, tiles {cfg.detector.tiles}, {args.rounds} rounds of "
           f"{args.frames} frames each side; load average {os.getloadavg()[0]:.1f}")

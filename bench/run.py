@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -49,16 +48,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    try:
-        ddir = data.ensure(verbose=False)
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
-    os.environ.setdefault("UMBRA_DATA_DIR", str(ddir))
+    data.ensure_env()
     cfg = load(args.config)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.find("video/vtest.avi"))))
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))))
     cfg = pi4(cfg) if args.pi4 else (gated(cfg) if args.gated else cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     records_path, crossings_path = args.out / "tracks.jsonl", args.out / "crossings.jsonl"  # the latter: device counts
