@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from firmware.sensing.records import QuantizedTrack
+
 if TYPE_CHECKING:  # the device's classes, imported at run time only in the device process
     from firmware.sync.outbox import Outbox
     from firmware.sync.uploader import Uploader
@@ -35,10 +37,10 @@ DAY_RECORDS = PETS_RECORDS_PER_S * 86_400  # 1,036,800
 
 
 def track(i: int, t0: int) -> dict:
+    """The i-th record of a PETS-density stream from t0, in the form the device releases (its current schema)."""
     t = t0 + i // PETS_RECORDS_PER_S
-    return {"schema": "umbra.track/1", "pseudonym": f"{i:016x}", "epoch": t // 3600, "t": t - t % 5,
-            "cell": [i % 40, (i // 40) % 30], "grid_m": 0.5, "size": "SML"[i % 3], "heading": i % 8,
-            "zone": ("west", "east")[i % 2], "cls": "person"}
+    return QuantizedTrack(pseudonym=f"{i:016x}", epoch=t // 3600, t=t - t % 5, cell=(i % 40, (i // 40) % 30),
+                          grid_m=0.5, size="SML"[i % 3], heading=i % 8, zone=("west", "east")[i % 2]).to_json()
 
 
 def start_cloud(tmp: Path, port: int) -> subprocess.Popen:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import os
 import pickle
 import sys
 from collections import Counter
@@ -144,7 +143,7 @@ PETS_RUNS = ("tiles 7 fps", "gated 7 fps", f"Pi {PI4_HZ:g} fps tiles", f"Pi {PI4
 def pets_run(label: str) -> Run:
     from firmware.config import load
 
-    os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
+    data.ensure_env()
     cfg = load(CONFIG)
     cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))))
     d = cfg.detector
@@ -168,7 +167,7 @@ def scene_runs(name: str) -> list[Run]:
     from hal.scripted import ScriptedDetector
     from hal.synthetic import SyntheticCamera
 
-    os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
+    data.ensure_env()
     sc = cs.scene(name)
     base = load(CONFIG)
     out = []
@@ -329,6 +328,7 @@ def explain_run(run: Run, st: Setting) -> list[str]:
     return out
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     from bench.lib.motscenes import SCENES
 
@@ -337,11 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--explain", nargs="*", default=None, metavar="SCENE",
                     help="print every wrong crossing on these scenes' rows, old counter and left-out choice")
     args = ap.parse_args(argv)
-    try:
-        os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
+    data.ensure_env()
     rs = runs(args.scenes)
     table = {(st, i): errors(r, count(r, st.counter)) for st in GRID for i, r in enumerate(rs)}
     everything = choose(table, list(range(len(rs))))

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -69,7 +68,7 @@ def run_scene(sc: Scene, cfg: UmbraConfig, realtime: bool, crossed: list | None 
     return out
 
 
-def bucket_counts(crossed: list, records: list[Mapping], bucket_s: float) -> tuple[dict, dict]:
+def bucket_counts(crossed: list, records: Sequence[Mapping], bucket_s: float) -> tuple[dict, dict]:
     """The device's own crossings and the records' per (bucket start, line, way): equal when each record
     carries its pseudonym's crossings of its bucket (umbra.track/2)."""
     device = per_bucket(crossed, bucket_s)
@@ -103,15 +102,12 @@ def count_row(sc: Scene, rep: Replay, label: str, crossed: list, bucket_s: float
             f"{same:>6}   {per}   [records' gross errors: {causes}]")
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.countscenes", description=__doc__)
     ap.add_argument("--scenes", nargs="*", default=list(SCENES))
     args = ap.parse_args(argv)
-    try:
-        os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
+    data.ensure_env()
     base = load(CONFIG)
     print(f"{'':<25} {'':>5} {'device (line counter)':^24} {'recount from records':^24}")
     print(f"{'scene':<15} {'rate':<9} {'true':>5} {'net':>4} {'net%':>6} {'gross':>5} {'gross%':>6} {'net':>4} "

@@ -252,10 +252,9 @@ def cost(args: argparse.Namespace) -> int:
 
     faces = load_faces(data_dir(args.data))
     est_ms = per_estimate(faces)
-    ddir = data.ensure(verbose=False)
-    os.environ.setdefault("UMBRA_DATA_DIR", str(ddir))
+    data.ensure_env()
     cfg = load(CONFIG)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.find("video/vtest.avi"))),
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))),
                   demographics=DemographicsConfig(enabled=True, window_s=60))
     loop_run(cfg, 20, False)  # warm the model and the caches
     rows: dict[bool, list[dict]] = {False: [], True: []}

@@ -16,7 +16,6 @@ scene (hal.synthetic.SceneCamera), where only the sweeps cost anything.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -149,20 +148,16 @@ def empty_scene(cfg: UmbraConfig, hz: float, seconds: float = 120.0) -> float:
     return det.invokes / max(stats.frames, 1)
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gating", description=__doc__)
     ap.add_argument("--frames", type=int, default=None, help="stop each run after N ticks")
     ap.add_argument("--config", type=Path, default=CONFIG)
     args = ap.parse_args(argv)
-    try:
-        os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
+    data.ensure_env()
     cfg = load(args.config)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.find("video/vtest.avi"))))
-    gt_path = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
-    assert gt_path is not None
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))))
+    gt_path = data.need("mot/MOT15/PETS09-S2L1/gt/gt.txt")
     d = cfg.detector
     runs = [(f"tiles {d.tiles[0]}x{d.tiles[1]} (every frame)", cfg),
             (f"gated, budget {d.max_invokes}, sweep {d.sweep_s:g} s", gated(cfg)),

@@ -29,8 +29,8 @@ fi
 
 .venv/bin/python -m bench.lib.data
 
-lint() {  # ruff on the whole tree, mypy on the shipped packages (versions pinned in pyproject.toml)
-  .venv/bin/ruff check . && .venv/bin/mypy firmware trust hal ota cloud provisioning models
+lint() {  # ruff on the whole tree, mypy on the shipped packages and the bench (versions pinned in pyproject.toml)
+  .venv/bin/ruff check . && .venv/bin/mypy firmware trust hal ota cloud provisioning models bench
 }
 
 case "$job" in

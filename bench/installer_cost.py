@@ -111,7 +111,7 @@ def run(frames: int, block: int, privacy: bool, warmup: int = 14) -> str:
 
     key = Ed25519PrivateKey.generate()
     cfg = cfgmod.load(CONFIG)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.find("video/vtest.avi"))),
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))),
                   installer=replace(cfg.installer, enabled=True, port=0, authority_public_key=public_key_b64(key)))
     clock = FakeClock()
     counts = RunCounts(Geometry(cfg.geometry))
@@ -171,6 +171,7 @@ def _privacy(views: list) -> str:
             f"BlazeFace variants){'; frames ' + str(list(c.bad_seqs)) if c.bad_seqs else ''}")
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.installer_cost", description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=795)
@@ -178,12 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--privacy", action="store_true", help="check every view made for persons and faces")
     ap.add_argument("--warmup", type=int, default=14, help="frames run first and not counted")
     args = ap.parse_args(argv)
-    try:
-        ddir = data.ensure(verbose=False)
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
-    os.environ.setdefault("UMBRA_DATA_DIR", str(ddir))
+    data.ensure_env()
     print(run(args.frames, args.block, args.privacy, args.warmup))
     return 0
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,16 +48,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    try:
-        ddir = data.ensure(verbose=False)
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
-    os.environ.setdefault("UMBRA_DATA_DIR", str(ddir))
+    data.ensure_env()
     cfg = load(args.config)
-    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.find("video/vtest.avi"))))
+    cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))))
     cfg = pi4(cfg) if args.pi4 else (gated(cfg) if args.gated else cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     records_path, crossings_path = args.out / "tracks.jsonl", args.out / "crossings.jsonl"  # the latter: device counts
@@ -140,8 +137,13 @@ def _analytics(cfg, out: Path, targets: list, audit: AuditLog):
     budget = out / "privacy-budget.sqlite"
     for stale in out.glob("privacy-budget.sqlite*"):
         stale.unlink()
+
+    def emit(recs: list[dict[str, Any]]) -> None:
+        for t in targets:
+            t(recs)
+
     return Analytics(cfg.privacy, Geometry(cfg.geometry), Accountant(budget, cfg.privacy.budgets(), ledger=audit),
-                     lambda recs: [t(recs) for t in targets], audit=audit.append)
+                     emit, audit=audit.append)
 
 
 class BenchSync:
@@ -179,7 +181,7 @@ class BenchSync:
         if self.clock.wall() >= self.next_upload:
             self._cycle()
 
-    def enqueue(self, records: list[dict]) -> None:
+    def enqueue(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Aggregates as the analytics release them, track records as the frame audit does."""
         self.outbox.enqueue(records)
         self.released += len(records)

@@ -140,6 +140,7 @@ def run_side(cfg: UmbraConfig, video: Path, detector, gate, runner: JobRunner | 
                 outcome)
 
 
+@data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.sample_stall", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,11 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hz", type=float, default=None, help="the loop's rate (default: the config's detect_hz)")
     ap.add_argument("--tail-s", type=float, default=5.0, help="seconds each side runs on after the sample")
     args = ap.parse_args(argv)
-    try:
-        cfg, video = pets_video_config()
-    except data.DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
+    cfg, video = pets_video_config()
     if args.hz:
         cfg = replace(cfg, loop=replace(cfg.loop, detect_hz=args.hz, emit_hz=min(cfg.loop.emit_hz, args.hz)))
     detector = build_detector(cfg, CONFIG.parent)

@@ -31,6 +31,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from firmware.sensing.records import QuantizedTrack
+
+if TYPE_CHECKING:  # the cloud's classes, imported at run time only in the parent process
+    from aiohttp import web
+
+    from cloud.app import Cloud
 
 RECORDS_PER_TICK = 8
 TICK_S = 0.5
@@ -105,24 +113,24 @@ def child(args: argparse.Namespace) -> int:
 
 
 def track(run: int, i: int, t: int) -> dict:
-    return {"schema": "umbra.track/1", "pseudonym": f"{run:06x}{i:010x}", "epoch": 0, "t": t - t % 5,
-            "cell": [i % 40, (i // 40) % 30], "grid_m": 0.5, "size": "M", "heading": i % 8, "zone": "east",
-            "cls": "person"}
+    """Record i of a run, in the form the device releases (its current schema); its pseudonym names run and i."""
+    return QuantizedTrack(pseudonym=f"{run:06x}{i:010x}", epoch=0, t=t - t % 5, cell=(i % 40, (i // 40) % 30),
+                          grid_m=0.5, size="M", heading=i % 8, zone="east").to_json()
 
 
 # --- parent: the cloud, the kills, the books --------------------------------------------------------------
 
 
 class CloudThread:
-    def __init__(self, cloud: object, port: int = 0) -> None:
+    def __init__(self, cloud: Cloud, port: int = 0) -> None:
         self.cloud = cloud
         self.loop = asyncio.new_event_loop()
         self.port = port
-        self.runner = None
+        self.runner: web.AppRunner | None = None
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     def up(self) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self.cloud.start(port=self.port), self.loop)  # type: ignore[attr-defined]
+        fut = asyncio.run_coroutine_threadsafe(self.cloud.start(port=self.port), self.loop)
         self.runner, self.port = fut.result(10)
 
     def down(self) -> None:
@@ -240,17 +248,17 @@ def _run_child(cmd: list[str], run: int, drain: bool, rng: random.Random, clock:
     p.wait(60)
 
 
-def report(cloud: object, device: str, committed: dict[int, int], stats: Counter, elapsed: float,
+def report(cloud: Cloud, device: str, committed: dict[int, int], stats: Counter, elapsed: float,
            runs: int, sim_s: float) -> None:
-    store = cloud.store  # type: ignore[attr-defined]
-    rows = store._db.execute("SELECT json_extract(body, '$.pseudonym') FROM records WHERE device_id=?",
-                             (device,)).fetchall()
+    store = cloud.store
+    db = store.db
+    rows = db.all("SELECT json_extract(body, '$.pseudonym') FROM records WHERE device_id=?", (device,))
     arrived = Counter(r[0] for r in rows)
     wanted = {f"{run:06x}{i:010x}" for run, n in committed.items() for i in range(n)}
     lost = len(wanted - set(arrived))
     twice = sum(1 for n in arrived.values() if n > 1)
     extra = len(set(arrived) - wanted)  # committed, killed before it could say so: still exactly once
-    dup_batches = store._db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    (dup_batches,) = db.one("SELECT COUNT(*) FROM batches") or (0,)
     print(f"sync_kill: {runs} runs, {stats['kills']} SIGKILLs; outages: {stats['outage_down']} with the cloud "
           f"stopped, {stats['outage_503']} with 503 + Retry-After, {stats['runs_in_outage']} runs inside them, "
           f"{stats['outage_sim_s'] / 60:.0f} simulated minutes in all; {sim_s / 3600:.1f} h simulated in "
@@ -260,10 +268,10 @@ def report(cloud: object, device: str, committed: dict[int, int], stats: Counter
           f"(of which committed, killed before it could print so: {extra})")
     print(f"  lost (committed, never arrived):                    {lost}")
     print(f"  counted twice at the cloud:                         {twice}")
-    print(f"  resent batches acknowledged as duplicates:          {cloud.duplicate_batches}")  # type: ignore
+    print(f"  resent batches acknowledged as duplicates:          {cloud.duplicate_batches}")
     print(f"  duplicate records dropped by the cloud's dedup:     {store.count('duplicate_records')}")
     print(f"  batches stored {dup_batches}; uploads ok {stats['uploads_ok']}, failed {stats['uploads_failed']}; "
-          f"cloud refusals {dict(cloud.refusals)}")  # type: ignore[attr-defined]
+          f"cloud refusals {dict(cloud.refusals)}")
     print("  RESULT: " + ("PASS every committed record arrived exactly once" if lost == 0 and twice == 0
                           else "FAIL"))
 

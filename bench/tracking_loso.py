@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import multiprocessing.pool
 import sys
 import time
 from dataclasses import asdict, replace
@@ -100,7 +101,7 @@ def load(row: Row) -> tuple[list[np.ndarray], np.ndarray, float, Size]:
     from hal.crowd import CrowdErrors
     from hal.scripted import DetectorErrors
 
-    gt_path = data.find(row.gt_rel)
+    gt_path = data.need(row.gt_rel)
     gt = load_gt(gt_path)
     fps, size = seqinfo_of(gt_path)
     frames = int(gt[:, 0].max())
@@ -196,7 +197,7 @@ def _others_key(r: Row) -> str:
     return hashlib.sha256(v.encode()).hexdigest()[:12]
 
 
-def others(all_rows: list[Row], pool: Pool) -> dict[tuple[str, int], dict]:
+def others(all_rows: list[Row], pool: multiprocessing.pool.Pool) -> dict[tuple[str, int], dict]:
     """The four other trackers' scores on every row and rate, from the cache or computed now (and cached)."""
     out, todo = {}, []
     for r in all_rows:

@@ -130,6 +130,14 @@ def ensure(fetch: bool = True, verbose: bool = True) -> Path:
     return data_dir()
 
 
+def ensure_env() -> Path:
+    """`ensure()`, quietly, and UMBRA_DATA_DIR pointed at the data dir it found where it is not set already: the
+    bench configs' data paths resolve there, in this process and the ones it starts. Raises DataMissing."""
+    found = ensure(verbose=False)
+    os.environ.setdefault("UMBRA_DATA_DIR", str(found))
+    return found
+
+
 def missing_message(missing: list[str]) -> str:
     lines = ["bench data missing:"]
     for f in FILES:
@@ -183,12 +191,9 @@ def _from_zip(url: str, member: str, limit: int = 2 << 30) -> bytes:
         return z.read(member)
 
 
+@clean_exit
 def main(argv: list[str] | None = None) -> int:
-    try:
-        d = ensure()
-    except DataMissing as e:
-        print(e, file=sys.stderr)
-        return 1
+    d = ensure()
     print(f"bench data ok in {d}")
     fetch_models()
     return 0

@@ -10,7 +10,6 @@ tracks (ids, boxes, exact ground positions), so errors can be traced to their ca
 from __future__ import annotations
 
 import io
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -125,7 +124,7 @@ class DeviceCounts(EndsRun):
 
 
 def pets_config(path: Path = CONFIG) -> UmbraConfig:
-    os.environ.setdefault("UMBRA_DATA_DIR", str(data.ensure(verbose=False)))
+    data.ensure_env()
     return load(path)
 
 

@@ -51,21 +51,21 @@ def sequences(names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray,
             from firmware.config import load
 
             dcfg = load(CONFIG).detector  # tiled as the bench run tiles; scores down to 0.1 for every tracker
-            gt_path = data.find("mot/MOT15/PETS09-S2L1/gt/gt.txt")
+            gt_path = data.need("mot/MOT15/PETS09-S2L1/gt/gt.txt")
             gt = load_gt(gt_path)
-            real = pets_detections(tuple(dcfg.tiles), 0.1, False, dcfg.overlap)
+            real = pets_detections(dcfg.tiles, 0.1, False, dcfg.overlap)
             size = seqinfo_of(gt_path)[1]
             out.append((f"PETS09-S2L1 real SSD {dcfg.tiles[0]}x{dcfg.tiles[1]}", real, gt, 7.0, size))
             out.append(("PETS09-S2L1 scripted", scripted_detections(gt_path, len(real)), gt, 7.0, size))
         elif name == "MOT15":
             for seq in MOT15:
-                gt_path = data.find(f"mot/MOT15/{seq}/gt/gt.txt")
+                gt_path = data.need(f"mot/MOT15/{seq}/gt/gt.txt")
                 gt = load_gt(gt_path)
                 frames = int(gt[:, 0].max())
                 dets = public_detections(gt_path.parent.parent / "det" / "det.txt", frames)
                 out.append((f"{seq} MOT15 public", dets, gt, *seqinfo_of(gt_path)))
         else:
-            gt_path = data.find(f"mot/MOT17/{name}/gt/gt.txt")
+            gt_path = data.need(f"mot/MOT17/{name}/gt/gt.txt")
             gt = load_gt(gt_path)
             frames = int(gt[:, 0].max())
             out.append((f"{name} scripted", scripted_detections(gt_path, frames), gt, *seqinfo_of(gt_path)))

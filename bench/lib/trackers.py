@@ -14,11 +14,12 @@ from bench.lib.sequences import Size
 from firmware.config.sensing import TrackerConfig
 from firmware.sensing.tracker import Tracker
 
-Step = Callable[[np.ndarray, float], list[tuple[int, np.ndarray]]]
+Box = tuple[float, float, float, float] | np.ndarray  # x0, y0, x1, y1 in pixels: Umbra's tracker gives a tuple
+Step = Callable[[np.ndarray, float], list[tuple[int, Box]]]  # (detections (N, 5), dt) -> (track id, box) each
 def umbra_tracker(fps: float, size: Size, config: TrackerConfig | None = None) -> Step:
     tr = Tracker(config)
 
-    def step(d: np.ndarray, dt: float) -> list[tuple[int, np.ndarray]]:
+    def step(d: np.ndarray, dt: float) -> list[tuple[int, Box]]:
         return [(t.track_id, t.box) for t in tr.update(d[:, :4], d[:, 4], dt, size)]
 
     return step
@@ -30,7 +31,7 @@ def roboflow_tracker(kind: str, fps: float, size: Size) -> Step:
 
     tr = {"bytetrack": ByteTrackTracker, "ocsort": OCSORTTracker, "sort": SORTTracker}[kind](frame_rate=fps)
 
-    def step(d: np.ndarray, dt: float) -> list[tuple[int, np.ndarray]]:
+    def step(d: np.ndarray, dt: float) -> list[tuple[int, Box]]:
         sd = sv.Detections(xyxy=d[:, :4].astype(np.float32), confidence=d[:, 4].astype(np.float32),
                            class_id=np.zeros(len(d), int))
         out = tr.update(sd)
@@ -46,7 +47,7 @@ def norfair_tracker(fps: float, size: Size) -> Step:
     tr = NorfairTracker(distance_function="iou", distance_threshold=0.9, hit_counter_max=max(int(fps), 2),
                         initialization_delay=1)
 
-    def step(d: np.ndarray, dt: float) -> list[tuple[int, np.ndarray]]:
+    def step(d: np.ndarray, dt: float) -> list[tuple[int, Box]]:
         dets = [Detection(points=b[:4].reshape(2, 2), scores=np.array([b[4], b[4]])) for b in d
                 if b[4] >= 0.5 and b[2] > b[0] and b[3] > b[1]]
         return [(int(o.id), o.estimate.reshape(4)) for o in tr.update(dets) if o.id is not None]

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,12 +17,10 @@ import pytest
 import requests
 import yaml
 
-from cloud import customers
-from cloud.harness import CloudThread
 from firmware.privacy.combine import combine_records
 from firmware.privacy.dp import laplace_var
 from firmware.schemas import validate
-from hal.clock import FakeClock
+from tests.cloud.tenant import MakeTenantApi, TenantApi
 
 DAY = 19_700 * 86_400
 
@@ -53,37 +49,20 @@ RECORDS = ([_total(i, "door", [t, b]) for i, (t, b) in enumerate(zip(TOTALS, BAC
 
 
 class Api:
-    def __init__(self, ct: CloudThread, clock: FakeClock) -> None:
-        self.store = ct.cloud.store
-        self.base = f"https://localhost:{ct.api_port}"
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.http.verify = str(ct.cloud.pki.ca_cert)
-        for r in RECORDS:
-            validate(r)  # what a device sends
-        rows = [(i + 1, r["schema"], json.dumps(r)) for i, r in enumerate(RECORDS)]
-        self.store.store_batch("shop-1", "a" * 32, "0" * 16, 1, clock.wall(), rows)
-        self.store.store_batch("other-1", "b" * 32, "1" * 16, 1, clock.wall(), rows)
-        customers.assign_sensor(self.store, "shop-1", "acme", "Front door")
-        customers.assign_sensor(self.store, "other-1", "globex")
-        self.acme = customers.create_key(self.store, "acme", "customer", clock.wall())
-        self.ops = customers.create_key(self.store, "umbra-ops", "ops", clock.wall())
+    """flow_totals of a sensor, through a TenantApi holding RECORDS."""
+
+    def __init__(self, cloud: TenantApi) -> None:
+        self.cloud, self.acme, self.ops = cloud, cloud.acme, cloud.ops
 
     def get(self, sensor: str, key: str | None, **params: object) -> requests.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return self.http.get(f"{self.base}/api/v1/sensors/{sensor}/flow_totals", params=params, headers=headers,
-                             timeout=10)
+        return self.cloud.get(f"/api/v1/sensors/{sensor}/flow_totals", key, **params)
 
 
 @pytest.fixture
-def api(tmp_path: Path, cloud_db: str) -> Iterator[Api]:
-    clock = FakeClock(start_wall=DAY + 86_400 + 3600)
-    ct = CloudThread(tmp_path / "cloud", clock, database=cloud_db, api_burst=1000)
-    try:
-        yield Api(ct, clock)
-    finally:
-        ct.close()
-        ct.cloud.store.close()
+def api(tenant_api: MakeTenantApi) -> Api:
+    for r in RECORDS:
+        validate(r)  # what a device sends
+    return Api(tenant_api(DAY + 86_400 + 3600, RECORDS))
 
 
 def test_a_days_running_totals_as_released_and_combined(api: Api) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from cloud.harness import CloudThread
 from hal.clock import FakeClock
 from ota.repo import Repository
 from ota.rollout import in_stage, make_plan, position
+from tests.cloud.tenant import MakeTenantApi, TenantApi
 
 T0 = 1_700_000_400
 SERIES = ("counts", "occupancy", "dwell", "heatmap", "flows", "alerts", "demographics")
@@ -47,42 +47,15 @@ RECORDS = [_agg("line_flow", "door", 0, [12, 7]), _agg("line_flow", "door", 1, [
             "mechanism": "discrete_laplace", "estimator": "dlib age-v1, gender-v1 (ONNX)"}]
 
 
-class Api:
-    def __init__(self, ct: CloudThread, clock: FakeClock) -> None:
-        self.ct, self.clock, self.store = ct, clock, ct.cloud.store
-        self.base = f"https://localhost:{ct.api_port}"
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.http.verify = str(ct.cloud.pki.ca_cert)
-        rows = [(i + 1, r["schema"], json.dumps(r)) for i, r in enumerate(RECORDS)]
-        self.store.store_batch("shop-1", "a" * 32, "0" * 16, 1, clock.wall(), rows)
-        self.store.store_batch("other-1", "b" * 32, "1" * 16, 1, clock.wall(), rows)
-        customers.assign_sensor(self.store, "shop-1", "acme", "Front door")
-        customers.assign_sensor(self.store, "other-1", "globex")
-        self.acme = customers.create_key(self.store, "acme", "customer", clock.wall())
-        self.globex = customers.create_key(self.store, "globex", "customer", clock.wall())
-        self.ops = customers.create_key(self.store, "umbra-ops", "ops", clock.wall())
-
-    def get(self, path: str, key: str | None, **params: object) -> requests.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return self.http.get(self.base + path, params=params, headers=headers, timeout=10)
-
-
 @pytest.fixture
-def api(tmp_path: Path, cloud_db: str) -> Iterator[Api]:
-    clock = FakeClock(start_wall=T0 + 3600)
-    ct = CloudThread(tmp_path / "cloud", clock, database=cloud_db, api_burst=1000)
-    try:
-        yield Api(ct, clock)
-    finally:
-        ct.close()
-        ct.cloud.store.close()
+def api(tenant_api: MakeTenantApi) -> TenantApi:
+    return tenant_api(T0 + 3600, RECORDS)
 
 
 WINDOW = {"from": T0, "to": T0 + 3600}
 
 
-def test_every_read_endpoint_serves_its_own_tenant_the_released_values(api: Api) -> None:
+def test_every_read_endpoint_serves_its_own_tenant_the_released_values(api: TenantApi) -> None:
     got = {m: api.get(f"/api/v1/sensors/shop-1/{m}", api.acme, **WINDOW) for m in SERIES}
     assert all(r.status_code == 200 for r in got.values()), {m: r.text for m, r in got.items()}
     rows = {m: r.json()["rows"] for m, r in got.items()}
@@ -106,7 +79,7 @@ def test_every_read_endpoint_serves_its_own_tenant_the_released_values(api: Api)
                                                            "sensors": [{"id": "shop-1", "name": "Front door"}]}
 
 
-def test_csv_export_holds_the_same_rows(api: Api) -> None:
+def test_csv_export_holds_the_same_rows(api: TenantApi) -> None:
     for m in SERIES:
         js = api.get(f"/api/v1/sensors/shop-1/{m}", api.acme, **WINDOW).json()["rows"]
         r = api.get(f"/api/v1/sensors/shop-1/{m}", api.acme, format="csv", **WINDOW)
@@ -121,7 +94,7 @@ def test_csv_export_holds_the_same_rows(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path", ["/api/v1/sensors"] + [f"/api/v1/sensors/shop-1/{m}" for m in SERIES])
-def test_unauthenticated_wrong_tenant_wrong_role_and_malformed_requests_get_4xx(api: Api, path: str) -> None:
+def test_unauthenticated_wrong_tenant_wrong_role_and_malformed_requests_get_4xx(api: TenantApi, path: str) -> None:
     params = {} if path == "/api/v1/sensors" else WINDOW
     assert api.get(path, None, **params).status_code == 401
     assert api.get(path, "umbra_0123456789abcdef_" + "A" * 43, **params).status_code == 401
@@ -142,7 +115,7 @@ def test_unauthenticated_wrong_tenant_wrong_role_and_malformed_requests_get_4xx(
     assert 400 <= huge.status_code < 500
 
 
-def test_keys_are_stored_hashed_and_a_revoked_key_is_refused(api: Api) -> None:
+def test_keys_are_stored_hashed_and_a_revoked_key_is_refused(api: TenantApi) -> None:
     secret = api.acme.split("_", 2)[2]  # umbra_<key id>_<secret>; the url-safe secret may hold "_" itself
     dumped = json.dumps(api.store.db.all("SELECT * FROM api_keys"))
     assert secret not in dumped and api.acme not in dumped
@@ -152,7 +125,7 @@ def test_keys_are_stored_hashed_and_a_revoked_key_is_refused(api: Api) -> None:
         customers.create_key(api.store, "bad tenant!", "customer", 0)
 
 
-def test_requests_past_the_rate_are_refused_until_the_bucket_refills(api: Api) -> None:
+def test_requests_past_the_rate_are_refused_until_the_bucket_refills(api: TenantApi) -> None:
     api.ct.cloud.read_api.limiter = customers.RateLimiter(api.store.db, rate=1.0, burst=3)
     codes = [api.get("/api/v1/sensors", api.acme).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
@@ -163,7 +136,7 @@ def test_requests_past_the_rate_are_refused_until_the_bucket_refills(api: Api) -
     assert api.get("/api/v1/sensors", api.acme).status_code == 200
 
 
-def test_the_ops_fleet_view_needs_an_ops_key(api: Api) -> None:
+def test_the_ops_fleet_view_needs_an_ops_key(api: TenantApi) -> None:
     status = {"schema": "umbra.status/1", "t": T0 + 3000, "firmware": "1.3.0", "profile": "tracks", "uptime_s": 50.0,
               "outbox_records": 2, "dropped": {}, "detector": "edgetpu", "overruns": 3, "fps": 9.8, "slot": "a",
               "last_error": "camera stalled once"}
@@ -183,7 +156,7 @@ def test_the_ops_fleet_view_needs_an_ops_key(api: Api) -> None:
         "other-1", "shop-1"]
 
 
-def test_the_controller_halts_a_stage_over_budget_on_its_own(api: Api, tmp_path: Path) -> None:
+def test_the_controller_halts_a_stage_over_budget_on_its_own(api: TenantApi, tmp_path: Path) -> None:
     fleet = [f"dev{i:03d}" for i in range(300)]
     for i, d in enumerate(fleet):
         api.store.store_batch(d, f"{i:032x}", "2" * 16, 1, api.clock.wall(), [])
@@ -262,7 +235,7 @@ PLAN = {"zones": [{"name": "shop", "polygon": [[0.0, 0.0], [6.0, 0.0], [6.0, 4.0
         "lines": [{"name": "door", "a": [0.0, 2.0], "b": [0.0, 4.0]}]}
 
 
-def test_the_zone_plan_from_the_first_status_is_served_to_its_owner_only(api: Api) -> None:
+def test_the_zone_plan_from_the_first_status_is_served_to_its_owner_only(api: TenantApi) -> None:
     assert api.get("/api/v1/sensors/shop-1/zones", api.acme).json() == {"sensor": "shop-1", "t": None,
                                                                          "zones": [], "lines": []}
     status = {"schema": "umbra.status/1", "t": T0 + 100, "firmware": "1.3.0", "profile": "aggregates",

@@ -1,5 +1,5 @@
 """The package's postinst and an OTA step race for the slots, as two real processes: the postinst run as dpkg runs
-it against a fake root (tests/packaging/test_maintainer_scripts.py's FakeRoot: real venvs, $DPKG_ROOT), the OTA
+it against a fake root (tests/packaging/fakeroot.py's FakeRoot: real venvs, $DPKG_ROOT), the OTA
 side a python process driving the real ota.slots.SlotLinks through ota.lock.LockedBoot on the same lock file
 ([ota] lock_file's default, [device] state_dir/slots.lock). Whichever comes second waits for the first, and the
 boot state and `current` agree at the end: `current` is in the slot boot.json says is booted.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.test_maintainer_scripts import N1, FakeRoot, N, ok
+from tests.packaging.fakeroot import N1, FakeRoot, N, ok
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,7 +36,7 @@ from pathlib import Path
 from hal.boot import DirectoryBootControl
 from ota.lock import LockedBoot, SlotLock
 from ota.slots import SlotLinks
-from tests.packaging.test_maintainer_scripts import ota_release
+from tests.packaging.fakeroot import ota_release
 
 opt, lock_file, signals, hold = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "hold"
 
@@ -69,18 +69,10 @@ exec /bin/ln "$@"
 """
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> FakeRoot:
-    fake = FakeRoot(tmp_path_factory.mktemp("installed"))
-    ok(fake.dpkg_install(N))
-    return fake
-
-
 @pytest.fixture
-def fake(installed, tmp_path) -> FakeRoot:
-    new = FakeRoot.copy_of(installed, tmp_path)
-    new.unpack(N1)  # dpkg has unpacked N+1; its postinst configure comes next
-    return new
+def fake(fake: FakeRoot) -> FakeRoot:  # conftest.py's copy of version N installed
+    fake.unpack(N1)  # dpkg has unpacked N+1; its postinst configure comes next
+    return fake
 
 
 STARTED: list[tuple[subprocess.Popen, Path]] = []  # (process, its signals folder), ended at each test's end
