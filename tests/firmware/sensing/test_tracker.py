@@ -126,10 +126,15 @@ def test_accuracy_floor_on_pets09_with_the_calibrated_scripted_detector(shared_d
 
 def test_the_prediction_is_the_constant_velocity_kalman_step():
     """The prediction, done as one matrix product on every track's row, is the textbook step for each of the
-    four coordinates: x' = F x, P' = F P F^T + Q with F = [[1, dt], [0, 1]] and Q from the box height (a position
-    random walk plus white acceleration, discretized exactly); age and time unseen advance by dt. Two different
-    dt in turn, so a stale cached matrix would show."""
-    cfg = TrackerConfig(perspective=False)  # (the image-plane step; see the perspective test)
+    four coordinates: x' = F x, P' = F P F^T + Q with F = [[1, dt], [0, 1]] and Q from the box height (diagonal
+    by default; with `exact_noise` a position random walk plus white acceleration, discretized exactly); age and
+    time unseen advance by dt. Two different dt in turn, so a stale cached matrix would show."""
+    for exact in (False, True):
+        _check_the_constant_velocity_step(TrackerConfig(perspective=False, exact_noise=exact))
+
+
+def _check_the_constant_velocity_step(cfg: TrackerConfig) -> None:
+    # (the image-plane step; see the perspective test)
     tr = Tracker(cfg)
     boxes = np.array([[10.0, 10.0, 50.0, 110.0], [200.0, 40.0, 230.0, 120.0], [300.0, 300.0, 300.5, 300.6]])
     tr.update(boxes, np.array([0.9, 0.9, 0.9]), 0.1)
@@ -149,7 +154,10 @@ def test_the_prediction_is_the_constant_velocity_kalman_step():
                 p = np.array([[before[i, 8 + c], before[i, 12 + c]], [before[i, 12 + c], before[i, 16 + c]]])
                 fm = np.array([[1.0, dt], [0.0, 1.0]])
                 qp, qv = cfg.pos_noise**2 * h2[i], cfg.vel_noise**2 * h2[i]
-                q = np.array([[qp * dt + qv * dt**3 / 3, qv * dt**2 / 2], [qv * dt**2 / 2, qv * dt]])
+                if cfg.exact_noise:
+                    q = np.array([[qp * dt + qv * dt**3 / 3, qv * dt**2 / 2], [qv * dt**2 / 2, qv * dt]])
+                else:
+                    q = np.diag([qp * dt, qv * dt])
                 want_x, want_p = fm @ x, fm @ p @ fm.T + q
                 assert after[i, c] == pytest.approx(want_x[0]) and after[i, 4 + c] == pytest.approx(want_x[1])
                 assert after[i, 8 + c] == pytest.approx(want_p[0, 0])
@@ -164,8 +172,9 @@ def test_one_long_prediction_is_as_uncertain_as_the_short_ones_it_spans():
     """A detector at a quarter of the rate: one prediction over 4 dt leaves the same state and covariance as four
     predictions over dt (the process noise is the continuous model's, discretized exactly), so the gates that
     read the covariance widen with the time between frames, not with the number of frames. The old diagonal
-    noise left the long step's position a third of the velocity noise's share short."""
-    cfg = TrackerConfig(perspective=False, vel_noise=0.5)
+    noise (the default, `exact_noise` off) leaves the long step's position a third of the velocity noise's share
+    short."""
+    cfg = TrackerConfig(perspective=False, vel_noise=0.5, exact_noise=True)
     start = np.array([[10.0, 10.0, 50.0, 110.0], [200.0, 40.0, 230.0, 120.0]])
     rates = []
     for steps in (1, 4):
