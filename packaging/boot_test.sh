@@ -144,13 +144,17 @@ echo "garbage: $(in_ct journalctl --no-pager -o cat -u umbra-boot-switch.service
 echo "umbra-boot-switch.path after a refusal: $(show umbra-boot-switch.path)"
 echo "systemd-logind.service: $(show systemd-logind.service)"
 echo "boot (systemctl reboot --reboot-argument='0 tryboot' from the switch's sandbox):"
-ask boot &
-asker=$!
+# asked from a transient unit of the container's systemd, not from nsenter here: the shutdown SIGSTOPs every process
+# in the container while it kills them, nsenter (outside) copies its child's stop onto itself, and nothing would
+# continue it, so its child would stay an unreaped zombie and the container's PID namespace would never end
+in_ct systemd-run --quiet --uid=umbra --unit=umbra-ask-boot.service /opt/umbra/current/bin/python -c \
+  'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' boot
 rc=0
 wait "$pid" || rc=$?
 pid=""
-wait "$asker" 2>/dev/null || true
 echo "container stopped: nspawn exit $rc (133: the container rebooted)"
+echo "  the asker's last word: $(journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-ask-boot.service \
+  2>/dev/null | tail -n 1 | cut -c1-140)"
 journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-boot-switch.service 2>/dev/null \
   | grep -E "SIGSYS|denied|Failed|failed|Deactivated|Finished|reboot" | tail -n 6 | cut -c1-160 | sed 's/^/  /'
 journalctl -D "$root/var/log/journal" --no-pager -o cat _PID=1 2>/dev/null | grep -E "Reached target.*Reboot|reboot" \
