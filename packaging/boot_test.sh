@@ -4,8 +4,11 @@
 #   bash packaging/boot_test.sh       # builds the package unless UMBRA_DEB_N names it; needs systemd-container
 # Prints: whether the boot reached "running", each unit's state on a blank device (the agent skipped without the
 # maker's CA, the sensor skipped by its ExecCondition, the OTA timer waiting), then the sensor started on a device
-# marked locked: its ExecCondition and ExecStartPre (render) pass and `umbra run` sends READY=1 inside every
-# hardening of its unit. The marked state has no pins (it is not a real provisioning), so the sensor then stops.
+# marked locked: with the template as installed (the Pi camera) and no picamera2 it exits 2 with one line before
+# READY=1; on a camera stand-in (a folder of generated frames, kind = "video") its ExecCondition and ExecStartPre
+# (render) pass, `umbra run` sends READY=1 inside every hardening of its unit, reads the frames through the
+# detector and stops at the last one. The marked state has no pins nor OTA root (it is not a real provisioning),
+# so sync and OTA are off for the stand-in.
 # Then the tryboot switch (umbra-boot-switch.path/.service) on a stand-in autoboot.txt, asked by the umbra user
 # through hal.boot.SwitchRequester: try, a refusal, garbage, and `boot`, which reboots the container through
 # logind from inside the switch's sandbox.
@@ -65,17 +68,59 @@ show() { in_ct systemctl show -p ActiveState -p SubState -p Result -p ConditionR
 echo "== a blank device"
 for u in umbra-provision.service umbra.service umbra-ota-check.timer; do echo "$u: $(show "$u")"; done
 
-echo "== the sensor on a device marked locked (not a real provisioning: no pins)"
+echo "== the sensor on a device marked locked (not a real provisioning: no pins, no OTA root)"
 p=/var/lib/umbra/provisioning
 in_ct sh -c "printf '%s' '{\"state\": \"locked\", \"device_id\": \"d1\"}' > $p/state.json"
 in_ct sh -c "printf '%s' '{\"cloud_url\": \"https://c.example\", \"device_id\": \"d1\", \"fleet_root_public_key\": \"$(printf 'k%.0s' $(seq 32) | base64 -w0)\"}' > $p/config.json"
 in_ct chown -R umbra:umbra "$p"
-in_ct systemctl start umbra.service || true
-sleep 5
+invocation() { in_ct systemctl show -p InvocationID --value umbra.service; }
+journal_of() {  # journal_of ID: what the unit's processes and systemd said in that one start of it
+  in_ct journalctl --sync
+  in_ct journalctl --no-pager -o cat "_SYSTEMD_INVOCATION_ID=$1" + "INVOCATION_ID=$1" | cut -c1-160 | sed 's/^/  /'
+}
+process() { in_ct systemctl show -p ExecMainCode -p ExecMainStatus -p Result umbra.service | tr '\n' ' '; }
+echo "-- the template as installed: the Pi camera (kind = \"pi\"), and no picamera2 in the container"
+in_ct systemctl start umbra.service 2>/dev/null || true  # Type=notify: returns once it fails before READY=1
+id="$(invocation)"
+echo "sensor's process: $(process)"
+in_ct systemctl stop umbra.service || true  # Restart=on-failure would try again every RestartSec
+journal_of "$id"
+echo "-- a camera stand-in: [camera] kind = \"video\" on a folder of generated frames; sync and OTA off (no pins"
+echo "   nor OTA root were provisioned, so the uploader or the OTA client would stop the run before its first frame)"
+frames=/srv/umbra-standin/frames
+in_ct mkdir -p "$frames"
+in_ct /opt/umbra/current/bin/python - "$frames" <<'PY'
+import sys
+import cv2
+import numpy as np
+for i in range(20):  # a grey room and a light box walking across it
+    img = np.full((480, 640, 3), 40, np.uint8)
+    cv2.rectangle(img, (40 + 25 * i, 150), (100 + 25 * i, 330), (200, 200, 200), -1)
+    assert cv2.imwrite(f"{sys.argv[1]}/{i:03d}.png", img)
+PY
+in_ct /opt/umbra/current/bin/python - /etc/umbra/sensor.toml "$frames" <<'PY'
+import sys
+import tomllib
+import tomli_w
+path, frames = sys.argv[1:]
+with open(path, "rb") as f:
+    cfg = tomllib.load(f)
+cfg["camera"] = {"kind": "video", "source": frames, "main_size": cfg["camera"]["main_size"]}
+cfg["sync"]["enabled"] = False
+cfg["ota"]["enabled"] = False
+with open(path, "w") as f:  # keeps the file's owner and mode (root:umbra 0640)
+    f.write(tomli_w.dumps(cfg))
+PY
+echo "stand-in: $(in_ct ls "$frames" | wc -l) frames in $frames; /etc/umbra/sensor.toml [camera]: $(in_ct \
+  /opt/umbra/current/bin/python -c 'import tomllib; print(tomllib.load(open("/etc/umbra/sensor.toml", "rb"))["camera"])')"
+in_ct systemctl start umbra.service || true  # returns once READY=1 is heard
+id="$(invocation)"
+for _ in $(seq 60); do  # the loop ends by itself at the folder's last frame
+  case "$(in_ct systemctl is-active umbra.service || true)" in active|activating|deactivating) sleep 1 ;; *) break ;; esac
+done
+echo "sensor's process: $(process)"
 in_ct systemctl stop umbra.service || true
-in_ct journalctl --no-pager -o cat -u umbra.service | grep -E "wrote /run/umbra|Started umbra.service|exited|SIGSYS|denied" \
-  | head -n 6 | cut -c1-160 | sed 's/^/  /'
-echo "sensor's process: $(in_ct systemctl show -p ExecMainStatus -p ExecMainCode umbra.service | tr '\n' ' ')"
+journal_of "$id"
 
 echo "== the tryboot switch (a stand-in boot partition: a folder, not the Pi's vfat; no Pi firmware reads it)"
 in_ct mkdir -p /boot/firmware
@@ -99,13 +144,17 @@ echo "garbage: $(in_ct journalctl --no-pager -o cat -u umbra-boot-switch.service
 echo "umbra-boot-switch.path after a refusal: $(show umbra-boot-switch.path)"
 echo "systemd-logind.service: $(show systemd-logind.service)"
 echo "boot (systemctl reboot --reboot-argument='0 tryboot' from the switch's sandbox):"
-ask boot &
-asker=$!
+# asked from a transient unit of the container's systemd, not from nsenter here: the shutdown SIGSTOPs every process
+# in the container while it kills them, nsenter (outside) copies its child's stop onto itself, and nothing would
+# continue it, so its child would stay an unreaped zombie and the container's PID namespace would never end
+in_ct systemd-run --quiet --uid=umbra --unit=umbra-ask-boot.service /opt/umbra/current/bin/python -c \
+  'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' boot
 rc=0
 wait "$pid" || rc=$?
 pid=""
-wait "$asker" 2>/dev/null || true
 echo "container stopped: nspawn exit $rc (133: the container rebooted)"
+echo "  the asker's last word: $(journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-ask-boot.service \
+  2>/dev/null | tail -n 1 | cut -c1-140)"
 journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-boot-switch.service 2>/dev/null \
   | grep -E "SIGSYS|denied|Failed|failed|Deactivated|Finished|reboot" | tail -n 6 | cut -c1-160 | sed 's/^/  /'
 journalctl -D "$root/var/log/journal" --no-pager -o cat _PID=1 2>/dev/null | grep -E "Reached target.*Reboot|reboot" \

@@ -26,6 +26,12 @@ def mirror_unreachable() -> str:
         return f"{MIRROR} unreachable ({e})"
 
 
+def between(text: str, start: str, end: str) -> str:
+    """The part of the script's output from the line `start` up to the line `end` (both must be there)."""
+    assert start in text and end in text, f"{start!r} .. {end!r} not in the output"
+    return text[text.index(start):text.index(end)]
+
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600),
               pytest.mark.skipif(os.environ.get("UMBRA_INSTALL_TEST") != "1",
                                  reason="opt-in: UMBRA_INSTALL_TEST=1 (root, debootstrap, ~10 min)"),
@@ -56,8 +62,10 @@ def test_install_run_upgrade_purge_in_a_clean_debian_12_root():
                     reason="systemd-nspawn not installed (apt-get install systemd-container)")
 def test_the_units_under_a_real_systemd_booted_in_nspawn():
     """packaging/boot_test.sh: systemd 252 as PID 1 of the installed root; on a blank device the agent and the
-    sensor are skipped by their conditions and the OTA timer waits; on a device marked locked the sensor's
-    ExecCondition and render pass and `umbra run` sends READY=1 inside all of its unit's hardening; the tryboot
+    sensor are skipped by their conditions and the OTA timer waits; on a device marked locked the sensor with the
+    template's Pi camera and no picamera2 exits 2 with one line before READY=1, and on a camera stand-in (a folder
+    of generated frames) its ExecCondition and render pass, `umbra run` sends READY=1 inside all of its unit's
+    hardening and reads every frame through the detector; the tryboot
     switch answers the umbra user's requests, refuses garbage with one line, and reboots the container."""
     why = mirror_unreachable()
     if why:
@@ -71,6 +79,18 @@ def test_the_units_under_a_real_systemd_booted_in_nspawn():
     assert "umbra-ota-check.timer: Result=success ActiveState=active SubState=waiting" in text
     assert "wrote /run/umbra/sensor.toml" in text and "Started umbra.service" in text  # READY=1 heard
     assert "SIGSYS" not in text and "denied" not in text
+    # the template as installed (the Pi camera) without picamera2: refused at once, one line and exit 2, no READY=1
+    pi = between(text, "-- the template as installed", "-- a camera stand-in")
+    assert "sensor's process: Result=exit-code ExecMainCode=1 ExecMainStatus=2" in pi
+    assert "\n  umbra: picamera2 is not installed: " in pi and "status=2/INVALIDARGUMENT" in pi
+    assert "Started umbra.service" not in pi and "Traceback" not in text
+    # a camera stand-in (a folder of 20 generated frames): READY=1, every frame through the detector, a clean end
+    standin = between(text, "-- a camera stand-in", "== the tryboot switch")
+    assert "stand-in: 20 frames in /srv/umbra-standin/frames" in standin
+    assert "wrote /run/umbra/sensor.toml" in standin and "Started umbra.service" in standin
+    assert "umbra stopped after " in standin and " ticks (20 frames)" in standin
+    assert "detector errors: 0; camera stalls: 0" in standin
+    assert "sensor's process: Result=success ExecMainCode=1 ExecMainStatus=0" in standin
     # the tryboot switch on a stand-in autoboot.txt, asked by the umbra user through hal.boot.SwitchRequester
     assert "umbra-boot-switch.path: Result=success ActiveState=active SubState=waiting" in text
     assert ("try b:\n  answer: ok\n  autoboot.txt: [all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3"
