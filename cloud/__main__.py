@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ota-dir", default="", help="folder served at /ota/ (default <dir>/ota)")
     s.add_argument("--database", default="", help="postgresql:// URL (workers share it); default SQLite in --dir")
     s.add_argument("--api-port", type=int, default=8444, help="the customer/ops API and dashboard (API keys)")
+    s.add_argument("--daily-epsilon", type=float, default=0.0, metavar="EPS",
+                   help="the fleet's [privacy] daily_epsilon: a device whose releases of a stream pass it on a day "
+                        "is flagged (budget_passed); default 0: epsilon times the windows in a day")
     s.add_argument("--mqtt", default="", metavar="HOST[:PORT]", help="push to this MQTT broker (topics: docs/CLOUD.md)")
     ops_cli.add_parsers(sub)
     args = ap.parse_args(argv)
@@ -41,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     host, _, mport = args.mqtt.partition(":")
     push = PushConfig(mqtt_host=host, mqtt_port=int(mport or 1883))
-    cloud = Cloud(CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
-                              database=args.database, api_port=args.api_port, push=push), SystemClock())
+    config = CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
+                         database=args.database, api_port=args.api_port, push=push, daily_epsilon=args.daily_epsilon)
+    try:
+        config.validate()
+    except ValueError as e:
+        print(f"umbra-cloud: {e}", file=sys.stderr)
+        return 2
+    cloud = Cloud(config, SystemClock())
     try:
         asyncio.run(serve_forever(cloud))
     except KeyboardInterrupt:

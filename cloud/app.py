@@ -29,6 +29,7 @@ from cloud.read_api import ReadApi
 from cloud.store import Peer, Replay, Store
 from firmware import schemas
 from firmware.config.flows import FlowGroupConfig
+from firmware.config.privacy import MAX_DAILY_EPSILON
 from hal.clock import Clock
 from trust import pki
 from trust.keys import H_KEY, H_NONCE, H_SIG, H_TS, BatchKey, KeyRing, signature_ok
@@ -66,6 +67,9 @@ class CloudConfig:
     # the default 30 s), so a device reuses one mutual-TLS connection upload after upload and it is the device
     # that closes an idle one; 3630 s covers upload periods up to 2420 s
     keepalive_s: float = 3630.0
+    # the fleet's [privacy] daily_epsilon: the privacy watch flags a device whose releases of one stream pass it
+    # on a UTC day (budget_passed); 0, the devices' default: epsilon times the windows in a day
+    daily_epsilon: float = 0.0
 
     def validate(self) -> None:
         if not 0 < self.rotate_lead_s < self.key_lifetime_s:
@@ -78,6 +82,8 @@ class CloudConfig:
             raise ValueError("api_rate above 0, api_burst at least 1, max_range_s at least 60")
         if not 1 <= self.keepalive_s <= 86_400:
             raise ValueError("keepalive_s: 1 to 86400 (above the devices' keep-alive, 1.5 upload periods)")
+        if not 0 <= self.daily_epsilon <= MAX_DAILY_EPSILON:
+            raise ValueError(f"daily_epsilon: 0 to {MAX_DAILY_EPSILON:g} (0: epsilon times the windows in a day)")
 
 
 class Cloud:
@@ -90,7 +96,8 @@ class Cloud:
         self.ota_dir = Path(config.ota_dir) if config.ota_dir else self.dir / "ota"
         self.ota_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.database or self.dir / "cloud.sqlite")
-        self.watch = PrivacyWatch(self.store.db)  # audit heads and epsilon per device, in the cloud database
+        # audit heads and epsilon per device, in the cloud database
+        self.watch = PrivacyWatch(self.store.db, every_stream=config.daily_epsilon)
         self._ca_key, self._ca = pki.load_key(self.pki.ca_key), pki.load_cert(self.pki.ca_cert)
         self.ssl: ssl.SSLContext = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert)
         self.api_ssl = server_context(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert,

@@ -33,12 +33,16 @@ _LOCK_SPACE = 0x7761  # "wa": the advisory-lock class of the watch's per-device 
 
 class PrivacyWatch:
     """`observe(device, batch, now)` after a new batch is stored (or `check()` inside its transaction); returns
-    the flags it raised (also kept). `db` is the cloud's database, or a SQLite path / postgresql:// URL to open."""
+    the flags it raised (also kept). `db` is the cloud's database, or a SQLite path / postgresql:// URL to open.
+    A stream's daily budget: `daily_budget[stream]`, else `every_stream` (the fleet's [privacy] daily_epsilon),
+    else (0) epsilon times the windows in a day."""
 
-    def __init__(self, db: Db | str | Path, daily_budget: Mapping[str, float] | None = None) -> None:
+    def __init__(self, db: Db | str | Path, daily_budget: Mapping[str, float] | None = None,
+                 every_stream: float = 0.0) -> None:
         self._own = not isinstance(db, Db)
         self.db = db if isinstance(db, Db) else Db(db)
         self.daily_budget = {k: Fraction(str(v)) for k, v in (daily_budget or {}).items()}
+        self.every_stream = Fraction(str(every_stream))
 
     def close(self) -> None:
         if self._own:
@@ -162,7 +166,7 @@ class PrivacyWatch:
             self.db.run("INSERT INTO watch_days VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, metric, day) "
                             "DO UPDATE SET spent = excluded.spent, implied = excluded.implied",
                             (device, metric, day, str(spent), str(implied)))
-        budget = self.daily_budget.get(metric) or implied
+        budget = self.daily_budget.get(metric) or self.every_stream or implied
         if spent <= budget:
             return []
         return [("budget_passed", f"{metric} on day {day}: releases spent epsilon {float(spent):.4g}, "

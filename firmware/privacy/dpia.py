@@ -238,6 +238,12 @@ RISKS = [
     "with a daily budget that survives restarts |",
     "| tampering with the record of what was released | hash-chained audit log with anchored head, "
     "`umbra audit verify` |",
+    "| a device's files rolled back to spend a day's budget again | every spend chained into the signed audit "
+    "log, a budget store behind it or a clock gone back refused and audited; the cloud keeps each device's head "
+    "counter and its own epsilon ledger, and flags a log gone back, a counter signed over another log, a window "
+    "released twice and a day past the fleet's daily epsilon. Not seen: a fork written offline past the head the "
+    "cloud holds with the outbox rolled back too (its first releases never reach the cloud, which still receives "
+    "one budget a day, but whoever read the outbox off the disk between the forks holds both) |",
 ]
 RIGHTS = ("Access and erasure requests are answered by time range (and zone), because the device holds "
           "nothing that identifies a person; erasure removes everything held in the range. Uploaded data "

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.privacy_attacks import BUDGET, run
+from bench.privacy_attacks import DAY as DAY_N
 from cloud.app import DEV_DEVICE, Cloud, CloudConfig
 from cloud.privacy_watch import PrivacyWatch
 from firmware.privacy.audit import AuditLog
@@ -152,3 +154,38 @@ def test_a_log_rolled_back_and_written_up_to_the_counter_the_cloud_holds_is_flag
     assert cloud.watch.last_counter("d1") == seen["counter"]
     assert [f["kind"] for f in cloud.watch.observe("d1", {"audit_head": seen, "records": []}, 4.0)] == []
     cloud.store.close()
+
+
+FORKS = {  # the fork rows of bench.privacy_attacks: (budget known to the cloud, default cloud) -> flags
+    "fork past the head, outbox rolled back": ([], []),
+    "fork past the head, outbox kept": (["budget_passed"], []),
+    "fork, same windows, outbox kept": (["released_twice"], ["released_twice"]),
+}
+
+
+@pytest.mark.parametrize("budget", [BUDGET, 0.0])
+@pytest.mark.parametrize("name", list(FORKS))
+def test_a_fork_written_past_the_head_the_cloud_holds(tmp_path: Path, cloud_db: str, name: str,
+                                                      budget: float) -> None:
+    """The cloud holds head N; offline the device writes N+1.. (its releases in a real outbox), its log, head, mark
+    and budget store (and the outbox, in the first row) are rolled back to N and it writes another N+1..; then it
+    is back online. Its head never goes back nor repeats a counter the cloud holds, so the audit checks cannot
+    see it; what the cloud sees is the releases. Outbox rolled back: the first fork's releases never left, the
+    cloud is charged the budget once (nothing to flag). Outbox kept, other windows: both forks' releases arrive
+    and pass the day's budget, flagged once the cloud knows the fleet's daily_epsilon (before, the cloud had no
+    way to be told it and flagged nothing: its implied budget, epsilon times the windows in a day, is not
+    passed). The same windows again: released_twice (the old code already flagged it)."""
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "cloud"), database=cloud_db, daily_epsilon=budget),
+                  FakeClock(start_wall=T))
+    r = run(name, tmp_path / "device", cloud.watch)
+    assert r["recorded"] == [] and r["granted"] == 5  # the device cannot tell: it granted 5 of 3
+    assert r["left"] == (3 if "rolled back" in name else 5)
+    assert r["cloud"] == FORKS[name][0 if budget else 1]
+    day = {"occupancy": {DAY_N: Fraction(3 if "rolled back" in name or "same" in name else 5)}}
+    assert cloud.watch.ledger("dev-1") == day  # one charge per window: the same windows again are not charged
+    cloud.store.close()
+
+
+def test_the_fleet_daily_epsilon_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="daily_epsilon"):
+        Cloud(CloudConfig(data_dir=str(tmp_path), daily_epsilon=-1), FakeClock(start_wall=T))
