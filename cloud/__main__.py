@@ -42,20 +42,27 @@ def main(argv: list[str] | None = None) -> int:
         except (DbError, AccessError, OtaError) as e:
             print(f"umbra-cloud: {e}", file=sys.stderr)
             return 2
-    host, _, mport = args.mqtt.partition(":")
-    push = PushConfig(mqtt_host=host, mqtt_port=int(mport or 1883))
-    config = CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
-                         database=args.database, api_port=args.api_port, push=push, daily_epsilon=args.daily_epsilon)
     try:
+        host, _, mport = args.mqtt.partition(":")
+        if mport and not mport.isdigit():
+            raise ValueError(f"--mqtt: the port {mport!r} is not a number")
+        push = PushConfig(mqtt_host=host, mqtt_port=int(mport or 1883))
+        push.validate()
+        config = CloudConfig(data_dir=args.dir, host=args.host, port=args.port, ota_dir=args.ota_dir,
+                             database=args.database, api_port=args.api_port, push=push,
+                             daily_epsilon=args.daily_epsilon)
         config.validate()
     except ValueError as e:
         print(f"umbra-cloud: {e}", file=sys.stderr)
         return 2
-    cloud = Cloud(config, SystemClock())
     try:
+        cloud = Cloud(config, SystemClock())
         asyncio.run(serve_forever(cloud))
     except KeyboardInterrupt:
         pass
+    except (OSError, DbError) as e:  # a folder it cannot write, a port taken, a database that does not answer
+        print(f"umbra-cloud: cannot serve: {' '.join(str(e).split())}", file=sys.stderr)  # (libpq's hint: one line)
+        return 2
     return 0
 
 
