@@ -33,3 +33,16 @@ def test_the_leave_one_out_bench_names_an_unknown_sequence_in_one_line(capsys):
     assert tracking_loso.main(["--only", "PETS09-S2L1,nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no sequence nope" in err[0] and "PETS09-S2L1" in err[0]
+
+
+def test_the_leave_one_out_grid_tries_the_low_score_pass_at_bytetracks_least_iou():
+    """The low-score pass's least IoU at 0.1 (Roboflow's ByteTrack, both passes) is in the left-out grid, in
+    place of the IMM, which no fold chose: the grid stays at 12 settings, the defaults first."""
+    from bench import tracking_loso
+    from firmware.config.sensing import TrackerConfig
+
+    g = tracking_loso.grid()
+    assert len(g) == 12 and g[0] == TrackerConfig() and len(set(g)) == 12
+    low = [c for c in g if c.low_match_iou == 0.1]
+    assert len(low) == 4 and TrackerConfig(low_match_iou=0.1) in low  # alone, and with each other axis
+    assert all(c.imm_switch_hz == 0 for c in g)
