@@ -49,9 +49,9 @@ class TrackerConfig:
     pos_noise: float = 0.1  # process noise, position, as a share of box height per sqrt(second)
     vel_noise: float = 0.1  # process noise, velocity, as a share of box height per second per sqrt(second)
     meas_noise: float = 0.05  # measurement noise as a share of box height
-    exact_noise: bool = False  # the process noise discretized exactly (white acceleration: the velocity's noise
-    # reaches the position within a step); off: the diagonal (pos_noise^2 dt, vel_noise^2 dt) the settings were
-    # chosen with. Off by default: on, it moved no left-out row of bench.tracking_loso (bench/TRACKING.md)
+    exact_noise: bool = True  # the process noise discretized exactly (white acceleration: the velocity's noise
+    # reaches the position within a step, so gates widen with the seconds between frames); false: the diagonal
+    # (pos_noise^2 dt, vel_noise^2 dt). bench/TRACKING.md: 19 of 57 left-out rows met with it, 18 without
     # Crossing and lost tracks (see _heading and _correct; 0 turns each off):
     direction_weight: float = 0.2  # similarity bonus, times the cosine, for a detection along a track's heading
     heading_sure: float = 2.0  # the bonus shrinks for a track whose speed is within this many variances of zero

@@ -62,7 +62,7 @@ def process_noise(cfg: TrackerConfig, dt: float) -> tuple[float, float, float]:
     height. With `exact_noise`: the exact discretization of a position random walk (`pos_noise`) plus a velocity
     random walk (`vel_noise`, white acceleration): q11 = qp dt + qv dt^3 / 3, q12 = qv dt^2 / 2, q22 = qv dt, so
     one step of 4 dt gives the covariance four steps of dt give (the velocity's noise reaches the position within
-    the step, not only from the next one on). Without (the default): the diagonal (qp dt, 0, qv dt)."""
+    the step, not only from the next one on); the default. Without: the diagonal (qp dt, 0, qv dt)."""
     qp, qv = cfg.pos_noise**2, cfg.vel_noise**2
     if not cfg.exact_noise:
         return qp * dt, 0.0, qv * dt

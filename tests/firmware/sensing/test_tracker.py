@@ -127,7 +127,7 @@ def test_accuracy_floor_on_pets09_with_the_calibrated_scripted_detector(shared_d
 def test_the_prediction_is_the_constant_velocity_kalman_step():
     """The prediction, done as one matrix product on every track's row, is the textbook step for each of the
     four coordinates: x' = F x, P' = F P F^T + Q with F = [[1, dt], [0, 1]] and Q from the box height (diagonal
-    by default; with `exact_noise` a position random walk plus white acceleration, discretized exactly); age and
+    with `exact_noise` off; by default a position random walk plus white acceleration, discretized exactly); age and
     time unseen advance by dt. Two different dt in turn, so a stale cached matrix would show."""
     for exact in (False, True):
         _check_the_constant_velocity_step(TrackerConfig(perspective=False, exact_noise=exact))
@@ -172,7 +172,7 @@ def test_one_long_prediction_is_as_uncertain_as_the_short_ones_it_spans():
     """A detector at a quarter of the rate: one prediction over 4 dt leaves the same state and covariance as four
     predictions over dt (the process noise is the continuous model's, discretized exactly), so the gates that
     read the covariance widen with the time between frames, not with the number of frames. The old diagonal
-    noise (the default, `exact_noise` off) leaves the long step's position a third of the velocity noise's share
+    noise (`exact_noise` off) leaves the long step's position a third of the velocity noise's share
     short."""
     cfg = TrackerConfig(perspective=False, vel_noise=0.5, exact_noise=True)
     start = np.array([[10.0, 10.0, 50.0, 110.0], [200.0, 40.0, 230.0, 120.0]])
