@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 command -v systemd-nspawn >/dev/null || { echo "systemd-nspawn not found: apt-get install systemd-container" >&2; exit 2; }
 base="${UMBRA_DEB12_BASE:-/var/tmp/umbra-deb12-base}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+dist=""  # the package folder this script builds, removed on the way out (not one it was given)
 if [ -z "${UMBRA_DEB_N:-}" ]; then
   dist="$(mktemp -d /var/tmp/umbra-debs.XXXX)"
   UMBRA_DEB_OUT="$dist" UMBRA_DEB_REVISION=1 bash packaging/build.sh amd64 >/dev/null
@@ -34,6 +35,7 @@ cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   for m in dev proc; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
   rm -rf "$root" "$root.log"
+  [ -z "$dist" ] || rm -rf "$dist"
 }
 trap cleanup EXIT
 cp -a "$base/." "$root/"

@@ -13,6 +13,7 @@ base="${UMBRA_DEB12_BASE:-/var/tmp/umbra-deb12-base}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
 
+dist=""  # the package folder this script builds, removed on the way out (not one it was given)
 if [ -z "${UMBRA_DEB_N:-}" ]; then
   dist="$(mktemp -d /var/tmp/umbra-debs.XXXX)"
   UMBRA_DEB_OUT="$dist" UMBRA_DEB_REVISION=1 bash packaging/build.sh amd64
@@ -31,6 +32,7 @@ root="$(mktemp -d /var/tmp/umbra-root.XXXX)"
 cleanup() {
   for m in data dev/pts dev proc sys; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
   rm -rf "$root"
+  [ -z "$dist" ] || rm -rf "$dist"
 }
 trap cleanup EXIT
 cp -a "$base/." "$root/"
