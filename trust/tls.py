@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import logging
 import ssl
+import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,7 +328,11 @@ class PinnedConnector(aiohttp.TCPConnector):
     The check sits in `_wrap_create_connection`, where aiohttp itself checks `Fingerprint`: the transport
     is connected and verified, and no request byte has been written. Plain (non-TLS) connections are
     refused outright. With `cert_times` (a `device_context`), the chain's validity on the device's time is
-    checked there too (CertTimeRefused)."""
+    checked there too (CertTimeRefused).
+
+    Both checks are made once, at the handshake, and a kept connection outlives them: `outlived()` says when
+    the connections it opened may no longer be used (a server key since dropped from the pin set, a chain
+    expired since), so its owner closes them and the next request shakes hands and is checked again."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext, pins: Callable[[], frozenset[str]],
                  cert_times: CertTimes | None = None, **kwargs: Any) -> None:
@@ -338,21 +343,48 @@ class PinnedConnector(aiohttp.TCPConnector):
         self._pins = pins
         self._times = cert_times
         self.pin_failures = 0
+        self._peer_keys: set[str] = set()  # the SPKI pins of the servers its connections were opened to
+        self._valid_until = float("inf")  # the earliest not-after of the chains those connections verified
 
     async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
         transport, proto = await super()._wrap_create_connection(*args, **kwargs)
         try:
             if not kwargs.get("ssl"):
                 raise PinMismatch("plain-text connection refused: only https with pinning is allowed")
-            check_pins(transport, self._pins())
+            key = check_pins(transport, self._pins())
         except PinMismatch:
             self.pin_failures += 1
             transport.abort()
             raise
+        der, chain = peer_der(transport), peer_chain(transport.get_extra_info("ssl_object"))
         if self._times is not None:
             try:
-                self._times.check(peer_der(transport), peer_chain(transport.get_extra_info("ssl_object")))
+                self._times.check(der, chain)
             except CertTimeRefused:
                 transport.abort()
                 raise
+        try:
+            ends = [x509.load_der_x509_certificate(c).not_valid_after_utc.timestamp() for c in chain or [der]]
+        except ValueError as e:  # verified by OpenSSL a moment ago: not expected
+            transport.abort()
+            raise PinMismatch(f"the server's certificate cannot be read: {e}") from e
+        self._peer_keys.add(key)
+        self._valid_until = min(self._valid_until, *ends)
         return transport, proto
+
+    def outlived(self) -> str | None:
+        """Why the connections this connector opened may no longer be used, or None: a server key no longer in
+        the pin set, or a verified chain expired since its handshake (on the device's time with `cert_times`:
+        while that time is untrusted, only a chain that expired before the last trusted time; else on the
+        system clock, as OpenSSL judged it)."""
+        dropped = self._peer_keys - self._pins()
+        if dropped:
+            return f"server key {sorted(dropped)[0]} is no longer in the pin set"
+        if self._times is None:
+            now: float | None = _time.time()
+        else:
+            t = self._times.time
+            now = t.wall() if t.trusted else max(t.floor, self._times.issued_floor) or None
+        if now is not None and now > self._valid_until:
+            return f"the server's certificate chain expired at {_iso(self._valid_until)}"
+        return None

@@ -139,6 +139,16 @@ class Uploader:
             self._session_trusted = self.time.trusted
         return self._session
 
+    async def _drop_outlived_connections(self) -> None:
+        """A kept connection was checked (pins, certificate times) at its handshake only: when the pin set has
+        since dropped its server's key, or its chain has expired since, the connections go, and the request
+        about to be made shakes hands and is checked again."""
+        conn = self._session.connector if self._session is not None else None
+        why = conn.outlived() if isinstance(conn, _PinnedConnector) else None
+        if why is not None:
+            log.info("kept connections to the cloud closed: %s", why)
+            await self.close()
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -148,6 +158,7 @@ class Uploader:
                     ) -> dict[str, Any]:
         """One request; returns the JSON answer of a 200, raises UploadError otherwise (bounded read)."""
         kw: dict[str, Any] = {"server_hostname": self.config.server_hostname} if self.config.server_hostname else {}
+        await self._drop_outlived_connections()
         try:
             async with self._client().request(method, self.config.url + path, data=body, headers=headers,
                                               timeout=self._timeout, allow_redirects=False, **kw) as r:

@@ -10,6 +10,7 @@ periods pass at once and no test sleeps."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
@@ -25,7 +26,9 @@ from cloud.harness import device_setup
 from firmware.config.sync import OutboxConfig, UploaderConfig
 from firmware.sync.outbox import Outbox
 from firmware.sync.uploader import Uploader
-from hal.clock import FakeClock
+from hal.clock import Clock, FakeClock
+from hal.trustedtime import FakeNtp, TrustedClock
+from trust import pki
 
 CYCLES = 5
 T0 = 1_700_006_400
@@ -66,18 +69,23 @@ def _pool_open(up: Uploader) -> bool:
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-         body: Callable[[Cloud, web.AppRunner, Uploader, FakeClock], Awaitable[None]], **cloud: object) -> None:
-    clock = FakeClock(start_wall=T0 + 86_400)
-    loop = ClockedLoop(clock)
-    # the pool stamps idle connections with time.monotonic, imported into aiohttp.connector: the same skew
-    monkeypatch.setattr(aiohttp.connector, "monotonic", lambda: time.monotonic() + loop.skew())
+         body: Callable[[Cloud, web.AppRunner, Uploader, FakeClock], Awaitable[None]], *,
+         pool_on_real_time: bool = False, device_clock: Callable[[FakeClock], Clock] = lambda c: c,
+         start_wall: float = T0 + 86_400, **cloud: object) -> None:
+    """`pool_on_real_time`: the event loop and the connection pool keep real time, so a connection stays open
+    however far the FakeClock moves (the device's own time passing while a connection is in steady use)."""
+    clock = FakeClock(start_wall=start_wall)
+    loop = asyncio.SelectorEventLoop() if pool_on_real_time else ClockedLoop(clock)
+    if not pool_on_real_time:  # the pool stamps idle connections with time.monotonic, imported into
+        skewed = loop.skew if isinstance(loop, ClockedLoop) else (lambda: 0.0)  # aiohttp.connector: the same skew
+        monkeypatch.setattr(aiohttp.connector, "monotonic", lambda: time.monotonic() + skewed())
 
     async def main() -> None:
         c = Cloud(CloudConfig(data_dir=str(tmp_path / "cloud"), **cloud), clock)  # type: ignore[arg-type]
         runner, port = await c.start(port=0)
         dev = device_setup(c, tmp_path / "device", port)
         ob = Outbox(OutboxConfig(path=dev.outbox_path))
-        up = Uploader(dev.uploader, dev.tls, ob, clock, random.Random(1))
+        up = Uploader(dev.uploader, dev.tls, ob, device_clock(clock), random.Random(1))
         try:
             await body(c, runner, up, clock)
         finally:
@@ -129,6 +137,48 @@ def test_a_cloud_that_closes_idle_connections_costs_a_handshake_and_nothing_else
         assert _stored(c) == [T0 + 900 * i for i in range(CYCLES)]  # each once, in order
 
     _run(tmp_path, monkeypatch, body, keepalive_s=10.0)
+
+
+def test_a_kept_connection_goes_when_its_server_key_leaves_the_pin_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pins are checked at the handshake; a connection kept across a pin-set update that drops the
+    server's key must not carry the next upload (on the old uploader it did, over the kept connection)."""
+    async def body(c: Cloud, runner: web.AppRunner, up: Uploader, clock: FakeClock) -> None:
+        clock.advance(await _cycle(up, 0))
+        assert _pool_open(up)
+        root = pki.load_root_key(c.pki.root_key)
+        others = [base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2)]
+        up.pins.update(pki.sign_pin_update(root, others, up.pins.current.version + 1, int(clock.wall())))
+        up.outbox.enqueue(_records(1))
+        res = await up.cycle()
+        assert res.error is not None and up.stats.pin_failures == 1, res
+        assert len(up.outbox) == 1 and _stored(c) == [T0]  # refused before sending: kept, not stored
+        assert c.ssl.session_stats()["accept"] == 2  # a new handshake was made, and refused by the pins
+
+    _run(tmp_path, monkeypatch, body)
+
+
+def test_a_kept_connection_goes_when_the_servers_certificate_expires_on_the_devices_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The certificate times are judged at the handshake; a connection in steady use across the server
+    certificate's expiry (on the device's trusted time) must not carry the next upload."""
+    async def body(c: Cloud, runner: web.AppRunner, up: Uploader, clock: FakeClock) -> None:
+        key = pki.load_key(c.pki.server_key)  # a server certificate that ends long before the device's own
+        leaf = pki.issue_cert(c._ca_key, c._ca, key.public_key(), "umbra-cloud", pki.utcnow(), 1,
+                              server_names=c.config.hostnames)
+        pki.write_atomic(c.pki.server_cert, pki.cert_pem(leaf))
+        c.ssl.load_cert_chain(c.pki.server_cert, c.pki.server_key)
+        clock.advance(await _cycle(up, 0))
+        assert _pool_open(up) and up.stats.cert_time_failures == 0
+        clock.advance(leaf.not_valid_after_utc.timestamp() - clock.wall() + 60)
+        assert _pool_open(up)  # the pool keeps real time: the connection is still there to reuse
+        up.outbox.enqueue(_records(1))
+        res = await up.cycle()
+        assert res.error is not None and up.stats.cert_time_failures >= 1, res
+        assert len(up.outbox) == 1 and _stored(c) == [T0]
+
+    _run(tmp_path, monkeypatch, body, pool_on_real_time=True,  # the harness's certificates are issued now
+         device_clock=lambda c: TrustedClock(c, FakeNtp(synced=True)), start_wall=time.time())
 
 
 @pytest.mark.parametrize("period_s", [1.0, 30.0, 600.0, 2420.0])
