@@ -37,15 +37,20 @@ from bench.lib import data
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
 
 
-def _client(base: str, token: str, stop: threading.Event, watching: threading.Event, served: list,
-            polling: threading.Lock) -> None:
+def _session(base: str, token: str):  # noqa: ANN202 - an urllib opener
+    """An opener holding an installer session (opened here, before the loop runs: the request marks the view
+    watched)."""
     import http.cookiejar
     import urllib.parse
     import urllib.request
 
-    jar = http.cookiejar.CookieJar()
-    op = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    op = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     op.open(base + "/session", data=urllib.parse.urlencode({"token": token}).encode(), timeout=10).read()
+    return op
+
+
+def _client(base: str, op, stop: threading.Event, watching: threading.Event, served: list,  # noqa: ANN001
+            polling: threading.Lock) -> None:
     while not stop.is_set():
         with polling:  # held while a poll is in flight: a block of nobody watching starts after it
             if watching.is_set():
@@ -65,11 +70,12 @@ def _cpu_s() -> float:
 
 
 class _Probe:
-    """The view's work in the loop's tick, measured: for each tick that started a view, the wall and CPU time
-    of the view's track hook, and how much of it BlazeFace took (its calls in the loop's thread); per kind of
-    watched block. With `main_split` set, the view runs as main did before 4 Dec (the tick copies the raw
-    frame; the worker makes the de-identified JPEG from it, zeroes the copy, then re-checks as now), for a
-    comparison in the same run."""
+    """The view's work in the loop's tick, measured: for each tick that started a view, the wall time of the
+    view's track hook, the process's CPU time meanwhile (the model's own threads included; no view is in
+    progress then, so the worker is idle; the server and the polling client may run), and how much of the wall
+    BlazeFace took (its calls in the loop's thread); per kind of watched block. With `main_split` set, the
+    view runs as main did before 4 Dec (the tick copies the raw frame; the worker makes the de-identified JPEG
+    from it, zeroes the copy, then re-checks as now), for a comparison in the same run."""
 
     def __init__(self, loop, view) -> None:  # noqa: ANN001 - SensorLoop, InstallerView
         self.view, self.kind, self.main_split = view, "off", False
@@ -84,10 +90,10 @@ class _Probe:
 
     def _on_tracks(self, frame, tracks, wall) -> None:  # noqa: ANN001 - a track hook
         started, self._face_s = self._started, 0.0
-        w0, c0 = time.perf_counter(), time.thread_time()
+        w0, c0 = time.perf_counter(), time.process_time()
         self.view.on_tracks(frame, tracks, wall)
         if self._started > started:
-            self.tick.setdefault(self.kind, []).append((time.perf_counter() - w0, time.thread_time() - c0,
+            self.tick.setdefault(self.kind, []).append((time.perf_counter() - w0, time.process_time() - c0,
                                                         self._face_s))
 
     def _captured(self, pixels, source_size, tracks, seq, wall):  # noqa: ANN001, ANN202 - InstallerView's
@@ -119,7 +125,7 @@ class _Probe:
         for kind, rows in self.tick.items():
             ms = [[r[i] * 1e3 for r in rows] for i in range(3)]
             out.append(f"  {kind}: the view's work in the tick, {len(rows)} views: wall {_mean(ms[0]):.1f} ms mean, "
-                       f"{max(ms[0]):.1f} max; CPU {_mean(ms[1]):.1f} ms mean, {max(ms[1]):.1f} max; BlazeFace "
+                       f"{max(ms[0]):.1f} max; process CPU {_mean(ms[1]):.1f} ms mean, {max(ms[1]):.1f} max; BlazeFace "
                        f"{_mean(ms[2]):.1f} ms mean ({_mean(ms[2]) / max(1e-9, _mean(ms[0])):.0%} of the wall)")
         return out
 
@@ -219,8 +225,9 @@ def run(frames: int, block: int, privacy: bool, warmup: int = 14, compare: bool 
     token = sign_installer_token(key, device_id=cfg.device.id, not_before=now - 1, expires=now + 3600, token_id="b")
     stop, watching, polling = threading.Event(), threading.Event(), threading.Lock()
     served: list[int] = []
-    client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{inst.server.port}", token, stop, watching,
-                                                    served, polling), daemon=True)
+    base = f"http://127.0.0.1:{inst.server.port}"
+    client = threading.Thread(target=_client, args=(base, _session(base, token), stop, watching, served, polling),
+                              daemon=True)
     client.start()
     try:
         spent = _alternate(loop, inst, frames, block, watching, polling, warmup, probe, kinds)

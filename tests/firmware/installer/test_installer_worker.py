@@ -30,6 +30,7 @@ from firmware.sensing.tracker import Tracker
 from hal.clock import FakeClock
 from hal.faces import ScriptedFaces
 from hal.synthetic import SyntheticCamera, SyntheticCrowd
+from tests.firmware.privacy.fresh import frame_sized_arrays, in_fresh_interpreter
 
 CONFIG = """[device]
 id = "dev-1"
@@ -305,19 +306,8 @@ def test_where_a_re_check_found_someone_is_flattened_up_front_for_ten_seconds(tm
     assert late is not None and s.view.checks == 5  # 11 s on: found again
 
 
-def _pixel_arrays(min_size: int) -> list[list[int]]:
-    """The shapes of every ndarray of at least `min_size` elements with content, reachable from a gc-tracked
-    container (as tests/firmware/privacy/test_privacy_loop.py scans)."""
-    import gc
-
-    found: dict[int, np.ndarray] = {}
-    for obj in gc.get_objects():
-        for ref in gc.get_referents(obj):
-            while isinstance(ref, np.ndarray):
-                if ref.size >= min_size:
-                    found[id(ref)] = ref
-                ref = ref.base
-    return [list(a.shape) for a in found.values() if a.any()]
+def _with_content(min_size: int) -> list[list[int]]:
+    return [list(a.shape) for a in frame_sized_arrays(min_size) if a.any()]
 
 
 def scan_view_ticks(folder: str) -> dict[str, Any]:
@@ -328,14 +318,14 @@ def scan_view_ticks(folder: str) -> dict[str, Any]:
     s = _sensor(Path(folder), _nobody, ex, view_hz=2.0)
     min_size = 300 * 300 * 3 // 4  # a quarter of the low-res frame (the view's 640 x 480 is larger)
     after_ticks: list[list[list[int]]] = []
-    s.loop.sinks.append(lambda result: after_ticks.append(_pixel_arrays(min_size)))
+    s.loop.sinks.append(lambda result: after_ticks.append(_with_content(min_size)))
     s.view.watch()
     s.loop.run(12)  # one view started at the first tick, held: the worker has not run
     held = ex.submitted
     jobs = [ex.job(i) for i in range(len(ex.jobs))]
     ex.run_all()
     return {"held": held, "ticks": len(after_ticks), "after_ticks": [a for a in after_ticks if a][:3],
-            "after_worker": _pixel_arrays(min_size), "made": s.view.made,
+            "after_worker": _with_content(min_size), "made": s.view.made,
             "job_arrays": sorted({f.name for j in jobs for f in fields(j)
                                   if isinstance(getattr(j, f.name), np.ndarray)}),
             "job_jpeg": [type(getattr(j, "jpeg", None)).__name__ for j in jobs]}
@@ -344,17 +334,8 @@ def scan_view_ticks(folder: str) -> dict[str, Any]:
 def test_after_a_tick_that_started_a_view_no_frame_sized_copy_is_held_anywhere(tmp_path: Path) -> None:
     """The view's job holds the de-identified JPEG's bytes only: no array of pixels outlives the tick that
     started it, while the worker has not yet run, nor after it ran."""
-    import json
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[3]
-    code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_installer_worker as t; "
-            "print(json.dumps(t.scan_view_ticks(sys.argv[3])))")
-    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(root), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r = in_fresh_interpreter("tests.firmware.installer.test_installer_worker", "scan_view_ticks", str(tmp_path),
+                             cwd=tmp_path, timeout=120)
     assert r["held"] == 1 and r["ticks"] == 12  # a view was started and held through 12 ticks
     assert not r["after_ticks"], f"pixel arrays outlived a tick while a view was held: {r['after_ticks']}"
     assert not r["after_worker"], f"pixel arrays outlived the view's job: {r['after_worker']}"
