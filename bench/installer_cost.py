@@ -9,12 +9,20 @@ run, whatever else loads the machine. With --privacy, every view made is then ch
 shared person detector (score >= 0.3, bench.lib.viewcheck) anywhere, and faces found by BlazeFace inside a
 blurred region.
 
-The first `--warmup` frames are run and not counted (the model's first invokes are slow). Beside the frame
+The first `--warmup` frames are run watched (a view is made) and not counted (the models' first invokes are
+slow: the loop's SSD, the face detector's and the re-check's, which would be billed to the first watched kind
+of block). Beside the frame
 rates, the process's CPU time a frame is printed for each kind of block (every thread: loop, view worker,
 server and the polling client): on a machine loaded by others the wall-clock rates move by up to 20% between
 blocks of the same work, the CPU time a frame much less.
 
-    python -m bench.installer_cost [--frames 795] [--block 28] [--warmup 14] [--privacy]"""
+With --compare the watched blocks alternate between the view as it is made now (de-identified and encoded
+in the tick, re-checked in the worker: "on") and as main made it before 4 Dec (the tick copies the raw
+frame; the worker does the rest: "main"), with a block of nobody watching between each: off, on, off, main.
+For each tick that started a view, the view's work in the tick is timed (wall and the loop thread's CPU, and
+BlazeFace's part of it) and printed per kind.
+
+    python -m bench.installer_cost [--frames 795] [--block 28] [--warmup 14] [--privacy] [--compare]"""
 
 from __future__ import annotations
 
@@ -31,21 +39,28 @@ from bench.lib import data
 CONFIG = Path(__file__).parent / "configs" / "pets09.toml"
 
 
-def _client(base: str, token: str, stop: threading.Event, watching: threading.Event, served: list) -> None:
+def _session(base: str, token: str):  # noqa: ANN202 - an urllib opener
+    """An opener holding an installer session (opened here, before the loop runs: the request marks the view
+    watched)."""
     import http.cookiejar
     import urllib.parse
     import urllib.request
 
-    jar = http.cookiejar.CookieJar()
-    op = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    op = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     op.open(base + "/session", data=urllib.parse.urlencode({"token": token}).encode(), timeout=10).read()
+    return op
+
+
+def _client(base: str, op, stop: threading.Event, watching: threading.Event, served: list,  # noqa: ANN001
+            polling: threading.Lock) -> None:
     while not stop.is_set():
-        if watching.is_set():
-            op.open(base + "/state", timeout=10).read()
-            try:
-                served.append(len(op.open(base + "/view.jpg", timeout=10).read()))
-            except OSError:
-                pass  # 503 before the first view
+        with polling:  # held while a poll is in flight: a block of nobody watching starts after it
+            if watching.is_set():
+                op.open(base + "/state", timeout=10).read()
+                try:
+                    served.append(len(op.open(base + "/view.jpg", timeout=10).read()))
+                except OSError:
+                    pass  # 503 before the first view
         time.sleep(0.4)
 
 
@@ -56,28 +71,115 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _alternate(loop, inst, frames: int, block: int, watching: threading.Event, warmup: int
-               ) -> dict[str, list[float]]:
-    """`warmup` frames first, not counted (the model's first invokes are slow: that block would be billed
-    to nobody watching), then blocks of `block` frames, nobody watching and the page polled in turn:
-    seconds, frames and process CPU seconds of each kind."""
-    spent = {"off": [0.0, 0, 0.0], "on": [0.0, 0, 0.0]}
-    if warmup:
-        inst.view._watched_ns = None
+class _Probe:
+    """The view's work in the loop's tick, measured: for each tick that started a view, the wall time of the
+    view's track hook, the process's CPU time meanwhile (the model's own threads included; no view is in
+    progress then, so the worker is idle; the server and the polling client may run), and how much of the wall
+    BlazeFace took (its calls in the loop's thread); per kind of watched block. With `main_split` set, the
+    view runs as main did before 4 Dec (the tick copies the raw frame; the worker makes the de-identified JPEG
+    from it, zeroes the copy, then re-checks as now), for a comparison in the same run."""
+
+    def __init__(self, loop, view) -> None:  # noqa: ANN001 - SensorLoop, InstallerView
+        self.view, self.kind, self.main_split = view, "off", False
+        self.tick: dict[str, list[tuple[float, float, float]]] = {}  # kind: (wall s, CPU s, BlazeFace s)
+        self._face_s, self._started, self._loop_thread = 0.0, 0, threading.get_ident()
+        self._capture, self._finish = view._capture, view._finish
+        self._raw: dict[int, object] = {}
+        view._capture, view._finish = self._captured, self._finished
+        if view.faces is not None:
+            view.faces = _TimedFaces(view.faces, self)
+        loop.track_hooks[loop.track_hooks.index(view.on_tracks)] = self._on_tracks
+
+    def _on_tracks(self, frame, tracks, wall) -> None:  # noqa: ANN001 - a track hook
+        started, self._face_s = self._started, 0.0
+        w0, c0 = time.perf_counter(), time.process_time()
+        self.view.on_tracks(frame, tracks, wall)
+        if self._started > started:
+            self.tick.setdefault(self.kind, []).append((time.perf_counter() - w0, time.process_time() - c0,
+                                                        self._face_s))
+
+    def _captured(self, pixels, source_size, tracks, seq, wall):  # noqa: ANN001, ANN202 - InstallerView's
+        import numpy as np
+
+        from firmware.installer.view import ViewJob
+
+        self._started += 1
+        if not self.main_split:
+            return self._capture(pixels, source_size, tracks, seq, wall)
+        v = self.view
+        job = ViewJob(b"", [], source_size, v._dets, tuple(tracks), v.geometry, v.counts.snapshot().to_json(), seq,
+                      wall)
+        self._raw[id(job)] = np.array(pixels, dtype=np.uint8, copy=True)  # main's copy, held until the worker
+        return job
+
+    def _finished(self, job):  # noqa: ANN001, ANN202
+        raw = self._raw.pop(id(job), None)
+        if raw is not None:  # main's split: the JPEG made in the worker from the raw copy
+            try:
+                job.jpeg, job.regions = self.view._deidentified_jpeg(raw, job.source_size, job.detections[0],
+                                                                     job.tracks)
+            finally:
+                raw.fill(0)
+        return self._finish(job)
+
+    def lines(self) -> list[str]:
+        out = []
+        for kind, rows in self.tick.items():
+            ms = [[r[i] * 1e3 for r in rows] for i in range(3)]
+            out.append(f"  {kind}: the view's work in the tick, {len(rows)} views: wall {_mean(ms[0]):.1f} ms mean, "
+                       f"{max(ms[0]):.1f} max; process CPU {_mean(ms[1]):.1f} ms mean, {max(ms[1]):.1f} max; BlazeFace "
+                       f"{_mean(ms[2]):.1f} ms mean ({_mean(ms[2]) / max(1e-9, _mean(ms[0])):.0%} of the wall)")
+        return out
+
+
+class _TimedFaces:
+    """A face detector whose calls in the loop's thread are timed into `probe`."""
+
+    def __init__(self, faces, probe: _Probe) -> None:  # noqa: ANN001
+        self.faces, self.probe = faces, probe
+
+    def detect(self, rgb):  # noqa: ANN001, ANN201
+        t0 = time.perf_counter()
+        try:
+            return self.faces.detect(rgb)
+        finally:
+            if threading.get_ident() == self.probe._loop_thread:
+                self.probe._face_s += time.perf_counter() - t0
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _alternate(loop, inst, frames: int, block: int, watching: threading.Event, polling: threading.Lock,
+               warmup: int, probe: _Probe, kinds: tuple[str, ...]) -> dict[str, list[float]]:
+    """`warmup` frames first, watched and not counted (the models' first invokes are slow: they would be
+    billed to the first block of their kind), then blocks of `block` frames, nobody watching and the page
+    polled in turn (`kinds` in turn, "off" nobody watching; "main" the view as main made it): seconds, frames
+    and process CPU seconds of each kind."""
+    spent = {k: [0.0, 0, 0.0] for k in kinds}
+    if warmup:  # watched: its view's first calls of the face detector and the re-check are slow too
+        probe.kind = "warm-up"
+        inst.view.watch()
         loop.run(max_ticks=loop.stats.ticks + warmup)
-    done = 0
+        inst.view._watched_ns = None
+        inst.view.drain()
+    done, i = 0, 0
     while done < frames:
-        kind = "on" if (done // block) % 2 else "off"
-        if kind == "on":
+        kind = kinds[i % len(kinds)]
+        i += 1
+        probe.kind, probe.main_split = kind, kind == "main"
+        if kind != "off":
             watching.set()
             inst.view.watch()
         else:
             watching.clear()
-            inst.view._watched_ns = None  # nobody watching from this block's first tick
+            with polling:  # a poll in flight would mark the view watched again
+                inst.view._watched_ns = None  # nobody watching from this block's first tick
         n = min(block, frames - done)
         t0, c0 = time.perf_counter(), _cpu_s()
         stats = loop.run(max_ticks=loop.stats.ticks + n)
-        if kind == "on":  # no new view, and the loop runs on (counted here) until the one in the worker ends:
+        if kind != "off":  # no new view, and the loop runs on (counted here) until the one in the worker ends:
             due, inst.view._next_ns = inst.view._next_ns, 2**62  # all of its work is done beside this block's
             while inst.view.busy():
                 before = loop.stats.frames
@@ -96,7 +198,7 @@ def _alternate(loop, inst, frames: int, block: int, watching: threading.Event, w
     return spent
 
 
-def run(frames: int, block: int, privacy: bool, warmup: int = 14) -> str:
+def run(frames: int, block: int, privacy: bool, warmup: int = 14, compare: bool = False) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from firmware import config as cfgmod
@@ -120,38 +222,45 @@ def run(frames: int, block: int, privacy: bool, warmup: int = 14) -> str:
     assert inst is not None
     views: list = []
     inst.view.listeners.append(views.append)
+    probe = _Probe(loop, inst.view)
+    kinds = ("off", "on", "off", "main") if compare else ("off", "on")
     tick_wall: list[float] = []
     loop.frame_hooks.append(lambda f, d, w: tick_wall.append(time.perf_counter()))
     now = int(clock.wall())
     token = sign_installer_token(key, device_id=cfg.device.id, not_before=now - 1, expires=now + 3600, token_id="b")
-    stop, watching = threading.Event(), threading.Event()
+    stop, watching, polling = threading.Event(), threading.Event(), threading.Lock()
     served: list[int] = []
-    client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{inst.server.port}", token, stop, watching,
-                                                    served), daemon=True)
+    base = f"http://127.0.0.1:{inst.server.port}"
+    client = threading.Thread(target=_client, args=(base, _session(base, token), stop, watching, served, polling),
+                              daemon=True)
     client.start()
     try:
-        spent = _alternate(loop, inst, frames, block, watching, warmup)
+        spent = _alternate(loop, inst, frames, block, watching, polling, warmup, probe, kinds)
     finally:
         stop.set()
         client.join(5)
         inst.stop()
     rate = {k: n / s if s else 0.0 for k, (s, n, _) in spent.items()}
-    ratio = rate["on"] / rate["off"] if rate["off"] else 0.0
     cpu = {k: c / n if n else 0.0 for k, (_, n, c) in spent.items()}  # process CPU seconds a frame
-    cpu_ratio = cpu["off"] / cpu["on"] if cpu["on"] else 0.0
+    name = {"off": "nobody watching:", "on": "page polled:", "main": "page polled, main's split:"}
     lines = [
         f"installer view cost on PETS09 ({loop.stats.frames} frames, blocks of {block}, view_hz "
         f"{cfg.installer.view_hz} at the footage's 7 fps):",
-        f"  nobody watching: {spent['off'][1]} frames in {spent['off'][0]:.1f} s = {rate['off']:.2f} frames/s",
-        f"  page polled:     {spent['on'][1]} frames in {spent['on'][0]:.1f} s = {rate['on']:.2f} frames/s "
-        f"({inst.view.made} views made, {inst.view.withheld} withheld, {inst.view.failed} failed, "
-        f"{len(served)} JPEGs served)",
-        f"  {inst.view.checks} JPEG checks ({inst.view.checks / max(1, inst.view.made + inst.view.withheld):.2f} a "
-        f"view){_tiles(inst.view.persons)}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
-        f"  ratio on/off {ratio:.3f}: the view costs {1 - ratio:.1%} of the loop's frame rate (goal: at most 10%)",
-        f"  process CPU a frame: {cpu['off'] * 1e3:.0f} ms nobody watching, {cpu['on'] * 1e3:.0f} ms page polled "
-        f"(client included): CPU-bound, the rate ratio would be {cpu_ratio:.3f} (costs {1 - cpu_ratio:.1%})",
+        *(f"  {name[k]:27s}{spent[k][1]} frames in {spent[k][0]:.1f} s = {rate[k]:.2f} frames/s" for k in spent),
+        f"  {inst.view.made} views made, {inst.view.withheld} withheld, {inst.view.failed} failed, "
+        f"{len(served)} JPEGs served; {inst.view.checks} JPEG checks "
+        f"({inst.view.checks / max(1, inst.view.made + inst.view.withheld):.2f} a view){_tiles(inst.view.persons)}; "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
     ]
+    for k in (k for k in spent if k != "off"):
+        ratio = rate[k] / rate["off"] if rate["off"] else 0.0
+        cpu_ratio = cpu["off"] / cpu[k] if cpu[k] else 0.0
+        what = "the view" if k == "on" else "main's split"
+        lines += [f"  ratio {k}/off {ratio:.3f}: {what} costs {1 - ratio:.1%} of the loop's frame rate (goal: at "
+                  f"most 10%)",
+                  f"  process CPU a frame: {cpu['off'] * 1e3:.0f} ms nobody watching, {cpu[k] * 1e3:.0f} ms {k} "
+                  f"(client included): CPU-bound, the rate ratio would be {cpu_ratio:.3f} (costs {1 - cpu_ratio:.1%})"]
+    lines += probe.lines()
     if privacy:
         lines.append(_privacy(views))
     return "\n".join(lines)
@@ -178,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block", type=int, default=28, help="frames per block (4 s of footage)")
     ap.add_argument("--privacy", action="store_true", help="check every view made for persons and faces")
     ap.add_argument("--warmup", type=int, default=14, help="frames run first and not counted")
+    ap.add_argument("--compare", action="store_true",
+                    help="blocks of main's split (the raw frame copied to the worker) between the others")
     args = ap.parse_args(argv)
     data.ensure_env()
-    print(run(args.frames, args.block, args.privacy, args.warmup))
+    print(run(args.frames, args.block, args.privacy, args.warmup, args.compare))
     return 0
 
 

@@ -54,7 +54,7 @@ class Installer:
     live: LiveGeometry
 
     def stop(self) -> None:
-        self.view.close()  # no more views; the one in progress ends (its copy zeroed)
+        self.view.close()  # no more views; the one in progress ends (it holds only a JPEG)
         self.server.stop()
 
 
@@ -90,9 +90,10 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
     """The view as the sensor makes it: de-identified as samples are (the same blur, then re-checks of the
     result by a face detector and by the person detector, flattening what they still find, twice), with lighter
     passes than a sample's: BlazeFace short range on the whole frame and 2 x 2 tiles, and the person model
-    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings). The view is made in
-    its worker thread (`executor`: default its own), not in the loop's tick, so that the loop keeps its
-    rate (bench.installer_cost). A scripted detector cannot look: no person re-check then."""
+    on 2 x 2 tiles at PERSON_RECHECK_SCORE (the project's default detector settings). The view is
+    de-identified and encoded in the loop's tick, and re-checked in its worker thread (`executor`: default
+    its own), which gets only the JPEG, so that the loop keeps its rate (bench.installer_cost). A scripted
+    detector cannot look: no person re-check then."""
 
     if faces is None:
 

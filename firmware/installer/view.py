@@ -1,21 +1,22 @@
-"""The installer's live view, made off the loop's tick: while someone watches (a request in the last
-`watch_timeout_s`), at most `view_hz` times a second and only when no view is in progress, the tick copies
-the low-res frame and the overlay data (this tick's detections, the confirmed tracks, the counts, the
-geometry) and hands them to a background worker (one thread; an injectable executor), which owns the copy
-and zeroes it when the job ends, whatever happens. The worker resizes it to 640 x 480, blurs every person
-(the tick's detections and confirmed tracks) and every face as sample images are
-(firmware.samples.taking.deidentify_regions), encodes the JPEG; then the JPEG exactly as it would be served
-is checked by the face detector and the person re-check; when they find someone, every region they found in
-the view is flattened with its own size around it (filled with its mean colour: no shape is left to find,
-and the neighbour a blur made stand out goes with it) and the new JPEG checked, until one is clean (served)
-or `verify_passes` + 1 checks have failed (withheld, counted); the regions re-checks found are flattened up
-front in the next 10 s of views (often a far person or a post the model reads as one, so a second check is
-seldom needed). Every copy is zeroed before the job ends; a job that
-fails is counted (`failed`) and logged, and the loop goes on. Only the finished view (encoded bytes and the
-overlay data: boxes, scores, ids, counts) is published, for the web server's thread to serve. Hooks:
-`on_frame` (a frame hook: keeps this tick's detections, no pixels) and `on_tracks` (a track hook: hands
-the view's job over). `close()` at stop: a job not started is dropped (its copy zeroed), one running is
-waited for."""
+"""The installer's live view, de-identified in the loop's tick and re-checked off it. While someone watches (a
+request in the last `watch_timeout_s`), at most `view_hz` times a second and only when no view is in progress,
+the tick resizes the low-res frame to 640 x 480, blurs every person (the tick's detections and confirmed
+tracks) and every face BlazeFace finds as sample images are (firmware.samples.taking.deidentify_regions),
+flattens up front the regions re-checks found someone in during the last 10 s, and encodes the JPEG; every
+pixel buffer it made is zeroed before the tick ends, like every other buffer of the frame. Only the JPEG bytes
+(de-identified, not yet re-checked) and the overlay data (this tick's detections, the confirmed tracks, the
+counts, the geometry) go to a background worker (one thread; an injectable executor). The worker decodes the
+JPEG exactly as it would be served and checks it with the face detector and the person re-check; when they
+find someone, every region they found in the view is flattened on the decoded image with its own size around
+it (filled with its mean colour: no shape is left to find, and the neighbour a blur made stand out goes with
+it), re-encoded and checked again, until one is clean (served) or `verify_passes` + 1 checks have failed
+(withheld, counted); the regions re-checks found are flattened up front in the next 10 s of views (often a
+far person or a post the model reads as one, so a second check is seldom needed). The worker zeroes every
+image it decoded before the job ends; a job that fails, in the tick or the worker, is counted (`failed`) and
+logged, and the loop goes on. Only the finished view (encoded bytes and the overlay data: boxes, scores, ids,
+counts) is published, for the web server's thread to serve. Hooks: `on_frame` (a frame hook: keeps this
+tick's detections, no pixels) and `on_tracks` (a track hook: makes the JPEG and hands the job over).
+`close()` at stop: a job not started is dropped, one running is waited for."""
 
 from __future__ import annotations
 
@@ -79,10 +80,11 @@ class InlineExecutor(Executor):
 
 @dataclass(slots=True)
 class ViewJob:
-    """What the tick hands the worker: its own copy of the low-res frame (zeroed when the job ends) and the
-    overlay data as they stood in the tick."""
+    """What the tick hands the worker: the de-identified view as JPEG bytes (not yet re-checked: no raw
+    pixels), the pixel regions blurred or flattened in it, and the overlay data as they stood in the tick."""
 
-    pixels: np.ndarray
+    jpeg: bytes
+    regions: list[tuple[int, int, int, int]]
     source_size: tuple[int, int]
     detections: tuple[np.ndarray, np.ndarray]  # normalized boxes, scores
     tracks: tuple[Any, ...]  # confirmed tracks (immutable: firmware.sensing.tracker.Track)
@@ -106,7 +108,7 @@ class InstallerView:
         self.made = 0
         self.withheld = 0  # views not served: someone was still found after every re-check
         self.checks = 0  # JPEGs checked (1 to verify_passes + 1 a view)
-        self.failed = 0  # view jobs that raised (logged; no view from them, the loop goes on)
+        self.failed = 0  # view jobs that raised, in the tick or the worker (logged; no view, the loop goes on)
         self.listeners: list[Callable[[ViewFrame], None]] = []  # each new view, in the worker's thread
         self._period_ns = int(1e9 / config.view_hz)
         self._next_ns = 0
@@ -143,24 +145,27 @@ class InstallerView:
         self._dets = (p.boxes.astype(np.float64), p.scores.astype(np.float64))
 
     def on_tracks(self, frame: Frame, tracks: Sequence[Track], wall: float) -> None:
-        """In the tick: when a view is due and none is in progress, a copy of the frame and the overlay
-        data go to the worker; nothing else is done here."""
+        """In the tick: when a view is due and none is in progress, the de-identified JPEG is made (its pixel
+        buffers zeroed here) and goes to the worker with the overlay data."""
         now = self.clock.monotonic_ns()
-        if self._closed or now < self._next_ns or not self.watching(now):
-            return
-        with self._lock:
-            if self._job is not None:
-                return  # one in progress: this tick makes none, the next one tries again
-            job = self._capture(frame.pixels, frame.source_size, tracks, frame.seq, wall)
-            self._job = job
+        if self._closed or now < self._next_ns or not self.watching(now) or self.busy():
+            return  # one in progress: this tick makes none, the next one tries again
         self._next_ns = now + self._period_ns
         try:
+            job = self._capture(frame.pixels, frame.source_size, tracks, frame.seq, wall)
+        except Exception:  # noqa: BLE001 - counted and logged (its buffers zeroed): the loop goes on
+            with self._lock:
+                self.failed += 1
+            log.exception("installer view not made in the tick (frame %d)", frame.seq)
+            return
+        with self._lock:
+            self._job = job
+        try:
             future = self._pool().submit(self._work, job)
-        except Exception:  # noqa: BLE001 - (a pool shut down): counted, the copy zeroed, the loop goes on
+        except Exception:  # noqa: BLE001 - (a pool shut down): counted, the loop goes on
             with self._lock:
                 self._job = None
                 self.failed += 1
-            job.pixels.fill(0)
             log.exception("installer view not handed to its worker (frame %d)", job.seq)
             return
         with self._lock:
@@ -174,14 +179,46 @@ class InstallerView:
 
     def _capture(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
                  wall: float) -> ViewJob:
-        counts = self.counts.snapshot().to_json()  # first: nothing after the copy can fail
-        return ViewJob(np.array(pixels, dtype=np.uint8, copy=True), source_size, self._dets, tuple(tracks),
-                       self.geometry, counts, seq, wall)
+        """The job of one frame: its de-identified JPEG and the overlay data. Every pixel buffer made here is
+        zeroed before it returns, whatever happens."""
+        counts = self.counts.snapshot().to_json()
+        boxes, _ = self._dets
+        jpeg, regions = self._deidentified_jpeg(pixels, source_size, boxes, tracks)
+        return ViewJob(jpeg, regions, source_size, self._dets, tuple(tracks), self.geometry, counts, seq, wall)
+
+    def _deidentified_jpeg(self, pixels: np.ndarray, source_size: tuple[int, int], boxes: np.ndarray,
+                           tracks: Sequence[Any]) -> tuple[bytes, list[tuple[int, int, int, int]]]:
+        """`pixels` resized to the view, every person (the detections' normalized `boxes` and the tracks)
+        and face blurred, the recent re-check regions flattened, JPEG-encoded: the bytes and the pixel
+        regions blurred or flattened. Every buffer made here is zeroed before it returns."""
+        import cv2
+
+        w, h = source_size
+        scale = np.array([w, h, w, h], dtype=np.float64)
+        track_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4) / scale
+        small = cv2.resize(pixels, VIEW_SIZE, interpolation=cv2.INTER_AREA)
+        held: list[np.ndarray] = []
+        try:
+            blurred, regions = deidentify_regions(small, np.vstack((boxes, track_boxes)), self.faces,
+                                                  replace(self.samples, verify_passes=0), held=held)
+            now = self.clock.monotonic_ns()
+            with self._lock:
+                self._recent = [(t, r) for t, r in self._recent if t > now]
+                recent = [r for _, r in self._recent]
+            for r in recent:  # where a re-check found someone lately: flattened up front
+                flatten_region(blurred, *r)
+                regions.append(r)
+            held.append(cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR))
+            return _encode(held[-1], self.samples.jpeg_quality), regions
+        finally:
+            small.fill(0)
+            for a in held:
+                a.fill(0)
 
     def _work(self, job: ViewJob) -> None:
-        """In the worker: the view of `job` made and published; the job's copy zeroed, whatever happens."""
+        """In the worker: the view of `job` re-checked and published (or withheld)."""
         try:
-            view = self._render(job)
+            view = self._finish(job)
             if view is not None:
                 self.latest = view  # one reference: the server thread sees the old view or the new one
                 with self._lock:
@@ -193,7 +230,6 @@ class InstallerView:
                 self.failed += 1
             log.exception("installer view failed (frame %d); no view from it", job.seq)
         finally:
-            job.pixels.fill(0)
             with self._lock:
                 if self._job is job:
                     self._job, self._future = None, None
@@ -211,13 +247,12 @@ class InstallerView:
             wait_futures([future])
 
     def close(self) -> None:
-        """At stop: no more views; a job not started yet is dropped (its copy zeroed), one running is waited
-        for (it zeroes its own); our own worker thread ends."""
+        """At stop: no more views; a job not started yet is dropped, one running is waited for; our own
+        worker thread ends."""
         self._closed = True
         with self._lock:
             job, future = self._job, self._future
         if job is not None and future is not None and future.cancel():
-            job.pixels.fill(0)
             with self._lock:
                 if self._job is job:
                     self._job, self._future = None, None
@@ -229,84 +264,58 @@ class InstallerView:
     def make(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
              wall: float) -> ViewFrame | None:
         """The view of one frame made at once, in the caller's thread, with the overlay data as they stand
-        (tests, `umbra draw`), or None when it cannot be made clean (withheld, counted); every pixel copy
+        (tests, `umbra draw`), or None when it cannot be made clean (withheld, counted); every pixel buffer
         made here is zeroed before it returns."""
-        job = self._capture(pixels, source_size, tracks, seq, wall)
-        try:
-            return self._render(job)
-        finally:
-            job.pixels.fill(0)
+        return self._finish(self._capture(pixels, source_size, tracks, seq, wall))
 
-    def _render(self, job: ViewJob) -> ViewFrame | None:
-        """The view of `job`, or None when it cannot be made clean (withheld, counted); every pixel copy made
-        here is zeroed before it returns (the job's own copy is its caller's to zero)."""
-        import cv2
-
-        boxes, scores = job.detections
-        w, h = job.source_size
-        scale = np.array([w, h, w, h], dtype=np.float64)
-        track_boxes = np.array([t.box for t in job.tracks], dtype=np.float64).reshape(-1, 4) / scale
-        small = cv2.resize(job.pixels, VIEW_SIZE, interpolation=cv2.INTER_AREA)
-        try:
-            blurred, regions = deidentify_regions(small, np.vstack((boxes, track_boxes)), self.faces,
-                                                  replace(self.samples, verify_passes=0))
-            now = self.clock.monotonic_ns()
-            self._recent = [(t, r) for t, r in self._recent if t > now]
-            for _, r in self._recent:  # where a re-check found someone lately: flattened up front
-                flatten_region(blurred, *r)
-                regions.append(r)
-            try:
-                jpeg = self._checked_jpeg(blurred, regions)
-            finally:
-                blurred.fill(0)
-        finally:
-            small.fill(0)
+    def _finish(self, job: ViewJob) -> ViewFrame | None:
+        """The view of `job` once its JPEG passed the re-checks, or None when it cannot be made clean
+        (withheld, counted)."""
+        jpeg = self._checked_jpeg(job.jpeg, job.regions)
         if jpeg is None:
             with self._lock:
                 self.withheld += 1
             return None
         vw, vh = VIEW_SIZE
-        norm = tuple((r[0] / vw, r[1] / vh, r[2] / vw, r[3] / vh) for r in regions)
-        state = overlay_state(job.geometry, job.source_size, (boxes, scores), job.tracks, job.counts,
+        norm = tuple((r[0] / vw, r[1] / vh, r[2] / vw, r[3] / vh) for r in job.regions)
+        state = overlay_state(job.geometry, job.source_size, job.detections, job.tracks, job.counts,
                               self._grid_of(job.geometry, job.source_size))
         state.update(seq=job.seq, wall=job.wall)
         return ViewFrame(job.seq, job.wall, jpeg, state, norm)
 
-    def _checked_jpeg(self, rgb: np.ndarray, regions: list[tuple[int, int, int, int]]) -> bytes | None:
-        """Encodes `rgb`, then checks the JPEG exactly as it would be served with the face detector and the
-        person re-check; when they find someone, every region found in this view is flattened with its own
-        size around it (a blurred blob can still read as a person at the re-check's low threshold, and the
-        blur can make a neighbour stand out; a flat patch is neither) and the result checked again, up to
-        `verify_passes` + 1 checks. Returns the first JPEG in which nothing is found, or None."""
+    def _checked_jpeg(self, jpeg: bytes, regions: list[tuple[int, int, int, int]]) -> bytes | None:
+        """Decodes `jpeg` (exactly as it would be served) and checks it with the face detector and the person
+        re-check; when they find someone, every region found in this view is flattened on the decoded image
+        with its own size around it (a blurred blob can still read as a person at the re-check's low
+        threshold, and the blur can make a neighbour stand out; a flat patch is neither), re-encoded and
+        checked again, up to `verify_passes` + 1 checks. Returns the first JPEG in which nothing is found,
+        or None; every decoded image is zeroed before it returns."""
         import cv2
 
         cfg = self.samples
         this_view: list[tuple[int, int, int, int]] = []  # every region the re-checks found in this view
         for k in range(cfg.verify_passes + 1):
-            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-            bgr.fill(0)
-            if not ok:
-                raise ValueError("the view's JPEG encoding failed")
-            seen = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            seen = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
             if seen is None:
-                raise ValueError("the view's own JPEG does not decode")
-            with self._lock:
-                self.checks += 1
+                raise ValueError("the view's JPEG does not decode")
             try:
+                with self._lock:
+                    self.checks += 1
                 found = self._recheck(seen)
+                if not found:
+                    return jpeg
+                until = self.clock.monotonic_ns() + RECENT_NS
+                this_view += found
+                with self._lock:
+                    self._recent += [(until, _widen(r, FLATTEN_WIDEN)) for r in found]
+                if k < cfg.verify_passes:  # another check follows: flatten, neighbours included
+                    for r in this_view:
+                        wide = _widen(r, FLATTEN_WIDEN)
+                        flatten_region(seen, *wide)
+                        regions.append(wide)
+                    jpeg = _encode(seen, cfg.jpeg_quality)
             finally:
                 seen.fill(0)
-            if not found:
-                return buf.tobytes()
-            until = self.clock.monotonic_ns() + RECENT_NS
-            this_view += found
-            self._recent += [(until, _widen(r, FLATTEN_WIDEN)) for r in found]
-            if k < cfg.verify_passes:  # another check follows: flatten, neighbours included
-                for r in this_view:
-                    wide = _widen(r, FLATTEN_WIDEN)
-                    flatten_region(rgb, *wide)
-                    regions.append(wide)
         log.info("installer view withheld: someone was still found after %d re-checks", cfg.verify_passes + 1)
         return None
 
@@ -335,6 +344,19 @@ class InstallerView:
             self._grid_for = (geometry, size)
         assert self._grid is not None
         return self._grid
+
+
+def _encode(bgr: np.ndarray, quality: int) -> bytes:
+    """`bgr` as JPEG bytes; the encoder's own array zeroed."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("the view's JPEG encoding failed")
+    try:
+        return buf.tobytes()
+    finally:
+        buf.fill(0)
 
 
 def flatten_region(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:

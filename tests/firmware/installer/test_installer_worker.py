@@ -1,15 +1,16 @@
-"""The installer view made off the loop's tick: the tick hands a copy of the frame and the overlay data to
-the worker (at most one view in progress, at most `view_hz` a second, only while watched); the worker owns
-the copy and zeroes it whatever happens; the served JPEG is the one the checks passed; a view not clean is
-withheld; a worker that raises is counted and the loop goes on; at stop a job not started is dropped
-(zeroed) and one running is waited for. Deterministic: a hand-run executor, the fake clock, no sleeps."""
+"""The installer view de-identified in the loop's tick and re-checked off it: the tick hands the worker only
+the de-identified JPEG's bytes and the overlay data (at most one view in progress, at most `view_hz` a
+second, only while watched), every pixel buffer of the tick zeroed before it ends; the worker zeroes what it
+decodes; the served JPEG is the one the checks passed; a view not clean is withheld; a job that raises, in
+the tick or the worker, is counted and the loop goes on; at stop a job not started is dropped and one running
+is waited for. Deterministic: a hand-run executor, the fake clock, no sleeps."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from firmware.sensing.tracker import Tracker
 from hal.clock import FakeClock
 from hal.faces import ScriptedFaces
 from hal.synthetic import SyntheticCamera, SyntheticCrowd
+from tests.firmware.privacy.fresh import frame_sized_arrays, in_fresh_interpreter
 
 CONFIG = """[device]
 id = "dev-1"
@@ -100,18 +102,20 @@ def _decoded(jpeg: bytes) -> np.ndarray:
     return np.ascontiguousarray(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
-def test_the_tick_hands_a_copy_to_the_worker_which_makes_the_view_and_zeroes_the_copy(tmp_path: Path) -> None:
+def test_the_tick_hands_the_worker_a_jpeg_which_it_re_checks_and_serves(tmp_path: Path) -> None:
     ex = HandExecutor()
     s = _sensor(tmp_path, _nobody, ex)
     s.view.watch()
     s.loop.run(1)
-    assert ex.submitted == 1 and s.view.latest is None and s.view.made == 0  # nothing made in the tick
+    assert ex.submitted == 1 and s.view.latest is None and s.view.made == 0  # not served from the tick
+    assert s.view.checks == 0  # no re-check in the tick
     job = ex.job()
-    assert job.pixels.any()  # the worker's own copy: the frame itself was zeroed at its release
+    assert isinstance(job.jpeg, bytes) and job.jpeg[:2] == b"\xff\xd8" and job.regions  # persons blurred
     assert s.view.busy()
     ex.run_all()
     assert s.view.made == 1 and s.view.latest is not None and s.view.latest.seq == job.seq
-    assert not job.pixels.any() and not s.view.busy()
+    assert s.view.latest.jpeg == job.jpeg and s.view.checks == 1  # clean at its first check: served as made
+    assert not s.view.busy()
     assert s.view.latest.jpeg[:2] == b"\xff\xd8" and s.view.latest.state["tracks"] is not None
 
 
@@ -171,7 +175,7 @@ def test_a_view_never_clean_is_withheld(tmp_path: Path) -> None:
     ex.run_all()
     assert s.view.latest is None and s.view.withheld == 1 and s.view.made == 0
     assert len(calls) == s.view.samples.verify_passes + 1
-    assert not job.pixels.any() and not s.view.busy()
+    assert job.seq == 1 and not s.view.busy()
 
 
 def test_a_worker_that_raises_is_counted_and_the_loop_goes_on(tmp_path: Path) -> None:
@@ -190,7 +194,7 @@ def test_a_worker_that_raises_is_counted_and_the_loop_goes_on(tmp_path: Path) ->
     future = ex.jobs[-1][0]
     ex.run_all()
     assert future.exception() is None  # caught in the job: counted, logged
-    assert s.view.failed == 1 and s.view.latest is None and not job.pixels.any() and not s.view.busy()
+    assert s.view.failed == 1 and s.view.latest is None and job.seq == 1 and not s.view.busy()
     fail[0] = False
     s.view.watch()
     s.loop.run(s.loop.stats.ticks + 25)  # the next view is due 2 s later and the loop ran on
@@ -199,18 +203,42 @@ def test_a_worker_that_raises_is_counted_and_the_loop_goes_on(tmp_path: Path) ->
     assert s.view.made == 1 and s.view.failed == 1
 
 
-def test_the_copy_is_zeroed_when_the_tick_cannot_hand_it_over(tmp_path: Path) -> None:
-    copies: list[np.ndarray] = []
+def test_a_job_the_tick_cannot_hand_over_is_counted_and_the_loop_goes_on(tmp_path: Path) -> None:
+    jobs: list[ViewJob] = []
 
     class Refusing(Executor):
         def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN201
-            copies.append(args[0].pixels)
+            jobs.append(args[0])
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     s = _sensor(tmp_path, _nobody, Refusing())
     s.view.watch()
-    s.loop.run(1)  # counted, not fatal
-    assert len(copies) == 1 and not copies[0].any() and not s.view.busy() and s.view.failed == 1
+    s.loop.run(3)  # counted, not fatal
+    assert len(jobs) == 1 and isinstance(jobs[0].jpeg, bytes) and not s.view.busy() and s.view.failed == 1
+    assert s.loop.stats.frames == 3
+
+
+def test_a_view_that_fails_in_the_tick_is_counted_its_buffers_zeroed_and_the_loop_goes_on(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    made: list[np.ndarray] = []
+    real_resize = cv2.resize
+
+    def resize(*a, **k):  # noqa: ANN002, ANN003, ANN202 - cv2's
+        made.append(real_resize(*a, **k))
+        return made[-1]
+
+    def encode(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("the encoder fell over")
+
+    monkeypatch.setattr(cv2, "resize", resize)
+    monkeypatch.setattr(cv2, "imencode", encode)
+    ex = HandExecutor()
+    s = _sensor(tmp_path, _nobody, ex)
+    s.view.watch()
+    s.loop.run(3)
+    assert s.view.failed == 1 and ex.submitted == 0 and not s.view.busy() and s.loop.stats.frames == 3
+    views = [m for m in made if m.shape[:2] == (480, 640)]  # the view's resize (the loop resizes too)
+    assert len(views) == 1 and not views[0].any()
 
 
 def test_at_stop_a_job_not_started_is_dropped_and_zeroed(tmp_path: Path) -> None:
@@ -218,9 +246,9 @@ def test_at_stop_a_job_not_started_is_dropped_and_zeroed(tmp_path: Path) -> None
     s = _sensor(tmp_path, _nobody, ex)
     s.view.watch()
     s.loop.run(1)
-    job, future = ex.job(), ex.jobs[-1][0]
+    future = ex.jobs[-1][0]
     s.view.close()
-    assert future.cancelled() and not job.pixels.any() and not s.view.busy()
+    assert future.cancelled() and not s.view.busy()
     s.view.watch()
     s.loop.run(s.loop.stats.ticks + 40)
     assert ex.submitted == 1  # closed: no more views
@@ -228,7 +256,7 @@ def test_at_stop_a_job_not_started_is_dropped_and_zeroed(tmp_path: Path) -> None
     assert s.view.made == 0 and s.view.latest is None
 
 
-def test_at_stop_a_running_job_is_waited_for_and_zeroes_its_copy(tmp_path: Path, monkeypatch) -> None:
+def test_at_stop_a_running_job_is_waited_for(tmp_path: Path, monkeypatch) -> None:
     started, release = threading.Event(), threading.Event()
     jobs: list[ViewJob] = []
 
@@ -250,10 +278,10 @@ def test_at_stop_a_running_job_is_waited_for_and_zeroes_its_copy(tmp_path: Path,
     s.view.watch()
     s.loop.run(1)
     assert started.wait(30)  # the job is running in the worker
-    assert s.view.busy() and jobs[0].pixels.any()
+    assert s.view.busy() and len(jobs) == 1
     s.view.close()
     assert release.is_set() and not s.view.busy()  # close() waited for it...
-    assert not jobs[0].pixels.any() and s.view.made == 1  # ...and it ended, its copy zeroed
+    assert s.view.made == 1  # ...and it ended
     assert s.view._executor is not None and s.view._executor._shutdown  # type: ignore[attr-defined]
 
 
@@ -276,3 +304,39 @@ def test_where_a_re_check_found_someone_is_flattened_up_front_for_ten_seconds(tm
     s.clock.advance(2)
     late = s.view.make(pixels, (640, 480), [], 3, 11.0)
     assert late is not None and s.view.checks == 5  # 11 s on: found again
+
+
+def _with_content(min_size: int) -> list[list[int]]:
+    return [list(a.shape) for a in frame_sized_arrays(min_size) if a.any()]
+
+
+def scan_view_ticks(folder: str) -> dict[str, Any]:
+    """A watched sensor's ticks with the view's jobs held (not run), every reachable array scanned after each
+    tick; then the jobs run and the scan made again. Run in a fresh interpreter (below), where every array is
+    the sensor's."""
+    ex = HandExecutor()
+    s = _sensor(Path(folder), _nobody, ex, view_hz=2.0)
+    min_size = 300 * 300 * 3 // 4  # a quarter of the low-res frame (the view's 640 x 480 is larger)
+    after_ticks: list[list[list[int]]] = []
+    s.loop.sinks.append(lambda result: after_ticks.append(_with_content(min_size)))
+    s.view.watch()
+    s.loop.run(12)  # one view started at the first tick, held: the worker has not run
+    held = ex.submitted
+    jobs = [ex.job(i) for i in range(len(ex.jobs))]
+    ex.run_all()
+    return {"held": held, "ticks": len(after_ticks), "after_ticks": [a for a in after_ticks if a][:3],
+            "after_worker": _with_content(min_size), "made": s.view.made,
+            "job_arrays": sorted({f.name for j in jobs for f in fields(j)
+                                  if isinstance(getattr(j, f.name), np.ndarray)}),
+            "job_jpeg": [type(getattr(j, "jpeg", None)).__name__ for j in jobs]}
+
+
+def test_after_a_tick_that_started_a_view_no_frame_sized_copy_is_held_anywhere(tmp_path: Path) -> None:
+    """The view's job holds the de-identified JPEG's bytes only: no array of pixels outlives the tick that
+    started it, while the worker has not yet run, nor after it ran."""
+    r = in_fresh_interpreter("tests.firmware.installer.test_installer_worker", "scan_view_ticks", str(tmp_path),
+                             cwd=tmp_path, timeout=120)
+    assert r["held"] == 1 and r["ticks"] == 12  # a view was started and held through 12 ticks
+    assert not r["after_ticks"], f"pixel arrays outlived a tick while a view was held: {r['after_ticks']}"
+    assert not r["after_worker"], f"pixel arrays outlived the view's job: {r['after_worker']}"
+    assert r["made"] == 1 and r["job_arrays"] == [] and r["job_jpeg"] == ["bytes"]

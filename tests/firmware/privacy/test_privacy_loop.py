@@ -3,11 +3,9 @@ reachable; no frame reaches the disk or a socket while the loop runs."""
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
-import numpy as np
 import pytest
 
 from firmware.config.sensing import GeometryConfig, LoopConfig, QuantizeConfig, TrackerConfig
@@ -18,6 +16,7 @@ from firmware.sensing.quantize import Quantizer
 from firmware.sensing.tracker import Tracker
 from hal.clock import FakeClock
 from hal.synthetic import SyntheticCamera, SyntheticCrowd
+from tests.firmware.privacy.fresh import frame_sized_arrays, in_fresh_interpreter
 
 _WATCH: dict[str, list] = {"on": [], "events": []}
 
@@ -39,20 +38,6 @@ def _audit(event: str, args: tuple) -> None:
 sys.addaudithook(_audit)
 
 
-def frame_sized_arrays(min_size: int) -> list[np.ndarray]:
-    """Every ndarray of at least `min_size` elements reachable from a gc-tracked container."""
-    found = {}
-    for obj in gc.get_objects():
-        for ref in gc.get_referents(obj):
-            if isinstance(ref, np.ndarray) and ref.size >= min_size:
-                found[id(ref)] = ref
-                base = ref.base
-                while isinstance(base, np.ndarray):
-                    found[id(base)] = base
-                    base = base.base
-    return list(found.values())
-
-
 def make_loop(clock, cam, det, sinks=()):
     quant = Quantizer(QuantizeConfig(), Geometry(GeometryConfig(homography=(
         (0.02, 0, 0), (0, 0.02, 0), (0, 0, 1)))), Pseudonymizer(3600))
@@ -60,7 +45,7 @@ def make_loop(clock, cam, det, sinks=()):
                       sinks=sinks)
 
 
-def scan_run(people: int) -> dict:
+def scan_run(people: int | str) -> dict:
     """The loop's run with every reachable array scanned after each tick, and writes and sends watched. Run in a
     fresh interpreter (below): there, every array is the loop's, and the scan of all objects is quick; inside
     the suite's process the scan would also see other tests' arrays and walk all of their objects."""
@@ -68,6 +53,7 @@ def scan_run(people: int) -> dict:
     cam = SyntheticCamera(clock, frames=40, lores_size=(300, 300), main_size=(640, 480))
     frame_elems = 300 * 300 * 3
     violations = []
+    people = int(people)
 
     def after_tick(result):
         live = [a for a in frame_sized_arrays(frame_elems // 4) if a.any()]
@@ -90,17 +76,7 @@ def scan_run(people: int) -> dict:
 
 @pytest.mark.parametrize("people", [3, 60])
 def test_no_frame_sized_array_survives_a_tick_and_nothing_is_written_or_sent(people, tmp_path):
-    import json
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_privacy_loop as t; "
-            "print(json.dumps(t.scan_run(int(sys.argv[3]))))")
-    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(root), str(people)],
-                          capture_output=True, text=True, timeout=100, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r = in_fresh_interpreter("tests.firmware.privacy.test_privacy_loop", "scan_run", str(people), cwd=tmp_path)
     assert r["frames"] == 40
     assert not r["violations"], f"frame-sized arrays with content outlived their tick: {r['violations']}"
     assert not r["events"], f"the loop wrote or sent something: {r['events']}"
