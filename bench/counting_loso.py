@@ -7,9 +7,8 @@ native rate and the Pi 4's. The loop's own view of each run (per tick: the seen 
 points, the tick's time) is recorded once (cached under out/cache/, keyed by the sources that make it) and the
 counter is replayed on it, tick by tick, as the loop calls it.
 
-For each scene left out, the counter's settings (hold, and restart, smoothing and joining each on or off) and the
-tracker's lifetime of a lost track (max_lost_s 1.5 or 2 s, each run recorded with both: see `Setting`, GRID) are
-chosen from a small grid by the least total error ((net + gross) / true, summed over the
+For each scene left out, the counter's settings (hold, and restart, smoothing and joining each on or off: see
+`Setting`, GRID) are chosen from a small grid by the least total error ((net + gross) / true, summed over the
 rows of the OTHER scenes), then reported on the left-out scene's rows, beside the old counter (band 0.5 m,
 hold 0.5 s, none of the three) and the setting best over every row (tuned on everything, printed
 only beside the left-out figures). Net: per line and way, |counted - true| summed (a miss and a false count
@@ -141,36 +140,28 @@ def _gt_paths(gt: np.ndarray, last: int) -> tuple[list[np.ndarray], list[np.ndar
 PETS_RUNS = ("tiles 7 fps", "gated 7 fps", f"Pi {PI4_HZ:g} fps tiles", f"Pi {PI4_HZ:g} fps gated")
 
 
-def _lost(lost: float) -> tuple[str, ...]:
-    """The cache key's part for a tracker lifetime other than the config's (none for the config's own)."""
-    return (f"max_lost_s {lost:g}",) if lost > 0 else ()
-
-
-def pets_run(label: str, lost: float = 0.0) -> Run:
-    """One of bench.gating's four PETS09 runs; with `lost`, the tracker's max_lost_s set to it."""
+def pets_run(label: str) -> Run:
     from firmware.config import load
 
     data.ensure_env()
     cfg = load(CONFIG)
     cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))))
-    if lost > 0:
-        cfg = replace(cfg, tracker=replace(cfg.tracker, max_lost_s=lost))
     d = cfg.detector
     cfg = {PETS_RUNS[0]: cfg, PETS_RUNS[1]: gated(cfg), PETS_RUNS[2]: replace(pi4(cfg), detector=d),
            PETS_RUNS[3]: pi4(cfg)}[label]
     lines = list(cfg.geometry.lines)
 
     def make() -> Run:
-        print(f"  recording {PETS} {label} {' '.join(_lost(lost))} (real SSD)...", file=sys.stderr, flush=True)
+        print(f"  recording {PETS} {label} (real SSD)...", file=sys.stderr, flush=True)
         ticks, rows = _loop_ticks(cfg)
         gt = np.loadtxt(data.need(PETS_GT), delimiter=",", ndmin=2)
         last = max(t[0] for t in ticks)
         return Run(PETS, label, 7.0, lines, ticks, _truth(*_gt_paths(gt, last), lines, last), rows)
 
-    return _cached(f"{PETS}-{label.replace(' ', '_')}-{_key(PETS, label, *_lost(lost))}", make)
+    return _cached(f"{PETS}-{label.replace(' ', '_')}-{_key(PETS, label)}", make)
 
 
-def scene_runs(name: str, lost: float = 0.0) -> list[Run]:
+def scene_runs(name: str) -> list[Run]:
     from bench.lib import motscenes as cs
     from firmware.config import load
     from hal.scripted import ScriptedDetector
@@ -183,12 +174,9 @@ def scene_runs(name: str, lost: float = 0.0) -> list[Run]:
     frames = int(sc.gt[:, 0].max())
     for label, hz, realtime in ((f"{sc.fps:g} fps", sc.fps, False), (f"Pi {PI4_HZ:g} fps", PI4_HZ, True)):
         cfg = cs.scene_config(base, sc, hz)
-        if lost > 0:
-            cfg = replace(cfg, tracker=replace(cfg.tracker, max_lost_s=lost))
 
         def make(cfg=cfg, realtime=realtime, label=label) -> Run:
-            print(f"  recording {name} {label} {' '.join(_lost(lost))} (scripted detector)...", file=sys.stderr,
-                  flush=True)
+            print(f"  recording {name} {label} (scripted detector)...", file=sys.stderr, flush=True)
             def cam(clock, realtime=realtime) -> SyntheticCamera:
                 return SyntheticCamera(clock, lores_size=(8, 8), main_size=None, source_size=sc.size, fps=sc.fps,
                                        frames=frames, realtime=realtime)
@@ -198,20 +186,19 @@ def scene_runs(name: str, lost: float = 0.0) -> list[Run]:
             return Run(name, label, sc.fps, list(sc.lines), ticks, _truth(*_gt_paths(sc.gt, last), list(sc.lines),
                                                                           last), rows)
 
-        out.append(_cached(f"{name}-{label.replace(' ', '_')}-{_key(name, label, *_lost(lost))}", make))
+        out.append(_cached(f"{name}-{label.replace(' ', '_')}-{_key(name, label)}", make))
     return out
 
 
-def runs(scenes: Iterable[str], lost: float = 0.0) -> list[Run]:
-    """The scenes' runs, in order; with `lost`, recorded with the tracker's max_lost_s set to it."""
+def runs(scenes: Iterable[str]) -> list[Run]:
     from bench.lib.motscenes import SCENES
 
     out: list[Run] = []
     for name in scenes:
         if name == PETS:
-            out += [pets_run(label, lost) for label in PETS_RUNS]
+            out += [pets_run(label) for label in PETS_RUNS]
         elif name in SCENES:
-            out += scene_runs(name, lost)
+            out += scene_runs(name)
         else:
             raise SystemExit(f"unknown scene {name!r}: {PETS} or one of {', '.join(SCENES)}")
     return out
@@ -267,15 +254,13 @@ def errors(run: Run, counted: Counted) -> Errors:
 
 @dataclass(frozen=True)
 class Setting:
-    """The counter's settings (LineCounter's, and [geometry]'s count_* keys), and `lost`, the tracker's lifetime
-    of a lost track ([tracker] max_lost_s) the run is recorded with (0: the config's, 1.5 s)."""
+    """The counter's settings (LineCounter's, and [geometry]'s count_* keys)."""
 
     band: float = 0.5
     hold: float = 0.5
     smooth: float = 0.0
     restart: bool = False
     join: float = 0.0
-    lost: float = 0.0
 
     def counter(self, lines: list[LineConfig]) -> LineCounter:
         return LineCounter(lines, self.band, hold_s=self.hold, join_s=self.join, smooth_s=self.smooth,
@@ -283,15 +268,12 @@ class Setting:
 
     def __str__(self) -> str:
         return (f"band {self.band:g} hold {self.hold:g} smooth {self.smooth:g} "
-                f"restart {'on' if self.restart else 'off'} join {self.join:g}"
-                + (f" max_lost_s {self.lost:g}" if self.lost else ""))
+                f"restart {'on' if self.restart else 'off'} join {self.join:g}")
 
 
 OLD = Setting()  # the counter before: band 0.5 m, hold 0.5 s, no smoothing, no restart, no joining
-# The tracker's lifetime of a lost track: its own 1.5 s, or 2 s (at 3 fps, 6 missed detections instead of 4.5).
-# The runs are recorded once for each.
-GRID = [Setting(band, hold, smooth, restart, join, lost) for band, hold, smooth, restart, join, lost in
-        itertools.product((0.5,), (0.5, 1.0), (0.0, 0.3), (False, True), (0.0, 2.0), (0.0, 2.0))]
+GRID = [Setting(band, hold, smooth, restart, join) for band, hold, smooth, restart, join in
+        itertools.product((0.5,), (0.5, 1.0), (0.0, 0.3), (False, True), (0.0, 2.0))]
 
 
 def loss(es: Iterable[Errors]) -> float:
@@ -397,9 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                     "gt's own points on the row's ticks (a perfect tracker)")
     args = ap.parse_args(argv)
     data.ensure_env()
-    by = {lost: runs(args.scenes, lost) for lost in dict.fromkeys(st.lost for st in GRID)}  # runs per lifetime
-    rs = by[0.0]
-    table = {(st, i): errors(r, count(r, st.counter)) for st in GRID for i, r in enumerate(by[st.lost])}
+    rs = runs(args.scenes)
+    table = {(st, i): errors(r, count(r, st.counter)) for st in GRID for i, r in enumerate(rs)}
     everything = choose(table, list(range(len(rs))))
     print(f"{'scene':<15} {'rate':<16} {'true':>4}   {'OLD net':>9} {'gross':>9}   {'LEFT-OUT net':>9} {'gross':>9}"
           f"   {'all-tuned net':>9} {'gross':>9}   left-out choice (tuned on the other scenes)")
@@ -430,16 +411,15 @@ def main(argv: list[str] | None = None) -> int:
               "gt's own points at the row's ticks (gt-fed: a perfect tracker, the counter's and the rate's share)")
         for i, r in enumerate(rs):
             st, gt = picks[r.scene], gt_of(r)
-            r = by[st.lost][i]
             fed = errors(gt_fed(r, gt), count(gt_fed(r, gt), st.counter))
             tally = ", ".join(f"{n} {c}" for c, n in causes(r, st, gt).most_common())
             print(f"{r.scene:<15} {r.rate:<16} net/gross {table[(st, i)].net:3d} {table[(st, i)].gross:3d}   gt-fed "
                   f"{fed.net:3d} {fed.gross:3d}   [{tally}]", flush=True)
     for name in args.explain or []:
-        for i, r in enumerate(rs):
+        for r in rs:
             if r.scene == name:
                 for st in (OLD, picks[name]):
-                    print("\n".join(explain_run(by[st.lost][i], st)))
+                    print("\n".join(explain_run(r, st)))
     return 0
 
 

@@ -105,15 +105,3 @@ def test_counting_loso_gt_fed_run_is_a_perfect_tracker_on_the_same_ticks():
     assert all(t[1].tolist() == [7] for t in fed.ticks)
     e = errors(fed, count(fed, OLD.counter))
     assert (e.net, e.gross) == (0, 0)
-
-
-def test_counting_loso_grid_holds_both_tracker_lifetimes_and_the_old_cache_keys():
-    """The left-out grid of bench.counting_loso chooses the tracker's max_lost_s (its own, or 2 s) with the
-    counter's settings; a run at the config's own lifetime keeps the cache key it had (no extra key part)."""
-    from bench.counting_loso import GRID, OLD, _lost
-
-    assert {st.lost for st in GRID} == {0.0, 2.0}
-    assert len(GRID) == 2 * len({(st.band, st.hold, st.smooth, st.restart, st.join) for st in GRID})
-    assert OLD.lost == 0.0 and GRID[0] == OLD
-    assert _lost(0.0) == () and _lost(2.0) == ("max_lost_s 2",)
-    assert str(GRID[1]).endswith("max_lost_s 2") and "max_lost_s" not in str(OLD)
