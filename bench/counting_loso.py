@@ -15,7 +15,7 @@ only beside the left-out figures). Net: per line and way, |counted - true| summe
 cancel); gross: crossings matched one by one (same line and way, at most bench.lib.explain.WINDOW_S apart, as
 many as can be: the misses plus the false counts), against the gt's own crossings (bench.lib.crossings).
 
-`python -m bench.counting_loso [--scenes PETS09-S2L1 MOT17-09-FRCNN ...] [--explain SCENE]`"""
+`python -m bench.counting_loso [--scenes PETS09-S2L1 MOT17-09-FRCNN ...] [--explain SCENE] [--causes]`"""
 
 from __future__ import annotations
 
@@ -295,12 +295,7 @@ def explain_run(run: Run, st: Setting) -> list[str]:
     track, whom it follows before and after: bench.lib.explain.Identity)."""
     from bench.lib.explain import Identity
 
-    if run.scene == PETS:
-        gt = np.loadtxt(data.need(PETS_GT), delimiter=",", ndmin=2)
-    else:
-        from bench.lib.motscenes import scene
-
-        gt = scene(run.scene).gt
+    gt = gt_of(run)
     ident = Identity(run.rows or [], gt)
     counted = count(run, st.counter)
     e = errors(run, counted)
@@ -328,6 +323,49 @@ def explain_run(run: Run, st: Setting) -> list[str]:
     return out
 
 
+def gt_of(run: Run) -> np.ndarray:
+    """The run's ground truth as MOT15-like rows (frame, id, x, y, w, h, 1, world x, world y, 0)."""
+    if run.scene == PETS:
+        return np.loadtxt(data.need(PETS_GT), delimiter=",", ndmin=2)
+    from bench.lib.motscenes import scene
+
+    return scene(run.scene).gt
+
+
+def gt_fed(run: Run, gt: np.ndarray) -> Run:
+    """The same run with a perfect tracker: on each of its ticks (the same source frames and tick times, so the
+    same rate and the camera's skips) every gt person of that frame, by gt id, at the gt's own ground point.
+    What a counter gets wrong on it is the counter's (or the sampling's) own share of the error, not the
+    tracker's."""
+    at: dict[int, list[np.ndarray]] = {}
+    for row in gt:
+        at.setdefault(int(row[0]), []).append(row)
+    ticks = []
+    for f, _, _, t in run.ticks:
+        rows = np.array(at.get(f, []), dtype=np.float64).reshape(-1, gt.shape[1])
+        ticks.append((f, rows[:, 1].astype(np.int64), rows[:, 7:9].copy(), t))
+    return Run(run.scene, run.rate, run.fps, run.lines, ticks, run.truth)
+
+
+def causes(run: Run, st: Setting, gt: np.ndarray) -> Counter:
+    """`st`'s wrong crossings on `run` by cause, bench.lib.explain's: for a miss no track (the detector's misses
+    among them: the runs keep no detections), fragmentation, ID swap, hold or grazing; for a false count false
+    track, ID swap, double count, jitter or time. The counts are replayed through a Replay of the run (its
+    tracker rows, exact ground points, the counter's crossings); the matching there prefers the counted crossing
+    of the track that follows the person, so its total may differ from `errors`' by a crossing or two."""
+    from bench.lib.explain import explain
+    from bench.lib.replay import Replay
+
+    ground: dict[int, list[tuple[int, float, float]]] = {}
+    for f, ids, xy, _ in run.ticks:
+        for tid, (x, y) in zip(ids.tolist(), xy.tolist(), strict=True):
+            ground.setdefault(tid, []).append((f, x, y))
+    frames = max(f for f, _, _, _ in run.ticks)
+    rep = Replay([], list(run.rows or []), ground=ground, crossings=count(run, st.counter), frames=frames)
+    findings, _ = explain(rep, gt, run.lines, run.fps)  # no detections recorded: a detector miss is "no track"
+    return Counter(f"{f.kind} {'no track' if f.cause == 'detector miss' else f.cause}" for f in findings)
+
+
 @data.clean_exit
 def main(argv: list[str] | None = None) -> int:
     from bench.lib.motscenes import SCENES
@@ -336,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", nargs="*", default=[PETS, *SCENES])
     ap.add_argument("--explain", nargs="*", default=None, metavar="SCENE",
                     help="print every wrong crossing on these scenes' rows, old counter and left-out choice")
+    ap.add_argument("--causes", action="store_true",
+                    help="per row, the left-out choice's wrong crossings by cause, and the same counter fed the "
+                    "gt's own points on the row's ticks (a perfect tracker)")
     args = ap.parse_args(argv)
     data.ensure_env()
     rs = runs(args.scenes)
@@ -365,6 +406,15 @@ def main(argv: list[str] | None = None) -> int:
           f"counts, at most {WINDOW_S:g} s apart; goal at the Pi rate: net <= 5%, gross <= 10%; OLD: {OLD}; "
           "LEFT-OUT: the setting of least summed (net + gross) / true on the other scenes' rows; all-tuned: the "
           "same over every row, shown beside it only)")
+    if args.causes:
+        print("\nleft-out choice per row: wrong crossings by cause (bench.lib.explain), and the same counter on the "
+              "gt's own points at the row's ticks (gt-fed: a perfect tracker, the counter's and the rate's share)")
+        for i, r in enumerate(rs):
+            st, gt = picks[r.scene], gt_of(r)
+            fed = errors(gt_fed(r, gt), count(gt_fed(r, gt), st.counter))
+            tally = ", ".join(f"{n} {c}" for c, n in causes(r, st, gt).most_common())
+            print(f"{r.scene:<15} {r.rate:<16} net/gross {table[(st, i)].net:3d} {table[(st, i)].gross:3d}   gt-fed "
+                  f"{fed.net:3d} {fed.gross:3d}   [{tally}]", flush=True)
     for name in args.explain or []:
         for r in rs:
             if r.scene == name:

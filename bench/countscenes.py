@@ -8,8 +8,10 @@ These sequences carry no world coordinates, so the ground plane is the image's, 
 median person height (a person is taken as 1.7 m): the homography is diag(s, s, 1) on the foot point
 (bottom centre), the same for the records and the gt. Two lines per scene, fixed before any run (no
 tuning on the counts): one upright through the middle of the frame, one level at 70% of its height, each
-spanning the frame. The tracker runs on its default settings (none tuned on these scenes). Rates: the
-sequence's own, and the Pi 4's (3 frames a second from a camera that skips what came due meanwhile).
+spanning the frame and running a frame's length past its edges (a walker whose feet are below the frame as they
+cross still crosses: bench.lib.motscenes.count_lines). The tracker runs on its default settings (none tuned on
+these scenes). Rates: the sequence's own, and the Pi 4's (3 frames a second from a camera that skips what came
+due meanwhile).
 
 `python -m bench.countscenes [--scenes MOT17-09-FRCNN ...] [--pi4-only]`"""
 
