@@ -112,7 +112,7 @@ def test_the_boot_switch_ships_as_root_s_files_and_runs_from_them_alone(deb, tre
     (req / "request").write_text("00112233445566778899aabbccddeeff try b\n")
     program = tree / "usr/lib/umbra/boot-switch/umbra-boot-switch"
     out = subprocess.run(["python3", "-E", "-s", "-B", str(program), "--dir", str(req), "--boot-dir", str(boot),
-                          "--systemctl", "/bin/false"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+                          "--busctl", "/bin/false"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert (req / "result").read_text() == "00112233445566778899aabbccddeeff ok\n"
     assert "[tryboot]\nboot_partition=3" in (boot / "autoboot.txt").read_text()
