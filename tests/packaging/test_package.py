@@ -95,6 +95,10 @@ def test_units_user_folders_template_and_control(tree):
     control = (tree / "DEBIAN/control").read_text()
     assert "Architecture: amd64" in control and "Recommends: python3-picamera2" in control
     assert "Suggests: libedgetpu1-std" in control
+    assert "Recommends: python3-picamera2, python3-libcamera, polkitd" in control  # the switch's reboot: polkit
+    assert (tree / "usr/share/polkit-1/rules.d/10-umbra-boot-switch.rules").is_file()
+    assert (tree / "lib/systemd/system/boot-firmware.mount.d/umbra-boot-switch.conf").is_file()
+    assert 'u umbra-boot - "Umbra tryboot switch"' in users
     assert (tree / "usr/share/umbra/models/ssd_mobilenet_v1_coco_quant/detect.tflite").is_file()
     assert "--require-hashes" in (tree / "DEBIAN/postinst").read_text()
 

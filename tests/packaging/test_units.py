@@ -194,7 +194,8 @@ def test_the_polkit_rule_lets_the_switch_s_user_alone_ask_for_the_tryboot_reboot
     assert got["rules"] == 1
     expected = ["yes" if u == "umbra-boot" and a in NEEDED else "no" if u == "umbra-boot" else "not handled"
                 for u, a in cases]
-    assert dict(zip(map(tuple, cases), got["answers"])) == dict(zip(map(tuple, cases), expected))
+    keys = [tuple(c) for c in cases]
+    assert dict(zip(keys, got["answers"], strict=True)) == dict(zip(keys, expected, strict=True))
 
 
 def test_the_polkit_rule_is_es5_for_polkitd_s_duktape():
