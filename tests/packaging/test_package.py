@@ -87,8 +87,8 @@ def test_every_wheel_is_locked_by_hash_and_nothing_else_is_shipped(tree):
 
 def test_units_user_folders_template_and_control(tree):
     assert sorted(p.name for p in (tree / "lib/systemd/system").iterdir()) == [
-        "umbra-boot-switch.path", "umbra-boot-switch.service", "umbra-ota-check.service", "umbra-ota-check.timer",
-        "umbra-provision.service", "umbra.service"]
+        "boot-firmware.mount.d", "umbra-boot-switch.path", "umbra-boot-switch.service", "umbra-ota-check.service",
+        "umbra-ota-check.timer", "umbra-provision.service", "umbra.service"]
     users = (tree / "usr/lib/sysusers.d/umbra.conf").read_text()
     assert "m umbra video" in users and "m umbra dialout" in users
     assert "d /var/lib/umbra 0750 umbra umbra" in (tree / "usr/lib/tmpfiles.d/umbra.conf").read_text()
