@@ -135,6 +135,9 @@ journal_of "$id"
 echo "== the tryboot switch (a stand-in boot partition: a folder, not the Pi's vfat; no Pi firmware reads it)"
 echo "boot-firmware.mount (from fstab, with the package's drop-in): Options=$(in_ct systemctl show -p Options --value \
   boot-firmware.mount) DropInPaths=$(in_ct systemctl show -p DropInPaths --value boot-firmware.mount)"
+echo "  made by: FragmentPath=$(in_ct systemctl show -p FragmentPath --value boot-firmware.mount) What=$(in_ct \
+  systemctl show -p What --value boot-firmware.mount) (the fstab line's); the fstab line's options: $(in_ct \
+  awk '$2 == "/boot/firmware" { print $4 }' /etc/fstab)"
 echo "umbra-boot: $(in_ct id umbra-boot)"
 in_ct mkdir -p /boot/firmware
 in_ct sh -c 'printf "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n" > /boot/firmware/autoboot.txt'

@@ -102,6 +102,9 @@ def test_the_units_under_a_real_systemd_booted_in_nspawn():
     assert re.search(r"boot-firmware.mount \(from fstab, with the package's drop-in\): "
                      r"Options=defaults,uid=0,gid=umbra-boot,fmask=0113,dmask=0002 "
                      r"DropInPaths=(/usr)?/lib/systemd/system/boot-firmware.mount.d/umbra-boot-switch.conf\n", switch)
+    # ... on the unit systemd-fstab-generator made from the fstab line, whose own options the drop-in replaced
+    assert ("  made by: FragmentPath=/run/systemd/generator/boot-firmware.mount What=tmpfs (the fstab line's); "
+            "the fstab line's options: defaults,noauto\n") in switch
     assert re.search(r"umbra-boot: uid=\d+\(umbra-boot\) gid=(\d+)\(umbra-boot\) groups=\1\(umbra-boot\)\n", switch)
     assert "umbra-boot-switch.service: CapabilityBoundingSet= User=umbra-boot Group=umbra-boot" in switch
     assert "umbra-boot-switch.path: Result=success ActiveState=active SubState=waiting" in switch
