@@ -93,10 +93,16 @@ def booted_partition(device_tree: Path) -> int:
 
 
 def read_request(path: Path) -> str:
-    """The request's text, taken away first. Only a small regular file is read (never a symlink's target)."""
+    """The request's text, taken away first. Only a small regular file is read (never a symlink's target). One
+    that cannot be opened (a symlink, a file this user may not read) is taken away too, when the folder lets it
+    (the switch's user owns /run/umbra-boot): left there, it would start the path unit again and again."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
+        try:
+            path.unlink()
+        except OSError:
+            pass
         raise SwitchError(f"cannot open the request {path}: {e.strerror}") from e
     try:
         path.unlink()

@@ -187,6 +187,11 @@ echo "rollback ([tryboot] back to the committed slot, then logind Reboot, from t
 # continue it, so its child would stay an unreaped zombie and the container's PID namespace would never end
 in_ct systemd-run --quiet --uid=umbra --unit=umbra-ask-boot.service /opt/umbra/current/bin/python -c \
   'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' rollback
+for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+if kill -0 "$pid" 2>/dev/null; then
+  echo "the container still runs 300 s after the rollback request: stopping it"
+  kill "$pid"
+fi
 rc=0
 wait "$pid" || rc=$?
 pid=""

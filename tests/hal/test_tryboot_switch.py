@@ -154,6 +154,9 @@ def test_a_symlinked_request_is_not_followed(installed, tmp_path):
     out = run_installed(installed, dev, None)
     assert out.returncode == 1 and "cannot open the request" in out.stderr
     assert dev.autoboot() == {"all": 2, "tryboot": 2} and secret.exists()
+    # taken away (not its target): left there, PathExists= would start the switch again until its start limit
+    assert not (dev.req / "request").is_symlink() and secret.read_text() == f"{RID} try b\n"
+    assert run_installed(installed, dev, None).returncode == 0
 
 
 def test_a_reboot_parameter_that_logind_refuses_is_reported_and_nothing_reboots(installed, tmp_path):
