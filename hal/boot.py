@@ -125,9 +125,9 @@ class DirectoryBootControl:
 
 
 class SwitchRequester:
-    """Asks the privileged `umbra-boot-switch` unit (hal.tryboot_switch) for one change and waits for its
-    answer: writes `<id> <action>[ <slot>]` atomically into `request_dir/request` (mode 0644: the unit runs as
-    root without CAP_DAC_OVERRIDE) and polls `request_dir/result` for `<id> ok` every `poll_s` on `clock`,
+    """Asks the `umbra-boot-switch` unit (hal.tryboot_switch, the umbra-boot user) for one change and waits for
+    its answer: writes `<id> <action>[ <slot>]` atomically into `request_dir/request` (mode 0644: that user is
+    not in the umbra group) and polls `request_dir/result` for `<id> ok` every `poll_s` on `clock`,
     pausing with `sleep` (both injectable), up to `timeout_s`. A refusal or no answer is a BootControlError."""
 
     def __init__(self, request_dir: Path = tryboot_switch.REQUEST_DIR, timeout_s: float = 30.0, *,

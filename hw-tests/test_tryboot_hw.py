@@ -10,6 +10,7 @@ second plain `reboot` without a commit must bring back the committed one."""
 
 from __future__ import annotations
 
+import grp
 import os
 import subprocess
 from pathlib import Path
@@ -64,3 +65,24 @@ def test_only_the_booted_slot_may_be_committed():
     boot = TrybootBootControl()
     with pytest.raises(BootControlError, match="is not the booted one"):
         boot.request("commit", boot.inactive())
+
+
+def test_the_boot_partition_is_mounted_for_the_switch_s_group():
+    """The switch's umbra-boot user writes autoboot.txt by the vfat mount's group and masks (the package's
+    boot-firmware.mount.d drop-in, from the next boot after an install; docs/INSTALL.md, "The tryboot switch")."""
+    gid = grp.getgrnam("umbra-boot").gr_gid
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    (fstype, options), = [(m[2], m[3].split(",")) for m in mounts if m[1] == str(BOOT_DIR)]
+    assert fstype == "vfat" and f"gid={gid}" in options and "fmask=0113" in options and "dmask=0002" in options
+    st = (BOOT_DIR / "autoboot.txt").stat()
+    assert st.st_uid == 0 and st.st_gid == gid and st.st_mode & 0o777 == 0o664
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a process as umbra-boot (systemd-run --uid): run it with sudo")
+def test_logind_lets_the_switch_s_user_set_the_tryboot_parameter():
+    """logind answers `yes` to CanRebootParameter for umbra-boot (the package's polkit rule), without
+    rebooting."""
+    can = subprocess.run(["systemd-run", "--quiet", "--wait", "--pipe", "--uid=umbra-boot", "busctl", "call",
+                          "--system", "org.freedesktop.login1", "/org/freedesktop/login1",
+                          "org.freedesktop.login1.Manager", "CanRebootParameter"], capture_output=True, text=True)
+    assert can.stdout.strip() == 's "yes"', can.stderr

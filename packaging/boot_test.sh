@@ -9,9 +9,12 @@
 # (render) pass, `umbra run` sends READY=1 inside every hardening of its unit, reads the frames through the
 # detector and stops at the last one. The marked state has no pins nor OTA root (it is not a real provisioning),
 # so sync and OTA are off for the stand-in.
-# Then the tryboot switch (umbra-boot-switch.path/.service) on a stand-in autoboot.txt, asked by the umbra user
-# through hal.boot.SwitchRequester: try, a refusal, garbage, and `boot`, which reboots the container through
-# logind from inside the switch's sandbox.
+# Then the tryboot switch (umbra-boot-switch.path/.service, the umbra-boot user, no capabilities) on a stand-in
+# autoboot.txt, asked by the umbra user through hal.boot.SwitchRequester: try, a refusal, garbage; the package's
+# mount drop-in as systemd applies it to an fstab-generated boot-firmware.mount; the package's polkit rule as the
+# container's polkitd answers it (pkcheck); `boot`, which logind refuses in any container (SetRebootParameter:
+# "not supported in containers"); and `rollback`, whose Reboot, asked of logind by umbra-boot from inside the
+# switch's sandbox and granted by the rule, reboots the container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, systemd-nspawn)" >&2; exit 2; }
@@ -41,12 +44,17 @@ trap cleanup EXIT
 cp -a "$base/." "$root/"
 cp "$UMBRA_DEB_N" "$root/tmp/"
 mount -t proc proc "$root/proc"; mount --rbind /dev "$root/dev"
-# the system bus, so systemd-logind runs (as on Raspberry Pi OS) and the boot switch's reboot goes through it
+# the system bus, so systemd-logind runs (as on Raspberry Pi OS) and the boot switch's reboot goes through it;
+# polkitd (the package's Recommends), which answers logind for the switch's user by the package's rule
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -qq --no-install-recommends dbus >/dev/null
+  apt-get install -y -qq --no-install-recommends dbus polkitd >/dev/null
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg -i "/tmp/$(basename "$UMBRA_DEB_N")" >/dev/null
 umount -l "$root/dev" "$root/proc"
 echo "installed $(basename "$UMBRA_DEB_N")"
+# an fstab line for /boot/firmware, so systemd-fstab-generator makes boot-firmware.mount and the package's drop-in
+# applies to it. Not the Pi's `PARTUUID=... vfat`: the generator ignores device lines in a container, and this
+# machine's kernel has no vfat; noauto, never mounted: the stand-in boot partition below is a folder
+echo "tmpfs /boot/firmware tmpfs defaults,noauto 0 0" >> "$root/etc/fstab"
 
 # no systemd on the host: no scope unit (--keep-unit) and no machined (--register=no)
 systemd-nspawn --keep-unit --register=no --quiet -D "$root" -b --console=pipe > "$root.log" 2>&1 &
@@ -125,8 +133,16 @@ in_ct systemctl stop umbra.service || true
 journal_of "$id"
 
 echo "== the tryboot switch (a stand-in boot partition: a folder, not the Pi's vfat; no Pi firmware reads it)"
+echo "boot-firmware.mount (from fstab, with the package's drop-in): Options=$(in_ct systemctl show -p Options --value \
+  boot-firmware.mount) DropInPaths=$(in_ct systemctl show -p DropInPaths --value boot-firmware.mount)"
+echo "  made by: FragmentPath=$(in_ct systemctl show -p FragmentPath --value boot-firmware.mount) What=$(in_ct \
+  systemctl show -p What --value boot-firmware.mount) (the fstab line's); the fstab line's options: $(in_ct \
+  awk '$2 == "/boot/firmware" { print $4 }' /etc/fstab)"
+echo "umbra-boot: $(in_ct id umbra-boot)"
 in_ct mkdir -p /boot/firmware
 in_ct sh -c 'printf "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n" > /boot/firmware/autoboot.txt'
+echo "umbra-boot-switch.service: $(in_ct systemctl show -p User -p Group -p CapabilityBoundingSet \
+  umbra-boot-switch.service | tr '\n' ' ')"
 in_ct systemctl restart umbra-boot-switch.path  # its ConditionPathExists was not met at boot
 echo "umbra-boot-switch.path: $(show umbra-boot-switch.path)"
 ask() {  # ask ACTION [SLOT]: hal.boot.SwitchRequester from the installed venv, as the umbra user
@@ -134,8 +150,15 @@ ask() {  # ask ACTION [SLOT]: hal.boot.SwitchRequester from the installed venv, 
     'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' "$@" 2>&1 \
     | tail -n 1 | sed 's/^/  answer: /' || true
 }
+echo "try b, the boot partition root's alone (a vfat mounted without the drop-in's options):"; ask try b
+# what the drop-in's vfat options give: root's and umbra-boot's, group-writable, read-only to the rest
+in_ct chown root:umbra-boot /boot/firmware /boot/firmware/autoboot.txt
+in_ct chmod 0775 /boot/firmware
+in_ct chmod 0664 /boot/firmware/autoboot.txt
 echo "try b:"; ask try b
 echo "  autoboot.txt: $(in_ct cat /boot/firmware/autoboot.txt | tr '\n' ' ')"
+# on this folder a new file is its writer's (on the vfat it would be root:umbra-boot 0664 by the mount options)
+echo "  autoboot.txt written by: $(in_ct stat -c %U /boot/firmware/autoboot.txt)"
 echo "try a (the committed slot):"; ask try a
 before="$(in_ct md5sum /boot/firmware/autoboot.txt)"
 in_ct runuser -u umbra -- sh -c 'echo "garbage; reboot" > /run/umbra-boot/request'
@@ -145,16 +168,35 @@ echo "garbage: $(in_ct journalctl --no-pager -o cat -u umbra-boot-switch.service
 [ "$before" = "$(in_ct md5sum /boot/firmware/autoboot.txt)" ] && echo "  autoboot.txt unchanged"
 echo "umbra-boot-switch.path after a refusal: $(show umbra-boot-switch.path)"
 echo "systemd-logind.service: $(show systemd-logind.service)"
-echo "boot (systemctl reboot --reboot-argument='0 tryboot' from the switch's sandbox):"
+echo "polkit, asked by pkcheck for a process of each user (the container's polkitd, the package's rule):"
+for user in umbra-boot umbra; do
+  for action in set-reboot-parameter reboot reboot-multiple-sessions reboot-ignore-inhibit power-off; do
+    rc=0
+    in_ct runuser -u "$user" -- sh -c "exec pkcheck --action-id org.freedesktop.login1.$action --process \$\$" \
+      >/dev/null 2>&1 || rc=$?
+    echo "  $user $action: $([ "$rc" = 0 ] && echo authorized || echo "not authorized (pkcheck exit $rc)")"
+  done
+done
+echo "the umbra user asks logind to reboot itself: $(in_ct runuser -u umbra -- busctl call --system \
+  org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager Reboot b false 2>&1 | tail -n 1)"
+echo "boot (logind SetRebootParameter '0 tryboot', then Reboot, from the switch's sandbox):"; ask boot
+echo "  autoboot.txt: $(in_ct cat /boot/firmware/autoboot.txt | tr '\n' ' ')"
+echo "rollback ([tryboot] back to the committed slot, then logind Reboot, from the switch's sandbox):"
 # asked from a transient unit of the container's systemd, not from nsenter here: the shutdown SIGSTOPs every process
 # in the container while it kills them, nsenter (outside) copies its child's stop onto itself, and nothing would
 # continue it, so its child would stay an unreaped zombie and the container's PID namespace would never end
 in_ct systemd-run --quiet --uid=umbra --unit=umbra-ask-boot.service /opt/umbra/current/bin/python -c \
-  'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' boot
+  'import sys; from hal.boot import SwitchRequester; SwitchRequester()(*sys.argv[1:]); print("ok")' rollback
+for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+if kill -0 "$pid" 2>/dev/null; then
+  echo "the container still runs 300 s after the rollback request: stopping it"
+  kill "$pid"
+fi
 rc=0
 wait "$pid" || rc=$?
 pid=""
 echo "container stopped: nspawn exit $rc (133: the container rebooted)"
+echo "  autoboot.txt: $(tr '\n' ' ' < "$root/boot/firmware/autoboot.txt")"
 echo "  the asker's last word: $(journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-ask-boot.service \
   2>/dev/null | tail -n 1 | cut -c1-140)"
 journalctl -D "$root/var/log/journal" --no-pager -o cat -u umbra-boot-switch.service 2>/dev/null \

@@ -40,7 +40,11 @@ for arch in $arches; do
     echo "umbra==$version --hash=sha256:$(sha256sum "$wheel" | cut -d' ' -f1)  # $(basename "$wheel")"; } > "$wh/requirements.lock"
   install -D -m 0644 -t "$root/lib/systemd/system" packaging/systemd/*.service packaging/systemd/*.timer \
     packaging/systemd/*.path
-  # the boot switch that umbra-boot-switch.service runs as root: root's files here, never the umbra-written venv
+  # the boot switch that umbra-boot-switch.service runs as umbra-boot: root's files here, never the umbra-written
+  # venv; the boot partition's mount options for it, and its polkit rule
+  install -D -m 0644 -t "$root/lib/systemd/system/boot-firmware.mount.d" \
+    packaging/systemd/boot-firmware.mount.d/umbra-boot-switch.conf
+  install -D -m 0644 -t "$root/usr/share/polkit-1/rules.d" packaging/polkit/10-umbra-boot-switch.rules
   install -D -m 0755 hal/tryboot_switch.py "$root/usr/lib/umbra/boot-switch/umbra-boot-switch"
   install -D -m 0644 trust/files.py "$root/usr/lib/umbra/boot-switch/trust/files.py"
   install -D -m 0644 /dev/null "$root/usr/lib/umbra/boot-switch/trust/__init__.py"

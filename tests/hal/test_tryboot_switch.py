@@ -1,6 +1,7 @@
 """The Raspberry Pi tryboot switch (hal.tryboot_switch, run by umbra-boot-switch.service) against a temporary boot
-partition and device tree, and TrybootBootControl asking it through a SwitchRequester. The reboot is a stand-in
-systemctl that records its arguments: the real one needs a Pi (hw-tests/test_tryboot_hw.py)."""
+partition and device tree, and TrybootBootControl asking it through a SwitchRequester. logind is asked through a
+stand-in busctl that records its arguments: the real reboot needs a Pi (hw-tests/test_tryboot_hw.py); the nspawn
+test (packaging/boot_test.sh) asks the container's logind and polkitd as the umbra-boot user."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from hal.errors import BootControlError
 ROOT = Path(__file__).resolve().parents[2]
 AUTOBOOT_A = b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n"
 RID = "0123456789abcdef0123456789abcdef"
+LOGIND = "call --system org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager"
+SET_TRYBOOT = f"{LOGIND} SetRebootParameter s 0 tryboot"
+REBOOT = f"{LOGIND} Reboot b false"
 
 
 class Device:
     """A boot partition, a device tree that says which partition booted, the request folder, and a stand-in
-    systemctl (a real executable) that appends its arguments to calls.txt."""
+    busctl (a real executable) that appends its arguments to calls.txt."""
 
     def __init__(self, tmp: Path, booted: int = 2, autoboot: bytes | None = AUTOBOOT_A) -> None:
         self.boot, self.dt, self.req = tmp / "boot", tmp / "dt", tmp / "run-umbra-boot"
@@ -34,16 +38,16 @@ class Device:
             (self.boot / "autoboot.txt").write_bytes(autoboot)
         self.booted(booted)
         self.calls = tmp / "calls.txt"
-        self.systemctl = tmp / "systemctl"
-        self.systemctl.write_text(f'#!/bin/sh\necho "$*" >> {self.calls}\n')
-        self.systemctl.chmod(0o755)
+        self.busctl = tmp / "busctl"
+        self.busctl.write_text(f'#!/bin/sh\necho "$*" >> {self.calls}\n')
+        self.busctl.chmod(0o755)
 
     def booted(self, partition: int) -> None:
         (self.dt / "partition").write_bytes(partition.to_bytes(4, "big"))
 
     def args(self) -> list[str]:
         return ["--dir", str(self.req), "--boot-dir", str(self.boot), "--device-tree", str(self.dt),
-                "--systemctl", str(self.systemctl)]
+                "--busctl", str(self.busctl)]
 
     def autoboot(self) -> dict[str, int]:
         return tryboot_switch.parse_autoboot((self.boot / "autoboot.txt").read_text())
@@ -81,9 +85,9 @@ def test_installed_switch_tries_the_other_slot_and_reboots_into_it_once(installe
     assert out.returncode == 0 and out.stderr == ""
     assert dev.autoboot() == {"all": 2, "tryboot": 3} and dev.reboots() == []
     assert dev.result() == f"{RID} ok" and not (dev.req / "request").exists()
-    assert (dev.req / "result").stat().st_mode & 0o777 == 0o644  # the umbra requester reads root's answer
+    assert (dev.req / "result").stat().st_mode & 0o777 == 0o644  # the umbra requester reads umbra-boot's answer
     out = run_installed(installed, dev, f"{RID} boot".encode())
-    assert out.returncode == 0 and dev.reboots() == ["reboot --reboot-argument=0 tryboot"]
+    assert out.returncode == 0 and dev.reboots() == [SET_TRYBOOT, REBOOT]  # logind's, not systemctl's own write
 
 
 def test_installed_switch_commits_only_the_booted_slot(installed, tmp_path):
@@ -102,7 +106,7 @@ def test_installed_switch_rolls_back_to_the_committed_slot_and_forgets_the_try(i
                  autoboot=b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
     out = run_installed(installed, dev, f"{RID} rollback".encode())
     assert out.returncode == 0 and dev.autoboot() == {"all": 2, "tryboot": 2}
-    assert dev.reboots() == ["reboot"]  # a plain reboot: the firmware boots [all]
+    assert dev.reboots() == [REBOOT]  # a plain reboot: the firmware boots [all]
 
 
 @pytest.mark.parametrize("request_bytes", [
@@ -150,14 +154,39 @@ def test_a_symlinked_request_is_not_followed(installed, tmp_path):
     out = run_installed(installed, dev, None)
     assert out.returncode == 1 and "cannot open the request" in out.stderr
     assert dev.autoboot() == {"all": 2, "tryboot": 2} and secret.exists()
+    # taken away (not its target): left there, PathExists= would start the switch again until its start limit
+    assert not (dev.req / "request").is_symlink() and secret.read_text() == f"{RID} try b\n"
+    assert run_installed(installed, dev, None).returncode == 0
 
 
-def test_a_failed_reboot_is_reported(installed, tmp_path):
+def test_a_reboot_parameter_that_logind_refuses_is_reported_and_nothing_reboots(installed, tmp_path):
     dev = Device(tmp_path, autoboot=b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
-    dev.systemctl.write_text("#!/bin/sh\necho 'Failed to reboot system via logind: Access denied' >&2\nexit 1\n")
+    dev.busctl.write_text(f'#!/bin/sh\necho "$*" >> {dev.calls}\necho "Call failed: Access denied" >&2\nexit 1\n')
     out = run_installed(installed, dev, f"{RID} boot".encode())
-    assert out.returncode == 1 and "systemctl reboot failed" in out.stderr
-    assert dev.result().startswith(f"{RID} error: systemctl reboot failed")
+    assert out.returncode == 1 and out.stderr == (
+        "umbra-boot-switch: logind SetRebootParameter failed: Call failed: Access denied\n")
+    assert dev.result() == f"{RID} error: logind SetRebootParameter failed: Call failed: Access denied"
+    assert dev.reboots() == [SET_TRYBOOT]  # no Reboot without the tryboot parameter
+
+
+def test_a_refused_reboot_is_reported_and_the_tryboot_parameter_is_taken_back(installed, tmp_path):
+    dev = Device(tmp_path, autoboot=b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
+    dev.busctl.write_text(f'#!/bin/sh\necho "$*" >> {dev.calls}\ncase "$*" in *Reboot\\ b*) '
+                          'echo "Call failed: Interactive authentication required." >&2; exit 1;; esac\n')
+    out = run_installed(installed, dev, f"{RID} boot".encode())
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "logind Reboot failed: Call failed: Interactive authentication required." in out.stderr
+    # no later reboot by someone else carries '0 tryboot'
+    assert dev.reboots() == [SET_TRYBOOT, REBOOT, f"{LOGIND} SetRebootParameter s "]
+
+
+def test_a_missing_busctl_is_one_error_line(installed, tmp_path):
+    dev = Device(tmp_path, booted=3,
+                 autoboot=b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
+    dev.busctl.unlink()
+    out = run_installed(installed, dev, f"{RID} rollback".encode())
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "logind Reboot failed: " in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_no_request_is_nothing_to_do(installed, tmp_path):
@@ -174,7 +203,7 @@ def test_any_request_is_done_exactly_as_its_grammar_says_or_refused(tmp_path_fac
                  autoboot=b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
     (dev.req / "request").write_bytes(line)
     calls: list[list[str]] = []
-    switch = tryboot_switch.Switch(dev.boot, dev.dt, systemctl="systemctl", run=calls.append)
+    switch = tryboot_switch.Switch(dev.boot, dev.dt, busctl="busctl", run=calls.append)
     result, _ = tryboot_switch.handle(dev.req, switch)
     valid = tryboot_switch.REQUEST_LINE.fullmatch(line.decode("latin-1")) is not None
     if result == "error":
@@ -220,9 +249,9 @@ def test_tryboot_control_installs_tries_and_commits_through_the_switch(tmp_path)
     assert boot.active() == "a" and boot.inactive() == "b" and boot.state()["committed"] == "a"
     boot.try_next("b")
     assert dev.autoboot() == {"all": 2, "tryboot": 3} and unit.reboots == []
-    assert unit.modes == [0o644]  # root without CAP_DAC_OVERRIDE reads the umbra user's request
+    assert unit.modes == [0o644]  # the umbra-boot user, not in the umbra group, reads the umbra user's request
     boot.boot()
-    assert unit.reboots == [["/usr/bin/systemctl", "reboot", "--reboot-argument=0 tryboot"]]
+    assert [" ".join(c) for c in unit.reboots] == [f"/usr/bin/busctl {SET_TRYBOOT}", f"/usr/bin/busctl {REBOOT}"]
     dev.booted(3)  # the firmware ran slot b once
     boot.mark_good()
     assert dev.autoboot() == {"all": 3, "tryboot": 3} and boot.state()["committed"] == "b"
@@ -233,7 +262,8 @@ def test_tryboot_control_rolls_back_through_the_switch(tmp_path):
                  autoboot=b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
     unit = PathUnit(dev)
     control(dev, unit).rollback("health check failed")
-    assert dev.autoboot() == {"all": 2, "tryboot": 2} and unit.reboots == [["/usr/bin/systemctl", "reboot"]]
+    assert dev.autoboot() == {"all": 2, "tryboot": 2} and [" ".join(c) for c in unit.reboots] == [
+        f"/usr/bin/busctl {REBOOT}"]
 
 
 def test_a_refusal_is_a_boot_control_error_with_the_switch_s_reason(tmp_path):

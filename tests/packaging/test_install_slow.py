@@ -6,6 +6,7 @@ under a real systemd with systemd-nspawn. Skips with the reason when a part is m
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -66,7 +67,10 @@ def test_the_units_under_a_real_systemd_booted_in_nspawn():
     template's Pi camera and no picamera2 exits 2 with one line before READY=1, and on a camera stand-in (a folder
     of generated frames) its ExecCondition and render pass, `umbra run` sends READY=1 inside all of its unit's
     hardening and reads every frame through the detector; the tryboot
-    switch answers the umbra user's requests, refuses garbage with one line, and reboots the container."""
+    switch, as the umbra-boot user without capabilities, answers the umbra user's requests, refuses garbage with
+    one line, cannot write a boot partition that is root's alone, is granted by the container's polkitd exactly
+    the actions of its rule, and reboots the container through logind (the tryboot parameter itself logind
+    refuses in any container)."""
     why = mirror_unreachable()
     if why:
         pytest.skip(f"no Debian 12 root can be made: {why}")
@@ -78,7 +82,9 @@ def test_the_units_under_a_real_systemd_booted_in_nspawn():
     assert "umbra.service: Result=exec-condition" in text
     assert "umbra-ota-check.timer: Result=success ActiveState=active SubState=waiting" in text
     assert "wrote /run/umbra/sensor.toml" in text and "Started umbra.service" in text  # READY=1 heard
-    assert "SIGSYS" not in text and "denied" not in text
+    # no sandbox or bus denial anywhere, but the one refusal asked for: the switch on a boot partition root's alone
+    refused = "cannot write /boot/firmware/autoboot.txt: Permission denied"
+    assert refused in text and "SIGSYS" not in text and "denied" not in text.replace(refused, "")
     # the template as installed (the Pi camera) without picamera2: refused at once, one line and exit 2, no READY=1
     pi = between(text, "-- the template as installed", "-- a camera stand-in")
     assert "sensor's process: Result=exit-code ExecMainCode=1 ExecMainStatus=2" in pi
@@ -92,11 +98,37 @@ def test_the_units_under_a_real_systemd_booted_in_nspawn():
     assert "detector errors: 0; camera stalls: 0" in standin
     assert "sensor's process: Result=success ExecMainCode=1 ExecMainStatus=0" in standin
     # the tryboot switch on a stand-in autoboot.txt, asked by the umbra user through hal.boot.SwitchRequester
-    assert "umbra-boot-switch.path: Result=success ActiveState=active SubState=waiting" in text
+    switch = text[text.index("== the tryboot switch"):]
+    assert re.search(r"boot-firmware.mount \(from fstab, with the package's drop-in\): "
+                     r"Options=defaults,uid=0,gid=umbra-boot,fmask=0113,dmask=0002 "
+                     r"DropInPaths=(/usr)?/lib/systemd/system/boot-firmware.mount.d/umbra-boot-switch.conf\n", switch)
+    # ... on the unit systemd-fstab-generator made from the fstab line, whose own options the drop-in replaced
+    assert ("  made by: FragmentPath=/run/systemd/generator/boot-firmware.mount What=tmpfs (the fstab line's); "
+            "the fstab line's options: defaults,noauto\n") in switch
+    assert re.search(r"umbra-boot: uid=\d+\(umbra-boot\) gid=(\d+)\(umbra-boot\) groups=\1\(umbra-boot\)\n", switch)
+    assert "umbra-boot-switch.service: CapabilityBoundingSet= User=umbra-boot Group=umbra-boot" in switch
+    assert "umbra-boot-switch.path: Result=success ActiveState=active SubState=waiting" in switch
+    assert ("the boot partition root's alone (a vfat mounted without the drop-in's options):\n  answer: "
+            "hal.errors.BootControlError: the boot switch refused 'try': cannot write /boot/firmware/autoboot.txt: "
+            "Permission denied") in switch
     assert ("try b:\n  answer: ok\n  autoboot.txt: [all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3"
-            in text)
-    assert "refused 'try': slot a is the committed one" in text
+            in switch) and "autoboot.txt written by: umbra-boot" in switch
+    assert "refused 'try': slot a is the committed one" in switch
     assert "garbage: umbra-boot-switch: bad request 'garbage; reboot\\n'" in text and "autoboot.txt unchanged" in text
     assert "umbra-boot-switch.path after a refusal: Result=success ActiveState=active" in text
-    # `boot`: the switch's `systemctl reboot --reboot-argument='0 tryboot'` from inside its sandbox rebooted it
+    # the container's polkitd on the package's rule: umbra-boot gets the three actions and nothing else; umbra none
+    for action in ("set-reboot-parameter", "reboot", "reboot-multiple-sessions"):
+        assert f"  umbra-boot {action}: authorized\n" in switch
+    for user, action in [("umbra-boot", "reboot-ignore-inhibit"), ("umbra-boot", "power-off")] + [
+            ("umbra", a) for a in ("set-reboot-parameter", "reboot", "reboot-multiple-sessions",
+                                   "reboot-ignore-inhibit", "power-off")]:
+        assert f"  {user} {action}: not authorized (pkcheck exit " in switch
+    assert "the umbra user asks logind to reboot itself: Call failed: Interactive authentication required." in switch
+    # `boot`: logind refuses the reboot parameter in a container (before polkit): nothing rebooted, one line back
+    assert ("refused 'boot': logind SetRebootParameter failed: Call failed: Reboot parameter not supported in "
+            "containers, refusing.") in switch
+    # `rollback`: [tryboot] back to the committed slot, and logind's Reboot, granted to umbra-boot, rebooted it
+    assert "container stopped: nspawn exit 133" in switch
+    assert ("container rebooted)\n  autoboot.txt: [all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=2"
+            in switch)
     assert "nspawn exit 133" in text and "Reached target reboot.target" in text

@@ -87,14 +87,18 @@ def test_every_wheel_is_locked_by_hash_and_nothing_else_is_shipped(tree):
 
 def test_units_user_folders_template_and_control(tree):
     assert sorted(p.name for p in (tree / "lib/systemd/system").iterdir()) == [
-        "umbra-boot-switch.path", "umbra-boot-switch.service", "umbra-ota-check.service", "umbra-ota-check.timer",
-        "umbra-provision.service", "umbra.service"]
+        "boot-firmware.mount.d", "umbra-boot-switch.path", "umbra-boot-switch.service", "umbra-ota-check.service",
+        "umbra-ota-check.timer", "umbra-provision.service", "umbra.service"]
     users = (tree / "usr/lib/sysusers.d/umbra.conf").read_text()
     assert "m umbra video" in users and "m umbra dialout" in users
     assert "d /var/lib/umbra 0750 umbra umbra" in (tree / "usr/lib/tmpfiles.d/umbra.conf").read_text()
     control = (tree / "DEBIAN/control").read_text()
     assert "Architecture: amd64" in control and "Recommends: python3-picamera2" in control
     assert "Suggests: libedgetpu1-std" in control
+    assert "Recommends: python3-picamera2, python3-libcamera, polkitd" in control  # the switch's reboot: polkit
+    assert (tree / "usr/share/polkit-1/rules.d/10-umbra-boot-switch.rules").is_file()
+    assert (tree / "lib/systemd/system/boot-firmware.mount.d/umbra-boot-switch.conf").is_file()
+    assert 'u umbra-boot - "Umbra tryboot switch"' in users
     assert (tree / "usr/share/umbra/models/ssd_mobilenet_v1_coco_quant/detect.tflite").is_file()
     assert "--require-hashes" in (tree / "DEBIAN/postinst").read_text()
 
@@ -112,7 +116,7 @@ def test_the_boot_switch_ships_as_root_s_files_and_runs_from_them_alone(deb, tre
     (req / "request").write_text("00112233445566778899aabbccddeeff try b\n")
     program = tree / "usr/lib/umbra/boot-switch/umbra-boot-switch"
     out = subprocess.run(["python3", "-E", "-s", "-B", str(program), "--dir", str(req), "--boot-dir", str(boot),
-                          "--systemctl", "/bin/false"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+                          "--busctl", "/bin/false"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert (req / "result").read_text() == "00112233445566778899aabbccddeeff ok\n"
     assert "[tryboot]\nboot_partition=3" in (boot / "autoboot.txt").read_text()

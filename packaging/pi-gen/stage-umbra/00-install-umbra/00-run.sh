@@ -13,3 +13,10 @@ install -m 0644 -o root -g root files/mfg-ca.pem "${ROOTFS_DIR}/etc/umbra/mfg-ca
 # the UART on, no kernel console on it
 grep -q '^enable_uart=1' "${ROOTFS_DIR}/boot/firmware/config.txt" || echo 'enable_uart=1' >> "${ROOTFS_DIR}/boot/firmware/config.txt"
 sed -i 's/console=serial0,[0-9]* //' "${ROOTFS_DIR}/boot/firmware/cmdline.txt"
+# the boot partition writable by the umbra-boot group alone (the tryboot switch's user; vfat has only mount-wide
+# owners and masks): the same options as the package's boot-firmware.mount.d/umbra-boot-switch.conf, here for a
+# `mount /boot/firmware` by hand too
+sed -i -E 's|^(\S+\s+/boot/firmware\s+vfat\s+)\S+|\1defaults,uid=0,gid=umbra-boot,fmask=0113,dmask=0002|' \
+  "${ROOTFS_DIR}/etc/fstab"
+grep -qE '^\S+\s+/boot/firmware\s+vfat\s+defaults,uid=0,gid=umbra-boot,fmask=0113,dmask=0002\s' "${ROOTFS_DIR}/etc/fstab" ||
+  { echo "stage-umbra: no /boot/firmware vfat line in the image's /etc/fstab to set the switch's options on" >&2; exit 1; }
