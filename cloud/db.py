@@ -20,6 +20,7 @@ from cloud.errors import DbError
 
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x756D627261  # "umbra": the advisory lock taken while migrating
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE: no transaction open on the connection
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -47,13 +48,13 @@ def is_postgres(url: str) -> bool:
 class _Conn:
     """One connection and the state of its transaction and pipeline (only ever used by one thread at a time)."""
 
-    __slots__ = ("conn", "lock", "depth", "pipelined", "cursor")
+    __slots__ = ("conn", "lock", "depth", "pipe", "cursor")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.lock = threading.RLock()
         self.depth = 0
-        self.pipelined = False
+        self.pipe: Any = None  # PostgreSQL: the psycopg pipeline open on it, if any
         self.cursor: Any = None  # PostgreSQL: the cursor `run` uses
 
 
@@ -163,22 +164,31 @@ class Db:
     def pipeline(self) -> Iterator[Db]:
         """On PostgreSQL, send statements without waiting for each one's answer (psycopg's pipeline mode): a
         statement's result is awaited only when read (`all`, `one`), so statements whose results are not read
-        share one round trip with the next read or the end of the block. SQLite: no change."""
+        share one round trip with the next read or the end of the block. A transaction (`tx`) inside it commits
+        at the end of the block, with the statements before it. SQLite: no change."""
         c = self._mine()
         with c.lock:
-            if not self.postgres or c.pipelined:
+            if not self.postgres or c.pipe is not None:
                 yield self
                 return
-            c.pipelined = True
             try:
-                with c.conn.pipeline():
+                with c.conn.pipeline() as c.pipe:
                     yield self
+            except BaseException:
+                # an error that surfaced at the block's end (a statement not read, or the commit) left the
+                # transaction open and failed: end it, so the connection is fit for the next one
+                if c.conn.info.transaction_status != _IDLE:
+                    c.conn.execute("ROLLBACK")
+                raise
             finally:
-                c.pipelined = False
+                c.pipe = None
 
     @contextmanager
     def tx(self) -> Iterator[Db]:
-        """One transaction (nested calls join the outer one). On SQLite it takes the write lock at once."""
+        """One transaction (nested calls join the outer one). On SQLite it takes the write lock at once. On
+        PostgreSQL inside a `pipeline`, BEGIN and COMMIT are sent as the pipeline's statements: no round trip of
+        their own (psycopg's transaction block waits for the server at BEGIN, at the block's end and at COMMIT),
+        and the commit is confirmed when the pipeline ends."""
         c = self._mine()
         with c.lock:
             if c.depth:
@@ -188,7 +198,19 @@ class Db:
                 finally:
                     c.depth -= 1
                 return
-            if self.postgres:  # psycopg's own transaction block: also right inside a pipeline
+            if c.pipe is not None:
+                c.conn.execute("BEGIN")
+                c.depth = 1
+                try:
+                    yield self
+                except BaseException:
+                    c.depth = 0
+                    self._rollback_pipelined(c)
+                    raise
+                c.depth = 0
+                c.conn.execute("COMMIT")
+                return
+            if self.postgres:  # psycopg's own transaction block
                 c.depth = 1
                 try:
                     with c.conn.transaction():
@@ -206,6 +228,19 @@ class Db:
                 raise
             c.depth = 0
             c.conn.execute("COMMIT")
+
+    @staticmethod
+    def _rollback_pipelined(c: _Conn) -> None:
+        """Roll the pipeline's open transaction back: first let the server answer what was sent (after an error
+        it skips the rest up to the sync; those errors are the one being raised already), then ROLLBACK."""
+        import psycopg
+
+        try:
+            c.pipe.sync()
+        except psycopg.Error:
+            pass
+        c.conn.execute("ROLLBACK")
+        c.pipe.sync()
 
     def version(self) -> int:
         row = self.one("SELECT MAX(version) FROM schema_version")

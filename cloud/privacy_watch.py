@@ -68,22 +68,33 @@ class PrivacyWatch:
         with self.db.tx() as db:
             if db.postgres and not device_locked:
                 db.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_SPACE, device))
+            # the head's upsert and the releases' inserts are sent together: one round trip on PostgreSQL's pipeline
+            kept = self._queue_head(device, head, now) if isinstance(head, Mapping) else None
+            rows = [(device, str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"]),
+                     str(Fraction(str(r["epsilon"])))) for r in aggregates]
+            inserted = self._queue_releases(rows)
             if isinstance(head, Mapping):
-                raised += self._head(device, head, now)
+                raised += self._head(device, head, kept)
             if aggregates:
-                raised += self._releases(device, aggregates)
+                raised += self._releases(device, rows, {(str(m), str(z), int(s)) for cur in inserted
+                                                        for m, z, s in cur.fetchall()})
             for kind, detail in raised:
                 db.run("INSERT INTO watch_flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
         return [{"device_id": device, "kind": k, "detail": d} for k, d in raised]
 
-    def _head(self, device: str, head: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
+    def _queue_head(self, device: str, head: Mapping[str, Any], now: float) -> Any:
+        """Queue the head's upsert (a cursor: a row if the cloud now holds this head)."""
         counter, digest = int(head.get("counter", head.get("seq", 0))), str(head.get("hash", ""))
-        kept = self.db.all(
+        return self.db.execute(
             "INSERT INTO watch_heads VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
             "counter = excluded.counter, seq = excluded.seq, hash = excluded.hash, t = excluded.t "
             "WHERE excluded.counter > watch_heads.counter "
             "OR (excluded.counter = watch_heads.counter AND excluded.hash = watch_heads.hash) RETURNING counter",
             (device, counter, int(head.get("seq", 0)), digest, now))
+
+    def _head(self, device: str, head: Mapping[str, Any], kept_cur: Any) -> list[tuple[str, str]]:
+        counter, digest = int(head.get("counter", head.get("seq", 0))), str(head.get("hash", ""))
+        kept = kept_cur.fetchall()
         if kept:
             return []
         row = self.db.one("SELECT counter, seq, hash FROM watch_heads WHERE device_id=?", (device,))
@@ -95,10 +106,9 @@ class PrivacyWatch:
         return [("audit_rewound", f"audit head counter {counter} (seq {head.get('seq')}) after {row[0]} "
                                   f"(seq {row[1]}): the device's audit log went backwards")]
 
-    def _releases(self, device: str, records: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
-        rows = [(device, str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"]),
-                 str(Fraction(str(r["epsilon"])))) for r in records]
-        new = self._insert_releases(rows)
+    def _releases(self, device: str, rows: list[tuple[str, str, str, int, int, str]],
+                  new: set[tuple[str, str, int]]) -> list[tuple[str, str]]:
+        """`rows` as `_queue_releases` took them, `new`: (metric, zone, start) of those it inserted."""
         raised: list[tuple[str, str]] = []
         charges: dict[tuple[str, int], tuple[int, Fraction]] = {}  # (metric, window start) -> (span, epsilon)
         for row in rows:
@@ -125,15 +135,16 @@ class PrivacyWatch:
             raised += self._day(device, metric, day, added, implied, day_rows[(metric, day)].fetchone())
         return raised
 
-    def _insert_releases(self, rows: list[tuple[str, str, str, int, int, str]]) -> set[tuple[str, str, int]]:
-        """Insert the releases not held yet (one statement per 200); returns (metric, zone, start) of those."""
-        new: set[tuple[str, str, int]] = set()
+    def _queue_releases(self, rows: list[tuple[str, str, str, int, int, str]]) -> list[Any]:
+        """Queue the inserts of the releases not held yet (one statement per 200); returns the cursors whose rows
+        are (metric, zone, start) of those inserted (read them before the transaction ends)."""
+        out = []
         for i in range(0, len(rows), 200):
             part = rows[i:i + 200]
             sql = ("INSERT INTO watch_releases VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
                    + " ON CONFLICT DO NOTHING RETURNING metric, zone, window_start")
-            new.update((str(m), str(z), int(s)) for m, z, s in self.db.all(sql, [x for r in part for x in r]))
-        return new
+            out.append(self.db.execute(sql, [x for r in part for x in r]))
+        return out
 
     def _claim_window(self, device: str, metric: str, start: int, span: int, eps: Fraction) -> Any:
         """Queue the window's first charge (a cursor: a row if the window was not charged yet)."""

@@ -10,6 +10,7 @@ import json
 import secrets
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import aiohttp
@@ -151,3 +152,64 @@ def test_each_thread_has_its_own_postgresql_connection(cloud_db: str, tmp_path: 
 def test_db_threads_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="db_threads"):
         Cloud(CloudConfig(data_dir=str(tmp_path), db_threads=0), SystemClock())
+
+
+def test_a_pipelined_transaction_rolls_back_on_an_error_read_midway_or_raised(cloud_db: str, tmp_path: Path) -> None:
+    """Inside a pipeline (PostgreSQL: BEGIN and COMMIT sent as its statements) a transaction whose statement
+    fails when its result is read, or whose caller raises, stores nothing, and the connection takes the next
+    transaction; one that ends normally is committed by the pipeline's end."""
+    db = Db(cloud_db or str(tmp_path / "cloud.sqlite"))
+    db.run("CREATE TABLE t (a TEXT PRIMARY KEY)")
+    db.run("INSERT INTO t VALUES (?)", ("x",))
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        with db.pipeline(), db.tx():
+            db.run("INSERT INTO t VALUES (?)", ("z",))
+            db.all("INSERT INTO t VALUES (?) RETURNING a", ("x",))  # refused, seen at the read
+            db.run("INSERT INTO t VALUES (?)", ("y",))
+    with pytest.raises(LookupError):
+        with db.pipeline(), db.tx():
+            db.run("INSERT INTO t VALUES (?)", ("z",))
+            assert db.all("SELECT a FROM t WHERE a = ?", ("z",)) == [("z",)]  # inside, it is there
+            raise LookupError("the caller gives up")
+    with db.pipeline(), db.tx():
+        db.run("INSERT INTO t VALUES (?)", ("w",))
+    assert db.all("SELECT a FROM t ORDER BY a") == [("w",), ("x",)]
+    db.close()
+
+
+def test_a_new_batch_waits_for_postgresql_four_times(cloud_db: str, tmp_path: Path) -> None:
+    """A new batch with a status, an aggregate and the audit head, the privacy watch included, waits for the
+    server's answers four times (the nonce and batch claim; the records, the audit head and the release; the
+    window's charge and the day's row; the commit with what derives from the records). Counted as psycopg's
+    waits for results (fetches and syncs); before, its transaction block added three (at BEGIN, at the block's
+    end, at COMMIT)."""
+    if not cloud_db:
+        pytest.skip("SQLite: in process, no round trips")
+    import psycopg
+
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "c"), database=cloud_db), SystemClock())
+    waits: list[str] = []
+    real = psycopg.Connection.wait
+
+    def counting(self: psycopg.Connection, gen: object, *a: object, **k: object) -> object:
+        name = getattr(getattr(gen, "gi_code", None), "co_name", "")
+        if name in ("_fetch_gen", "_sync_gen", "_exit_gen") or (name == "_enter_gen" and self._pipeline is not None
+                                                                and self._pipeline.level > 0):
+            waits.append(name)
+        return real(self, gen, *a, **k)  # type: ignore[arg-type]
+
+    now = time.time()
+    agg = {"schema": "umbra.aggregate/1", "window_start": int(now) // 30 * 30, "window_s": 30, "metric": "line_flow",
+           "zone": "door", "values": [3, 2], "k": 5, "epsilon": 0.1, "sensitivity": 1, "mechanism": "discrete_laplace"}
+    doc = {"audit_head": {"counter": 1, "seq": 1, "hash": "ab" * 32}, "records": [agg]}
+    rows = [(1, "umbra.status/1", json.dumps({**STATUS, "t": int(now)})), (2, "umbra.aggregate/1", json.dumps(agg))]
+    psycopg.Connection.wait = counting  # type: ignore[method-assign]
+    try:
+        got = cloud.store.store_batch("d1", "a" * 32, "o" * 16, 1, now, rows,
+                                      on_new=lambda: cloud.watch.check("d1", doc, now, device_locked=True),
+                                      nonce=(secrets.token_hex(16), int(now), int(now) - 600))
+    finally:
+        psycopg.Connection.wait = real  # type: ignore[method-assign]
+    assert got == (True, 2) and cloud.watch.ledger("d1") == {"line_flow": {int(now) // 86_400: Fraction(1, 10)}}
+    assert len(waits) == 4, waits
+    cloud.store.close()
