@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86_400
 _LOCK_SPACE = 0x7761  # "wa": the advisory-lock class of the watch's per-device locks
+_Charges = dict[tuple[str, int], tuple[int, Fraction]]  # (metric, window start) -> (span, epsilon) to charge
 
 
 class PrivacyWatch:
@@ -68,16 +69,28 @@ class PrivacyWatch:
         with self.db.tx() as db:
             if db.postgres and not device_locked:
                 db.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_SPACE, device))
-            # the head's upsert and the releases' inserts are sent together: one round trip on PostgreSQL's pipeline
+            # one round trip on PostgreSQL's pipeline: the head's upsert, the releases' inserts, and each window's
+            # claim and day's row as they are when every release is new (the usual case; when one was held
+            # already, the claims are rolled back to the savepoint and asked for again). SQLite runs each
+            # statement at once: the claims follow the releases' answer, as before.
             kept = self._queue_head(device, head, now) if isinstance(head, Mapping) else None
             rows = [(device, str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"]),
                      str(Fraction(str(r["epsilon"])))) for r in aggregates]
             inserted = self._queue_releases(rows)
+            every = {(m, z, st) for _, m, z, st, _, _ in rows}
+            ahead = db.postgres and bool(aggregates)
+            if ahead:
+                db.run("SAVEPOINT watch_charges")
+                charging = self._queue_charges(device, rows, every)
             if isinstance(head, Mapping):
                 raised += self._head(device, head, kept)
             if aggregates:
-                raised += self._releases(device, rows, {(str(m), str(z), int(s)) for cur in inserted
-                                                        for m, z, s in cur.fetchall()})
+                new = {(str(m), str(z), int(st)) for cur in inserted for m, z, st in cur.fetchall()}
+                if not ahead or new != every:
+                    if ahead:
+                        db.run("ROLLBACK TO SAVEPOINT watch_charges")
+                    charging = self._queue_charges(device, rows, new)
+                raised += self._charge_all(device, *charging)
             for kind, detail in raised:
                 db.run("INSERT INTO watch_flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
         return [{"device_id": device, "kind": k, "detail": d} for k, d in raised]
@@ -106,11 +119,13 @@ class PrivacyWatch:
         return [("audit_rewound", f"audit head counter {counter} (seq {head.get('seq')}) after {row[0]} "
                                   f"(seq {row[1]}): the device's audit log went backwards")]
 
-    def _releases(self, device: str, rows: list[tuple[str, str, str, int, int, str]],
-                  new: set[tuple[str, str, int]]) -> list[tuple[str, str]]:
-        """`rows` as `_queue_releases` took them, `new`: (metric, zone, start) of those it inserted."""
+    def _queue_charges(self, device: str, rows: list[tuple[str, str, str, int, int, str]],
+                       new: set[tuple[str, str, int]]) -> tuple[list[tuple[str, str]], _Charges, dict, dict]:
+        """From `rows` (as `_queue_releases` took them) and `new` ((metric, zone, start) of those inserted): the
+        released_twice flags, each window's charge, and the queued claims of the windows and reads of the days."""
+        new = set(new)
         raised: list[tuple[str, str]] = []
-        charges: dict[tuple[str, int], tuple[int, Fraction]] = {}  # (metric, window start) -> (span, epsilon)
+        charges: _Charges = {}
         for row in rows:
             _, metric, zone, start, span, eps = row
             if (metric, zone, start) not in new:
@@ -121,10 +136,15 @@ class PrivacyWatch:
             had = charges.get((metric, start))
             if had is None or had[1] < Fraction(eps):
                 charges[(metric, start)] = (span, Fraction(eps))
-        # every window's claim and every day's row asked for at once (one round trip on PostgreSQL's pipeline;
-        # under the device's lock nothing else writes them meanwhile)
+        # under the device's lock nothing else writes these meanwhile
         claims = {k: self._claim_window(device, k[0], k[1], span, eps) for k, (span, eps) in charges.items()}
         day_rows = {k: self._day_row(device, *k) for k in sorted({(m, st // DAY_S) for m, st in charges})}
+        return raised, charges, claims, day_rows
+
+    def _charge_all(self, device: str, raised: list[tuple[str, str]], charges: _Charges,
+                    claims: dict[tuple[str, int], Any], day_rows: dict[tuple[str, int], Any]) -> list[tuple[str, str]]:
+        """Charge the windows and days `_queue_charges` asked for; returns its flags and the budget's."""
+        raised = list(raised)
         days: dict[tuple[str, int], tuple[Fraction, Fraction]] = {}  # (metric, day) -> (added, implied budget)
         for (metric, start), (span, charge) in charges.items():
             added = self._charge(device, metric, start, charge, claims[(metric, start)])
