@@ -442,11 +442,10 @@ class Cloud:
         await site.start()
         return runner, int(runner.addresses[0][1])
 
-
     async def _stop_db_threads(self, app: web.Application) -> None:
         pool, self._db_threads = self._db_threads, None
         if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)  # lets the batches in hand finish
 
 
 async def serve_forever(cloud: Cloud) -> None:
