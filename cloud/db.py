@@ -46,7 +46,8 @@ def is_postgres(url: str) -> bool:
 
 
 class _Conn:
-    """One connection and the state of its transaction and pipeline (only ever used by one thread at a time)."""
+    """One connection and the state of its transaction and pipeline (PostgreSQL: one thread's; SQLite: shared
+    by every thread, under its lock)."""
 
     __slots__ = ("conn", "lock", "depth", "pipe", "cursor")
 
