@@ -523,7 +523,8 @@ def report(args: argparse.Namespace, tally: Tally, sim: dict, store: Store, devi
     first_stage = {d.id for d in devices if position(d.id, RELEASE) < PERCENTS[0] / 100}
     beyond = sorted(set(tally.installs) - first_stage)
     print(f"fleet: {args.devices} simulated sensors, one batch each every {args.period:.0f} s, "
-          f"{args.seconds:.0f} s run, 2 cloud workers on PostgreSQL {pg_version(store)}; {os.cpu_count()} CPUs, "
+          f"{args.seconds:.0f} s run, 2 cloud workers on PostgreSQL {pg_version(store)} (each taking up to "
+          f"{CloudConfig().db_threads} batches at once, CloudConfig.db_threads); {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"ingest: {n_batches} batches ({n_batches / wall_s:.0f}/s), {n_records} records "
           f"({n_records / wall_s:.0f}/s) acknowledged over {wall_s:.0f} s (offered {args.devices / args.period:.0f} "

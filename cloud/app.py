@@ -15,6 +15,7 @@ import ssl
 import time
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class CloudConfig:
     # the fleet's [privacy] daily_epsilon: the privacy watch flags a device whose releases of one stream pass it
     # on a UTC day (budget_passed); 0, the devices' default: epsilon times the windows in a day
     daily_epsilon: float = 0.0
+    # PostgreSQL: how many batches a worker takes at once, each in a thread of its own with its own connection
+    # (the event loop goes on reading requests meanwhile, and the commits share WAL flushes); SQLite: unused
+    db_threads: int = 4
 
     def validate(self) -> None:
         if not 0 < self.rotate_lead_s < self.key_lifetime_s:
@@ -82,6 +86,8 @@ class CloudConfig:
             raise ValueError("api_rate above 0, api_burst at least 1, max_range_s at least 60")
         if not 1 <= self.keepalive_s <= 86_400:
             raise ValueError("keepalive_s: 1 to 86400 (above the devices' keep-alive, 1.5 upload periods)")
+        if not 1 <= self.db_threads <= 64:
+            raise ValueError("db_threads: 1 to 64 (each a PostgreSQL connection of a worker)")
         if not 0 <= self.daily_epsilon <= MAX_DAILY_EPSILON:
             raise ValueError(f"daily_epsilon: 0 to {MAX_DAILY_EPSILON:g} (0: epsilon times the windows in a day)")
 
@@ -114,6 +120,7 @@ class Cloud:
         self._newest: dict[str, tuple[float, BatchKey]] = {}  # device -> (cached until, its newest key)
         self.duplicate_batches = 0  # resends of batches already stored (acknowledged, not stored again)
         self.stage_cpu: Counter[str] | None = None  # set to a Counter: CPU ns per ingest stage (bench.fleet_scale)
+        self._db_threads: ThreadPoolExecutor | None = None  # PostgreSQL: where batches are taken (see `app`)
         if self.store.newest_key(DEV_DEVICE) is None:
             ring = KeyRing(self.pki.root / "device_keys.json")
             ring.add(self.issue_key(DEV_DEVICE), clock.wall())
@@ -269,6 +276,33 @@ class Cloud:
         if request.content_type != "application/json":
             raise Refused(415, "content_type", "Content-Type must be application/json")
         body = await request.read()  # bounded by client_max_size (413 above it)
+        peer = self._peer(request)
+        if self._db_threads is None:  # SQLite: one connection, on the event loop
+            got = self._take_batch(request, device, now, body, peer)
+        else:  # PostgreSQL: on one of the worker's database threads, each with its own connection
+            got = await asyncio.get_running_loop().run_in_executor(self._db_threads, self._take_batch, request,
+                                                                   device, now, body, peer)
+        doc, new, stored, fresh, flags, nxt, stages = got
+        privacy_watch.report(flags)
+        if self.push is not None and fresh:
+            by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
+            self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
+        self.duplicate_batches += not new
+        out = web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
+                                 "next_key": nxt.to_json() if nxt else None})
+        if self.stage_cpu is not None and stages:
+            self.stage_cpu.update(stages)
+            self.stage_cpu["batches"] += 1
+        return out
+
+    def _take_batch(self, request: web.Request, device: str, now: float, body: bytes, peer: Peer) -> tuple[
+            dict[str, Any], bool, int, list[tuple[int, str, str]], list[dict[str, Any]], BatchKey | None,
+            dict[str, int]]:
+        """Everything between reading a batch's body and writing its ack, all in one thread (the event loop's on
+        SQLite, a database thread's on PostgreSQL, where every statement waits for the server): the signature,
+        inflating, JSON, the schema checks, the store transaction with the privacy watch, and the next key.
+        Returns (batch, new?, records stored, the rows newly stored, the watch's flags, the next key, CPU ns per
+        stage when `stage_cpu` is on)."""
         cpu = time.thread_time_ns if self.stage_cpu is not None else None
         t0 = cpu() if cpu else 0
         key, nonce = self._check_signature(request, device, body)
@@ -293,30 +327,17 @@ class Cloud:
         t5 = cpu() if cpu else 0
         try:
             new, stored = self.store.store_batch(device, doc["batch_id"], doc["outbox_id"], doc["seq"], now, rows,
-                                                 self._peer(request), fresh, on_new=on_new, nonce=nonce)
+                                                 peer, fresh, on_new=on_new, nonce=nonce)
         except Replay:
             raise Refused(409, "replay", "this signed request was already received") from None
         t6 = cpu() if cpu else 0
-        privacy_watch.report(flags)
-        if self.push is not None and fresh:
-            by_seq = dict(zip(doc["seqs"], doc["records"], strict=True))
-            self.push.batch(device, (by_seq[s] for s, _, _ in fresh), self.store.owner(device))
-        self.duplicate_batches += not new
         nxt = self.next_key_for(device, key)
-        out = web.json_response({"ack": doc["batch_id"], "duplicate": not new, "stored": stored,
-                                 "next_key": nxt.to_json() if nxt else None})
-        if cpu and self.stage_cpu is not None:
-            c = self.stage_cpu
-            c["batches"] += 1
-            c["signature"] += t1 - t0
-            c["inflate"] += t2 - t1
-            c["json_parse"] += t3 - t2
-            c["schema_validate"] += t4 - t3
-            c["json_dump_records"] += t5 - t4
-            c["privacy_watch"] += watch_ns[0]
-            c["store_tx"] += t6 - t5 - watch_ns[0]
-            c["ack"] += cpu() - t6
-        return out
+        stages: dict[str, int] = {}
+        if cpu:
+            stages = {"signature": t1 - t0, "inflate": t2 - t1, "json_parse": t3 - t2, "schema_validate": t4 - t3,
+                      "json_dump_records": t5 - t4, "privacy_watch": watch_ns[0],
+                      "store_tx": t6 - t5 - watch_ns[0], "ack": cpu() - t6}
+        return doc, new, stored, fresh, flags, nxt, stages
 
     async def keys_next(self, request: web.Request) -> web.Response:
         device = self._device(request)
@@ -397,6 +418,9 @@ class Cloud:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
+        if self.store.db.postgres:  # a batch's statements wait for the server: off the event loop, db_threads at once
+            self._db_threads = ThreadPoolExecutor(self.config.db_threads, thread_name_prefix="umbra-db")
+            app.on_cleanup.append(self._stop_db_threads)
         app.on_response_prepare.append(self._date)  # devices without a trusted clock learn the time from it
         app.router.add_post("/v1/batches", self.ingest)
         app.router.add_post("/v1/keys/next", self.keys_next)
@@ -417,6 +441,11 @@ class Cloud:
                            ssl_context=self.ssl if tls else None)
         await site.start()
         return runner, int(runner.addresses[0][1])
+
+    async def _stop_db_threads(self, app: web.Application) -> None:
+        pool, self._db_threads = self._db_threads, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)  # lets the batches in hand finish
 
 
 async def serve_forever(cloud: Cloud) -> None:

@@ -20,6 +20,7 @@ from cloud.errors import DbError
 
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x756D627261  # "umbra": the advisory lock taken while migrating
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE: no transaction open on the connection
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -44,25 +45,65 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
+class _Conn:
+    """One connection and the state of its transaction and pipeline (PostgreSQL: one thread's; SQLite: shared
+    by every thread, under its lock)."""
+
+    __slots__ = ("conn", "lock", "depth", "pipe", "cursor")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.RLock()
+        self.depth = 0
+        self.pipe: Any = None  # PostgreSQL: the psycopg pipeline open on it, if any
+        self.cursor: Any = None  # PostgreSQL: the cursor `run` uses
+
+
 class Db:
-    """A connection (one per worker process) with a lock; `tx()` is one transaction. `url` is a SQLite file
-    path or a postgresql:// URL."""
+    """The cloud's database; `tx()` is one transaction. `url` is a SQLite file path or a postgresql:// URL.
+
+    SQLite: one connection, shared by every thread under a lock. PostgreSQL: a connection per thread that uses
+    the Db, opened on its first use, so a worker's pool of database threads (`Cloud`'s `db_threads`) runs that
+    many transactions at once, each on its own connection (their commits share WAL flushes: group commit)."""
 
     def __init__(self, url: str | Path) -> None:
         self.url = str(url)
         self.postgres = is_postgres(self.url)
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._pipelined = False
-        self._cursor: Any = None  # PostgreSQL: the cursor `run` uses
-        try:
-            self._conn: Any = self._connect()
-        except Exception as e:  # psycopg.Error or sqlite3.Error: say which database
-            raise DbError(f"cannot open the cloud database {self._shown()}: {e}") from None
+        self._local = threading.local()
+        self._all: list[_Conn] = []  # every connection opened, to close
+        self._all_lock = threading.Lock()
+        self._shared: _Conn | None = None  # SQLite's one connection
+        if not self.postgres:
+            self._shared = self._open()
+        else:
+            self._mine()  # the creating thread's: a bad URL fails here, not at the first batch
         self.migrate()
 
     def _shown(self) -> str:
         return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", self.url)
+
+    def _open(self) -> _Conn:
+        try:
+            c = _Conn(self._connect())
+        except Exception as e:  # psycopg.Error or sqlite3.Error: say which database
+            raise DbError(f"cannot open the cloud database {self._shown()}: {e}") from None
+        with self._all_lock:
+            self._all.append(c)
+        return c
+
+    def _mine(self) -> _Conn:
+        """This thread's connection (SQLite: the shared one)."""
+        if self._shared is not None:
+            return self._shared
+        c: _Conn | None = getattr(self._local, "c", None)
+        if c is None:
+            c = self._local.c = self._open()
+        return c
+
+    @property
+    def connections(self) -> int:
+        """How many connections this Db has opened (PostgreSQL: one per thread that used it)."""
+        return len(self._all)
 
     def _connect(self) -> Any:
         if self.postgres:
@@ -76,37 +117,42 @@ class Db:
         return conn
 
     def close(self) -> None:
-        self._conn.close()
+        with self._all_lock:
+            for c in self._all:
+                c.conn.close()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.postgres else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        with self._lock:
-            return self._conn.execute(self._sql(sql), tuple(params))
+        c = self._mine()
+        with c.lock:
+            return c.conn.execute(self._sql(sql), tuple(params))
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Execute a statement whose result is not read. On PostgreSQL through one cursor kept for such
         statements (a fresh cursor a statement, as `execute` gives, costs psycopg about a fifth more CPU); inside
         a pipeline its errors surface at the next read or the end of the block, as `execute`'s do."""
-        with self._lock:
+        c = self._mine()
+        with c.lock:
             if not self.postgres:
-                self._conn.execute(sql, tuple(params))
+                c.conn.execute(sql, tuple(params))
                 return
-            if self._cursor is None:
-                self._cursor = self._conn.cursor()
-            self._cursor.execute(self._sql(sql), tuple(params))
+            if c.cursor is None:
+                c.cursor = c.conn.cursor()
+            c.cursor.execute(self._sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run `sql` for each row; returns the number of rows changed."""
         if not rows:
             return 0
-        with self._lock:
+        c = self._mine()
+        with c.lock:
             if self.postgres:
-                with self._conn.cursor() as cur:
+                with c.conn.cursor() as cur:
                     cur.executemany(self._sql(sql), rows)
                     return int(cur.rowcount)
-            return int(self._conn.executemany(sql, rows).rowcount)
+            return int(c.conn.executemany(sql, rows).rowcount)
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return [tuple(r) for r in self.execute(sql, params).fetchall()]
@@ -119,47 +165,83 @@ class Db:
     def pipeline(self) -> Iterator[Db]:
         """On PostgreSQL, send statements without waiting for each one's answer (psycopg's pipeline mode): a
         statement's result is awaited only when read (`all`, `one`), so statements whose results are not read
-        share one round trip with the next read or the end of the block. SQLite: no change."""
-        with self._lock:
-            if not self.postgres or self._pipelined:
+        share one round trip with the next read or the end of the block. A transaction (`tx`) inside it commits
+        at the end of the block, with the statements before it. SQLite: no change."""
+        c = self._mine()
+        with c.lock:
+            if not self.postgres or c.pipe is not None:
                 yield self
                 return
-            self._pipelined = True
             try:
-                with self._conn.pipeline():
+                with c.conn.pipeline() as c.pipe:
                     yield self
+            except BaseException:
+                # an error that surfaced at the block's end (a statement not read, or the commit) left the
+                # transaction open and failed: end it, so the connection is fit for the next one
+                if c.conn.info.transaction_status != _IDLE:
+                    c.conn.execute("ROLLBACK")
+                raise
             finally:
-                self._pipelined = False
+                c.pipe = None
 
     @contextmanager
     def tx(self) -> Iterator[Db]:
-        """One transaction (nested calls join the outer one). On SQLite it takes the write lock at once."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
+        """One transaction (nested calls join the outer one). On SQLite it takes the write lock at once. On
+        PostgreSQL inside a `pipeline`, BEGIN and COMMIT are sent as the pipeline's statements: no round trip of
+        their own (psycopg's transaction block waits for the server at BEGIN, at the block's end and at COMMIT),
+        and the commit is confirmed when the pipeline ends."""
+        c = self._mine()
+        with c.lock:
+            if c.depth:
+                c.depth += 1
                 try:
                     yield self
                 finally:
-                    self._depth -= 1
+                    c.depth -= 1
                 return
-            if self.postgres:  # psycopg's own transaction block: also right inside a pipeline
-                self._depth = 1
+            if c.pipe is not None:
+                c.conn.execute("BEGIN")
+                c.depth = 1
                 try:
-                    with self._conn.transaction():
+                    yield self
+                except BaseException:
+                    c.depth = 0
+                    self._rollback_pipelined(c)
+                    raise
+                c.depth = 0
+                c.conn.execute("COMMIT")
+                return
+            if self.postgres:  # psycopg's own transaction block
+                c.depth = 1
+                try:
+                    with c.conn.transaction():
                         yield self
                 finally:
-                    self._depth = 0
+                    c.depth = 0
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+            c.conn.execute("BEGIN IMMEDIATE")
+            c.depth = 1
             try:
                 yield self
             except BaseException:
-                self._depth = 0
-                self._conn.execute("ROLLBACK")
+                c.depth = 0
+                c.conn.execute("ROLLBACK")
                 raise
-            self._depth = 0
-            self._conn.execute("COMMIT")
+            c.depth = 0
+            c.conn.execute("COMMIT")
+
+    @staticmethod
+    def _rollback_pipelined(c: _Conn) -> None:
+        """Roll the pipeline's open transaction back: first let the server answer what was sent (after an error
+        it skips the rest up to the sync; those errors are the one being raised already), then ROLLBACK."""
+        import psycopg
+
+        try:
+            c.pipe.sync()
+        except psycopg.Error:
+            pass
+        c.conn.execute("ROLLBACK")
+        c.pipe.sync()
 
     def version(self) -> int:
         row = self.one("SELECT MAX(version) FROM schema_version")

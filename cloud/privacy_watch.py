@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86_400
 _LOCK_SPACE = 0x7761  # "wa": the advisory-lock class of the watch's per-device locks
+_Charges = dict[tuple[str, int], tuple[int, Fraction]]  # (metric, window start) -> (span, epsilon) to charge
 
 
 class PrivacyWatch:
@@ -68,22 +69,45 @@ class PrivacyWatch:
         with self.db.tx() as db:
             if db.postgres and not device_locked:
                 db.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_SPACE, device))
+            # one round trip on PostgreSQL's pipeline: the head's upsert, the releases' inserts, and each window's
+            # claim and day's row as they are when every release is new (the usual case; when one was held
+            # already, the claims are rolled back to the savepoint and asked for again). SQLite runs each
+            # statement at once: the claims follow the releases' answer, as before.
+            kept = self._queue_head(device, head, now) if isinstance(head, Mapping) else None
+            rows = [(device, str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"]),
+                     str(Fraction(str(r["epsilon"])))) for r in aggregates]
+            inserted = self._queue_releases(rows)
+            every = {(m, z, st) for _, m, z, st, _, _ in rows}
+            ahead = db.postgres and bool(aggregates)
+            if ahead:
+                db.run("SAVEPOINT watch_charges")
+                charging = self._queue_charges(device, rows, every)
             if isinstance(head, Mapping):
-                raised += self._head(device, head, now)
+                raised += self._head(device, head, kept)
             if aggregates:
-                raised += self._releases(device, aggregates)
+                new = {(str(m), str(z), int(st)) for cur in inserted for m, z, st in cur.fetchall()}
+                if not ahead or new != every:
+                    if ahead:
+                        db.run("ROLLBACK TO SAVEPOINT watch_charges")
+                    charging = self._queue_charges(device, rows, new)
+                raised += self._charge_all(device, *charging)
             for kind, detail in raised:
                 db.run("INSERT INTO watch_flags VALUES (?, ?, ?, ?)", (device, now, kind, detail))
         return [{"device_id": device, "kind": k, "detail": d} for k, d in raised]
 
-    def _head(self, device: str, head: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
+    def _queue_head(self, device: str, head: Mapping[str, Any], now: float) -> Any:
+        """Queue the head's upsert (a cursor: a row if the cloud now holds this head)."""
         counter, digest = int(head.get("counter", head.get("seq", 0))), str(head.get("hash", ""))
-        kept = self.db.all(
+        return self.db.execute(
             "INSERT INTO watch_heads VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
             "counter = excluded.counter, seq = excluded.seq, hash = excluded.hash, t = excluded.t "
             "WHERE excluded.counter > watch_heads.counter "
             "OR (excluded.counter = watch_heads.counter AND excluded.hash = watch_heads.hash) RETURNING counter",
             (device, counter, int(head.get("seq", 0)), digest, now))
+
+    def _head(self, device: str, head: Mapping[str, Any], kept_cur: Any) -> list[tuple[str, str]]:
+        counter, digest = int(head.get("counter", head.get("seq", 0))), str(head.get("hash", ""))
+        kept = kept_cur.fetchall()
         if kept:
             return []
         row = self.db.one("SELECT counter, seq, hash FROM watch_heads WHERE device_id=?", (device,))
@@ -95,12 +119,13 @@ class PrivacyWatch:
         return [("audit_rewound", f"audit head counter {counter} (seq {head.get('seq')}) after {row[0]} "
                                   f"(seq {row[1]}): the device's audit log went backwards")]
 
-    def _releases(self, device: str, records: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
-        rows = [(device, str(r["metric"]), str(r["zone"]), int(r["window_start"]), int(r["window_s"]),
-                 str(Fraction(str(r["epsilon"])))) for r in records]
-        new = self._insert_releases(rows)
+    def _queue_charges(self, device: str, rows: list[tuple[str, str, str, int, int, str]],
+                       new: set[tuple[str, str, int]]) -> tuple[list[tuple[str, str]], _Charges, dict, dict]:
+        """From `rows` (as `_queue_releases` took them) and `new` ((metric, zone, start) of those inserted): the
+        released_twice flags, each window's charge, and the queued claims of the windows and reads of the days."""
+        new = set(new)
         raised: list[tuple[str, str]] = []
-        charges: dict[tuple[str, int], tuple[int, Fraction]] = {}  # (metric, window start) -> (span, epsilon)
+        charges: _Charges = {}
         for row in rows:
             _, metric, zone, start, span, eps = row
             if (metric, zone, start) not in new:
@@ -111,10 +136,15 @@ class PrivacyWatch:
             had = charges.get((metric, start))
             if had is None or had[1] < Fraction(eps):
                 charges[(metric, start)] = (span, Fraction(eps))
-        # every window's claim and every day's row asked for at once (one round trip on PostgreSQL's pipeline;
-        # under the device's lock nothing else writes them meanwhile)
+        # under the device's lock nothing else writes these meanwhile
         claims = {k: self._claim_window(device, k[0], k[1], span, eps) for k, (span, eps) in charges.items()}
         day_rows = {k: self._day_row(device, *k) for k in sorted({(m, st // DAY_S) for m, st in charges})}
+        return raised, charges, claims, day_rows
+
+    def _charge_all(self, device: str, raised: list[tuple[str, str]], charges: _Charges,
+                    claims: dict[tuple[str, int], Any], day_rows: dict[tuple[str, int], Any]) -> list[tuple[str, str]]:
+        """Charge the windows and days `_queue_charges` asked for; returns its flags and the budget's."""
+        raised = list(raised)
         days: dict[tuple[str, int], tuple[Fraction, Fraction]] = {}  # (metric, day) -> (added, implied budget)
         for (metric, start), (span, charge) in charges.items():
             added = self._charge(device, metric, start, charge, claims[(metric, start)])
@@ -125,15 +155,16 @@ class PrivacyWatch:
             raised += self._day(device, metric, day, added, implied, day_rows[(metric, day)].fetchone())
         return raised
 
-    def _insert_releases(self, rows: list[tuple[str, str, str, int, int, str]]) -> set[tuple[str, str, int]]:
-        """Insert the releases not held yet (one statement per 200); returns (metric, zone, start) of those."""
-        new: set[tuple[str, str, int]] = set()
+    def _queue_releases(self, rows: list[tuple[str, str, str, int, int, str]]) -> list[Any]:
+        """Queue the inserts of the releases not held yet (one statement per 200); returns the cursors whose rows
+        are (metric, zone, start) of those inserted (read them before the transaction ends)."""
+        out = []
         for i in range(0, len(rows), 200):
             part = rows[i:i + 200]
             sql = ("INSERT INTO watch_releases VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
                    + " ON CONFLICT DO NOTHING RETURNING metric, zone, window_start")
-            new.update((str(m), str(z), int(s)) for m, z, s in self.db.all(sql, [x for r in part for x in r]))
-        return new
+            out.append(self.db.execute(sql, [x for r in part for x in r]))
+        return out
 
     def _claim_window(self, device: str, metric: str, start: int, span: int, eps: Fraction) -> Any:
         """Queue the window's first charge (a cursor: a row if the window was not charged yet)."""

@@ -127,6 +127,27 @@ def test_a_window_is_charged_once_at_its_largest_epsilon(tmp_path: Path, cloud_d
     cloud.store.close()
 
 
+def test_a_repeat_with_a_larger_epsilon_beside_a_new_release_charges_only_the_new(tmp_path: Path,
+                                                                                   cloud_db: str) -> None:
+    """The watch asks for each window's charge as if every release in the batch were new (one round trip with
+    the releases' inserts); when one was held already it asks again without it. Here the repeat (epsilon 1.0)
+    would raise the window's charge past the new release's (0.5): only the new one counts, the repeat is
+    flagged, inside a batch's store transaction as in the worker."""
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "c"), database=cloud_db), FakeClock(start_wall=T))
+    w = cloud.watch
+    assert w.observe("d1", {"records": [_agg(DAY, eps=0.25, zone="a")]}, 1.0) == []
+    doc = {"records": [_agg(DAY, eps=1.0, zone="a"), _agg(DAY, eps=0.5, zone="b")]}
+    flags: list[dict] = []
+    new, _ = cloud.store.store_batch("d1", "b" * 32, "0" * 16, 1, 2.0,
+                                     [(1, "umbra.aggregate/1", json.dumps(doc["records"][0]))],
+                                     on_new=lambda: flags.extend(w.check("d1", doc, 2.0, device_locked=True)))
+    assert new and [f["kind"] for f in flags] == ["released_twice"]
+    assert w.ledger("d1") == {"occupancy": {DAY // 86_400: Fraction(1, 2)}}  # 0.25, then raised to 0.5
+    assert w.observe("d1", {"records": [_agg(DAY + 900, eps=0.5, zone="a")]}, 3.0) == []  # the next is charged
+    assert w.ledger("d1") == {"occupancy": {DAY // 86_400: Fraction(1)}}
+    cloud.store.close()
+
+
 def test_a_log_rolled_back_and_written_up_to_the_counter_the_cloud_holds_is_flagged(tmp_path: Path,
                                                                                      cloud_db: str) -> None:
     """Rolled back offline and written again until its head counter is back where the cloud last saw it: the
