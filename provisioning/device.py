@@ -35,12 +35,22 @@ def hardware_id() -> str:
     return Path("/etc/machine-id").read_text().strip()[:16]
 
 
-def self_tests(state_dir: Path) -> dict[str, SelfTest]:
-    def camera() -> dict[str, Any]:
-        from hal.picam import PiCamera
+def self_tests(state_dir: Path, template: Path | None = None) -> dict[str, SelfTest]:
+    """The factory self-tests. With `template` (the sensor's config), the camera test opens the camera the
+    sensor will use (the template with what the station set laid over it); without, the Pi camera."""
 
-        with PiCamera(clock=SystemClock()) as cam, cam.capture() as f:
-            return {"lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
+    def camera() -> dict[str, Any]:
+        if template is None:
+            from hal.picam import PiCamera
+
+            with PiCamera(clock=SystemClock()) as cam, cam.capture() as f:
+                return {"lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
+        from firmware.cli.assemble import build_camera
+        from provisioning.firstboot import rendered
+
+        _, cfg = rendered(template, state_dir)
+        with build_camera(cfg, Path("/"), SystemClock(), (320, 240)) as cam, cam.capture() as f:
+            return {"kind": cfg.camera.kind, "lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
 
     def detector() -> dict[str, Any]:
         from hal.tflite import TfliteDetector
