@@ -1,9 +1,10 @@
 # Sourced (not run) by the tests that put the amd64 package in a clean Debian 12 root and boot it under systemd
-# 252 with systemd-nspawn (packaging/firstboot_test.sh; boot_test.sh and install_test.sh make the same root
-# their own way). As root, from the repository's top folder. Each function says what it sets; nothing here
+# 252 with systemd-nspawn (packaging/install_test.sh, packaging/firstboot_test.sh; boot_test.sh makes the same
+# root its own way). As root, from the repository's top folder. Each function says what it sets; nothing here
 # leaves a file behind once deb12_cleanup has run (the caller's EXIT trap calls it).
 #   deb12_require_nspawn        exit 2 with one line unless root with systemd-nspawn and debootstrap
-#   deb12_package               UMBRA_DEB_N: the package given, or one built into a folder removed on the way out
+#   deb12_package [REV REV2]    UMBRA_DEB_N (and UMBRA_DEB_N1: REV2): the packages given, or built into a folder
+#                               removed on the way out
 #   deb12_root                  deb12_dir: a fresh copy of the cached debootstrap root ($UMBRA_DEB12_BASE)
 #   deb12_chroot CMD...         CMD in the root (not booted), with /proc and /dev
 #   deb12_boot LOG ARGS...      boots the root (nspawn ARGS...): deb12_nspawn (its pid), deb12_init (PID 1's)
@@ -21,18 +22,22 @@ deb12_require_nspawn() {
   command -v debootstrap >/dev/null || { echo "debootstrap not found: apt-get install debootstrap" >&2; exit 2; }
 }
 
-deb12_package() {
+deb12_package() {  # deb12_package [REV...]: revision 1 (or each REV) built, unless UMBRA_DEB_N names one
   [ -n "${UMBRA_DEB_N:-}" ] && return
   deb12_dist="$(mktemp -d /var/tmp/umbra-debs.XXXX)"
-  UMBRA_DEB_OUT="$deb12_dist" UMBRA_DEB_REVISION=1 bash packaging/build.sh amd64 >/dev/null
-  UMBRA_DEB_N="$(ls "$deb12_dist"/umbra_*-1_amd64.deb)"
+  local rev
+  for rev in "${@:-1}"; do UMBRA_DEB_OUT="$deb12_dist" UMBRA_DEB_REVISION="$rev" bash packaging/build.sh amd64 >/dev/null; done
+  UMBRA_DEB_N="$(ls "$deb12_dist"/umbra_*-"${1:-1}"_amd64.deb)"
+  [ -z "${2:-}" ] || UMBRA_DEB_N1="$(ls "$deb12_dist"/umbra_*-"$2"_amd64.deb)"
 }
 
 deb12_root() {
   if [ ! -x "$deb12_base/usr/bin/python3" ]; then
     rm -rf "$deb12_base.new"
+    local t0; t0=$(date +%s)
     debootstrap --variant=minbase --include=python3,python3-venv,systemd bookworm "$deb12_base.new" \
       "$deb12_mirror" >/dev/null
+    echo "debootstrap (minbase + python3, python3-venv, systemd): $(( $(date +%s) - t0 )) s"
     mv "$deb12_base.new" "$deb12_base"
   fi
   deb12_dir="$(mktemp -d /var/tmp/umbra-root.XXXX)"
@@ -100,8 +105,8 @@ deb12_poweroff() {
 deb12_cleanup() {
   [ -z "$deb12_nspawn" ] || deb12_poweroff || true
   if [ -n "$deb12_dir" ]; then
-    for m in dev proc; do mountpoint -q "$deb12_dir/$m" && umount -l "$deb12_dir/$m"; done
-    rm -rf "$deb12_dir"
+    for m in data dev/pts dev proc sys; do mountpoint -q "$deb12_dir/$m" && umount -l "$deb12_dir/$m"; done
+    rm -rf "$deb12_dir" "$deb12_dir".*  # and what a script kept beside it (its .log, .before, ...)
   fi
   [ -z "$deb12_dist" ] || rm -rf "$deb12_dist"
 }

@@ -91,7 +91,7 @@ for i in range(60):  # a grey room and a light box walking across it, 6 s at 10 
 out.release()
 with open(path, "rb") as f:
     cfg = tomllib.load(f)
-cfg["camera"] = {"kind": "video", "source": video, "realtime": True, "main_size": cfg["camera"]["main_size"]}
+cfg["camera"] = {"kind": "video", "source": video, "main_size": cfg["camera"]["main_size"]}  # every frame, unpaced
 cfg["ota"]["enabled"] = False
 with open(path, "w") as f:  # keeps the file's owner and mode (root:umbra 0640)
     f.write(tomli_w.dumps(cfg))
@@ -114,8 +114,10 @@ show() { in_ct systemctl show -p ActiveState -p SubState -p Result -p ConditionR
 for _ in $(seq 60); do [ "$(in_ct systemctl is-active umbra-provision.service || true)" = active ] && break; sleep 1; done
 for u in umbra-provision.service umbra.service; do echo "$u: $(show "$u")"; done
 echo "device state: $(in_ct runuser -u umbra -- /opt/umbra/current/bin/umbra-device state)"
-echo "device cgroup in the container: $(in_ct systemd-run --quiet --wait --pipe -p DevicePolicy=strict \
-  head -c 1 /dev/zero >/dev/null 2>&1 && echo "not enforced (DevicePolicy=strict read /dev/zero)" || echo enforced)"
+echo "cgroups in the container: $(in_ct stat -fc %T /sys/fs/cgroup) ($(in_ct ls /sys/fs/cgroup | tr '\n' ' '))"
+f=/sys/fs/cgroup/devices/system.slice/umbra-provision.service/devices.list
+echo "the agent's device cgroup: $(in_ct sh -c "if [ -e $f ]; then tr '\n' ' ' < $f; else echo 'none (no devices \
+controller in the container: DevicePolicy and DeviceAllow are not enforced here)'; fi")"
 echo "the agent's status: $(in_ct systemctl show -p StatusText --value umbra-provision.service)"
 
 echo "== garbage on the line before the station speaks"
@@ -179,6 +181,7 @@ for _ in $(seq 30); do
   case "$(in_ct systemctl is-active umbra.service || true)" in activating) sleep 1 ;; *) break ;; esac
 done
 for u in umbra-provision.service umbra.service; do echo "$u: $(show "$u")"; done
+echo "the sensor this boot:"; journal umbra.service | grep -E 'Started umbra|umbra stopped after|Failed' || true
 echo "is-enabled umbra-provision.service: $(in_ct systemctl is-enabled umbra-provision.service || true)"
 echo "processes with /dev/serial0 open: $(in_ct sh -c 'for f in /proc/[0-9]*/fd/*; do [ "$(readlink "$f")" = /dev/serial0 ] && echo "$f"; done' | wc -l)"
 echo "a station on the locked device's line:"
