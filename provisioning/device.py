@@ -49,7 +49,7 @@ def self_tests(state_dir: Path, template: Path | None = None) -> dict[str, SelfT
         from provisioning.firstboot import rendered
 
         _, cfg = rendered(template, state_dir)
-        with build_camera(cfg, Path("/"), SystemClock(), (320, 240)) as cam, cam.capture() as f:
+        with build_camera(cfg, Path("/"), SystemClock(), (320, 240)) as sensor_cam, sensor_cam.capture() as f:
             return {"kind": cfg.camera.kind, "lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
 
     def detector() -> dict[str, Any]:
