@@ -127,7 +127,8 @@ def serve_until_locked(port: str, state_dir: Path, ca_pem: Path, *, model: str =
     pings = pings or Pings()
     agent = DeviceAgent(state_dir, hardware_id=hardware_id(), model=model, firmware=__version__,
                         trusted_ca_pem=ca_pem.read_bytes(),
-                        self_tests=self_tests(state_dir, template) if tests is None else tests)
+                        self_tests=self_tests(state_dir, lambda: rendered(template, state_dir)[1])
+                        if tests is None else tests)
     if agent.state["state"] == "locked":
         pings.ready("locked: nothing to provision")
         return "locked"

@@ -190,4 +190,5 @@ def test_the_camera_self_test_opens_the_camera_of_the_sensor_config(tmp_path):
         assert cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((480, 640, 3), 90, np.uint8))
     tpl = tmp_path / "sensor.toml"
     tpl.write_text(TEMPLATE.read_text().replace('kind = "pi"', f'kind = "video"\nsource = "{frames}"'))
-    assert self_tests(state, tpl)["camera"]() == {"kind": "video", "lores": [240, 320, 3], "lit": True}
+    camera = self_tests(state, lambda: firstboot.rendered(tpl, state)[1])["camera"]
+    assert camera() == {"kind": "video", "lores": [240, 320, 3], "lit": True}
