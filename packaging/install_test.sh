@@ -9,33 +9,12 @@ cd "$(dirname "$0")/.."
 ROOT_DIR="$PWD"
 [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, mounts)" >&2; exit 2; }
 data="${UMBRA_DATA_DIR:-$ROOT_DIR/../shared/data}"
-base="${UMBRA_DEB12_BASE:-/var/tmp/umbra-deb12-base}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+. packaging/deb12_root.sh
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
-
-dist=""  # the package folder this script builds, removed on the way out (not one it was given)
-if [ -z "${UMBRA_DEB_N:-}" ]; then
-  dist="$(mktemp -d /var/tmp/umbra-debs.XXXX)"
-  UMBRA_DEB_OUT="$dist" UMBRA_DEB_REVISION=1 bash packaging/build.sh amd64
-  UMBRA_DEB_OUT="$dist" UMBRA_DEB_REVISION=2 bash packaging/build.sh amd64
-  UMBRA_DEB_N="$(ls "$dist"/umbra_*-1_amd64.deb)"; UMBRA_DEB_N1="$(ls "$dist"/umbra_*-2_amd64.deb)"
-fi
-
-if [ ! -x "$base/usr/bin/python3" ]; then
-  rm -rf "$base.new"
-  t0=$(date +%s)
-  debootstrap --variant=minbase --include=python3,python3-venv,systemd bookworm "$base.new" "$mirror" >/dev/null
-  echo "debootstrap (minbase + python3, python3-venv, systemd): $(( $(date +%s) - t0 )) s"
-  mv "$base.new" "$base"
-fi
-root="$(mktemp -d /var/tmp/umbra-root.XXXX)"
-cleanup() {
-  for m in data dev/pts dev proc sys; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
-  rm -rf "$root"
-  [ -z "$dist" ] || rm -rf "$dist"
-}
-trap cleanup EXIT
-cp -a "$base/." "$root/"
+deb12_package 1 2  # N (rev 1) and N+1 (rev 2)
+trap deb12_cleanup EXIT
+deb12_root
+root="$deb12_dir"
 mount -t proc proc "$root/proc"; mount --rbind /sys "$root/sys"; mount --rbind /dev "$root/dev"
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 (cd "$root" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev \) -prune -o -print | sort) > "$root.before"

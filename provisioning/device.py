@@ -9,10 +9,12 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from firmware import __version__
+from firmware.config import UmbraConfig
 from hal.clock import SystemClock
 from hal.serial import open_serial
 from provisioning.agent import DeviceAgent, SelfTest
@@ -35,12 +37,21 @@ def hardware_id() -> str:
     return Path("/etc/machine-id").read_text().strip()[:16]
 
 
-def self_tests(state_dir: Path) -> dict[str, SelfTest]:
-    def camera() -> dict[str, Any]:
-        from hal.picam import PiCamera
+def self_tests(state_dir: Path, sensor_config: Callable[[], UmbraConfig] | None = None) -> dict[str, SelfTest]:
+    """The factory self-tests. With `sensor_config` (the sensor's config, as it will run: the maker's template
+    with what the station set laid over it), the camera test opens that config's camera; without, the Pi camera."""
 
-        with PiCamera(clock=SystemClock()) as cam, cam.capture() as f:
-            return {"lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
+    def camera() -> dict[str, Any]:
+        if sensor_config is None:
+            from hal.picam import PiCamera
+
+            with PiCamera(clock=SystemClock()) as cam, cam.capture() as f:
+                return {"lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
+        from firmware.cli.assemble import build_camera
+
+        cfg = sensor_config()
+        with build_camera(cfg, Path("/"), SystemClock(), (320, 240)) as sensor_cam, sensor_cam.capture() as f:
+            return {"kind": cfg.camera.kind, "lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
 
     def detector() -> dict[str, Any]:
         from hal.tflite import TfliteDetector

@@ -24,13 +24,14 @@ from typing import Any
 
 import tomli_w
 
-from firmware.config import parse
+from firmware.config import UmbraConfig, parse
 from firmware.errors import ConfigError
 from ota import watchdog
 from provisioning.agent import DeviceAgent, SelfTest
 from trust import pki
 
 STATE_DIR = Path("/var/lib/umbra/provisioning")
+TEMPLATE = Path("/etc/umbra/sensor.toml")  # the maker's sensor config: the camera self-test opens its camera
 log = logging.getLogger(__name__)
 
 
@@ -70,6 +71,12 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def render(template: Path, state_dir: Path, out: Path) -> None:
     """Template + provisioned values -> out, checked by the firmware's own config parser before it is written."""
+    text, _ = rendered(template, state_dir)
+    pki.write_atomic(out, text.encode())
+
+
+def rendered(template: Path, state_dir: Path) -> tuple[str, UmbraConfig]:
+    """The sensor's config (its TOML and as parsed): the template with the provisioned values laid over it."""
     try:
         table = tomllib.loads(template.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -79,8 +86,7 @@ def render(template: Path, state_dir: Path, out: Path) -> None:
     if isinstance(ota, dict) and ota.get("enabled") and not ota.get("base_url"):
         over["ota"]["base_url"] = over["sync"]["uploader"]["url"].rstrip("/") + "/ota"
     text = tomli_w.dumps(merge(table, over))
-    parse(text, f"{template} + {state_dir}")  # a bad template is refused here, by name, not at run time
-    pki.write_atomic(out, text.encode())
+    return text, parse(text, f"{template} + {state_dir}")  # a bad template is refused here, by name
 
 
 class Pings:
@@ -109,9 +115,11 @@ class Pings:
 
 def serve_until_locked(port: str, state_dir: Path, ca_pem: Path, *, model: str = "umbra-pi",
                        baudrate: int = 115_200, tests: dict[str, SelfTest] | None = None,
-                       pings: Pings | None = None) -> str:
+                       pings: Pings | None = None, template: Path = TEMPLATE) -> str:
     """Answer the station on `port`; return once the device is locked (the serial service then ends for good).
-    Under systemd (NOTIFY_SOCKET), tells it when it is ready and pings its watchdog from the loop."""
+    Under systemd (NOTIFY_SOCKET), tells it when it is ready and pings its watchdog from the loop. Bytes that
+    are no frame (line noise, a boot loader's or a terminal's chatter) are answered as bad frames and logged
+    once, as one line; the station's frames after them are served."""
     from firmware import __version__
     from hal.serial import open_serial
     from provisioning.device import hardware_id, self_tests
@@ -119,7 +127,8 @@ def serve_until_locked(port: str, state_dir: Path, ca_pem: Path, *, model: str =
     pings = pings or Pings()
     agent = DeviceAgent(state_dir, hardware_id=hardware_id(), model=model, firmware=__version__,
                         trusted_ca_pem=ca_pem.read_bytes(),
-                        self_tests=self_tests(state_dir) if tests is None else tests)
+                        self_tests=self_tests(state_dir, lambda: rendered(template, state_dir)[1])
+                        if tests is None else tests)
     if agent.state["state"] == "locked":
         pings.ready("locked: nothing to provision")
         return "locked"
@@ -130,10 +139,16 @@ def serve_until_locked(port: str, state_dir: Path, ca_pem: Path, *, model: str =
         while agent.state["state"] != "locked":
             pings.alive()
             data = line.read(4096)
+            refused = agent.refused
             for frame in agent.feed(data) if data else ():
                 line.write(frame)
+            if refused == 0 < agent.refused:
+                log.warning("%s: %d bytes that are not a valid request ignored (answered as a bad frame; "
+                            "later ones are counted, not logged)", port, len(data))
     finally:
         line.close()
+    if agent.refused:
+        log.info("%d requests refused or damaged frames answered while provisioning", agent.refused)
     pings.stopping("locked: provisioning closed")
     return "locked"
 
@@ -149,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     ag = sub.add_parser("agent", help="answer the station on the serial port until the device is locked")
     ag.add_argument("--port", default="/dev/serial0")
     ag.add_argument("--ca", type=Path, required=True, help="the manufacturing CA certificate (PEM)")
+    ag.add_argument("--template", type=Path, default=TEMPLATE, help="the sensor config the self-test reads")
     rd = sub.add_parser("render", help="write the sensor's config: template + provisioned values")
-    rd.add_argument("--template", type=Path, default=Path("/etc/umbra/sensor.toml"))
+    rd.add_argument("--template", type=Path, default=TEMPLATE)
     rd.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if a.command == "agent":
-            print(f"device {serve_until_locked(a.port, a.state, a.ca)}: provisioning closed")
+            print(f"device {serve_until_locked(a.port, a.state, a.ca, template=a.template)}: provisioning closed")
             return 0
         if a.command == "render":
             render(a.template, a.state, a.out)

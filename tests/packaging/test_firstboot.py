@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
-import select
 import socket
 import threading
 import time
-import tty
 from pathlib import Path
 
 import pytest
@@ -18,41 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.config import parse
 from provisioning import firstboot
+from provisioning.fakepty import Cable
 from provisioning.station import FileCA, FleetSettings, Station, StationLog
 from trust import pki
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "packaging" / "sensor.toml"
-
-
-class Relay:
-    """Two pty pairs joined master to master: a serial cable with a named port at each end."""
-
-    def __init__(self) -> None:
-        self.pairs = [os.openpty(), os.openpty()]
-        for _, slave in self.pairs:
-            tty.setraw(slave)
-        self.ports = [os.ttyname(s) for _, s in self.pairs]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        a, b = self.pairs[0][0], self.pairs[1][0]
-        while not self._stop.is_set():
-            ready, _, _ = select.select([a, b], [], [], 0.05)
-            for fd in ready:
-                try:
-                    data = os.read(fd, 4096)
-                    os.write(b if fd == a else a, data)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        for m, s in self.pairs:
-            os.close(m)
-            os.close(s)
 
 
 def fleet(tmp_path: Path) -> FleetSettings:
@@ -102,7 +71,7 @@ def test_agent_serves_until_locked_then_the_sensor_config_renders(tmp_path, monk
     state = tmp_path / "provisioning"
     assert firstboot.main(["--state", str(state), "is-unlocked"]) == 0
     assert firstboot.main(["--state", str(state), "is-locked"]) == 1
-    line = Relay()
+    line = Cable()
     done: dict[str, str] = {}
     agent = threading.Thread(target=lambda: done.update(
         state=firstboot.serve_until_locked(line.ports[0], state, tmp_path / "mfg-ca.pem",
@@ -172,3 +141,54 @@ def test_a_damaged_state_file_never_counts_as_locked(tmp_path, text):
     (tmp_path / "state.json").write_text(text)
     assert firstboot.main(["--state", str(tmp_path), "is-locked"]) == 2
     assert firstboot.main(["--state", str(tmp_path), "is-unlocked"]) == 2
+
+
+def test_garbage_on_the_line_before_the_station_is_one_log_line_and_provisioning_goes_on(tmp_path, caplog):
+    ca = FileCA.create(tmp_path / "ca")
+    (tmp_path / "mfg-ca.pem").write_bytes(ca.cert_pem())
+    state = tmp_path / "provisioning"
+    line = Cable()
+    served = threading.Event()
+
+    class Pinged(firstboot.Pings):
+        def ready(self, status: str) -> None:
+            served.set()
+
+    done: dict[str, str] = {}
+    agent = threading.Thread(target=lambda: done.update(
+        state=firstboot.serve_until_locked(line.ports[0], state, tmp_path / "mfg-ca.pem",
+                                           tests={"storage": lambda: {"ok": 1}},
+                                           pings=Pinged(lambda m: True))), daemon=True)
+    caplog.set_level(logging.INFO, logger="provisioning.firstboot")
+    agent.start()
+    try:
+        assert served.wait(10)
+        fd = os.open(line.ports[1], os.O_WRONLY | os.O_NOCTTY)
+        for noise in (b"AT\r\n+++ ATZ \x00", b"\xff\xfe\x13\x37 login: root\x00", b"\x00\x01\x02\x00"):
+            os.write(fd, noise)  # a modem's, a console's and a loader's chatter: three bad frames or more
+        os.close(fd)
+        station = Station(ca, StationLog(tmp_path / "station.sqlite"), fleet(tmp_path))
+        record = station.provision(line.ports[1], device_id="umbra-0043")
+        agent.join(10)
+    finally:
+        line.close()
+    assert record.device_id == "umbra-0043" and done["state"] == "locked"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "not a valid request ignored" in warnings[0], warnings
+
+
+def test_the_camera_self_test_opens_the_camera_of_the_sensor_config(tmp_path):
+    import cv2
+    import numpy as np
+
+    from provisioning.device import self_tests
+
+    state = provisioned(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        assert cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((480, 640, 3), 90, np.uint8))
+    tpl = tmp_path / "sensor.toml"
+    tpl.write_text(TEMPLATE.read_text().replace('kind = "pi"', f'kind = "video"\nsource = "{frames}"'))
+    camera = self_tests(state, lambda: firstboot.rendered(tpl, state)[1])["camera"]
+    assert camera() == {"kind": "video", "lores": [240, 320, 3], "lit": True}
