@@ -13,13 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402  (the project's resolver; standard library only)
 
-SHIPPED = ("ssd_mobilenet_v1_coco_quant",)  # the Edge TPU twin has no pinned hash yet (models/manifests)
+# the person detector, and the face detectors the sample images and the installer view blur with (without them
+# the sensor takes no sample: it refuses rather than send an unchecked picture). The Edge TPU twin has no pinned
+# hash yet (models/manifests); the demographics models stay out: that stream is off by default and opt-in
+SHIPPED = ("ssd_mobilenet_v1_coco_quant", "blazeface_full_range", "blazeface_short_range")
 
 
 def main(dest: Path) -> int:
     for name in SHIPPED:
         m = models.manifest(name)
-        path = models.resolve(name)
+        try:
+            path = models.resolve(name)
+        except (models.ModelError, OSError) as e:
+            print(f"ship_models: {e}", file=sys.stderr)
+            return 1
         folder = dest / name
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, folder / m.file)

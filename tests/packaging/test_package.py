@@ -100,11 +100,13 @@ def test_units_user_folders_template_and_control(tree):
     assert (tree / "lib/systemd/system/boot-firmware.mount.d/umbra-boot-switch.conf").is_file()
     assert 'u umbra-boot - "Umbra tryboot switch"' in users
     assert (tree / "usr/share/umbra/models/ssd_mobilenet_v1_coco_quant/detect.tflite").is_file()
+    for face in ("full", "short"):  # the samples' and the installer view's face detectors: no sample without them
+        assert (tree / f"usr/share/umbra/models/blazeface_{face}_range/face_detection_{face}_range.tflite").is_file()
     assert "--require-hashes" in (tree / "DEBIAN/postinst").read_text()
 
 
 def test_the_boot_switch_ships_as_root_s_files_and_runs_from_them_alone(deb, tree, tmp_path):
-    """umbra-boot-switch.service runs /usr/lib/umbra/boot-switch as root: dpkg's (root) files, standard
+    """umbra-boot-switch.service runs /usr/lib/umbra/boot-switch (as umbra-boot): dpkg's (root) files, standard
     library and trust.files only (never the venv), so the shipped copy answers a request by itself."""
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
     rows = {line.split()[-1]: line.split()[:2] for line in listing.splitlines()}
