@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 from packaging.version import InvalidVersion, Version
@@ -79,7 +80,7 @@ MAX_NAME = 255 * 16  # a file's path in the release, in characters
 # What a manifest may hold, checked before any of it is used: a file's name is a relative path of plain
 # components (no "", ".", ".." nor a leading "/"), its length a whole number (a bool is no length) within the
 # size the headers were checked against, its hash 64 hex digits.
-MANIFEST_SCHEMA = {
+MANIFEST_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["schema", "version", "hardware", "min_from", "files"],
     "properties": {
         "schema": {"const": SCHEMA}, "version": {"type": "string", "maxLength": 64},

@@ -33,12 +33,13 @@ def _entry(data: bytes) -> dict[str, Any]:
     return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", **kw: Any) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", **kw: Any) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     for k, v in kw.items():
         setattr(info, k, v)
     tar.addfile(info, io.BytesIO(data) if data else None)
+    return info
 
 
 def _tar(path: Path, fill: Callable[[tarfile.TarFile], object]) -> Path:
