@@ -45,6 +45,7 @@ from hal.trustedtime import TrustedClock
 from ota import agent
 from ota.lock import LockedBoot
 from ota.watchdog import Watchdog
+from trust.files import check_regular
 
 log = logging.getLogger("umbra")
 
@@ -264,6 +265,7 @@ def write_json_lines(f: IO[str], records: Iterable[Mapping[str, Any]]) -> None:
 
 def _open_append(path: Path, files: ExitStack) -> IO[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_regular(path)
     return files.enter_context(path.open("a", encoding="utf-8"))
 
 

@@ -65,6 +65,7 @@ def test_every_bad_flag_is_one_line_and_non_zero(tmp_path: Path, shared_data: Pa
             lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(("umbra:", "umbra-ota:"))]
             if proc.returncode == 0 or "Traceback" in proc.stderr or len(lines) != 1 or CASES[name][1] not in lines[0] \
                     or proc.stdout.strip():
-                failures.append(f"{name}: exit {proc.returncode}, out {proc.stdout[-200:]!r}, err {proc.stderr[-400:]!r}")
+                failures.append(f"{name}: exit {proc.returncode}, out {proc.stdout[-200:]!r}, "
+                                f"err {proc.stderr[-400:]!r}")
     assert not failures, "\n".join(failures)
     assert sorted(p.name for p in (tmp_path / "r0").rglob("*")) == plan_before  # no plan written
