@@ -6,7 +6,6 @@ device did not earn is recorded: no certificate is issued before the device's he
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning.agent import DeviceAgent
 from provisioning.errors import ProvisioningError
 from provisioning.fakepty import FakeDevice
-from provisioning.station import FileCA, FleetSettings, Station, StationLog
+from provisioning.station import Station
 from trust import pki
-from trust.keys import BatchKey
 
 TESTS = {"camera": lambda: {"frames": 5}}
 Lie = Callable[[DeviceAgent, dict[str, Any]], dict[str, Any]]
@@ -63,16 +60,6 @@ LIES: dict[tuple[str, str], Lie] = {
     ("self_test", "report a list of strings"): lambda a, args: {"camera": "ok"},
     ("self_test", "report entries numbers"): lambda a, args: {"camera": 1, "storage": None},
 }
-
-
-@pytest.fixture
-def factory(tmp_path: Path) -> tuple[FileCA, FleetSettings, StationLog]:
-    ca = FileCA.create(tmp_path / "ca")
-    root = Ed25519PrivateKey.generate()
-    pins = pki.sign_pin_update(root, ["A" * 43 + "=", "B" * 43 + "="], 1, int(time.time()))
-    fleet = FleetSettings("https://localhost:8443", pins, pki.root_public_b64(root), b'{"signed": {"_type": "root"}}',
-                          lambda device_id: BatchKey.generate(time.time(), 86_400).to_json())
-    return ca, fleet, StationLog(tmp_path / "station.sqlite")
 
 
 @pytest.mark.parametrize("lie", sorted(LIES), ids=lambda k: f"{k[0]}: {k[1]}")

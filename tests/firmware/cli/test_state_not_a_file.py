@@ -12,8 +12,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from firmware.config import to_toml
 
+pytestmark = pytest.mark.timeout(600)  # ten runs of `umbra run`, two at a time, on a loaded machine
 UMBRA = str(Path(sys.executable).parent / "umbra")
 FILES = {"audit": "audit.jsonl", "continual": "continual_state.json", "aggregates": "agg.jsonl"}
 DAMAGE = ("/dev/full", "/dev/zero", "fifo")
