@@ -205,7 +205,7 @@ class Station:
         self._prove(c, hw, cert_pem)
         self._step(port, "self_test")
         tests = c.call("self_test")
-        failed = sorted(str(k) for k, v in tests.items() if not isinstance(v, dict) or v.get("ok") is not True)
+        failed = sorted(str(k) for k, v in tests.items() if not isinstance(v, dict) or not v.get("ok"))
         self.log.put(hardware_id=hw, device_id=device_id, serial=serial, firmware=firmware,
                      tests=json.dumps(tests), status="self_test_failed" if failed else "tested")
         if failed:
