@@ -11,6 +11,8 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
+import re
 import ssl
 import time
 import zlib
@@ -90,6 +92,49 @@ class CloudConfig:
             raise ValueError("db_threads: 1 to 64 (each a PostgreSQL connection of a worker)")
         if not 0 <= self.daily_epsilon <= MAX_DAILY_EPSILON:
             raise ValueError(f"daily_epsilon: 0 to {MAX_DAILY_EPSILON:g} (0: epsilon times the windows in a day)")
+
+
+# A run of 19 digits or more (an integer that may pass 64 bits) or an exponent of three digits (a float that
+# may overflow to infinity): only a body holding one is parsed again with every number checked.
+_SUSPECT_NUMBER = re.compile(rb"\d{19}|[eE][+-]?\d{3}")
+MAX_INT = 2**63 - 1  # what PostgreSQL's bigint and SQLite's integer hold
+
+
+def _not_json(name: str) -> Any:
+    raise Refused(400, "bad_json", f"body holds {name}, which is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or abs(v := int(text)) > MAX_INT:
+        raise Refused(400, "bad_json", f"body holds the integer {text[:24]}{'...' if len(text) > 24 else ''}, "
+                                       "beyond 64 bits")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    if not math.isfinite(v := float(text)):
+        raise Refused(400, "bad_json", f"body holds {text[:24]}, which overflows a float")
+    return v
+
+
+def _plain_text(doc: Any) -> None:
+    """Refuse a string or key holding a NUL or a lone surrogate (what an escape can put in JSON and UTF-8
+    cannot hold)."""
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            if "\x00" in v:
+                raise Refused(400, "bad_json", "body holds a NUL character (\\u0000)")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Refused(400, "bad_json", "body holds a lone surrogate escape (not a character)") from None
 
 
 class Cloud:
@@ -240,7 +285,14 @@ class Cloud:
     @staticmethod
     def _load_json(raw: bytes) -> Any:
         try:
-            return json.loads(raw)
+            doc = json.loads(raw, parse_constant=_not_json)
+            if _SUSPECT_NUMBER.search(raw):  # rare: read again with every number checked (slower per number)
+                json.loads(raw, parse_int=_bounded_int, parse_float=_finite_float)
+            if b"\\u" in raw:  # escapes: none may be a NUL or half a surrogate pair (no database holds them)
+                _plain_text(doc)
+            return doc
+        except Refused:
+            raise
         except (ValueError, UnicodeDecodeError) as e:
             raise Refused(400, "bad_json", f"body is not JSON: {e}") from None
         except RecursionError:  # nested past the parser: no batch is

@@ -22,6 +22,7 @@ from hal.errors import CameraError, CameraUnavailable, EndOfStream
 from hal.frame import Frame, FramePool, letterbox_into
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+MAX_SIDE = 8192  # pixels: as [camera] main_size; a larger source is refused before a frame buffer is made
 
 
 class VideoCamera:
@@ -74,10 +75,12 @@ class VideoCamera:
             if first is None:
                 raise CameraUnavailable(f"cannot decode {self._images[0]}")
             h, w = first.shape[:2]
+            first.fill(0)
             self.fps = self._fps_override or 10.0
         else:
             if not self.source.is_file():
-                raise CameraUnavailable(f"video {self.source} not found")
+                why = "is not a regular file" if self.source.exists() else "not found"
+                raise CameraUnavailable(f"video {self.source} {why}")
             cap = cv2.VideoCapture(str(self.source))
             if not cap.isOpened():
                 raise CameraUnavailable(f"cannot open video {self.source}")
@@ -87,6 +90,9 @@ class VideoCamera:
                 raise CameraUnavailable(f"{self.source} is not a video this camera can decode (no picture size)")
             self._cap = cap
             self.fps = self._fps_override or cap.get(cv2.CAP_PROP_FPS) or 10.0
+        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            self.close()
+            raise CameraUnavailable(f"{self.source} is {w}x{h} pixels; at most {MAX_SIDE}x{MAX_SIDE} is read")
         self.source_size = (w, h)
         self._decode = np.zeros((h, w, 3), np.uint8)
         self._t0_ns = self.clock.monotonic_ns()
@@ -194,10 +200,11 @@ class VideoCamera:
         self._index += 1
         if img is None:
             raise CameraError(f"cannot decode {self._images[self._index - 1]}")
-        if img.shape != buf.shape:
-            cv2.resize(img, (buf.shape[1], buf.shape[0]), dst=buf)
-        else:
-            buf[...] = img
+        if img.shape != buf.shape:  # resized, it would move every zone the homography places: a counted fault
+            img.fill(0)
+            raise CameraError(f"{self._images[self._index - 1]} is {img.shape[1]}x{img.shape[0]} pixels, the source's "
+                              f"frames {buf.shape[1]}x{buf.shape[0]}: frame skipped")
+        buf[...] = img
         img.fill(0)
         return True
 

@@ -9,10 +9,13 @@ import hashlib
 import io
 import json
 import tarfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 from packaging.version import InvalidVersion, Version
 
 from ota.errors import OtaError, Refused
@@ -73,6 +76,23 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 CHUNK = 1024 * 1024
+MAX_NAME = 255 * 16  # a file's path in the release, in characters
+# What a manifest may hold, checked before any of it is used: a file's name is a relative path of plain
+# components (no "", ".", ".." nor a leading "/"), its length a whole number (a bool is no length) within the
+# size the headers were checked against, its hash 64 hex digits.
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["schema", "version", "hardware", "min_from", "files"],
+    "properties": {
+        "schema": {"const": SCHEMA}, "version": {"type": "string", "maxLength": 64},
+        "min_from": {"type": "string", "maxLength": 64},
+        "hardware": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string", "maxLength": 64}},
+        "files": {"type": "object", "propertyNames": {
+            "maxLength": MAX_NAME, "pattern": r"^(?!/)(?!.*(^|/)\.{0,2}(/|$))[^\x00]+$"},
+            "additionalProperties": {"type": "object", "required": ["length", "sha256"], "properties": {
+                "length": {"type": "integer", "minimum": 0},
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}},
+    },
+}
 
 
 def verify_and_extract(bundle: Path, dest: Path, hardware: str) -> Manifest:
@@ -82,13 +102,11 @@ def verify_and_extract(bundle: Path, dest: Path, hardware: str) -> Manifest:
         limit = Path(bundle).stat().st_size  # a plain member's bytes are inside the file: no more can be real
         with tarfile.open(bundle, "r:") as tar:
             members = {m.name: m for m in tar.getmembers()}
+            names = [m.name for m in tar.getmembers()]
+            if len(names) != len(members):  # a second member of one name would shadow the first
+                raise Refused("bad_bundle", f"member {next(n for n in names if names.count(n) > 1)!r} appears twice")
             _check_declared_sizes(members, limit)
-            if "manifest.json" not in members:
-                raise Refused("bad_bundle", "no manifest.json")
-            doc = json.loads(tar.extractfile(members["manifest.json"]).read(MAX_MANIFEST_BYTES))  # type: ignore[union-attr]
-            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-                raise Refused("bad_bundle", f"manifest is not {SCHEMA}")
-            man = Manifest(doc["version"], tuple(doc["hardware"]), doc["min_from"], doc["files"])
+            man = _read_manifest(tar, members)
             if hardware not in man.hardware:
                 raise Refused("wrong_hardware", f"release is for {', '.join(man.hardware)}, this is {hardware}")
             expected = {"manifest.json"} | {"files/" + k for k in man.files}
@@ -106,6 +124,34 @@ def verify_and_extract(bundle: Path, dest: Path, hardware: str) -> Manifest:
         raise Refused("bad_bundle", f"unreadable bundle: {e}") from e
     (dest / "manifest.json").write_text(json.dumps(man.to_json(), sort_keys=True))
     return man
+
+
+def _read_manifest(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> Manifest:
+    """The manifest, refused unless it is a plain member holding JSON of MANIFEST_SCHEMA's shape."""
+    m = members.get("manifest.json")
+    if m is None or not m.isfile():
+        raise Refused("bad_bundle", "no manifest.json" if m is None else "manifest.json is not a plain file")
+    src = tar.extractfile(m)
+    try:
+        doc = json.loads(src.read(MAX_MANIFEST_BYTES), object_pairs_hook=_unique)  # type: ignore[union-attr]
+    except RecursionError:
+        raise Refused("bad_bundle", "manifest.json is nested too deep") from None
+    try:
+        jsonschema.validate(doc, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as e:
+        why = f"{e.instance!r} is not a relative path of plain parts" if e.validator == "pattern" and \
+            e.schema is MANIFEST_SCHEMA["properties"]["files"]["propertyNames"] else e.message[:200]
+        raise Refused("bad_bundle", f"manifest is not {SCHEMA}: {why}") from None
+    return Manifest(doc["version"], tuple(doc["hardware"]), doc["min_from"], doc["files"])
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are unique: a second "files" would otherwise replace the first unseen."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise Refused("bad_bundle", f"manifest.json repeats the key {twice!r}")
+    return out
 
 
 def _check_declared_sizes(members: dict[str, tarfile.TarInfo], limit: int) -> None:

@@ -46,6 +46,8 @@ def _signer_from_pem(pem: bytes) -> CryptoSigner:
     return CryptoSigner(serialization.load_pem_private_key(pem, password=None))
 
 
+MAX_ROOT_KEYS = 64  # root keys of a repository (TUF's root role), each an offline key to keep
+
 class Repository:
     """`Repository(dir)`: dir/keys/<role>-<n>.pem (ops secrets, never served), dir/public/metadata and
     dir/public/targets (what a server publishes: the reference cloud serves dir/public at /ota/)."""
@@ -96,6 +98,8 @@ class Repository:
         """New repository; returns root.json (to embed in devices at provisioning)."""
         if (self.meta_dir / "root.json").exists():
             raise OtaError(f"{self.dir} already holds a repository")
+        if not 1 <= root_keys <= MAX_ROOT_KEYS:  # before any key is made: 10**8 of them never ends
+            raise OtaError(f"root keys: {root_keys} is not allowed; use 1 to {MAX_ROOT_KEYS}")
         if not 1 <= root_threshold <= root_keys:
             raise OtaError("root threshold must be between 1 and the number of root keys")
         for d in (self.keys_dir, self.meta_dir, self.targets_dir):

@@ -16,6 +16,7 @@ An aborted plan is final (`transition()` refuses to leave it): a new release res
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -87,8 +88,11 @@ def transition(plan: Mapping[str, Any], state: str) -> dict:
 def make_plan(release: str, percents: Iterable[float], starts: Iterable[float], budgets: Iterable[float]) -> dict:
     stages = [{"percent": float(p), "start": float(s), "failure_budget": float(b)}
               for p, s, b in zip(percents, starts, budgets, strict=True)]
-    last = 0.0
+    last, begun = 0.0, -math.inf
     for st in stages:
+        if not (math.isfinite(st["start"]) and begun <= st["start"]):
+            raise OtaError("stage starts must be finite times in order (--every-hours: a finite number, 0 or more)")
+        begun = st["start"]
         if not last <= st["percent"] <= 100:
             raise OtaError("stage percents must rise and stay within 0..100")
         if not 0 <= st["failure_budget"] <= 1:

@@ -25,9 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hal.serial import open_serial
+from provisioning.agent import NAME
 from provisioning.errors import IssuanceRefused, ProvisioningError
 from provisioning.protocol import Client
 from trust import pki
+from trust.errors import PkiError
 
 STEPS = ("hello", "generate_key", "sign", "install_chain", "set_config", "verify", "self_test", "lock")
 Progress = Callable[[str, str, int, int], None]  # (port, step, index, total)
@@ -171,9 +173,12 @@ class Station:
     def _run(self, port: str, c: Client, device_id: str | None, force: bool) -> DeviceRecord:
         self._step(port, "hello")
         hello = c.call("hello")
-        hw, firmware = str(hello["hardware_id"]), str(hello["firmware"])
+        hw, firmware, state = (_answer(hello, "hello", k, str) for k in ("hardware_id", "firmware", "state"))
+        if not NAME.match(hw) or len(firmware) > 64:
+            raise ProvisioningError("bad_answer", f"hello: hardware id {hw[:80]!r} is not 1 to 64 of A-Z a-z 0-9 . _ - "
+                                                  "(or the firmware version is longer than 64)")
         known = self.log.get(hw)
-        if hello["state"] == "locked":
+        if state == "locked":
             if known and known["status"] == "done":
                 return _record(known)
             if known and known.get("cert") and known["status"] == "tested":  # the lock's answer was lost
@@ -183,12 +188,15 @@ class Station:
             raise ProvisioningError("locked", f"device {hw} is locked but this station has no record of it")
         device_id = device_id or (known["device_id"] if known else f"umbra-{hw}")
         self._step(port, "generate_key")
-        csr_pem = c.call("generate_key", device_id=device_id)["csr"]
-        csr = x509.load_pem_x509_csr(csr_pem)
-        self._step(port, "sign")
-        cert_pem = self._certificate(hw, device_id, csr, csr_pem, force)
+        csr_pem = _answer(c.call("generate_key", device_id=device_id), "generate_key", "csr", bytes)
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+            self._step(port, "sign")
+            cert_pem = self._certificate(hw, device_id, csr, csr_pem, force)
+        except (ValueError, PkiError) as e:  # the device's CSR: not PEM, another name, another kind of key
+            raise ProvisioningError("bad_csr", f"device {hw}: {str(e).splitlines()[0][:200]}") from e
         self._step(port, "install_chain")
-        serial = c.call("install_chain", chain=[cert_pem, self.ca.cert_pem()])["serial"]
+        serial = _answer(c.call("install_chain", chain=[cert_pem, self.ca.cert_pem()]), "install_chain", "serial", str)
         self._step(port, "set_config")
         c.call("set_config", device_id=device_id, cloud_url=self.fleet.cloud_url, pins=self.fleet.pins_message,
                fleet_root_public_key=self.fleet.fleet_root_public_key, ota_root=self.fleet.ota_root,
@@ -197,7 +205,7 @@ class Station:
         self._prove(c, hw, cert_pem)
         self._step(port, "self_test")
         tests = c.call("self_test")
-        failed = sorted(k for k, v in tests.items() if not v.get("ok"))
+        failed = sorted(str(k) for k, v in tests.items() if not isinstance(v, dict) or not v.get("ok"))
         self.log.put(hardware_id=hw, device_id=device_id, serial=serial, firmware=firmware,
                      tests=json.dumps(tests), status="self_test_failed" if failed else "tested")
         if failed:
@@ -216,7 +224,7 @@ class Station:
     def _prove(self, c: Client, hw: str, cert_pem: bytes) -> None:
         """The device signs a fresh challenge; the signature must verify with the certificate's key."""
         challenge = os.urandom(32)
-        sig = c.call("verify", challenge=challenge)["signature"]
+        sig = _answer(c.call("verify", challenge=challenge), "verify", "signature", bytes)
         key = x509.load_pem_x509_certificate(cert_pem).public_key()
         assert isinstance(key, ec.EllipticCurvePublicKey)
         try:
@@ -245,6 +253,17 @@ class Station:
             serial = format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
             self.log.put(hardware_id=hw, device_id=device_id, serial=serial, cert=cert_pem.decode(), status="issued")
         return cert_pem
+
+
+def _answer(result: dict[str, Any], op: str, key: str, kind: type) -> Any:
+    """`result[key]`, refused unless it is there and of `kind`: a device's answer is input like any other."""
+    value: Any = result.get(key)
+    if not isinstance(value, kind):
+        raise ProvisioningError("bad_answer", f"{op}: the device's {key} is {type(value).__name__}, "
+                                              f"not {kind.__name__}")
+    if isinstance(value, str) and (len(value) > 4096 or "\x00" in value):
+        raise ProvisioningError("bad_answer", f"{op}: the device's {key} is overlong or holds a NUL")
+    return value
 
 
 def _spki(key: Any) -> bytes:

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def check_regular(path: str | os.PathLike[str]) -> None:
+    """Raise OSError unless `path` is absent or a regular file (through any symlink): a state file replaced by
+    /dev/full or /dev/zero would read for ever, a fifo would block its opener, both before any content check."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a device, a fifo or a folder stands there)", str(path))
 
 
 def write_atomic(path: Path, data: bytes, private: bool = False, mode: int | None = None) -> None:

@@ -22,6 +22,7 @@ from firmware.cli.assemble import JsonlSink, build_clock, build_loop
 from firmware.cli.installer import Installer, attach_installer
 from firmware.cli.summary import stop_summary
 from firmware.config import UmbraConfig, load, resolve_path
+from firmware.config.checks import flag, whole
 from firmware.demographics.hook import DemographicsHook, build_demographics_hook
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.installer.countaudit import LineCountSink
@@ -44,6 +45,7 @@ from hal.trustedtime import TrustedClock
 from ota import agent
 from ota.lock import LockedBoot
 from ota.watchdog import Watchdog
+from trust.files import check_regular
 
 log = logging.getLogger("umbra")
 
@@ -77,6 +79,8 @@ class Sensor:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.max_frames is not None:
+        flag(whole, "--max-frames", args.max_frames, 1, 2**62, unit="frames")
     cfg = load(args.config)
     sensor = Sensor(cfg, args.config.resolve().parent, build_clock(cfg, args.config.resolve().parent))
     init_sync(sensor)
@@ -261,6 +265,7 @@ def write_json_lines(f: IO[str], records: Iterable[Mapping[str, Any]]) -> None:
 
 def _open_append(path: Path, files: ExitStack) -> IO[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_regular(path)
     return files.enter_context(path.open("a", encoding="utf-8"))
 
 

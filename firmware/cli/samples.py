@@ -28,12 +28,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.cli.assemble import build_clock
 from firmware.config import load
+from firmware.config.checks import flag, number, whole
+from firmware.config.samples import MAX_RATE_PER_HOUR, MAX_VALIDITY_DAYS
 from firmware.errors import AuthorizationRefused, SamplesCommandError
 from firmware.privacy.audit import NoAudit, audit_log_for
 from firmware.samples.authorization import Authorizer, public_key_b64, sign_token
 from firmware.samples.grantstore import _token_id, accept, authorizer_for, device_id_of, revoke, store_for, token_text
 from hal.trustedtime import TrustedClock
 from trust.files import write_atomic
+
+LAST_UNIX_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -89,8 +93,10 @@ def load_customer_key(path: Path) -> Ed25519PrivateKey:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    if args.rate < 1 or args.days <= 0:
-        raise SamplesCommandError("--rate must be at least 1 and --days positive")
+    flag(whole, "--rate", args.rate, 1, MAX_RATE_PER_HOUR, unit="samples per hour (what a device may ever accept)")
+    flag(number, "--days", args.days, 0, MAX_VALIDITY_DAYS, lo_open=True, unit="days")
+    if args.not_before is not None:
+        flag(whole, "--not-before", args.not_before, 0, LAST_UNIX_S, unit="Unix seconds")
     start = int(time.time()) if args.not_before is None else args.not_before
     token = sign_token(load_customer_key(args.key), device_id=args.device, rate_per_hour=args.rate,
                        not_before=start, expires=start + int(args.days * 86400),

@@ -4,7 +4,9 @@ way and a NaN, an infinity or an absurd value is refused with a message naming t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from firmware.errors import ConfigError
 
 Number = int | float
 
@@ -40,6 +42,15 @@ def numbers(key: str, values: Iterable[Number], lo: Number, hi: Number, **kw: ob
     """Each item of `values` is a finite number in range (see `number`); the message names the item."""
     for i, v in enumerate(values):
         number(f"{key}[{i}]", v, lo, hi, **kw)  # type: ignore[arg-type]
+
+
+def flag(check: Callable[..., None], key: str, value: Number, *args: Number, **kw: object) -> None:
+    """A command-line flag checked like a config key (`check` is `number` or `whole`): a ConfigError, which
+    `umbra` prints as one line, instead of the ValueError."""
+    try:
+        check(key, value, *args, **kw)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def describe(lo: Number, hi: Number, lo_open: bool = False, hi_open: bool = False, unit: str = "",

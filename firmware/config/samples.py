@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from trust.keys import ed25519_public_key
 
+MAX_RATE_PER_HOUR = 60  # the most samples per hour any token may grant, whatever a device's config says
+MAX_VALIDITY_DAYS = 366
+
 
 @dataclass(frozen=True, slots=True)
 class SamplesConfig:
@@ -70,7 +73,7 @@ class AuthorizationConfig:
                 ed25519_public_key(self.customer_public_key)
             except ValueError as e:
                 raise ValueError(f"customer_public_key: {e}") from None
-        if not 1 <= self.max_rate_per_hour <= 60:
-            raise ValueError("max_rate_per_hour: 1 to 60 samples per hour")
-        if not 1 <= self.max_validity_days <= 366:
-            raise ValueError("max_validity_days: 1 to 366 days")
+        if not 1 <= self.max_rate_per_hour <= MAX_RATE_PER_HOUR:
+            raise ValueError(f"max_rate_per_hour: 1 to {MAX_RATE_PER_HOUR} samples per hour")
+        if not 1 <= self.max_validity_days <= MAX_VALIDITY_DAYS:
+            raise ValueError(f"max_validity_days: 1 to {MAX_VALIDITY_DAYS} days")

@@ -56,7 +56,7 @@ from firmware.errors import AuditError
 from firmware.privacy.auditfile import GENESIS, KEYS, Tail, describe, is_torn, scan, unrecorded_damage
 from trust.devicekey import device_signer, key_b64, public_key_from_b64, public_key_from_cert, signature_ok
 from trust.errors import DeviceKeyError
-from trust.files import canonical, write_atomic
+from trust.files import canonical, check_regular, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,7 @@ class AuditLog:
     @contextlib.contextmanager
     def _locked_file(self) -> Iterator[Any]:
         try:
+            check_regular(self.path)
             f = open(self.path, "a+b")
         except OSError as e:
             raise AuditError(f"cannot open the audit log {self.path}: {e.strerror}") from e

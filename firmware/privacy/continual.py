@@ -58,7 +58,7 @@ from firmware.privacy.analytics import sum_tail, threshold
 from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
-from trust.files import write_atomic
+from trust.files import check_regular, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ def released_in_log(path: str | Path | None) -> dict[int, int]:
     if path is None:
         return {}
     try:
+        check_regular(path)
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return {}
@@ -404,6 +405,7 @@ class ContinualRelease:
         """The persisted state; a missing, damaged or differently shaped one starts empty (and if the audit log
         or the budget shows releases today, `_suspend` suspends the day: it is never re-noised)."""
         try:
+            check_regular(self.path)
             doc = json.loads(self.path.read_bytes())
             if doc.get("version") != STATE_VERSION or doc["dims"] != self.dims:
                 raise ValueError("another version or other lines and zones")

@@ -5,35 +5,22 @@ id; a device refuses a certificate for its own key that names another device."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning.agent import DeviceAgent
 from provisioning.errors import FrameError, ProvisioningError, Refusal
 from provisioning.fakepty import FakeDevice
 from provisioning.framing import decode
 from provisioning.protocol import pack, unpack
-from provisioning.station import FileCA, FleetSettings, Station, StationLog
+from provisioning.station import FileCA, Station
 from trust import pki
-from trust.keys import BatchKey
 
 TESTS = {"camera": lambda: {"frames": 5}, "storage": lambda: {"free_mb": 1200}}
-
-
-@pytest.fixture
-def factory(tmp_path: Path) -> tuple[FileCA, FleetSettings, StationLog]:
-    ca = FileCA.create(tmp_path / "ca")
-    root = Ed25519PrivateKey.generate()
-    pins = pki.sign_pin_update(root, ["A" * 43 + "=", "B" * 43 + "="], 1, int(time.time()))
-    fleet = FleetSettings("https://localhost:8443", pins, pki.root_public_b64(root), b'{"signed": {"_type": "root"}}',
-                          lambda device_id: BatchKey.generate(time.time(), 86_400).to_json())
-    return ca, fleet, StationLog(tmp_path / "station.sqlite")
 
 
 def _agent(folder: Path, ca: FileCA, hw: str) -> DeviceAgent:
