@@ -41,7 +41,8 @@ GRID: list[dict[str, Any]] = [
     {"presence_cap_s": cap, "occupancy_split": split, "max_crossings": cross}
     for cap, split, cross in itertools.product((240, 480), ((0.8, 0.2), (0.9, 0.1)), (0, 2))
 ]
-TREE_GRID: list[dict[str, Any]] = [{"tree_crossing_cap": c} for c in (1, 2, 3)]
+TREE_GRID: list[dict[str, Any]] = [{"tree_crossing_cap": c, "tree_level_weight": w}
+                                   for c, w in itertools.product((1, 2, 3), (0, 1, 2))]
 K, EPS = 5, 1.0
 TREE_SEED = 1000  # the tree's seeds where it is combined with the minutes: noise independent of theirs
 
@@ -172,7 +173,7 @@ def long_replay(scenes: list[Scene], hours: float) -> None:
     """Each scene played back to back for `hours` (new people each pass), as a day's first hours: the day's
     running totals at minute resolution for each crossing cap of the grid, against summing the per-minute
     releases. Over hours a cap's truncation adds up, which the short clips of the folds do not show."""
-    caps = [g["tree_crossing_cap"] for g in TREE_GRID]
+    caps = sorted({g["tree_crossing_cap"] for g in TREE_GRID})
     print(f"\n{hours:g} hours of each scene back to back (1 seed; the tree's horizon is still the whole day):")
     print(f"{'scene':22s} | " + " ".join(f"{'tree cap ' + str(c):>10s}" for c in caps)
           + f" {'summed':>7s} {'visitors':>8s} | " + " ".join(f"{'+min cap ' + str(c):>10s}" for c in caps)
