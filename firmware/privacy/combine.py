@@ -229,3 +229,28 @@ def combine_records(records: Iterable[dict[str, Any]]) -> dict[tuple[int, str, s
                         [minutes[key].get(u) for u in range(1, n + 1)], mvar.get(key, math.inf))
         out[key] = comb.series()
     return out
+
+
+def monotone(series: Sequence[Estimate | None], causal: bool = True) -> list[Estimate | None]:
+    """Consistency post-processing of one day's running-total estimates: the true running totals never fall
+    and are never negative, so the estimates are replaced by their weighted isotonic regression (weights
+    1 / variance; `scipy.optimize.isotonic_regression`), clipped at 0, over the steps that have an estimate
+    (a step without one stays without: no value is assumed). Causal (what a live chart can show at step t):
+    the fit of the estimates up to t, read at t, so nothing released later is used; else the fit of the whole
+    day (a chart read after the day). Post-processing of released values: no epsilon, the guarantee unchanged.
+    The variances returned are the inputs' (the fit's own error has no closed form)."""
+    from scipy.optimize import isotonic_regression
+
+    idx = [i for i, e in enumerate(series) if e is not None]
+    out: list[Estimate | None] = [None] * len(series)
+    if not idx:
+        return out
+    y = [series[i][0] for i in idx]  # type: ignore[index]
+    w = [1.0 / max(series[i][1], 1e-12) for i in idx]  # type: ignore[index]
+    if causal:
+        fit = [float(isotonic_regression(y[:n + 1], weights=w[:n + 1]).x[-1]) for n in range(len(idx))]
+    else:
+        fit = [float(v) for v in isotonic_regression(y, weights=w).x]
+    for i, v in zip(idx, fit, strict=True):
+        out[i] = (max(v, 0.0), series[i][1])  # type: ignore[index]
+    return out

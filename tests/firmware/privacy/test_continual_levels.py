@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import firmware.privacy.continual as continual
 from firmware.config.privacy import PrivacyConfig
-from firmware.privacy.combine import Combiner, blocks, combine_records, tree_scales
+from firmware.privacy.combine import Combiner, blocks, combine_records, monotone, tree_scales
 from firmware.privacy.continual import Tree, error_bound_of, gate_bar, level_scales, levels
 from firmware.privacy.dp import laplace_pmf, laplace_var
 from firmware.schemas import validate
@@ -182,3 +182,31 @@ def test_the_reader_is_least_squares_with_a_variance_per_level() -> None:
         value, var = comb.at(t)
         assert value == pytest.approx(float((cov @ h.T @ wm @ y).sum()), abs=1e-6)
         assert var == pytest.approx(float(np.ones(t) @ cov @ np.ones(t)))
+
+
+EST = st.one_of(st.none(), st.tuples(st.floats(-50, 500), st.floats(0.5, 100)))
+
+
+@given(st.lists(EST, min_size=1, max_size=60), st.booleans(), st.data())
+@settings(max_examples=80, deadline=None)
+def test_monotone_is_non_decreasing_keeps_gaps_and_reads_no_later_step_live(series, causal, data) -> None:
+    out = monotone(series, causal=causal)
+    assert [e is None for e in out] == [e is None for e in series]  # no value assumed where none was given
+    vals = [e[0] for e in out if e is not None]
+    assert all(v >= 0 for v in vals)
+    if not causal:
+        assert vals == sorted(vals)  # the day's chart never falls
+        return
+    cut = data.draw(st.integers(0, len(series)))
+    changed = series[:cut] + data.draw(st.lists(EST, min_size=len(series) - cut, max_size=len(series) - cut))
+    assert monotone(changed, causal=True)[:cut] == out[:cut]  # live: nothing after step t moves step t
+    for i, e in enumerate(out):  # and each live value is the isotonic fit of what came before, read at t
+        if e is not None:
+            prefix = [x for x in series[:i + 1] if x is not None]
+            assert e[0] == pytest.approx(_last_fit(prefix), abs=1e-9)
+
+
+def _last_fit(prefix) -> float:
+    from scipy.optimize import isotonic_regression
+
+    return max(0.0, float(isotonic_regression([p[0] for p in prefix], weights=[1 / p[1] for p in prefix]).x[-1]))
