@@ -10,6 +10,9 @@ L = (steps in a day).bit_length() blocks (11 for 1440 minutes), and the running 
 of popcount(t) <= L noised blocks. With noise of scale sensitivity x L / epsilon per block, the error of
 every running total is a sum of at most L discrete Laplace draws: O(L^1.5) standard deviations of one step's
 release, growing with log T, not with T (`error_bound` states it exactly).
+The epsilon may instead be split unevenly over the levels (`tree_level_weight`, `level_scales`): any scales
+with sum_j sensitivity / scale_j <= epsilon give the same guarantee, since a step is in one block per level;
+weight 2 gives the small blocks of a day's first minutes less noise and the large ones more.
 
 Privacy, and how it composes with the daily budget: one step of data (what one person adds in one step, at
 most `tree_crossing_cap` crossings; a person counts as a visitor in at most `max_zones` zones a day) moves at
