@@ -25,23 +25,27 @@ import numpy as np
 from bench.lib.privacy_eval import (
     PUBLISHED,
     Scene,
+    accuracy,
     combined_flow,
     day_of,
     default_paths,
+    released,
     run_continual,
     run_scene,
     scene,
     summed_flow,
 )
+from bench.lib.scenes import truth
 from firmware.privacy.combine import Combiner
-from firmware.privacy.continual import block_count, error_bound, levels
+from firmware.privacy.continual import block_count, error_bound, error_bound_of, level_scales, levels
 from firmware.privacy.dp import laplace_var
 
 GRID: list[dict[str, Any]] = [
     {"presence_cap_s": cap, "occupancy_split": split, "max_crossings": cross}
     for cap, split, cross in itertools.product((240, 480), ((0.8, 0.2), (0.9, 0.1)), (0, 2))
 ]
-TREE_GRID: list[dict[str, Any]] = [{"tree_crossing_cap": c} for c in (1, 2, 3)]
+TREE_GRID: list[dict[str, Any]] = [{"tree_crossing_cap": c, "tree_level_weight": w}
+                                   for c, w in itertools.product((1, 2, 3), (0, 1, 2))]
 K, EPS = 5, 1.0
 TREE_SEED = 1000  # the tree's seeds where it is combined with the minutes: noise independent of theirs
 
@@ -73,18 +77,33 @@ def score_tree(scenes: list[Scene], runs: int) -> np.ndarray:
     return out
 
 
-def score_combined(sc: Scene, minute: dict[str, Any], tree: dict[str, Any], runs: int) -> tuple[float, float]:
-    """(plain tree, tree combined with the per-minute line_flow releases) running-flow accuracy, averaged over
-    the seeds: the minutes of seed s, the tree of seed TREE_SEED + s (independent noise, as on a device)."""
+def score_combined(sc: Scene, minute: dict[str, Any], tree: dict[str, Any], runs: int) -> tuple[float, ...]:
+    """(plain tree, tree combined with the per-minute line_flow releases, the same made non-decreasing live,
+    and at the day's end) running-flow accuracy, averaged over the seeds: the minutes of seed s, the tree of
+    seed TREE_SEED + s (independent noise, as on a device)."""
     vals = []
     for seed in range(runs):
         minute_recs: list[dict] = []
         tree_recs: list[dict] = []
         run_scene(sc, K, EPS, 60, seed, records=minute_recs, **minute)
         plain = run_continual(sc, K, EPS, TREE_SEED + seed, records=tree_recs, **tree)[0]
-        vals.append((plain, combined_flow(sc, tree_recs, minute_recs)))
-    a, b = np.mean(vals, axis=0)
-    return float(a), float(b)
+        vals.append((plain, *(combined_flow(sc, tree_recs, minute_recs, consistent=c) for c in ("", "causal", "day"))))
+    return tuple(float(v) for v in np.mean(vals, axis=0))
+
+
+def readings(sc: Scene, settings: dict[str, Any], seed: int) -> list[float]:
+    """One seed's 1-minute (occupancy, flow) accuracy three ways: ours, over released values only, and of the
+    period's total."""
+    recs: list[dict] = []
+    run_scene(sc, K, EPS, 60, seed, records=recs, **settings)
+    out = []
+    for true, got in zip(truth(sc.ticks, sc.geometry, 60)[:2], released(recs)[:2], strict=True):
+        shown = {key: v for key, v in got.items() if v is not None}
+        ours = accuracy(true, shown)[0]
+        only = accuracy({key: true.get(key, 0) for key in shown}, shown)[0] if shown else float("nan")
+        total = 1 - abs(sum(shown.values()) - sum(true.values())) / max(sum(true.values()), 1e-9)
+        out += [ours, only, total]
+    return out
 
 
 def choose(scores: np.ndarray, left_out: int) -> int:
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                     "many hours (one seed, the tree setting chosen without the scene); 0: none")
     ap.add_argument("--growth", action="store_true", help="only the table of the error bound as the day goes on")
     ap.add_argument("--long-only", action="store_true", help="only the long replay")
+    ap.add_argument("--readings", action="store_true", help="also the 1-minute figures read two looser ways "
+                    "(for comparing definitions only; the table's definition is the one reported)")
     args = ap.parse_args(argv)
     if args.growth:
         growth()
@@ -114,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     w15, w1, tree = score_windows(scenes, 900, args.runs), score_windows(scenes, 60, args.runs), \
         score_tree(scenes, args.runs)
     print(f"\n{'left out':14s} | {'15 min occ':>10s} {'flow':>6s} {'goal':>4s} | {'1 min occ':>9s} {'flow':>6s} | "
-          f"{'running flow':>12s} {'summed':>7s} {'visitors':>8s} | {'tree*':>6s} {'tree+min':>8s} | settings "
+          f"{'running flow':>12s} {'summed':>7s} {'visitors':>8s} | {'tree*':>6s} {'tree+min':>8s} {'mono':>6s} "
+          f"{'mono@day':>8s} | settings "
           "chosen on the others (15 min; 1 min; tree)")
     rows = []
     for j, sc in enumerate(scenes):
@@ -123,21 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         occ1, flow1, summed = w1[b, j]
         run_flow, run_vis = tree[c, j]
         ok = "yes" if occ15 >= 0.95 and flow15 >= 0.90 else "no"
-        plain2, comb = score_combined(sc, GRID[b], TREE_GRID[c], args.runs)
-        rows.append((occ15, flow15, occ1, flow1, run_flow, summed, run_vis, plain2, comb))
+        plain2, comb, mono, mono_day = score_combined(sc, GRID[b], TREE_GRID[c], args.runs)
+        rows.append((occ15, flow15, occ1, flow1, run_flow, summed, run_vis, plain2, comb, mono, mono_day))
         print(f"{sc.name:14s} | {occ15:10.1%} {flow15:6.1%} {ok:>4s} | {occ1:9.1%} {flow1:6.1%} | {run_flow:12.1%} "
-              f"{summed:7.1%} {run_vis:8.1%} | {plain2:6.1%} {comb:8.1%} | {_name(GRID[a])}; {_name(GRID[b])}; "
-              f"{_name(TREE_GRID[c])}")
+              f"{summed:7.1%} {run_vis:8.1%} | {plain2:6.1%} {comb:8.1%} {mono:6.1%} {mono_day:8.1%} | "
+              f"{_name(GRID[a])}; {_name(GRID[b])}; {_name(TREE_GRID[c])}", flush=True)
+    if args.readings:
+        print("\n1-minute windows, the same releases read three ways (settings chosen on the other scenes): "
+              "ours = 1 - sum|released - true| / sum true, suppressed as 0 (the table); released only = the same "
+              "over the values released; period total = 1 - |sum released - sum true| / sum true")
+        for j, sc in enumerate(scenes):
+            got = np.mean([readings(sc, GRID[choose(w1, j)], seed) for seed in range(args.runs)], axis=0)
+            print(f"{sc.name:14s} | occupancy {got[0]:6.1%} {got[1]:6.1%} {got[2]:6.1%} | flow {got[3]:6.1%} "
+                  f"{got[4]:6.1%} {got[5]:6.1%}")
     mean = np.mean(rows, axis=0)
     print(f"{'mean':14s} | {mean[0]:10.1%} {mean[1]:6.1%} {'':>4s} | {mean[2]:9.1%} {mean[3]:6.1%} | "
-          f"{mean[4]:12.1%} {mean[5]:7.1%} {mean[6]:8.1%} | {mean[7]:6.1%} {mean[8]:8.1%} |")
+          f"{mean[4]:12.1%} {mean[5]:7.1%} {mean[6]:8.1%} | {mean[7]:6.1%} {mean[8]:8.1%} {mean[9]:6.1%} "
+          f"{mean[10]:8.1%} |")
     p_occ, p_flow = PUBLISHED["k=5, eps=1.0"]
     print(f"{'published':14s} | {'':>10s} {'':>6s} {'':>4s} | {p_occ:9.1%} {p_flow:6.1%} | (the published row, k=5, "
           "eps=1; its window length is not stated)")
     print("goals: 15 min occupancy >= 95% and flow >= 90% on every scene; 1 min at least the published row; "
           "running flow >= 90%")
     print(f"tree*: the plain tree on seeds {TREE_SEED}+ (its noise independent of the minutes'); tree+min: the same "
-          "totals combined with the minutes' line_flow releases (firmware.privacy.combine, post-processing)")
+          "totals combined with the minutes' line_flow releases (firmware.privacy.combine, post-processing); mono: "
+          "those made non-decreasing live (causal isotonic regression); mono@day: at the day's end (the whole day)")
     if args.hours > 0:
         long_replay(scenes, args.hours)
     return 0
@@ -145,43 +177,47 @@ def main(argv: list[str] | None = None) -> int:
 
 def growth(cap: int = 2, steps: int = 1440) -> None:
     """The 95% error bound of one released running total (one line and direction) after t minutes, exactly
-    from the noise's distribution: the tree (popcount(t) blocks of scale cap x L / eps) against the sum of t
-    unsuppressed per-minute releases of scale cap / eps (normal approximation), and the tree combined with
-    those minutes (`firmware.privacy.combine`, every minute released: the variance exact, the 95% error by the
-    normal approximation)."""
+    from the noise's distribution: the tree (popcount(t) blocks of its levels' scales: evenly, cap x L / eps
+    each, or split by level weight 1 or 2) against the sum of t unsuppressed per-minute releases of scale
+    cap / eps (normal approximation), and the even tree combined with those minutes (`firmware.privacy.combine`,
+    every minute released: the variance exact, the 95% error by the normal approximation)."""
     L = levels(steps)
     scale = cap * L / EPS
     minute_var = laplace_var(Fraction(cap) / Fraction(str(EPS)))
     both = Combiner([1] * steps, laplace_var(Fraction(scale)), [1] * steps, minute_var)
+    split = {w: level_scales(cap, Fraction(str(EPS)), steps, w) for w in (1, 2)}
     print(f"95% error of a running total, crossing cap {cap}, eps={EPS:g} a minute, a day of {steps} minutes "
           f"(L = {L} levels):")
-    print(f"{'after minutes':>13s} | {'tree':>5s} {'tree, worst so far':>18s} | {'summed minutes':>14s} | "
-          f"{'tree + minutes':>14s}")
-    worst = 0
+    print(f"{'after minutes':>13s} | {'tree':>5s} {'worst so far':>12s} | {'weight 1':>8s} {'worst':>5s} | "
+          f"{'weight 2':>8s} {'worst':>5s} | {'summed minutes':>14s} | {'tree + minutes':>14s}")
+    worst = {0: 0, 1: 0, 2: 0}
     for t in range(1, steps + 1):
-        worst = max(worst, error_bound(block_count(t), scale, 0.05))
-        if t in (1, 15, 60, 240, 720, 1023, 1440):
+        now = {0: error_bound(block_count(t), scale, 0.05),
+               **{w: error_bound_of(sc, t, 0.05) for w, sc in split.items()}}
+        worst = {w: max(worst[w], now[w]) for w in worst}
+        if t in (1, 2, 5, 15, 60, 240, 720, 1023, 1440):
             naive = 1.96 * math.sqrt(t * minute_var)
             est = both.at(t)
             comb = 1.96 * math.sqrt(est[1]) if est is not None else math.nan
-            print(f"{t:13d} | {error_bound(block_count(t), scale, 0.05):5d} {worst:18d} | {naive:14.0f} | "
-                  f"{comb:14.0f}")
+            print(f"{t:13d} | {now[0]:5d} {worst[0]:12d} | {now[1]:8d} {worst[1]:5d} | {now[2]:8d} {worst[2]:5d} | "
+                  f"{naive:14.0f} | {comb:14.0f}")
 
 
 def long_replay(scenes: list[Scene], hours: float) -> None:
     """Each scene played back to back for `hours` (new people each pass), as a day's first hours: the day's
-    running totals at minute resolution for each crossing cap of the grid, against summing the per-minute
-    releases. Over hours a cap's truncation adds up, which the short clips of the folds do not show."""
-    caps = [g["tree_crossing_cap"] for g in TREE_GRID]
-    print(f"\n{hours:g} hours of each scene back to back (1 seed; the tree's horizon is still the whole day):")
-    print(f"{'scene':22s} | " + " ".join(f"{'tree cap ' + str(c):>10s}" for c in caps)
-          + f" {'summed':>7s} {'visitors':>8s} | " + " ".join(f"{'+min cap ' + str(c):>10s}" for c in caps)
+    running totals at minute resolution for every tree setting of the grid (crossing cap c, level weight w),
+    against summing the per-minute releases. Over hours a cap's truncation adds up, and an uneven level split
+    pays at the larger blocks, which the short clips of the folds do not show."""
+    names = [f"c{g['tree_crossing_cap']} w{g['tree_level_weight']}" for g in TREE_GRID]
+    print(f"\n{hours:g} hours of each scene back to back (1 seed; the tree's horizon is still the whole day); "
+          "tree: c = tree_crossing_cap, w = tree_level_weight; +min: combined with the minutes:")
+    print(f"{'scene':22s} | " + " ".join(f"{'tree ' + n:>10s}" for n in names)
+          + f" {'summed':>7s} {'visitors':>8s} | " + " ".join(f"{'+min ' + n:>10s}" for n in names)
           + " | crossings a minute")
     for sc in scenes:
         day = day_of(sc, hours * 3600)
-        tree_recs: list[list[dict]] = [[] for _ in caps]
-        runs = [run_continual(day, K, EPS, 0, records=r, tree_crossing_cap=c) for c, r in zip(caps, tree_recs,
-                                                                                                strict=True)]
+        tree_recs: list[list[dict]] = [[] for _ in TREE_GRID]
+        runs = [run_continual(day, K, EPS, 0, records=r, **g) for g, r in zip(TREE_GRID, tree_recs, strict=True)]
         recs: list[dict] = []
         run_scene(day, K, EPS, 60, 0, records=recs)
         minute_recs: list[dict] = []  # independent of the trees' noise (seed 0)
@@ -190,7 +226,8 @@ def long_replay(scenes: list[Scene], hours: float) -> None:
         per_min = sum(len(t.crossings) for t in sc.ticks) / (sc.ticks[-1].wall / 60)
         print(f"{day.name:22s} | " + " ".join(f"{r[0]:10.1%}" for r in runs)
               + f" {summed_flow(day, recs):7.1%} {runs[0][1]:8.1%} | " + " ".join(f"{c:10.1%}" for c in combined)
-              + f" | {per_min:.1f}")
+              + f" | {per_min:.1f}", flush=True)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

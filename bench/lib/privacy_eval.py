@@ -22,7 +22,7 @@ from firmware.config.privacy import PrivacyConfig
 from firmware.config.sensing import GeometryConfig, LineConfig, ZoneConfig
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.analytics import Analytics
-from firmware.privacy.combine import combine_records
+from firmware.privacy.combine import combine_records, monotone
 from firmware.privacy.continual import ContinualRelease
 from firmware.sensing.geometry import Crossing, Geometry
 from firmware.sensing.loop import TickResult
@@ -243,13 +243,17 @@ def summed_flow(sc: Scene, records: list[dict], step_s: int = 60) -> float:
     return accuracy(flow_true, got)[0]
 
 
-def combined_flow(sc: Scene, tree_records: list[dict], minute_records: list[dict], step_s: int = 60) -> float:
+def combined_flow(sc: Scene, tree_records: list[dict], minute_records: list[dict], step_s: int = 60,
+                  consistent: str = "") -> float:
     """The reader's estimate (firmware.privacy.combine): the tree's released running totals combined with the
     released per-minute line_flow values by inverse variance, against the same truth as `run_continual` (a
-    withheld total as 0). The two record lists must come from independent noise (different seeds)."""
+    withheld total as 0). The two record lists must come from independent noise (different seeds).
+    `consistent`: "causal" or "day", then made non-decreasing (`combine.monotone`, live or at the day's end)."""
     flow_true, _ = running_truth(sc, step_s)
     got: dict[tuple[int, str, str], float] = {}
     for (day, line, d), series in combine_records([*tree_records, *minute_records]).items():
+        if consistent:
+            series = monotone(series, causal=consistent == "causal")
         for i, est in enumerate(series):
             if est is not None:
                 got[(day // step_s + i, line, d)] = est[0]

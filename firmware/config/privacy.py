@@ -42,6 +42,9 @@ class PrivacyConfig:
     tree_step_s: int = 60  # one step: a release of every running total (10 to 3600 s, dividing the day)
     tree_epsilon: float = 1.0  # per step and stream (flow_total, visitors_total): one step of data, all nodes
     tree_crossing_cap: int = 2  # crossings one person counts for per step (why 2: docs/TUNING.md)
+    # how the tree's epsilon is split over its levels: 0, evenly (Chan, Shi and Song); 1 or 2, the split that
+    # minimizes the day's sum of Var(total(t)) t^-weight (2: relative error at a steady rate; continual.level_scales)
+    tree_level_weight: int = 0
     tree_gate: bool = True  # a running total is released only once its noised value passes the k threshold
     tree_state_file: str = "{state_dir}/continual_state.json"  # the tree's noised nodes, durable
 
@@ -71,6 +74,7 @@ class PrivacyConfig:
         divides("tree_step_s", self.tree_step_s, 86_400, unit="s")
         number("tree_epsilon", self.tree_epsilon, MIN_EPSILON, 10)
         whole("tree_crossing_cap", self.tree_crossing_cap, 1, 100)
+        whole("tree_level_weight", self.tree_level_weight, 0, 2)
         if not isinstance(self.tree_enabled, bool) or not isinstance(self.tree_gate, bool):
             raise ValueError("tree_enabled, tree_gate: true or false")
 

@@ -20,8 +20,9 @@ sum of the estimates of the blocks that tile 1..t: each such block is a root (it
 blocks are disjoint, their observations independent, so the sum is the best linear unbiased estimate from the
 blocks and minutes released by t (tested against least squares). Only steps <= t are read: no block or minute
 released later. Variances are exact, from the discrete Laplace scales the records carry (`dp.laplace_var`): the
-tree's blocks have scale sensitivity x levels / epsilon (levels = (steps in a day).bit_length()), a minute's
-sensitivity / epsilon. No parameter is fitted.
+tree's blocks have the scale of their level (`continual.level_scales`: sensitivity x levels / epsilon each,
+levels = (steps in a day).bit_length(), unless the record's `level_weight` splits epsilon otherwise), a
+minute's sensitivity / epsilon. No parameter is fitted.
 
 What is released, and what is not:
 - A block's noised value is read off the released totals: block(u) = total(u) - total(u - 2^tz(u)) (total(0) =
@@ -97,15 +98,19 @@ def blocks(totals: Sequence[int | None]) -> dict[int, int]:
 class Combiner:
     """The running totals of one line and direction over one day: the tree's released totals and the released
     minutes, and the best linear unbiased estimate of the running total at each step from what is released
-    by then. `tree_var`, `minute_var`: the exact noise variances of one block and one minute."""
+    by then. `tree_var`: the exact noise variance of one block (or one per level), `minute_var`: of one minute."""
 
-    def __init__(self, totals: Sequence[int | None], tree_var: float, minutes: Sequence[int | None] | None = None,
-                 minute_var: float = math.inf) -> None:
+    def __init__(self, totals: Sequence[int | None], tree_var: float | Sequence[float],
+                 minutes: Sequence[int | None] | None = None, minute_var: float = math.inf) -> None:
         self.totals = list(totals)
         self.minutes = list(minutes) if minutes is not None else [None] * len(self.totals)
         if len(self.minutes) < len(self.totals):
             self.minutes += [None] * (len(self.totals) - len(self.minutes))
-        self.tree_var, self.minute_var = tree_var, minute_var
+        levels = max(1, len(self.totals).bit_length())
+        self.level_var = list(tree_var) if isinstance(tree_var, Sequence) else [float(tree_var)] * levels
+        if len(self.level_var) < levels:
+            raise ValueError(f"{len(self.level_var)} level variances for {len(self.totals)} steps")
+        self.minute_var = minute_var
         self.nodes = blocks(self.totals)
         self._memo: dict[tuple[int, int], Estimate] = {}
 
@@ -122,7 +127,7 @@ class Combiner:
             (a, va), (b, vb) = self.block(level - 1, end - half), self.block(level - 1, end)
             est = (a + b, va + vb)
         if _tz(end) == level and end in self.nodes:
-            est = _mix(est, (float(self.nodes[end]), self.tree_var))
+            est = _mix(est, (float(self.nodes[end]), self.level_var[level]))
         self._memo[key] = est
         return est
 
@@ -141,9 +146,9 @@ class Combiner:
         nothing released)."""
         total = self.totals[t - 1]
         if total is not None and total <= 0:  # possibly clipped: the plain value, as released
-            return float(total), bin(t).count("1") * self.tree_var
+            return float(total), sum(self.level_var[j] for j in range(t.bit_length()) if t >> j & 1)
         value, var = 0.0, 0.0
-        group_obs, group_n, group_kids, group_var = float(total or 0), 0, 0.0, 0.0
+        group_obs, group_n, group_kids, group_var, group_noise = float(total or 0), 0, 0.0, 0.0, 0.0
         end = 0
         for level in reversed(range(t.bit_length())):
             if not t >> level & 1:
@@ -156,8 +161,9 @@ class Combiner:
             else:
                 c, cv = self.children(level, end)
                 group_n, group_kids, group_var = group_n + 1, group_kids + c, group_var + cv
+                group_noise += self.level_var[level]
         if group_n:
-            group = (group_obs, group_n * self.tree_var) if total is not None else (0.0, math.inf)
+            group = (group_obs, group_noise) if total is not None else (0.0, math.inf)
             v, w = _mix(group, (group_kids, group_var))
             value, var = value + v, var + w
         return None if math.isinf(var) else (value, var)
@@ -167,9 +173,20 @@ class Combiner:
 
 
 def tree_scale(record: dict[str, Any]) -> Fraction:
-    """The noise scale of one block of a `flow_total` record's tree: sensitivity x levels / epsilon."""
-    steps = DAY_S // int(record["window_s"])
-    return Fraction(int(record["sensitivity"]) * max(1, steps.bit_length())) / Fraction(str(record["epsilon"]))
+    """The noise scale of one block of a `flow_total` record's evenly split tree: sensitivity x levels / epsilon."""
+    scales = set(tree_scales(record))
+    if len(scales) != 1:
+        raise ValueError("the record's tree has levels of different scales: use tree_scales")
+    return scales.pop()
+
+
+def tree_scales(record: dict[str, Any]) -> tuple[Fraction, ...]:
+    """The noise scale of the blocks of each level of a `flow_total` record's tree, from its sensitivity,
+    epsilon, step and `level_weight` (absent: 0, evenly; `continual.level_scales`)."""
+    from firmware.privacy.continual import level_scales
+
+    return level_scales(int(record["sensitivity"]), Fraction(str(record["epsilon"])), DAY_S // int(record["window_s"]),
+                        int(record.get("level_weight", 0)))
 
 
 def minute_scale(record: dict[str, Any]) -> Fraction:
@@ -183,7 +200,7 @@ def combine_records(records: Iterable[dict[str, Any]]) -> dict[tuple[int, str, s
     Index i is step i + 1 of the day; None where nothing released gives an estimate (`Combiner.at`)."""
     totals: dict[tuple[int, str, str], dict[int, int | None]] = defaultdict(dict)
     minutes: dict[tuple[int, str, str], dict[int, int | None]] = defaultdict(dict)
-    tvar: dict[tuple[int, str, str], float] = {}
+    tvar: dict[tuple[int, str, str], list[float]] = {}
     mvar: dict[tuple[int, str, str], float] = {}
     step: dict[tuple[int, str, str], int] = {}
     flows = []
@@ -194,7 +211,7 @@ def combine_records(records: Iterable[dict[str, Any]]) -> dict[tuple[int, str, s
                 key = (day, r["zone"], d)
                 step[key] = int(r["window_s"])
                 totals[key][(int(r["window_start"]) - day) // step[key] + 1] = v
-                tvar[key] = laplace_var(tree_scale(r))
+                tvar[key] = [laplace_var(b) for b in tree_scales(r)]
         elif r.get("metric") == "line_flow" and r.get("mechanism") == "discrete_laplace":
             flows.append(r)
     for r in flows:
@@ -211,4 +228,29 @@ def combine_records(records: Iterable[dict[str, Any]]) -> dict[tuple[int, str, s
         comb = Combiner([by_step.get(u) for u in range(1, n + 1)], tvar[key],
                         [minutes[key].get(u) for u in range(1, n + 1)], mvar.get(key, math.inf))
         out[key] = comb.series()
+    return out
+
+
+def monotone(series: Sequence[Estimate | None], causal: bool = True) -> list[Estimate | None]:
+    """Consistency post-processing of one day's running-total estimates: the true running totals never fall
+    and are never negative, so the estimates are replaced by their weighted isotonic regression (weights
+    1 / variance; `scipy.optimize.isotonic_regression`), clipped at 0, over the steps that have an estimate
+    (a step without one stays without: no value is assumed). Causal (what a live chart can show at step t):
+    the fit of the estimates up to t, read at t, so nothing released later is used; else the fit of the whole
+    day (a chart read after the day). Post-processing of released values: no epsilon, the guarantee unchanged.
+    The variances returned are the inputs' (the fit's own error has no closed form)."""
+    from scipy.optimize import isotonic_regression
+
+    idx = [i for i, e in enumerate(series) if e is not None]
+    out: list[Estimate | None] = [None] * len(series)
+    if not idx:
+        return out
+    y = [series[i][0] for i in idx]  # type: ignore[index]
+    w = [1.0 / max(series[i][1], 1e-12) for i in idx]  # type: ignore[index]
+    if causal:
+        fit = [float(isotonic_regression(y[:n + 1], weights=w[:n + 1]).x[-1]) for n in range(len(idx))]
+    else:
+        fit = [float(v) for v in isotonic_regression(y, weights=w).x]
+    for i, v in zip(idx, fit, strict=True):
+        out[i] = (max(v, 0.0), series[i][1])  # type: ignore[index]
     return out

@@ -10,6 +10,9 @@ L = (steps in a day).bit_length() blocks (11 for 1440 minutes), and the running 
 of popcount(t) <= L noised blocks. With noise of scale sensitivity x L / epsilon per block, the error of
 every running total is a sum of at most L discrete Laplace draws: O(L^1.5) standard deviations of one step's
 release, growing with log T, not with T (`error_bound` states it exactly).
+The epsilon may instead be split unevenly over the levels (`tree_level_weight`, `level_scales`): any scales
+with sum_j sensitivity / scale_j <= epsilon give the same guarantee, since a step is in one block per level;
+weight 2 gives the small blocks of a day's first minutes less noise and the large ones more.
 
 Privacy, and how it composes with the daily budget: one step of data (what one person adds in one step, at
 most `tree_crossing_cap` crossings; a person counts as a visitor in at most `max_zones` zones a day) moves at
@@ -51,11 +54,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.signal import fftconvolve
 
 from firmware.config.privacy import TREE_STREAMS, PrivacyConfig
 from firmware.privacy.accountant import DAY_S, Accountant
 from firmware.privacy.analytics import sum_tail, threshold
-from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact
+from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact, laplace_pmf
 from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import TickResult
 from trust.files import check_regular, write_atomic
@@ -84,19 +88,95 @@ def error_bound(parts: int, scale: float, delta: float) -> int:
     = block_count(t) this bounds the error of the running total after t steps, for each released value."""
     if parts == 0:
         return 0
-    # outside[a] = P[|S| > a] = 2 P[S > a] = 2 P[S >= a + 1] (symmetric)
-    right = sum_tail(float(scale), parts)[1:]
-    outside = 2 * right
+    return _bound(2 * sum_tail(float(scale), parts)[1:], delta)
+
+
+def error_bound_of(scales: Sequence[Fraction], t: int, delta: float) -> int:
+    """`error_bound` for the running total after step t of a tree with these level scales (`level_scales`):
+    the least a such that P[|noise| > a] <= delta, from the distribution (`_bits_pmf`)."""
+    if len(set(scales)) == 1:
+        return error_bound(t.bit_count(), float(scales[0]), delta)
+    pmf = _bits_pmf(tuple(float(b) for b in scales), t)
+    mid = (len(pmf) - 1) // 2
+    return _bound(2 * np.cumsum(pmf[::-1])[::-1][mid + 1:], delta)
+
+
+def _bound(outside: np.ndarray, delta: float) -> int:
+    """outside[a] = P[|S| > a] = 2 P[S >= a + 1] (S symmetric): the least a with outside[a] <= delta."""
     below = np.nonzero(outside <= delta)[0]
     return int(below[0]) if len(below) else len(outside)
+
+
+SCALE_GRAIN = 64  # level scales are multiples of 1/64: exact fractions for the sampler
+
+
+@functools.lru_cache(maxsize=64)
+def level_scales(sensitivity: int, epsilon: Fraction, steps: int, weight: int = 0) -> tuple[Fraction, ...]:
+    """The discrete Laplace scale of the blocks of each level (index j: blocks of 2^j steps) of a day's tree.
+
+    Privacy: one step's data is in at most one noised block per level (blocks of a level are disjoint) and
+    moves it by at most `sensitivity` (L1), so the blocks together are epsilon-DP for one step whenever
+    sum_j sensitivity / scale_j <= epsilon (the basic composition of one Laplace release per level); that
+    sum is checked here exactly, in fractions, for every split.
+
+    weight 0: every level sensitivity x L / epsilon (Chan, Shi and Song; L = levels(steps)). weight p = 1 or 2:
+    the scales that minimize sum over the day's steps t of t^-p Var(total(t)) under that constraint; the
+    running total after t sums the blocks of the levels of t's 1 bits, so with W_j = sum of t^-p over the t
+    whose bit j is set, Lagrange gives scale_j proportional to W_j^(-1/3). With p = 2 that is the mean squared
+    relative error of the day's running totals at a steady rate (smaller blocks, the first minutes of a day,
+    get less noise; the largest more); p = 1 lies between. Each scale is rounded up to a multiple of 1/64,
+    which only lowers the privacy loss. Nothing here depends on data."""
+    L = levels(steps)
+    eps = exact(epsilon)
+    if weight == 0:
+        return (Fraction(sensitivity * L) / eps,) * L
+    t = np.arange(1, steps + 1, dtype=np.float64)
+    w = [float(np.sum(((np.arange(1, steps + 1) >> j) & 1) * t ** -weight)) for j in range(L)]
+    a = sensitivity * sum(x ** (1 / 3) for x in w) / float(eps)
+    out = tuple(Fraction(math.ceil(a * x ** (-1 / 3) * SCALE_GRAIN), SCALE_GRAIN) for x in w)
+    while sum(Fraction(sensitivity) / b for b in out) > eps:  # float rounding: widen until exact
+        out = tuple(b + Fraction(1, SCALE_GRAIN) for b in out)
+    return out
+
+
+def gate_bar(k: int, scales: Sequence[Fraction], beta: float, t: int) -> int:
+    """The k gate of the running total after step t of a tree with these level scales: the least T such that
+    a true total of k - 1 passes `noised >= T` with probability at most beta. One scale: exactly
+    (`analytics.threshold`, as before). Levels of different scales: from the distribution of the sum of the
+    blocks of t's 1 bits, by FFT convolution (`_bits_pmf`), its float error (below 1e-12) covered by a margin
+    of 1e-10 under beta (beta >= 1e-9), so the bar is never below the exact one (tested against it)."""
+    if len(set(scales)) == 1:
+        return threshold(k, scales[0], beta, max(1, t.bit_count()))
+    pmf = _bits_pmf(tuple(float(b) for b in scales), t)
+    mid = (len(pmf) - 1) // 2  # the pmf runs over -mid..mid
+    right = np.cumsum(pmf[::-1])[::-1][mid:]  # right[a] = P[S >= a]
+    ok = np.nonzero(right[1:] + 1e-10 <= beta)[0]
+    return k - 1 + (int(ok[0]) + 1 if len(ok) else len(right))
+
+
+@functools.lru_cache(maxsize=16)
+def _bits_pmf(scales: tuple[float, ...], t: int) -> np.ndarray:
+    """The pmf (over -m..m) of the sum of one discrete Laplace per 1 bit j of t, of scale scales[j] (mass
+    beyond 60 scales each ignored): that of t without its lowest bit, convolved with the lowest bit's. The
+    cache keeps the recent ones, so a step costs one convolution."""
+    if t == 0:
+        return np.ones(1)
+    j = (t & -t).bit_length() - 1
+    m = int(60 * scales[j]) + 1
+    out = fftconvolve(_bits_pmf(scales, t & (t - 1)), laplace_pmf(np.arange(-m, m + 1), scales[j]))
+    return np.maximum(out, 0.0)
 
 
 class Tree:
     """One vector of counts' binary tree over one day (Chan, Shi and Song's binary mechanism): `alpha[j]` is
     the exact partial sum of the open block at level j, `noisy[j]` the noised sum of the last closed one."""
 
-    def __init__(self, dims: int, scale: Fraction, steps: int) -> None:
-        self.dims, self.scale, self.steps = dims, scale, steps
+    def __init__(self, dims: int, scale: Fraction | Sequence[Fraction], steps: int) -> None:
+        self.dims, self.steps = dims, steps
+        L = levels(steps)
+        self.scales = tuple(scale) if isinstance(scale, Sequence) else (scale,) * L  # per level
+        if len(self.scales) != L:
+            raise ValueError(f"{len(self.scales)} level scales for a tree of {L} levels")
         self.t = 0  # steps added so far today
         self.alpha = [[0] * dims for _ in range(levels(steps))]
         self.noisy = [[0] * dims for _ in range(levels(steps))]
@@ -115,7 +195,7 @@ class Tree:
             self.alpha[j] = [0] * self.dims
             self.noisy[j] = [0] * self.dims
         self.alpha[i] = block
-        self.noisy[i] = [v + discrete_laplace(self.scale, rng) for v in block]
+        self.noisy[i] = [v + discrete_laplace(self.scales[i], rng) for v in block]
         self.drawn.append((i, self.t >> i))
         return self.total()
 
@@ -139,7 +219,7 @@ class Tree:
         return {"t": self.t, "alpha": self.alpha, "noisy": self.noisy}
 
     @classmethod
-    def from_json(cls, data: Any, dims: int, scale: Fraction, steps: int) -> Tree:
+    def from_json(cls, data: Any, dims: int, scale: Fraction | Sequence[Fraction], steps: int) -> Tree:
         tree = cls(dims, scale, steps)
         t, alpha, noisy = int(data["t"]), data["alpha"], data["noisy"]
         shape = [len(tree.alpha), dims]
@@ -232,8 +312,16 @@ class ContinualRelease:
         self._unusable = ""  # why the state file could not be used (audited with the first step)
         self.state = self._load()
 
+    def scales(self, stream: str) -> tuple[Fraction, ...]:
+        """The stream's block scale at each level (`level_scales`)."""
+        return level_scales(self.sensitivity[stream], self.eps, self.steps, self.config.tree_level_weight)
+
     def scale(self, stream: str) -> Fraction:
-        return Fraction(self.sensitivity[stream] * self.levels) / self.eps
+        """The one block scale of an evenly split tree (tree_level_weight 0)."""
+        scales = set(self.scales(stream))
+        if len(scales) != 1:
+            raise ValueError("the tree's levels have different scales: use scales()")
+        return scales.pop()
 
     # -- accumulation ------------------------------------------------------------------------------------
 
@@ -378,21 +466,21 @@ class ContinualRelease:
         st, cfg = self.state, self.config
         tree = st.trees[stream]
         total = tree.total()
-        scale = self.scale(stream)
         shown: list[int | None] = [max(v, 0) for v in total]
         if cfg.tree_gate:  # each value on its own, each step: below k it passes with probability <= beta
-            bar = threshold(cfg.k, scale, cfg.beta, max(1, block_count(tree.t)))
+            bar = gate_bar(cfg.k, tree.scales, cfg.beta, tree.t)
             shown = [v if t >= bar else None for v, t in zip(shown, total, strict=True)]
         names, width = (self.lines, 2) if stream == "flow_total" else (self.zones, 1)
+        weight = {"level_weight": cfg.tree_level_weight} if cfg.tree_level_weight else {}
         return [{"schema": SCHEMA, "window_start": cur.index * cfg.tree_step_s, "window_s": cfg.tree_step_s,
                  "since": st.day * DAY_S, "metric": stream, "zone": name, "values": shown[j * width:(j + 1) * width],
                  "k": cfg.k, "epsilon": float(self.eps), "sensitivity": self.sensitivity[stream],
-                 "mechanism": MECHANISM} for j, name in enumerate(names)]
+                 "mechanism": MECHANISM, **weight} for j, name in enumerate(names)]
 
     # -- the durable state -------------------------------------------------------------------------------
 
     def _new_day(self, day: int) -> _State:
-        return _State(day, -1, {}, {s: Tree(self.dims[s], self.scale(s), self.steps) for s in self.streams},
+        return _State(day, -1, {}, {s: Tree(self.dims[s], self.scales(s), self.steps) for s in self.streams},
                       dict(self.dims))
 
     def _save(self) -> None:
@@ -412,7 +500,7 @@ class ContinualRelease:
             suspended = doc.get("suspended", "")
             if not isinstance(suspended, str):
                 raise ValueError("suspended is not a reason")
-            trees = {} if suspended else {s: Tree.from_json(doc["trees"][s], self.dims[s], self.scale(s),
+            trees = {} if suspended else {s: Tree.from_json(doc["trees"][s], self.dims[s], self.scales(s),
                                                              self.steps) for s in self.streams}
             spent = {str(k): str(Fraction(v)) for k, v in doc["spent"].items()}
             return _State(int(doc["day"]), int(doc["last_step"]), spent, trees, dict(self.dims), suspended)

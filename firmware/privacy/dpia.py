@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from firmware.config import UmbraConfig
 from firmware.config.privacy import STREAMS
+from firmware.privacy.continual import level_scales
+from firmware.privacy.dp import exact
 
 
 class GrantView(Protocol):
@@ -80,6 +82,7 @@ FACT_KEYS = {
     "tree_step_s": "privacy.tree_step_s",
     "tree_epsilon": "privacy.tree_epsilon",
     "tree_cap": "privacy.tree_crossing_cap",
+    "tree_weight": "privacy.tree_level_weight",
     "max_zones": "privacy.max_zones",
 }
 
@@ -173,16 +176,24 @@ def composition(f: dict[str, Fact]) -> list[str]:
     if v["tree_on"]:
         steps = 86_400 // int(v["tree_step_s"])
         lv = max(1, steps.bit_length())
+        weight = int(v["tree_weight"])
+        scales = level_scales(int(v["tree_cap"]), exact(v["tree_epsilon"]), steps, weight)
+        split = (f"noised blocks of scale sensitivity x {lv} / epsilon" if weight == 0 else
+                 f"noised blocks, one per level, the epsilon split over the levels (level weight {weight}: "
+                 f"scales {float(scales[0]):g} to {float(scales[-1]):g} at {v['tree_cap']} crossings, the "
+                 "first minutes' blocks the least noised)")
         rows.append(f"| running totals of the day (flow_total, visitors_total), binary-tree mechanism | one "
                     f"step of {v['tree_step_s']} s of one person (at most {v['tree_cap']} crossings; a visitor "
                     f"in at most {v['max_zones']} zones a day) | {v['tree_epsilon']} per step and stream: the "
-                    f"step is in at most {lv} noised blocks of scale sensitivity x {lv} / epsilon | "
+                    f"step is in at most {lv} {split}; the sum over the levels of sensitivity / scale is at most "
+                    f"epsilon, exactly (basic composition of the blocks holding the step) | "
                     f"{f['epsilon_day'].value.get('flow_total', 0):g} per stream ({steps} steps; each block "
                     "noised once, kept durably, never re-drawn; a state file lost, damaged or rolled back "
                     "suspends that day's running totals, audited, rather than restart them with fresh noise; a "
-                    "reader may combine them with the per-minute line_flow releases by inverse variance, "
-                    "`firmware.privacy.combine`: post-processing of released values, no epsilon spent and "
-                    "the guarantee unchanged) |")
+                    "reader may combine them with the per-minute line_flow releases by inverse variance, and "
+                    "make the day's totals non-decreasing, `firmware.privacy.combine`: post-processing of "
+                    "released values, no epsilon spent and the guarantee unchanged; a reader using both "
+                    "streams sees a person's step under the flow and flow_total budgets together) |")
     if v["demo_on"]:
         rows.append(f"| demographics histograms | one person in one window (one zone), a track lost and born again "
                     f"within {v['join_s']:g} s joined to it; one who is lost longer or comes back later counts "

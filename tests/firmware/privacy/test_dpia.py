@@ -93,3 +93,17 @@ def test_dpia_of_the_real_config_states_the_daily_budget_the_accountant_derives(
     md = generate_dpia(cfg)
     assert "epsilon = 1.0 per release, 1440 (epsilon times the 1440 windows of a day) per day" in md
     assert cfg.privacy.budgets()["occupancy"] == 1440
+
+
+def test_the_running_totals_row_states_their_composition() -> None:
+    """With the tree on, the composition row states the blocks per step, the level split and its scales (read
+    from level_scales), and that their loss sums to at most epsilon; evenly split it says so."""
+    from firmware.privacy.dpia import composition
+
+    for weight, says in ((0, "noised blocks of scale sensitivity x 11 / epsilon"),
+                         (2, "level weight 2: scales 7.85938 to 128.297 at 2 crossings")):
+        cfg = parse(SHOP.replace("window_s = 600\n[pseudonym]",
+                                 f"window_s = 600\ntree_enabled = true\ntree_level_weight = {weight}\n[pseudonym]"))
+        row = [r for r in composition(facts(cfg)) if "running totals" in r]
+        assert len(row) == 1 and says in row[0], row
+        assert "at most 11" in row[0] and "at most epsilon, exactly" in row[0]
