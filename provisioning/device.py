@@ -42,16 +42,19 @@ def self_tests(state_dir: Path, sensor_config: Callable[[], UmbraConfig] | None 
     with what the station set laid over it), the camera test opens that config's camera; without, the Pi camera."""
 
     def camera() -> dict[str, Any]:
+        info: dict[str, Any] = {}
         if sensor_config is None:
             from hal.picam import PiCamera
 
-            with PiCamera(clock=SystemClock()) as cam, cam.capture() as f:
-                return {"lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
-        from firmware.cli.assemble import build_camera
+            cam: Any = PiCamera(clock=SystemClock())
+        else:
+            from firmware.cli.assemble import build_camera
 
-        cfg = sensor_config()
-        with build_camera(cfg, Path("/"), SystemClock(), (320, 240)) as sensor_cam, sensor_cam.capture() as f:
-            return {"kind": cfg.camera.kind, "lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
+            cfg = sensor_config()
+            info["kind"] = cfg.camera.kind
+            cam = build_camera(cfg, Path("/"), SystemClock(), (320, 240))
+        with cam, cam.capture() as f:
+            return {**info, "lores": list(f.pixels.shape), "lit": bool(f.pixels.mean() > 2)}
 
     def detector() -> dict[str, Any]:
         from hal.tflite import TfliteDetector
