@@ -32,8 +32,10 @@ from bench.lib.privacy_eval import (
     released,
     run_continual,
     run_scene,
+    run_seeds,
     scene,
     summed_flow,
+    windows_of,
 )
 from bench.lib.scenes import truth
 from firmware.privacy.combine import Combiner
@@ -57,6 +59,13 @@ def _name(settings: dict[str, Any]) -> str:
 def score_windows(scenes: list[Scene], window: int, runs: int) -> np.ndarray:
     """[setting, scene, (occupancy, flow, summed running flow)] averaged over the seeds."""
     out = np.zeros((len(GRID), len(scenes), 3))
+    if window != 60:  # no running flow to sum: each scene accumulated once, its windows released per seed
+        for j, sc in enumerate(scenes):
+            held = windows_of(sc, window)
+            for i, settings in enumerate(GRID):
+                got = run_seeds(sc, K, EPS, window, range(runs), windows=held, **settings)
+                out[i, j] = (*np.mean([(occ[0], flow[0]) for occ, flow, _ in got], axis=0), np.nan)
+        return out
     for i, settings in enumerate(GRID):
         for j, sc in enumerate(scenes):
             vals = []
@@ -115,7 +124,12 @@ def choose(scores: np.ndarray, left_out: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="umbra bench privacy-loso", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5, help="seeds per setting and scene")
+    ap.add_argument("--runs", type=int, default=5, help="seeds per setting and scene (1-minute windows, tree)")
+    ap.add_argument("--runs15", type=int, default=100, help="seeds per setting and scene, 15-minute windows: "
+                    "each scene is one window, so its figure is one draw of the noise per seed (at 5 seeds the "
+                    "15-minute column moves by about 2 points from one set of seeds to the next)")
+    ap.add_argument("--why", action="store_true", help="only the 15-minute occupancy error per scene taken "
+                    "apart (cap, noise, truncation, bias), at the setting chosen without the scene")
     ap.add_argument("--hours", type=float, default=4.0, help="the long replay: each scene back to back for this "
                     "many hours (one seed, the tree setting chosen without the scene); 0: none")
     ap.add_argument("--growth", action="store_true", help="only the table of the error bound as the day goes on")
@@ -130,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.long_only:
         long_replay(scenes, args.hours)
         return 0
-    print(f"leave-one-scene-out over {len(scenes)} scenes, k={K} eps={EPS:g}, {args.runs} seeds; grid of "
+    print(f"leave-one-scene-out over {len(scenes)} scenes, k={K} eps={EPS:g}, {args.runs15} seeds (15 min) and "
+          f"{args.runs} (1 min, tree); grid of "
           f"{len(GRID)} aggregate settings ({', '.join(sorted(GRID[0]))}) and {len(TREE_GRID)} tree settings")
-    w15, w1, tree = score_windows(scenes, 900, args.runs), score_windows(scenes, 60, args.runs), \
-        score_tree(scenes, args.runs)
+    w15 = score_windows(scenes, 900, args.runs15)
+    if args.why:
+        why(scenes, w15, args.runs15)
+        return 0
+    w1, tree = score_windows(scenes, 60, args.runs), score_tree(scenes, args.runs)
     print(f"\n{'left out':14s} | {'15 min occ':>10s} {'flow':>6s} {'goal':>4s} | {'1 min occ':>9s} {'flow':>6s} | "
           f"{'running flow':>12s} {'summed':>7s} {'visitors':>8s} | {'tree*':>6s} {'tree+min':>8s} {'mono':>6s} "
           f"{'mono@day':>8s} | settings "
@@ -173,6 +191,80 @@ def main(argv: list[str] | None = None) -> int:
     if args.hours > 0:
         long_replay(scenes, args.hours)
     return 0
+
+
+def why(scenes: list[Scene], w15: np.ndarray, runs: int) -> None:
+    """Where each left-out scene's 15-minute occupancy error comes from, at the setting chosen on the other
+    scenes: the window (samples, people, true mean and people-seconds, how many stayed long), and over the
+    seeds the presence cap the window picked, the mean's noise scale (cap / (epsilon_mean x samples), people),
+    the people-seconds the cap cut against what the dwell histogram put back, how often the zone was held
+    back (k), and the released mean's bias and spread. The caps and estimates are read off the release
+    itself (its `presence_cap` and `truncation_estimate` calls, wrapped), nothing recomputed."""
+    from bench.lib.scenes import truth
+
+    print("\n15-minute occupancy taken apart (each scene one window; setting chosen on the other scenes, "
+          f"{runs} seeds):")
+    print(f"{'left out':14s} | {'samples':>7s} {'people':>6s} {'true':>5s} {'p-s':>5s} {'>60s':>4s} {'>120s':>5s} | "
+          f"{'caps picked (s: share)':24s} {'noise':>5s} {'cut':>4s} {'back':>4s} {'held':>4s} | {'bias':>6s} "
+          f"{'sd':>5s} {'E|noise|':>8s} {'trunc left':>10s} {'accuracy':>8s} | {'flow':>6s} {'goal':>4s}")
+    for j, sc in enumerate(scenes):
+        settings = GRID[choose(w15, j)]
+        flow = w15[choose(w15, j), j, 1]
+        held = windows_of(sc, 900)
+        w, _ = held[0]
+        dwell = np.array([len(v[z]) for v in w.present.values() for z in v])
+        true = truth(sc.ticks, sc.geometry, 900)[0][(w.start, sc.geometry.config.zones[0].name)]
+        means, caps, backs = _traced(sc, held, settings, runs)
+        shown = means[~np.isnan(means)]
+        cap_arr = np.array(caps, float)
+        cut = np.array([np.maximum(dwell - c, 0).sum() for c in cap_arr])
+        e_mean = EPS * settings.get("occupancy_split", (0.8, 0.2))[0]
+        scale = cap_arr / (e_mean * w.samples)
+        values, counts = np.unique(cap_arr, return_counts=True)
+        picked_txt = " ".join(f"{int(v)}:{c / len(cap_arr):.0%}" for v, c in zip(values, counts, strict=True))
+        trunc = np.abs(cut - np.array(backs or [0.0] * len(cut))).mean() / w.samples / true
+        acc = 1 - np.mean(np.abs(np.nan_to_num(means, nan=0.0) - true)) / true
+        print(f"{sc.name:14s} | {w.samples:7d} {len(dwell):6d} {true:5.2f} {dwell.sum():5d} {(dwell > 60).sum():4d} "
+              f"{(dwell > 120).sum():5d} | {picked_txt:24s} {scale.mean():5.2f} {cut.mean():4.0f} "
+              f"{np.mean(backs or [0.0]):4.0f} {1 - len(shown) / runs:4.0%} | {shown.mean() - true:+6.2f} "
+              f"{shown.std():5.2f} {scale.mean() / true:8.1%} {trunc:10.1%} {acc:8.1%} | {flow:6.1%} "
+              f"{'yes' if acc >= 0.95 and flow >= 0.90 else 'no':>4s}", flush=True)
+    print("noise: the mean's noise scale in people (E|noise| = about that, as a share of the true mean in the "
+          "E|noise| column); cut / back: people-seconds the cap cut and the dwell histogram put back (means over "
+          "the seeds); trunc left: mean |cut - back| as a share of the true mean; held: windows withheld (k); "
+          "accuracy: recomputed over the same seeds (the table's column); flow: the table's")
+
+
+def _traced(sc: Scene, held: list[tuple[Any, float]], settings: dict[str, Any],
+            runs: int) -> tuple[np.ndarray, list[int], list[float]]:
+    """The released 15-minute means over the seeds (nan: withheld), with the presence cap each release
+    picked and the people-seconds its truncation estimate put back (the release's own calls, wrapped)."""
+    from firmware.privacy import analytics
+
+    caps: list[int] = []
+    backs: list[float] = []
+    pick, back = analytics.presence_cap, analytics.truncation_estimate
+
+    def picked(*a: Any, **kw: Any) -> int:
+        caps.append(pick(*a, **kw))
+        return caps[-1]
+
+    def put_back(*a: Any, **kw: Any) -> float:
+        backs.append(back(*a, **kw))
+        return backs[-1]
+
+    analytics.presence_cap, analytics.truncation_estimate = picked, put_back  # type: ignore[assignment]
+    try:
+        recs: list[list[dict]] = []
+        for seed in range(runs):
+            out: list[dict] = []
+            run_seeds(sc, K, EPS, 900, [seed], windows=held, records=out, **settings)
+            recs.append(out)
+    finally:
+        analytics.presence_cap, analytics.truncation_estimate = pick, back  # type: ignore[assignment]
+    means = np.array([next((r["values"][1] for r in out if r["metric"] == "occupancy" and r["zone"] != "*"),
+                           np.nan) for out in recs])
+    return means, caps, backs
 
 
 def growth(cap: int = 2, steps: int = 1440) -> None:
