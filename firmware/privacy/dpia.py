@@ -84,6 +84,10 @@ FACT_KEYS = {
     "tree_cap": "privacy.tree_crossing_cap",
     "tree_weight": "privacy.tree_level_weight",
     "max_zones": "privacy.max_zones",
+    "presence_cap_s": "privacy.presence_cap_s",
+    "occupancy_split": "privacy.occupancy_split",
+    "crossing_cap": "privacy.crossing_cap",
+    "heat_cap_s": "privacy.heat_cap_s",
 }
 
 
@@ -166,13 +170,33 @@ def _demographics_row(v: dict[str, Any]) -> tuple[str, str]:
              + "; no pseudonym, flow group or time finer than the window"))
 
 
+def _sensitivities(v: dict[str, Any]) -> str:
+    """What one person can move in one window, stream by stream, with the reason (the proof sketch)."""
+    mean, peak = v["occupancy_split"]
+    return (f"occupancy mean: at most the window's presence cap c (at most {v['presence_cap_s']} s, never more "
+            "than the window's S samples) people-seconds over all zones together, as a person adds at most c of "
+            "their 1 Hz samples in all their zones, so the released mean (people-seconds / S) moves by at most "
+            f"c / S <= 1 person per window, not per sample; epsilon x {mean:g} goes to it, epsilon x {peak:g} "
+            f"to the peak, which moves by at most 1 in each of at most {v['max_zones']} zones; c is picked from "
+            "the released (noised) dwell histogram, post-processing, so by adaptive composition the bound holds "
+            "for whichever c is picked; dwell histogram (also the visitor counts, their sum): a person is in "
+            f"one bucket of each of at most {v['max_zones']} zones, sensitivity {v['max_zones']}; buckets "
+            "beyond the window's samples are empty whatever the data and released as 0; line flow: at most "
+            f"{v['crossing_cap']} crossings a person; heatmap: at most {v['heat_cap_s']} people-seconds a "
+            "person; the site total and the truncation estimate added back to the mean are sums of released "
+            "values (no epsilon)")
+
+
 def composition(f: dict[str, Fact]) -> list[str]:
     """The composition table: per released stream, the unit one release protects, its epsilon and what a
     day of them adds up to (sequential composition in the accountant, per stream and UTC day)."""
     v = {name: fact.value for name, fact in f.items()}
     rows = ["| aggregates (occupancy, flow, dwell, heatmap) | one window of one person, bounded (zones, "
             f"presence, crossings, heat) | {v['epsilon']} per window and stream | {_daily(f)} per stream "
-            "(discrete Laplace, basic composition) |"]
+            "(discrete Laplace, basic composition) |",
+            "| aggregates: each statistic's L1 sensitivity (one person added or removed) | "
+            + _sensitivities(v) + " | the noise scale of each part is its sensitivity / its epsilon | "
+            "(tested as a property: `tests/firmware/privacy/test_analytics_sensitivity.py`) |"]
     if v["tree_on"]:
         steps = 86_400 // int(v["tree_step_s"])
         lv = max(1, steps.bit_length())

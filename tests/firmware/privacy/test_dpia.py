@@ -107,3 +107,14 @@ def test_the_running_totals_row_states_their_composition() -> None:
         row = [r for r in composition(facts(cfg)) if "running totals" in r]
         assert len(row) == 1 and says in row[0], row
         assert "at most 11" in row[0] and "at most epsilon, exactly" in row[0]
+
+
+def test_the_dpia_states_each_aggregate_sensitivity() -> None:
+    cfg = parse(SHOP)
+    md = generate_dpia(cfg, grants=[], now=T0)
+    p = cfg.privacy
+    assert f"at most {p.presence_cap_s} s, never more than the window's S samples" in md
+    assert "moves by at most c / S <= 1 person per window, not per sample" in md
+    assert f"epsilon x {p.occupancy_split[0]:g} goes to it" in md
+    assert f"line flow: at most {p.crossing_cap} crossings a person" in md
+    assert f"heatmap: at most {p.heat_cap_s} people-seconds a person" in md
