@@ -10,7 +10,8 @@ minute, `tree_crossing_cap` chosen the same way); beside them, the running total
 line_flow releases. Accuracy as in `umbra bench privacy` (1 - sum |released - true| / sum true; held back
 counts as 0).
 
-`python -m bench.privacy_loso [--runs 5]` (also `umbra bench privacy-loso`); figures: bench/PRIVACY.md."""
+`python -m bench.privacy_loso [--runs 5] [--runs15 100] [--why]` (also `umbra bench privacy-loso`); `--why`:
+only the 15-minute table, each left-out scene's occupancy error taken apart; figures: bench/PRIVACY.md."""
 
 from __future__ import annotations
 
