@@ -7,10 +7,10 @@ counter's join rule), not one per person: the device cannot tell people apart ac
 device's tracker (its defaults) and the device's `Chains` on the shared sequences with ground-truth tracks and a
 fixed camera (MOT15 PETS09-S2L1 and TUD-Campus with their public detections, PETS09-S2L1 with the real SSD as the
 bench run tiles it; PETS09, MOT17-02, -04, -09 and MOT20-01 ground truth replayed by both scripted error models,
-`hal.scripted` and `hal.crowd`: the rows of `bench.tracking_loso`; the moving-camera sequences are left out, the
-sensor is fixed), at the native rate and at 1/4 (the Pi), the ground plane scaled by the median person height
-(`bench.lib.motscenes`). The whole frame is one zone and every chain is taken to get a face estimate, so the
-counts are the most the hook could count.
+`hal.scripted` and `hal.crowd`: the rows of `bench.tracking_loso`, from `bench.lib.motrows`; the moving-camera
+sequences are left out, the sensor is fixed), at the native rate and at 1/4 (the Pi), the ground plane scaled by
+the median person height (`bench.lib.motscenes`). The whole frame is one zone and every chain is taken to get a
+face estimate, so the counts are the most the hook could count.
 
 Each tick the tracks (confirmed and coasting, as the hook sees them) are matched to the gt boxes (IoU >= 0.5, one
 to one). Per window (windows of 10 s, 60 s and 900 s from the sequence's start; every sequence is shorter than
@@ -44,8 +44,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from bench.lib.data import clean_exit
+from bench.lib.motrows import Row, at_rate, rows
 from bench.lib.motscenes import PERSON_M
-from bench.tracking_loso import Row, at_rate, rows
 from firmware.config.demographics import DemographicsConfig
 from firmware.config.sensing import GeometryConfig
 from firmware.demographics.chains import Chains
