@@ -1,7 +1,7 @@
 """Demographics benchmarks: the estimator's accuracy, the released histograms' utility, and the cost.
 
     python -m bench.demographics accuracy [--data DIR]
-    python -m bench.demographics utility [--windows 200] [--seed 1]
+    python -m bench.demographics utility [--windows 200] [--seed 1] [--chains 1,6]
     python -m bench.demographics cost [--frames 300]
 
 accuracy: the shared labeled faces (faces/labels.csv, 420 UTKFace photos, 35 per age band and gender), each
@@ -11,7 +11,9 @@ answering the most common class (chosen on the other half of the faces: the set 
 utility: synthetic windows of 50, 200 and 1,000 visitors drawn (with replacement) from those faces; the
 total-variation distance between the released histogram's distribution and the true band-by-gender
 distribution of the window's visitors, at k=5 and epsilon=1, beside the same distance with no privacy (the
-estimator's own error) and the distance of the noise alone (released against the estimator's histogram).
+estimator's own error) and the distance of the noise alone (released against the estimator's histogram), at
+max_chains_per_person m = 1 (the release as it was, one count a person: not what the device can promise) and at
+the default m (noise of scale m/epsilon; each visitor here is one chain, so only the noise and the k gate change).
 cost: one estimate's CPU time on a face photo (split into the face search and the networks), and the bench
 run (`umbra bench run`: PETS09 vtest.avi through the mock camera, the real SSD detector on CPU, the real
 tracker, its fake clock) with demographics off and on, rounds interleaved in one process: frames per second
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import random
 import sys
@@ -41,7 +44,7 @@ from bench.lib import data
 from bench.lib.data import clean_exit
 from bench.lib.images import read_rgb
 from bench.lib.replay import PETS_START_WALL
-from firmware.config.demographics import DemographicsConfig
+from firmware.config.demographics import MAX_CHAINS, DemographicsConfig
 from firmware.demographics.bands import BANDS, GENDERS, band_index, band_of, gender_of
 from firmware.demographics.release import distribution, histogram, release, tv_distance
 
@@ -167,29 +170,34 @@ def utility(args: argparse.Namespace) -> int:
     print(f"synthetic windows of visitors drawn from {len(faces)} labeled faces ({len(found)} with a face found; "
           f"the others are visitors the device cannot estimate and are missing from its histogram); "
           f"{args.windows} windows per row; TV distance to the window's true band x gender distribution")
-    print(f"{'visitors':>8}{'k':>3}{'eps':>5}{'cells':>12}{'released':>10}{'no privacy':>12}{'noise only':>12}"
-          f"{'zones out':>11}")
-    for n in (50, 200, 1000):
-        for suppress in (False, True):
-            cfg = DemographicsConfig(enabled=True, k=5, epsilon=1.0, suppress_cells=suppress)
-            tv_rel, tv_est, tv_noise, held = [], [], [], 0
-            for _ in range(args.windows):
-                drawn = rng.integers(0, len(faces), n)
-                truth = np.zeros((len(BANDS), len(GENDERS)), np.int64)
-                for i in drawn:
-                    truth[faces[i]["band"], faces[i]["gender"]] += 1
-                est = histogram(preds[i] for i in drawn if preds[i] is not None)
-                recs = release({"z": est}, cfg, 0, rng=noise)
-                tv_est.append(tv_distance(distribution(est), distribution(truth)))
-                if not recs:
-                    held += 1
-                    continue
-                cells = recs[0]["counts"]
-                tv_rel.append(tv_distance(distribution(cells), distribution(truth)))
-                tv_noise.append(tv_distance(distribution(cells), distribution(est)))
-            print(f"{n:>8}{cfg.k:>3}{cfg.epsilon:>5.1f}{'per cell k' if suppress else 'zone k':>12}"
-                  f"{np.mean(tv_rel):>10.3f}{np.mean(tv_est):>12.3f}{np.mean(tv_noise):>12.3f}{held:>11}")
+    print(f"{'visitors':>8}{'k':>3}{'eps':>5}{'m':>3}{'cells':>12}{'released':>10}{'no privacy':>12}"
+          f"{'noise only':>12}{'zones out':>11}")
+    # m = 1: the release as it was (one count a person, not true of the device); the default m: the bound in force
+    ms = sorted(set(args.chains or (1, DemographicsConfig().max_chains_per_person)))
+    for n, m, suppress in itertools.product((50, 200, 1000), ms, (False, True)):
+        cfg = DemographicsConfig(enabled=True, k=5, epsilon=1.0, suppress_cells=suppress, max_chains_per_person=m)
+        tv_rel, tv_est, tv_noise, held = [], [], [], 0
+        for _ in range(args.windows):
+            drawn = rng.integers(0, len(faces), n)
+            truth = np.zeros((len(BANDS), len(GENDERS)), np.int64)
+            for i in drawn:
+                truth[faces[i]["band"], faces[i]["gender"]] += 1
+            est = histogram(preds[i] for i in drawn if preds[i] is not None)
+            recs = release({"z": est}, cfg, 0, rng=noise)
+            tv_est.append(tv_distance(distribution(est), distribution(truth)))
+            if not recs:
+                held += 1
+                continue
+            cells = recs[0]["counts"]
+            tv_rel.append(tv_distance(distribution(cells), distribution(truth)))
+            tv_noise.append(tv_distance(distribution(cells), distribution(est)))
+        print(f"{n:>8}{cfg.k:>3}{cfg.epsilon:>5.1f}{m:>3}{'per cell k' if suppress else 'zone k':>12}"
+              f"{_mean(tv_rel):>10.3f}{_mean(tv_est):>12.3f}{_mean(tv_noise):>12.3f}{held:>11}")
     return 0
+
+
+def _mean(v: list[float]) -> float:
+    return float(np.mean(v)) if v else float("nan")  # nan: every window withheld
 
 
 def per_estimate(faces: list[dict]) -> float:
@@ -280,6 +288,16 @@ def cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chains(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: whole numbers, comma separated") from None
+    if not out or not all(1 <= m <= MAX_CHAINS for m in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: each from 1 to {MAX_CHAINS}")
+    return out
+
+
 @clean_exit
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.demographics", description=__doc__.split("\n")[0])
@@ -290,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "utility":
             p.add_argument("--windows", type=int, default=200)
             p.add_argument("--seed", type=int, default=1)
+            p.add_argument("--chains", type=_chains, default=None,
+                           help="max_chains_per_person values, comma separated (default: 1 and the config's)")
         if name == "cost":
             p.add_argument("--frames", type=int, default=300)
             p.add_argument("--rounds", type=int, default=3)

@@ -11,6 +11,7 @@ from firmware.config.checks import number, whole
 from firmware.config.privacy import MAX_DAILY_EPSILON, MIN_BETA, MIN_EPSILON
 
 STREAM = "demographics"  # the accountant's stream name
+MAX_CHAINS = 20  # max_chains_per_person at most: beyond it the noise drowns any window a site could have
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +19,13 @@ class DemographicsConfig:
     """When `enabled` (and zones are configured), `umbra run` estimates the age band and gender of a few face
     crops of each confirmed track in a zone, on the device, and at each window's end releases one
     umbra.demographics/1 record per zone: a 6 x 2 histogram (age bands 0-17, 18-27, 28-37, 38-47, 48-57, 58+
-    by female / male) with exact discrete Laplace noise, each track counted once per window (in the first
-    zone it was estimated in: L1 sensitivity 1 for the whole window), released only when the noised total
-    clears the private k threshold. See firmware.demographics."""
+    by female / male) with exact discrete Laplace noise, each chain of tracks (the device's best guess at one
+    person, `firmware.demographics.chains`) counted once per window in the first zone it was estimated in,
+    released only when the noised total clears the private k threshold. A person may form several chains (a
+    track lost for longer than the join time, or leaving and coming back): the noise is scaled to
+    `max_chains_per_person` chains a person (L1 sensitivity m for the whole window), so epsilon holds for a
+    person who forms at most m and one who forms m' > m is protected at epsilon m'/m. See
+    firmware.demographics."""
 
     enabled: bool = False
     window_s: int = 900  # one histogram per zone per window (windows start at multiples of window_s)
@@ -29,6 +34,10 @@ class DemographicsConfig:
     daily_epsilon: float = 0.0  # the stream's budget per UTC day; 0: epsilon times the windows in a day
     beta: float = 0.05  # chance that fewer than k people are released anyway
     suppress_cells: bool = False  # also withhold (null) each cell whose noised count is below the k threshold
+    # m: the chains one person may form in a window (a chain shared with another person, an identity switch,
+    # counted twice); the release's L1 sensitivity. 6: the least covering 99% of the other sequences' person-windows
+    # in every leave-one-sequence-out fold of bench.demographics_chains (0.6 to 1.6% of the left-out ones above it)
+    max_chains_per_person: int = 6
     crops_per_track: int = 3  # face estimates averaged per track per window
     crop_gap_s: float = 1.0  # a track's first crop when seen in a zone, the next after this, each gap doubled
     max_estimates_per_tick: int = 1  # estimates per loop tick at most
@@ -45,6 +54,7 @@ class DemographicsConfig:
         number("daily_epsilon", self.daily_epsilon, 0, MAX_DAILY_EPSILON, lo_open=True, zero=True,
                unit="(0: epsilon times the windows of a day)")
         number("beta", self.beta, MIN_BETA, 0.5, hi_open=True)
+        whole("max_chains_per_person", self.max_chains_per_person, 1, MAX_CHAINS)
         whole("crops_per_track", self.crops_per_track, 1, 20)
         number("crop_gap_s", self.crop_gap_s, 0, 3600, lo_open=True, unit="s")
         whole("max_estimates_per_tick", self.max_estimates_per_tick, 1, 16)

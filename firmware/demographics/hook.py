@@ -10,14 +10,13 @@ every confirmed track (its foot point on the ground, twice a second) and estimat
 - the head crop (the top `head_share` of the person's box, from the main stream when there is one) is copied
   out of the frame, given to the estimator (BlazeFace finds the face, the dlib networks estimate it; every chip
   and tensor there is zeroed before it returns), and zeroed at once.
-Each person counts once per window, as far as the device can tell them apart: the count, the crops and their
-schedule belong to a chain's slot in the open window, not to a track. A track seen for the first time in the
-window takes over the slot of the nearest track that ended near where it is born, by the line counter's join
-rule (`[geometry] count_join_s`, `firmware.sensing.geometry.join_pairs`: last seen within `count_join_s`, no
-further than JOIN_M plus a walker's top speed for the time between), so a track the tracker lost and started
-again as another id is one contribution, not two; any other track opens a new slot. What it cannot do: a
-person whose track is lost for longer than `count_join_s` (or reborn further away), or who leaves and comes
-back after it, opens a new slot and counts again (the release's sensitivity is one slot: `release`).
+Each chain of tracks counts once per window: the count, the crops and their schedule belong to a chain's slot in
+the open window, not to a track (`firmware.demographics.chains`: a track seen for the first time in the window
+takes over the slot of the nearest track that ended near where it is born, by the line counter's join rule,
+`[geometry] count_join_s`), so a track the tracker lost and started again as another id is one contribution, not
+two. What it cannot do: a person whose track is lost for longer than `count_join_s` (or reborn further away), or
+who leaves and comes back after it, opens a new slot and counts again; the release's noise is scaled to
+`max_chains_per_person` such chains a person (`release`).
 An estimate only adds to its slot's sums in the open window (`DemographicWindow`, memory only); it is never
 logged, stored or emitted. At the window's end the epsilon is charged to the `demographics` stream (whatever
 the data: the spend reveals nothing), each zone's histogram is released or withheld privately, the records go
@@ -36,12 +35,13 @@ from typing import Any
 import numpy as np
 
 from firmware.config.demographics import STREAM, DemographicsConfig
+from firmware.demographics.chains import Chains
 from firmware.demographics.release import DemographicWindow, release
 from firmware.errors import AuditError
 from firmware.privacy.accountant import Accountant
 from firmware.privacy.audit import AuditSink, NoAudit, audited
 from firmware.privacy.dp import SYSTEM, RandomSource
-from firmware.sensing.geometry import Geometry, join_pairs
+from firmware.sensing.geometry import Geometry
 from firmware.sensing.loop import SensorLoop
 from firmware.sensing.tickbudget import TickBudget
 from firmware.sensing.tracker import Track
@@ -79,13 +79,9 @@ class DemographicsHook:
         self._window: DemographicWindow | None = None
         self._due: dict[int, _Due] = {}  # slot -> its crop schedule
         self._zone: dict[int, str | None] = {}  # track id -> its zone, looked up twice a second
-        # the chains (join rule as the line counter's, geometry `count_join_s`): track id -> its slot in the
-        # open window, and, for the tracks seen within the join time that no newborn has taken, when they
-        # were last seen (monotonic ns) and their ground point there; all cleared when the window closes
-        self._join_ns = int(geometry.config.count_join_s * 1e9)
-        self._slot: dict[int, int] = {}
-        self._slots = 0
-        self._last: dict[int, tuple[int, np.ndarray]] = {}
+        # the chains (join rule as the line counter's, geometry `count_join_s`): each track's slot in the open
+        # window, and the join points of the tracks that may still be joined; all cleared when the window closes
+        self._chains = Chains(geometry.config.count_join_s)
         self._zones_due_ns = 0
         self._budget = TickBudget(clock, int(config.tick_share * period_s * 1e9))
         self.estimated = self.deferred = self.errors = self.no_face = 0
@@ -116,7 +112,7 @@ class DemographicsHook:
         if not tracks:
             return
         ground = self._ground(tracks)
-        self._chain(tracks, ground, frame.t_mono_ns)
+        self._chains.slots([t.track_id for t in tracks], ground, frame.t_mono_ns)
         if frame.t_mono_ns >= self._zones_due_ns:
             self._zones_due_ns = frame.t_mono_ns + ZONE_EVERY_NS
             for t, zone in zip(tracks, self.geometry.zone_of(ground), strict=True):
@@ -134,37 +130,12 @@ class DemographicsHook:
         feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) * 0.5, boxes[:, 3]))
         return self.geometry.to_ground(feet)
 
-    def _chain(self, tracks: Sequence[Any], ground: np.ndarray, now_ns: int) -> None:
-        """Each track's slot: a track new in the window takes over the slot of the track the join rule joins it
-        to (ended, near where it is born), or opens a new one. The join state is kept only as long as needed:
-        a track unseen for longer than the join time is no longer joinable and its point is dropped."""
-        for tid in [tid for tid, (seen, _) in self._last.items() if now_ns - seen > self._join_ns]:
-            del self._last[tid]
-        ids = [int(t.track_id) for t in tracks]
-        born = [j for j, tid in enumerate(ids) if tid not in self._slot]
-        if born:
-            seen_now = set(ids)
-            ended = [tid for tid in self._last if tid not in seen_now]
-            if ended and self._join_ns > 0:
-                gap_s = np.array([(now_ns - self._last[tid][0]) / 1e9 for tid in ended])
-                at = np.array([self._last[tid][1] for tid in ended]).reshape(-1, 2)
-                for j, m in join_pairs(ground[born], at, gap_s):
-                    self._slot[ids[born[j]]] = self._slot[ended[m]]
-                    del self._last[ended[m]]  # taken: no second newborn joins it
-            for j in born:
-                if ids[j] not in self._slot:
-                    self._slots += 1
-                    self._slot[ids[j]] = self._slots
-        if self._join_ns > 0:
-            for j, tid in enumerate(ids):
-                self._last[tid] = (now_ns, ground[j].copy())
-
     def _pick(self, tracks: Sequence[Any], now_ns: int) -> list[Any]:
         cfg = self.config
         due = []
         slots: set[int] = set()
         for t in tracks:
-            slot = self._slot[t.track_id]
+            slot = self._chains.slot(t.track_id)
             if self._zone.get(t.track_id) is None or slot in slots:
                 continue
             slots.add(slot)  # two tracks of one chain (an old id the tracker found again): one turn
@@ -187,7 +158,7 @@ class DemographicsHook:
         return np.array([max(cx - h / 2, 0) / sw, max(y0, 0) / sh, min(cx + h / 2, sw) / sw, min(y0 + h, sh) / sh])
 
     def _estimate(self, frame: Frame, track: Track) -> None:
-        slot = self._slot[track.track_id]
+        slot = self._chains.slot(track.track_id)
         d = self._due[slot]
         d.crops += 1  # a crop without a face still uses its turn, so one track cannot starve others
         d.due_ns = frame.t_mono_ns + d.gap_ns
@@ -222,9 +193,7 @@ class DemographicsHook:
         win, self._window = self._window, None
         self._due.clear()
         self._zone.clear()
-        self._slot.clear()
-        self._last.clear()
-        self._slots = 0
+        self._chains.clear()
         self._zones_due_ns = 0
         estimates, deferred = self._win_estimates, self._win_deferred
         self._win_estimates = self._win_deferred = 0
@@ -261,7 +230,7 @@ class DemographicsHook:
     def held_tracks(self) -> int:
         """Tracks or slots with anything held (slot, join point, crop schedule, zone, estimate sums): 0 right after
         a window closes."""
-        return max(len(self._due), len(self._zone), len(self._slot), len(self._last),
+        return max(len(self._due), len(self._zone), self._chains.held(),
                    self._window.held() if self._window is not None else 0)
 
 

@@ -8,17 +8,21 @@ are in memory only, for the open window; they are never stored, logged or emitte
 drops them. At the close each slot becomes one count: the band of its mean age by the class of its mean male
 probability, in its zone.
 
-Release (`release`): neighbouring windows differ by one slot; a slot adds 1 to one cell of one zone's
-histogram, so the window's histograms (all zones together) have L1 sensitivity 1 and one epsilon pays for the
-whole window. Per person this holds as far as the device can tell people apart: a track lost and born again
-within the join time (`[geometry] count_join_s`) near where it ended is the same slot; a person lost for longer,
-reborn further away, or who leaves and comes back after the join time, has one slot per chain, so a person
-with c chains in a window is protected at c times epsilon.
-Each of a zone's 12 cells gets discrete Laplace noise of scale 1/epsilon (firmware.privacy.dp, the same sampler
-as the other aggregates). Private k-thresholding as firmware.privacy.analytics does it: a zone
-is released only when the sum of its noised cells reaches `analytics.threshold(k, 1/epsilon, beta, parts=12)`,
-so a zone with fewer than k people is released with probability at most beta and the decision is itself DP. With
-`suppress_cells`, each cell must also reach `threshold(k, 1/epsilon, beta)` alone, or is released as null.
+Release (`release`): a slot adds 1 to one cell of one zone's histogram. The device cannot tell people apart
+beyond its chains (`firmware.demographics.chains`: a track lost and born again within the join time near where
+it ended is the same slot; a person lost for longer, reborn further away, or who leaves and comes back, has one
+slot per chain), so one person moves the window's histograms (all zones together) by as many counts as they
+form chains, and by 2 for a chain they share with another person (an identity switch: their crops may move
+the chain's count to another cell). The bound is configured, not enforced: `max_chains_per_person` m is the
+L1 sensitivity (L-inf is m too: all of a person's chains may fall in one cell), and each of a zone's 12 cells
+gets discrete Laplace noise of scale m/epsilon (firmware.privacy.dp, the same sampler as the other
+aggregates): epsilon-DP for every person who moves the histograms by at most m, and by group privacy epsilon
+m'/m for one who moves them by m' > m (bench.demographics_chains measures how often that happens).
+Private k-thresholding as firmware.privacy.analytics does it: a zone is released only when the sum of its
+noised cells reaches `analytics.threshold(k, m/epsilon, beta, parts=12)`, so a zone with fewer than k slots is
+released with probability at most beta and the decision is itself DP (k counts slots, as the histogram does:
+fewer than k people may form k slots). With `suppress_cells`, each cell must also reach
+`threshold(k, m/epsilon, beta)` alone, or is released as null.
 Released values are clipped at 0 (post-processing).
 
 What the record carries: the zone, the window's start and length, the noised counts; no track, pseudonym,
@@ -40,7 +44,6 @@ from firmware.privacy.analytics import threshold
 from firmware.privacy.dp import SYSTEM, RandomSource, discrete_laplace, exact
 
 SCHEMA = "umbra.demographics/1"
-SENSITIVITY = 1  # L1, per window over all zones: one slot (a chain of joined tracks), one cell
 ESTIMATOR = "dlib_age_v1+dlib_gender_v1"
 
 
@@ -104,7 +107,7 @@ def release(counts: dict[str, np.ndarray], config: DemographicsConfig, window_st
     in zone order. The caller has paid epsilon for the window. `noise=False` only for the bench's 'no privacy'
     rows (then the gate is the plain count >= k)."""
     eps = exact(config.epsilon)
-    scale = Fraction(SENSITIVITY) / eps
+    scale = noise_scale(config)
     zone_gate = threshold(config.k, scale, config.beta, parts=CELLS) if noise else config.k
     cell_gate = threshold(config.k, scale, config.beta) if noise else config.k
     out = []
@@ -122,13 +125,23 @@ def release(counts: dict[str, np.ndarray], config: DemographicsConfig, window_st
     return out
 
 
+def sensitivity(config: DemographicsConfig) -> int:
+    """The window's L1 sensitivity (all zones together): the chains one person may form, each one count."""
+    return config.max_chains_per_person
+
+
+def noise_scale(config: DemographicsConfig) -> Fraction:
+    """Each cell's discrete Laplace scale: sensitivity / epsilon, exactly."""
+    return Fraction(sensitivity(config)) / exact(config.epsilon)
+
+
 def _record(config: DemographicsConfig, window_start: int, zone: str, cells: Sequence[int | None],
             epsilon: float) -> dict[str, Any]:
     g = len(GENDERS)
     return {"schema": SCHEMA, "window_start": int(window_start), "window_s": config.window_s, "zone": zone,
             "bands": list(BANDS), "genders": list(GENDERS),
             "counts": [list(cells[i * g:(i + 1) * g]) for i in range(len(BANDS))],
-            "k": config.k, "epsilon": epsilon, "sensitivity": SENSITIVITY,
+            "k": config.k, "epsilon": epsilon, "sensitivity": sensitivity(config),
             "mechanism": "discrete_laplace" if epsilon else "none", "estimator": ESTIMATOR}
 
 

@@ -1,5 +1,6 @@
-"""The demographic histograms' release: one count per track and window, L1 sensitivity 1, exact discrete
-noise, the private k threshold, and records that carry nothing finer than the zone and the window."""
+"""The demographic histograms' release: one count per chain and window, exact discrete noise (here mostly at one
+chain a person, L1 sensitivity 1; the bound m in test_demographics_chain_bound), the private k threshold, and
+records that carry nothing finer than the zone and the window."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from firmware.demographics.release import (
 )
 from firmware.privacy.analytics import threshold
 
-CFG = DemographicsConfig(enabled=True, k=5, epsilon=1.0, window_s=900)
+CFG = DemographicsConfig(enabled=True, k=5, epsilon=1.0, window_s=900, max_chains_per_person=1)
 
 
 def test_bands_and_gender_classes():
@@ -62,7 +63,7 @@ def test_noise_is_the_exact_sampler_with_scale_one_over_epsilon():
     rng = random.Random(3)
     diffs = []
     for _ in range(300):
-        (rec,) = release({"z": true}, DemographicsConfig(epsilon=0.5), 0, rng=rng)
+        (rec,) = release({"z": true}, DemographicsConfig(epsilon=0.5, max_chains_per_person=1), 0, rng=rng)
         diffs += [c - 50 for row in rec["counts"] for c in row]
     var = float(np.var(diffs))
     q = np.exp(-0.5)
@@ -81,7 +82,7 @@ def test_fewer_than_k_people_are_released_at_most_beta_of_the_time():
 
 
 def test_per_cell_suppression_withholds_small_cells_as_null():
-    cfg = DemographicsConfig(k=5, epsilon=1.0, suppress_cells=True)
+    cfg = DemographicsConfig(k=5, epsilon=1.0, suppress_cells=True, max_chains_per_person=1)
     true = np.zeros((6, 2), int)
     true[2, 1] = 200
     true[4, 0] = 1
@@ -92,15 +93,15 @@ def test_per_cell_suppression_withholds_small_cells_as_null():
 
 @settings(max_examples=60, deadline=None)
 @given(counts=st.lists(st.integers(0, 40), min_size=12, max_size=12), start=st.integers(0, 10**6),
-       seed=st.integers(0, 2**32), suppress=st.booleans())
-def test_every_released_record_is_valid_and_says_nothing_finer_than_the_window(counts, start, seed, suppress):
-    cfg = DemographicsConfig(k=5, epsilon=1.0, suppress_cells=suppress, window_s=600)
+       seed=st.integers(0, 2**32), suppress=st.booleans(), m=st.integers(1, 6))
+def test_every_released_record_is_valid_and_says_nothing_finer_than_the_window(counts, start, seed, suppress, m):
+    cfg = DemographicsConfig(k=5, epsilon=1.0, suppress_cells=suppress, window_s=600, max_chains_per_person=m)
     ws = start // 600 * 600
     for rec in release({"door": np.array(counts).reshape(6, 2)}, cfg, ws, rng=random.Random(seed)):
         schemas.validate(rec)
         assert set(rec) == {"schema", "window_start", "window_s", "zone", "bands", "genders", "counts", "k",
                             "epsilon", "sensitivity", "mechanism", "estimator"}
-        assert rec["window_start"] % rec["window_s"] == 0 and rec["sensitivity"] == 1
+        assert rec["window_start"] % rec["window_s"] == 0 and rec["sensitivity"] == m
         assert rec["bands"] == list(BANDS)
 
 
