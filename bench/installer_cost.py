@@ -24,7 +24,11 @@ only the worker's pool and re-check models are swapped between blocks. For each 
 the view's work in the tick is timed (wall and the process's CPU, and BlazeFace's part of it) and printed
 per kind, and the views each kind made per second of its blocks.
 
-    python -m bench.installer_cost [--frames 795] [--block 28] [--warmup 14] [--privacy] [--compare]"""
+With --view-hz above what the worker keeps up with, a view is begun whenever none is in progress: the
+views made a second of the watched blocks' wall time is then the rate the worker sustains beside the loop.
+
+    python -m bench.installer_cost [--frames 795] [--block 28] [--warmup 14] [--privacy] [--compare]
+                                   [--view-hz HZ]"""
 
 from __future__ import annotations
 
@@ -83,8 +87,10 @@ class _Probe:
         self.view, self.kind = view, "off"
         self.tick: dict[str, list[tuple[float, float, float]]] = {}  # kind: (wall s, CPU s, BlazeFace s)
         self._face_s, self._started, self._loop_thread = 0.0, 0, threading.get_ident()
-        self._capture = view._capture
-        view._capture = self._captured
+        self._capture, self._work = view._capture, view._work
+        view._capture, view._work = self._captured, self._worked
+        self.latency: dict[str, list[float]] = {}  # kind: wall s from the tick's start of a view to its end
+        self._begun: dict[int, tuple[str, float]] = {}
         if view.faces is not None:
             view.faces = _TimedFaces(view.faces, self)
         loop.track_hooks[loop.track_hooks.index(view.on_tracks)] = self._on_tracks
@@ -99,7 +105,17 @@ class _Probe:
 
     def _captured(self, pixels, source_size, tracks, seq, wall):  # noqa: ANN001, ANN202 - InstallerView's
         self._started += 1
-        return self._capture(pixels, source_size, tracks, seq, wall)
+        t0 = time.perf_counter()
+        job = self._capture(pixels, source_size, tracks, seq, wall)
+        self._begun[id(job)] = (self.kind, t0)
+        return job
+
+    def _worked(self, job) -> None:  # noqa: ANN001 - a ViewJob, in the worker
+        try:
+            self._work(job)
+        finally:
+            kind, t0 = self._begun.pop(id(job), ("?", time.perf_counter()))
+            self.latency.setdefault(kind, []).append(time.perf_counter() - t0)
 
     def lines(self) -> list[str]:
         out = []
@@ -108,6 +124,10 @@ class _Probe:
             out.append(f"  {kind}: the view's work in the tick, {len(rows)} views: wall {_mean(ms[0]):.1f} ms mean, "
                        f"{max(ms[0]):.1f} max; process CPU {_mean(ms[1]):.1f} ms mean, {max(ms[1]):.1f} max; BlazeFace "
                        f"{_mean(ms[2]):.1f} ms mean ({_mean(ms[2]) / max(1e-9, _mean(ms[0])):.0%} of the wall)")
+            lat = self.latency.get(kind, [])
+            if lat:
+                out.append(f"  {kind}: a view from the tick's start to its end in the worker (served or withheld): "
+                           f"{_mean(lat):.2f} s mean, {max(lat):.2f} s max")
         return out
 
 
@@ -197,7 +217,8 @@ def _main_setup(cfg, view) -> tuple:  # noqa: ANN001 - UmbraConfig, InstallerVie
             person_recheck(cfg, threads=cfg.detector.threads), view.faces)
 
 
-def run(frames: int, block: int, privacy: bool, warmup: int = 14, compare: bool = False) -> str:
+def run(frames: int, block: int, privacy: bool, warmup: int = 14, compare: bool = False,
+        view_hz: float | None = None) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from firmware import config as cfgmod
@@ -213,7 +234,8 @@ def run(frames: int, block: int, privacy: bool, warmup: int = 14, compare: bool 
     key = Ed25519PrivateKey.generate()
     cfg = cfgmod.load(CONFIG)
     cfg = replace(cfg, camera=replace(cfg.camera, source=str(data.need("video/vtest.avi"))),
-                  installer=replace(cfg.installer, enabled=True, port=0, authority_public_key=public_key_b64(key)))
+                  installer=replace(cfg.installer, enabled=True, port=0, authority_public_key=public_key_b64(key),
+                                    view_hz=view_hz or cfg.installer.view_hz))
     clock = FakeClock()
     counts = RunCounts(Geometry(cfg.geometry))
     loop = build_loop(cfg, CONFIG.parent, clock, sinks=[counts])
@@ -300,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=14, help="frames run first and not counted")
     ap.add_argument("--compare", action="store_true",
                     help="blocks of main's worker (the loop's priority and threads) between the others")
+    ap.add_argument("--view-hz", type=float, help="views a second of footage at most (default: the config's)")
     args = ap.parse_args(argv)
     data.ensure_env()
-    print(run(args.frames, args.block, args.privacy, args.warmup, args.compare))
+    print(run(args.frames, args.block, args.privacy, args.warmup, args.compare, args.view_hz))
     return 0
 
 

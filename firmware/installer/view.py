@@ -5,7 +5,8 @@ tracks) and every face BlazeFace finds as sample images are (firmware.samples.ta
 flattens up front the regions re-checks found someone in during the last 10 s, and encodes the JPEG; every
 pixel buffer it made is zeroed before the tick ends, like every other buffer of the frame. Only the JPEG bytes
 (de-identified, not yet re-checked) and the overlay data (this tick's detections, the confirmed tracks, the
-counts, the geometry) go to a background worker (one thread; an injectable executor). The worker decodes the
+counts, the geometry) go to a background worker (one thread at nice 19, so that its re-checks take the CPU
+time the loop leaves rather than the loop's; an injectable executor). The worker decodes the
 JPEG exactly as it would be served and checks it with the face detector and the person re-check; when they
 find someone, every region they found in the view is flattened on the decoded image with its own size around
 it (filled with its mean colour: no shape is left to find, and the neighbour a blur made stand out goes with
