@@ -45,6 +45,9 @@ from trust.files import write_atomic
 log = logging.getLogger(__name__)
 VIEW_VERIFY_PASSES = 2  # as samples: a second re-check only when the first still found someone
 PERSON_RECHECK_SCORE = 0.2  # below the 0.3 the privacy test checks the served views at
+RECHECK_THREADS = 1  # the worker's models run in its own (low-priority) thread only: no pool threads at the
+# loop's priority, and on the Pi's cores the loop's detector already uses what a second thread would add
+FACES = FaceConfig(variant="short_range", tiles=(1, 2))  # the view's BlazeFace, in the tick and the worker
 
 
 @dataclass
@@ -95,19 +98,21 @@ def make_view(cfg: UmbraConfig, counts: RunCounts, clock: Clock, faces: Any = No
     its own), which gets only the JPEG, so that the loop keeps its rate (bench.installer_cost). A scripted
     detector cannot look: no person re-check then."""
 
+    recheck_faces = None  # the tick's detector, when given
     if faces is None:
-
-        faces = FaceDetector(FaceConfig(variant="short_range", tiles=(1, 2)))
+        faces = FaceDetector(FACES)
+        recheck_faces = FaceDetector(replace(FACES, threads=RECHECK_THREADS))
     if persons is None and cfg.detector.kind == "tflite":
         persons = person_recheck(cfg)
     ic = ic or cfg.installer
     samples = replace(cfg.samples, verify_passes=max(cfg.samples.verify_passes, VIEW_VERIFY_PASSES),
                       jpeg_quality=ic.jpeg_quality)  # the re-checks see the JPEG as it is served
     return InstallerView(ic, cfg.geometry, counts, clock, faces, samples=samples,
-                         min_score=cfg.loop.min_score, person_finder=persons or None, executor=executor)
+                         min_score=cfg.loop.min_score, person_finder=persons or None, executor=executor,
+                         recheck_faces=recheck_faces)
 
 
-def person_recheck(cfg: UmbraConfig) -> Any:
+def person_recheck(cfg: UmbraConfig, threads: int | None = None) -> Any:
     """The person model on the blurred view, 2 x 2 tiles: normalized boxes of persons above
     PERSON_RECHECK_SCORE. Each tile's own detections are kept (no pixels: a digest of the tile's pixels
     names them) and the model runs again only on the tiles whose pixels changed since the last check: a
@@ -118,7 +123,7 @@ def person_recheck(cfg: UmbraConfig) -> Any:
     d = DetectorConfig()
     det = TfliteDetector(cfg.detector.model, edgetpu={"auto": None, "on": True, "off": False}[cfg.detector.edgetpu],
                          tiles=d.tiles, overlap=d.overlap, score_threshold=PERSON_RECHECK_SCORE,
-                         num_threads=cfg.detector.threads)
+                         num_threads=RECHECK_THREADS if threads is None else threads)
     return TileMemo(det, PERSON_RECHECK_SCORE)
 
 

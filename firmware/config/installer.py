@@ -35,7 +35,8 @@ class InstallerConfig:
     port: int = 8765
     authority_public_key: str = ""
     max_validity_s: int = MAX_VALIDITY_S
-    view_hz: float = 0.5  # one view every 2 s: what it costs the PETS09 loop is in bench/INSTALLER.md
+    view_hz: float = 0.5  # at most one view every 2 s (fewer when the loop leaves the worker little CPU time):
+    # what it costs the PETS09 loop and the rate served are in bench/INSTALLER.md
     jpeg_quality: int = 50  # as samples
     watch_timeout_s: float = 5.0  # no request for this long: nobody is watching, no frames are made
     config_file: str = ""

@@ -187,6 +187,7 @@ class InstallerServer:
         body: dict[str, Any] = {"device": self.authorizer.device_id, "config": str(self.config_path)}
         if v is not None:
             body.update(v.state)
+            body["age_s"] = round(max(0.0, self.clock.wall() - v.wall), 1)  # the page says how old the view is
         if self.live is not None:
             body["live"] = self.live.status().to_json()
         return web.json_response(body, headers={"Cache-Control": "no-store"})

@@ -5,7 +5,8 @@ tracks) and every face BlazeFace finds as sample images are (firmware.samples.ta
 flattens up front the regions re-checks found someone in during the last 10 s, and encodes the JPEG; every
 pixel buffer it made is zeroed before the tick ends, like every other buffer of the frame. Only the JPEG bytes
 (de-identified, not yet re-checked) and the overlay data (this tick's detections, the confirmed tracks, the
-counts, the geometry) go to a background worker (one thread; an injectable executor). The worker decodes the
+counts, the geometry) go to a background worker (one thread at nice 19, so that its re-checks take the CPU
+time the loop leaves rather than the loop's; an injectable executor). The worker decodes the
 JPEG exactly as it would be served and checks it with the face detector and the person re-check; when they
 find someone, every region they found in the view is flattened on the decoded image with its own size around
 it (filled with its mean colour: no shape is left to find, and the neighbour a blur made stand out goes with
@@ -21,6 +22,7 @@ tick's detections, no pixels) and `on_tracks` (a track hook: makes the JPEG and 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -47,6 +49,7 @@ VIEW_SIZE = (640, 480)
 FLATTEN_WIDEN = 1.0  # before the next check, what the re-checks found is flattened with its size around it:
 # on PETS09 the next check finds the neighbour the blur made stand out, just beside the last region
 RECENT_NS = 10_000_000_000  # a region a re-check found someone in is flattened up front in views this long after
+WORKER_NICE = 19  # the worker's re-checks run on CPU time the loop leaves (bench.installer_cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,11 @@ class InstallerView:
     def __init__(self, config: InstallerConfig, geometry: GeometryConfig, counts: RunCounts, clock: Clock,
                  faces: FaceFinder | None, person_finder: PersonFinder | None = None,
                  samples: SamplesConfig | None = None, min_score: float = 0.0,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, recheck_faces: FaceFinder | None = None) -> None:
         self.config, self.counts, self.clock = config, counts, clock
         self.geometry = geometry
-        self.faces, self.persons = faces, person_finder
+        self.faces, self.persons = faces, person_finder  # the tick's face detector; the worker's person re-check
+        self.recheck_faces = recheck_faces if recheck_faces is not None else faces  # the worker's face detector
         self.samples = samples or SamplesConfig()
         self.min_score = min_score
         self.latest: ViewFrame | None = None
@@ -174,7 +178,8 @@ class InstallerView:
 
     def _pool(self) -> Executor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umbra-installer-view")
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umbra-installer-view",
+                                                initializer=lower_priority)
         return self._executor
 
     def _capture(self, pixels: np.ndarray, source_size: tuple[int, int], tracks: Sequence[Any], seq: int,
@@ -328,9 +333,9 @@ class InstallerView:
         seen_rgb = np.ascontiguousarray(seen_bgr[:, :, ::-1])
         found = []
         try:
-            if self.faces is not None:
+            if self.recheck_faces is not None:
                 found += [_grow(b * scale, cfg.face_margin)
-                          for b in np.asarray(self.faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
+                          for b in np.asarray(self.recheck_faces.detect(seen_rgb).boxes, np.float64).reshape(-1, 4)]
             if self.persons is not None:
                 found += [_grow(b * scale, cfg.person_margin)
                           for b in np.asarray(self.persons(seen_rgb), np.float64).reshape(-1, 4)]
@@ -344,6 +349,16 @@ class InstallerView:
             self._grid_for = (geometry, size)
         assert self._grid is not None
         return self._grid
+
+
+def lower_priority() -> None:
+    """The calling thread (only it: on Linux a thread's nice value is its own) at WORKER_NICE, so that the
+    view's re-checks take the CPU time the loop leaves rather than the loop's; threads it starts inherit it.
+    Where that cannot be set, the thread runs on at its priority (logged)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+    except (AttributeError, OSError) as e:
+        log.warning("installer view worker left at its priority (%s)", e)
 
 
 def _encode(bgr: np.ndarray, quality: int) -> bytes:

@@ -9,6 +9,7 @@ face found by BlazeFace (two variants) inside a blurred region."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -117,6 +118,7 @@ def test_the_page_in_chromium_shows_the_view_and_saves_a_drawn_zone_and_line(sit
         rows = driver.execute_script("return [...document.querySelectorAll('#counts tbody tr')].map(r => r.innerText)")
         assert any(r.startswith("north-south") for r in rows) and any(r.startswith("east-west") for r in rows)
         assert driver.find_elements(By.CSS_SELECTOR, "#zones tbody tr")
+        assert re.fullmatch(r"frame \d+, \d+\.\d s old, grid step .* m", driver.find_element(By.ID, "meta").text)
 
         _draw_zone_and_line(driver)
     finally:

@@ -89,13 +89,18 @@ def test_a_session_sees_the_view_and_counts_and_expires_with_its_token(rig) -> N
                 state = await r.json()
             async with s.get(rig.base + "/view.jpg") as r:
                 jpeg = await r.read()
-            rig.clock.advance(3601)
+            rig.clock.advance(3)
+            async with s.get(rig.base + "/state") as r:
+                later = await r.json()
+            rig.clock.advance(3598)
             async with s.get(rig.base + "/state") as r:
                 late = r.status
-        return status, state, jpeg, late
+        return status, state, later, jpeg, late
 
-    status, state, jpeg, late = _run(go())
+    status, state, later, jpeg, late = _run(go())
     assert status == 303
+    assert later["seq"] == state["seq"] and state["age_s"] >= 0  # how old the view is, on the device's clock
+    assert later["age_s"] == pytest.approx(state["age_s"] + 3, abs=0.1)
     assert jpeg[:2] == b"\xff\xd8"
     assert state["tracks"] and all("id" in t for t in state["tracks"])
     assert state["detections"] and all(0 < d["score"] <= 1 for d in state["detections"])

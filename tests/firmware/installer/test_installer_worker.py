@@ -7,6 +7,7 @@ is waited for. Deterministic: a hand-run executor, the fake clock, no sleeps."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -340,3 +341,20 @@ def test_after_a_tick_that_started_a_view_no_frame_sized_copy_is_held_anywhere(t
     assert not r["after_ticks"], f"pixel arrays outlived a tick while a view was held: {r['after_ticks']}"
     assert not r["after_worker"], f"pixel arrays outlived the view's job: {r['after_worker']}"
     assert r["made"] == 1 and r["job_arrays"] == [] and r["job_jpeg"] == ["bytes"]
+
+
+def test_the_view_s_own_worker_runs_below_the_loop_s_priority(tmp_path: Path) -> None:
+    """The re-checks take the CPU time the loop leaves: the worker thread (the only one running them) at
+    WORKER_NICE, the loop's thread left at its own."""
+    s = _sensor(tmp_path, _nobody, None)
+    nice: list[int] = []
+    s.view.listeners.append(lambda v: nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    try:
+        s.view.watch()
+        s.loop.run(1)
+        s.view.drain()
+    finally:
+        s.view.close()
+    assert s.view.made == 1 and nice == [max(mine, viewmod.WORKER_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

@@ -10,10 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from firmware.cli.installer import PERSON_RECHECK_SCORE, TileMemo, person_recheck
+from firmware.cli.installer import PERSON_RECHECK_SCORE, TileMemo, make_view, person_recheck
 from firmware.config import UmbraConfig
+from firmware.installer.counts import RunCounts
 from firmware.installer.view import VIEW_SIZE, flatten_region
 from firmware.samples.taking import blur_region
+from firmware.sensing.geometry import Geometry
+from hal.clock import FakeClock
+from hal.faces import FaceConfig
 from hal.frame import Frame
 
 
@@ -66,3 +70,13 @@ def test_the_memo_refuses_an_image_it_would_have_to_copy(frames) -> None:
     memo = person_recheck(UmbraConfig())
     with pytest.raises(ValueError, match="C-contiguous"):
         memo(frames[0][:, ::-1])
+
+
+def test_the_worker_s_models_run_on_its_own_thread_only() -> None:
+    """No pool thread of the re-check's models runs at the loop's priority: one thread each, the worker's."""
+    cfg = UmbraConfig()
+    assert cfg.detector.threads > 1
+    view = make_view(cfg, RunCounts(Geometry(cfg.geometry)), FakeClock())
+    assert view.persons.det.num_threads == 1
+    assert view.recheck_faces is not view.faces and view.recheck_faces.config.threads == 1
+    assert view.faces.config.threads == FaceConfig().threads  # the tick's BlazeFace as before
