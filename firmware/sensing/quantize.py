@@ -92,18 +92,20 @@ class Quantizer:
         angle = np.arctan2(state.velocity[:, 1], state.velocity[:, 0])
         sectors = np.round(angle / (2 * math.pi / HEADING_SECTORS)).astype(np.int64) % HEADING_SECTORS
         out = []
-        for i in range(len(state.track_ids)):
-            epoch, pseud = self.pseudonyms.pseudonym(int(state.track_ids[i]), wall)
+        # (as plain numbers: the same values, without a numpy scalar per field)
+        for tid, (cx, cy), size, v, sector, zone in zip(state.track_ids.tolist(), cells.tolist(), sizes.tolist(),
+                                                       speed.tolist(), sectors.tolist(), zones, strict=True):
+            epoch, pseud = self.pseudonyms.pseudonym(tid, wall)
             out.append(
                 QuantizedTrack(
                     pseudonym=pseud,
                     epoch=epoch,
                     t=t_bucket,
-                    cell=(int(cells[i, 0]), int(cells[i, 1])),
+                    cell=(cx, cy),
                     grid_m=cfg.grid_m,
-                    size=SIZE_CLASSES[int(sizes[i])],
-                    heading=int(sectors[i]) if speed[i] >= cfg.min_speed_mps else None,
-                    zone=zones[i],
+                    size=SIZE_CLASSES[size],
+                    heading=sector if v >= cfg.min_speed_mps else None,
+                    zone=zone,
                 )
             )
         return out

@@ -1,0 +1,95 @@
+"""The loop's per-tick code as it was before h-gatecpu2 cut its CPU (main at 4fabc62), kept verbatim as the
+reference the faster code must reproduce to the bit (tests/firmware/sensing/test_loop_cpu_reference.py): each
+function here replaces its new counterpart when patched in with `old_code`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from firmware.sensing.geometry import Crossing, LineCounter, points_in_polygon
+from firmware.sensing.quantize import GroundState
+from firmware.sensing.records import HEADING_SECTORS, SIZE_CLASSES, QuantizedTrack
+
+
+def line_sides(xy: np.ndarray, a: np.ndarray, unit: np.ndarray, length: np.ndarray,
+               band: float) -> tuple[np.ndarray, np.ndarray]:
+    """LineCounter.update's sides and insides of the points `xy` (N, 2) against the lines (a, unit, length), as
+    the array code gave them: (N, L) int8 and (N, L) bool."""
+    rel = xy.reshape(-1, 1, 2) - a  # (N, L, 2)
+    u = unit
+    signed = u[:, 0] * rel[..., 1] - u[:, 1] * rel[..., 0]  # > 0: left of a -> b
+    along = u[:, 0] * rel[..., 0] + u[:, 1] * rel[..., 1]
+    now = np.where(signed > band, 1, np.where(signed < -band, -1, 0)).astype(np.int8)
+    inside = (along >= 0) & (along <= length)
+    return now, inside
+
+
+def _lines(counter: LineCounter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = np.array([ln[:2] for ln in counter._lines], dtype=np.float64).reshape(-1, 2)
+    unit = np.array([ln[2:4] for ln in counter._lines], dtype=np.float64).reshape(-1, 2)
+    return a, unit, np.array([ln[4] for ln in counter._lines], dtype=np.float64)
+
+
+def line_update(self: LineCounter, track_ids: np.ndarray, xy: np.ndarray, t_s: float) -> list[Crossing]:
+    found = self._confirm(t_s) if self._due else []
+    ids = np.asarray(track_ids).reshape(-1)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if self.join_s > 0 or self.smooth_s > 0:
+        xy = self._follow(ids, xy, t_s)
+    if len(ids) and len(self.names):
+        now, inside = line_sides(xy, *_lines(self), self.band)
+        sides, insides = now.tolist(), inside.tolist()
+        for j, tid in enumerate(ids.tolist()):
+            if not self._quiet(int(tid), sides[j], insides[j]):
+                found += self._step(int(tid), now[j], inside[j], t_s)
+    for tid in ids.tolist():
+        self._seen[int(tid)] = t_s
+    if t_s - self._pruned_at >= min(self.forget_s, 10.0):
+        self._prune(t_s)
+    return found
+
+
+def zone_of(self, ground: np.ndarray) -> list[str | None]:
+    pts = np.asarray(ground, dtype=np.float64).reshape(-1, 2)
+    out: list[str | None] = [None] * len(pts)
+    for name, poly in self._zones:
+        inside = points_in_polygon(pts, poly)
+        for i in np.flatnonzero(inside):
+            if out[i] is None:
+                out[i] = name
+    return out
+
+
+def quantize(self, state: GroundState, wall: float) -> list[QuantizedTrack]:
+    cfg = self.config
+    t_bucket = int(wall // cfg.time_bucket_s) * cfg.time_bucket_s
+    cells = np.floor(state.xy / cfg.grid_m).astype(np.int64)
+    zones = self.geometry.zone_of(state.xy)
+    sizes = np.searchsorted(np.asarray(cfg.size_edges_m), state.height_m, side="right")
+    speed = np.hypot(state.velocity[:, 0], state.velocity[:, 1])
+    angle = np.arctan2(state.velocity[:, 1], state.velocity[:, 0])
+    sectors = np.round(angle / (2 * math.pi / HEADING_SECTORS)).astype(np.int64) % HEADING_SECTORS
+    out = []
+    for i in range(len(state.track_ids)):
+        epoch, pseud = self.pseudonyms.pseudonym(int(state.track_ids[i]), wall)
+        out.append(
+            QuantizedTrack(
+                pseudonym=pseud,
+                epoch=epoch,
+                t=t_bucket,
+                cell=(int(cells[i, 0]), int(cells[i, 1])),
+                grid_m=cfg.grid_m,
+                size=SIZE_CLASSES[int(sizes[i])],
+                heading=int(sectors[i]) if speed[i] >= cfg.min_speed_mps else None,
+                zone=zones[i],
+            )
+        )
+    return out
+
+
+def person_pixels(self, min_score: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the loop did with a frame's detections: persons(), then to_pixels() and scores."""
+    persons = self.persons(min_score)
+    return persons.to_pixels(width, height), persons.scores
