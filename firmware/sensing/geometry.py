@@ -28,11 +28,14 @@ class Crossing:
 class Geometry:
     config: GeometryConfig
     _h: np.ndarray = field(init=False)
+    _h_xy: np.ndarray = field(init=False)  # views of _h, made once (to_ground's every call)
+    _h_1: np.ndarray = field(init=False)
     _zones: list[tuple[str, np.ndarray]] = field(init=False)
     _edges: list[tuple[str, list[tuple[float, float, float, float]]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self._h = np.asarray(self.config.homography, dtype=np.float64)
+        self._h_xy, self._h_1 = self._h[:, :2].T, self._h[:, 2]
         self._zones = [(z.name, np.asarray(z.polygon, dtype=np.float64)) for z in self.config.zones]
         # each zone's edges (x0, y0, x1, y1) in plain floats, for in_polygon
         self._edges = [(name, list(zip(*poly.T.tolist(), *np.roll(poly, -1, axis=0).T.tolist(), strict=True)))
@@ -41,7 +44,7 @@ class Geometry:
     def to_ground(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) image pixels -> (N, 2) ground metres."""
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        hom = pts @ self._h[:, :2].T + self._h[:, 2]
+        hom = pts @ self._h_xy + self._h_1
         w = hom[:, 2:3]
         w = np.where(np.abs(w) < 1e-12, 1e-12, w)
         return hom[:, :2] / w
@@ -143,7 +146,7 @@ class LineCounter:
             for tid, (x, y) in zip(ids.tolist(), xy.tolist(), strict=True):
                 sides, insides = line_sides(x, y, self._lines, self.band)
                 if not self._quiet(int(tid), sides, insides):
-                    found += self._step(int(tid), np.array(sides, np.int8), np.array(insides, np.bool_), t_s)
+                    found += self._step(int(tid), sides, insides, t_s)
         for tid in ids.tolist():
             self._seen[int(tid)] = t_s
         if t_s - self._pruned_at >= min(self.forget_s, 10.0):
@@ -165,45 +168,60 @@ class LineCounter:
                 side[k] = n
         return True
 
-    def _step(self, tid: int, now: np.ndarray, inside: np.ndarray, t_s: float) -> list[Crossing]:
+    def _step(self, tid: int, now: list[int], inside: list[bool], t_s: float) -> list[Crossing]:
+        """A track's sides `now` (+1, -1, 0 within the band, per line) and whether it is along each line
+        (`inside`): the crossings it completes now; a crossing seen is held (`_due`) when `hold_s` is set. In
+        plain Python over the lines (a few), the state in its arrays as before."""
         side = self._side.get(tid)
         if side is None:
-            self._side[tid] = now.copy()
+            self._side[tid] = np.array(now, np.int8)
             return []
-        due = self._due.get(tid)
-        if due is not None:
-            to, since = due
-            if self.restart:  # seen back within the band: the new side is held from its next sighting there
-                since[(to != 0) & (now == 0)] = t_s
-            back = (to != 0) & (now == side)  # seen beyond the band on the old side again within the hold
-            to[back] = 0
-            held = to != 0
-            if not held.any():
-                del self._due[tid]
-            now = np.where(held, 0, now).astype(np.int8)  # a line with a crossing due: nothing more to decide
-        crossed = (now != 0) & (side != 0) & (now != side) & inside
-        if self.hold_s > 0 and crossed.any():
-            to, since = self._due.setdefault(tid, (np.zeros(len(side), np.int8), np.zeros(len(side))))
-            to[crossed], since[crossed] = now[crossed], t_s
-            now = np.where(crossed, 0, now).astype(np.int8)
-            crossed[:] = False
-        out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k in np.flatnonzero(crossed)]
-        np.copyto(side, now, where=now != 0)
+        old, now = side.tolist(), list(now)
+        if tid in self._due:
+            now = self._held(tid, now, old, t_s)
+        crossed = [n != 0 and s != 0 and n != s and i for n, s, i in zip(now, old, inside, strict=True)]
+        if self.hold_s > 0 and any(crossed):
+            to, since = self._due.setdefault(tid, (np.zeros(len(old), np.int8), np.zeros(len(old))))
+            for k, c in enumerate(crossed):
+                if c:
+                    to[k], since[k], now[k] = now[k], t_s, 0
+            crossed = [False] * len(crossed)
+        out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k, c in enumerate(crossed) if c]
+        for k, n in enumerate(now):
+            if n != 0:
+                side[k] = n
         return out
+
+    def _held(self, tid: int, now: list[int], old: list[int], t_s: float) -> list[int]:
+        """A track with crossings held (`_due`) seen at sides `now` (its sides were `old`): each held crossing
+        is cancelled where it is seen back beyond the band on the old side, held from now on where it is seen
+        back within the band (`restart`); returns `now` with the lines still held at 0 (nothing to decide)."""
+        to, since = self._due[tid]
+        held = to.tolist()
+        for k, (n, was) in enumerate(zip(now, old, strict=True)):
+            if held[k] != 0:
+                if self.restart and n == 0:  # seen back within the band: the new side held from its next sighting
+                    since[k] = t_s
+                if n == was:  # seen beyond the band on the old side again within the hold
+                    to[k] = held[k] = 0
+        if not any(held):
+            del self._due[tid]
+        return [0 if h != 0 else n for h, n in zip(held, now, strict=True)]
 
     def _confirm(self, t_s: float) -> list[Crossing]:
         """Count the crossings held for `hold_s` by now: the track's side becomes the one it crossed to."""
         out: list[Crossing] = []
         for tid in list(self._due):
             to, since = self._due[tid]
-            ripe = (to != 0) & (t_s - since >= self.hold_s)
-            if not ripe.any():
+            held, when = to.tolist(), since.tolist()
+            ripe = [k for k, (d, w) in enumerate(zip(held, when, strict=True)) if d != 0 and t_s - w >= self.hold_s]
+            if not ripe:
                 continue
-            out += [Crossing(tid, self.names[k], "+" if to[k] > 0 else "-") for k in np.flatnonzero(ripe)]
+            out += [Crossing(tid, self.names[k], "+" if held[k] > 0 else "-") for k in ripe]
             side = self._side[tid]
-            side[ripe] = to[ripe]
-            to[ripe] = 0
-            if not to.any():
+            for k in ripe:
+                side[k], to[k] = held[k], 0
+            if not any(to.tolist()):
                 del self._due[tid]
         return out
 

@@ -78,7 +78,9 @@ class Quantizer:
             mpp = self.geometry.metres_per_pixel(np.array(feet, dtype=np.float64))
         else:
             g = self.geometry.to_ground(np.array(feet + ahead + right, dtype=np.float64).reshape(-1, 2))
-            mpp = np.linalg.norm(g[2 * n:] - g[:n], axis=1)
+            d = g[2 * n:] - g[:n]
+            d *= d
+            mpp = np.sqrt(d[:, 0] + d[:, 1])  # np.linalg.norm(axis=1)'s arithmetic, without its checks
         xy = g[:n]
         return GroundState(ids, xy, (g[n:2 * n] - xy) / _HORIZON, np.array(tall, dtype=np.float64) * mpp)
 

@@ -1,6 +1,6 @@
 """The loop's per-tick code as it was before h-gatecpu2 cut its CPU (main at 4fabc62), kept verbatim as the
 reference the faster code must reproduce to the bit (tests/firmware/sensing/test_loop_cpu_reference.py): each
-function here replaces its new counterpart when patched in with `old_code`."""
+function here replaces its new counterpart when patched in (`OldLineCounter`, and the test's `_old_code`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _lines(counter: LineCounter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def line_update(self: LineCounter, track_ids: np.ndarray, xy: np.ndarray, t_s: float) -> list[Crossing]:
-    found = self._confirm(t_s) if self._due else []
+    found = line_confirm(self, t_s) if self._due else []
     ids = np.asarray(track_ids).reshape(-1)
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if self.join_s > 0 or self.smooth_s > 0:
@@ -43,12 +43,62 @@ def line_update(self: LineCounter, track_ids: np.ndarray, xy: np.ndarray, t_s: f
         sides, insides = now.tolist(), inside.tolist()
         for j, tid in enumerate(ids.tolist()):
             if not self._quiet(int(tid), sides[j], insides[j]):
-                found += self._step(int(tid), now[j], inside[j], t_s)
+                found += line_step(self, int(tid), now[j], inside[j], t_s)
     for tid in ids.tolist():
         self._seen[int(tid)] = t_s
     if t_s - self._pruned_at >= min(self.forget_s, 10.0):
         self._prune(t_s)
     return found
+
+
+def line_step(self: LineCounter, tid: int, now: np.ndarray, inside: np.ndarray, t_s: float) -> list[Crossing]:
+    side = self._side.get(tid)
+    if side is None:
+        self._side[tid] = now.copy()
+        return []
+    due = self._due.get(tid)
+    if due is not None:
+        to, since = due
+        if self.restart:  # seen back within the band: the new side is held from its next sighting there
+            since[(to != 0) & (now == 0)] = t_s
+        back = (to != 0) & (now == side)  # seen beyond the band on the old side again within the hold
+        to[back] = 0
+        held = to != 0
+        if not held.any():
+            del self._due[tid]
+        now = np.where(held, 0, now).astype(np.int8)  # a line with a crossing due: nothing more to decide
+    crossed = (now != 0) & (side != 0) & (now != side) & inside
+    if self.hold_s > 0 and crossed.any():
+        to, since = self._due.setdefault(tid, (np.zeros(len(side), np.int8), np.zeros(len(side))))
+        to[crossed], since[crossed] = now[crossed], t_s
+        now = np.where(crossed, 0, now).astype(np.int8)
+        crossed[:] = False
+    out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k in np.flatnonzero(crossed)]
+    np.copyto(side, now, where=now != 0)
+    return out
+
+
+def line_confirm(self: LineCounter, t_s: float) -> list[Crossing]:
+    """Count the crossings held for `hold_s` by now: the track's side becomes the one it crossed to."""
+    out: list[Crossing] = []
+    for tid in list(self._due):
+        to, since = self._due[tid]
+        ripe = (to != 0) & (t_s - since >= self.hold_s)
+        if not ripe.any():
+            continue
+        out += [Crossing(tid, self.names[k], "+" if to[k] > 0 else "-") for k in np.flatnonzero(ripe)]
+        side = self._side[tid]
+        side[ripe] = to[ripe]
+        to[ripe] = 0
+        if not to.any():
+            del self._due[tid]
+    return out
+
+
+class OldLineCounter(LineCounter):
+    """The line counter with its old update, step and confirmation (the rest is shared)."""
+
+    update = line_update  # type: ignore[assignment]
 
 
 def zone_of(self, ground: np.ndarray) -> list[str | None]:
