@@ -62,6 +62,10 @@ class Geometry:
         if len(pts) <= _FEW_POINTS:  # a few tracks (the usual tick): plain floats, the same decisions
             return [next((name for name, edges in self._edges if in_polygon(x, y, edges)), None)
                     for x, y in pts.tolist()]
+        return self.zones_by_arrays(pts)
+
+    def zones_by_arrays(self, pts: np.ndarray) -> list[str | None]:
+        """`zone_of` (N, 2) points on arrays, zone by zone (for many points; the code `zone_of` was before)."""
         out: list[str | None] = [None] * len(pts)
         for name, poly in self._zones:
             inside = points_in_polygon(pts, poly)

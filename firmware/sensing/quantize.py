@@ -84,15 +84,21 @@ class Quantizer:
         xy = g[:n]
         return GroundState(ids, xy, (g[n:2 * n] - xy) / _HORIZON, np.array(tall, dtype=np.float64) * mpp)
 
-    def quantize(self, state: GroundState, wall: float) -> list[QuantizedTrack]:
+    def fields(self, state: GroundState) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]:
+        """Each track's grid cell, zone, size class index, ground speed and heading sector (arrays but the zones)."""
         cfg = self.config
-        t_bucket = int(wall // cfg.time_bucket_s) * cfg.time_bucket_s
         cells = np.floor(state.xy / cfg.grid_m).astype(np.int64)
         zones = self.geometry.zone_of(state.xy)
         sizes = np.searchsorted(np.asarray(cfg.size_edges_m), state.height_m, side="right")
         speed = np.hypot(state.velocity[:, 0], state.velocity[:, 1])
         angle = np.arctan2(state.velocity[:, 1], state.velocity[:, 0])
         sectors = np.round(angle / (2 * math.pi / HEADING_SECTORS)).astype(np.int64) % HEADING_SECTORS
+        return cells, zones, sizes, speed, sectors
+
+    def quantize(self, state: GroundState, wall: float) -> list[QuantizedTrack]:
+        cfg = self.config
+        t_bucket = int(wall // cfg.time_bucket_s) * cfg.time_bucket_s
+        cells, zones, sizes, speed, sectors = self.fields(state)
         out = []
         # (as plain numbers: the same values, without a numpy scalar per field)
         for tid, (cx, cy), size, v, sector, zone in zip(state.track_ids.tolist(), cells.tolist(), sizes.tolist(),
