@@ -41,6 +41,12 @@ class Detections:
     def persons(self, min_score: float = 0.0) -> Detections:
         return self.select((self.classes == PERSON) & (self.scores >= min_score))
 
+    def person_pixels(self, min_score: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """`persons(min_score)`'s boxes in pixels (`to_pixels`) and their scores, the same values, without the
+        intermediate Detections (the loop's every frame)."""
+        keep = (self.classes == PERSON) & (self.scores >= min_score)
+        return self.boxes[keep] * np.array([width, height, width, height], dtype=np.float64), self.scores[keep]
+
     def to_pixels(self, width: int, height: int) -> np.ndarray:
         """Boxes in pixels of an image `width` x `height`, as float64 (N, 4) xyxy."""
         scale = np.array([width, height, width, height], dtype=np.float64)

@@ -13,6 +13,7 @@ from firmware.config.sensing import GeometryConfig, LineConfig
 
 FORGET_S = 600.0  # a track unseen this long has ended (the longest [tracker] max_lost_s allowed): its sides go
 WALK_MPS = 2.0  # a walker's top speed: how far a lost walker can have gone by the time a new track is born
+_FEW_POINTS = 32  # zone_of in plain floats up to this many points
 JOIN_M = 1.0  # ... plus this, a box's error on the ground: where a newborn may take over a lost track's sides
 
 
@@ -27,16 +28,23 @@ class Crossing:
 class Geometry:
     config: GeometryConfig
     _h: np.ndarray = field(init=False)
+    _h_xy: np.ndarray = field(init=False)  # views of _h, made once (to_ground's every call)
+    _h_1: np.ndarray = field(init=False)
     _zones: list[tuple[str, np.ndarray]] = field(init=False)
+    _edges: list[tuple[str, list[tuple[float, float, float, float]]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self._h = np.asarray(self.config.homography, dtype=np.float64)
+        self._h_xy, self._h_1 = self._h[:, :2].T, self._h[:, 2]
         self._zones = [(z.name, np.asarray(z.polygon, dtype=np.float64)) for z in self.config.zones]
+        # each zone's edges (x0, y0, x1, y1) in plain floats, for in_polygon
+        self._edges = [(name, list(zip(*poly.T.tolist(), *np.roll(poly, -1, axis=0).T.tolist(), strict=True)))
+                       for name, poly in self._zones]
 
     def to_ground(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) image pixels -> (N, 2) ground metres."""
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        hom = pts @ self._h[:, :2].T + self._h[:, 2]
+        hom = pts @ self._h_xy + self._h_1
         w = hom[:, 2:3]
         w = np.where(np.abs(w) < 1e-12, 1e-12, w)
         return hom[:, :2] / w
@@ -51,6 +59,13 @@ class Geometry:
     def zone_of(self, ground: np.ndarray) -> list[str | None]:
         """The first zone containing each (N, 2) ground point, or None."""
         pts = np.asarray(ground, dtype=np.float64).reshape(-1, 2)
+        if len(pts) <= _FEW_POINTS:  # a few tracks (the usual tick): plain floats, the same decisions
+            return [next((name for name, edges in self._edges if in_polygon(x, y, edges)), None)
+                    for x, y in pts.tolist()]
+        return self.zones_by_arrays(pts)
+
+    def zones_by_arrays(self, pts: np.ndarray) -> list[str | None]:
+        """`zone_of` (N, 2) points on arrays, zone by zone (for many points; the code `zone_of` was before)."""
         out: list[str | None] = [None] * len(pts)
         for name, poly in self._zones:
             inside = points_in_polygon(pts, poly)
@@ -109,9 +124,11 @@ class LineCounter:
         self._joinable: dict[int, None] = {}  # tracks seen within join_s that no newborn has taken, oldest first
         a = np.array([ln.a for ln in lines], dtype=np.float64).reshape(-1, 2)
         b = np.array([ln.b for ln in lines], dtype=np.float64).reshape(-1, 2)
-        self._a = a
-        self._length = np.hypot(*(b - a).T)
-        self._unit = (b - a) / np.where(self._length > 0, self._length, 1.0)[:, None]
+        length = np.hypot(*(b - a).T)
+        unit = (b - a) / np.where(length > 0, length, 1.0)[:, None]
+        # per line (a's x, a's y, unit x, unit y, length) in plain floats, for line_sides
+        self._lines = [(ax, ay, ux, uy, n) for (ax, ay), (ux, uy), n in
+                       zip(a.tolist(), unit.tolist(), length.tolist(), strict=True)]
         self._side: dict[int, np.ndarray] = {}  # track id -> side per line: +1 left, -1 right, 0 not yet known
         self._seen: dict[int, float] = {}  # track id -> when last seen
         # track id -> (side it crossed to per line, 0: none due; when first seen there): crossings held, not counted
@@ -130,16 +147,10 @@ class LineCounter:
         if self.join_s > 0 or self.smooth_s > 0:
             xy = self._follow(ids, xy, t_s)
         if len(ids) and len(self.names):
-            rel = xy.reshape(-1, 1, 2) - self._a  # (N, L, 2)
-            u = self._unit
-            signed = u[:, 0] * rel[..., 1] - u[:, 1] * rel[..., 0]  # > 0: left of a -> b
-            along = u[:, 0] * rel[..., 0] + u[:, 1] * rel[..., 1]
-            now = np.where(signed > self.band, 1, np.where(signed < -self.band, -1, 0)).astype(np.int8)
-            inside = (along >= 0) & (along <= self._length)
-            sides, insides = now.tolist(), inside.tolist()
-            for j, tid in enumerate(ids.tolist()):
-                if not self._quiet(int(tid), sides[j], insides[j]):
-                    found += self._step(int(tid), now[j], inside[j], t_s)
+            for tid, (x, y) in zip(ids.tolist(), xy.tolist(), strict=True):
+                sides, insides = line_sides(x, y, self._lines, self.band)
+                if not self._quiet(int(tid), sides, insides):
+                    found += self._step(int(tid), sides, insides, t_s)
         for tid in ids.tolist():
             self._seen[int(tid)] = t_s
         if t_s - self._pruned_at >= min(self.forget_s, 10.0):
@@ -161,45 +172,60 @@ class LineCounter:
                 side[k] = n
         return True
 
-    def _step(self, tid: int, now: np.ndarray, inside: np.ndarray, t_s: float) -> list[Crossing]:
+    def _step(self, tid: int, now: list[int], inside: list[bool], t_s: float) -> list[Crossing]:
+        """A track's sides `now` (+1, -1, 0 within the band, per line) and whether it is along each line
+        (`inside`): the crossings it completes now; a crossing seen is held (`_due`) when `hold_s` is set. In
+        plain Python over the lines (a few), the state in its arrays as before."""
         side = self._side.get(tid)
         if side is None:
-            self._side[tid] = now.copy()
+            self._side[tid] = np.array(now, np.int8)
             return []
-        due = self._due.get(tid)
-        if due is not None:
-            to, since = due
-            if self.restart:  # seen back within the band: the new side is held from its next sighting there
-                since[(to != 0) & (now == 0)] = t_s
-            back = (to != 0) & (now == side)  # seen beyond the band on the old side again within the hold
-            to[back] = 0
-            held = to != 0
-            if not held.any():
-                del self._due[tid]
-            now = np.where(held, 0, now).astype(np.int8)  # a line with a crossing due: nothing more to decide
-        crossed = (now != 0) & (side != 0) & (now != side) & inside
-        if self.hold_s > 0 and crossed.any():
-            to, since = self._due.setdefault(tid, (np.zeros(len(side), np.int8), np.zeros(len(side))))
-            to[crossed], since[crossed] = now[crossed], t_s
-            now = np.where(crossed, 0, now).astype(np.int8)
-            crossed[:] = False
-        out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k in np.flatnonzero(crossed)]
-        np.copyto(side, now, where=now != 0)
+        old, now = side.tolist(), list(now)
+        if tid in self._due:
+            now = self._held(tid, now, old, t_s)
+        crossed = [n != 0 and s != 0 and n != s and i for n, s, i in zip(now, old, inside, strict=True)]
+        if self.hold_s > 0 and any(crossed):
+            to, since = self._due.setdefault(tid, (np.zeros(len(old), np.int8), np.zeros(len(old))))
+            for k, c in enumerate(crossed):
+                if c:
+                    to[k], since[k], now[k] = now[k], t_s, 0
+            crossed = [False] * len(crossed)
+        out = [Crossing(tid, self.names[k], "+" if now[k] > 0 else "-") for k, c in enumerate(crossed) if c]
+        for k, n in enumerate(now):
+            if n != 0:
+                side[k] = n
         return out
+
+    def _held(self, tid: int, now: list[int], old: list[int], t_s: float) -> list[int]:
+        """A track with crossings held (`_due`) seen at sides `now` (its sides were `old`): each held crossing
+        is cancelled where it is seen back beyond the band on the old side, held from now on where it is seen
+        back within the band (`restart`); returns `now` with the lines still held at 0 (nothing to decide)."""
+        to, since = self._due[tid]
+        held = to.tolist()
+        for k, (n, was) in enumerate(zip(now, old, strict=True)):
+            if held[k] != 0:
+                if self.restart and n == 0:  # seen back within the band: the new side held from its next sighting
+                    since[k] = t_s
+                if n == was:  # seen beyond the band on the old side again within the hold
+                    to[k] = held[k] = 0
+        if not any(held):
+            del self._due[tid]
+        return [0 if h != 0 else n for h, n in zip(held, now, strict=True)]
 
     def _confirm(self, t_s: float) -> list[Crossing]:
         """Count the crossings held for `hold_s` by now: the track's side becomes the one it crossed to."""
         out: list[Crossing] = []
         for tid in list(self._due):
             to, since = self._due[tid]
-            ripe = (to != 0) & (t_s - since >= self.hold_s)
-            if not ripe.any():
+            held, when = to.tolist(), since.tolist()
+            ripe = [k for k, (d, w) in enumerate(zip(held, when, strict=True)) if d != 0 and t_s - w >= self.hold_s]
+            if not ripe:
                 continue
-            out += [Crossing(tid, self.names[k], "+" if to[k] > 0 else "-") for k in np.flatnonzero(ripe)]
+            out += [Crossing(tid, self.names[k], "+" if held[k] > 0 else "-") for k in ripe]
             side = self._side[tid]
-            side[ripe] = to[ripe]
-            to[ripe] = 0
-            if not to.any():
+            for k in ripe:
+                side[k], to[k] = held[k], 0
+            if not any(to.tolist()):
                 del self._due[tid]
         return out
 
@@ -262,6 +288,22 @@ class LineCounter:
             del self._joinable[old]
 
 
+def line_sides(x: float, y: float, lines: Sequence[tuple[float, float, float, float, float]],
+               band: float) -> tuple[list[int], list[bool]]:
+    """The ground point (x, y)'s side of each line (a's x, a's y, unit x, unit y, length): +1 left of a -> b
+    beyond `band` metres, -1 right beyond it, 0 within it; and whether it lies along the line's length. In
+    plain floats, the same operations as numpy's on arrays (so the same bits): a few tracks and lines a tick,
+    where each numpy call's cost would be most of the work."""
+    sides, insides = [], []
+    for ax, ay, ux, uy, length in lines:
+        rx, ry = x - ax, y - ay
+        signed = ux * ry - uy * rx  # > 0: left of a -> b
+        along = ux * rx + uy * ry
+        sides.append(1 if signed > band else -1 if signed < -band else 0)
+        insides.append(along >= 0 and along <= length)
+    return sides, insides
+
+
 def join_pairs(born: np.ndarray, ended_at: np.ndarray, gap_s: np.ndarray) -> list[tuple[int, int]]:
     """The join rule (LineCounter's `join_s`, the demographics' chains): (newborn, ended track) index pairs,
     nearest first, each newborn and each ended track in at most one. A newborn at `born` (N, 2) may take an
@@ -296,6 +338,17 @@ def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
         x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
     hits = straddle & (x < x_at)
     return (np.count_nonzero(hits, axis=1) % 2) == 1
+
+
+def in_polygon(x: float, y: float, edges: Sequence[tuple[float, float, float, float]]) -> bool:
+    """`points_in_polygon` for one point, the polygon as its edges (x0, y0, x1, y1), in plain floats: the same
+    operations in the same order, so the same decision (an edge that does not straddle the point's height is
+    never divided by: numpy's division there gave inf or NaN, which the straddle test discarded)."""
+    inside = False
+    for x0, y0, x1, y1 in edges:
+        if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+            inside = not inside
+    return inside
 
 
 def segment_crossings(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

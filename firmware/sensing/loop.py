@@ -274,9 +274,7 @@ class SensorLoop:
             hook(frame, dets, self.clock.wall())
         boxes, scores = _NO_BOXES, _NO_SCORES
         if dets is not None:
-            persons = dets.persons(self.config.min_score)
-            boxes = persons.to_pixels(*frame.source_size)
-            scores = persons.scores
+            boxes, scores = dets.person_pixels(self.config.min_score, *frame.source_size)
         tracks = None
         if self.track_hooks:  # they need this tick's tracks with the pixels: track before release
             tracks = self._track(boxes, scores, dt, frame.source_size, seen_ns)

@@ -78,32 +78,42 @@ class Quantizer:
             mpp = self.geometry.metres_per_pixel(np.array(feet, dtype=np.float64))
         else:
             g = self.geometry.to_ground(np.array(feet + ahead + right, dtype=np.float64).reshape(-1, 2))
-            mpp = np.linalg.norm(g[2 * n:] - g[:n], axis=1)
+            d = g[2 * n:] - g[:n]
+            d *= d
+            mpp = np.sqrt(d[:, 0] + d[:, 1])  # np.linalg.norm(axis=1)'s arithmetic, without its checks
         xy = g[:n]
         return GroundState(ids, xy, (g[n:2 * n] - xy) / _HORIZON, np.array(tall, dtype=np.float64) * mpp)
 
-    def quantize(self, state: GroundState, wall: float) -> list[QuantizedTrack]:
+    def fields(self, state: GroundState) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]:
+        """Each track's grid cell, zone, size class index, ground speed and heading sector (arrays but the zones)."""
         cfg = self.config
-        t_bucket = int(wall // cfg.time_bucket_s) * cfg.time_bucket_s
         cells = np.floor(state.xy / cfg.grid_m).astype(np.int64)
         zones = self.geometry.zone_of(state.xy)
         sizes = np.searchsorted(np.asarray(cfg.size_edges_m), state.height_m, side="right")
         speed = np.hypot(state.velocity[:, 0], state.velocity[:, 1])
         angle = np.arctan2(state.velocity[:, 1], state.velocity[:, 0])
         sectors = np.round(angle / (2 * math.pi / HEADING_SECTORS)).astype(np.int64) % HEADING_SECTORS
+        return cells, zones, sizes, speed, sectors
+
+    def quantize(self, state: GroundState, wall: float) -> list[QuantizedTrack]:
+        cfg = self.config
+        t_bucket = int(wall // cfg.time_bucket_s) * cfg.time_bucket_s
+        cells, zones, sizes, speed, sectors = self.fields(state)
         out = []
-        for i in range(len(state.track_ids)):
-            epoch, pseud = self.pseudonyms.pseudonym(int(state.track_ids[i]), wall)
+        # (as plain numbers: the same values, without a numpy scalar per field)
+        for tid, (cx, cy), size, v, sector, zone in zip(state.track_ids.tolist(), cells.tolist(), sizes.tolist(),
+                                                       speed.tolist(), sectors.tolist(), zones, strict=True):
+            epoch, pseud = self.pseudonyms.pseudonym(tid, wall)
             out.append(
                 QuantizedTrack(
                     pseudonym=pseud,
                     epoch=epoch,
                     t=t_bucket,
-                    cell=(int(cells[i, 0]), int(cells[i, 1])),
+                    cell=(cx, cy),
                     grid_m=cfg.grid_m,
-                    size=SIZE_CLASSES[int(sizes[i])],
-                    heading=int(sectors[i]) if speed[i] >= cfg.min_speed_mps else None,
-                    zone=zones[i],
+                    size=SIZE_CLASSES[size],
+                    heading=sector if v >= cfg.min_speed_mps else None,
+                    zone=zone,
                 )
             )
         return out
