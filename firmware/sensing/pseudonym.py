@@ -38,7 +38,8 @@ class Pseudonymizer:
         epoch = self.epoch_of(wall)
         if epoch != self._epoch:
             self._rotate(epoch)
-        digest = hmac.new(bytes(self._key), track_id.to_bytes(8, "big", signed=True), hashlib.sha256)
+        # the key buffer itself, not bytes(self._key): a copy per call would stay in freed memory, unzeroed
+        digest = hmac.new(self._key, track_id.to_bytes(8, "big", signed=True), hashlib.sha256)
         return epoch, digest.hexdigest()[:PSEUDONYM_HEX]
 
     def _rotate(self, epoch: int) -> None:

@@ -60,3 +60,25 @@ def test_forget_zeroes_key():
     p.pseudonym(1, 1.0)
     p.forget()
     assert bytes(p._key) == bytes(32)
+
+
+def test_the_hash_reads_the_key_buffer_itself_and_makes_no_copy_of_it(monkeypatch):
+    """A bytes copy of the key a call (what `bytes(self._key)` made) is immutable: it stays in freed memory after
+    the key is overwritten at rotation. The HMAC must be given the one buffer that `_rotate` and `forget` zero."""
+    import hashlib
+    import hmac
+
+    import firmware.sensing.pseudonym as mod
+
+    seen = []
+    real = hmac.new
+
+    def spy(key, msg, digestmod):
+        seen.append(key)
+        return real(key, msg, digestmod)
+
+    monkeypatch.setattr(mod.hmac, "new", spy)
+    p = Pseudonymizer(3600, seeded(7))
+    _, got = p.pseudonym(5, 1.0)
+    assert seen and all(k is p._key for k in seen)
+    assert got == real(bytes(p._key), (5).to_bytes(8, "big", signed=True), hashlib.sha256).hexdigest()[:16]
