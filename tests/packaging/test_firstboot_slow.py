@@ -2,7 +2,8 @@
 real systemd 252 (the amd64 package in a clean Debian 12 root booted with systemd-nspawn): the agent on a serial
 line from the host, the project's station provisioning and locking the device through garbage on the line, the
 sensor starting with what was provisioned and uploading to a real cloud on 127.0.0.1, and a reboot after which
-the agent is masked by its generator (not enabled, never started, cannot be started). Skips with the reason when a part is missing."""
+the agent is masked by its generator (not enabled, never started, cannot be started). Skips with the reason
+when a part is missing."""
 
 from __future__ import annotations
 
