@@ -40,6 +40,9 @@ for arch in $arches; do
     echo "umbra==$version --hash=sha256:$(sha256sum "$wheel" | cut -d' ' -f1)  # $(basename "$wheel")"; } > "$wh/requirements.lock"
   install -D -m 0644 -t "$root/lib/systemd/system" packaging/systemd/*.service packaging/systemd/*.timer \
     packaging/systemd/*.path
+  # the agent's enablement: wanted while the device is not locked, masked once it is (the unit has no [Install])
+  install -D -m 0755 packaging/systemd/umbra-provision-generator \
+    "$root/lib/systemd/system-generators/umbra-provision-generator"
   # the boot switch that umbra-boot-switch.service runs as umbra-boot: root's files here, never the umbra-written
   # venv; the boot partition's mount options for it, and its polkit rule
   install -D -m 0644 -t "$root/lib/systemd/system/boot-firmware.mount.d" \

@@ -14,7 +14,8 @@
 # repository is served, so the station sets no OTA root). Prints: the units on first boot (only the agent runs),
 # garbage on the line before the station speaks (one journal line), the station's run, the agent's end, the
 # sensor started with the provisioned certificate, pins and config (READY=1) and its records in the cloud; then
-# the container rebooted: the agent does not start, a station gets no answer, the sensor runs again.
+# the container rebooted: the agent is masked (is-enabled asserted), did not start and cannot be started, a
+# station gets no answer, the sensor runs again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . packaging/deb12_root.sh
@@ -113,6 +114,7 @@ echo "systemd $(in_ct systemctl --version | head -1 | cut -d' ' -f2) as PID 1 in
 show() { in_ct systemctl show -p ActiveState -p SubState -p Result -p ConditionResult -p ExecMainStatus "$1" | tr '\n' ' '; }
 for _ in $(seq 60); do [ "$(in_ct systemctl is-active umbra-provision.service || true)" = active ] && break; sleep 1; done
 for u in umbra-provision.service umbra.service; do echo "$u: $(show "$u")"; done
+echo "is-enabled umbra-provision.service (the generator's, no [Install]): $(in_ct systemctl is-enabled umbra-provision.service || true)"
 echo "device state: $(in_ct runuser -u umbra -- /opt/umbra/current/bin/umbra-device state)"
 echo "cgroups in the container: $(in_ct stat -fc %T /sys/fs/cgroup) ($(in_ct ls /sys/fs/cgroup | tr '\n' ' '))"
 f=/sys/fs/cgroup/devices/system.slice/umbra-provision.service/devices.list
@@ -182,7 +184,15 @@ for _ in $(seq 30); do
 done
 for u in umbra-provision.service umbra.service; do echo "$u: $(show "$u")"; done
 echo "the sensor this boot:"; journal umbra.service | grep -E 'Started umbra|umbra stopped after|Failed' || true
-echo "is-enabled umbra-provision.service: $(in_ct systemctl is-enabled umbra-provision.service || true)"
+# a locked device: the generator masked the agent at this boot, so nothing started it, nothing can
+enabled="$(in_ct systemctl is-enabled umbra-provision.service || true)"
+echo "is-enabled umbra-provision.service: $enabled"
+case "$enabled" in masked|masked-runtime) ;; *) echo "FAILED: the agent is $enabled on a locked device, not masked"; exit 1 ;; esac
+agent="$(in_ct systemctl show -p LoadState -p InactiveExitTimestampMonotonic umbra-provision.service | tr '\n' ' ')"
+echo "umbra-provision.service this boot: $agent"
+case "$agent" in *InactiveExitTimestampMonotonic=0*) ;; *) echo "FAILED: the agent started on a locked device"; exit 1 ;; esac
+echo "its journal this boot: $(journal umbra-provision.service | grep -c -v -e '-- No entries --' || true) lines"
+echo "systemctl start umbra-provision.service: $(in_ct systemctl start umbra-provision.service 2>&1 && echo STARTED || true)"
 echo "processes with /dev/serial0 open: $(in_ct sh -c 'for f in /proc/[0-9]*/fd/*; do [ "$(readlink "$f")" = /dev/serial0 ] && echo "$f"; done' | wc -l)"
 echo "a station on the locked device's line:"
 (timeout 120 "$PY" -c 'import sys; from provisioning.station_cli import main; sys.exit(main(sys.argv[1:]))' \

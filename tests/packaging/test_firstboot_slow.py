@@ -2,7 +2,8 @@
 real systemd 252 (the amd64 package in a clean Debian 12 root booted with systemd-nspawn): the agent on a serial
 line from the host, the project's station provisioning and locking the device through garbage on the line, the
 sensor starting with what was provisioned and uploading to a real cloud on 127.0.0.1, and a reboot after which
-the agent stays off. Skips with the reason when a part is missing."""
+the agent is masked by its generator (not enabled, never started, cannot be started). Skips with the reason
+when a part is missing."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def test_first_boot_to_running_under_a_real_systemd():
     assert "umbra-provision.service: Result=success ExecMainStatus=0 ActiveState=active SubState=running" in first
     assert "umbra.service: Result=exec-condition" in first and "device state: blank" in first
     assert "the agent's status: provisioning on /dev/serial0: blank" in first
+    # in this boot by the generator (the unit has no [Install]): not locked, so wanted by multi-user.target
+    assert "is-enabled umbra-provision.service (the generator's, no [Install]): enabled-runtime" in first
     # garbage before the station speaks: one journal line, and the station then provisions and locks
     garbage = between(text, "== garbage", "== the station")
     assert len(re.findall("not a valid request ignored", garbage)) == 1
@@ -74,7 +77,12 @@ def test_first_boot_to_running_under_a_real_systemd():
     # after a reboot: the agent does not start, nothing holds the line, a station gets no answer; the sensor runs
     again = text[text.index("== the container rebooted"):]
     assert "powered off: nspawn exit 0" in again and "second boot: running" in again
-    assert "umbra-provision.service: Result=exec-condition" in again and "ConditionResult=no" in again
+    # the generator masked the agent at this boot: not enabled, never left inactive, no journal line, no start
+    assert "is-enabled umbra-provision.service: masked-runtime" in again
+    assert "umbra-provision.service this boot: LoadState=masked InactiveExitTimestampMonotonic=0" in again
+    assert "its journal this boot: 0 lines" in again
+    assert "systemctl start umbra-provision.service: Failed to start umbra-provision.service: Unit " \
+           "umbra-provision.service is masked." in again
     assert "processes with /dev/serial0 open: 0" in again
     assert "FAILED timeout: no answer to 'hello'" in again
     assert "Started umbra.service" in again.split("the sensor this boot:")[1]  # READY=1 again, on a locked device

@@ -139,3 +139,45 @@ def test_no_maintainer_script_reaches_outside_dpkg_root():
         if (DEBIAN / name).exists():
             assert unprefixed_paths((DEBIAN / name).read_text()) == [], name
     assert unprefixed_paths('rm -rf /opt/umbra\n[ -d "$R/run/x" ] >/dev/null # /etc/x\n') == ["rm -rf /opt/umbra"]
+
+
+AGENT = "umbra-provision.service"
+
+
+def test_the_scripts_never_enable_or_mask_the_agent_and_an_upgrade_drops_the_old_links(installed, fake):
+    """The agent's enablement is the generator's alone (umbra-provision-generator: wanted until the lock, masked
+    after): no deb-systemd-helper enable or mask of it, on install or upgrade, locked or not. An upgrade purges
+    what an older package's deb-systemd-helper made for it (WantedBy= links, an /etc mask)."""
+    first = installed.calls.read_text()  # the fresh install that `fake` is a copy of
+    (fake.root / "var/lib/umbra/provisioning/state.json").write_text('{"device_id": "umbra-1", "state": "locked"}')
+    fake.calls.write_text("")
+    ok(fake.dpkg_install(N1))
+    upgrade = fake.calls.read_text()
+    for calls in (first, upgrade):
+        assert not re.search(rf"deb-systemd-helper (enable|mask|update-state|was-enabled).* {AGENT}", calls)
+        assert not re.search(rf"deb-systemd-invoke .*{AGENT}", calls)
+    assert "deb-systemd-helper enable umbra.service" in first
+    assert f"deb-systemd-helper purge {AGENT}" not in first
+    assert f"deb-systemd-helper purge {AGENT}" in upgrade and f"deb-systemd-helper unmask {AGENT}" in upgrade
+
+
+@pytest.mark.parametrize("wanted, policy, started", [(True, None, True), (True, 0, True), (True, 104, True),
+                                                      (True, 101, False), (False, None, False)])
+def test_on_a_running_system_the_agent_starts_when_the_generator_wants_it(fake, wanted, policy, started):
+    """deb-systemd-invoke starts no unit without [Install]: the postinst starts the agent itself when the
+    generator's run at its daemon-reload wanted it (the device is not locked), as policy-rc.d allows."""
+    run = fake.root / "run/systemd"
+    (run / "system").mkdir(parents=True)
+    if wanted:
+        (run / "generator/multi-user.target.wants").mkdir(parents=True)
+        (run / "generator/multi-user.target.wants" / AGENT).symlink_to(f"/lib/systemd/system/{AGENT}")
+    if policy is not None:
+        rc = fake.root / "usr/sbin/policy-rc.d"
+        rc.parent.mkdir(parents=True, exist_ok=True)
+        rc.write_text(f"#!/bin/sh\nexit {policy}\n")
+        rc.chmod(0o755)
+    fake.calls.write_text("")
+    ok(fake.dpkg_install(N1))
+    calls = fake.calls.read_text()
+    assert "systemctl --system daemon-reload" in calls
+    assert (f"systemctl --system --no-block restart {AGENT}" in calls) == started

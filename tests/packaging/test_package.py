@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -122,3 +123,20 @@ def test_the_boot_switch_ships_as_root_s_files_and_runs_from_them_alone(deb, tre
     assert out.returncode == 0, out.stderr
     assert (req / "result").read_text() == "00112233445566778899aabbccddeeff ok\n"
     assert "[tryboot]\nboot_partition=3" in (boot / "autoboot.txt").read_text()
+
+
+def test_the_agent_ships_without_install_and_its_generator_is_root_s_executable(deb, tree):
+    """The provisioning agent is in no boot by its unit (no [Install]: nothing enables it, `systemctl enable`
+    has nothing to do); the generator, root's 0755 in systemd 252's generator folder on Debian 12, wants it until the
+    device is locked and masks it after (tests/packaging/test_provision_generator.py)."""
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    rows = {line.split()[-1]: line.split()[:2] for line in listing.splitlines()}
+    assert rows["./lib/systemd/system-generators/umbra-provision-generator"] == ["-rwxr-xr-x", "root/root"]
+    shipped = tree / "lib/systemd/system-generators/umbra-provision-generator"
+    assert shipped.read_bytes() == (REPO / "packaging/systemd/umbra-provision-generator").read_bytes()
+    agent = (tree / "lib/systemd/system/umbra-provision.service").read_text()
+    sections = [line for line in agent.splitlines() if line.startswith("[")]
+    assert sections == ["[Unit]", "[Service]"] and not re.search(r"^(WantedBy|RequiredBy|Alias)=", agent, re.M)
+    assert "ExecCondition=/opt/umbra/current/bin/umbra-device is-unlocked" in agent  # the second guard stays
+    for other in ("umbra.service", "umbra-ota-check.timer", "umbra-boot-switch.path"):
+        assert "\n[Install]\n" in (tree / "lib/systemd/system" / other).read_text(), other

@@ -204,3 +204,14 @@ def test_the_polkit_rule_is_es5_for_polkitd_s_duktape():
     text = re.sub(r"//[^\n]*", "", RULE.read_text())
     assert not re.search(r"\b(let|const|class)\b|=>|`", text)
     assert text.count("polkit.addRule(") == 1 and "polkit.spawn" not in text
+
+
+def test_the_agent_has_no_install_section_its_generator_decides():
+    """A locked device's agent is in no boot: the unit cannot be enabled (no [Install]); the generator wants it
+    until the lock and masks it after; ExecCondition stays as the second guard."""
+    agent = unit(PACKAGING / "systemd" / "umbra-provision.service")
+    assert "Install" not in agent.sections()
+    assert agent["Service"]["ExecCondition"] == "/opt/umbra/current/bin/umbra-device is-unlocked"
+    assert (PACKAGING / "systemd" / "umbra-provision-generator").stat().st_mode & 0o111  # executable in git too
+    for name in ("umbra.service", "umbra-ota-check.timer", "umbra-boot-switch.path"):
+        assert "Install" in unit(PACKAGING / "systemd" / name).sections(), name
