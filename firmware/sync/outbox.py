@@ -140,28 +140,42 @@ class Outbox:
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
+    _FILES = ("", "-wal", "-shm")  # the database, its write-ahead log and its shared-memory index
+
     def _connect(self) -> sqlite3.Connection:
         Path(self.config.path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.config.path, isolation_level=None, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.config.synchronous}")
-        st = os.stat(self.config.path)
-        self._ident = (st.st_dev, st.st_ino)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL and its index now
+        self._idents = self._stat_files()
         return db
 
+    def _stat_files(self) -> list[tuple[int, int] | None]:
+        out: list[tuple[int, int] | None] = []
+        for suffix in self._FILES:
+            try:
+                st = os.stat(self.config.path + suffix)
+                out.append((st.st_dev, st.st_ino))
+            except FileNotFoundError:
+                out.append(None)
+        return out
+
     def _ensure_file(self) -> None:
-        """Is our database still the file at the path? Deleted while we run (an operator, a cleaner), SQLite
-        would go on writing to the unlinked file and every record would be lost at the next start. If so,
-        everything the open connection still sees is copied to a new file at the path (sqlite's backup), the
-        connection moves to it, and it is counted and logged. Call with the lock held."""
+        """Are our database, its WAL and its index still the files at the path? One deleted or replaced while
+        we run (an operator, a cleaner, another file renamed over it), SQLite would go on writing to the
+        unlinked file (a deleted WAL takes every later commit with it) and every record would be lost at the
+        next start. If so, everything the open connection still sees is copied to a new file at the path
+        (sqlite's backup), the old connection is closed, stale WAL and index files at the path are removed (a
+        new connection would read another file's log), the connection moves to the new file, and it is
+        counted (`recreated`, in every status record after it) and logged. Call with the lock held."""
         try:
-            st = os.stat(self.config.path)
-            if (st.st_dev, st.st_ino) == self._ident:
-                return
-        except FileNotFoundError:
-            pass
+            now = self._stat_files()
         except OSError as e:
             raise OutboxError(f"cannot check the outbox file {self.config.path}: {e.strerror}") from e
+        if all(a is None or a == b for a, b in zip(self._idents, now, strict=True)):
+            self._idents = [a or b for a, b in zip(self._idents, now, strict=True)]  # a WAL made since: ours
+            return
         part = Path(self.config.path + ".restore")
         try:
             part.parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +185,16 @@ class Outbox:
                 self._db.backup(target)
             finally:
                 target.close()
+            self._db.close()
+            for suffix in self._FILES[1:]:
+                Path(self.config.path + suffix).unlink(missing_ok=True)
             os.replace(part, self.config.path)
-            old, self._db = self._db, self._connect()
-            old.close()
+            self._db = self._connect()
         except (sqlite3.Error, OSError) as e:
             raise OutboxError(f"the outbox file {self.config.path} vanished and cannot be written back: {e}") from e
         self.recreated += 1
-        log.error("outbox file %s was deleted while running: written back with its %d records (%d times)",
-                  self.config.path, self._count, self.recreated)
+        log.error("outbox file %s (or its WAL) was deleted or replaced while running: written back with its %d "
+                  "records (%d times)", self.config.path, self._count, self.recreated)
 
     def _tx(self) -> Any:
         db = self._db
