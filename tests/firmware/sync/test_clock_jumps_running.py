@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from pathlib import Path
 
@@ -22,19 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud.app import DEV_DEVICE, Cloud, CloudConfig
-from cloud.harness import device_setup
-from firmware.config.privacy import PrivacyConfig
-from firmware.config.sensing import GeometryConfig, ZoneConfig
-from firmware.config.sync import OutboxConfig
-from firmware.privacy.accountant import Accountant
-from firmware.privacy.analytics import Analytics
-from firmware.sensing.geometry import Geometry
-from firmware.sync.outbox import Outbox
-from firmware.sync.uploader import Uploader
+from cloud.app import DEV_DEVICE
 from hal.clock import FakeClock
 from hal.trustedtime import FakeNtp, SkewedClock, TrustedClock
-from tests.firmware.sync.test_sync_skewed_clock import _ticks, track
+from tests.firmware.sync.test_sync_skewed_clock import _ticks, rig, track
 
 DAY = 86_400.0
 
@@ -46,18 +36,10 @@ def test_a_day_step_mid_run_then_corrected(tmp_path: Path, step_s: float, ntp_st
     device_clock = SkewedClock(true, 0.0)
     ntp = FakeNtp(synced=True)
     clock = TrustedClock(device_clock, ntp, tmp_path / "trusted_time.json")
-    privacy = PrivacyConfig(window_s=60, k=2, daily_epsilon=1000, budget_file=str(tmp_path / "budget.sqlite"))
-    geo = Geometry(GeometryConfig(zones=(ZoneConfig("hall", ((-10, -10), (10, -10), (10, 10), (-10, 10))),)))
     audit: list[tuple] = []
 
     async def main() -> tuple[list, int, int, list[dict], list[bool]]:
-        cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "cloud")), true)
-        runner, port = await cloud.start(port=0)
-        dev = device_setup(cloud, tmp_path / "device", port)
-        ob = Outbox(OutboxConfig(path=dev.outbox_path, batch_records=40))
-        an = Analytics(privacy, geo, Accountant(privacy.budget_file, privacy.budgets()), ob.enqueue,
-                       audit=lambda *a, **k: audit.append(a), trusted=lambda: clock.trusted)
-        up = Uploader(dev.uploader, dev.tls, ob, clock, random.Random(5))
+        cloud, runner, ob, an, up = await rig(tmp_path, true, clock, audit)
         results, n, trusted_seen = [], 0, []
         try:
             assert clock.trusted
