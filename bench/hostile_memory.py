@@ -1,6 +1,7 @@
 """Memory a hostile file costs before it is refused: a gzip batch that inflates to 30 MB posted to the
 reference cloud (real TLS on 127.0.0.1), and a signed-shape OTA bundle whose one member is sparse and
-declares 8 GB. Each runs in a fresh process; the figure is the peak resident memory (VmHWM, reset after
+declares 8 GB, and a folder of images whose first is a 16000x12000 PNG (the camera's limit is 8192 a
+side). Each runs in a fresh process; the figure is the peak resident memory (VmHWM, reset after
 set-up) above the resident memory just before the attack. Goal: under 100 MB each.
 
 `python -m bench.hostile_memory`"""
@@ -126,8 +127,44 @@ def _bomb(tmp: Path) -> tuple[float, str]:
         cloud.close()
 
 
+def big_png(path: Path, w: int, h: int) -> Path:
+    """A real, complete PNG of w x h black pixels, compressed row by row (never held whole: ~0.6 MB on disk
+    for 16000x12000)."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    c, row = zlib.compressobj(9), b"\0" * (1 + 3 * w)
+    idat = b"".join([c.compress(row) for _ in range(h)] + [c.flush()])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def _image(tmp: Path) -> tuple[float, str]:
+    import cv2  # noqa: F401  (loaded before the figure: its import is not the attack's cost)
+
+    from hal.clock import SystemClock
+    from hal.errors import CameraError
+    from hal.video import VideoCamera
+
+    (tmp / "frames").mkdir()
+    big_png(tmp / "frames" / "0.png", 16000, 12000)
+
+    def attack() -> str:
+        try:
+            VideoCamera(tmp / "frames", clock=SystemClock()).probe()
+        except CameraError as e:
+            return f"refused: {str(e).split('/')[-1]}"
+        return "ACCEPTED"
+
+    return _above_idle(attack)
+
+
 SCENARIOS = {"bomb": ("gzip batch inflating to 30 MB, posted to the cloud", _bomb),
-             "sparse": ("OTA bundle with a sparse member declaring 8 GB", _sparse)}
+             "sparse": ("OTA bundle with a sparse member declaring 8 GB", _sparse),
+             "image": ("first image of a folder, a 16000x12000 PNG (576 MB decoded)", _image)}
 
 
 def main(argv: list[str] | None = None) -> int:

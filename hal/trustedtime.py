@@ -5,7 +5,16 @@ answers. TrustedClock wraps the machine's clock and says which wall time can be 
   the device authenticated (the cloud over pinned mutual TLS) states its time (`observe_server_time`, from
   its HTTP Date);
 - once trusted, wall time runs on the monotonic clock from the last trusted anchor, so a clock stepped
-  later (by hand, by a bad NTP answer) does not move it; a fresh NTP sync re-anchors it;
+  later (by hand, by a bad NTP answer) does not move it; a fresh NTP reading re-anchors it only if it agrees
+  with that estimate (within `STEP_TOLERANCE_S` plus `DRIFT_PPM` of the monotonic time since the anchor:
+  NTP slews, it steps only when something is wrong);
+- an NTP reading that disagrees (the machine's clock stepped while NTP still says "synchronised") is a
+  *step*: counted (`steps`), logged, and time is untrusted until it is settled (the clock keeps running on
+  the estimate, so the sensor keeps working and time-bound decisions are held): NTP agreeing with the
+  estimate again settles it; an authenticated server time settles it (if it sides against NTP, NTP readings
+  that disagree are then ignored until one agrees again); NTP holding the new time steadily for
+  `ACCEPT_STEP_AFTER_S` is taken as the time if it is ahead (a step back is never taken from NTP alone: the
+  time never goes backwards once trusted);
 - never earlier than the last trusted time persisted (`state_file`, written at most once a minute), so a
   reboot with an old clock, or a replayed server time, cannot take it back;
 - while untrusted, `wall()` is the machine's time but never below that floor: the sensor keeps working,
@@ -34,6 +43,9 @@ from trust.files import write_atomic
 log = logging.getLogger(__name__)
 
 PERSIST_EVERY_S = 60.0
+STEP_TOLERANCE_S = 2.0  # an NTP reading this far from the estimate (plus drift) is a step, not a slew
+DRIFT_PPM = 500.0  # the most an NTP-slewed clock moves against the monotonic one (the kernel's slew limit)
+ACCEPT_STEP_AFTER_S = 900.0  # NTP holding a stepped time this long (monotonic), with no server to ask, is taken
 MAX_STATE_BYTES = 4096
 # no trusted time is later than this (2200-01-01): a floor or a server time past it is corrupt or an attack, and
 # kept it would hold wall time untrusted for good (no NTP sync could ever reach it)
@@ -105,15 +117,20 @@ class TrustedClock:
         self.base, self.ntp = base, ntp
         self.state_file = Path(state_file) if state_file else None
         self._anchor: tuple[float, int] | None = None  # (trusted wall, monotonic ns then)
+        self._origin: tuple[float, int] | None = None  # the anchor NTP readings are judged against (see _agrees)
         self._floor = self._load_floor()
         self._persisted_ns: int | None = None
         self.refused = 0  # server times refused for being earlier than the floor
+        self.steps = 0  # NTP readings that disagreed with trusted time (a stepped clock), each dispute once
+        self._dispute: tuple[float, int] | None = None  # (NTP's offset from the estimate, monotonic ns since)
+        self._ntp_overruled = False  # a server time sided against NTP: its disagreeing readings are ignored
+        self._returned = 0.0  # the latest wall time returned since anchored
 
     @classmethod
     def always_trusted(cls, base: Clock) -> TrustedClock:
         """The machine's clock taken as trusted (a bench PC with a good clock; tests of other things)."""
         clock = cls(base)
-        clock._anchor = (base.wall(), base.monotonic_ns())
+        clock._anchor = clock._origin = (base.wall(), base.monotonic_ns())
         return clock
 
     def monotonic_ns(self) -> int:
@@ -130,15 +147,32 @@ class TrustedClock:
     @property
     def trusted(self) -> bool:
         self._poll_ntp()
-        return self._anchor is not None
+        return self._anchor is not None and self._dispute is None
 
     def wall(self) -> float:
         self._poll_ntp()
         if self._anchor is None:
             return max(self.base.wall(), self._floor)
-        t = self._anchor[0] + (self.base.monotonic_ns() - self._anchor[1]) / 1e9
-        self._persist(t)
+        t = max(self._estimate(), self._floor, self._returned)
+        self._returned = t  # once anchored, never backwards: not even when a step is settled
+        if self._dispute is None:
+            self._persist(t)
         return t
+
+    def _estimate(self) -> float:
+        assert self._anchor is not None
+        return self._anchor[0] + (self.base.monotonic_ns() - self._anchor[1]) / 1e9
+
+    def _agrees(self, t: float) -> bool:
+        """Whether an NTP reading `t` agrees with trusted time: within the tolerance of the estimate from the
+        anchor and of the one from the origin (where trust was last established) plus the drift since, so a
+        run of small steps cannot walk the clock away (the kernel slews wall and monotonic time alike: only a
+        step moves one against the other)."""
+        assert self._anchor is not None and self._origin is not None
+        now = self.base.monotonic_ns()
+        from_origin = self._origin[0] + (now - self._origin[1]) / 1e9
+        drift = STEP_TOLERANCE_S + DRIFT_PPM * 1e-6 * (now - self._origin[1]) / 1e9
+        return abs(t - self._estimate()) <= STEP_TOLERANCE_S and abs(t - from_origin) <= drift
 
     def observe_server_time(self, t: float) -> bool:
         """An authenticated server's time (e.g. the cloud's Date over pinned mutual TLS). Anchors the clock
@@ -151,19 +185,52 @@ class TrustedClock:
             self.refused += 1
             log.warning("server time %.0f is before the last trusted time %.0f: refused", t, self._floor)
             return False
-        self._set_anchor(max(t, self._floor))
+        if self._dispute is not None:  # it settles a step NTP reported: for NTP, or against it
+            ntp_said = self._estimate() + self._dispute[0]
+            self._ntp_overruled = abs(t - ntp_said) > STEP_TOLERANCE_S + 1.0
+            log.warning("server time %.0f settles the clock step (%s NTP)", t,
+                        "against" if self._ntp_overruled else "with")
+            self._dispute = None
+        self._set_anchor(max(t, self._floor, self._returned), origin=True)
         return True
 
     def _poll_ntp(self) -> None:
-        if self.ntp is not None and self.ntp.synced():
-            t = self.base.wall()
+        if self.ntp is None or not self.ntp.synced():
+            return
+        t = self.base.wall()
+        if self._anchor is None:
             if t >= self._floor - 1.0:
-                self._set_anchor(t)
+                self._set_anchor(t, origin=True)
+            return
+        off = t - self._estimate()
+        if self._agrees(t):  # NTP agrees: a slew, a small step, or a step put right
+            if self._dispute is not None or self._ntp_overruled:
+                log.info("NTP agrees with trusted time again")
+            self._dispute, self._ntp_overruled = None, False
+            self._set_anchor(t)
+            return
+        if self._ntp_overruled:
+            return
+        now = self.base.monotonic_ns()
+        if self._dispute is None or abs(off - self._dispute[0]) > STEP_TOLERANCE_S:
+            if self._dispute is None:
+                self.steps += 1
+                log.warning("the clock stepped %+.0f s against trusted time: time untrusted until NTP agrees "
+                            "again or the cloud says the time", off)
+            self._dispute = (off, now)
+            return
+        if now - self._dispute[1] >= ACCEPT_STEP_AFTER_S * 1e9 and t >= max(self._floor, self._returned):
+            log.warning("NTP held a time %+.0f s from trusted time for %.0f s: taken as the time", off,
+                        ACCEPT_STEP_AFTER_S)
+            self._dispute = None
+            self._set_anchor(t, origin=True)
 
-    def _set_anchor(self, t: float) -> None:
+    def _set_anchor(self, t: float, origin: bool = False) -> None:
         if self._anchor is None:
             log.info("wall time trusted from now (%.0f)", t)
         self._anchor = (t, self.base.monotonic_ns())
+        if origin or self._origin is None:
+            self._origin = self._anchor
         self._persist(t)
 
     def _persist(self, t: float) -> None:

@@ -20,9 +20,22 @@ import numpy as np
 from hal.clock import Clock, due_frame, due_ns
 from hal.errors import CameraError, CameraUnavailable, EndOfStream
 from hal.frame import Frame, FramePool, letterbox_into
+from hal.imagehead import ImageHeaderError, image_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 MAX_SIDE = 8192  # pixels: as [camera] main_size; a larger source is refused before a frame buffer is made
+
+
+def _side_checked(path: Path, error: type[CameraError]) -> None:
+    """Refuse an image past MAX_SIDE from its header, before it is decoded (`hal.imagehead`): OpenCV would
+    decode it whole first. A file whose header states no size is refused too (`error`: CameraUnavailable for
+    the first image, CameraError, a skipped frame, for a later one)."""
+    try:
+        w, h = image_size(path)
+    except (ImageHeaderError, OSError) as e:
+        raise error(f"cannot decode {path}: {getattr(e, 'strerror', None) or e}") from e
+    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+        raise error(f"{path} is {w}x{h} pixels; at most {MAX_SIDE}x{MAX_SIDE} is read")
 
 
 class VideoCamera:
@@ -71,6 +84,7 @@ class VideoCamera:
             self._images = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._images:
                 raise CameraUnavailable(f"{self.source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            _side_checked(self._images[0], CameraUnavailable)
             first = cv2.imread(str(self._images[0]))
             if first is None:
                 raise CameraUnavailable(f"cannot decode {self._images[0]}")
@@ -196,13 +210,15 @@ class VideoCamera:
             if not self.loop:
                 return False
             self._index = 0
-        img = cv2.imread(str(self._images[self._index]))
+        path = self._images[self._index]
         self._index += 1
+        _side_checked(path, CameraError)
+        img = cv2.imread(str(path))
         if img is None:
-            raise CameraError(f"cannot decode {self._images[self._index - 1]}")
+            raise CameraError(f"cannot decode {path}")
         if img.shape != buf.shape:  # resized, it would move every zone the homography places: a counted fault
             img.fill(0)
-            raise CameraError(f"{self._images[self._index - 1]} is {img.shape[1]}x{img.shape[0]} pixels, the source's "
+            raise CameraError(f"{path} is {img.shape[1]}x{img.shape[0]} pixels, the source's "
                               f"frames {buf.shape[1]}x{buf.shape[0]}: frame skipped")
         buf[...] = img
         img.fill(0)

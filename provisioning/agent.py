@@ -25,6 +25,7 @@ from provisioning.errors import FrameError, ProvisioningError, Refusal
 from provisioning.framing import Deframer
 from provisioning.protocol import OPS, VERSION, pack, unpack
 from trust import pki
+from trust.files import private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ class FileKeyStore:
 class DeviceAgent:
     def __init__(self, state_dir: Path, *, hardware_id: str, model: str, firmware: str, trusted_ca_pem: bytes,
                  self_tests: dict[str, SelfTest] | None = None, keystore: KeyStore | None = None) -> None:
-        self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = private_dirs(state_dir)  # it holds the device key and key ring: 0700 whatever the umask
         self.hardware_id, self.model, self.firmware = hardware_id, model, firmware
         self.trusted_ca = x509.load_pem_x509_certificate(trusted_ca_pem)
         self.self_tests = self_tests or {}

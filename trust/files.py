@@ -23,13 +23,37 @@ def check_regular(path: str | os.PathLike[str]) -> None:
         raise OSError(errno.EINVAL, "not a regular file (a device, a fifo or a folder stands there)", str(path))
 
 
+def private_dirs(folder: str | os.PathLike[str]) -> Path:
+    """Make `folder` and every missing folder above it 0700, whatever the umask (mkdir's mode is masked by
+    it: 0755 under the usual 022, 0777 under 000); a folder that already stands is left as it is. For the
+    folders that hold secrets (a device key, key ring, tokens) and the sensor's state dir."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another writer: theirs, left as it is
+            continue
+        os.chmod(d, 0o700)
+    return folder
+
+
 def write_atomic(path: Path, data: bytes, private: bool = False, mode: int | None = None) -> None:
     """Temp file in the same folder, fsync, os.replace, fsync of the folder: a reader (or a power cut) sees
     the old file or the new one, never a mix. `private`: mode 0600; `mode`: that mode (the temp file's own is
     0600), set before the file appears. Standard library only, so the set-up (models, bench.lib.data) and the
-    boot switch (hal.tryboot_switch) use it too."""
+    boot switch (hal.tryboot_switch) use it too. With `private`, folders it makes are 0700 (`private_dirs`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if private:
+        private_dirs(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         if private or mode is not None:

@@ -24,6 +24,7 @@ from firmware.cli.summary import stop_summary
 from firmware.config import UmbraConfig, load, resolve_path
 from firmware.config.checks import flag, whole
 from firmware.demographics.hook import DemographicsHook, build_demographics_hook
+from firmware.errors import FirmwareError
 from firmware.flows.hook import FlowGroupHook, build_flow_hook
 from firmware.installer.countaudit import LineCountSink
 from firmware.installer.counts import RunCounts
@@ -45,7 +46,7 @@ from hal.trustedtime import TrustedClock
 from ota import agent
 from ota.lock import LockedBoot
 from ota.watchdog import Watchdog
-from trust.files import check_regular
+from trust.files import check_regular, private_dirs
 
 log = logging.getLogger("umbra")
 
@@ -82,6 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_frames is not None:
         flag(whole, "--max-frames", args.max_frames, 1, 2**62, unit="frames")
     cfg = load(args.config)
+    try:  # the state dir holds the outbox, the audit log, the budget and keys: 0700 when it is made
+        private_dirs(resolve_path(cfg.device.state_dir, args.config.resolve().parent))
+    except OSError as e:
+        raise FirmwareError(f"[device] state_dir {cfg.device.state_dir}: cannot make it: {e.strerror}") from e
     sensor = Sensor(cfg, args.config.resolve().parent, build_clock(cfg, args.config.resolve().parent))
     init_sync(sensor)
     init_outputs(sensor)

@@ -35,7 +35,8 @@ class PrivacyConfig:
     max_zones: int = 2  # zones one person counts in per window
     max_crossings: int = 0  # line crossings one person counts for per window; 0: derived (crossing_cap)
     budget_file: str = "{state_dir}/privacy_budget.sqlite"  # {state_dir}: [device] state_dir
-    audit_file: str = "{state_dir}/audit.jsonl"  # the hash-chained privacy audit log; "" for none
+    # the hash-chained privacy audit log: required (see validate); it is what vouches for the budget spent
+    audit_file: str = "{state_dir}/audit.jsonl"
     # Running totals of the day (line crossings, visitors) per step, released under continual observation by
     # the binary-tree mechanism (firmware/privacy/continual.py): error growing with log of the day's steps.
     tree_enabled: bool = False
@@ -49,6 +50,11 @@ class PrivacyConfig:
     tree_state_file: str = "{state_dir}/continual_state.json"  # the tree's noised nodes, durable
 
     def validate(self) -> None:
+        if not isinstance(self.audit_file, str) or not self.audit_file.strip():
+            # Only the audit log vouches for what was released and spent: without it, the budget store deleted
+            # (with the continual state) cannot be told from a new device, and the day is spent again.
+            raise ValueError("audit_file: a path is required (differentially private releases are audited; "
+                             "the log is what keeps a deleted budget store from being spent again)")
         whole("window_s", self.window_s, 60, 86_400, unit="s")
         whole("k", self.k, 1, 10_000)
         number("epsilon", self.epsilon, MIN_EPSILON, 10)

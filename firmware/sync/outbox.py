@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # dropped first ... dropped last when the outbox is full
 DROP_ORDER = ("track", "sample", "flowgroups", "demographics", "status", "alert", "ota", "aggregate", "audit")
 _PRIORITY = {k: i for i, k in enumerate(DROP_ORDER)}
+PENDING_MAX = 5000  # records kept in memory while the disk is full (see Outbox._flush_pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class OutboxStats:
     dropped: Mapping[str, int]
     enqueued_total: int
     acked_total: int
+    pending: int = 0  # records waiting in memory for room on the disk
+    write_failures: int = 0
 
 
 def _time_and_zone(kind: str, record: Mapping[str, Any]) -> tuple[float | None, str | None]:
@@ -123,6 +126,10 @@ class Outbox:
         self._lock = threading.Lock()
         self.sink = RecordSink(self.enqueue_tracks)  # the SensorLoop's sink: each tick's and the last bucket's
         self.recreated = 0  # times the database file was found deleted under us and written back (see _ensure_file)
+        self.write_failures = 0  # enqueues the disk had no room for (SQLITE_FULL): their records wait in memory
+        self._pending: list[tuple[str, int, int, str]] = []  # (kind, prio, size, body) not yet written, in order
+        self._pending_dropped: dict[str, int] = {}
+        self._full = False
         try:
             self._db = self._connect()
             self._db.executescript(_DDL)
@@ -140,28 +147,42 @@ class Outbox:
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
+    _FILES = ("", "-wal", "-shm")  # the database, its write-ahead log and its shared-memory index
+
     def _connect(self) -> sqlite3.Connection:
         Path(self.config.path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.config.path, isolation_level=None, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.config.synchronous}")
-        st = os.stat(self.config.path)
-        self._ident = (st.st_dev, st.st_ino)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL and its index now
+        self._idents = self._stat_files()
         return db
 
+    def _stat_files(self) -> list[tuple[int, int] | None]:
+        out: list[tuple[int, int] | None] = []
+        for suffix in self._FILES:
+            try:
+                st = os.stat(self.config.path + suffix)
+                out.append((st.st_dev, st.st_ino))
+            except FileNotFoundError:
+                out.append(None)
+        return out
+
     def _ensure_file(self) -> None:
-        """Is our database still the file at the path? Deleted while we run (an operator, a cleaner), SQLite
-        would go on writing to the unlinked file and every record would be lost at the next start. If so,
-        everything the open connection still sees is copied to a new file at the path (sqlite's backup), the
-        connection moves to it, and it is counted and logged. Call with the lock held."""
+        """Are our database, its WAL and its index still the files at the path? One deleted or replaced while
+        we run (an operator, a cleaner, another file renamed over it), SQLite would go on writing to the
+        unlinked file (a deleted WAL takes every later commit with it) and every record would be lost at the
+        next start. If so, everything the open connection still sees is copied to a new file at the path
+        (sqlite's backup), the old connection is closed, stale WAL and index files at the path are removed (a
+        new connection would read another file's log), the connection moves to the new file, and it is
+        counted (`recreated`, in every status record after it) and logged. Call with the lock held."""
         try:
-            st = os.stat(self.config.path)
-            if (st.st_dev, st.st_ino) == self._ident:
-                return
-        except FileNotFoundError:
-            pass
+            now = self._stat_files()
         except OSError as e:
             raise OutboxError(f"cannot check the outbox file {self.config.path}: {e.strerror}") from e
+        if all(a is None or a == b for a, b in zip(self._idents, now, strict=True)):
+            self._idents = [a or b for a, b in zip(self._idents, now, strict=True)]  # a WAL made since: ours
+            return
         part = Path(self.config.path + ".restore")
         try:
             part.parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +192,16 @@ class Outbox:
                 self._db.backup(target)
             finally:
                 target.close()
+            self._db.close()
+            for suffix in self._FILES[1:]:
+                Path(self.config.path + suffix).unlink(missing_ok=True)
             os.replace(part, self.config.path)
-            old, self._db = self._db, self._connect()
-            old.close()
+            self._db = self._connect()
         except (sqlite3.Error, OSError) as e:
             raise OutboxError(f"the outbox file {self.config.path} vanished and cannot be written back: {e}") from e
         self.recreated += 1
-        log.error("outbox file %s was deleted while running: written back with its %d records (%d times)",
-                  self.config.path, self._count, self.recreated)
+        log.error("outbox file %s (or its WAL) was deleted or replaced while running: written back with its %d "
+                  "records (%d times)", self.config.path, self._count, self.recreated)
 
     def _tx(self) -> Any:
         db = self._db
@@ -188,7 +211,15 @@ class Outbox:
                 db.execute("BEGIN IMMEDIATE")
 
             def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-                db.execute("COMMIT" if et is None else "ROLLBACK")
+                if et is None:
+                    try:
+                        db.execute("COMMIT")
+                    except sqlite3.Error:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                elif db.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL)
+                    db.execute("ROLLBACK")
 
         return _Tx()
 
@@ -197,6 +228,12 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            try:
+                self._flush_pending()  # a last try: what still finds no room is lost with the process (logged)
+            except OutboxError as e:
+                log.error("%s", e)
+            if self._pending:
+                log.error("outbox closed with %d records it had no room for: lost", len(self._pending))
             self._db.close()
 
     def __enter__(self) -> Outbox:
@@ -221,19 +258,56 @@ class Outbox:
             rows.append((kind, _PRIORITY[kind], len(body), body))
         if not rows:
             return 0
-        size = sum(r[2] for r in rows)
         with self._lock:
             self._ensure_file()
-            try:
-                with self._tx():
-                    self._db.executemany("INSERT INTO records (kind, prio, size, body) VALUES (?, ?, ?, ?)", rows)
-                    self._db.execute("UPDATE meta SET v = v + ? WHERE k = 'enqueued'", (len(rows),))
-                    dropped = self._enforce_bounds(self._count + len(rows), self._bytes + size)
-            except sqlite3.Error as e:
-                raise OutboxError(f"outbox write failed ({len(rows)} records not stored): {e}") from e
-            self._count += len(rows) - dropped[0]
-            self._bytes += size - dropped[1]
+            self._pending.extend(rows)
+            self._flush_pending()
         return len(rows)
+
+    def _flush_pending(self) -> None:
+        """Write the records waiting in memory, in one transaction. A full disk (SQLITE_FULL: the partition,
+        or the database's page limit) keeps them waiting, counted (`write_failures`, in the status record),
+        bounded by `PENDING_MAX` (the most expendable dropped first, counted as drops) and written at the next
+        enqueue or take once there is room again: a full disk loses nothing already handed over while the
+        sensor runs (a power cut then loses what waits in memory). Other SQLite errors raise OutboxError with
+        the records still waiting. Call with the lock held."""
+        if not self._pending:
+            return
+        rows, size = self._pending, sum(r[2] for r in self._pending)
+        try:
+            with self._tx():
+                self._db.executemany("INSERT INTO records (kind, prio, size, body) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("UPDATE meta SET v = v + ? WHERE k = 'enqueued'", (len(rows),))
+                for kind, n in self._pending_dropped.items():
+                    self._db.execute("INSERT INTO dropped VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET n = n + ?",
+                                     (kind, n, n))
+                dropped = self._enforce_bounds(self._count + len(rows), self._bytes + size)
+        except sqlite3.Error as e:
+            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise OutboxError(f"outbox write failed ({len(rows)} records not stored yet): {e}") from e
+            self.write_failures += 1
+            self._full = True
+            self._bound_pending()
+            log.error("outbox full (%s): %d records wait in memory (%d times)", e, len(self._pending),
+                      self.write_failures)
+            return
+        if self._full:
+            self._full = False
+            log.warning("outbox: room again, %d waiting records written", len(rows))
+        self._pending, self._pending_dropped = [], {}
+        self._count += len(rows) - dropped[0]
+        self._bytes += size - dropped[1]
+
+    def _bound_pending(self) -> None:
+        over = len(self._pending) - PENDING_MAX
+        if over <= 0:
+            return
+        order = sorted(range(len(self._pending)), key=lambda i: (self._pending[i][1], i))[:over]
+        for i in order:
+            kind = self._pending[i][0]
+            self._pending_dropped[kind] = self._pending_dropped.get(kind, 0) + 1
+        gone = set(order)
+        self._pending = [r for i, r in enumerate(self._pending) if i not in gone]
 
     def enqueue_tracks(self, records: Iterable[QuantizedTrack]) -> int:
         """Released track records, one transaction (`sink` hands each tick's here)."""
@@ -269,6 +343,7 @@ class Outbox:
         """The unacknowledged batch if there is one, else a new batch of the oldest records (or None)."""
         with self._lock:
             self._ensure_file()
+            self._flush_pending()
             try:
                 row = self._db.execute("SELECT batch_id, seq FROM batches ORDER BY seq LIMIT 1").fetchone()
                 if row is None:
@@ -372,9 +447,12 @@ class Outbox:
     def stats(self) -> OutboxStats:
         with self._lock:
             dropped = dict(self._db.execute("SELECT kind, n FROM dropped").fetchall())
+            for kind, n in self._pending_dropped.items():
+                dropped[kind] = dropped.get(kind, 0) + n
             pending = self._db.execute("SELECT batch_id FROM batches ORDER BY seq LIMIT 1").fetchone()
-            return OutboxStats(self._count, self._bytes, pending[0] if pending else None, dropped,
-                               int(self._meta("enqueued")), int(self._meta("acked")))
+            return OutboxStats(self._count + len(self._pending), self._bytes + sum(r[2] for r in self._pending),
+                               pending[0] if pending else None, dropped, int(self._meta("enqueued")),
+                               int(self._meta("acked")), len(self._pending), self.write_failures)
 
     def __len__(self) -> int:
-        return self._count
+        return self._count + len(self._pending)

@@ -139,6 +139,10 @@ class StatusSink:
             record.update(camera_stalls=stats.camera_stalls, camera_lost=stats.camera_lost)
         if stats.camera_fault:  # the camera is failing now (the cloud's fleet view lists last_error)
             record["last_error"] = f"camera: {stats.camera_fault}"[:200]
+        if st.write_failures:  # the disk was full: records waited (or wait) in memory
+            record.update(outbox_write_failures=st.write_failures, outbox_pending=st.pending)
+        if self.outbox.recreated:  # the outbox's files were deleted or replaced under it (written back)
+            record["outbox_recreated"] = self.outbox.recreated
         if plan is not None:
             record["zone_plan"] = plan
         self.outbox.enqueue([record])

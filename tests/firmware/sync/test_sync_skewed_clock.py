@@ -10,6 +10,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,24 +45,31 @@ def _ticks(an: Analytics, clock: TrustedClock, true: FakeClock, seconds: int) ->
         true.advance(1.0)
 
 
+async def rig(tmp_path: Path, true: FakeClock, clock: TrustedClock, audit: list[tuple]
+              ) -> tuple[Cloud, Any, Outbox, Analytics, Uploader]:
+    """The reference cloud on the true clock (real mutual TLS on 127.0.0.1) and a device on `clock`: its
+    outbox, analytics of one zone (windows of 60 s, k 2) whose audit entries go to `audit`, and its uploader."""
+    privacy = PrivacyConfig(window_s=60, k=2, daily_epsilon=1000, budget_file=str(tmp_path / "budget.sqlite"))
+    geo = Geometry(GeometryConfig(zones=(ZoneConfig("hall", ((-10, -10), (10, -10), (10, 10), (-10, 10))),)))
+    cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "cloud")), true)
+    runner, port = await cloud.start(port=0)
+    dev = device_setup(cloud, tmp_path / "device", port)
+    ob = Outbox(OutboxConfig(path=dev.outbox_path, batch_records=40))
+    an = Analytics(privacy, geo, Accountant(privacy.budget_file, privacy.budgets()), ob.enqueue,
+                   audit=lambda *a, **k: audit.append(a), trusted=lambda: clock.trusted)
+    return cloud, runner, ob, an, Uploader(dev.uploader, dev.tls, ob, clock, random.Random(5))
+
+
 @pytest.mark.parametrize("offset_s", [-86_400.0, 86_400.0])
 def test_a_day_off_then_corrected_uploads_everything_without_restart(tmp_path: Path, offset_s: float) -> None:
     true = FakeClock(start_wall=time.time() // 60 * 60 + 30)
     device_clock = SkewedClock(true, offset_s)
     ntp = FakeNtp(synced=False)
     clock = TrustedClock(device_clock, ntp, tmp_path / "trusted_time.json")
-    privacy = PrivacyConfig(window_s=60, k=2, daily_epsilon=1000, budget_file=str(tmp_path / "budget.sqlite"))
-    geo = Geometry(GeometryConfig(zones=(ZoneConfig("hall", ((-10, -10), (10, -10), (10, 10), (-10, 10))),)))
     audit: list[tuple] = []
 
     async def main() -> tuple[list, int, int, list[dict]]:
-        cloud = Cloud(CloudConfig(data_dir=str(tmp_path / "cloud")), true)
-        runner, port = await cloud.start(port=0)
-        dev = device_setup(cloud, tmp_path / "device", port)
-        ob = Outbox(OutboxConfig(path=dev.outbox_path, batch_records=40))
-        an = Analytics(privacy, geo, Accountant(privacy.budget_file, privacy.budgets()), ob.enqueue,
-                       audit=lambda *a, **k: audit.append(a), trusted=lambda: clock.trusted)
-        up = Uploader(dev.uploader, dev.tls, ob, clock, random.Random(5))
+        cloud, runner, ob, an, up = await rig(tmp_path, true, clock, audit)
         results, n = [], 0
         try:
             assert not clock.trusted
