@@ -17,8 +17,8 @@
 # switch's sandbox and granted by the rule, reboots the container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, systemd-nspawn)" >&2; exit 2; }
-command -v systemd-nspawn >/dev/null || { echo "systemd-nspawn not found: apt-get install systemd-container" >&2; exit 2; }
+. packaging/deb12_root.sh
+deb12_require_nspawn  # root, and Debian's systemd-container and debootstrap (installed when missing)
 base="${UMBRA_DEB12_BASE:-/var/tmp/umbra-deb12-base}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 dist=""  # the package folder this script builds, removed on the way out (not one it was given)

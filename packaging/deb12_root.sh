@@ -2,7 +2,7 @@
 # 252 with systemd-nspawn (packaging/install_test.sh, packaging/firstboot_test.sh; boot_test.sh makes the same
 # root its own way). As root, from the repository's top folder. Each function says what it sets; nothing here
 # leaves a file behind once deb12_cleanup has run (the caller's EXIT trap calls it).
-#   deb12_require_nspawn        exit 2 with one line unless root with systemd-nspawn and debootstrap
+#   deb12_require_nspawn        exit 2 with one line unless root; installs systemd-nspawn and debootstrap
 #   deb12_package [REV REV2]    UMBRA_DEB_N (and UMBRA_DEB_N1: REV2): the packages given, or built into a folder
 #                               removed on the way out
 #   deb12_root                  deb12_dir: a fresh copy of the cached debootstrap root ($UMBRA_DEB12_BASE)
@@ -18,8 +18,13 @@ deb12_dist="" deb12_dir="" deb12_nspawn="" deb12_init="" deb12_state=""
 
 deb12_require_nspawn() {
   [ "$(id -u)" = 0 ] || { echo "run as root (debootstrap, chroot, systemd-nspawn)" >&2; exit 2; }
-  command -v systemd-nspawn >/dev/null || { echo "systemd-nspawn not found: apt-get install systemd-container" >&2; exit 2; }
-  command -v debootstrap >/dev/null || { echo "debootstrap not found: apt-get install debootstrap" >&2; exit 2; }
+  local want=""
+  command -v systemd-nspawn >/dev/null || want="$want systemd-container"
+  command -v debootstrap >/dev/null || want="$want debootstrap"
+  [ -z "$want" ] && return 0
+  echo "installing Debian's$want"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $want >/dev/null; } \
+    || { echo "could not install$want (apt-get failed)" >&2; exit 2; }
 }
 
 deb12_package() {  # deb12_package [REV...]: revision 1 (or each REV) built, unless UMBRA_DEB_N names one
